@@ -1,0 +1,270 @@
+"""Checkpoints: weights as safetensors plus a small JSON, written atomically.
+
+A bioattn checkpoint is a directory holding ``model.safetensors`` (the state dict) and
+``model.json`` (model name, its constructor arguments, classes, input size and normalisation).
+The trainer adds ``trainer_state.pt`` (optimiser, scheduler, EMA, scaler, epoch, RNG states).
+
+``--checkpoint`` everywhere accepts such a directory, a bare ``.safetensors`` file, or a ``.pth``
+file as released by the authors (a dict whose ``model`` entry is the state dict, or a bare state
+dict), always read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import BioattnError
+
+WEIGHTS = "model.safetensors"
+META = "model.json"
+TRAINER_STATE = "trainer_state.pt"
+_STATE_DICT_ENTRIES = ("model", "state_dict", "model_state_dict")
+
+
+# ------------------------------------------------------------------------------------------
+# atomic writes
+# ------------------------------------------------------------------------------------------
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Write ``path`` through ``write(tmp_path)`` then rename, so a failed or interrupted write
+    leaves the previous file untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+    atomic_write(path, write)
+
+
+def atomic_dir(final: str | Path, fill: Callable[[Path], None]) -> None:
+    """Build a directory with ``fill(tmp_dir)`` and swap it in place of ``final``.
+
+    The old directory is kept as ``<final>.old`` until the new one is in place, so at every
+    moment one complete copy exists; :func:`resolve_checkpoint_dir` falls back to it.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    old = final.with_name(final.name + ".old")
+    try:
+        fill(tmp)
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not final.exists() and old.exists():
+            os.replace(old, final)
+        raise
+
+
+def resolve_checkpoint_dir(path: str | Path) -> Path:
+    """``path`` itself, or its ``.old`` twin if a swap was interrupted."""
+    path = Path(path)
+    if (path / WEIGHTS).exists():
+        return path
+    old = path.with_name(path.name + ".old")
+    if (old / WEIGHTS).exists():
+        return old
+    return path
+
+
+# ------------------------------------------------------------------------------------------
+# reading state dicts
+# ------------------------------------------------------------------------------------------
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict stored at ``path`` (checkpoint directory, .safetensors or .pth)."""
+    path = Path(path)
+    if not path.exists():
+        raise BioattnError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        path = resolve_checkpoint_dir(path) / WEIGHTS
+        if not path.exists():
+            raise BioattnError(f"no {WEIGHTS} in checkpoint directory {path.parent}")
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or foreign file
+        raise BioattnError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+    if isinstance(state, dict):
+        for entry in _STATE_DICT_ENTRIES:
+            if entry in state and isinstance(state[entry], dict):
+                state = state[entry]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BioattnError(f"{path} holds no state dict of tensors")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _listing(items: list[str], limit: int = 10) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint") -> None:
+    """Raise :class:`BioattnError` unless ``state`` has exactly the model's keys and shapes."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys: {_listing(missing)}")
+    if extra:
+        problems.append(f"{len(extra)} unexpected keys: {_listing(extra)}")
+    if shapes:
+        problems.append(f"{len(shapes)} mis-shaped keys (checkpoint vs model): {_listing(shapes)}")
+    if problems:
+        raise BioattnError(f"{what} does not fit the model: " + "; ".join(problems))
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load the weights at ``path`` into ``model`` strictly, with a clear error on mismatch."""
+    state = read_state_dict(path)
+    check_state_dict(model, state, what=f"checkpoint {path}")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+# ------------------------------------------------------------------------------------------
+# bioattn checkpoints
+# ------------------------------------------------------------------------------------------
+def read_meta(path: str | Path) -> dict[str, Any] | None:
+    """The ``model.json`` of a checkpoint directory (or of the directory holding a file)."""
+    path = Path(path)
+    folder = resolve_checkpoint_dir(path) if path.is_dir() else path.parent
+    meta_path = folder / META
+    if not meta_path.exists():
+        return None
+    try:
+        return json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BioattnError(f"cannot read {meta_path}: {exc}") from None
+
+
+def write_checkpoint_files(folder: Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    """Write weights and metadata into an existing (temporary) directory."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
+    (folder / META).write_text(json.dumps(meta, indent=2, default=str))
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Save ``model`` and ``meta`` as a bioattn checkpoint directory, atomically."""
+    path = Path(path)
+    atomic_dir(path, lambda tmp: write_checkpoint_files(tmp, model, meta))
+    return path
+
+
+def model_meta(model_name: str, model_args: dict[str, Any], num_classes: int, classes=None,
+               img_size: int | None = None, mean=None, std=None, **more: Any) -> dict[str, Any]:
+    from . import __version__
+
+    meta = {
+        "model": model_name,
+        "model_args": model_args,
+        "num_classes": num_classes,
+        "classes": list(classes) if classes is not None else None,
+        "img_size": img_size,
+        "mean": list(mean) if mean is not None else None,
+        "std": list(std) if std is not None else None,
+        "bioattn_version": __version__,
+    }
+    meta.update(more)
+    return meta
+
+
+def load_model(
+    checkpoint: str | Path | None = None,
+    model_name: str | None = None,
+    num_classes: int | None = None,
+    **model_args: Any,
+) -> nn.Module:
+    """Build the model a checkpoint was trained as and load its weights.
+
+    With a bioattn checkpoint directory, the model name and arguments come from its
+    ``model.json``; a bare ``.safetensors``/``.pth`` needs ``model_name`` (and the model's
+    arguments, such as ``num_classes``). Without a checkpoint, returns a fresh model.
+    """
+    from .models import create_model
+
+    meta = read_meta(checkpoint) if checkpoint is not None else None
+    args: dict[str, Any] = {}
+    if meta is not None:
+        if model_name is not None and model_name != meta["model"]:
+            raise BioattnError(
+                f"checkpoint {checkpoint} holds a {meta['model']} model, not {model_name}"
+            )
+        model_name = meta["model"]
+        args.update(meta.get("model_args") or {})
+        if num_classes is not None and meta.get("num_classes") not in (None, num_classes):
+            raise BioattnError(
+                f"checkpoint {checkpoint} has {meta['num_classes']} classes, but {num_classes} are needed"
+            )
+    if model_name is None:
+        raise BioattnError(f"checkpoint {checkpoint} has no {META}: name the model with --model")
+    args.update(model_args)
+    if num_classes is not None:
+        args["num_classes"] = num_classes
+    model = create_model(model_name, **args)
+    if checkpoint is not None:
+        load_weights(model, checkpoint)
+    return model
+
+
+def convert_checkpoint(src: str | Path, dst: str | Path, model_name: str, **model_args: Any) -> Path:
+    """Read a released checkpoint (``.pth`` with a ``model`` entry, or a bare state dict),
+    check it against ``model_name`` and write a bioattn checkpoint directory at ``dst``."""
+    from .models import create_model
+
+    state = read_state_dict(src)
+    model = create_model(model_name, **model_args)
+    check_state_dict(model, state, what=f"checkpoint {src}")
+    model.load_state_dict(state, strict=True)
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    input_size = cfg.get("input_size")
+    meta = model_meta(
+        model_name,
+        model_args,
+        num_classes=getattr(model, "num_classes", None),
+        img_size=input_size[-1] if input_size else None,
+        mean=cfg.get("mean"),
+        std=cfg.get("std"),
+        source=str(src),
+    )
+    return save_checkpoint(dst, model, meta)

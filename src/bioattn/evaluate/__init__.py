@@ -1,0 +1,1 @@
+"""Evaluation: clean accuracy and the robustness suites."""
