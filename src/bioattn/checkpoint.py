@@ -102,6 +102,8 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict stored at ``path`` (checkpoint directory, .safetensors or .pth)."""
     path = Path(path)
+    if not path.exists() and path.with_name(path.name + ".old").is_dir():
+        path = path.with_name(path.name + ".old")
     if not path.exists():
         raise BioattnError(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -166,8 +168,8 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 # ------------------------------------------------------------------------------------------
 def read_meta(path: str | Path) -> dict[str, Any] | None:
     """The ``model.json`` of a checkpoint directory (or of the directory holding a file)."""
-    path = Path(path)
-    folder = resolve_checkpoint_dir(path) if path.is_dir() else path.parent
+    path = resolve_checkpoint_dir(path)
+    folder = path if path.is_dir() else path.parent
     meta_path = folder / META
     if not meta_path.exists():
         return None

@@ -1,0 +1,31 @@
+# Set-up is two commands on a machine with only python3: `make demo` and `make test`.
+# Both install uv into .tools/ (never touching the system Python) when it is missing, sync the
+# locked environment into .venv/, then run.
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+RUN := $(UV) run --frozen
+
+.PHONY: env demo test test-all bench clean
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet --disable-pip-version-check uv
+
+env: $(if $(findstring .tools/bin/uv,$(UV)),.tools/bin/uv)
+	$(UV) sync --frozen
+
+demo: env
+	$(RUN) bioattn demo
+
+test: env
+	$(RUN) pytest -n 2 --dist loadfile
+
+test-all: env
+	$(RUN) pytest -n 2 --dist loadfile -m "slow or not slow"
+
+bench: env
+	$(RUN) python benchmarks/bench_absvit.py --quick
+	$(RUN) python benchmarks/bench_vars.py --quick
+
+clean:
+	rm -rf .venv .tools .pytest_cache runs demo-report

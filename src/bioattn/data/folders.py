@@ -1,0 +1,117 @@
+"""ImageNet-style image folders (``root/train/<class>/*.jpg``, ``root/val/<class>/*.jpg``).
+
+Files are found with timm's folder reader; images are decoded here so that an unreadable file
+is reported by name, or skipped and counted when asked.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from PIL import Image
+from timm.data.readers.reader_image_folder import find_images_and_targets
+from torch.utils.data import Dataset, get_worker_info
+
+from ..errors import BioattnError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+_MAX_WORKER_SLOTS = 256
+_MAX_CONSECUTIVE_BAD = 50
+
+
+def class_folders(root: Path) -> list[str]:
+    """Sorted class folder names under ``root``; each must hold at least one image."""
+    if not root.is_dir():
+        raise BioattnError(f"data folder not found: {root}")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise BioattnError(f"no class folders in {root}")
+    empty = []
+    for name in classes:
+        has_image = False
+        for _dirpath, _dirs, files in os.walk(root / name):
+            if any(f.lower().endswith(IMAGE_EXTENSIONS) for f in files):
+                has_image = True
+                break
+        if not has_image:
+            empty.append(name)
+    if empty:
+        shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+        raise BioattnError(f"empty class folder(s) in {root}: {shown}")
+    return classes
+
+
+class ImageFolderDataset(Dataset):
+    """Images under ``root/<class>/`` with labels from the sorted class folder names.
+
+    ``classes`` fixes the class order (e.g. the training split's, so validation labels agree).
+    With ``skip_bad_images`` an unreadable image is replaced by the next readable one and counted
+    (:meth:`skipped`); otherwise it raises :class:`BioattnError` naming the file.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        transform: Callable | None = None,
+        classes: list[str] | None = None,
+        skip_bad_images: bool = False,
+    ) -> None:
+        self.root = Path(root)
+        found = class_folders(self.root)
+        if classes is None:
+            classes = found
+        else:
+            unknown = sorted(set(found) - set(classes))
+            if unknown:
+                raise BioattnError(
+                    f"{self.root} has class folders the training split lacks: {', '.join(unknown[:10])}"
+                )
+        self.classes = list(classes)
+        self.num_classes = len(self.classes)
+        class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        samples, _ = find_images_and_targets(
+            str(self.root), types=IMAGE_EXTENSIONS, class_to_idx=class_to_idx
+        )
+        if not samples:
+            raise BioattnError(f"no images found in {self.root}")
+        self.samples = samples
+        self.targets = [t for _, t in samples]
+        self.transform = transform
+        self.skip_bad_images = skip_bad_images
+        # one counter slot per data-loader worker, in shared memory so workers' counts add up
+        self._skipped = torch.zeros(_MAX_WORKER_SLOTS + 1, dtype=torch.int64).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def skipped(self) -> int:
+        """How many unreadable images were skipped so far."""
+        return int(self._skipped.sum())
+
+    def _load(self, index: int) -> Image.Image:
+        path = self.samples[index][0]
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except Exception as exc:
+            raise BioattnError(f"cannot read image {path}: {exc}".splitlines()[0]) from None
+
+    def __getitem__(self, index: int):
+        for attempt in range(_MAX_CONSECUTIVE_BAD):
+            i = (index + attempt) % len(self.samples)
+            try:
+                img = self._load(i)
+            except BioattnError:
+                if not self.skip_bad_images:
+                    raise
+                info = get_worker_info()
+                slot = 0 if info is None else 1 + info.id % _MAX_WORKER_SLOTS
+                self._skipped[slot] += 1
+                continue
+            if self.transform is not None:
+                img = self.transform(img)
+            return img, self.targets[i]
+        raise BioattnError(f"{_MAX_CONSECUTIVE_BAD} unreadable images in a row near index {index} in {self.root}")
