@@ -297,7 +297,8 @@ def _load_resume(resume: str) -> tuple[Path, TrainConfig, dict]:
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Train a model; returns the final metrics and the run directory."""
+    """Train a model. Returns the run directory, the last epoch's metrics, the best validation
+    top-1, and the trained ``model`` (and its ``ema`` copy when EMA is on)."""
     resume_state = None
     if config.resume:
         run_dir, saved_cfg, resume_state = _load_resume(config.resume)
@@ -535,7 +536,8 @@ def _train(cfg: TrainConfig, run_dir: Path, info: DistInfo, resume_state: dict |
             last_metrics = record
     if writer is not None:
         writer.close()
-    return {"run_dir": str(run_dir), "metrics": last_metrics, "best_val_top1": best_top1}
+    return {"run_dir": str(run_dir), "metrics": last_metrics, "best_val_top1": best_top1,
+            "model": model, "ema": ema.module if ema is not None else None}
 
 
 def _root(ds):

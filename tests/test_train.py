@@ -1,0 +1,204 @@
+"""The trainer: a run end to end, exact resume, DDP equivalence and every bad-input case."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from PIL import Image
+
+from bioattn import checkpoint as ckpt
+from bioattn.cli import main
+from bioattn.errors import BioattnError, NonFiniteLossError
+from bioattn.train import TrainConfig, train
+
+from conftest import make_image_folder
+
+
+def _config(data, out, **kw) -> TrainConfig:
+    base = dict(model="test_vit", data=str(data), output=str(out), img_size=32, epochs=2,
+                batch_size=8, lr=1e-3, warmup_epochs=0, progress=False, tensorboard=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _weights(path):
+    return ckpt.read_state_dict(path)
+
+
+def _assert_same_weights(a, b, atol=0.0):
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=atol, rtol=0), k
+
+
+def test_train_run_writes_logs_checkpoints_and_learns(image_folder, tmp_path):
+    result = train(_config(image_folder, tmp_path / "run", epochs=3, tensorboard=True))
+    run = tmp_path / "run"
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert all(r["img_per_s"] > 0 and r["train_loss"] > 0 for r in records)
+    assert (run / "last" / ckpt.TRAINER_STATE).exists()
+    assert (run / "best" / ckpt.WEIGHTS).exists() and not (run / "best" / ckpt.TRAINER_STATE).exists()
+    assert any((run / "tb").iterdir())
+    meta = ckpt.read_meta(run / "best")
+    assert meta["model"] == "test_vit" and meta["classes"] == ["a", "b"] and meta["img_size"] == 32
+    # the two classes differ in brightness only: three epochs separate them
+    assert result["best_val_top1"] >= 90.0
+    model = ckpt.load_model(run / "best")
+    assert model.num_classes == 2
+
+
+def test_killed_then_resumed_run_ends_with_the_same_weights(image_folder, tmp_path, monkeypatch):
+    # the full DeiT recipe: RandAugment, mixup/cutmix, random erasing, repeated augmentation, EMA
+    uninterrupted = tmp_path / "full"
+    train(_config(image_folder, uninterrupted, epochs=3))
+
+    import bioattn.train as tr
+
+    real_save = tr._save
+
+    def dies_in_epoch_two(run_dir, name, model, meta, state):
+        if meta["epoch"] == 2:  # epoch 2 trained, its checkpoint not yet written: a kill mid-way
+            raise KeyboardInterrupt
+        return real_save(run_dir, name, model, meta, state)
+
+    monkeypatch.setattr(tr, "_save", dies_in_epoch_two)
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(image_folder, interrupted, epochs=3))
+    assert ckpt.read_meta(interrupted / "last")["epoch"] == 1
+    monkeypatch.setattr(tr, "_save", real_save)
+    torch.manual_seed(1234)  # a resumed process starts from another random state
+    train(TrainConfig(model="", resume=str(interrupted), progress=False, tensorboard=False))
+    _assert_same_weights(_weights(uninterrupted / "last"), _weights(interrupted / "last"))
+    lines = (interrupted / "log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, data, out, result_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    result = train(_config(data, out, batch_size=4, epochs=1, device="cpu", recipe="small"))
+    torch.save(result["model"].state_dict(), os.path.join(result_dir, f"rank{rank}.pt"))
+
+
+def test_two_process_ddp_matches_one_process_on_the_same_global_batch(image_folder, tmp_path):
+    results = tmp_path / "ranks"
+    results.mkdir()
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(image_folder), str(tmp_path / "ddp"), str(results)),
+             nprocs=2, join=True)
+    rank0 = torch.load(results / "rank0.pt", weights_only=True)
+    rank1 = torch.load(results / "rank1.pt", weights_only=True)
+    _assert_same_weights(rank0, rank1)
+    single = train(_config(image_folder, tmp_path / "single", batch_size=8, epochs=1, recipe="small"))
+    _assert_same_weights(rank0, single["model"].state_dict(), atol=1e-5)
+    torch.manual_seed(0)
+    import timm
+
+    untrained = timm.create_model("test_vit", num_classes=2, img_size=32).state_dict()
+    assert any(not torch.allclose(untrained[k], v, atol=1e-4) for k, v in rank0.items())
+
+
+# ------------------------------------------------------------------------------------------
+# bad input: one line, non-zero exit, nothing lost
+# ------------------------------------------------------------------------------------------
+def _cli_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    return err[0]
+
+
+def test_missing_data_path(capsys, tmp_path):
+    msg = _cli_error(capsys, ["train", "--model", "test_vit", "--data", str(tmp_path / "nowhere"),
+                              "--output", str(tmp_path / "r"), "--no-progress"])
+    assert "data path not found" in msg
+
+
+def test_empty_class_folder(capsys, tmp_path):
+    data = make_image_folder(tmp_path / "d")
+    (data / "train" / "c").mkdir()
+    msg = _cli_error(capsys, ["train", "--model", "test_vit", "--data", str(data),
+                              "--output", str(tmp_path / "r"), "--no-progress"])
+    assert "empty class folder" in msg and "c" in msg
+
+
+def test_unknown_model_name(capsys, tmp_path, image_folder):
+    msg = _cli_error(capsys, ["train", "--model", "no_such_model", "--data", str(image_folder),
+                              "--output", str(tmp_path / "r"), "--no-progress"])
+    assert "unknown model 'no_such_model'" in msg
+
+
+def test_corrupt_image_is_named_or_skipped_and_counted(capsys, tmp_path):
+    data = make_image_folder(tmp_path / "d")
+    bad = data / "train" / "a" / "a_3.png"
+    bad.write_bytes(b"\x89PNG broken")
+    args = ["train", "--model", "test_vit", "--data", str(data), "--img-size", "32", "--epochs", "1",
+            "--batch-size", "8", "--no-progress"]
+    msg = _cli_error(capsys, args + ["--output", str(tmp_path / "r1")])
+    assert "cannot read image" in msg and "a_3.png" in msg
+    assert main(args + ["--output", str(tmp_path / "r2"), "--skip-bad-images"]) == 0
+    record = json.loads((tmp_path / "r2" / "log.jsonl").read_text().splitlines()[-1])
+    assert record["skipped_images"] >= 1
+
+
+def test_checkpoint_of_another_model_or_class_count_is_refused(image_folder, tmp_path, capsys):
+    train(_config(image_folder, tmp_path / "run", epochs=1))
+    with pytest.raises(BioattnError, match="holds a test_vit model"):
+        ckpt.load_model(tmp_path / "run" / "best", model_name="test_resnet")
+    with pytest.raises(BioattnError, match="has 2 classes"):
+        ckpt.load_model(tmp_path / "run" / "best", num_classes=10)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(image_folder, tmp_path, monkeypatch):
+    import bioattn.train as tr
+
+    real = tr.compute_loss
+    calls = {"n": 0}
+    steps_per_epoch = 24 // 8
+
+    def nan_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > steps_per_epoch else loss
+
+    monkeypatch.setattr(tr, "compute_loss", nan_in_epoch_two)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 2") as info:
+        train(_config(image_folder, tmp_path / "run", epochs=3))
+    assert "last good checkpoint" in str(info.value)
+    meta = ckpt.read_meta(tmp_path / "run" / "last")
+    assert meta["epoch"] == 1
+    state = ckpt.read_state_dict(tmp_path / "run" / "last")
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_disk_full_while_saving_keeps_previous_checkpoint(image_folder, tmp_path, monkeypatch):
+    real = ckpt.write_checkpoint_files
+    calls = {"n": 0}
+
+    def disk_full_on_second_epoch(folder, model, meta):
+        calls["n"] += 1
+        if meta.get("epoch") == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(folder, model, meta)
+
+    monkeypatch.setattr(ckpt, "write_checkpoint_files", disk_full_on_second_epoch)
+    with pytest.raises(BioattnError, match="No space left on device; the previous checkpoint is intact"):
+        train(_config(image_folder, tmp_path / "run", epochs=2))
+    assert ckpt.read_meta(tmp_path / "run" / "last")["epoch"] == 1
+    assert set(ckpt.read_state_dict(tmp_path / "run" / "last"))
+    leftovers = [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
