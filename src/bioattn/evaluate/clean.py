@@ -17,11 +17,13 @@ def evaluate_clean(
     device: torch.device | str = "cpu",
     limit: int | None = None,
     progress=None,
+    steps: int | None = None,
 ) -> dict:
     """Top-1/top-5 accuracy (percent) and mean cross-entropy of ``model`` on ``loader``.
 
     Multi-step models are scored on their final prediction; ``per_step_top1`` lists the
-    accuracy of every step. ``progress(n_done)`` is called after each batch if given.
+    accuracy of every step; ``steps`` sets how many steps they run (default: their own).
+    ``progress(n_done)`` is called after each batch if given.
     """
     model.eval()
     device = torch.device(device)
@@ -34,7 +36,7 @@ def evaluate_clean(
         if limit is not None:
             images, targets = images[: limit - seen], targets[: limit - seen]
         images, targets = images.to(device), targets.to(device)
-        out = forward_steps(model, images)
+        out = forward_steps(model, images, steps=steps)
         logits = out.logits.float()
         loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
         k = min(5, logits.shape[1])
@@ -42,8 +44,8 @@ def evaluate_clean(
         hits = top.eq(targets[:, None])
         correct1 += hits[:, 0].sum().item()
         correct5 += hits.any(dim=1).sum().item()
-        steps = out.all_steps()
-        per_step = (steps.argmax(-1) == targets[None]).sum(dim=1).cpu()
+        step_logits = out.all_steps()
+        per_step = (step_logits.argmax(-1) == targets[None]).sum(dim=1).cpu()
         step_correct = per_step if step_correct is None else step_correct + per_step
         seen += targets.shape[0]
         if progress is not None:

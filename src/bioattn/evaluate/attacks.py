@@ -1,0 +1,302 @@
+"""White-box attacks on pixels in [0, 1]: FGSM, PGD (L-inf or L2, random start, restarts,
+expectation over transformation for models that sample), and AutoAttack through torchattacks.
+
+Attacks take a model that maps pixels in [0, 1] to logits (see
+:class:`bioattn.evaluate.runtime.PixelModel`, which normalises inside and picks the attacked
+step of a multi-step model). Official settings (SPEC §4): FGSM eps 1/255, one step of eps, no
+random start; PGD eps 1/255, step 0.5/255, 5 iterations, uniform random start; both L-inf.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..errors import BioattnError
+from .runtime import Pixels, PixelModel
+
+NORMS = ("Linf", "L2")
+ATTACKS = ("fgsm", "pgd", "autoattack")
+DEFAULT_EPS = 1 / 255
+DEFAULT_PGD_ITERS = 5
+
+
+def check_attack_args(eps: float, step_size: float | None = None, iters: int = 1, norm: str = "Linf",
+                      restarts: int = 1, eot: int = 1) -> None:
+    """Raise :class:`BioattnError` on settings no attack can use."""
+    if not math.isfinite(eps) or eps < 0:
+        raise BioattnError(f"eps must be a finite number >= 0, got {eps}")
+    if step_size is not None and (not math.isfinite(step_size) or step_size <= 0):
+        raise BioattnError(f"attack step size must be > 0, got {step_size}")
+    if iters < 1:
+        raise BioattnError(f"attack iterations must be >= 1, got {iters}")
+    if norm not in NORMS:
+        raise BioattnError(f"unknown attack norm '{norm}' (known: {', '.join(NORMS)})")
+    if restarts < 1:
+        raise BioattnError(f"restarts must be >= 1, got {restarts}")
+    if eot < 1:
+        raise BioattnError(f"EOT samples must be >= 1, got {eot}")
+
+
+def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+def _project(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """``x_adv`` moved into the eps ball around ``x`` and into [0, 1]."""
+    delta = x_adv - x
+    if norm == "Linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        factor = torch.clamp(eps / (_per_sample_norm(delta) + 1e-12), max=1.0)
+        delta = delta * factor
+    return (x + delta).clamp(0.0, 1.0)
+
+
+def _random_start(x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    if norm == "Linf":
+        delta = torch.empty_like(x).uniform_(-eps, eps)
+    else:
+        direction = torch.randn_like(x)
+        radius = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device, dtype=x.dtype)
+        delta = direction / (_per_sample_norm(direction) + 1e-12) * radius * eps
+    return _project(x, x + delta, eps, norm)
+
+
+def _loss_gradient(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, eot: int) -> torch.Tensor:
+    """Gradient of the summed cross-entropy w.r.t. the input, averaged over ``eot`` forward
+    passes (each pass resamples a stochastic model)."""
+    grad = torch.zeros_like(x_adv)
+    for _ in range(eot):
+        inp = x_adv.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(inp).float(), y, reduction="sum")
+        grad += torch.autograd.grad(loss, inp)[0]
+    return grad / eot
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float = DEFAULT_EPS,
+    step_size: float | None = None,
+    iters: int = DEFAULT_PGD_ITERS,
+    norm: str = "Linf",
+    random_start: bool = True,
+    restarts: int = 1,
+    eot: int = 1,
+) -> torch.Tensor:
+    """Untargeted projected gradient ascent on the cross-entropy of ``model`` (pixels -> logits).
+
+    ``step_size`` defaults to ``eps / 2`` (0.5/255 at the official eps 1/255). L-inf steps follow
+    the gradient's sign, L2 steps its unit direction. With ``restarts > 1`` each example keeps
+    the first restart that fools the model. ``eot > 1`` averages the gradient over that many
+    passes (expectation over transformation, for models that sample). Returns adversarial
+    pixels within the eps ball of ``x`` and inside [0, 1].
+    """
+    step_size = eps / 2 if step_size is None else step_size
+    check_attack_args(eps, step_size if eps > 0 else None, iters, norm, restarts, eot)
+    x = x.detach()
+    if eps == 0:
+        return x.clone()
+    best = None
+    fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for _ in range(restarts):
+        x_adv = _random_start(x, eps, norm) if random_start else x.clone()
+        for _ in range(iters):
+            grad = _loss_gradient(model, x_adv, y, eot)
+            if norm == "Linf":
+                x_adv = x_adv + step_size * grad.sign()
+            else:
+                x_adv = x_adv + step_size * grad / (_per_sample_norm(grad) + 1e-10)
+            x_adv = _project(x, x_adv.detach(), eps, norm)
+        if restarts == 1:
+            return x_adv
+        with torch.no_grad():
+            now_fooled = model(x_adv).argmax(dim=1) != y
+        if best is None:
+            best = x_adv
+        else:
+            take = now_fooled & ~fooled
+            best = torch.where(take.view(-1, *([1] * (x.dim() - 1))), x_adv, best)
+        fooled |= now_fooled
+    return best
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = DEFAULT_EPS,
+         norm: str = "Linf", eot: int = 1) -> torch.Tensor:
+    """Fast gradient sign method: one step of size ``eps`` from ``x`` (no random start)."""
+    return pgd(model, x, y, eps=eps, step_size=eps if eps > 0 else None, iters=1, norm=norm,
+               random_start=False, eot=eot)
+
+
+AUTOATTACK_VERSIONS = ("standard", "rand")
+AUTOATTACK_ITERS = 100
+AUTOATTACK_TARGETS = 9
+AUTOATTACK_QUERIES = 5000
+AUTOATTACK_RAND_EOT = 20
+
+
+def autoattack_parts(model: nn.Module, eps: float, norm: str, n_classes: int, version: str,
+                     seed: int) -> list[tuple[str, nn.Module]]:
+    """The named torchattacks components of an AutoAttack version. Parts whose loss needs more
+    classes than the model has are left out (targeted DLR needs 4, DLR 3)."""
+    import torchattacks
+
+    # torchattacks aims at the (n_classes - 1) most likely other classes
+    targets = min(n_classes, AUTOATTACK_TARGETS + 1)
+    common = dict(norm=norm, eps=eps, seed=seed)
+    if version == "standard":
+        parts = [
+            ("apgd-ce", torchattacks.APGD(model, steps=AUTOATTACK_ITERS, loss="ce", **common)),
+            ("apgd-t", torchattacks.APGDT(model, steps=AUTOATTACK_ITERS, n_classes=targets, **common)),
+            ("fab-t", torchattacks.FAB(model, steps=AUTOATTACK_ITERS, multi_targeted=True,
+                                       n_classes=targets, **common)),
+            ("square", torchattacks.Square(model, n_queries=AUTOATTACK_QUERIES, **common)),
+        ]
+    else:
+        parts = [
+            (f"apgd-{loss}", torchattacks.APGD(model, steps=AUTOATTACK_ITERS, loss=loss,
+                                               eot_iter=AUTOATTACK_RAND_EOT, **common))
+            for loss in ("ce", "dlr")
+        ]
+    needs = {"apgd-t": 4, "apgd-dlr": 3}
+    return [(name, part) for name, part in parts if n_classes >= needs.get(name, 2)]
+
+
+def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = DEFAULT_EPS,
+               norm: str = "Linf", n_classes: int | None = None, version: str = "standard",
+               seed: int = 0) -> torch.Tensor:
+    """AutoAttack (Croce & Hein 2020) built from torchattacks' components with the reference
+    settings. ``standard``: APGD-CE, APGD-T and FAB-T (100 iterations, the 9 most likely other
+    classes as targets) then Square (5000 queries), each run on the examples the previous ones
+    did not break. ``rand`` (for models that sample): APGD-CE and APGD-DLR with 20 EOT samples
+    per gradient."""
+    import torchattacks
+
+    check_attack_args(eps, None, 1, norm)
+    if version not in AUTOATTACK_VERSIONS:
+        raise BioattnError(f"unknown AutoAttack version '{version}' (known: {', '.join(AUTOATTACK_VERSIONS)})")
+    x = x.detach()
+    if eps == 0:
+        return x.clone()
+    if n_classes is None:
+        with torch.no_grad():
+            n_classes = model(x[:1]).shape[1]
+    parts = [part for _, part in autoattack_parts(model, eps, norm, n_classes, version, seed)]
+    attack = torchattacks.MultiAttack(parts)
+    for part in [attack, *parts]:
+        part.set_device(x.device)
+    adv = attack(x, y)
+    return _project(x, adv.detach().to(x), eps, norm)
+
+
+def evaluate_attack(
+    model: nn.Module,
+    loader: DataLoader,
+    pixels: Pixels,
+    attack: str = "pgd",
+    eps: float = DEFAULT_EPS,
+    *,
+    step_size: float | None = None,
+    iters: int | None = None,
+    norm: str = "Linf",
+    restarts: int = 1,
+    eot: int = 1,
+    attack_step: int | None = None,
+    steps: int | None = None,
+    autoattack_version: str = "standard",
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Accuracy (percent) under ``attack`` on ``loader``'s normalised images.
+
+    The attack targets the prediction at ``attack_step`` (1-based; ``None`` = final) of a
+    model run for ``steps`` steps; the result lists clean and adversarial accuracy at every
+    step (``per_step_*``, one entry for plain models), the final prediction's (``clean_top1``,
+    ``top1``) and the attacked step's (``attacked_step_top1``).
+    """
+    if attack not in ATTACKS:
+        raise BioattnError(f"unknown attack '{attack}' (known: {', '.join(ATTACKS)})")
+    if attack == "fgsm":  # one deterministic step: restarts would repeat it
+        iters, step_size, random_start, restarts = 1, eps, False, 1
+    else:
+        iters = DEFAULT_PGD_ITERS if iters is None else iters
+        step_size = eps / 2 if step_size is None else step_size
+        random_start = True
+    check_attack_args(eps, step_size if eps > 0 else None, iters, norm, restarts, eot)
+    device = torch.device(device)
+    model.eval()
+    target = PixelModel(model, pixels, step=attack_step, steps=steps).to(device)
+    torch.manual_seed(seed)
+    clean_hits = adv_hits = None
+    seen = 0
+    max_linf = max_l2 = 0.0
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        x = pixels.to_unit(images.float())
+        with torch.no_grad():
+            clean_steps = target.all_steps(x)
+        if attack_step is not None and not 1 <= attack_step <= clean_steps.shape[0]:
+            raise BioattnError(
+                f"attack step {attack_step} is outside the model's 1..{clean_steps.shape[0]} steps"
+            )
+        if attack == "autoattack":
+            x_adv = autoattack(target, x, labels, eps=eps, norm=norm,
+                               n_classes=clean_steps.shape[-1], version=autoattack_version, seed=seed)
+        else:
+            x_adv = pgd(target, x, labels, eps=eps, step_size=step_size if eps > 0 else None,
+                        iters=iters, norm=norm, random_start=random_start, restarts=restarts, eot=eot)
+        with torch.no_grad():
+            adv_steps = target.all_steps(x_adv)
+        delta = (x_adv - x).flatten(1)
+        max_linf = max(max_linf, delta.abs().max().item() if delta.numel() else 0.0)
+        max_l2 = max(max_l2, delta.norm(dim=1).max().item() if delta.numel() else 0.0)
+        c = (clean_steps.argmax(-1) == labels[None]).sum(dim=1).cpu()
+        a = (adv_steps.argmax(-1) == labels[None]).sum(dim=1).cpu()
+        clean_hits = c if clean_hits is None else clean_hits + c
+        adv_hits = a if adv_hits is None else adv_hits + a
+        seen += labels.shape[0]
+        if progress is not None:
+            progress(labels.shape[0])
+    result = {
+        "attack": attack,
+        "eps": eps,
+        "norm": norm,
+        "step_size": step_size,
+        "iters": iters,
+        "random_start": random_start,
+        "restarts": restarts if attack != "autoattack" else 1,
+        "eot": eot if attack != "autoattack" else 1,
+        "attack_step": attack_step,
+        "steps": steps,
+        "n": seen,
+        "max_linf": max_linf,
+        "max_l2": max_l2,
+    }
+    if attack == "autoattack":
+        n_classes = clean_steps.shape[-1] if seen else 2
+        parts = [name for name, _ in autoattack_parts(target, max(eps, 1e-12), norm, n_classes,
+                                                      autoattack_version, seed)]
+        result.update(version=autoattack_version, parts=parts, step_size=None, iters=None,
+                      random_start=None)
+    if seen == 0:
+        return result | {"clean_top1": math.nan, "top1": math.nan, "attacked_step_top1": math.nan,
+                         "per_step_clean_top1": [], "per_step_top1": []}
+    per_clean = [100.0 * v / seen for v in clean_hits.tolist()]
+    per_adv = [100.0 * v / seen for v in adv_hits.tolist()]
+    t = len(per_adv) - 1 if attack_step is None else attack_step - 1
+    result.update(
+        clean_top1=per_clean[-1],
+        top1=per_adv[-1],
+        attacked_step_top1=per_adv[t],
+        per_step_clean_top1=per_clean,
+        per_step_top1=per_adv,
+    )
+    return result

@@ -1,0 +1,326 @@
+"""Evaluation reports: the results JSON, a Markdown table, and plots (accuracy vs corruption
+severity; accuracy vs glimpse under attack), for one model or several side by side."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import BioattnError
+from .suites import nan_to_none
+
+PLOT_CORRUPTIONS = "corruptions.png"
+PLOT_STEPS = "attack_steps.png"
+
+
+# ------------------------------------------------------------------------------------------
+# files
+# ------------------------------------------------------------------------------------------
+def write_results(results: dict, path: str | Path) -> Path:
+    """Write ``results`` as strict JSON (NaN -> null), atomically."""
+    from ..checkpoint import atomic_write_text
+
+    path = Path(path)
+    atomic_write_text(path, json.dumps(nan_to_none(results), indent=2, allow_nan=False, default=str) + "\n")
+    return path
+
+
+def load_results(path: str | Path) -> dict:
+    """A results file written by ``bioattn eval``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BioattnError(f"results file not found: {path}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BioattnError(f"cannot read results file {path}: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        raise BioattnError(f"{path} is not a bioattn evaluation results file (no 'results' entry)")
+    return data
+
+
+# ------------------------------------------------------------------------------------------
+# labels and numbers
+# ------------------------------------------------------------------------------------------
+def model_label(results: dict) -> str:
+    info = results.get("model") or {}
+    name = info.get("label") or info.get("name") or "model"
+    ckpt = info.get("checkpoint")
+    if ckpt and not info.get("label"):
+        name = f"{name} ({Path(str(ckpt)).name})"
+    return str(name)
+
+
+def _labels(results_list: Sequence[dict]) -> list[str]:
+    labels = [model_label(r) for r in results_list]
+    seen: dict[str, int] = {}
+    out = []
+    for lab in labels:
+        if labels.count(lab) > 1:
+            seen[lab] = seen.get(lab, 0) + 1
+            lab = f"{lab} #{seen[lab]}"
+        out.append(lab)
+    return out
+
+
+def format_eps(eps: float | None) -> str:
+    """``k/255`` when eps is a multiple of 0.5/255, else 3 significant digits."""
+    if eps is None:
+        return "-"
+    k = eps * 255
+    if eps > 0 and abs(k - round(k * 2) / 2) < 1e-6:
+        return f"{round(k * 2) / 2:g}/255"
+    return f"{eps:.3g}"
+
+
+def attack_label(run: dict) -> str:
+    name = {"fgsm": "FGSM", "pgd": "PGD", "autoattack": "AutoAttack"}.get(run.get("attack"), run.get("attack"))
+    parts = [name]
+    if run.get("norm") and run.get("norm") != "Linf":
+        parts.append(run["norm"])
+    if (run.get("eot") or 1) > 1:
+        parts.append(f"EOT{run['eot']}")
+    parts.append(f"eps={format_eps(run.get('eps'))}")
+    if run.get("attack_step"):
+        parts.append(f"@step{run['attack_step']}")
+    return " ".join(parts)
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def summary_columns(results: dict) -> dict[str, float | None]:
+    """The headline figures of one results dict, as ``{column: value}`` in suite order."""
+    cols: dict[str, float | None] = {}
+    res = results.get("results", {})
+    for suite, r in res.items():
+        if not isinstance(r, dict):
+            continue
+        if suite == "clean":
+            cols["clean top1"] = r.get("top1")
+            cols["clean top5"] = r.get("top5")
+        elif suite == "imagenet-c":
+            cols["IN-C mCE"] = r.get("mce")
+            cols["IN-C top1"] = r.get("mean_top1")
+        elif suite == "corruptions":
+            cols["corrupted top1"] = r.get("mean_top1")
+            cols["corruption error"] = r.get("mean_error")
+            if "mce" in r:
+                cols["mCE vs baseline"] = r.get("mce")
+                cols["relative mCE"] = r.get("relative_mce")
+        elif suite in ("imagenet-a", "imagenet-r", "imagenet-sketch"):
+            cols[f"{suite} top1"] = r.get("top1")
+        elif suite in ("fgsm", "pgd", "autoattack"):
+            for run in r.get("runs", []):
+                # a run aimed at one step is summarised by that step's accuracy
+                key = "attacked_step_top1" if run.get("attack_step") else "top1"
+                cols[f"{attack_label(run)} top1"] = run.get(key)
+        else:
+            for key, value in _flat_numbers(r):
+                cols[f"{suite} {key}"] = value
+    return cols
+
+
+def _flat_numbers(d: dict, prefix: str = "", depth: int = 0):
+    """Numeric leaves of a nested dict (two levels), for suites with their own layout."""
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            if key not in ("n", "n_images", "seed"):
+                yield name, value
+        elif isinstance(value, dict) and depth < 1 and key not in ("settings",):
+            yield from _flat_numbers(value, f"{name}.", depth + 1)
+
+
+def markdown_report(results_list: Sequence[dict]) -> str:
+    """Markdown: a summary table (one row per model), then per-corruption and per-step tables."""
+    if not results_list:
+        raise BioattnError("no results to report")
+    labels = _labels(results_list)
+    summaries = [summary_columns(r) for r in results_list]
+    columns: list[str] = []
+    for s in summaries:
+        columns += [c for c in s if c not in columns]
+    lines = ["# Evaluation", ""]
+    lines += _table(["model"] + columns, [[lab] + [_fmt(s.get(c)) for c in columns]
+                                          for lab, s in zip(labels, summaries)])
+    lines += ["", "Top-1 and errors in %. Attacks: top-1 on adversarial images at the attacked step "
+              "(the final prediction unless @stepN); eps on [0, 1] pixels. mCE x100 (ImageNet-C: "
+              "normalised by AlexNet's errors; generated corruptions: by the baseline model's)."]
+    for suite in ("imagenet-c", "corruptions"):
+        rows, header = [], None
+        for lab, r in zip(labels, results_list):
+            sr = r.get("results", {}).get(suite)
+            if not sr or not sr.get("top1"):
+                continue
+            names = list(sr["top1"])
+            header = header or ["model", "corruption"] + [f"s{s}" for s in next(iter(sr["top1"].values()))] + ["mean", "CE"]
+            for c in names:
+                ce = (sr.get("ce") or {}).get(c)
+                rows.append([lab, c] + [_fmt(v) for v in sr["top1"][c].values()]
+                            + [_fmt(sr["corruption_top1"][c]), _fmt(ce)])
+        if rows:
+            lines += ["", f"## {suite}: top-1 per corruption and severity", ""]
+            lines += _table(header, rows)
+    step_rows = []
+    for lab, r in zip(labels, results_list):
+        for suite in ("fgsm", "pgd", "autoattack"):
+            for run in (r.get("results", {}).get(suite) or {}).get("runs", []):
+                if len(run.get("per_step_top1") or []) > 1:
+                    step_rows.append((lab, run))
+    if step_rows:
+        width = max(len(run["per_step_top1"]) for _, run in step_rows)
+        lines += ["", "## Top-1 at every step under attack (clean in brackets)", ""]
+        rows = []
+        for lab, run in step_rows:
+            cells = [f"{_fmt(a)} ({_fmt(c)})" for a, c in zip(run["per_step_top1"], run["per_step_clean_top1"])]
+            rows.append([lab, attack_label(run)] + cells + [""] * (width - len(cells)))
+        lines += _table(["model", "attack"] + [str(t + 1) for t in range(width)], rows)
+    return "\n".join(lines) + "\n"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# plots
+# ------------------------------------------------------------------------------------------
+def _figure(nrows: int, ncols: int, width: float, height: float, sharey: bool = False):
+    """A matplotlib figure with Agg output, built without pyplot (no global state, no GUI)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
+    return fig, axes
+
+
+def plot_corruptions(results_list: Sequence[dict], path: str | Path) -> bool:
+    """Top-1 vs severity, one panel per corruption, one line per model (and suite). Returns
+    False (and writes nothing) when no result has corruption figures."""
+    labels = _labels(results_list)
+    series: dict[str, list[tuple[str, dict, list[int], list[float]]]] = {}
+    for i, (lab, r) in enumerate(zip(labels, results_list)):
+        for suite in ("imagenet-c", "corruptions"):
+            sr = r.get("results", {}).get(suite)
+            if not sr or not sr.get("top1"):
+                continue
+            name = lab if suite == "imagenet-c" else f"{lab} (generated)"
+            style = {"color": f"C{i % 10}", "linestyle": "-" if suite == "imagenet-c" else "--"}
+            for c, per_sev in sr["top1"].items():
+                sev = sorted(per_sev, key=int)
+                series.setdefault(c, []).append((name, style, [int(s) for s in sev],
+                                                 [per_sev[s] if per_sev[s] is not None else math.nan for s in sev]))
+    if not series:
+        return False
+    n = len(series)
+    ncols = min(5, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = _figure(nrows, ncols, 3.2, 2.6, sharey=True)
+    for ax, (c, lines) in zip(axes.flat, series.items()):
+        for name, style, xs, ys in lines:
+            ax.plot(xs, ys, marker="o", markersize=4, label=name, **style)
+        ax.set_title(c.replace("_", " "), fontsize=9)
+        ax.set_xticks(range(1, 6))
+        ax.set_ylim(-3, 103)
+        ax.set_xlabel("severity", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("top-1 (%)")
+    legend: dict[str, object] = {}
+    for ax in axes.flat[:n]:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(name, handle)
+    handles, names = list(legend.values()), list(legend)
+    legend_rows = math.ceil(len(names) / 4)
+    fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=8)
+    fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.3 / (2.6 * nrows), wspace=0.08, hspace=0.6,
+                        bottom=min(0.45, (0.65 + 0.22 * legend_rows) / (2.6 * nrows)))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def plot_attack_steps(results_list: Sequence[dict], path: str | Path) -> bool:
+    """Top-1 at every step (glimpse / pass) under attack, one panel per attack setting, one
+    colour per model (solid: attacked, dashed: clean). Returns False when no result has more
+    than one step."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    labels = _labels(results_list)
+    panels: dict[str, list[tuple[int, dict]]] = {}
+    for i, r in enumerate(results_list):
+        for suite in ("fgsm", "pgd", "autoattack"):
+            for run in (r.get("results", {}).get(suite) or {}).get("runs", []):
+                if len(run.get("per_step_top1") or []) > 1:
+                    panels.setdefault(attack_label(run), []).append((i, run))
+    if not panels:
+        return False
+    n = len(panels)
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = _figure(nrows, ncols, 4.2, 3.2)
+    used: list[int] = []
+    for ax, (title, runs) in zip(axes.flat, panels.items()):
+        for i, run in runs:
+            steps = list(range(1, len(run["per_step_top1"]) + 1))
+            color = f"C{i % 10}"
+            ax.plot(steps, [v if v is not None else math.nan for v in run["per_step_top1"]],
+                    marker="o", markersize=3, color=color)
+            ax.plot(steps, [v if v is not None else math.nan for v in run["per_step_clean_top1"]],
+                    linestyle="--", color=color, alpha=0.6)
+            if i not in used:
+                used.append(i)
+            if run.get("attack_step"):
+                ax.axvline(run["attack_step"], color="grey", linewidth=0.8, linestyle=":")
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(-3, 103)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("step (glimpse)")
+        ax.set_ylabel("top-1 (%)")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    handles = [Line2D([], [], color=f"C{i % 10}") for i in used]
+    handles += [Line2D([], [], color="black"), Line2D([], [], color="black", linestyle="--")]
+    names = [labels[i] for i in used] + ["attacked", "clean"]
+    legend_rows = math.ceil(len(names) / 4)
+    fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=8)
+    fig.subplots_adjust(left=0.08, right=0.98, top=1 - 0.3 / (3.2 * nrows), wspace=0.3, hspace=0.5,
+                        bottom=min(0.45, (0.7 + 0.22 * legend_rows) / (3.2 * nrows)))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def write_report(results_list: Sequence[dict], out_dir: str | Path, stem: str = "report") -> list[Path]:
+    """``<stem>.md`` and the plots that apply, in ``out_dir``; returns the files written."""
+    from ..checkpoint import atomic_write_text
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / f"{stem}.md"]
+    atomic_write_text(written[0], markdown_report(results_list))
+    corr = out_dir / f"{stem}_{PLOT_CORRUPTIONS}"
+    if plot_corruptions(results_list, corr):
+        written.append(corr)
+    steps = out_dir / f"{stem}_{PLOT_STEPS}"
+    if plot_attack_steps(results_list, steps):
+        written.append(steps)
+    return written

@@ -1,0 +1,561 @@
+"""Run several evaluation suites on one model and collect every figure in one dict.
+
+Suites: ``clean``; ``imagenet-c`` (folder), ``corruptions`` (generated on the fly);
+``imagenet-a``, ``imagenet-r``, ``imagenet-sketch`` (folders); ``fgsm``, ``pgd``,
+``autoattack``; ``steering`` (AbSViT on two-object images) and ``fixations`` (saliency
+against human fixations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import BioattnError
+from .runtime import (Pixels, as_dataset, is_stochastic, limited, make_loader, progress_bar,
+                      resolve_device)
+
+SUITES = (
+    "clean", "imagenet-c", "corruptions", "imagenet-a", "imagenet-r", "imagenet-sketch",
+    "fgsm", "pgd", "autoattack", "steering", "fixations",
+)
+IMAGENET_FOLDER_SUITES = ("imagenet-a", "imagenet-r", "imagenet-sketch")
+ATTACK_SUITES = ("fgsm", "pgd", "autoattack")
+DATA_SUITES = ("clean", "corruptions", "fgsm", "pgd", "autoattack")
+DEFAULT_EOT = 10
+
+
+@dataclass
+class SuiteSettings:
+    """Settings shared by the suites (each suite reads the ones it needs)."""
+
+    batch_size: int = 64
+    workers: int = 0
+    device: str = "auto"
+    limit: int | None = None
+    seed: int = 0
+    progress: bool = True
+    steps: int | None = None
+    # corruptions / ImageNet benchmarks
+    corruptions: list[str] | None = None
+    severities: list[int] | None = None
+    imagenet_c: str | None = None
+    imagenet_a: str | None = None
+    imagenet_r: str | None = None
+    imagenet_sketch: str | None = None
+    skip_bad_images: bool = False
+    # attacks
+    eps: list[float] = field(default_factory=lambda: [1 / 255])
+    step_size: float | None = None
+    attack_iters: int = 5
+    restarts: int = 1
+    norm: str = "Linf"
+    attack_step: int | None = None
+    eot: int | None = None
+    autoattack_version: str = "standard"
+    # attention suites: the fixation data set folder, and the two-object data set for steering
+    # (default: the evaluated data set)
+    fixations: str | None = None
+    steering_data: Any = None
+
+
+def parse_suites(suites: str | Sequence[str]) -> list[str]:
+    """``"clean,pgd"`` or a list -> a checked list of suite names (order kept, no repeats)."""
+    if isinstance(suites, str):
+        suites = [s.strip() for s in suites.split(",")]
+    out: list[str] = []
+    for s in suites:
+        if not s:
+            continue
+        if s not in SUITES:
+            raise BioattnError(f"unknown suite '{s}' (known: {', '.join(SUITES)})")
+        if s not in out:
+            out.append(s)
+    if not out:
+        raise BioattnError("no suite selected")
+    return out
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_sha256(checkpoint: str | Path | None) -> str | None:
+    """sha256 of a checkpoint's weights file (a checkpoint directory's ``model.safetensors``)."""
+    if checkpoint is None:
+        return None
+    from ..checkpoint import WEIGHTS, resolve_checkpoint_dir
+
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = resolve_checkpoint_dir(path) / WEIGHTS
+    return file_sha256(path) if path.is_file() else None
+
+
+def _pretrained(model: nn.Module, key: str):
+    from ..protocol import unwrap
+
+    cfg = getattr(unwrap(model), "pretrained_cfg", None) or {}
+    return cfg.get(key)
+
+
+def _resolve_norm_stats(model: nn.Module, data, mean, std, need: str) -> tuple[list[float], list[float]]:
+    """mean/std given, else the data set's, else (for folder benchmarks only) the model's."""
+    def stats(value):
+        if value is None:
+            return None
+        if isinstance(value, torch.Tensor):
+            return [float(v) for v in value.flatten().tolist()]
+        return [float(v) for v in value]
+
+    mean, std = stats(mean), stats(std)
+    if mean is None and data is not None:
+        mean = stats(getattr(data, "mean", None))
+    if std is None and data is not None:
+        std = stats(getattr(data, "std", None))
+    if (mean is None or std is None) and need == "model":
+        mean = mean or stats(_pretrained(model, "mean"))
+        std = std or stats(_pretrained(model, "std"))
+    if mean is None or std is None:
+        raise BioattnError(
+            "the normalisation (mean and std) of the data is needed for this suite: pass mean= and std="
+        )
+    return mean, std
+
+
+def _resolve_img_size(model: nn.Module, img_size: int | None) -> int:
+    if img_size is not None:
+        return int(img_size)
+    size = _pretrained(model, "input_size")
+    return int(size[-1]) if size else 224
+
+
+def _model_info(model: nn.Module) -> dict:
+    from ..protocol import is_multi_step, unwrap
+
+    inner = unwrap(model)
+    cfg = getattr(inner, "pretrained_cfg", None) or {}
+    return {
+        "name": cfg.get("architecture") or type(inner).__name__,
+        "class": type(inner).__name__,
+        "num_params": sum(p.numel() for p in inner.parameters()),
+        "num_classes": getattr(inner, "num_classes", None),
+        "multi_step": is_multi_step(model),
+        "stochastic": is_stochastic(model),
+    }
+
+
+def _suite_module(name: str):
+    """``bioattn.evaluate.<name>``, or a clear error when that part is not installed."""
+    module = f"bioattn.evaluate.{name}"
+    if importlib.util.find_spec(module) is None:
+        raise BioattnError(f"the {name} suite is not available in this bioattn installation")
+    return importlib.import_module(module)
+
+
+def run_suites(
+    model: nn.Module,
+    data=None,
+    suites: str | Sequence[str] = ("clean",),
+    *,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    img_size: int | None = None,
+    classes: Sequence[str] | None = None,
+    baseline: nn.Module | None = None,
+    model_info: dict | None = None,
+    settings: SuiteSettings | None = None,
+    **overrides: Any,
+) -> dict:
+    """Evaluate ``model`` on each suite; returns ``{"suites", "settings", "model",
+    "bioattn_version", "results": {suite: figures}, "seconds": {suite: wall time}}``.
+
+    ``data`` (a data set of normalised images, or a loader over one) feeds ``clean``,
+    ``corruptions`` and the attacks; ``mean``/``std`` are its normalisation (taken from the data
+    set's ``mean``/``std`` attributes when not given). Folder benchmarks read their own folders
+    (settings ``imagenet_c``, ``imagenet_a``...) at ``img_size`` (default: the model's).
+    ``classes``: the model's class names, checked against ImageNet's for the ImageNet suites.
+    ``baseline``: a second model for the ``corruptions`` suite's normalised errors.
+    Keyword ``overrides`` set :class:`SuiteSettings` fields.
+    """
+    from .. import __version__
+
+    settings = dataclasses.replace(settings or SuiteSettings())
+    known = {f.name for f in dataclasses.fields(SuiteSettings)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise BioattnError(f"unknown evaluation setting(s): {', '.join(unknown)}")
+    settings = dataclasses.replace(settings, **overrides)
+    settings.eps = parse_eps(settings.eps)
+    if isinstance(settings.severities, str):
+        settings.severities = parse_int_list(settings.severities, "severities")
+    if isinstance(settings.corruptions, str):
+        settings.corruptions = [c.strip() for c in settings.corruptions.split(",") if c.strip()]
+    suites = parse_suites(suites)
+    _check_settings(settings)
+    device = resolve_device(settings.device)
+    model = model.to(device).eval()
+    if baseline is not None:
+        baseline = baseline.to(device).eval()
+
+    dataset = as_dataset(data) if data is not None else None
+    needs_data = [s for s in suites if s in DATA_SUITES]
+    if needs_data and dataset is None:
+        raise BioattnError(f"suite(s) {', '.join(needs_data)} need a data set (--data)")
+    if dataset is not None and len(dataset) == 0:
+        raise BioattnError("the data set is empty")
+
+    info = _model_info(model)
+    info.update(model_info or {})
+    out: dict[str, Any] = {
+        "bioattn_version": __version__,
+        "suites": suites,
+        "settings": _jsonable_settings(settings),
+        "model": info,
+        "device": str(device),
+        "results": {},
+        "seconds": {},
+    }
+    if baseline is not None:
+        out["baseline_model"] = _model_info(baseline)
+    runners = {
+        "clean": _run_clean,
+        "imagenet-c": _run_imagenet_c,
+        "corruptions": _run_corruptions,
+        "imagenet-a": _run_imagenet_folder,
+        "imagenet-r": _run_imagenet_folder,
+        "imagenet-sketch": _run_imagenet_folder,
+        "fgsm": _run_attack,
+        "pgd": _run_attack,
+        "autoattack": _run_attack,
+        "steering": _run_steering,
+        "fixations": _run_fixations,
+    }
+    ctx = _Context(model=model, dataset=dataset, settings=settings, device=device, mean=mean, std=std,
+                   img_size=img_size, classes=classes, baseline=baseline)
+    for suite in suites:
+        start = time.perf_counter()
+        torch.manual_seed(settings.seed)
+        out["results"][suite] = runners[suite](ctx, suite)
+        out["seconds"][suite] = round(time.perf_counter() - start, 3)
+    return out
+
+
+@dataclass
+class _Context:
+    model: nn.Module
+    dataset: Any
+    settings: SuiteSettings
+    device: torch.device
+    mean: Any
+    std: Any
+    img_size: int | None
+    classes: Any
+    baseline: nn.Module | None
+
+    def loader(self, dataset=None):
+        s = self.settings
+        ds = limited(dataset if dataset is not None else self.dataset, s.limit)
+        return make_loader(ds, s.batch_size, s.workers, self.device), len(ds)
+
+    def pixels(self, need: str = "data") -> Pixels:
+        mean, std = _resolve_norm_stats(self.model, self.dataset if need == "data" else None,
+                                        self.mean, self.std, need)
+        return Pixels(mean, std)
+
+
+def _check_settings(s: SuiteSettings) -> None:
+    from .attacks import check_attack_args
+
+    if s.batch_size < 1:
+        raise BioattnError(f"batch size must be >= 1, got {s.batch_size}")
+    if s.workers < 0:
+        raise BioattnError(f"workers must be >= 0, got {s.workers}")
+    if s.limit is not None and s.limit < 1:
+        raise BioattnError(f"limit must be >= 1, got {s.limit}")
+    if s.steps is not None and s.steps < 1:
+        raise BioattnError(f"steps must be >= 1, got {s.steps}")
+    if s.attack_step is not None and s.attack_step < 1:
+        raise BioattnError(f"attack step must be >= 1 (steps count from 1), got {s.attack_step}")
+    if s.attack_step is not None and s.steps is not None and s.attack_step > s.steps:
+        raise BioattnError(f"attack step {s.attack_step} is beyond the {s.steps} steps run")
+    if not s.eps:
+        raise BioattnError("no eps given for the attacks")
+    for eps in s.eps:
+        check_attack_args(float(eps), s.step_size, s.attack_iters, s.norm, s.restarts, s.eot or 1)
+
+
+def _jsonable_settings(s: SuiteSettings) -> dict:
+    d = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)}
+    d = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in d.items()}
+    if d["steering_data"] is not None and not isinstance(d["steering_data"], (str, int, float)):
+        d["steering_data"] = type(s.steering_data).__name__
+    return d
+
+
+# ------------------------------------------------------------------------------------------
+# suite runners
+# ------------------------------------------------------------------------------------------
+def _run_clean(ctx: _Context, suite: str) -> dict:
+    from .clean import evaluate_clean
+
+    loader, n = ctx.loader()
+    with progress_bar(suite, n, ctx.settings.progress) as advance:
+        return evaluate_clean(ctx.model, loader, ctx.device, progress=advance, steps=ctx.settings.steps)
+
+
+def _run_corruptions(ctx: _Context, suite: str) -> dict:
+    from .corruptions import evaluate_corruptions
+    from .mce import CORRUPTIONS, SEVERITIES, check_corruption_names, check_severities
+
+    s = ctx.settings
+    corruptions = check_corruption_names(s.corruptions or CORRUPTIONS)
+    severities = check_severities(s.severities or SEVERITIES)
+    pixels = ctx.pixels()
+    loader, n = ctx.loader()
+    with progress_bar(suite, n * len(corruptions) * len(severities), s.progress) as advance:
+        return evaluate_corruptions(ctx.model, loader, pixels, corruptions, severities,
+                                    baseline=ctx.baseline, workers=s.workers, device=ctx.device,
+                                    seed=s.seed, steps=s.steps, progress=advance)
+
+
+def _run_imagenet_c(ctx: _Context, suite: str) -> dict:
+    from .imagenet import evaluate_classes, imagenet_c_datasets, require_imagenet_model, summarise_imagenet_c
+    from .mce import CORRUPTIONS, SEVERITIES
+
+    s = ctx.settings
+    if not s.imagenet_c:
+        raise BioattnError("the imagenet-c suite needs the ImageNet-C folder (--imagenet-c DIR)")
+    require_imagenet_model(ctx.model, suite, ctx.classes)
+    pixels = ctx.pixels(need="model")
+    size = _resolve_img_size(ctx.model, ctx.img_size)
+    sets = imagenet_c_datasets(s.imagenet_c, size, pixels.mean_list, pixels.std_list,
+                               s.corruptions or CORRUPTIONS, s.severities or SEVERITIES,
+                               skip_bad_images=s.skip_bad_images)
+    loaders = {key: ctx.loader(ds) for key, ds in sets.items()}
+    top1: dict[str, dict[str, float]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    with progress_bar(suite, sum(n for _, n in loaders.values()), s.progress) as advance:
+        for (c, sev), (loader, _) in loaders.items():
+            r = evaluate_classes(ctx.model, loader, None, ctx.device, s.steps, suite, advance)
+            top1.setdefault(c, {})[str(sev)] = r["top1"]
+            counts.setdefault(c, {})[str(sev)] = r["n"]
+    return {"root": str(s.imagenet_c), "img_size": size, "n": counts, **summarise_imagenet_c(top1)}
+
+
+def _run_imagenet_folder(ctx: _Context, suite: str) -> dict:
+    from .imagenet import (eval_transform, evaluate_classes, imagenet_subset_indices,
+                           require_imagenet_model, wnid_folder)
+
+    s = ctx.settings
+    root = {"imagenet-a": s.imagenet_a, "imagenet-r": s.imagenet_r,
+            "imagenet-sketch": s.imagenet_sketch}[suite]
+    if not root:
+        raise BioattnError(f"the {suite} suite needs its folder (--{suite} DIR)")
+    require_imagenet_model(ctx.model, suite, ctx.classes)
+    pixels = ctx.pixels(need="model")
+    size = _resolve_img_size(ctx.model, ctx.img_size)
+    dataset = wnid_folder(root, eval_transform(size, pixels.mean_list, pixels.std_list, resize=True),
+                          skip_bad_images=s.skip_bad_images)
+    indices = imagenet_subset_indices(suite)
+    loader, n = ctx.loader(dataset)
+    with progress_bar(suite, n, s.progress) as advance:
+        r = evaluate_classes(ctx.model, loader, indices, ctx.device, s.steps, suite, advance)
+    return {"root": str(root), "img_size": size,
+            "classes": 1000 if indices is None else len(indices), **r}
+
+
+def _run_attack(ctx: _Context, suite: str) -> dict:
+    from .attacks import evaluate_attack
+
+    s = ctx.settings
+    pixels = ctx.pixels()
+    loader, n = ctx.loader()
+    stochastic = is_stochastic(ctx.model)
+    eots = [1]
+    if suite != "autoattack" and (stochastic or (s.eot or 1) > 1):
+        eots.append(s.eot if s.eot and s.eot > 1 else DEFAULT_EOT)
+    runs = []
+    with progress_bar(suite, n * len(s.eps) * len(eots), s.progress) as advance:
+        for eps in s.eps:
+            for eot in eots:
+                torch.manual_seed(s.seed)
+                runs.append(evaluate_attack(
+                    ctx.model, loader, pixels, suite, float(eps),
+                    step_size=s.step_size, iters=s.attack_iters, norm=s.norm, restarts=s.restarts,
+                    eot=eot, attack_step=s.attack_step, steps=s.steps,
+                    autoattack_version=s.autoattack_version, device=ctx.device, seed=s.seed,
+                    progress=advance,
+                ))
+    return {"stochastic": stochastic, "runs": runs}
+
+
+def _run_steering(ctx: _Context, suite: str) -> dict:
+    data = ctx.settings.steering_data if ctx.settings.steering_data is not None else ctx.dataset
+    if data is None:
+        raise BioattnError("the steering suite needs two-object images (data 'embedded:pair')")
+    steering = _suite_module("steering")
+    return steering.steering_score_dataset(ctx.model, data, device=ctx.device, limit=ctx.settings.limit,
+                                           batch_size=ctx.settings.batch_size)
+
+
+def _run_fixations(ctx: _Context, suite: str) -> dict:
+    s = ctx.settings
+    if not s.fixations:
+        raise BioattnError("the fixations suite needs a fixation data set folder (--fixations DIR)")
+    fixations = _suite_module("fixations")
+    from ..data.fixations import load_fixation_dataset
+
+    pixels = ctx.pixels(need="model")
+    size = _resolve_img_size(ctx.model, ctx.img_size)
+    n = len(load_fixation_dataset(s.fixations))
+    n = n if s.limit is None else min(n, s.limit)
+    with progress_bar(suite, n, s.progress) as advance:
+        return fixations.evaluate_fixations(ctx.model, s.fixations, size, pixels.mean_list,
+                                            pixels.std_list, device=ctx.device, limit=s.limit,
+                                            seed=s.seed, progress=advance)
+
+
+def nan_to_none(obj):
+    """``obj`` with NaN/inf floats replaced by ``None`` (strict JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [nan_to_none(v) for v in obj]
+    return obj
+
+
+def parse_eps(text: str | float | Sequence) -> list[float]:
+    """``"1/255,2e-3"`` -> ``[0.00392..., 0.002]`` (fractions ``a/b`` allowed)."""
+    if isinstance(text, (int, float)):
+        return [float(text)]
+    if not isinstance(text, str):
+        return [float(v) for v in text]
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            if "/" in item:
+                num, den = item.split("/", 1)
+                value = float(num) / float(den)
+            else:
+                value = float(item)
+        except (ValueError, ZeroDivisionError):
+            raise BioattnError(f"bad eps '{item}' (expected a number or a fraction such as 1/255)") from None
+        out.append(value)
+    if not out:
+        raise BioattnError("no eps given")
+    return out
+
+
+def parse_int_list(text: str | Sequence[int] | None, what: str) -> list[int] | None:
+    if text is None or not isinstance(text, str):
+        return None if text is None else [int(v) for v in text]
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BioattnError(f"bad {what} '{text}' (expected integers separated by commas)") from None
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path | None,
+    suites: str | Sequence[str] = ("clean",),
+    *,
+    model_name: str | None = None,
+    model_args: dict | None = None,
+    data: str | None = None,
+    split: str = "val",
+    img_size: int | None = None,
+    baseline_checkpoint: str | Path | None = None,
+    baseline_model: str | None = None,
+    out: str | Path | None = None,
+    **settings: Any,
+) -> dict:
+    """Load a checkpoint (model name and arguments from its metadata unless given), build the
+    data set ``data`` (``embedded``, ``embedded:pair`` or an ImageNet-style folder) at the
+    checkpoint's input size and normalisation, and run :func:`run_suites`. With ``out``, write
+    the results JSON there, and the Markdown table and plots next to it (same stem)."""
+    from ..checkpoint import load_model, read_meta
+
+    suites = parse_suites(suites)
+    if checkpoint is None and model_name is None:
+        raise BioattnError("give a checkpoint (--checkpoint) or at least a model name (--model)")
+    meta = read_meta(checkpoint) if checkpoint is not None else None
+    model = load_model(checkpoint, model_name, **(model_args or {}))
+    meta = meta or {}
+    img_size = img_size or meta.get("img_size") or _resolve_img_size(model, None)
+    mean = meta.get("mean") or _pretrained(model, "mean")
+    std = meta.get("std") or _pretrained(model, "std")
+    if mean is None or std is None:
+        from ..data import IMAGENET_MEAN, IMAGENET_STD
+
+        mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
+    classes = meta.get("classes")
+
+    dataset = None
+    if data is not None and any(s in DATA_SUITES for s in suites):
+        from ..data import build_dataset, is_embedded
+
+        folder_classes = None if is_embedded(data) else classes
+        dataset = build_dataset(data, split, img_size=img_size, mean=mean, std=std, train=False,
+                                skip_bad_images=bool(settings.get("skip_bad_images", False)),
+                                classes=folder_classes)
+        n_model = getattr(model, "num_classes", None)
+        n_data = getattr(dataset, "num_classes", None)
+        if isinstance(n_model, int) and isinstance(n_data, int) and n_model != n_data:
+            raise BioattnError(f"the model has {n_model} classes but data set '{data}' has {n_data}")
+    if "steering" in suites and settings.get("steering_data") is None:
+        from ..data import build_dataset, is_embedded
+
+        pair_spec = "embedded:pair"
+        if data is not None and is_embedded(data) and data != "embedded":
+            options = data.split(":", 1)[1]
+            pair_spec = data if "pair" in options.split(",") else f"embedded:pair,{options}"
+        settings["steering_data"] = build_dataset(pair_spec, split, img_size=img_size, mean=mean, std=std)
+
+    baseline = None
+    if baseline_checkpoint is not None or baseline_model is not None:
+        if "corruptions" not in suites:
+            raise BioattnError("a baseline model is only used by the corruptions suite")
+        baseline = load_model(baseline_checkpoint, baseline_model)
+
+    info = {
+        "name": meta.get("model") or model_name,
+        "model_args": meta.get("model_args") if meta else (model_args or {}),
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "checkpoint_sha256": checkpoint_sha256(checkpoint),
+        "data": data,
+        "split": split,
+        "img_size": img_size,
+        "mean": list(mean),
+        "std": list(std),
+    }
+    results = run_suites(model, dataset, suites, mean=mean, std=std, img_size=img_size,
+                         classes=classes, baseline=baseline, model_info=info, **settings)
+    if baseline is not None:
+        results["baseline_model"].update(checkpoint=str(baseline_checkpoint) if baseline_checkpoint else None,
+                                         checkpoint_sha256=checkpoint_sha256(baseline_checkpoint))
+    if out is not None:
+        from .report import write_report, write_results
+
+        out = Path(out)
+        write_results(results, out)
+        results["files"] = [str(out)] + [str(p) for p in write_report([results], out.parent, stem=out.stem)]
+    return results
