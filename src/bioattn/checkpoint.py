@@ -249,9 +249,14 @@ def load_model(
     return model
 
 
-def convert_checkpoint(src: str | Path, dst: str | Path, model_name: str, **model_args: Any) -> Path:
+def convert_checkpoint(src: str | Path, dst: str | Path, model_name: str, *, mean=None, std=None,
+                       **model_args: Any) -> Path:
     """Read a released checkpoint (``.pth`` with a ``model`` entry, or a bare state dict),
-    check it against ``model_name`` and write a bioattn checkpoint directory at ``dst``."""
+    check it against ``model_name`` and write a bioattn checkpoint directory at ``dst``.
+
+    The input normalisation recorded is ``mean``/``std`` if given, else the model's
+    ``pretrained_cfg`` one (timm's own ``vit_*`` configs say 0.5, while checkpoints trained with
+    the DeiT recipe expect ImageNet's mean/std: pass those then)."""
     from .models import create_model
 
     state = read_state_dict(src)
@@ -260,13 +265,17 @@ def convert_checkpoint(src: str | Path, dst: str | Path, model_name: str, **mode
     model.load_state_dict(state, strict=True)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     input_size = cfg.get("input_size")
+    img_size = input_size[-1] if input_size else None
+    patch_embed = getattr(model, "patch_embed", None)
+    if getattr(patch_embed, "img_size", None) is not None:
+        img_size = int(patch_embed.img_size[-1])
     meta = model_meta(
         model_name,
         model_args,
         num_classes=getattr(model, "num_classes", None),
-        img_size=input_size[-1] if input_size else None,
-        mean=cfg.get("mean"),
-        std=cfg.get("std"),
+        img_size=img_size,
+        mean=mean if mean is not None else cfg.get("mean"),
+        std=std if std is not None else cfg.get("std"),
         source=str(src),
     )
     return save_checkpoint(dst, model, meta)

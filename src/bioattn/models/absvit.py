@@ -1,1 +1,551 @@
-"""(in progress)"""
+"""AbSViT: a ViT whose attention is steered top-down by analysis by synthesis.
+
+A first feedforward pass produces tokens; a prior (the learned ``prompt``, a class's classifier
+row, or any vector) weights the tokens by their cosine similarity to it; per-layer decoders send
+the weighted tokens back down; a second feedforward pass adds each layer's top-down signal to
+its attention values. The decoders learn to reconstruct each block's input from its output
+(the variational loss). See SPEC section 1.
+
+The backbone is timm's :class:`~timm.models.vision_transformer.VisionTransformer`; the
+state-dict layout equals the authors' released checkpoints (timm ViT keys plus ``prompt`` and
+``decoders.{l}.linear(2).weight``), so those load unchanged.
+
+Registered with timm: ``absvit_{tiny,small,base}_patch16_224``, ``absvit_tiny_patch8_224_gap``,
+``absvit_micro_patch8_64`` (for small 64x64 data sets), and the feedforward twins
+``vit_tiny_patch8_224_gap`` and ``vit_micro_patch8_64`` (timm itself provides
+``vit_{tiny,small,base}_patch16_224``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import Attention, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.vision_transformer import Block, VisionTransformer
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..errors import BioattnError
+from ..protocol import ModelOutput
+
+__all__ = [
+    "AbSViT",
+    "ViT",
+    "TopDownAttention",
+    "TopDownBlock",
+    "Decoder",
+    "check_image_batch",
+    "map_depth",
+    "patch_token_norms",
+    "bottom_up_map",
+]
+
+# Blocks run before the token norms are read off, counted from the end: maps use the output of
+# block ``depth - MAP_BLOCKS_FROM_END`` (the authors' visualisation recipe).
+MAP_BLOCKS_FROM_END = 3
+
+
+# ------------------------------------------------------------------------------------------
+# helpers shared by every timm ViT (also used by bioattn.attention.maps for plain timm ViTs)
+# ------------------------------------------------------------------------------------------
+def _model_name(model: nn.Module) -> str:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return cfg.get("architecture") or type(model).__name__
+
+
+def check_image_batch(model: VisionTransformer, x: torch.Tensor) -> None:
+    """Raise :class:`BioattnError` unless ``x`` is a batch of images the ViT accepts."""
+    if not torch.is_tensor(x) or x.ndim != 4:
+        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise BioattnError(f"{_model_name(model)} expects a batch of images (B, C, H, W), got {shape}")
+    in_chans = model.patch_embed.proj.in_channels
+    expected = tuple(model.patch_embed.img_size)
+    got = tuple(x.shape[-2:])
+    if x.shape[1] != in_chans or (not getattr(model, "dynamic_img_size", False) and got != expected):
+        raise BioattnError(
+            f"{_model_name(model)} expects {in_chans}x{expected[0]}x{expected[1]} images, "
+            f"got {x.shape[1]}x{got[0]}x{got[1]}: resize the input to {expected[0]}x{expected[1]}"
+        )
+
+
+def map_depth(model: VisionTransformer) -> int:
+    """Number of blocks run before attention maps are read: ``depth - 3`` (at least 1)."""
+    return max(len(model.blocks) - MAP_BLOCKS_FROM_END, 1)
+
+
+def embed_tokens(model: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
+    """Patch embedding, prefix tokens and position embedding: the input of the first block."""
+    check_image_batch(model, x)
+    x = model.patch_embed(x)
+    x = model._pos_embed(x)
+    x = model.patch_drop(x)
+    return model.norm_pre(x)
+
+
+def patch_token_norms(model: VisionTransformer, tokens: torch.Tensor,
+                      grid: tuple[int, int] | None = None) -> torch.Tensor:
+    """L2 norm over channels of every patch token, on the patch grid ``(B, h, w)`` (``grid``
+    defaults to the model's fixed one)."""
+    h, w = grid if grid is not None else model.patch_embed.grid_size
+    return tokens[:, model.num_prefix_tokens:].norm(dim=-1).reshape(tokens.shape[0], h, w)
+
+
+def bottom_up_map(model: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
+    """Feedforward attention map of any timm ViT: patch-token norms after block ``depth - 3``."""
+    tokens = embed_tokens(model, x)
+    for block in model.blocks[: map_depth(model)]:
+        tokens = block(tokens)
+    grid = None
+    if getattr(model, "dynamic_img_size", False):
+        grid = tuple(model.patch_embed.dynamic_feat_size(tuple(x.shape[-2:])))
+    return patch_token_norms(model, tokens, grid)
+
+
+# ------------------------------------------------------------------------------------------
+# building blocks
+# ------------------------------------------------------------------------------------------
+class TopDownAttention(Attention):
+    """timm's multi-head self-attention that adds a top-down signal to its values.
+
+    The top-down signal enters as ``value_part(qkv(td))``: only the value rows of the shared
+    ``qkv`` projection (and its value bias) applied to the raw signal ``td``. The block receives
+    that projected signal, ``td_values`` ``(B, N, C)``, and adds it to ``v``.
+    """
+
+    def value_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The value rows of ``qkv``: weight ``(C, C)`` and bias ``(C,)`` (or None)."""
+        start = 2 * self.attn_dim
+        bias = self.qkv.bias[start:] if self.qkv.bias is not None else None
+        return self.qkv.weight[start:], bias
+
+    def forward(self, x: torch.Tensor, td_values: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        B, N, _ = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if td_values is not None:
+            v = v + td_values.reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+        if self.fused_attn:
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            x = self.attn_drop(attn.softmax(dim=-1)) @ v
+        x = x.transpose(1, 2).reshape(B, N, self.attn_dim)
+        x = self.norm(x)
+        return self.proj_drop(self.proj(x))
+
+
+class TopDownBlock(Block):
+    """timm's pre-norm transformer block whose attention takes an optional top-down signal
+    (already value-projected, see :class:`TopDownAttention`)."""
+
+    def forward(self, x: torch.Tensor, td_values: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), td_values=td_values)))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+class Decoder(nn.Module):
+    """One layer of the feedback path: ``a = linear(z)`` continues down the chain and
+    ``linear2(a)`` is the top-down signal for this layer."""
+
+    def __init__(self, dim: int, device=None, dtype=None) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, dim, bias=False, device=device, dtype=dtype)
+        self.linear2 = nn.Linear(dim, dim, bias=False, device=device, dtype=dtype)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = self.linear(z)
+        return a, self.linear2(a)
+
+
+# ------------------------------------------------------------------------------------------
+# models
+# ------------------------------------------------------------------------------------------
+class ViT(VisionTransformer):
+    """timm's VisionTransformer with a clear error for wrongly sized input and the attention-map
+    contract (``attention_maps`` / ``saliency``: the feedforward token-norm map)."""
+
+    def forward_features(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        check_image_batch(self, x)
+        return super().forward_features(x, *args, **kwargs)
+
+    def attention_maps(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        """``{"bottom-up": (B, h, w)}``: patch-token norms after block ``depth - 3``."""
+        return OrderedDict([("bottom-up", bottom_up_map(self, x))])
+
+    def saliency(self, x: torch.Tensor) -> torch.Tensor:
+        return bottom_up_map(self, x)
+
+
+class AbSViT(VisionTransformer):
+    """AbSViT (Shi, Darrell, Wang, CVPR 2023): timm's ViT with a top-down feedback pass.
+
+    ``model(x, prior=None, prior_scale=1.0)`` returns the second pass's logits in eval mode and a
+    :class:`~bioattn.protocol.ModelOutput` (both passes' logits, the variational loss) in train
+    mode. ``prior`` steers the top-down attention:
+
+    * ``None``: the learned ``prompt``;
+    * an integer tensor of class indices (one, or one per image): that class's classifier row
+      ``head.weight[y]`` (the authors' demo uses ``prior_scale=40``);
+    * a float tensor of prior vectors, ``(C,)`` or ``(B, C)``.
+
+    The token mask is ``prior_scale * clamp(cos(token, prior), 0, 1)``.
+    """
+
+    def __init__(self, *, var_loss_weight: float = 0.1, device=None, dtype=None, **kwargs: Any) -> None:
+        kwargs.setdefault("block_fn", TopDownBlock)
+        kwargs.setdefault("attn_layer", TopDownAttention)
+        if kwargs.get("reg_tokens") or kwargs.get("dynamic_img_size"):
+            raise BioattnError("AbSViT supports neither register tokens nor dynamic image sizes")
+        super().__init__(device=device, dtype=dtype, **kwargs)
+        dim, depth = self.embed_dim, len(self.blocks)
+        self.var_loss_weight = float(var_loss_weight)
+        self.prompt = nn.Parameter(torch.empty(dim, device=device, dtype=dtype))
+        self.decoders = nn.ModuleList(Decoder(dim, device=device, dtype=dtype) for _ in range(depth))
+        if kwargs.get("weight_init") != "skip":
+            self.init_top_down_weights()
+
+    def init_top_down_weights(self) -> None:
+        """Prompt from N(0, 1); decoder weights from a truncated normal with std 0.02."""
+        with torch.no_grad():
+            self.prompt.normal_(0.0, 1.0)
+            for decoder in self.decoders:
+                trunc_normal_(decoder.linear.weight, std=0.02)
+                trunc_normal_(decoder.linear2.weight, std=0.02)
+
+    # ---- passes ------------------------------------------------------------------------
+    def run_blocks(
+        self,
+        tokens: torch.Tensor,
+        td_values: Sequence[torch.Tensor] | None = None,
+        stop: int | None = None,
+        record: list | None = None,
+    ) -> torch.Tensor:
+        """Run blocks ``[0, stop)`` on ``tokens``, adding ``td_values[l]`` to block ``l``'s
+        attention values if given. With ``record``, appends each block's ``(input, output)``."""
+        blocks = self.blocks[:stop] if stop is not None else self.blocks
+        use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
+        for i, block in enumerate(blocks):
+            signal = None if td_values is None else td_values[i]
+            if use_checkpoint:
+                out = checkpoint(block, tokens, signal, use_reentrant=False)
+            else:
+                out = block(tokens, signal)
+            if record is not None:
+                record.append((tokens, out))
+            tokens = out
+        return tokens
+
+    def forward_features(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        td_values: Sequence[torch.Tensor] | None = None,
+        record: list | None = None,
+    ) -> torch.Tensor:
+        """Tokens after the final ``norm``; ``td_values`` adds one value signal per block."""
+        return self.norm(self.run_blocks(embed_tokens(self, x), td_values, record=record))
+
+    def feedback(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """Top-down signals ``td_l`` for every block, running the decoders from the last block
+        down to the first (the chain goes through ``linear``, each ``td_l`` is ``linear2``)."""
+        signals: list[torch.Tensor] = [z] * len(self.decoders)
+        for layer in range(len(self.decoders) - 1, -1, -1):
+            z, signals[layer] = self.decoders[layer](z)
+        return signals
+
+    def feedback_value_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The map from the masked features ``z`` to every block's value signal
+        ``value_part(qkv_l(feedback(z)[l]))``, as one ``(depth*C, C)`` weight and bias.
+
+        The decoder chain and the value projection are linear, so block ``l``'s signal is
+        ``Wv_l @ W2_l @ W1_l @ ... @ W1_{depth-1} @ z + bv_l``. The products are formed in
+        float32 (outside autocast), which costs ``O(depth C^3)`` once per forward instead of
+        ``O(depth N C^2)`` per image.
+        """
+        depth = len(self.decoders)
+        weights: list[torch.Tensor] = [self.prompt] * depth
+        biases: list[torch.Tensor | None] = [None] * depth
+        device_type = self.prompt.device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            chain = None
+            for layer in range(depth - 1, -1, -1):
+                decoder = self.decoders[layer]
+                w1 = decoder.linear.weight.float()
+                chain = w1 if chain is None else w1 @ chain
+                value_weight, value_bias = self.blocks[layer].attn.value_weight()
+                weights[layer] = value_weight.float() @ (decoder.linear2.weight.float() @ chain)
+                biases[layer] = value_bias
+        dtype = self.prompt.dtype
+        weight = torch.cat(weights).to(dtype)
+        bias = None if biases[0] is None else torch.cat(biases).to(dtype)
+        return weight, bias
+
+    def feedback_values(self, z: torch.Tensor, stop: int | None = None) -> list[torch.Tensor]:
+        """Value signals ``(B, N, C)`` for blocks ``[0, stop)`` from masked features ``z``: the
+        same as applying each block's value projection to :meth:`feedback`, in one matmul."""
+        weight, bias = self.feedback_value_weights()
+        if stop is not None:
+            rows = stop * self.embed_dim
+            weight, bias = weight[:rows], (bias[:rows] if bias is not None else None)
+        return list(F.linear(z, weight, bias).split(self.embed_dim, dim=-1))
+
+    def prior_vectors(self, prior: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """The prior as ``(1 or B, C)`` vectors (see the class docstring for its forms)."""
+        dim = self.embed_dim
+        if prior is None:
+            return self.prompt[None]
+        if not torch.is_tensor(prior):
+            prior = torch.as_tensor(prior)
+        if not (prior.is_floating_point() or prior.is_complex()):
+            if not isinstance(self.head, nn.Linear):
+                raise BioattnError("class priors need the model's classifier head (num_classes > 0)")
+            index = prior.reshape(-1).to(device=self.head.weight.device, dtype=torch.long)
+            n_classes = self.head.weight.shape[0]
+            if index.numel() not in (1, batch):
+                raise BioattnError(f"give one class index or one per image ({batch}), got {index.numel()}")
+            bad = index[(index < 0) | (index >= n_classes)]
+            if bad.numel():
+                raise BioattnError(
+                    f"class index {int(bad[0])} out of range: the model has {n_classes} classes (0..{n_classes - 1})"
+                )
+            return self.head.weight[index]
+        if prior.ndim not in (1, 2) or prior.shape[-1] != dim:
+            raise BioattnError(
+                f"prior vectors must have width {dim} (the model's channels), shaped ({dim},) or (B, {dim}); "
+                f"got {tuple(prior.shape)}"
+            )
+        prior = prior.reshape(-1, dim).to(self.prompt)
+        if prior.shape[0] not in (1, batch):
+            raise BioattnError(f"give one prior vector or one per image ({batch}), got {prior.shape[0]}")
+        return prior
+
+    def prior_mask(self, features: torch.Tensor, prior: torch.Tensor | None = None,
+                   prior_scale: float = 1.0) -> torch.Tensor:
+        """``prior_scale * clamp(cos(token, prior), 0, 1)`` for every token, ``(B, N, 1)``."""
+        vectors = self.prior_vectors(prior, features.shape[0])
+        cosine = F.normalize(features, dim=-1) @ F.normalize(vectors, dim=-1).unsqueeze(-1)
+        mask = cosine.clamp(0, 1)
+        return mask * prior_scale if prior_scale != 1.0 else mask
+
+    def top_down_values(self, features: torch.Tensor, prior: torch.Tensor | None = None,
+                        prior_scale: float = 1.0, stop: int | None = None
+                        ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per-block value signals from first-pass ``features`` under ``prior``, and the mask."""
+        mask = self.prior_mask(features, prior, prior_scale)
+        return self.feedback_values(features * mask, stop=stop), mask
+
+    def variational_loss(self, record: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """``w * sum_l mse(linear_l(out_l), in_l)`` on detached block inputs/outputs: trains
+        only the decoders to reconstruct each block's input from its output."""
+        total = None
+        for layer in range(len(record) - 1, -1, -1):
+            block_in, block_out = record[layer]
+            recon = self.decoders[layer].linear(block_out.detach())
+            term = F.mse_loss(recon, block_in.detach())
+            total = term if total is None else total + term
+        return self.var_loss_weight * total
+
+    def forward_steps(
+        self,
+        x: torch.Tensor,
+        steps: int | None = None,
+        prior: torch.Tensor | None = None,
+        prior_scale: float = 1.0,
+        with_var_loss: bool | None = None,
+    ) -> ModelOutput:
+        """Both passes: ``logits`` of the second, ``step_logits`` ``(2, B, K)``, and the
+        variational loss as ``aux_loss`` when training (or when ``with_var_loss=True``).
+        ``steps=1`` runs the feedforward pass only."""
+        if steps not in (None, 1, 2):
+            raise BioattnError(f"AbSViT has 2 passes: steps must be 1 or 2, got {steps}")
+        if with_var_loss is None:
+            with_var_loss = self.training
+        tokens = embed_tokens(self, x)
+        features = self.norm(self.run_blocks(tokens))
+        logits0 = self.forward_head(features)
+        if steps == 1:
+            return ModelOutput(logits=logits0, step_logits=logits0.unsqueeze(0))
+        td_values, mask = self.top_down_values(features, prior, prior_scale)
+        if self._stochastic_embedding():
+            tokens = embed_tokens(self, x)  # fresh dropout for the second pass
+        record: list | None = [] if with_var_loss else None
+        logits1 = self.forward_head(self.norm(self.run_blocks(tokens, td_values, record=record)))
+        return ModelOutput(
+            logits=logits1,
+            step_logits=torch.stack([logits0, logits1]),
+            aux_loss=self.variational_loss(record) if record is not None else None,
+            extras={"prior_mask": mask},
+        )
+
+    def _stochastic_embedding(self) -> bool:
+        """Whether embedding the image twice gives different tokens (dropout while training);
+        otherwise the second pass reuses the first pass's embedded tokens."""
+        patch_drop = not isinstance(self.patch_drop, nn.Identity)
+        return self.training and (self.pos_drop.p > 0 or patch_drop)
+
+    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None,  # type: ignore[override]
+                prior_scale: float = 1.0) -> torch.Tensor | ModelOutput:
+        out = self.forward_steps(x, prior=prior, prior_scale=prior_scale)
+        return out if self.training else out.logits
+
+    # ---- attention maps ----------------------------------------------------------------
+    def _first_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Embedded tokens, tokens after block ``depth - 3`` and final features (no top-down)."""
+        tokens = embed_tokens(self, x)
+        stop = map_depth(self)
+        early = self.run_blocks(tokens, stop=stop)
+        rest = self.blocks[stop:]
+        late = early
+        for block in rest:
+            late = block(late)
+        return tokens, early, self.norm(late)
+
+    def _top_down_map(self, tokens: torch.Tensor, features: torch.Tensor,
+                      prior: torch.Tensor | None, prior_scale: float) -> torch.Tensor:
+        stop = map_depth(self)
+        td_values, _ = self.top_down_values(features, prior, prior_scale, stop=stop)
+        return patch_token_norms(self, self.run_blocks(tokens, td_values, stop=stop))
+
+    def top_down_maps(self, x: torch.Tensor, priors: Sequence[torch.Tensor | None],
+                      prior_scale: float = 1.0) -> list[torch.Tensor]:
+        """One attention map ``(B, h, w)`` per entry of ``priors`` (each in any form
+        :meth:`forward` accepts, e.g. one class index per image), sharing the first pass: the
+        patch-token norms after block ``depth - 3`` of the top-down pass."""
+        tokens, _, features = self._first_pass(x)
+        return [self._top_down_map(tokens, features, prior, prior_scale) for prior in priors]
+
+    def top_down_map(self, x: torch.Tensor, prior: torch.Tensor | None = None,
+                     prior_scale: float = 1.0) -> torch.Tensor:
+        """Attention ``(B, h, w)`` under ``prior`` (the learned prompt by default)."""
+        return self.top_down_maps(x, [prior], prior_scale)[0]
+
+    def attention_maps(self, x: torch.Tensor, priors: Sequence[int | torch.Tensor] = (),
+                       prior_scale: float = 40.0) -> "OrderedDict[str, torch.Tensor]":
+        """Named maps ``(B, h, w)`` on the patch grid: ``"bottom-up"`` (no top-down signal),
+        ``"top-down"`` (the learned prompt) and one per entry of ``priors``: ``"class <k>"``
+        for a class index ``k`` (prior ``head.weight[k]``, mask scaled by ``prior_scale``) or
+        ``"prior <i>"`` for a prior vector."""
+        tokens, early, features = self._first_pass(x)
+        maps: OrderedDict[str, torch.Tensor] = OrderedDict()
+        maps["bottom-up"] = patch_token_norms(self, early)
+        maps["top-down"] = self._top_down_map(tokens, features, None, 1.0)
+        for i, prior in enumerate(priors):
+            if isinstance(prior, str):
+                raise BioattnError(f"prior '{prior}' must be a class index or a prior vector")
+            prior = torch.as_tensor(prior)
+            one_class = not prior.is_floating_point() and prior.numel() == 1
+            name = f"class {int(prior)}" if one_class else f"prior {i}"
+            maps[name] = self._top_down_map(tokens, features, prior, prior_scale)
+        return maps
+
+    def saliency(self, x: torch.Tensor) -> torch.Tensor:
+        """The top-down map under the learned prompt, ``(B, h, w)``."""
+        return self.top_down_map(x)
+
+
+# ------------------------------------------------------------------------------------------
+# registry
+# ------------------------------------------------------------------------------------------
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    """Input and head description (no downloadable weights: the authors' checkpoints are
+    converted with ``bioattn convert`` and loaded with ``--checkpoint``)."""
+    return {
+        "url": "",
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": None,
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "fixed_input_size": True,
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.proj",
+        "classifier": "head",
+        "paper_name": "Top-Down Visual Attention from Analysis by Synthesis",
+        **kwargs,
+    }
+
+
+# Small models for 64x64 images with few classes: the embedded shape data set (10 classes,
+# its per-channel mean 0.5 and std 0.25).
+_micro_cfg = dict(
+    num_classes=10,
+    input_size=(3, 64, 64),
+    crop_pct=1.0,
+    interpolation="bilinear",
+    mean=(0.5, 0.5, 0.5),
+    std=(0.25, 0.25, 0.25),
+)
+
+default_cfgs = generate_default_cfgs({
+    "absvit_tiny_patch16_224": _cfg(),
+    "absvit_small_patch16_224": _cfg(),
+    "absvit_base_patch16_224": _cfg(),
+    "absvit_tiny_patch8_224_gap": _cfg(),
+    "absvit_micro_patch8_64": _cfg(**_micro_cfg),
+    "vit_tiny_patch8_224_gap": _cfg(),
+    "vit_micro_patch8_64": _cfg(**_micro_cfg),
+})
+
+_TINY = dict(embed_dim=192, depth=12, num_heads=3)
+_SMALL = dict(embed_dim=384, depth=12, num_heads=6)
+_BASE = dict(embed_dim=768, depth=12, num_heads=12)
+_MICRO = dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3)
+
+
+def _create(cls: type, variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> nn.Module:
+    if pretrained:
+        raise BioattnError(
+            f"no downloadable weights for {variant}: convert a released checkpoint with "
+            f"`bioattn convert SRC.pth DST --model {variant}` and pass DST with --checkpoint"
+        )
+    return build_model_with_cfg(cls, variant, pretrained=False, **dict(model_args, **kwargs))
+
+
+@register_model
+def absvit_tiny_patch16_224(pretrained: bool = False, **kwargs: Any) -> AbSViT:
+    """AbSViT-Ti/16 (C 192, depth 12, 3 heads)."""
+    return _create(AbSViT, "absvit_tiny_patch16_224", pretrained, dict(patch_size=16, **_TINY), kwargs)
+
+
+@register_model
+def absvit_small_patch16_224(pretrained: bool = False, **kwargs: Any) -> AbSViT:
+    """AbSViT-S/16 (C 384, depth 12, 6 heads)."""
+    return _create(AbSViT, "absvit_small_patch16_224", pretrained, dict(patch_size=16, **_SMALL), kwargs)
+
+
+@register_model
+def absvit_base_patch16_224(pretrained: bool = False, **kwargs: Any) -> AbSViT:
+    """AbSViT-B/16 (C 768, depth 12, 12 heads)."""
+    return _create(AbSViT, "absvit_base_patch16_224", pretrained, dict(patch_size=16, **_BASE), kwargs)
+
+
+@register_model
+def absvit_tiny_patch8_224_gap(pretrained: bool = False, **kwargs: Any) -> AbSViT:
+    """AbSViT-Ti/8 with average pooling of patch tokens (784 patches)."""
+    args = dict(patch_size=8, global_pool="avg", **_TINY)
+    return _create(AbSViT, "absvit_tiny_patch8_224_gap", pretrained, args, kwargs)
+
+
+@register_model
+def absvit_micro_patch8_64(pretrained: bool = False, **kwargs: Any) -> AbSViT:
+    """AbSViT for 64x64 images: C 96, depth 6, 3 heads, 8x8 patches (64 tokens)."""
+    return _create(AbSViT, "absvit_micro_patch8_64", pretrained, dict(_MICRO), kwargs)
+
+
+@register_model
+def vit_tiny_patch8_224_gap(pretrained: bool = False, **kwargs: Any) -> ViT:
+    """ViT-Ti/8 with average pooling: the feedforward twin of ``absvit_tiny_patch8_224_gap``."""
+    args = dict(patch_size=8, global_pool="avg", **_TINY)
+    return _create(ViT, "vit_tiny_patch8_224_gap", pretrained, args, kwargs)
+
+
+@register_model
+def vit_micro_patch8_64(pretrained: bool = False, **kwargs: Any) -> ViT:
+    """ViT for 64x64 images: the feedforward twin of ``absvit_micro_patch8_64``."""
+    return _create(ViT, "vit_micro_patch8_64", pretrained, dict(_MICRO), kwargs)

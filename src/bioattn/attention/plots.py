@@ -1,0 +1,196 @@
+"""Figures of attention: an image and each of a model's maps overlaid on it.
+
+:func:`attend` is the whole ``bioattn attend`` command: it reads an image, prepares it for the
+model (resize to the model's input size, normalise with its mean/std), computes the model's
+named maps and draws them. Glimpse models (those with ``forward_glimpses``) are drawn by
+:func:`bioattn.attention.fixations.plot_glimpses` instead.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch import nn
+
+from ..checkpoint import atomic_write
+from ..errors import BioattnError
+from ..protocol import unwrap
+from .maps import attention_maps, display_normalise, upsample
+
+__all__ = ["input_settings", "load_image", "resolve_priors", "plot_attention", "attend"]
+
+# Longest side of the image drawn in the figure (the model input is resized separately).
+DISPLAY_SIDE = 448
+MAX_COLUMNS = 6
+_FORMATS = {".png", ".pdf", ".svg", ".jpg", ".jpeg"}
+
+
+def _pair(size: Any) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    size = tuple(int(s) for s in size)
+    return (size[0], size[0]) if len(size) == 1 else (size[-2], size[-1])
+
+
+def input_settings(model: nn.Module, meta: Mapping[str, Any] | None = None,
+                   img_size: int | None = None) -> dict[str, Any]:
+    """Input size ``(h, w)`` and normalisation ``mean``/``std`` of ``model``: from ``img_size``,
+    the model's patch embedding, the checkpoint metadata, then the model's ``pretrained_cfg``."""
+    inner = unwrap(model)
+    meta = meta or {}
+    cfg = getattr(inner, "pretrained_cfg", None) or {}
+    size = None
+    if img_size is not None:
+        size = _pair(img_size)
+    elif getattr(inner, "patch_embed", None) is not None and hasattr(inner.patch_embed, "img_size"):
+        size = _pair(inner.patch_embed.img_size)
+    elif meta.get("img_size"):
+        size = _pair(meta["img_size"])
+    elif cfg.get("input_size"):
+        size = _pair(cfg["input_size"])
+    if size is None:
+        raise BioattnError(f"cannot tell the input size of {type(inner).__name__}: give --img-size")
+    mean = meta.get("mean") or cfg.get("mean") or IMAGENET_DEFAULT_MEAN
+    std = meta.get("std") or cfg.get("std") or IMAGENET_DEFAULT_STD
+    return {"img_size": size, "mean": tuple(float(m) for m in mean), "std": tuple(float(s) for s in std)}
+
+
+def load_image(path: str | Path, img_size: tuple[int, int], mean: Sequence[float],
+               std: Sequence[float]) -> tuple[torch.Tensor, np.ndarray]:
+    """Read an image file: the model input ``(1, 3, h, w)`` (resized to ``img_size``,
+    normalised) and the picture to draw, ``(H, W, 3)`` floats in [0, 1] (longest side at most
+    :data:`DISPLAY_SIDE`)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise BioattnError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise BioattnError(f"cannot read image {path}: {exc}") from None
+    h, w = img_size
+    model_in = np.asarray(img.resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
+    x = torch.from_numpy(model_in).permute(2, 0, 1)
+    x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    scale = min(1.0, DISPLAY_SIDE / max(img.size))
+    if scale < 1.0:
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
+    return x[None].contiguous(), np.asarray(img, dtype=np.float32) / 255.0
+
+
+def resolve_priors(priors: Sequence[str | int], classes: Sequence[str] | None = None) -> list[int]:
+    """Class indices for ``priors`` given as indices or (with ``classes``) class names."""
+    out = []
+    for prior in priors:
+        text = str(prior).strip()
+        if text.lstrip("-").isdigit():
+            out.append(int(text))
+            continue
+        if not classes:
+            raise BioattnError(f"prior '{text}' is not a class index, and the checkpoint lists no class names")
+        names = list(classes)
+        lowered = [n.lower() for n in names]
+        if text in names:
+            out.append(names.index(text))
+        elif text.lower() in lowered:
+            out.append(lowered.index(text.lower()))
+        else:
+            shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+            raise BioattnError(f"unknown class '{text}' (classes: {shown})")
+    return out
+
+
+def plot_attention(image: np.ndarray | torch.Tensor, maps: Mapping[str, torch.Tensor], out_path: str | Path,
+                   title: str | None = None, normalise: bool = True, alpha: float = 0.55) -> Path:
+    """Draw ``image`` ``(H, W, 3)`` in [0, 1] and each ``(h, w)`` map overlaid on it, upsampled
+    to the image (display-normalised as the authors do unless ``normalise=False``); panels go in
+    rows of at most :data:`MAX_COLUMNS`. Writes ``out_path`` (png, pdf, svg or jpg)."""
+    from matplotlib.figure import Figure
+
+    out_path = Path(out_path)
+    fmt = out_path.suffix.lower()
+    if fmt not in _FORMATS:
+        raise BioattnError(f"cannot write a figure as '{out_path.suffix}': use one of {', '.join(sorted(_FORMATS))}")
+    if torch.is_tensor(image):
+        image = image.detach().cpu().float().numpy()
+        if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
+            image = image.transpose(1, 2, 0)
+    image = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+    height, width = image.shape[:2]
+
+    panels = [("image", None)] + [(name, m) for name, m in maps.items()]
+    cols = min(len(panels), MAX_COLUMNS)
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(2.8 * cols, 2.8 * rows * height / width + (0.4 if title else 0.0)), dpi=100)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (name, amap) in zip(axes.flat, panels):
+        ax.imshow(image)
+        if amap is not None:
+            amap = amap.detach().float().cpu()
+            if amap.ndim != 2:
+                raise BioattnError(f"map '{name}' must be (h, w), got {tuple(amap.shape)}")
+            shown = upsample(amap, (height, width))
+            if normalise:
+                shown = display_normalise(shown)
+            ax.imshow(shown.numpy(), cmap="jet", alpha=alpha)
+        ax.set_title(name, fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    atomic_write(out_path, lambda tmp: fig.savefig(tmp, format=fmt.lstrip(".").replace("jpg", "jpeg")))
+    return out_path
+
+
+def attend(
+    model: nn.Module,
+    image_path: str | Path,
+    out_path: str | Path,
+    priors: Sequence[str | int] = (),
+    prior_scale: float = 40.0,
+    meta: Mapping[str, Any] | None = None,
+    img_size: int | None = None,
+    steps: int | None = None,
+    gif: bool = False,
+) -> Path:
+    """Draw where ``model`` attends on the image at ``image_path`` into ``out_path``.
+
+    ``priors`` (class indices, or names listed in ``meta["classes"]``) add one top-down map each
+    for models that can be steered (AbSViT). Glimpse models are drawn by
+    :func:`bioattn.attention.fixations.plot_glimpses` with ``steps`` and ``gif``.
+    """
+    inner = unwrap(model)
+    model.eval()
+    settings = input_settings(inner, meta, img_size)
+    x, picture = load_image(image_path, settings["img_size"], settings["mean"], settings["std"])
+    x = x.to(next(iter(inner.parameters()), x).device)
+    if hasattr(inner, "forward_glimpses"):
+        if priors:
+            raise BioattnError(f"{type(inner).__name__} is a glimpse model: it takes no --prior")
+        from .fixations import plot_glimpses
+
+        return plot_glimpses(model, x, out_path, steps=steps, gif=gif)
+    if steps is not None or gif:
+        raise BioattnError("--steps and --gif apply to glimpse models only")
+    classes = (meta or {}).get("classes")
+    kwargs: dict[str, Any] = {}
+    if priors:
+        kwargs = {"priors": resolve_priors(priors, classes), "prior_scale": prior_scale}
+    maps = attention_maps(model, x, **kwargs)
+    named = {}
+    for name, amap in maps.items():
+        if name.startswith("class ") and classes:
+            index = int(name.split()[1])
+            if 0 <= index < len(classes):
+                name = f"{name} ({classes[index]})"
+        named[name] = amap[0]
+    title = (meta or {}).get("model") or (getattr(inner, "pretrained_cfg", None) or {}).get("architecture")
+    return plot_attention(picture, named, out_path, title=title)

@@ -1,0 +1,960 @@
+"""The embedded data set: procedurally generated shapes in clutter, made on the fly, no download.
+
+Each image shows one object (or two, in the pair variant) whose class is its *shape* only:
+colour and texture are drawn per instance from the same distribution for every class. The object
+sits at a random position, scale and rotation on a smooth random colour field strewn with at least
+four distractor fragments (smaller shapes cut by a half-plane), so that local features mislead
+and a model has to look at the right place. Every image comes with the object's mask and box.
+
+Images are a pure function of ``(seed, split, index)``: the result is the same whatever the number
+of worker processes or the range requested. :func:`load_embedded` generates a spec once into a
+cache folder (``$BIOATTN_CACHE``, default ``~/.cache/bioattn``) of ``.npy`` files that are
+memory-mapped on later loads and checked against the sha256 sums of a manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar, Iterator, Sequence
+
+import numpy as np
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from torch.utils.data import Dataset
+
+from ..checkpoint import atomic_dir, atomic_write
+from ..errors import BioattnError
+
+log = logging.getLogger("bioattn.data")
+
+CLASS_NAMES: tuple[str, ...] = (
+    "disk", "ring", "square", "triangle", "star", "plus", "crescent", "L-shape", "T-shape", "heart",
+)
+TEXTURE_NAMES: tuple[str, ...] = ("solid", "stripes", "checker", "noise", "split", "gradient")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+# Bumped whenever the pictures for a given spec change; part of the cache key.
+GENERATOR_VERSION = 1
+
+# Per-channel statistics of the default spec's training split (pixel values in [0, 1]).
+EMBEDDED_MEAN: tuple[float, float, float] = (0.500, 0.500, 0.500)
+EMBEDDED_STD: tuple[float, float, float] = (0.176, 0.176, 0.176)
+
+MIN_SIZE, MAX_SIZE = 32, 224
+MAX_OBJECT_AREA = 0.2          # fraction of the image an object may cover
+MIN_DISTRACTORS, MAX_DISTRACTORS = 4, 8
+
+# Object and fragment radii as fractions of the image side. Every shape fits in the disk of
+# radius 1 of its local frame; the largest, the disk, covers pi * 0.92**2 * 0.25**2 ~ 0.17 of
+# the image, which leaves room for pixelation at 32 px.
+_OBJECT_RADIUS = (0.14, 0.25)
+_PAIR_OBJECT_RADIUS = (0.12, 0.20)
+_DISTRACTOR_RADIUS = (0.07, 0.14)
+_N_COLOUR_CANDIDATES = 6     # object colours are drawn until they stand out from their surround
+_MIN_CONTRAST = 0.4           # RGB distance in [0, 1] units
+_N_POSITION_CANDIDATES = 16
+_N_DISTRACTOR_POSITIONS = 8
+_BACKGROUND_GRID = 4          # control points of the smooth colour field, per side
+_DETAIL_GRID = 9              # control points of the brightness ripples on it
+_NOISE_GRID = 6               # control points of the "noise" texture, per window side
+_PIXEL_GRAIN = 0.02            # amplitude of the uniform pixel noise
+
+_SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
+_STREAM_IMAGE = 0x1A6E        # first word of each seed sequence, one per random stream
+_STREAM_LABELS = 0x1AB5
+_STREAM_GRAIN = 0x16A1
+_GRAIN_OFFSETS = 1 << 16
+_MANIFEST = "manifest.json"
+_MANIFEST_FORMAT = 1
+
+
+# ------------------------------------------------------------------------------------------
+# spec
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EmbeddedSpec:
+    """What to generate: image side in pixels, split sizes, seed, one object or two."""
+
+    size: int = 64
+    n_train: int = 20000
+    n_val: int = 2000
+    n_test: int = 2000
+    seed: int = 0
+    pair: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("size", "n_train", "n_val", "n_test", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise BioattnError(f"embedded spec: {name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise BioattnError(f"embedded spec: size must be between {MIN_SIZE} and {MAX_SIZE}, "
+                               f"got {self.size}")
+        for name in ("n_train", "n_val", "n_test"):
+            if getattr(self, name) < 1:
+                raise BioattnError(f"embedded spec: {name} must be at least 1, got {getattr(self, name)}")
+        if self.seed < 0 or self.seed >= 2**32:
+            raise BioattnError(f"embedded spec: seed must be in [0, 2**32), got {self.seed}")
+        if not isinstance(self.pair, (bool, np.bool_)):
+            raise BioattnError(f"embedded spec: pair must be True or False, got {self.pair!r}")
+        object.__setattr__(self, "pair", bool(self.pair))
+
+    # option name in spec strings -> field
+    _OPTIONS: ClassVar[dict[str, str]] = {"size": "size", "train": "n_train", "val": "n_val", "test": "n_test", "seed": "seed"}
+
+    @classmethod
+    def parse(cls, text: str) -> "EmbeddedSpec":
+        """Parse ``embedded[:OPTION,...]`` where OPTION is ``pair`` or ``NAME=INT`` with NAME in
+        size, train, val, test, seed (e.g. ``embedded:pair,size=96,train=5000``)."""
+        if not isinstance(text, str):
+            raise BioattnError(f"an embedded data spec is a string, got {text!r}")
+        text = text.strip()
+        head, sep, rest = text.partition(":")
+        if head != "embedded":
+            raise BioattnError(f"not an embedded data spec: '{text}' (expected 'embedded[:options]')")
+        if sep and not rest:
+            raise BioattnError(f"empty option list in '{text}'")
+        kwargs: dict = {}
+        for item in rest.split(",") if rest else []:
+            item = item.strip()
+            name, eq, value = item.partition("=")
+            name = name.strip()
+            if name == "pair":
+                if eq:
+                    raise BioattnError(f"'pair' takes no value in '{text}' (write just 'pair')")
+                field, parsed = "pair", True
+            elif name in cls._OPTIONS:
+                if not eq or not value.strip():
+                    raise BioattnError(f"option '{name}' needs a value in '{text}' (e.g. {name}=64)")
+                try:
+                    parsed = int(value.strip())
+                except ValueError:
+                    raise BioattnError(f"option '{name}' must be an integer, got '{value.strip()}'") from None
+                field = cls._OPTIONS[name]
+            else:
+                known = ", ".join(["pair", *cls._OPTIONS])
+                raise BioattnError(f"unknown embedded option '{name or item}' (known: {known})")
+            if field in kwargs:
+                raise BioattnError(f"option '{name}' given twice in '{text}'")
+            kwargs[field] = parsed
+        return cls(**kwargs)
+
+    def __str__(self) -> str:
+        opts = ["pair"] if self.pair else []
+        default = EmbeddedSpec()
+        for name, field in self._OPTIONS.items():
+            if getattr(self, field) != getattr(default, field):
+                opts.append(f"{name}={getattr(self, field)}")
+        return "embedded" + (":" + ",".join(opts) if opts else "")
+
+    @property
+    def key(self) -> str:
+        """Cache folder name: readable prefix plus a hash of every parameter and the generator
+        version, so that any change gets its own folder."""
+        payload = json.dumps({**dataclasses.asdict(self), "version": GENERATOR_VERSION}, sort_keys=True)
+        digest = hashlib.sha256(payload.encode()).hexdigest()[:12]
+        kind = "pair" if self.pair else "single"
+        return f"embedded-v{GENERATOR_VERSION}-{kind}-{self.size}px-{digest}"
+
+    def split_size(self, split: str) -> int:
+        _check_split(split)
+        return {"train": self.n_train, "val": self.n_val, "test": self.n_test}[split]
+
+    @property
+    def n_objects(self) -> int:
+        return 2 if self.pair else 1
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise BioattnError(f"unknown split '{split}' (choose from {', '.join(SPLITS)})")
+
+
+# ------------------------------------------------------------------------------------------
+# arrays
+# ------------------------------------------------------------------------------------------
+@dataclass
+class EmbeddedArrays:
+    """One split as numpy arrays (memory-mapped when loaded from the cache).
+
+    ``images`` uint8 (N, H, W, 3); ``labels`` int64 (N,) or (N, 2) for pairs; ``masks`` bool
+    (N, H, W) or (N, 2, H, W); ``boxes`` int64 (N, 4) or (N, 2, 4) as pixel ``x0, y0, x1, y1``
+    with exclusive ends (the mask lies in ``mask[y0:y1, x0:x1]``); ``n_distractors`` int64 (N,).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray
+    boxes: np.ndarray
+    n_distractors: np.ndarray
+    class_names: tuple[str, ...] = CLASS_NAMES
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def pair(self) -> bool:
+        return self.labels.ndim == 2
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Classification target per image: the (first) object's class."""
+        return self.labels[:, 0] if self.pair else self.labels
+
+
+def _field_layout(spec: EmbeddedSpec) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """dtype and per-image shape of each array."""
+    s = spec.size
+    obj = (spec.n_objects,) if spec.pair else ()
+    return {
+        "images": (np.dtype(np.uint8), (s, s, 3)),
+        "labels": (np.dtype(np.int64), obj),
+        "masks": (np.dtype(bool), (*obj, s, s)),
+        "boxes": (np.dtype(np.int64), (*obj, 4)),
+        "n_distractors": (np.dtype(np.int64), ()),
+    }
+
+
+def _empty_arrays(spec: EmbeddedSpec, n: int) -> dict[str, np.ndarray]:
+    return {field: np.zeros((n, *shape), dtype) for field, (dtype, shape) in _field_layout(spec).items()}
+
+
+# ------------------------------------------------------------------------------------------
+# shapes: signed distances in the object's local frame (unit radius, y up); < 0 inside
+# ------------------------------------------------------------------------------------------
+def _box(x, y, hx, hy):
+    return np.maximum(np.abs(x) - hx, np.abs(y) - hy)
+
+
+def _radius(u, v):
+    return np.sqrt(u * u + v * v)
+
+
+def _sdf_disk(u, v):
+    return _radius(u, v) - 0.92
+
+
+def _sdf_ring(u, v):
+    return np.abs(_radius(u, v) - 0.70) - 0.24
+
+
+def _sdf_square(u, v):
+    return np.maximum(np.abs(u), np.abs(v)) - 0.68
+
+
+_COS30 = math.cos(math.pi / 6)
+
+
+def _sdf_triangle(u, v):
+    # equilateral, circumradius 0.98, apex up: inradius 0.49
+    side = _COS30 * np.abs(u) + 0.5 * v
+    return np.maximum(side, -v) - 0.49
+
+
+_STAR_TIP, _STAR_INNER, _STAR_POINTS = 0.98, 0.45, 5
+_STAR_SECTOR = 2 * math.pi / _STAR_POINTS
+# Edge of the star inside one half-sector: from the tip (tip, 0) to the inner vertex.
+_ex = _STAR_INNER * math.cos(_STAR_SECTOR / 2) - _STAR_TIP
+_ey = _STAR_INNER * math.sin(_STAR_SECTOR / 2)
+_en = math.hypot(_ex, _ey)
+_STAR_NORMAL = (_ey / _en, -_ex / _en)   # points away from the centre
+
+
+def _sdf_star(u, v):
+    r = _radius(u, v)
+    angle = np.arctan2(u, v)  # 0 along +v: a tip points up
+    folded = np.abs(np.mod(angle + _STAR_SECTOR / 2, _STAR_SECTOR) - _STAR_SECTOR / 2)
+    x, y = r * np.cos(folded), r * np.sin(folded)
+    return _STAR_NORMAL[0] * (x - _STAR_TIP) + _STAR_NORMAL[1] * y
+
+
+def _sdf_plus(u, v):
+    return np.minimum(_box(u, v, 0.92, 0.30), _box(u, v, 0.30, 0.92))
+
+
+def _sdf_crescent(u, v):
+    return np.maximum(_radius(u, v) - 0.92, 0.74 - _radius(u - 0.42, v))
+
+
+def _sdf_l_shape(u, v):
+    return np.minimum(_box(u + 0.40, v, 0.26, 0.66), _box(u, v + 0.40, 0.66, 0.26))
+
+
+def _sdf_t_shape(u, v):
+    return np.minimum(_box(u, v - 0.45, 0.70, 0.24), _box(u, v + 0.055, 0.24, 0.745))
+
+
+_HEART_A, _HEART_C = 0.70, -0.0725   # diamond |u| + |v - c| <= a with two disks on its top edges
+
+
+def _sdf_heart(u, v):
+    diamond = (np.abs(u) + np.abs(v - _HEART_C) - _HEART_A) * (1 / math.sqrt(2))
+    lobes = _radius(np.abs(u) - _HEART_A / 2, v - (_HEART_C + _HEART_A / 2)) - _HEART_A / math.sqrt(2)
+    return np.minimum(diamond, lobes)
+
+
+_SHAPES: tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], ...] = (
+    _sdf_disk, _sdf_ring, _sdf_square, _sdf_triangle, _sdf_star,
+    _sdf_plus, _sdf_crescent, _sdf_l_shape, _sdf_t_shape, _sdf_heart,
+)
+assert len(_SHAPES) == len(CLASS_NAMES)
+
+
+# ------------------------------------------------------------------------------------------
+# random numbers: one stream per split, a fixed slice of it per image
+# ------------------------------------------------------------------------------------------
+def _first_labels(spec: EmbeddedSpec, split: str, indices: np.ndarray) -> np.ndarray:
+    """Balanced classes: each block of K consecutive indices holds every class once, in an order
+    drawn per block."""
+    k = len(CLASS_NAMES)
+    blocks = indices // k
+    out = np.empty(len(indices), np.int64)
+    for block in np.unique(blocks):
+        rng = np.random.default_rng(
+            np.random.SeedSequence([_STREAM_LABELS, spec.seed, _SPLIT_CODES[split], int(block)]))
+        perm = rng.permutation(k)
+        sel = blocks == block
+        out[sel] = perm[indices[sel] % k]
+    return out
+
+
+def _layout(n_obj: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of the uniform numbers each image draws, in drawing order."""
+    return {
+        "obj": (n_obj, 7),
+        "obj_colours": (n_obj, 2, _N_COLOUR_CANDIDATES, 3),
+        "positions": (_N_POSITION_CANDIDATES, 2),
+        "second_label": (1,),
+        "n_dis": (1,),
+        "dis": (MAX_DISTRACTORS, 10),
+        "dis_colours": (MAX_DISTRACTORS, 2, 3),
+        "dis_positions": (MAX_DISTRACTORS, _N_DISTRACTOR_POSITIONS, 2),
+        "background": (_BACKGROUND_GRID, _BACKGROUND_GRID, 3),
+        "detail": (_DETAIL_GRID, _DETAIL_GRID),
+        "noise_grids": (n_obj + MAX_DISTRACTORS, _NOISE_GRID, _NOISE_GRID),
+    }
+
+
+def _stream(spec: EmbeddedSpec, split: str, kind: int) -> np.random.PCG64:
+    return np.random.PCG64(np.random.SeedSequence([kind, spec.seed, _SPLIT_CODES[split]]))
+
+
+def _draw(spec: EmbeddedSpec, split: str, lo: int, hi: int) -> dict[str, np.ndarray]:
+    """Every random number of images ``lo:hi``, laid out by :func:`_layout`, plus pixel grain.
+
+    Each split has one stream of uniform numbers in which image ``i`` owns the ``k`` numbers
+    from position ``i * k`` on (a PCG64 generator jumps there directly), so an image's numbers
+    depend only on the seed, the split and its index. Its grain is a window of a fixed random
+    byte sequence of the split, at an offset given by its last number.
+    """
+    layout = _layout(spec.n_objects)
+    sizes = [math.prod(shape) for shape in layout.values()]
+    k, n, plane = sum(sizes) + 1, hi - lo, 3 * spec.size * spec.size
+    numbers = _stream(spec, split, _STREAM_IMAGE)
+    numbers.advance(lo * k)
+    uniforms = np.random.Generator(numbers).random((n, k))
+    out, start = {}, 0
+    for (key, shape), size in zip(layout.items(), sizes):
+        out[key] = uniforms[:, start:start + size].reshape(n, *shape)
+        start += size
+    grain_bytes = np.random.Generator(_stream(spec, split, _STREAM_GRAIN)).integers(
+        0, 256, plane + _GRAIN_OFFSETS, dtype=np.uint8)
+    offsets = (uniforms[:, -1] * _GRAIN_OFFSETS).astype(np.int64)
+    out["grain"] = sliding_window_view(grain_bytes, plane)[offsets].reshape(n, 3, spec.size, spec.size)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# rendering
+# ------------------------------------------------------------------------------------------
+def _interp_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left control point and weight of the right one, per output pixel, for linear
+    interpolation of n_in control points spread across n_out pixels."""
+    pos = (np.arange(n_out) + 0.5) / n_out * (n_in - 1)
+    lo = np.minimum(np.floor(pos).astype(np.int64), n_in - 2)
+    return lo, (pos - lo).astype(np.float32)
+
+
+def _upsample(grids: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear upsampling of (..., a, b) control grids to (..., h, w)."""
+    lo, f = _interp_taps(h, grids.shape[-2])
+    f = f[:, None]
+    rows = grids[..., lo, :] * (1 - f) + grids[..., lo + 1, :] * f
+    lo, f = _interp_taps(w, grids.shape[-1])
+    return rows[..., lo] * (1 - f) + rows[..., lo + 1] * f
+
+
+def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """The interpolation of :func:`_interp_taps` as a (n_out, n_in) matrix."""
+    lo, f = _interp_taps(n_out, n_in)
+    out = np.zeros((n_out, n_in), np.float32)
+    out[np.arange(n_out), lo] = 1 - f
+    out[np.arange(n_out), lo + 1] = f
+    return out
+
+
+_ROW_BLOCK = 32
+
+
+def _background(colours: np.ndarray, detail: np.ndarray, size: int) -> np.ndarray:
+    """Smooth colour field (N, a, a, 3) plus brightness ripples (N, b, b), both bilinearly
+    interpolated from their control points: (N, 3, size, size).
+
+    Computed as ``W @ blockdiag(colours[c], detail) @ W.T`` with ``W = [W_a | W_b]``, the left
+    product in blocks of 32 output rows: small matrix products, which BLAS runs on one thread
+    (a multi-threaded BLAS inside every pool worker would only compete for the same cores).
+    """
+    n, a, b = len(colours), colours.shape[1], detail.shape[1]
+    weights = np.concatenate([_interp_matrix(size, a), _interp_matrix(size, b)], axis=1)
+    grid = np.zeros((n, 3, a + b, a + b), np.float32)
+    grid[:, :, :a, :a] = np.moveaxis(colours, -1, 1)
+    grid[:, :, a:, a:] = detail[:, None]
+    blocks = -(-size // _ROW_BLOCK)
+    left = np.zeros((blocks * _ROW_BLOCK, a + b), np.float32)
+    left[:size] = weights
+    right = grid @ weights.T                                          # (n, 3, a+b, size)
+    field = left.reshape(blocks, _ROW_BLOCK, a + b) @ right[:, :, None]  # (n, 3, blocks, 32, size)
+    field = field.reshape(n, 3, blocks * _ROW_BLOCK, size)
+    return field if blocks * _ROW_BLOCK == size else np.ascontiguousarray(field[:, :, :size])
+
+
+def _lerp(lo: float, hi: float, u):
+    return lo + (hi - lo) * u
+
+
+class _Instances:
+    """Shapes to draw, one per image of the chunk, each computed in a square window of ``w``
+    pixels. A window holds its whole shape, or the part of it inside the image: it is centred on
+    the shape, then slid inside the image (``2 * radius + 4 <= w <= size``)."""
+
+    def __init__(self, classes, cx, cy, radius, angle, w, size, image_rows=None):
+        self.classes = np.asarray(classes, np.int64)
+        # which image of the chunk each instance belongs to
+        self.image_rows = np.arange(len(self.classes)) if image_rows is None else image_rows
+        self.cx, self.cy = np.asarray(cx, np.float64), np.asarray(cy, np.float64)
+        self.radius = np.asarray(radius, np.float64)
+        self.w = w
+        self.x0 = np.clip(np.floor(self.cx).astype(np.int64) - w // 2, 0, size - w)
+        self.y0 = np.clip(np.floor(self.cy).astype(np.int64) - w // 2, 0, size - w)
+        grid = np.arange(w, dtype=np.float64) + 0.5
+        # pixel offsets from the centre, y down: (N, 1, w) and (N, w, 1)
+        self.dx = (self.x0[:, None] + grid - self.cx[:, None]).astype(np.float32)[:, None, :]
+        self.dy = (self.y0[:, None] + grid - self.cy[:, None]).astype(np.float32)[:, :, None]
+        c = np.cos(angle).astype(np.float32)[:, None, None]
+        s = np.sin(angle).astype(np.float32)[:, None, None]
+        inv_r = (1 / self.radius).astype(np.float32)[:, None, None]
+        self.u = (c * self.dx + s * self.dy) * inv_r
+        self.v = (s * self.dx - c * self.dy) * inv_r
+
+    def _window_view(self, canvas: np.ndarray):
+        """Writeable view of every window of ``canvas`` (images, [C,] size, size) and the index
+        picking this instance's ones: ``view[index]`` is (N, [C,] w, w)."""
+        axes = (canvas.ndim - 2, canvas.ndim - 1)
+        view = sliding_window_view(canvas, (self.w, self.w), axis=axes, writeable=True)
+        channels = (slice(None),) * (canvas.ndim - 3)
+        return view, (self.image_rows, *channels, self.y0, self.x0)
+
+    def gather(self, canvas: np.ndarray) -> np.ndarray:
+        """Copy of each instance's window: (N, [C,] w, w)."""
+        view, index = self._window_view(canvas)
+        return view[index]
+
+    def scatter(self, canvas: np.ndarray, values: np.ndarray) -> None:
+        """Write (N, [C,] w, w) into each instance's window (one instance per image)."""
+        view, index = self._window_view(canvas)
+        view[index] = values
+
+    def sdf(self, cut_angle=None, cut_offset=None) -> np.ndarray:
+        """Signed distance in pixels, (N, w, w); optionally keeping one side of a line."""
+        n, w = len(self.classes), self.w
+        out = np.empty((n, w, w), np.float32)
+        for k in np.unique(self.classes):
+            sel = self.classes == k
+            out[sel] = _SHAPES[k](self.u[sel], self.v[sel])
+        if cut_angle is not None:
+            nx = np.cos(cut_angle).astype(np.float32)[:, None, None]
+            ny = np.sin(cut_angle).astype(np.float32)[:, None, None]
+            off = np.asarray(cut_offset, np.float32)[:, None, None]
+            np.maximum(out, nx * self.u + ny * self.v - off, out=out)
+        return out * self.radius.astype(np.float32)[:, None, None]
+
+    def texture(self, kinds, params, noise_grids) -> np.ndarray:
+        """Mix factor in [0, 1] between an instance's two colours, (N, w, w)."""
+        n, w = len(self.classes), self.w
+        out = np.zeros((n, w, w), np.float32)
+        r = self.radius.astype(np.float32)
+        angle, scale, phase, phase2 = (params[:, i].astype(np.float32) for i in range(4))
+        for kind in np.unique(kinds):
+            name = TEXTURE_NAMES[kind]
+            sel = kinds == kind
+            if name == "solid":
+                continue
+            ca = np.cos(angle[sel] * 2 * np.pi)[:, None, None]
+            sa = np.sin(angle[sel] * 2 * np.pi)[:, None, None]
+            dx, dy, rs = self.dx[sel], self.dy[sel], r[sel][:, None, None]
+            along = ca * dx + sa * dy
+            if name == "stripes":
+                period = rs * _lerp(0.35, 0.9, scale[sel])[:, None, None]
+                wave = np.sin(along * (2 * np.pi / period) + phase[sel][:, None, None] * 2 * np.pi)
+                t = 0.5 + wave * np.maximum(period / (2 * np.pi), 0.5)
+            elif name == "checker":
+                cell = rs * _lerp(0.3, 0.7, scale[sel])[:, None, None]
+                across = ca * dy - sa * dx
+                wave = (np.sin(along * (np.pi / cell) + phase[sel][:, None, None] * 2 * np.pi)
+                        * np.sin(across * (np.pi / cell) + phase2[sel][:, None, None] * 2 * np.pi))
+                t = 0.5 + wave * np.maximum(cell / 2, 0.5)
+            elif name == "noise":
+                field = _upsample(noise_grids[sel].astype(np.float32), w, w)
+                t = 0.5 + (field - 0.5) * 3
+            elif name == "split":
+                t = 0.5 + along - (phase[sel] - 0.5)[:, None, None] * 0.6 * rs
+            else:  # gradient
+                t = 0.5 + along / (1.9 * rs)
+            out[sel] = np.clip(t, 0, 1)
+        return out
+
+
+def _composite(instances: _Instances, canvas: np.ndarray, alpha, c1, c2, mix) -> None:
+    """Paint each instance, coloured ``c1 + mix * (c2 - c1)``, with coverage ``alpha``."""
+    window = instances.gather(canvas)                     # (N, 3, w, w)
+    colour = c1[:, :, None, None] + mix[:, None] * (c2 - c1)[:, :, None, None]
+    window += alpha[:, None] * (colour - window)
+    instances.scatter(canvas, window)
+
+
+def _window_side(max_radius: float, size: int) -> int:
+    """Side of the square windows holding shapes of radius up to ``max_radius`` pixels with
+    their anti-aliased rim, whatever the sub-pixel position of the centre."""
+    return min(size, 2 * math.ceil(max_radius + 2))
+
+
+def _pick_first_ok(ok: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Per row, the first column where ``ok``, else the column with the best score."""
+    return np.where(ok.any(axis=1), ok.argmax(axis=1), score.argmax(axis=1))
+
+
+def _chunk_size(size: int) -> int:
+    return max(8, int(128 * (64 / size) ** 2))
+
+
+def _render_chunk(spec: EmbeddedSpec, split: str, lo: int, hi: int) -> dict[str, np.ndarray]:
+    """Images ``lo:hi`` of a split as arrays (the unit of work of the process pool)."""
+    return _render(spec, split, lo, hi, with_distractors=True)
+
+
+def _render(spec: EmbeddedSpec, split: str, lo: int, hi: int,
+            with_distractors: bool = True) -> dict[str, np.ndarray]:
+    """Draw the given images, all at once: background, then the distractor fragments layer by
+    layer, then the object(s). ``with_distractors=False`` leaves the fragments out and changes
+    nothing else (to check what they add)."""
+    s, n_obj, n = spec.size, spec.n_objects, hi - lo
+    rnd = _draw(spec, split, lo, hi)
+    k, n_tex = len(CLASS_NAMES), len(TEXTURE_NAMES)
+    rows = np.arange(n)
+
+    # --- objects: classes, sizes and non-overlapping positions
+    labels = np.empty((n, n_obj), np.int64)
+    labels[:, 0] = _first_labels(spec, split, np.arange(lo, hi))
+    if spec.pair:
+        step = 1 + np.floor(rnd["second_label"][:, 0] * (k - 1)).astype(np.int64)
+        labels[:, 1] = (labels[:, 0] + step) % k
+    r_range = _PAIR_OBJECT_RADIUS if spec.pair else _OBJECT_RADIUS
+    obj = rnd["obj"]                                       # (n, n_obj, 7)
+    radius = _lerp(*r_range, obj[..., 0]) * s              # (n, n_obj), pixels
+    margin = radius + 1.0                                  # shapes fit in the unit disk
+    span = s - 2 * margin
+    centres = np.empty((n, n_obj, 2))
+    centres[:, 0] = margin[:, :1] + rnd["positions"][:, 0] * span[:, :1]
+    if spec.pair:
+        cand = margin[:, 1, None, None] + rnd["positions"][:, 1:] * span[:, 1, None, None]
+        dist = np.linalg.norm(cand - centres[:, :1], axis=-1)
+        ok = dist >= (radius[:, 0] + radius[:, 1] + 2.0)[:, None]
+        centres[:, 1] = cand[rows, _pick_first_ok(ok, dist)]
+        stuck = ~ok.any(axis=1)           # fall back to opposite corners
+        centres[stuck, 0] = margin[stuck, 0, None]
+        centres[stuck, 1] = (s - margin[stuck, 1])[:, None]
+
+    # --- background (N, 3, s, s): smooth colour field with brightness ripples
+    canvas = _background(_lerp(0.1, 0.9, rnd["background"]), (rnd["detail"] - 0.5) * 0.25, s)
+    noise_grids = rnd["noise_grids"]
+    w_obj = _window_side(r_range[1] * s, s)
+    w_dis = _window_side(_DISTRACTOR_RADIUS[1] * s, s)
+
+    # --- distractors: smaller shapes cut by a half-plane, kept off the objects when possible
+    n_dis = MIN_DISTRACTORS + np.floor(
+        rnd["n_dis"][:, 0] * (MAX_DISTRACTORS - MIN_DISTRACTORS + 1)).astype(np.int64)
+    for d in range(MAX_DISTRACTORS):
+        p = rnd["dis"][:, d]                               # (n, 10)
+        r_d = _lerp(*_DISTRACTOR_RADIUS, p[:, 1]) * s
+        cand = rnd["dis_positions"][:, d] * s              # (n, M, 2)
+        gap = (np.linalg.norm(cand[:, :, None, :] - centres[:, None, :, :], axis=-1)
+               - (0.95 * radius[:, None, :] + 0.6 * r_d[:, None, None])).min(axis=-1)
+        pos = cand[rows, _pick_first_ok(gap >= 0, gap)]
+        sub = np.flatnonzero((d < n_dis) & with_distractors)
+        if len(sub) == 0:
+            continue
+        classes = np.minimum((p[sub, 0] * k).astype(np.int64), k - 1)
+        inst = _Instances(classes, pos[sub, 0], pos[sub, 1], r_d[sub], p[sub, 2] * 2 * np.pi,
+                          w_dis, s, image_rows=sub)
+        sdf = inst.sdf(cut_angle=p[sub, 3] * 2 * np.pi, cut_offset=_lerp(-0.35, 0.35, p[sub, 4]))
+        kinds = np.minimum((p[sub, 5] * n_tex).astype(np.int64), n_tex - 1)
+        mix = inst.texture(kinds, p[sub, 6:10], noise_grids[sub, n_obj + d])
+        colours = rnd["dis_colours"][sub, d].astype(np.float32)
+        _composite(inst, canvas, np.clip(0.5 - sdf, 0, 1), colours[:, 0], colours[:, 1], mix)
+
+    # --- objects on top, coloured to stand out from what surrounds them
+    masks = np.zeros((n, n_obj, s, s), bool)
+    for j in range(n_obj):
+        p = obj[:, j]
+        inst = _Instances(labels[:, j], centres[:, j, 0], centres[:, j, 1], radius[:, j],
+                          p[:, 1] * 2 * np.pi, w_obj, s)
+        sdf = inst.sdf()
+        band = ((sdf > 0) & (sdf <= 2.5)).astype(np.float32)
+        under = inst.gather(canvas)                        # (n, 3, w, w)
+        around = np.einsum("ncij,nij->nc", under, band) / np.maximum(
+            band.sum(axis=(1, 2)), 1)[:, None]
+        picked = []
+        for c in range(2):
+            cand = rnd["obj_colours"][:, j, c]             # (n, C, 3)
+            dist = np.linalg.norm(cand - around[:, None, :], axis=-1)
+            picked.append(cand[rows, _pick_first_ok(dist >= _MIN_CONTRAST, dist)].astype(np.float32))
+        kinds = np.minimum((p[:, 2] * n_tex).astype(np.int64), n_tex - 1)
+        mix = inst.texture(kinds, p[:, 3:7], noise_grids[:, j])
+        _composite(inst, canvas, np.clip(0.5 - sdf, 0, 1), picked[0], picked[1], mix)
+        inst.scatter(masks[:, j], sdf <= 0)
+
+    # uniform grain in [-_PIXEL_GRAIN, _PIXEL_GRAIN], then rounding to 8 bits: after adding 0.5
+    # and clipping to [0, 255.5), the conversion's truncation is the floor
+    levels = _PIXEL_GRAIN * 255
+    canvas *= 255
+    canvas += rnd["grain"] * np.float32(2 * levels / 255) + np.float32(0.5 - levels)
+    np.clip(canvas, 0, 255.49, out=canvas)
+    images = canvas.astype(np.uint8).transpose(0, 2, 3, 1).copy()
+
+    rows_any, cols_any = masks.any(axis=3), masks.any(axis=2)      # (n, n_obj, s)
+    boxes = np.stack([cols_any.argmax(-1), rows_any.argmax(-1),
+                      s - cols_any[..., ::-1].argmax(-1), s - rows_any[..., ::-1].argmax(-1)], axis=-1)
+    out = {"images": images, "labels": labels, "masks": masks, "boxes": boxes.astype(np.int64),
+           "n_distractors": n_dis if with_distractors else np.zeros(n, np.int64)}
+    if not spec.pair:
+        for key in ("labels", "masks", "boxes"):
+            out[key] = out[key][:, 0]
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# generation over a process pool
+# ------------------------------------------------------------------------------------------
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover  (not Linux)
+        return os.cpu_count() or 1
+
+
+def _render_job(job) -> dict[str, np.ndarray]:
+    return _render_chunk(*job)
+
+
+def _iter_chunks(spec: EmbeddedSpec, split: str, start: int, stop: int,
+                 workers: int | None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Rendered pieces covering ``start:stop``, in order, as ``(offset from start, arrays)``.
+
+    Work is cut on a fixed grid of chunk boundaries (a function of the spec only), so every image
+    comes out of the same computation whatever the range and the number of workers.
+    """
+    if stop <= start:
+        return
+    size = _chunk_size(spec.size)
+    jobs = []
+    for lo in range(start // size * size, stop, size):
+        jobs.append((spec, split, lo, min(lo + size, spec.split_size(split))))
+    workers = _available_cpus() if workers is None else workers
+    if workers < 1:
+        raise BioattnError(f"workers must be at least 1, got {workers}")
+    workers = min(workers, len(jobs))
+    if workers <= 1 or multiprocessing.current_process().daemon:
+        results = map(_render_job, jobs)
+        pool = None
+    else:
+        # fork: workers need only numpy, and start in milliseconds instead of re-importing torch
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with warnings.catch_warnings():
+            # the children run numpy code only, which is safe after fork
+            warnings.filterwarnings("ignore", message=".*multi-threaded.*fork", category=DeprecationWarning)
+            pool = multiprocessing.get_context(method).Pool(workers)
+        results = pool.imap(_render_job, jobs)
+    try:
+        for (_, _, lo, hi), arrays in zip(jobs, results):
+            a, b = max(lo, start), min(hi, stop)
+            yield a - start, {key: value[a - lo:b - lo] for key, value in arrays.items()}
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def generate_split(spec: EmbeddedSpec, split: str, start: int = 0, stop: int | None = None,
+                   workers: int | None = None) -> EmbeddedArrays:
+    """Images ``start:stop`` of a split, computed now (no cache). ``workers`` processes (default:
+    one per available CPU) share the work; the result does not depend on it."""
+    n = spec.split_size(split)
+    stop = n if stop is None else stop
+    if not 0 <= start <= stop <= n:
+        raise BioattnError(f"range {start}:{stop} is outside the {split} split (0:{n})")
+    out = _empty_arrays(spec, stop - start)
+    for offset, arrays in _iter_chunks(spec, split, start, stop, workers):
+        for key, value in arrays.items():
+            out[key][offset:offset + len(value)] = value
+    return EmbeddedArrays(**out)
+
+
+# ------------------------------------------------------------------------------------------
+# cache
+# ------------------------------------------------------------------------------------------
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else ``$BIOATTN_CACHE``, else ``~/.cache/bioattn``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("BIOATTN_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "bioattn"
+
+
+def cache_path(spec: EmbeddedSpec, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Folder holding the generated files of ``spec``."""
+    return cache_root(cache_dir) / "embedded" / spec.key
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_name(split: str, field: str) -> str:
+    return f"{split}_{field}.npy"
+
+
+def _write_cache(spec: EmbeddedSpec, folder: Path, workers: int | None) -> None:
+    splits = {}
+    for split in SPLITS:
+        n = spec.split_size(split)
+        files = {
+            field: np.lib.format.open_memmap(folder / _file_name(split, field), mode="w+",
+                                             dtype=dtype, shape=(n, *shape))
+            for field, (dtype, shape) in _field_layout(spec).items()
+        }
+        for offset, arrays in _iter_chunks(spec, split, 0, n, workers):
+            for field, value in arrays.items():
+                files[field][offset:offset + len(value)] = value
+        entries = {}
+        for field, array in files.items():
+            array.flush()
+            path = folder / _file_name(split, field)
+            entries[field] = {"file": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+        files.clear()
+        splits[split] = {"n": n, "files": entries}
+    manifest = {
+        "format": _MANIFEST_FORMAT,
+        "generator_version": GENERATOR_VERSION,
+        "key": spec.key,
+        "spec": dataclasses.asdict(spec),
+        "class_names": list(CLASS_NAMES),
+        "splits": splits,
+    }
+    (folder / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+def _read_manifest(spec: EmbeddedSpec, folder: Path) -> dict:
+    """The folder's manifest, or an exception saying why it cannot be trusted."""
+    try:
+        manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"unreadable manifest ({exc.__class__.__name__})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != _MANIFEST_FORMAT:
+        raise ValueError("manifest of an unknown format")
+    if manifest.get("spec") != dataclasses.asdict(spec) or manifest.get("generator_version") != GENERATOR_VERSION:
+        raise ValueError("manifest describes another spec")
+    if not isinstance(manifest.get("splits"), dict) or set(manifest["splits"]) != set(SPLITS):
+        raise ValueError("manifest lacks splits")
+    return manifest
+
+
+def _open_split(spec: EmbeddedSpec, folder: Path, manifest: dict, split: str) -> EmbeddedArrays:
+    """Check the split's files against the manifest and memory-map them (ValueError if bad)."""
+    entry = manifest["splits"][split]
+    files = entry.get("files") if isinstance(entry, dict) else None
+    if not isinstance(files, dict):
+        raise ValueError(f"manifest lacks the {split} files")
+    n = spec.split_size(split)
+    arrays = {}
+    for field, (dtype, shape) in _field_layout(spec).items():
+        info = files.get(field)
+        if not isinstance(info, dict):
+            raise ValueError(f"manifest lacks {split} {field}")
+        path = folder / _file_name(split, field)
+        if not path.is_file():
+            raise ValueError(f"missing file {path.name}")
+        if path.stat().st_size != info.get("bytes"):
+            raise ValueError(f"{path.name} has the wrong size")
+        if _sha256(path) != info.get("sha256"):
+            raise ValueError(f"checksum mismatch in {path.name}")
+        try:
+            array = np.load(path, mmap_mode="c")  # copy-on-write: writable, cache untouched
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path.name} is unreadable ({exc.__class__.__name__})") from None
+        if array.shape != (n, *shape) or array.dtype != dtype:
+            raise ValueError(f"{path.name} holds {array.dtype}{array.shape}, expected "
+                             f"{dtype}{(n, *shape)}")
+        arrays[field] = array
+    return EmbeddedArrays(**arrays)
+
+
+def ensure_cached(spec: EmbeddedSpec, cache_dir: str | os.PathLike | None = None,
+                  workers: int | None = None, force: bool = False) -> Path:
+    """Generate ``spec`` into the cache unless a valid copy is there; return its folder.
+
+    A folder that fails its checks (unreadable manifest, missing file, wrong checksum) is
+    rebuilt, with a one-line warning. Files are written to a temporary folder then renamed.
+    """
+    folder = cache_path(spec, cache_dir)
+    if not force and folder.exists():
+        try:
+            manifest = _read_manifest(spec, folder)
+            for split in SPLITS:
+                _open_split(spec, folder, manifest, split)
+            return folder
+        except ValueError as exc:
+            log.warning("embedded data cache %s is damaged (%s); generating it again", folder, exc)
+    _build(spec, folder, workers)
+    return folder
+
+
+def _build(spec: EmbeddedSpec, folder: Path, workers: int | None) -> None:
+    try:
+        atomic_dir(folder, lambda tmp: _write_cache(spec, tmp, workers))
+    except OSError as exc:
+        raise BioattnError(f"cannot write the embedded data cache at {folder}: {exc}") from None
+
+
+def load_embedded(spec: EmbeddedSpec, split: str, cache_dir: str | os.PathLike | None = None,
+                  workers: int | None = None) -> EmbeddedArrays:
+    """One split of ``spec``, memory-mapped from the cache (generated there on first use)."""
+    _check_split(split)
+    folder = cache_path(spec, cache_dir)
+    if folder.exists():
+        try:
+            return _open_split(spec, folder, _read_manifest(spec, folder), split)
+        except ValueError as exc:
+            log.warning("embedded data cache %s is damaged (%s); generating it again", folder, exc)
+    _build(spec, folder, workers)
+    try:
+        return _open_split(spec, folder, _read_manifest(spec, folder), split)
+    except ValueError as exc:  # pragma: no cover  (a file changed under our feet)
+        raise BioattnError(f"embedded data cache {folder} is unreadable right after writing it: "
+                           f"{exc}") from None
+
+
+def remove_cached(spec: EmbeddedSpec, cache_dir: str | os.PathLike | None = None) -> bool:
+    """Delete the cache folder of ``spec``; True if there was one."""
+    folder = cache_path(spec, cache_dir)
+    if folder.exists():
+        shutil.rmtree(folder)
+        return True
+    return False
+
+
+# ------------------------------------------------------------------------------------------
+# torch dataset
+# ------------------------------------------------------------------------------------------
+class EmbeddedDataset(Dataset):
+    """(normalised float image CHW, class) pairs from :class:`EmbeddedArrays`.
+
+    ``transform``, if given, receives the uint8 CHW tensor (e.g. a torchvision v2 random flip)
+    and returns a uint8 tensor or a float tensor in [0, 1]; normalisation by ``mean``/``std``
+    (per channel, [0, 1] units) comes after it. For pairs the target is the first object's
+    class; ``dataset.arrays`` keeps everything.
+    """
+
+    def __init__(self, arrays: EmbeddedArrays, mean: Sequence[float] = EMBEDDED_MEAN,
+                 std: Sequence[float] = EMBEDDED_STD, transform: Callable | None = None):
+        if len(mean) != 3 or len(std) != 3:
+            raise BioattnError(f"mean and std need 3 values (RGB), got {len(mean)} and {len(std)}")
+        if min(std) <= 0:
+            raise BioattnError(f"std must be positive, got {tuple(std)}")
+        self.arrays = arrays
+        self.transform = transform
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.classes = list(arrays.class_names)
+        self.targets = np.asarray(arrays.targets, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        image = torch.from_numpy(np.array(self.arrays.images[index], copy=True)).permute(2, 0, 1)
+        if self.transform is not None:
+            image = self.transform(image)
+        x = image.float() / 255 if image.dtype == torch.uint8 else image.float()
+        return (x - self.mean) / self.std, int(self.targets[index])
+
+
+# ------------------------------------------------------------------------------------------
+# preview
+# ------------------------------------------------------------------------------------------
+_OUTLINES = ("#00e5ff", "#ff2bd6")
+
+
+def preview(spec: EmbeddedSpec, out_png: str | os.PathLike, n: int = 16, split: str = "val") -> Path:
+    """Write a PNG grid of the first ``n`` images of a split, object outlines drawn on them and
+    class names as titles (pairs: first object cyan, second magenta)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    _check_split(split)
+    if n < 1:
+        raise BioattnError(f"n must be at least 1, got {n}")
+    n = min(n, spec.split_size(split))
+    arrays = generate_split(spec, split, 0, n)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(1.9 * cols, 2.05 * rows), dpi=100)
+    FigureCanvasAgg(fig)
+    for i in range(rows * cols):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        ax.imshow(arrays.images[i], interpolation="nearest")
+        masks = arrays.masks[i] if arrays.pair else arrays.masks[i][None]
+        labels = arrays.labels[i] if arrays.pair else arrays.labels[i][None]
+        for j, mask in enumerate(masks):
+            ax.contour(mask.astype(np.float32), levels=[0.5], colors=[_OUTLINES[j]], linewidths=1.0)
+        ax.set_title(" + ".join(CLASS_NAMES[c] for c in labels), fontsize=8)
+    title = f"{spec} ({split})" + ("   outlines: first cyan, second magenta" if spec.pair else "")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    out = Path(out_png)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
+    return out
+
+
+__all__ = [
+    "CLASS_NAMES", "TEXTURE_NAMES", "SPLITS", "GENERATOR_VERSION", "EMBEDDED_MEAN", "EMBEDDED_STD",
+    "EmbeddedSpec", "EmbeddedArrays", "EmbeddedDataset", "generate_split", "load_embedded",
+    "ensure_cached", "cache_root", "cache_path", "remove_cached", "preview",
+]
