@@ -1,0 +1,74 @@
+"""The demo pipeline end to end on its quick budget, and its report page."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from bioattn.cli import main
+from bioattn.demo import DEMO_MODELS, run_demo
+
+
+class _Refs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs: list[str] = []
+        self.tables = 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.tables += 1
+        for key in ("src", "href"):
+            if attrs.get(key):
+                self.refs.append(attrs[key])
+
+
+def test_quick_demo_trains_evaluates_and_writes_a_consistent_report(tmp_path):
+    out = tmp_path / "report"
+    summary = run_demo(out, quick=True, progress=False)
+    labels = [m["model"]["name"] for m in summary["models"]]
+    assert labels == [label for label, _, _ in DEMO_MODELS]
+    for m in summary["models"]:
+        res = m["results"]
+        assert 0.0 <= res["clean"]["top1"] <= 100.0
+        assert res["corruptions"]["mean_top1"] is not None
+        assert res["pgd"]["runs"] and res["fgsm"]["runs"]
+        assert 0.0 <= res["attention"]["mask_share"] <= 100.0
+    by_label = {m["model"]["name"]: m["results"] for m in summary["models"]}
+    assert 0.0 <= by_label["AbSViT"]["steering"]["win_rate"] <= 1.0
+    assert len(by_label["RS-RNN"]["glimpses"]["per_glimpse_top1"]) >= 16
+    assert len(by_label["RS-RNN"]["pgd"]["runs"][0]["per_step_top1"]) == 4
+
+    for name in ("index.html", "report.md", "results.json"):
+        assert (out / name).stat().st_size > 0
+    assert json.loads((out / "results.json").read_text())["quick"] is True
+    parser = _Refs()
+    parser.feed((out / "index.html").read_text())
+    assert parser.tables >= 1
+    images = [r for r in parser.refs if r.endswith((".png", ".gif"))]
+    assert any("attack_steps" in r for r in images) and any("corruptions" in r for r in images)
+    assert any("absvit-pair" in r for r in images) and any("rs-rnn" in r for r in images)
+    for ref in parser.refs:
+        assert not ref.startswith(("http:", "https:", "//")), ref
+        assert (out / ref).is_file(), f"index.html references a missing file: {ref}"
+
+    # a second run reuses the cached checkpoints: nothing is trained again
+    again = run_demo(tmp_path / "again", quick=True, progress=False, models=["FF-CNN"])
+    assert again["timings"]["FF-CNN"]["train_s"] == 0.0
+
+
+def test_unwritable_out_is_a_one_line_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["demo", "--quick", "--out", str(blocker / "report"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot write the report to")
+
+
+def test_unknown_demo_model_is_refused(tmp_path, capsys):
+    assert main(["demo", "--quick", "--models", "nothing", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert "no demo model matches nothing" in capsys.readouterr().err
