@@ -1,1 +1,1053 @@
-"""(in progress)"""
+"""VARS: visual attention from recurrent sparse reconstruction (Shi et al., ICML 2022).
+
+Attention is read as the sparse reconstruction of the values over a dictionary of templates,
+solved by a few unrolled ISTA steps; self-attention is the special case of one step without
+sparsity. This module holds
+
+* the attention modules, each usable on its own on ``(B, N, C)`` tokens:
+  :class:`SelfAttention` (``self-att``), :class:`PerformerAttention` (``perf``),
+  :class:`VARSDAttention` (``vars_d``, dictionary built from the input),
+  :class:`VARSSDAttention` (``vars_sd``, input dictionary plus a learned static one), and the
+  whole-block :class:`VARSSBlock` (``vars_s``, static convolutional dictionary solved in the
+  Fourier domain on the token grid);
+* the RVT PoolingTransformer backbone of the paper (:class:`RVT`), registered with timm as
+  ``rvt_tiny``, ``rvt_small``, ``rvt_base`` (+ ``*_plus`` with the learned attention mask) and
+  ``rvt_micro`` (64 x 64 inputs, an 8 x 8 token grid, trains on two CPU cores), all taking
+  ``attention=`` and the VARS arguments::
+
+      timm.create_model('rvt_tiny', attention='vars_d', num_classes=10)
+
+* :func:`replace_attention`, which puts any of the token attentions into a timm
+  VisionTransformer (ViT, DeiT), and the registered ``deit_*_patch16_224_vars_{d,sd}`` models.
+
+State-dict keys follow the authors' released checkpoints, so those ``.pth`` files load with
+``strict=True`` (``bioattn.checkpoint.load_weights``).
+
+Attention maps (``model.attention_maps(x)``): for ``vars_d``/``vars_sd``/``vars_s`` one map per
+ISTA step, ``"step 0"`` (the first thresholding of ``b``) to ``"step T"``, where a token's
+attention at step t is the L2 norm over channels of that token's reconstruction from the
+current sparse code (``D x_t`` for vars_d/vars_sd, ``conv(x_t, K^H)`` for vars_s), i.e. how much
+of the token the sparse code explains at that step (the same quantity the block passes on, before
+``proj``); the sequence shows how the recurrent dynamics redistribute attention. For ``self-att`` and
+``perf`` the single map ``"attention"`` is the attention each token receives, averaged over
+queries and heads. Maps are taken in the last block of the chosen stage (default: stage 0, the
+finest token grid, which holds most of the blocks).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from ..errors import BioattnError
+
+ATTENTIONS = ("self-att", "perf", "vars_s", "vars_d", "vars_sd")
+FIXED_GRID_ATTENTIONS = ("vars_s", "vars_sd")
+TOKEN_ATTENTIONS = ("self-att", "perf", "vars_d", "vars_sd")
+
+
+def _check_attention(attention: str, allowed: Sequence[str] = ATTENTIONS) -> None:
+    if attention not in allowed:
+        raise BioattnError(f"unknown attention '{attention}'; choose one of {', '.join(allowed)}")
+
+
+def _check_vars_args(lam: float, num_step: int, rand_feat_dim_ratio: float | None = None) -> None:
+    if not isinstance(num_step, int) or isinstance(num_step, bool) or num_step < 0:
+        raise BioattnError(f"num_step must be a whole number >= 0, got {num_step!r}")
+    if lam < 0:
+        raise BioattnError(f"lam must be >= 0, got {lam!r}")
+    if rand_feat_dim_ratio is not None and not rand_feat_dim_ratio > 0:
+        raise BioattnError(f"rand_feat_dim_ratio must be > 0, got {rand_feat_dim_ratio!r}")
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, h, N, d) -> (B, N, h*d)."""
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+# ------------------------------------------------------------------------------------------
+# building blocks of the math
+# ------------------------------------------------------------------------------------------
+def random_features(u: torch.Tensor, rand_matrix: torch.Tensor) -> torch.Tensor:
+    """Positive random features ``phi(u) = exp(norm_L2(u) @ R - 1/2) / sqrt(m)``.
+
+    ``u`` is ``(B, h, N, d)``, ``rand_matrix`` R is ``(h, d, m)``; returns ``(B, h, N, m)``.
+    With unit-norm rows, ``phi(q) phi(k)^T`` estimates ``exp(q.k)`` (the softmax kernel).
+    """
+    m = rand_matrix.shape[-1]
+    return torch.exp((F.normalize(u, dim=-1) @ rand_matrix).sub_(0.5 + 0.5 * math.log(m)))
+
+
+def soft_threshold(x: torch.Tensor, thresh: torch.Tensor | float, act=F.gelu) -> torch.Tensor:
+    """``sign(x) * act(|x| - thresh)``: a (smooth, with GELU) shrinkage toward zero."""
+    return torch.sign(x) * act(x.abs() - thresh)
+
+
+class TokenBatchNorm(nn.Module):
+    """BatchNorm over the channels of ``(B, N, C)`` tokens (statistics over batch and tokens)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(x.transpose(1, 2)).transpose(1, 2)
+
+
+# ------------------------------------------------------------------------------------------
+# token attentions
+# ------------------------------------------------------------------------------------------
+class _TokenAttention(nn.Module):
+    """Common parts: ``(B, N, C)`` in and out, optional recording of attention maps.
+
+    Set ``record_maps = True`` and run a forward pass: ``recorded_maps`` then holds an ordered
+    dict of non-negative per-token maps ``(B, N)``.
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise BioattnError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.record_maps = False
+        self.recorded_maps: OrderedDict[str, torch.Tensor] | None = None
+
+    def _refuse_mask(self, attn_mask: torch.Tensor | None) -> None:
+        if attn_mask is not None:
+            raise BioattnError(f"{type(self).__name__} cannot apply an attention mask")
+
+
+class SelfAttention(_TokenAttention):
+    """``self-att``: ``proj(softmax(q k^T / sqrt(d)) v)``, heads merged.
+
+    ``mask_tokens`` > 0 adds the learned attention mask of RVT's ``*_plus`` models, a
+    ``(h, N, N)`` parameter ``att_mask`` that multiplies the logits through a sigmoid (zeros at
+    init: a uniform factor 1/2).
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, mask_tokens: int = 0,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+        super().__init__(dim, num_heads)
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.mask_tokens = mask_tokens
+        if mask_tokens:
+            self.att_mask = nn.Parameter(torch.zeros(num_heads, mask_tokens, mask_tokens))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if not self.mask_tokens and not self.record_maps and attn_mask is None:
+            out = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            if self.mask_tokens:
+                if N != self.mask_tokens:
+                    raise BioattnError(
+                        f"the learned attention mask covers {self.mask_tokens} tokens, got {N}")
+                attn = attn * torch.sigmoid(self.att_mask)
+            if attn_mask is not None:
+                attn = attn + attn_mask if attn_mask.dtype != torch.bool else attn.masked_fill(
+                    ~attn_mask, float("-inf"))
+            attn = attn.softmax(dim=-1)
+            if self.record_maps:
+                self.recorded_maps = OrderedDict(attention=attn.detach().mean(dim=(1, 2)))
+            out = self.attn_drop(attn) @ v
+        return self.proj_drop(self.proj(_merge_heads(out)))
+
+
+class PerformerAttention(_TokenAttention):
+    """``perf``: linear attention with positive random features.
+
+    ``A = phi(q) phi(k)^T`` with rows L1-normalised, ``out = A v``; computed as
+    ``phi(q) (phi(k)^T v) / (phi(q) phi(k)^T 1)`` so the cost is linear in N. ``m = 2d``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, proj_drop: float = 0.0,
+                 rand_feat_dim_ratio: float = 2) -> None:
+        super().__init__(dim, num_heads)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        m = int(self.head_dim * rand_feat_dim_ratio)
+        self.rand_matrix = nn.Parameter(torch.randn(num_heads, self.head_dim, m), requires_grad=False)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+        self._refuse_mask(attn_mask)
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        scale = self.head_dim ** -0.25
+        phi_q = random_features(q * scale, self.rand_matrix)
+        phi_k = random_features(k * scale, self.rand_matrix)
+        kv = phi_k.transpose(-2, -1) @ v  # (B, h, m, d)
+        denom = phi_q @ phi_k.sum(dim=-2).unsqueeze(-1)  # (B, h, N, 1)
+        out = (phi_q @ kv) / denom
+        if self.record_maps:
+            attn = (phi_q @ phi_k.transpose(-2, -1)) / denom
+            self.recorded_maps = OrderedDict(attention=attn.detach().mean(dim=(1, 2)))
+        return self.proj_drop(self.proj(_merge_heads(out)))
+
+
+class VARSDAttention(_TokenAttention):
+    """``vars_d``: attention as sparse reconstruction over a dynamic dictionary.
+
+    ``qkv = Linear(C, 2C)`` gives q and v (no k). Per image and head:
+
+    * dictionary ``D = norm_L2(phi(q d^-1/4), dim=tokens)`` (N x m, unit-norm columns);
+    * Gram ``G = D^T D``, target ``b = D^T v``;
+    * step size ``L = max_row ||G_row||_1 + 1`` (no gradient), ``L' = L / learned_L``;
+      threshold ``lam' = learned_lam * lam``; ``G' = W G W`` with the learned ``W = learned_k``;
+    * ``x = sign(b) gelu(|b| - lam')``, then ``num_step`` times
+      ``x = x - (G' x - b) / L'``, ``x = sign(x) gelu(|x| - lam'/L')``;
+    * output ``proj(D x)`` with heads merged.
+
+    With ``num_step = 0`` the output is ``proj(D sign(b) gelu(|b| - lam'))``.
+
+    Computed without forming D: with ``F = phi(q)`` and ``s`` the inverse column norms of F,
+    ``G = diag(s) F^T F diag(s)``, ``b = diag(s) F^T v`` and ``D x = F (diag(s) x)``; a step is
+    one fused ``x <- (I - G'/L') x + b/L'`` followed by the shrinkage, batched over images and
+    heads. ``L`` (h,) is kept for checkpoint compatibility and not used.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, lam: float = 0.3,
+                 num_step: int = 5, rand_feat_dim_ratio: float = 2, proj_drop: float = 0.0) -> None:
+        super().__init__(dim, num_heads)
+        _check_vars_args(lam, num_step, rand_feat_dim_ratio)
+        self.lam = lam
+        self.num_step = num_step
+        self.qkv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.num_feat = int(self.head_dim * rand_feat_dim_ratio)
+        self.rand_matrix = nn.Parameter(
+            torch.randn(num_heads, self.head_dim, self.num_feat), requires_grad=False)
+        self.L = nn.Parameter(torch.full((num_heads,), 25.0), requires_grad=False)
+        self.learned_k = nn.Parameter(torch.eye(self.num_atoms))
+        self.learned_lam = nn.Parameter(torch.ones(1))
+        self.learned_L = nn.Parameter(torch.ones(1))
+
+    @property
+    def num_atoms(self) -> int:
+        return self.num_feat
+
+    def features(self, q: torch.Tensor) -> torch.Tensor:
+        """Unnormalised dictionary ``(B, h, N, atoms)`` from queries ``(B, h, N, d)`` (the
+        ``d^-1/4`` query scale cancels in the L2 normalisation of ``phi``)."""
+        return random_features(q, self.rand_matrix)
+
+    def dictionary(self, q: torch.Tensor) -> torch.Tensor:
+        """The dictionary ``D`` ``(B, h, N, atoms)``, columns of unit norm over tokens."""
+        return F.normalize(self.features(q), dim=-2)
+
+    def sparse_code(self, feats: torch.Tensor, v: torch.Tensor,
+                    on_step=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unrolled ISTA for ``min_x |v - D x|^2 / 2 + lam' |x|_1`` (GELU shrinkage), with
+        ``D`` the column-normalised ``feats``.
+
+        Works on ``(B*h, ., .)`` batches; returns the code ``x`` ``(B*h, atoms, d)`` and the
+        inverse column norms ``s`` ``(B*h, atoms, 1)`` (so ``D x = feats @ (s * x)``).
+        ``on_step(t, x, s)`` sees the code after each step (t = 0: first thresholding of ``b``).
+        """
+        B, h, N, a = feats.shape
+        F3 = feats.reshape(B * h, N, a)
+        Ft = F3.transpose(1, 2)
+        raw_gram = torch.bmm(Ft, F3)  # F^T F, (Bh, a, a)
+        inv = raw_gram.diagonal(dim1=1, dim2=2).clamp_min(1e-24).rsqrt().unsqueeze(-1)  # (Bh, a, 1)
+        with torch.no_grad():  # L = max_row |G_row|_1 + 1, with |G_ij| = s_i |F^T F|_ij s_j
+            L = (inv * torch.bmm(raw_gram.abs(), inv)).amax(dim=1, keepdim=True) + 1  # (Bh, 1, 1)
+        rate = self.learned_L / L  # 1 / L'
+        lam = self.learned_lam * self.lam
+        b = torch.bmm(Ft, v.reshape(B * h, N, -1)) * inv  # D^T v
+        gram_step = raw_gram * ((inv * rate) * inv.transpose(1, 2))  # G / L'
+        W = self.learned_k
+        eye = torch.eye(a, dtype=feats.dtype, device=feats.device)
+        gram_w = (gram_step.reshape(B * h * a, a) @ W).view(B * h, a, a)
+        step = eye - torch.bmm(W.expand(B * h, a, a), gram_w)  # I - W G W / L'
+        shift = b * rate  # b / L'
+        thresh = lam * rate
+        x = soft_threshold(b, lam)
+        if on_step is not None:
+            on_step(0, x, inv)
+        for t in range(self.num_step):
+            x = soft_threshold(torch.baddbmm(shift, step, x), thresh)
+            if on_step is not None:
+                on_step(t + 1, x, inv)
+        return x, inv
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+        self._refuse_mask(attn_mask)
+        B, N, C = x.shape
+        q, v = self.qkv(x).reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        feats = self.features(q)
+        F3 = feats.reshape(B * self.num_heads, N, -1)
+
+        def reconstruct(code: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:  # D x, (B, N, C)
+            out = torch.bmm(F3, code * inv).view(B, self.num_heads, N, self.head_dim)
+            return _merge_heads(out)
+
+        on_step = None
+        if self.record_maps:
+            maps: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+            def on_step(t: int, code: torch.Tensor, inv: torch.Tensor) -> None:
+                maps[f"step {t}"] = reconstruct(code, inv).detach().norm(dim=-1)
+
+            self.recorded_maps = maps
+        code, inv = self.sparse_code(feats, v, on_step)
+        return self.proj_drop(self.proj(reconstruct(code, inv)))
+
+
+class VARSSDAttention(VARSDAttention):
+    """``vars_sd``: as :class:`VARSDAttention` with the dictionary
+    ``D = norm_L2(concat(phi(q), K), dim=tokens)``, where ``K = kernel`` ``(1, h, N, m)`` is a
+    learned static dictionary shared by all images. D is N x 2m and ``learned_k`` 2m x 2m, so the
+    token count N is fixed at construction (``num_tokens``)."""
+
+    def __init__(self, dim: int, num_heads: int, num_tokens: int, qkv_bias: bool = True,
+                 lam: float = 0.3, num_step: int = 5, rand_feat_dim_ratio: float = 2,
+                 proj_drop: float = 0.0) -> None:
+        if not num_tokens or num_tokens < 1:
+            raise BioattnError("vars_sd needs the number of tokens (num_tokens) of its fixed grid")
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias, lam=lam, num_step=num_step,
+                         rand_feat_dim_ratio=rand_feat_dim_ratio, proj_drop=proj_drop)
+        self.num_tokens = num_tokens
+        self.kernel = nn.Parameter(torch.randn(1, num_heads, num_tokens, self.num_feat))
+
+    @property
+    def num_atoms(self) -> int:
+        return 2 * self.num_feat
+
+    def features(self, q: torch.Tensor) -> torch.Tensor:
+        B, _, N, _ = q.shape
+        if N != self.num_tokens:
+            raise BioattnError(
+                f"vars_sd holds a static dictionary for {self.num_tokens} tokens, got {N}: "
+                "use the image size the model was built for")
+        dynamic = random_features(q, self.rand_matrix)
+        return torch.cat([dynamic, self.kernel.expand(B, -1, -1, -1)], dim=-1)
+
+
+# ------------------------------------------------------------------------------------------
+# RVT backbone parts
+# ------------------------------------------------------------------------------------------
+class ConvMlp(nn.Module):
+    """RVT's MLP on the token grid: 1x1 conv -> BN -> GELU -> depthwise 3x3 -> BN -> GELU ->
+    1x1 conv -> BN."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.bn2 = nn.BatchNorm2d(hidden)
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+        self.bn3 = nn.BatchNorm2d(dim)
+        self.act = nn.GELU()
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        B, N, C = x.shape
+        x = x.transpose(1, 2).reshape(B, C, grid[0], grid[1])
+        x = self.drop(self.act(self.bn1(self.fc1(x))))
+        x = self.act(self.bn2(self.dwconv(x)))
+        x = self.drop(self.bn3(self.fc2(x)))
+        return x.flatten(2).transpose(1, 2)
+
+
+def _make_mlp(dim: int, mlp_ratio: float, drop: float) -> nn.Module:
+    hidden = int(dim * mlp_ratio)
+    if dim == 768:  # RVT-B keeps ViT's token MLP
+        return Mlp(dim, hidden, act_layer=nn.GELU, drop=drop)
+    return ConvMlp(dim, hidden, drop=drop)
+
+
+def _run_mlp(mlp: nn.Module, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    return mlp(x, grid) if isinstance(mlp, ConvMlp) else mlp(x)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block of RVT: ``x + attn(norm1(x))``, ``x + mlp(norm2(x))``."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, attention: str,
+                 grid: tuple[int, int], drop: float = 0.0, attn_drop: float = 0.0,
+                 drop_path: float = 0.0, mask_tokens: int = 0, **vars_kwargs: Any) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = make_attention(attention, dim, num_heads, num_tokens=grid[0] * grid[1],
+                                   mask_tokens=mask_tokens, attn_drop=attn_drop, proj_drop=drop,
+                                   **vars_kwargs)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = _make_mlp(dim, mlp_ratio, drop)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(_run_mlp(self.mlp, self.norm2(x), grid))
+
+
+_DFT_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _dft_matrices(H: int, W: int, device: torch.device,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense real matrices of ``rfft2``/``irfft2`` (``norm='ortho'``) on an H x W grid.
+
+    ``x.flatten(-2) @ M`` holds the spectrum as interleaved (real, imaginary) pairs, and
+    ``spectrum @ M_inv`` maps it back (imaginary parts of self-conjugate bins ignored, as in
+    ``irfft2``). On token grids this small, one matrix product is several times faster than
+    an FFT call per channel.
+    """
+    key = (H, W, str(device), dtype)
+    if key not in _DFT_CACHE:
+        with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable with autograd
+            _DFT_CACHE[key] = _make_dft_matrices(H, W, device, dtype)
+    return _DFT_CACHE[key]
+
+
+def _make_dft_matrices(H: int, W: int, device: torch.device,
+                       dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    Wf = W // 2 + 1
+    eye = torch.eye(H * W, dtype=torch.float64).reshape(H * W, H, W)
+    M = torch.view_as_real(torch.fft.rfft2(eye, norm="ortho")).reshape(H * W, H * Wf * 2)
+    basis = torch.eye(H * Wf * 2, dtype=torch.float64).reshape(-1, H, Wf, 2)
+    M_inv = torch.fft.irfft2(torch.view_as_complex(basis), s=(H, W), norm="ortho").reshape(-1, H * W)
+    return M.to(device=device, dtype=dtype), M_inv.to(device=device, dtype=dtype)
+
+
+class VARSSBlock(nn.Module):
+    """``vars_s``: a whole block whose attention is sparse reconstruction over a static
+    convolutional dictionary, solved in the Fourier domain on the ``grid`` of tokens.
+
+    Each channel c has a dictionary of 5 complex filters ``K_c`` (``kernel``,
+    ``(C, 5, 1, H, W/2+1, 2)``, real and imaginary parts last) applied as circular
+    convolutions through ``rfft2``/``irfft2`` with ``norm='ortho'``; per frequency
+    ``conv(v, K) = K v``, ``conv(x, K^H) = K^H x`` and ``KK = K K^H`` (5 x 5).
+
+    * ``v = Linear(C, C)(x_in)``; ``b = conv(v, K)``, 5C channels;
+    * ``x = sign(b) relu(|b| - lam)``, then ``num_step`` times
+      ``x = x - (conv(x, KK) - b) / L``, ``x = sign(x) relu(|x| - lam / L)``, with ``L`` (C,)
+      an estimate of the largest singular value of KK over frequencies (a buffer, refreshed by
+      :meth:`update_L`);
+    * ``r = conv(conv(x, K^H), kernel2)`` with a second learned filter per channel;
+    * ``y = x_in + proj(BN1(r))``, ``out = y + mlp(BN2(y))``.
+
+    The transforms are dense DFT matrices (:func:`_dft_matrices`) applied to the flattened grid.
+    ``after_train_step(global_step)`` calls ``update_L(L_update_rate)`` every
+    ``L_update_interval`` optimiser steps (0.1 and 100, as in the authors' trainer).
+    ``kernel_norm`` is kept for checkpoint compatibility and not used.
+    """
+
+    num_atoms = 5
+
+    def __init__(self, dim: int, grid: tuple[int, int], mlp_ratio: float = 4.0,
+                 lam: float = 3.5, num_step: int = 3, drop: float = 0.0, drop_path: float = 0.0,
+                 L_update_interval: int = 100, L_update_rate: float = 0.1) -> None:
+        super().__init__()
+        _check_vars_args(lam, num_step)
+        self.dim = dim
+        self.grid = tuple(grid)
+        self.lam = lam
+        self.num_step = num_step
+        self.L_update_interval = L_update_interval
+        self.L_update_rate = L_update_rate
+        H, W = self.grid
+        freq = (H, W // 2 + 1)
+        self.norm1 = TokenBatchNorm(dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        kernel = torch.randn(dim, self.num_atoms, 1, *freq, 2)
+        # Gaussian atoms rescaled to squared norm H*W/2 over their half spectrum
+        atom_norm = kernel.pow(2).sum(dim=(2, 3, 4, 5), keepdim=True).sqrt()
+        self.kernel = nn.Parameter(kernel / atom_norm * math.sqrt(H * W / 2))
+        self.kernel2 = nn.Parameter(torch.randn(dim, 1, 1, *freq, 2) * 0.02)
+        self.register_buffer("kernel_norm", torch.tensor(1.0))
+        self.register_buffer("L", torch.ones(dim))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = TokenBatchNorm(dim)
+        self.mlp = _make_mlp(dim, mlp_ratio, drop)
+        self.record_maps = False
+        self.recorded_maps: OrderedDict[str, torch.Tensor] | None = None
+        self.update_L(1.0)
+
+    def _filters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``K`` (C, 5, H*Wf) and ``kernel2`` (C, H*Wf) as complex spectra."""
+        C = self.dim
+        K = torch.view_as_complex(self.kernel).reshape(C, self.num_atoms, -1)
+        return K, torch.view_as_complex(self.kernel2).reshape(C, -1)
+
+    @torch.no_grad()
+    def update_L(self, rate: float) -> None:
+        """``L <- (1 - rate) L + rate * sigma_max``, sigma_max per channel the largest singular
+        value of ``KK = K K^H`` over frequencies (``|K_f|^2``, KK being of rank one)."""
+        K, _ = self._filters()
+        sigma = K.abs().pow(2).sum(dim=1).amax(dim=1)
+        self.L.mul_(1 - rate).add_(rate * sigma.to(self.L.dtype))
+
+    def after_train_step(self, global_step: int) -> None:
+        if self.L_update_interval and global_step % self.L_update_interval == 0:
+            self.update_L(self.L_update_rate)
+
+    def reconstruct(self, x_in: torch.Tensor) -> torch.Tensor:
+        """The attention output ``r`` (B, N, C) of tokens ``x_in`` (before BN1 and proj)."""
+        B, N, C = x_in.shape
+        H, W = self.grid
+        if N != H * W:
+            raise BioattnError(
+                f"vars_s holds a convolutional dictionary for a {H}x{W} token grid, got {N} tokens: "
+                "use the image size the model was built for")
+        K, K2 = self._filters()
+        Kc = K.conj()
+        M, M_inv = _dft_matrices(H, W, x_in.device, x_in.dtype)
+
+        def fwd(z: torch.Tensor) -> torch.Tensor:  # rfft2 (norm='ortho') of flattened grids
+            return torch.view_as_complex((z @ M).unflatten(-1, (-1, 2)))
+
+        def inv(z: torch.Tensor) -> torch.Tensor:  # irfft2 back to flattened grids
+            return torch.view_as_real(z).flatten(-2) @ M_inv
+
+        def synth(code: torch.Tensor) -> torch.Tensor:  # K^H x in the Fourier domain, (B, C, 1, H*Wf)
+            return (Kc * fwd(code)).sum(dim=2, keepdim=True)
+
+        inv_L = self.L.reciprocal().view(C, 1, 1)
+        v = self.v(x_in).transpose(1, 2).contiguous().unsqueeze(2)  # (B, C, 1, N)
+        b = inv(K * fwd(v))  # conv(v, K), (B, C, 5, N)
+        # the step x - (conv(x, KK) - b) / L as x - conv(x, K K^H / L) + b / L;
+        # sign(x) relu(|x| - t) as x - clamp(x, -t, t)
+        b_scaled = b * inv_L
+        K_scaled = K * inv_L
+        thresh = self.lam * inv_L
+        maps = None
+        if self.record_maps:
+            maps = OrderedDict()
+            self.recorded_maps = maps
+        x = b - b.clamp(-self.lam, self.lam)
+        for t in range(self.num_step + 1):
+            if t > 0:
+                x = x - inv(K_scaled * synth(x)) + b_scaled
+                x = x - torch.clamp(x, -thresh, thresh)
+            if maps is not None:
+                maps[f"step {t}"] = inv(synth(x)).detach()[:, :, 0].norm(dim=1)
+        r = inv(K2.unsqueeze(1) * synth(x))  # (B, C, 1, N)
+        return r[:, :, 0].transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        y = x + self.drop_path(self.proj(self.norm1(self.reconstruct(x))))
+        return y + self.drop_path(_run_mlp(self.mlp, self.norm2(y), self.grid))
+
+
+def make_attention(attention: str, dim: int, num_heads: int, *, num_tokens: int | None = None,
+                   mask_tokens: int = 0, qkv_bias: bool = True, attn_drop: float = 0.0,
+                   proj_drop: float = 0.0, lam: float = 0.3, num_step: int = 5,
+                   rand_feat_dim_ratio: float = 2) -> nn.Module:
+    """A token attention module by name (``self-att``, ``perf``, ``vars_d``, ``vars_sd``)."""
+    _check_attention(attention, TOKEN_ATTENTIONS)
+    if attention == "self-att":
+        return SelfAttention(dim, num_heads, qkv_bias=qkv_bias, mask_tokens=mask_tokens,
+                             attn_drop=attn_drop, proj_drop=proj_drop)
+    if attention == "perf":
+        return PerformerAttention(dim, num_heads, qkv_bias=qkv_bias, proj_drop=proj_drop)
+    vars_kwargs = dict(qkv_bias=qkv_bias, lam=lam, num_step=num_step,
+                       rand_feat_dim_ratio=rand_feat_dim_ratio, proj_drop=proj_drop)
+    if attention == "vars_d":
+        return VARSDAttention(dim, num_heads, **vars_kwargs)
+    return VARSSDAttention(dim, num_heads, num_tokens=num_tokens, **vars_kwargs)
+
+
+class ConvStem(nn.Module):
+    """Conv(3->32, k7, s2, p2) -> BN -> MaxPool(k3, s2, p1) -> Conv(32->C, k=s=stride/4)
+    (``chans`` replaces the 32 in small models)."""
+
+    def __init__(self, in_chans: int, dim: int, stride: int = 16, chans: int = 32) -> None:
+        super().__init__()
+        last = stride // 4
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_chans, chans, kernel_size=7, stride=2, padding=2),
+            nn.BatchNorm2d(chans),
+            nn.MaxPool2d(3, stride=2, padding=1),
+            nn.Conv2d(chans, dim, kernel_size=last, stride=last),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class HeadPooling(nn.Module):
+    """Between stages: depthwise-grouped Conv(C_s -> C_{s+1}, k3, s2, p1)."""
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, out_dim, kernel_size=3, stride=2, padding=1, groups=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Stage(nn.Module):
+    """``depth`` blocks on one token grid; takes and returns ``(B, C, H, W)`` maps."""
+
+    def __init__(self, blocks: list[nn.Module], grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.grid = grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        grid = (H, W)
+        x = x.flatten(2).transpose(1, 2)
+        for blk in self.blocks:
+            x = blk(x, grid)
+        return x.transpose(1, 2).reshape(B, C, H, W)
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise BioattnError(f"img_size must be an int or (height, width), got {size}")
+    return size  # type: ignore[return-value]
+
+
+class RVT(nn.Module):
+    """RVT PoolingTransformer ("Towards Robust Vision Transformer") with a choice of attention.
+
+    Conv stem to a token grid at 1/``stem_stride`` of the image, stages of blocks at
+    ``base_dims[s] * heads[s]`` channels with a pooling conv between stages, global average
+    pool -> LayerNorm -> Linear. No position embedding, no class token.
+
+    ``attention`` is one of ``self-att``, ``perf``, ``vars_s``, ``vars_d``, ``vars_sd``;
+    ``lam``, ``num_step``, ``rand_feat_dim_ratio`` configure vars_d/vars_sd; vars_s uses its own
+    ``s_lam`` (3.5) and ``s_num_step`` (3). vars_s and vars_sd learn dictionaries tied to the
+    token grid, so they only accept images of ``img_size``.
+    """
+
+    def __init__(self, img_size: int | Sequence[int] = 224, base_dims: Sequence[int] = (32, 32),
+                 depth: Sequence[int] = (10, 2), heads: Sequence[int] = (6, 12),
+                 mlp_ratio: float = 4.0, num_classes: int = 1000, in_chans: int = 3,
+                 attention: str = "self-att", lam: float = 0.3, num_step: int = 5,
+                 rand_feat_dim_ratio: float = 2, s_lam: float = 3.5, s_num_step: int = 3,
+                 masked_blocks: int = 0, stem_stride: int = 16, stem_chans: int = 32,
+                 drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 global_pool: str = "avg") -> None:
+        super().__init__()
+        _check_attention(attention)
+        if attention in ("vars_d", "vars_sd"):
+            _check_vars_args(lam, num_step, rand_feat_dim_ratio)
+        if attention == "vars_s":
+            _check_vars_args(s_lam, s_num_step)
+        if global_pool not in ("avg", ""):
+            raise BioattnError(
+                f"RVT pools by averaging tokens: global_pool must be 'avg', got '{global_pool}'")
+        if not (len(base_dims) == len(depth) == len(heads)):
+            raise BioattnError("base_dims, depth and heads need one entry per stage")
+        if stem_stride not in (4, 8, 16):
+            raise BioattnError(f"stem_stride must be 4, 8 or 16, got {stem_stride}")
+        self.img_size = _pair(img_size)
+        self.attention = attention
+        self.stem_stride = stem_stride
+        H, W = self.img_size
+        fixed = attention in FIXED_GRID_ATTENTIONS or masked_blocks > 0
+        if H % stem_stride or W % stem_stride:
+            if fixed:
+                raise BioattnError(
+                    f"img_size {H}x{W} does not tile into a token grid: {attention} needs a fixed grid, "
+                    f"so the image side must be a multiple of {stem_stride} (e.g. {stem_stride * 14})")
+        self.fixed_grid = fixed
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        dims = [b * h for b, h in zip(base_dims, heads)]
+        self.num_features = self.embed_dim = dims[-1]
+        self.patch_embed = ConvStem(in_chans, dims[0], stem_stride, stem_chans)
+        self.patch_embed.img_size = self.img_size
+        self.pos_drop = nn.Dropout(drop_rate)
+        grid = (H // stem_stride, W // stem_stride)
+        self.grids: list[tuple[int, int]] = []
+        total = sum(depth)
+        rates = [drop_path_rate * i / total for i in range(total)]
+        index = 0
+        self.transformers = nn.ModuleList()
+        self.pools = nn.ModuleList()
+        vars_kwargs = dict(lam=lam, num_step=num_step, rand_feat_dim_ratio=rand_feat_dim_ratio)
+        for s, (dim, n_blocks, n_heads) in enumerate(zip(dims, depth, heads)):
+            blocks: list[nn.Module] = []
+            for i in range(n_blocks):
+                if attention == "vars_s":
+                    blocks.append(VARSSBlock(dim, grid, mlp_ratio, lam=s_lam, num_step=s_num_step,
+                                             drop=drop_rate, drop_path=rates[index]))
+                else:
+                    mask = grid[0] * grid[1] if (s == 0 and i < masked_blocks) else 0
+                    blocks.append(Block(dim, n_heads, mlp_ratio, attention, grid, drop=drop_rate,
+                                        attn_drop=attn_drop_rate, drop_path=rates[index],
+                                        mask_tokens=mask, **vars_kwargs))
+                index += 1
+            self.transformers.append(Stage(blocks, grid))
+            self.grids.append(grid)
+            if s < len(dims) - 1:
+                self.pools.append(HeadPooling(dim, dims[s + 1]))
+                grid = ((grid[0] + 1) // 2, (grid[1] + 1) // 2)
+        self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    # timm classifier API
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if self.fixed_grid and tuple(x.shape[-2:]) != self.img_size:
+            H, W = self.img_size
+            g = self.grids[0]
+            raise BioattnError(
+                f"this RVT with {self.attention} attention needs {H}x{W} inputs (a {g[0]}x{g[1]} token "
+                f"grid), got {x.shape[-2]}x{x.shape[-1]}")
+
+    def _stages(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+        self._check_input(x)
+        x = self.pos_drop(self.patch_embed(x))
+        last = len(self.transformers) - 1 if upto is None else upto
+        for s in range(last + 1):
+            x = self.transformers[s](x)
+            if s < len(self.pools) and s < last:
+                x = self.pools[s](x)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Token maps ``(B, C, H, W)`` of the last stage."""
+        return self._stages(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.norm(x.mean(dim=(2, 3)))
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    # attention maps
+    def attention_maps(self, x: torch.Tensor, stage: int = 0,
+                       block: int = -1) -> OrderedDict[str, torch.Tensor]:
+        """Per-token attention maps ``(B, h, w)`` of one block on its stage's token grid.
+
+        vars_d / vars_sd / vars_s: ``{"step 0": ..., "step T": ...}``, one map per ISTA step, a
+        token's value being the L2 norm over channels of its reconstruction from the current
+        sparse code. self-att / perf: ``{"attention": ...}``, the attention each token receives,
+        averaged over queries and heads. ``stage`` (default 0, the finest grid) and ``block``
+        (default the stage's last) choose where the maps are read. Runs without gradients, in
+        the model's current mode (call ``model.eval()`` first for inference statistics).
+        """
+        n_stages = len(self.transformers)
+        if not -n_stages <= stage < n_stages:
+            raise BioattnError(f"stage {stage} out of range: the model has {n_stages} stages")
+        stage = stage % n_stages
+        blocks = self.transformers[stage].blocks
+        if not -len(blocks) <= block < len(blocks):
+            raise BioattnError(f"block {block} out of range: stage {stage} has {len(blocks)} blocks")
+        target = blocks[block]
+        target = target if isinstance(target, VARSSBlock) else target.attn
+        target.record_maps = True
+        try:
+            with torch.no_grad():
+                h, w = self._stages(x, upto=stage).shape[-2:]
+            recorded = target.recorded_maps
+        finally:
+            target.record_maps = False
+            target.recorded_maps = None
+        return OrderedDict((k, v.reshape(v.shape[0], h, w)) for k, v in recorded.items())
+
+    def saliency(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """The primary map ``(B, h, w)``: the last ISTA step (vars_*), the received attention
+        (self-att / perf)."""
+        maps = self.attention_maps(x, **kwargs)
+        return next(reversed(maps.values()))
+
+
+# ------------------------------------------------------------------------------------------
+# VARS in timm's VisionTransformer
+# ------------------------------------------------------------------------------------------
+def replace_attention(model: VisionTransformer, attention: str, **vars_kwargs: Any) -> VisionTransformer:
+    """Swap the ``attn`` of every block of a timm VisionTransformer (ViT, DeiT) for ``attention``
+    (``self-att``, ``perf``, ``vars_d`` or ``vars_sd``), in place; returns the model.
+
+    ``vars_kwargs``: ``lam``, ``num_step``, ``rand_feat_dim_ratio``. The new module keeps the
+    old one's weights where they mean the same thing: q and v rows of ``qkv`` (vars_d/vars_sd
+    have no keys), all of ``qkv`` (self-att, perf) and ``proj``, so a pretrained ViT is a
+    reasonable starting point for fine-tuning.
+
+    Class (and other prefix) tokens take part like any token: they are rows of the dynamic
+    dictionary and are reconstructed from the sparse code; vars_sd's static dictionary has one
+    row per token, prefix tokens included (``N = num_patches + num_prefix_tokens``), so it fixes
+    the image size. vars_s needs a token grid without class token and is only offered by the
+    RVT models.
+    """
+    if attention == "vars_s":
+        raise BioattnError("vars_s replaces whole blocks on a token grid without class token; "
+                           "use an rvt_* model with attention='vars_s'")
+    _check_attention(attention, TOKEN_ATTENTIONS)
+    blocks = getattr(model, "blocks", None)
+    if blocks is None or not hasattr(model, "patch_embed"):
+        raise BioattnError(f"replace_attention needs a timm VisionTransformer, got {type(model).__name__}")
+    num_tokens = model.patch_embed.num_patches + getattr(model, "num_prefix_tokens", 0)
+    if getattr(model, "dynamic_img_size", False) and attention == "vars_sd":
+        raise BioattnError("vars_sd needs a fixed image size: build the ViT without dynamic_img_size")
+    for blk in blocks:
+        old = blk.attn
+        if not (hasattr(old, "qkv") and hasattr(old, "proj") and hasattr(old, "num_heads")):
+            raise BioattnError(f"block attention {type(old).__name__} has no qkv/proj to replace")
+        dim = old.qkv.in_features
+        bias = old.qkv.bias is not None
+        new = make_attention(attention, dim, old.num_heads, num_tokens=num_tokens, qkv_bias=bias,
+                             **vars_kwargs)
+        new = new.to(device=old.qkv.weight.device, dtype=old.qkv.weight.dtype)
+        with torch.no_grad():
+            if attention in ("vars_d", "vars_sd"):
+                w = old.qkv.weight.view(3, dim, dim)
+                new.qkv.weight.copy_(torch.cat([w[0], w[2]]))
+                if bias:
+                    bv = old.qkv.bias.view(3, dim)
+                    new.qkv.bias.copy_(torch.cat([bv[0], bv[2]]))
+            else:
+                new.qkv.load_state_dict(old.qkv.state_dict())
+            new.proj.load_state_dict(old.proj.state_dict())
+        blk.attn = new
+    model.vars_attention = attention
+    return model
+
+
+def vit_attention_maps(model: VisionTransformer, x: torch.Tensor,
+                       block: int = -1) -> OrderedDict[str, torch.Tensor]:
+    """Attention maps ``(B, h, w)`` of one block (default the last) of a ViT whose attention was
+    swapped by :func:`replace_attention`, on the patch grid (prefix tokens dropped); same
+    definitions as :meth:`RVT.attention_maps`."""
+    blocks = model.blocks
+    if not -len(blocks) <= block < len(blocks):
+        raise BioattnError(f"block {block} out of range: the model has {len(blocks)} blocks")
+    block = block % len(blocks)
+    attn = blocks[block].attn
+    if not isinstance(attn, _TokenAttention):
+        raise BioattnError("the ViT's attention is not a bioattn module: call replace_attention first")
+    attn.record_maps = True
+    try:
+        with torch.no_grad():
+            tokens = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
+            for blk in blocks[: block + 1]:
+                tokens = blk(tokens)
+        recorded = attn.recorded_maps
+    finally:
+        attn.record_maps = False
+        attn.recorded_maps = None
+    prefix = getattr(model, "num_prefix_tokens", 0)
+    h, w = model.patch_embed.grid_size
+    return OrderedDict((k, v[:, prefix:].reshape(v.shape[0], h, w)) for k, v in recorded.items())
+
+
+class VARSVisionTransformer(VisionTransformer):
+    """timm's VisionTransformer with a VARS (or other bioattn) attention in every block."""
+
+    def __init__(self, attention: str = "vars_d", lam: float = 0.3, num_step: int = 5,
+                 rand_feat_dim_ratio: float = 2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        replace_attention(self, attention, lam=lam, num_step=num_step,
+                          rand_feat_dim_ratio=rand_feat_dim_ratio)
+
+    def attention_maps(self, x: torch.Tensor, block: int = -1) -> OrderedDict[str, torch.Tensor]:
+        return vit_attention_maps(self, x, block=block)
+
+    def saliency(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return next(reversed(self.attention_maps(x, **kwargs).values()))
+
+
+# ------------------------------------------------------------------------------------------
+# timm registration
+# ------------------------------------------------------------------------------------------
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    cfg = {
+        "url": "",
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": None,
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "fixed_input_size": False,
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.proj.0",
+        "classifier": "head",
+        "paper_name": "Visual Attention Emerges from Recurrent Sparse Reconstruction",
+        "notes": ("no downloadable weights: load the authors' released .pth with "
+                  "bioattn.checkpoint.load_weights(model, path)",),
+    }
+    cfg.update(kwargs)
+    return cfg
+
+
+_RVT_ARCHS: dict[str, dict[str, Any]] = {
+    "rvt_tiny": dict(base_dims=[32, 32], depth=[10, 2], heads=[6, 12], mlp_ratio=4),
+    "rvt_small": dict(base_dims=[64], depth=[12], heads=[6], mlp_ratio=4),
+    "rvt_base": dict(base_dims=[64], depth=[12], heads=[12], mlp_ratio=4),
+    "rvt_tiny_plus": dict(base_dims=[32, 32], depth=[10, 2], heads=[6, 12], mlp_ratio=4, masked_blocks=10),
+    "rvt_small_plus": dict(base_dims=[64], depth=[12], heads=[6], mlp_ratio=4, masked_blocks=5),
+    "rvt_base_plus": dict(base_dims=[64], depth=[12], heads=[12], mlp_ratio=4, masked_blocks=5),
+    # 64 x 64 inputs, stride-8 stem: an 8x8 grid, then 4x4 after pooling
+    "rvt_micro": dict(base_dims=[16, 16], depth=[2, 1], heads=[3, 6], mlp_ratio=2, img_size=64,
+                      stem_stride=8, stem_chans=16),
+}
+
+_DEIT_ARCHS: dict[str, dict[str, Any]] = {
+    "deit_tiny_patch16_224": dict(patch_size=16, embed_dim=192, depth=12, num_heads=3),
+    "deit_small_patch16_224": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6),
+    "deit_base_patch16_224": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
+}
+
+default_cfgs = generate_default_cfgs({
+    **{name: _cfg(paper_name="Towards Robust Vision Transformer") for name in _RVT_ARCHS
+       if name != "rvt_micro"},
+    "rvt_micro": _cfg(input_size=(3, 64, 64), crop_pct=1.0,
+                      paper_name="Towards Robust Vision Transformer"),
+    **{f"{name}_{att}": _cfg(first_conv="patch_embed.proj", fixed_input_size=(att == "vars_sd"))
+       for name in _DEIT_ARCHS for att in ("vars_d", "vars_sd")},
+})
+
+
+def _no_pretrained(variant: str) -> None:
+    raise BioattnError(
+        f"{variant} has no downloadable weights: build it with pretrained=False and load the "
+        "authors' released .pth with bioattn.checkpoint.load_weights(model, path)")
+
+
+def _create_rvt(variant: str, pretrained: bool = False, **kwargs: Any) -> RVT:
+    if pretrained:
+        _no_pretrained(variant)
+    args = dict(_RVT_ARCHS[variant])
+    args.update(kwargs)
+    attention = args.get("attention", "self-att")
+    _check_attention(attention)
+    if variant.endswith("_plus") and attention != "self-att":
+        raise BioattnError(f"{variant} has the learned attention mask of self-attention: "
+                           f"use attention='self-att' (got '{attention}')")
+    if attention in FIXED_GRID_ATTENTIONS or args.get("masked_blocks"):
+        overlay = dict(args.pop("pretrained_cfg_overlay", None) or {})
+        overlay.setdefault("fixed_input_size", True)
+        size = _pair(args.get("img_size", 224))
+        overlay.setdefault("input_size", (args.get("in_chans", 3), *size))
+        args["pretrained_cfg_overlay"] = overlay
+    return build_model_with_cfg(RVT, variant, pretrained=False, **args)
+
+
+@register_model
+def rvt_tiny(pretrained: bool = False, **kwargs: Any) -> RVT:
+    """RVT-Ti: 2 stages (10 blocks at 192 ch on 14x14, 2 at 384 on 7x7)."""
+    return _create_rvt("rvt_tiny", pretrained, **kwargs)
+
+
+@register_model
+def rvt_small(pretrained: bool = False, **kwargs: Any) -> RVT:
+    """RVT-S: 12 blocks at 384 channels, 6 heads, 14x14 grid."""
+    return _create_rvt("rvt_small", pretrained, **kwargs)
+
+
+@register_model
+def rvt_base(pretrained: bool = False, **kwargs: Any) -> RVT:
+    """RVT-B: 12 blocks at 768 channels, 12 heads, token MLP."""
+    return _create_rvt("rvt_base", pretrained, **kwargs)
+
+
+@register_model
+def rvt_tiny_plus(pretrained: bool = False, **kwargs: Any) -> RVT:
+    """RVT-Ti*: RVT-Ti with the learned attention mask in all 10 first-stage blocks."""
+    return _create_rvt("rvt_tiny_plus", pretrained, **kwargs)
+
+
+@register_model
+def rvt_small_plus(pretrained: bool = False, **kwargs: Any) -> RVT:
+    """RVT-S*: RVT-S with the learned attention mask in the first 5 blocks."""
+    return _create_rvt("rvt_small_plus", pretrained, **kwargs)
+
+
+@register_model
+def rvt_base_plus(pretrained: bool = False, **kwargs: Any) -> RVT:
+    """RVT-B*: RVT-B with the learned attention mask in the first 5 blocks."""
+    return _create_rvt("rvt_base_plus", pretrained, **kwargs)
+
+
+@register_model
+def rvt_micro(pretrained: bool = False, **kwargs: Any) -> RVT:
+    """A small RVT for 64x64 images on a CPU: stride-8 stem with 16 channels (8x8 token grid),
+    2 blocks at 48 channels (3 heads of 16), 1 block at 96 channels on 4x4, MLP ratio 2."""
+    return _create_rvt("rvt_micro", pretrained, **kwargs)
+
+
+def _create_vars_vit(variant: str, attention: str, pretrained: bool = False, **kwargs: Any):
+    if pretrained:
+        _no_pretrained(f"{variant}_{attention}")
+    args = dict(_DEIT_ARCHS[variant])
+    args.update(kwargs)
+    return build_model_with_cfg(VARSVisionTransformer, f"{variant}_{attention}", pretrained=False,
+                                attention=attention, **args)
+
+
+@register_model
+def deit_tiny_patch16_224_vars_d(pretrained: bool = False, **kwargs: Any):
+    """DeiT-Ti with VARS-D attention in every block."""
+    return _create_vars_vit("deit_tiny_patch16_224", "vars_d", pretrained, **kwargs)
+
+
+@register_model
+def deit_small_patch16_224_vars_d(pretrained: bool = False, **kwargs: Any):
+    """DeiT-S with VARS-D attention in every block."""
+    return _create_vars_vit("deit_small_patch16_224", "vars_d", pretrained, **kwargs)
+
+
+@register_model
+def deit_base_patch16_224_vars_d(pretrained: bool = False, **kwargs: Any):
+    """DeiT-B with VARS-D attention in every block."""
+    return _create_vars_vit("deit_base_patch16_224", "vars_d", pretrained, **kwargs)
+
+
+@register_model
+def deit_tiny_patch16_224_vars_sd(pretrained: bool = False, **kwargs: Any):
+    """DeiT-Ti with VARS-SD attention in every block (fixed 224x224 input)."""
+    return _create_vars_vit("deit_tiny_patch16_224", "vars_sd", pretrained, **kwargs)
+
+
+@register_model
+def deit_small_patch16_224_vars_sd(pretrained: bool = False, **kwargs: Any):
+    """DeiT-S with VARS-SD attention in every block (fixed 224x224 input)."""
+    return _create_vars_vit("deit_small_patch16_224", "vars_sd", pretrained, **kwargs)
+
+
+@register_model
+def deit_base_patch16_224_vars_sd(pretrained: bool = False, **kwargs: Any):
+    """DeiT-B with VARS-SD attention in every block (fixed 224x224 input)."""
+    return _create_vars_vit("deit_base_patch16_224", "vars_sd", pretrained, **kwargs)
