@@ -1,1 +1,1131 @@
-"""(in progress)"""
+"""RS-RNN, the retinal sampling recurrent network, and its glimpse-model baselines.
+
+All models look at an image through a sequence of glimpses and predict after every one.
+Fixations are image coordinates in ``[-1, 1]^2``, x then y (the ``grid_sample`` convention,
+``(-1, -1)`` the top-left corner).
+
+RS-RNN (:class:`RSRNN`), per glimpse t with fixation ``l_t``:
+
+* retina: ``R_t = retina(I, l_t)`` (:mod:`bioattn.models.retina`), full resolution in the fovea,
+  exponentially coarser and blurrier toward the periphery.
+* ventral stream: ``Encoder1(R_t)`` feeds a ConvGRU whose spatial hidden state ``H_t`` is the
+  recurrence; ``Encoder2(H_t)`` and a linear classifier give the logits of glimpse t.
+  The hidden state lives on the retinal feature grid. Before each update it is *remapped* from
+  the previous fixation's retinal frame into the new one (:meth:`Retina.remap`: every feature cell
+  is moved to where its image location falls on the new retina), so evidence stays attached to the
+  image locations it came from, as in saccadic remapping. ``remap_state=False`` keeps it in place.
+* dorsal stream: from ``H_t`` a saliency network gives a map on the retinal feature grid. It is
+  carried onto a ``map_size x map_size`` grid over the whole image with the retina's inverse
+  mapping (:meth:`Retina.to_image_grid`: each image cell reads the retinal feature cell its centre
+  falls on, bilinearly; cells beyond the retina's field read the nearest edge of the field), then
+  made non-negative with a softplus: ``S_t``. A σ network (pooled ``H_t``, linear, sigmoid into
+  ``sigma_range``) gives ``σ_t``, the width of the region around ``l_t`` that glimpse t covered.
+  The inhibition-of-return map ``IOR_t(p) = prod_{τ<=t} (1 - exp(-|p - l_τ|^2 / (2 σ_τ^2)))``
+  is 0 at every past fixation and rises to 1 away from them. ``P_t = softmax2d(S_t * IOR_t)``
+  over the grid cells; ``l_{t+1}`` is a sample of ``P_t`` in training and at evaluation with
+  ``eval_sample=True``, else its mode. The next fixation is the centre of the chosen cell. The
+  first fixation is ``initial_fixation`` (the image centre by default).
+  Each σ is paired with the fixation whose glimpse produced it (σ_t with l_t), so every σ the
+  network outputs shapes a later choice and receives a learning signal.
+  The dorsal stream reads a detached copy of ``H_t`` (``detach_dorsal``): the classifier's
+  features learn from the classification loss only, the saliency and σ networks from the policy
+  term below.
+
+Training objective (:meth:`GlimpseModel.compute_loss`): the classification ``criterion`` averaged
+over all glimpses, plus a REINFORCE term for the fixation policy. The decision that chose
+``l_{t+1}`` is rewarded by how much it lowered the cross-entropy against the target (hard labels
+or soft mixup targets), ``r_t = CE_t - CE_{t+1}``, plus the later improvements discounted by
+``policy_discount``: the return ``R_t = sum_k policy_discount^(k-t) r_k``. Subtracting ``CE_t``
+(which the decision cannot change) is already a baseline; the batch mean of ``R_t`` is subtracted
+as a second one. The term is ``-policy_weight * mean(A_t log P_t(l_{t+1}))`` minus
+``entropy_weight`` times the policy's mean entropy (which keeps it exploring early on). The sampled
+fixations are not differentiable, everything else is: attacks reach the input through the
+retina's ``grid_sample`` at every glimpse.
+
+Baselines (same encoders):
+
+* :class:`RecurrentGlimpseNet` with a retina: **Retina** (``retina_gru_*``): the same retinal
+  images, Encoder1 and Encoder2 then global pooling, a 1-D GRU on the pooled features (plus a
+  "where" embedding of the fixation), a linear classifier. Its fixations come from a location
+  head on the GRU state (an MLP giving a ``map_size x map_size`` saliency grid over the image,
+  softplus), with the same fixed-width inhibition of return, 2-D softmax, sampler and policy
+  objective as RS-RNN; only the spatial memory and saliency read-out differ.
+* **Crop-S** (``crop_s_*``): the same network with a single full-resolution square crop per
+  glimpse (a retina with no fall-off), GFNet/RAM-like.
+* **Crop-D** (``crop_d_*``): two crops per glimpse, full resolution and twice the field at half
+  the resolution (DRAM-like); one shared encoder, pooled features concatenated.
+* :class:`S3TA` (``s3ta_*``): covert attention: the whole image goes once through Encoder1; an
+  LSTM issues queries over a key/value feature map (with a Fourier spatial basis), reads the
+  attention-weighted values each step and classifies from its state. Its "fixation" per step is
+  the centroid of its attention.
+* :class:`FFCNN` (``ffcnn_*``): Encoder1, Encoder2 and the classifier on the whole image, one
+  step; asked for more steps it repeats its prediction (fixation: the image centre).
+
+Interface shared by all (and the bioattn multi-output protocol): ``model(x)`` gives the last
+glimpse's logits in eval mode and a :class:`~bioattn.protocol.ModelOutput` in train mode;
+``forward_steps(x, steps=None)`` gives a ModelOutput in any mode; ``forward_glimpses(x, steps,
+return_maps=False)`` gives a :class:`Glimpses` named tuple; ``attention_maps(x)`` and
+``saliency(x)`` give maps on the model's grid; ``glimpse_images`` gives what each glimpse saw.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import NamedTuple, Sequence
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import nn
+
+from ..errors import BioattnError
+from ..protocol import ModelOutput
+from .retina import Retina, check_fixations, coordinate_grid, falloff_for_field
+
+__all__ = [
+    "Glimpses", "FixationChoice", "GlimpseModel", "RSRNN", "RecurrentGlimpseNet", "S3TA", "FFCNN",
+    "ConvGRUCell", "Encoder", "micro_encoder", "resnet_encoder", "gaussian_blobs",
+    "inhibition_of_return", "fixation_density", "choose_fixation",
+]
+
+
+# ------------------------------------------------------------------------------------------
+# dorsal-stream building blocks
+# ------------------------------------------------------------------------------------------
+def gaussian_blobs(fixations: torch.Tensor, sigmas: torch.Tensor | float,
+                   grid_hw: Sequence[int]) -> torch.Tensor:
+    """``exp(-|p - l|^2 / (2 σ^2))`` on the cell centres of a grid over the image, for fixations
+    ``(N, B, 2)`` and widths ``(N, B)`` (or one float): ``(N, B, gh, gw)``."""
+    grid = coordinate_grid(int(grid_hw[0]), int(grid_hw[1]), fixations.device, fixations.dtype)
+    d2 = (grid[None, None] - fixations[:, :, None, None, :]).pow(2).sum(-1)
+    if not isinstance(sigmas, torch.Tensor):
+        sigmas = fixations.new_full(fixations.shape[:2], float(sigmas))
+    return torch.exp(-d2 / (2 * sigmas[:, :, None, None].pow(2)))
+
+
+def inhibition_of_return(fixations: torch.Tensor, sigmas: torch.Tensor | float,
+                         grid_hw: Sequence[int]) -> torch.Tensor:
+    """Inhibition of return ``(B, gh, gw)`` after the fixations ``(N, B, 2)`` with widths
+    ``(N, B)``: ``prod_n (1 - exp(-|p - l_n|^2 / (2 σ_n^2)))``, 0 at a past fixation, near 1 far
+    from all of them."""
+    return (1 - gaussian_blobs(fixations, sigmas, grid_hw)).prod(dim=0)
+
+
+def fixation_density(fixations: torch.Tensor, sigmas: torch.Tensor | float,
+                     grid_hw: Sequence[int]) -> torch.Tensor:
+    """Density of fixations ``(N, B, 2)``: a Gaussian of width σ at each, summed, normalised to
+    sum to 1 over the grid: ``(B, gh, gw)``."""
+    blobs = gaussian_blobs(fixations, sigmas, grid_hw).sum(dim=0)
+    return blobs / blobs.flatten(1).sum(-1).clamp(min=1e-12)[:, None, None]
+
+
+class FixationChoice(NamedTuple):
+    fixations: torch.Tensor  # (B, 2) centre of the chosen cell
+    log_prob: torch.Tensor  # (B,) log-probability of the chosen cell
+    entropy: torch.Tensor  # (B,) entropy of the distribution
+    probs: torch.Tensor  # (B, gh, gw) the 2-D softmax
+
+
+def choose_fixation(logits: torch.Tensor, sample: bool,
+                    generator: torch.Generator | None = None) -> FixationChoice:
+    """Next fixation from ``logits (B, gh, gw)`` over a grid on the image: a draw from the 2-D
+    softmax (``sample=True``) or its mode; the fixation is the chosen cell's centre."""
+    b, gh, gw = logits.shape
+    flat = logits.float().reshape(b, gh * gw)
+    log_p = F.log_softmax(flat, dim=-1)
+    probs = log_p.exp()
+    if sample:
+        index = torch.multinomial(probs.detach(), 1, generator=generator).squeeze(1)
+    else:
+        index = flat.detach().argmax(dim=-1)
+    row = torch.div(index, gw, rounding_mode="floor")
+    col = index - row * gw
+    fix = torch.stack([(2 * col + 1).float() / gw - 1, (2 * row + 1).float() / gh - 1], dim=-1)
+    chosen = log_p.gather(1, index[:, None]).squeeze(1)
+    entropy = -(probs * log_p).sum(-1)
+    return FixationChoice(fix.to(logits.dtype if logits.is_floating_point() else torch.float32),
+                          chosen, entropy, probs.reshape(b, gh, gw))
+
+
+# ------------------------------------------------------------------------------------------
+# ventral-stream building blocks
+# ------------------------------------------------------------------------------------------
+class ConvGRUCell(nn.Module):
+    """Convolutional GRU: ``z, r = σ(conv[x, h])``, ``n = tanh(conv[x, r h])``,
+    ``h' = (1 - z) h + z n``; a missing ``h`` is zeros."""
+
+    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int = 3):
+        super().__init__()
+        pad = kernel_size // 2
+        self.hidden_channels = hidden_channels
+        self.gates = nn.Conv2d(in_channels + hidden_channels, 2 * hidden_channels, kernel_size, padding=pad)
+        self.candidate = nn.Conv2d(in_channels + hidden_channels, hidden_channels, kernel_size, padding=pad)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        if h is None:
+            h = x.new_zeros(x.shape[0], self.hidden_channels, *x.shape[-2:])
+        h = h.to(x.dtype)
+        z, r = torch.sigmoid(self.gates(torch.cat([x, h], dim=1))).chunk(2, dim=1)
+        n = torch.tanh(self.candidate(torch.cat([x, r * h], dim=1)))
+        return (1 - z) * h + z * n
+
+
+class ConvBNAct(nn.Sequential):
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU(inplace=True)
+
+
+class Encoder(nn.Module):
+    """The CNN shared by all glimpse models: ``stage1`` (Encoder1) then ``stage2`` (Encoder2,
+    convolutional, before pooling)."""
+
+    def __init__(self, stage1: nn.Module, stage2: nn.Module, channels: tuple[int, int],
+                 strides: tuple[int, int]):
+        super().__init__()
+        self.stage1 = stage1
+        self.stage2 = stage2
+        self.channels = channels
+        self.strides = strides
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stage2(self.stage1(x))
+
+
+def micro_encoder(in_chans: int = 3, widths: Sequence[int] = (24, 32, 64)) -> Encoder:
+    """A small CNN for 64x64 images: Encoder1 = two stride-2 convs (stride 4), Encoder2 = a
+    stride-2 conv and a conv (stride 8 overall); BatchNorm and ReLU after each."""
+    w1, w2, w3 = widths
+    stage1 = nn.Sequential(ConvBNAct(in_chans, w1, 2), ConvBNAct(w1, w2, 2))
+    stage2 = nn.Sequential(ConvBNAct(w2, w3, 2), ConvBNAct(w3, w3, 1))
+    return Encoder(stage1, stage2, (w2, w3), (4, 8))
+
+
+def resnet_encoder(name: str = "resnet18", in_chans: int = 3, drop_path_rate: float = 0.0) -> Encoder:
+    """Encoder1 = a timm ResNet's stem and layers 1-3 (stride 16), Encoder2 = its layer 4
+    (stride 32). Randomly initialised (nothing is downloaded)."""
+    net = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans,
+                            drop_path_rate=drop_path_rate)
+    channels = [info["num_chs"] for info in net.feature_info]
+    stage1 = nn.Sequential(net.conv1, net.bn1, net.act1, net.maxpool, net.layer1, net.layer2, net.layer3)
+    return Encoder(stage1, net.layer4, (channels[3], channels[4]), (16, 32))
+
+
+def _build_encoder(encoder: str, in_chans: int, widths, drop_path_rate: float) -> Encoder:
+    if encoder == "micro":
+        if drop_path_rate:
+            raise BioattnError("the micro encoder has no residual blocks: drop_path_rate must be 0")
+        return micro_encoder(in_chans, widths or (24, 32, 64))
+    if encoder.startswith("resnet"):
+        if widths is not None:
+            raise BioattnError("encoder_widths applies to the micro encoder only")
+        if encoder not in timm.list_models("resnet*"):
+            raise BioattnError(f"unknown ResNet encoder '{encoder}'")
+        return resnet_encoder(encoder, in_chans, drop_path_rate)
+    raise BioattnError(f"encoder must be 'micro' or a timm ResNet name (e.g. resnet18); got '{encoder}'")
+
+
+class ClassifierHead(nn.Module):
+    """Global average pooling (for feature maps), dropout, linear classifier ``fc``."""
+
+    def __init__(self, in_features: int, num_classes: int, drop_rate: float = 0.0):
+        super().__init__()
+        self.in_features = in_features
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset(self, num_classes: int) -> None:
+        self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.mean(dim=(2, 3))
+        return self.fc(self.drop(x))
+
+
+# ------------------------------------------------------------------------------------------
+# the shared glimpse-model interface
+# ------------------------------------------------------------------------------------------
+class Glimpses(NamedTuple):
+    """What :meth:`GlimpseModel.forward_glimpses` returns."""
+
+    logits: torch.Tensor  # (T, B, K) prediction after every glimpse
+    fixations: torch.Tensor  # (T, B, 2) fixation of every glimpse (image coordinates, x then y)
+    sigmas: torch.Tensor  # (T, B) width of the region each glimpse covered (image units)
+    log_probs: torch.Tensor | None = None  # (T-1, B) log-probability of each chosen fixation after the first
+    entropies: torch.Tensor | None = None  # (T-1, B) entropy of the policy at each choice
+    maps: dict | None = None  # per-step maps (T, B, h, w) when return_maps=True
+
+
+def _check_steps(steps) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise BioattnError(f"steps must be an integer >= 1; got {steps!r}")
+    return steps
+
+
+def _check_input(x) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise BioattnError(f"images must have shape (B, C, H, W); got {shape}")
+
+
+class GlimpseModel(nn.Module):
+    """Base of the glimpse models: protocol plumbing, the policy objective and the maps.
+
+    Subclasses implement :meth:`forward_glimpses`.
+    """
+
+    num_glimpses: int
+    eval_sample: bool
+    map_size: int
+    learns_fixations: bool = False  # has a fixation policy trained by the policy term
+    policy_weight: float = 0.0
+    policy_discount: float = 0.5
+    entropy_weight: float = 0.0
+
+    def _init_common(self, num_classes: int, num_glimpses: int, eval_sample: bool, in_chans: int,
+                     img_size) -> None:
+        if int(num_classes) != num_classes or num_classes < 0:
+            raise BioattnError(f"num_classes must be an integer >= 0; got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.num_glimpses = _check_steps(num_glimpses)
+        self.eval_sample = bool(eval_sample)
+        self.in_chans = int(in_chans)
+        if isinstance(img_size, (tuple, list)):
+            if len(img_size) != 2 or img_size[0] != img_size[1]:
+                raise BioattnError(f"img_size must be one side length (square images); got {img_size}")
+            img_size = img_size[0]
+        self.img_size = int(img_size)
+
+    # -- protocol
+    def forward(self, x: torch.Tensor):
+        out = self.forward_steps(x)
+        return out if self.training else out.logits
+
+    def forward_steps(self, x: torch.Tensor, steps: int | None = None) -> ModelOutput:
+        """Per-glimpse predictions as a :class:`ModelOutput` (any mode); ``extras`` holds the
+        fixations ``(T, B, 2)``, their widths, and the policy's log-probabilities and entropies."""
+        g = self.forward_glimpses(x, steps=steps)
+        extras = {"fixations": g.fixations, "sigmas": g.sigmas}
+        if g.log_probs is not None:
+            extras["log_probs"] = g.log_probs
+            extras["entropies"] = g.entropies
+        return ModelOutput(logits=g.logits[-1], step_logits=g.logits, extras=extras)
+
+    def forward_glimpses(self, x: torch.Tensor, steps: int | None = None,
+                         return_maps: bool = False) -> Glimpses:
+        raise NotImplementedError
+
+    @property
+    def has_unused_parameters(self) -> bool:
+        """Whether a training step leaves some parameters without gradient (DDP then needs
+        ``find_unused_parameters=True``): the fixation policy learns only from its policy term,
+        which needs ``policy_weight > 0`` and at least 2 glimpses."""
+        return self.learns_fixations and (self.policy_weight == 0 or self.num_glimpses < 2)
+
+    def compute_loss(self, output: ModelOutput | torch.Tensor, target: torch.Tensor,
+                     criterion) -> torch.Tensor:
+        """Classification loss averaged over glimpses plus the fixation-policy term (module
+        docstring). ``target`` is hard ``(B,)`` or soft ``(B, K)``."""
+        if not isinstance(output, ModelOutput):
+            return criterion(output, target)
+        steps = output.all_steps()
+        loss = sum(criterion(s, target) for s in steps) / steps.shape[0]
+        if output.aux_loss is not None:
+            loss = loss + output.aux_loss
+        extras = output.extras or {}
+        log_probs = extras.get("log_probs")
+        if (log_probs is None or log_probs.shape[0] == 0 or not log_probs.requires_grad
+                or self.policy_weight == 0):
+            return loss
+        with torch.no_grad():
+            soft = target.dim() == 2
+            tgt = target.float() if soft else target
+            ce = torch.stack([F.cross_entropy(s.float(), tgt, reduction="none") for s in steps])
+            gains = ce[:-1] - ce[1:]  # (T-1, B): how much each chosen glimpse lowered the loss
+            returns = torch.zeros_like(gains)
+            running = torch.zeros_like(gains[0])
+            for t in range(gains.shape[0] - 1, -1, -1):
+                running = gains[t] + self.policy_discount * running
+                returns[t] = running
+            advantages = returns - returns.mean(dim=1, keepdim=True)
+        policy = -(advantages * log_probs.float()).mean()
+        entropies = extras.get("entropies")
+        if entropies is not None and self.entropy_weight:
+            policy = policy - self.entropy_weight * entropies.float().mean()
+        return loss + self.policy_weight * policy
+
+    # -- maps
+    def _resolve_steps(self, steps) -> int:
+        return self.num_glimpses if steps is None else _check_steps(steps)
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, steps: int | None = None) -> "OrderedDict[str, torch.Tensor]":
+        """``{"fixation density": (B, map_size, map_size)}``: a Gaussian of each glimpse's width
+        at each fixation, summed over the glimpses, normalised to sum to 1."""
+        g = self.forward_glimpses(x, steps=steps)
+        size = (self.map_size, self.map_size)
+        return OrderedDict([("fixation density", fixation_density(g.fixations, g.sigmas, size))])
+
+    def saliency(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """The model's primary map ``(B, h, w)`` (the first of :meth:`attention_maps`)."""
+        return next(iter(self.attention_maps(x, steps=steps).values()))
+
+    # -- pictures
+    def glimpse_images(self, x: torch.Tensor, fixations: torch.Tensor) -> list[torch.Tensor]:
+        """What each glimpse saw: one ``(T, B, C, h, w)`` tensor per glimpse kind, for
+        fixations ``(T, B, 2)``."""
+        raise NotImplementedError
+
+    def glimpse_outlines(self, fixations: torch.Tensor, image_hw: Sequence[int]) -> list[torch.Tensor]:
+        """Outline of each glimpse's field on the image: tensors ``(B, P, 2)`` of image
+        coordinates (closed polygons), for fixations ``(B, 2)``."""
+        return []
+
+    # -- timm conveniences
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool=None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes)
+
+
+def _check_given_fixations(fixations: torch.Tensor, batch: int) -> torch.Tensor:
+    if not isinstance(fixations, torch.Tensor) or fixations.dim() not in (2, 3) or fixations.shape[-1] != 2:
+        raise BioattnError("fixations must have shape (T, B, 2) or (T, 2) (x, y in [-1, 1])")
+    if fixations.dim() == 2:
+        fixations = fixations[:, None, :].expand(-1, batch, -1)
+    if fixations.shape[0] < 1:
+        raise BioattnError("fixations must hold at least one glimpse")
+    for t in range(fixations.shape[0]):
+        check_fixations(fixations[t], batch)
+    return fixations
+
+
+def _retina_outline(retina: Retina, fixations: torch.Tensor, image_hw, points: int = 16) -> torch.Tensor:
+    """Image coordinates ``(B, 4 * points + 1, 2)`` of the retinal square's edge."""
+    s = torch.linspace(-1, 1, points + 1, device=fixations.device, dtype=fixations.dtype)[:-1]
+    one = torch.ones_like(s)
+    edge = torch.cat([torch.stack([s, -one], -1), torch.stack([one, s], -1),
+                      torch.stack([-s, one], -1), torch.stack([-one, -s], -1)])
+    edge = torch.cat([edge, edge[:1]])
+    return retina.to_image(edge[None], fixations[:, None, :], image_hw)
+
+
+def _fovea_outline(retina: Retina, fixations: torch.Tensor, image_hw, points: int = 48) -> torch.Tensor:
+    a = torch.linspace(0, 2 * math.pi, points + 1, device=fixations.device, dtype=fixations.dtype)
+    circle = retina.fovea * torch.stack([a.cos(), a.sin()], -1)
+    return retina.to_image(circle[None], fixations[:, None, :], image_hw)
+
+
+def _make_retina(retina_size: int, img_size: int, fovea: float, field: float | None,
+                 falloff: float | None, scale: float, antialias: bool) -> Retina:
+    if retina_size > img_size:
+        raise BioattnError(f"retina_size {retina_size} exceeds img_size {img_size}")
+    if falloff is None:
+        if field is None:
+            falloff = 0.0
+        else:
+            falloff = falloff_for_field(field, fovea, scale * retina_size / img_size)
+    return Retina(retina_size, fovea=fovea, falloff=falloff, scale=scale, antialias=antialias)
+
+
+# ------------------------------------------------------------------------------------------
+# RS-RNN
+# ------------------------------------------------------------------------------------------
+class RSRNN(GlimpseModel):
+    """Retinal sampling recurrent network (module docstring for the computation).
+
+    Args:
+        num_classes, in_chans, img_size: classes, input channels, training image side.
+        encoder: ``'micro'`` or a timm ResNet name (its stem+layers 1-3 / layer 4).
+        encoder_widths: widths of the micro encoder's three conv stages.
+        num_glimpses: glimpses per image in training (and by default at evaluation).
+        eval_sample: at evaluation, sample fixations (True) or take the mode (False).
+        retina_size: retinal image side in pixels (default img_size // 2).
+        retina_fovea: fovea radius as a fraction of the retinal half-width.
+        retina_field: reach of the retina's edge from the fixation, in image units (half the
+            image width is 1); sets the fall-off unless ``retina_falloff`` is given. The default
+            1 fits the whole image into the retinal square when fixating its centre.
+        retina_falloff: growth rate of the peripheral sample spacing (0: a plain crop).
+        retina_scale: image pixels per retinal pixel in the fovea (1: full resolution).
+        retina_antialias: blur the periphery with its sample spacing.
+        map_size: side of the grid over the image that carries saliency, IOR and fixations.
+        gru_kernel: kernel size of the ConvGRU.
+        remap_state: remap the hidden state into each new fixation's retinal frame.
+        detach_dorsal: the dorsal stream reads a detached hidden state.
+        initial_fixation: the first fixation (x, y).
+        sigma_range: (min, max) IOR width in image units.
+        policy_weight, policy_discount, entropy_weight: the policy objective (module docstring).
+        drop_rate: dropout before the classifier; drop_path_rate: ResNet encoders only.
+    """
+
+    learns_fixations = True
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        img_size: int = 224,
+        encoder: str = "resnet18",
+        encoder_widths: Sequence[int] | None = None,
+        num_glimpses: int = 4,
+        eval_sample: bool = False,
+        retina_size: int | None = None,
+        retina_fovea: float = 0.5,
+        retina_field: float | None = 1.0,
+        retina_falloff: float | None = None,
+        retina_scale: float = 1.0,
+        retina_antialias: bool = True,
+        map_size: int = 16,
+        gru_kernel: int = 3,
+        remap_state: bool = True,
+        detach_dorsal: bool = True,
+        initial_fixation: Sequence[float] = (0.0, 0.0),
+        sigma_range: Sequence[float] = (0.05, 0.75),
+        policy_weight: float = 1.0,
+        policy_discount: float = 0.5,
+        entropy_weight: float = 0.01,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        self._init_common(num_classes, num_glimpses, eval_sample, in_chans, img_size)
+        retina_size = int(retina_size or self.img_size // 2)
+        self.retina = _make_retina(retina_size, self.img_size, retina_fovea, retina_field,
+                                   retina_falloff, retina_scale, retina_antialias)
+        self.encoder = _build_encoder(encoder, in_chans, encoder_widths, drop_path_rate)
+        c1, c2 = self.encoder.channels
+        self.gru = ConvGRUCell(c1, c1, gru_kernel)
+        self.head = ClassifierHead(c2, num_classes, drop_rate)
+        self.saliency_net = nn.Sequential(
+            nn.Conv2d(c1, max(8, c1 // 2), 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(max(8, c1 // 2), 1, 1),
+        )
+        self.sigma_net = nn.Linear(c1, 1)
+        lo, hi = float(sigma_range[0]), float(sigma_range[1])
+        if not 0 < lo < hi:
+            raise BioattnError(f"sigma_range must be (min, max) with 0 < min < max; got {tuple(sigma_range)}")
+        self.sigma_range = (lo, hi)
+        with torch.no_grad():  # start near an IOR width of 0.25
+            target = min(max((0.25 - lo) / (hi - lo), 0.05), 0.95)
+            self.sigma_net.weight.mul_(0.1)
+            self.sigma_net.bias.fill_(math.log(target / (1 - target)))
+        if int(map_size) < 1:
+            raise BioattnError(f"map_size must be >= 1; got {map_size}")
+        self.map_size = int(map_size)
+        self.remap_state = bool(remap_state)
+        self.detach_dorsal = bool(detach_dorsal)
+        init = torch.tensor([float(v) for v in initial_fixation])
+        check_fixations(init[None])
+        self.register_buffer("initial_fixation", init, persistent=False)
+        self.policy_weight = float(policy_weight)
+        self.policy_discount = float(policy_discount)
+        self.entropy_weight = float(entropy_weight)
+
+    def _sigma(self, h: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.sigma_range
+        return lo + (hi - lo) * torch.sigmoid(self.sigma_net(h.mean(dim=(2, 3))).squeeze(-1).float())
+
+    def forward_glimpses(self, x: torch.Tensor, steps: int | None = None, return_maps: bool = False,
+                         fixations: torch.Tensor | None = None) -> Glimpses:
+        """Run ``steps`` glimpses (default ``num_glimpses``). ``fixations (T, B, 2)`` replays a
+        given scan path instead of the policy (the policy's log-probabilities of it are still
+        returned). ``return_maps`` adds, per glimpse, the maps that chose the next fixation:
+        ``saliency``, ``inhibition of return`` and ``fixation probability`` ``(T, B, G, G)``."""
+        _check_input(x)
+        self.retina.check_images(x)
+        b, hw = x.shape[0], x.shape[-2:]
+        if fixations is not None:
+            fixations = _check_given_fixations(fixations, b).to(x.device, torch.float32)
+            if steps is not None and _check_steps(steps) != fixations.shape[0]:
+                raise BioattnError(f"steps={steps} but {fixations.shape[0]} fixations were given")
+            steps = fixations.shape[0]
+        steps = self._resolve_steps(steps)
+        sample = self.training or self.eval_sample
+        grid = (self.map_size, self.map_size)
+        pyramid = self.retina.pyramid(x)
+
+        fix = (fixations[0] if fixations is not None
+               else self.initial_fixation.to(x.device, torch.float32).expand(b, 2))
+        h = prev_fix = ior = None
+        logits, fixes, sigmas, log_probs, entropies = [], [fix], [], [], []
+        maps = {"saliency": [], "inhibition of return": [], "fixation probability": []}
+        for t in range(steps):
+            glimpse = self.retina(x, fix, pyramid=pyramid, check=False)
+            feat = self.encoder.stage1(glimpse)
+            if h is not None and self.remap_state:
+                h = self.retina.remap(h, prev_fix, fix, hw)
+            h = self.gru(feat, h)
+            logits.append(self.head(self.encoder.stage2(h)))
+            dorsal_in = h.detach() if self.detach_dorsal else h
+            sigmas.append(self._sigma(dorsal_in))
+            if t == steps - 1 and not return_maps:
+                break
+            salient = self.retina.to_image_grid(self.saliency_net(dorsal_in).float(), fix, hw, grid,
+                                                padding_mode="border")
+            salient = F.softplus(salient[:, 0])
+            # inhibition of return, one factor per fixation so far (a running product)
+            newest = inhibition_of_return(fix[None], sigmas[-1][None], grid)
+            ior = newest if ior is None else ior * newest
+            choice = choose_fixation(salient * ior, sample)
+            if return_maps:
+                maps["saliency"].append(salient.detach())
+                maps["inhibition of return"].append(ior.detach())
+                maps["fixation probability"].append(choice.probs.detach())
+            if t == steps - 1:
+                break
+            nxt = choice.fixations
+            if fixations is not None:
+                nxt = fixations[t + 1]
+                idx = _cell_index(nxt, grid)
+                lp = torch.log(choice.probs.flatten(1).clamp(min=1e-30))
+                log_probs.append(lp.gather(1, idx[:, None]).squeeze(1))
+            else:
+                log_probs.append(choice.log_prob)
+            entropies.append(choice.entropy)
+            prev_fix, fix = fix, nxt
+            fixes.append(fix)
+        return Glimpses(
+            logits=torch.stack(logits),
+            fixations=torch.stack(fixes),
+            sigmas=torch.stack(sigmas),
+            log_probs=torch.stack(log_probs) if log_probs else x.new_zeros(0, b),
+            entropies=torch.stack(entropies) if entropies else x.new_zeros(0, b),
+            maps={k: torch.stack(v) for k, v in maps.items()} if return_maps else None,
+        )
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, steps: int | None = None) -> "OrderedDict[str, torch.Tensor]":
+        """``fixation density`` (the primary map), then the ``saliency`` and ``inhibition of
+        return`` maps that chose the last fixation, all ``(B, map_size, map_size)``."""
+        g = self.forward_glimpses(x, steps=steps, return_maps=True)
+        size = (self.map_size, self.map_size)
+        out = OrderedDict([("fixation density", fixation_density(g.fixations, g.sigmas, size))])
+        if g.fixations.shape[0] > 1:
+            out["saliency"] = g.maps["saliency"][-2]
+            out["inhibition of return"] = g.maps["inhibition of return"][-2]
+        return out
+
+    def glimpse_images(self, x: torch.Tensor, fixations: torch.Tensor) -> list[torch.Tensor]:
+        _check_input(x)
+        self.retina.check_images(x)
+        fixations = _check_given_fixations(fixations, x.shape[0]).to(x.device, x.dtype)
+        pyramid = self.retina.pyramid(x)
+        return [torch.stack([self.retina(x, f, pyramid=pyramid, check=False) for f in fixations])]
+
+    def glimpse_outlines(self, fixations: torch.Tensor, image_hw: Sequence[int]) -> list[torch.Tensor]:
+        out = [_retina_outline(self.retina, fixations, image_hw)]
+        if self.retina.falloff > 0 and self.retina.fovea > 0:
+            out.append(_fovea_outline(self.retina, fixations, image_hw))
+        return out
+
+
+def _cell_index(fixations: torch.Tensor, grid_hw: Sequence[int]) -> torch.Tensor:
+    """Index of the grid cell holding each fixation ``(B, 2)`` (row-major)."""
+    gh, gw = int(grid_hw[0]), int(grid_hw[1])
+    col = ((fixations[:, 0] + 1) / 2 * gw).floor().clamp(0, gw - 1).long()
+    row = ((fixations[:, 1] + 1) / 2 * gh).floor().clamp(0, gh - 1).long()
+    return row * gw + col
+
+
+# ------------------------------------------------------------------------------------------
+# Retina / Crop-S / Crop-D baselines
+# ------------------------------------------------------------------------------------------
+class RecurrentGlimpseNet(GlimpseModel):
+    """Glimpse sensor(s), the shared encoder pooled to a vector, a 1-D GRU, a classifier, and a
+    location head choosing the next fixation on a grid over the image (module docstring).
+
+    ``glimpse='retina'`` (Retina baseline), ``'crop'`` (Crop-S: one full-resolution crop of
+    ``retina_size`` pixels) or ``'crop2'`` (Crop-D: that crop and one of twice the field at half
+    the resolution; ``retina_scale`` sets the first crop's pixels per image pixel, the retina's
+    fovea and field do not apply). ``ior_sigma`` is the fixed inhibition-of-return width (image
+    units). The other arguments are :class:`RSRNN`'s; ``hidden_size`` is the GRU's width
+    (default twice Encoder2's channels).
+    """
+
+    learns_fixations = True
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        img_size: int = 224,
+        glimpse: str = "retina",
+        encoder: str = "resnet18",
+        encoder_widths: Sequence[int] | None = None,
+        num_glimpses: int = 4,
+        eval_sample: bool = False,
+        retina_size: int | None = None,
+        retina_fovea: float = 0.5,
+        retina_field: float | None = 1.0,
+        retina_falloff: float | None = None,
+        retina_scale: float = 1.0,
+        retina_antialias: bool = True,
+        hidden_size: int | None = None,
+        map_size: int = 16,
+        ior_sigma: float = 0.25,
+        initial_fixation: Sequence[float] = (0.0, 0.0),
+        policy_weight: float = 1.0,
+        policy_discount: float = 0.5,
+        entropy_weight: float = 0.01,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        self._init_common(num_classes, num_glimpses, eval_sample, in_chans, img_size)
+        retina_size = int(retina_size or self.img_size // 2)
+        if glimpse == "retina":
+            sensors = [_make_retina(retina_size, self.img_size, retina_fovea, retina_field,
+                                    retina_falloff, retina_scale, retina_antialias)]
+        elif glimpse in ("crop", "crop2"):
+            if retina_falloff:
+                raise BioattnError(
+                    "crop glimpses are uniform: retina_falloff applies to glimpse='retina' only")
+            scales = (retina_scale,) if glimpse == "crop" else (retina_scale, 2 * retina_scale)
+            if retina_size > self.img_size:
+                raise BioattnError(f"retina_size {retina_size} exceeds img_size {self.img_size}")
+            sensors = [Retina(retina_size, fovea=0.0, falloff=0.0, scale=s, antialias=retina_antialias)
+                       for s in scales]
+        else:
+            raise BioattnError(f"glimpse must be 'retina', 'crop' or 'crop2'; got '{glimpse}'")
+        self.glimpse = glimpse
+        self.sensors = nn.ModuleList(sensors)
+        self.encoder = _build_encoder(encoder, in_chans, encoder_widths, drop_path_rate)
+        c2 = self.encoder.channels[1]
+        hidden = int(hidden_size or 2 * c2)
+        self.what = nn.Linear(c2 * len(sensors), hidden)
+        self.where = nn.Linear(2, hidden)
+        self.gru = nn.GRUCell(hidden, hidden)
+        self.head = ClassifierHead(hidden, num_classes, drop_rate)
+        if int(map_size) < 1:
+            raise BioattnError(f"map_size must be >= 1; got {map_size}")
+        self.map_size = int(map_size)
+        self.location_head = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, self.map_size ** 2)
+        )
+        if ior_sigma <= 0:
+            raise BioattnError(f"ior_sigma must be > 0; got {ior_sigma}")
+        self.ior_sigma = float(ior_sigma)
+        init = torch.tensor([float(v) for v in initial_fixation])
+        check_fixations(init[None])
+        self.register_buffer("initial_fixation", init, persistent=False)
+        self.policy_weight = float(policy_weight)
+        self.policy_discount = float(policy_discount)
+        self.entropy_weight = float(entropy_weight)
+
+    def _pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        widest = max(self.sensors, key=lambda s: s.num_levels(x.shape[-2:]))
+        return widest.pyramid(x)
+
+    def _look(self, x, fix, pyramid) -> torch.Tensor:
+        views = [s(x, fix, pyramid=pyramid[: s.num_levels(x.shape[-2:])], check=False) for s in self.sensors]
+        b = x.shape[0]
+        pooled = self.encoder(torch.cat(views)).mean(dim=(2, 3))  # (S*B, C2)
+        pooled = pooled.reshape(len(views), b, -1).permute(1, 0, 2).reshape(b, -1)
+        return F.relu(self.what(pooled) + self.where(fix.to(pooled.dtype)))
+
+    def forward_glimpses(self, x: torch.Tensor, steps: int | None = None, return_maps: bool = False,
+                         fixations: torch.Tensor | None = None) -> Glimpses:
+        """As :meth:`RSRNN.forward_glimpses`; the maps are ``saliency`` (the location head's
+        grid), ``inhibition of return`` and ``fixation probability``."""
+        _check_input(x)
+        for s in self.sensors:
+            s.check_images(x)
+        b = x.shape[0]
+        if fixations is not None:
+            fixations = _check_given_fixations(fixations, b).to(x.device, torch.float32)
+            if steps is not None and _check_steps(steps) != fixations.shape[0]:
+                raise BioattnError(f"steps={steps} but {fixations.shape[0]} fixations were given")
+            steps = fixations.shape[0]
+        steps = self._resolve_steps(steps)
+        sample = self.training or self.eval_sample
+        grid = (self.map_size, self.map_size)
+        pyramid = self._pyramid(x)
+        fix = (fixations[0] if fixations is not None
+               else self.initial_fixation.to(x.device, torch.float32).expand(b, 2))
+        h = ior = None
+        logits, fixes, log_probs, entropies = [], [fix], [], []
+        maps = {"saliency": [], "inhibition of return": [], "fixation probability": []}
+        for t in range(steps):
+            g = self._look(x, fix, pyramid)
+            h = self.gru(g, h)
+            logits.append(self.head(h))
+            if t == steps - 1 and not return_maps:
+                break
+            salient = F.softplus(self.location_head(h.detach()).float()).reshape(b, *grid)
+            newest = inhibition_of_return(fix[None], self.ior_sigma, grid)
+            ior = newest if ior is None else ior * newest
+            choice = choose_fixation(salient * ior, sample)
+            if return_maps:
+                maps["saliency"].append(salient.detach())
+                maps["inhibition of return"].append(ior.detach())
+                maps["fixation probability"].append(choice.probs.detach())
+            if t == steps - 1:
+                break
+            nxt = choice.fixations
+            if fixations is not None:
+                nxt = fixations[t + 1]
+                lp = torch.log(choice.probs.flatten(1).clamp(min=1e-30))
+                log_probs.append(lp.gather(1, _cell_index(nxt, grid)[:, None]).squeeze(1))
+            else:
+                log_probs.append(choice.log_prob)
+            entropies.append(choice.entropy)
+            fix = nxt
+            fixes.append(fix)
+        fixes_t = torch.stack(fixes)
+        return Glimpses(
+            logits=torch.stack(logits),
+            fixations=fixes_t,
+            sigmas=fixes_t.new_full(fixes_t.shape[:2], self.ior_sigma),
+            log_probs=torch.stack(log_probs) if log_probs else x.new_zeros(0, b),
+            entropies=torch.stack(entropies) if entropies else x.new_zeros(0, b),
+            maps={k: torch.stack(v) for k, v in maps.items()} if return_maps else None,
+        )
+
+    def glimpse_images(self, x: torch.Tensor, fixations: torch.Tensor) -> list[torch.Tensor]:
+        _check_input(x)
+        for s in self.sensors:
+            s.check_images(x)
+        fixations = _check_given_fixations(fixations, x.shape[0]).to(x.device, x.dtype)
+        pyramid = self._pyramid(x)
+        return [torch.stack([s(x, f, pyramid=pyramid[: s.num_levels(x.shape[-2:])], check=False)
+                             for f in fixations]) for s in self.sensors]
+
+    def glimpse_outlines(self, fixations: torch.Tensor, image_hw: Sequence[int]) -> list[torch.Tensor]:
+        out = [_retina_outline(s, fixations, image_hw) for s in self.sensors]
+        first = self.sensors[0]
+        if first.falloff > 0 and first.fovea > 0:
+            out.append(_fovea_outline(first, fixations, image_hw))
+        return out
+
+
+# ------------------------------------------------------------------------------------------
+# S3TA
+# ------------------------------------------------------------------------------------------
+def fourier_basis(height: int, width: int, frequencies: int, device=None, dtype=None) -> torch.Tensor:
+    """Spatial basis ``(4 * frequencies, height, width)``: sin and cos of x and y at frequencies
+    ``pi * 2^k / 2`` over ``[-1, 1]``."""
+    grid = coordinate_grid(height, width, device, dtype)  # (h, w, 2)
+    feats = []
+    for k in range(frequencies):
+        w = math.pi * (2 ** k) / 2
+        feats += [torch.sin(w * grid[..., 0]), torch.cos(w * grid[..., 0]),
+                  torch.sin(w * grid[..., 1]), torch.cos(w * grid[..., 1])]
+    return torch.stack(feats)
+
+
+class S3TA(GlimpseModel):
+    """Soft, spatial, sequential, top-down attention (covert; module docstring).
+
+    The image goes once through Encoder1; keys and values are 1x1 projections of its feature
+    map, each with a Fourier spatial basis appended. Every step the LSTM state gives
+    ``num_queries`` queries; each attends over all positions (softmax of query-key products);
+    the answers (attention-weighted values) and the queries feed the LSTM; an MLP on the LSTM
+    state gives the logits. Its attention is deterministic: ``eval_sample`` is accepted for a
+    uniform interface and changes nothing.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        img_size: int = 224,
+        encoder: str = "resnet18",
+        encoder_widths: Sequence[int] | None = None,
+        num_glimpses: int = 4,
+        eval_sample: bool = False,
+        num_queries: int = 2,
+        key_size: int = 16,
+        value_size: int | None = None,
+        basis_frequencies: int = 4,
+        hidden_size: int | None = None,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        self._init_common(num_classes, num_glimpses, eval_sample, in_chans, img_size)
+        encoder_full = _build_encoder(encoder, in_chans, encoder_widths, drop_path_rate)
+        self.stage1 = encoder_full.stage1  # Encoder1 only: the finer attention grid
+        c1 = encoder_full.channels[0]
+        self.stride = encoder_full.strides[0]
+        value_size = int(value_size or c1)
+        hidden = int(hidden_size or 2 * encoder_full.channels[1])
+        self.basis_frequencies = int(basis_frequencies)
+        nb = 4 * self.basis_frequencies
+        self.num_queries = int(num_queries)
+        self.key_size = int(key_size) + nb
+        # no key bias: it would shift every position's logit by the same amount (softmax-invariant)
+        self.keys = nn.Conv2d(c1, int(key_size), 1, bias=False)
+        self.values = nn.Conv2d(c1, value_size, 1)
+        self.query_net = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+                                       nn.Linear(hidden, self.num_queries * self.key_size))
+        answer = self.num_queries * (value_size + nb + self.key_size)
+        self.lstm = nn.LSTMCell(answer, hidden)
+        self.output_mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(inplace=True))
+        self.head = ClassifierHead(hidden, num_classes, drop_rate)
+        self.hidden_size = hidden
+        self.map_size = max(1, self.img_size // self.stride)
+
+    def forward_glimpses(self, x: torch.Tensor, steps: int | None = None,
+                         return_maps: bool = False) -> Glimpses:
+        """``steps`` attention steps over one encoding of the image; ``return_maps`` adds the
+        ``attention`` (mean over queries) of every step ``(T, B, h, w)``."""
+        _check_input(x)
+        steps = self._resolve_steps(steps)
+        b = x.shape[0]
+        feats = self.stage1(x)
+        fh, fw = feats.shape[-2:]
+        basis = fourier_basis(fh, fw, self.basis_frequencies, x.device, feats.dtype)
+        basis = basis.reshape(1, -1, fh * fw).expand(b, -1, -1)
+        keys = torch.cat([self.keys(feats).flatten(2), basis], dim=1)  # (B, Ck, N)
+        values = torch.cat([self.values(feats).flatten(2), basis], dim=1)  # (B, Cv, N)
+        positions = coordinate_grid(fh, fw, x.device, torch.float32).reshape(fh * fw, 2)
+        h = feats.new_zeros(b, self.hidden_size)
+        c = feats.new_zeros(b, self.hidden_size)
+        logits, fixes, sigmas, attn_maps = [], [], [], []
+        for _ in range(steps):
+            q = self.query_net(h).reshape(b, self.num_queries, self.key_size)
+            attn = torch.softmax(q @ keys / math.sqrt(self.key_size), dim=-1)  # (B, Q, N)
+            answers = attn @ values.transpose(1, 2)  # (B, Q, Cv)
+            h, c = self.lstm(torch.cat([answers.flatten(1), q.flatten(1)], dim=1), (h, c))
+            logits.append(self.head(self.output_mlp(h)))
+            mean_attn = attn.float().mean(dim=1)  # (B, N)
+            centre = mean_attn @ positions
+            spread = (mean_attn @ positions.pow(2) - centre.pow(2)).sum(-1).clamp(min=1e-6).sqrt()
+            fixes.append(centre.detach().clamp(-1, 1))
+            sigmas.append(spread.detach())
+            attn_maps.append(mean_attn.detach().reshape(b, fh, fw))
+        return Glimpses(
+            logits=torch.stack(logits),
+            fixations=torch.stack(fixes),
+            sigmas=torch.stack(sigmas),
+            maps={"attention": torch.stack(attn_maps)} if return_maps else None,
+        )
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, steps: int | None = None) -> "OrderedDict[str, torch.Tensor]":
+        """``{"attention": (B, h, w)}``: the attention over Encoder1's grid, averaged over
+        queries and steps (sums to 1)."""
+        g = self.forward_glimpses(x, steps=steps, return_maps=True)
+        return OrderedDict([("attention", g.maps["attention"].mean(dim=0))])
+
+    def glimpse_images(self, x: torch.Tensor, fixations: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The image weighted by each step's attention (upsampled, scaled to max 1); ``fixations``
+        is ignored (covert attention)."""
+        _check_input(x)
+        g = self.forward_glimpses(x, return_maps=True,
+                                  steps=None if fixations is None else int(fixations.shape[0]))
+        attn = g.maps["attention"]
+        t, b = attn.shape[:2]
+        up = F.interpolate(attn.reshape(t * b, 1, *attn.shape[-2:]), size=x.shape[-2:], mode="bilinear",
+                           align_corners=False).reshape(t, b, 1, *x.shape[-2:])
+        up = up / up.flatten(2).amax(-1).clamp(min=1e-12)[..., None, None, None]
+        return [x[None] * up.to(x.dtype)]
+
+
+# ------------------------------------------------------------------------------------------
+# FF-CNN
+# ------------------------------------------------------------------------------------------
+class FFCNN(GlimpseModel):
+    """The shared encoder and classifier, feedforward on the whole image: one step.
+
+    Asked for ``steps`` glimpses it repeats its prediction, so per-glimpse curves cover it; its
+    fixation is the image centre. ``attention_maps`` gives the L2 norm over channels of
+    Encoder2's feature map.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        img_size: int = 224,
+        encoder: str = "resnet18",
+        encoder_widths: Sequence[int] | None = None,
+        num_glimpses: int = 1,
+        eval_sample: bool = False,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        self._init_common(num_classes, num_glimpses, eval_sample, in_chans, img_size)
+        self.encoder = _build_encoder(encoder, in_chans, encoder_widths, drop_path_rate)
+        self.head = ClassifierHead(self.encoder.channels[1], num_classes, drop_rate)
+        self.map_size = max(1, self.img_size // self.encoder.strides[1])
+
+    def forward_glimpses(self, x: torch.Tensor, steps: int | None = None,
+                         return_maps: bool = False) -> Glimpses:
+        _check_input(x)
+        steps = self._resolve_steps(steps)
+        feats = self.encoder(x)
+        logits = self.head(feats)
+        b = x.shape[0]
+        maps = None
+        if return_maps:
+            norm = feats.detach().float().norm(dim=1)
+            maps = {"feature norm": norm[None].expand(steps, -1, -1, -1)}
+        return Glimpses(
+            logits=logits[None].expand(steps, -1, -1),
+            fixations=x.new_zeros(steps, b, 2),
+            sigmas=x.new_ones(steps, b),
+            maps=maps,
+        )
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, steps: int | None = None) -> "OrderedDict[str, torch.Tensor]":
+        """``{"feature norm": (B, h, w)}``: L2 norm over channels of Encoder2's features."""
+        _check_input(x)
+        return OrderedDict([("feature norm", self.encoder(x).float().norm(dim=1))])
+
+    def glimpse_images(self, x: torch.Tensor, fixations: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The whole image at every step."""
+        _check_input(x)
+        t = 1 if fixations is None else int(fixations.shape[0])
+        return [x[None].expand(t, *x.shape)]
+
+
+# ------------------------------------------------------------------------------------------
+# registration with timm
+# ------------------------------------------------------------------------------------------
+# Normalisation of the embedded 64x64 shape data set (pixel values in [0, 1]).
+_EMBEDDED_MEAN = (0.5, 0.5, 0.5)
+_EMBEDDED_STD = (0.25, 0.25, 0.25)
+
+
+def _cfg(img_size: int, first_conv: str, **kwargs) -> dict:
+    micro = img_size == 64
+    return {
+        "url": "",
+        "num_classes": 10 if micro else 1000,
+        "input_size": (3, img_size, img_size),
+        "pool_size": None,
+        "crop_pct": 1.0 if micro else 0.875,
+        "interpolation": "bilinear",
+        "fixed_input_size": False,
+        "mean": _EMBEDDED_MEAN if micro else IMAGENET_DEFAULT_MEAN,
+        "std": _EMBEDDED_STD if micro else IMAGENET_DEFAULT_STD,
+        "first_conv": first_conv,
+        "classifier": "head.fc",
+        "license": "apache-2.0",
+        **kwargs,
+    }
+
+
+_MICRO_CONV = "encoder.stage1.0.conv"
+_RESNET_CONV = "encoder.stage1.0"
+
+default_cfgs = generate_default_cfgs({
+    "rsrnn_micro": _cfg(64, _MICRO_CONV),
+    "rsrnn_resnet18": _cfg(224, _RESNET_CONV),
+    "retina_gru_micro": _cfg(64, _MICRO_CONV),
+    "retina_gru_resnet18": _cfg(224, _RESNET_CONV),
+    "crop_s_micro": _cfg(64, _MICRO_CONV),
+    "crop_s_resnet18": _cfg(224, _RESNET_CONV),
+    "crop_d_micro": _cfg(64, _MICRO_CONV),
+    "crop_d_resnet18": _cfg(224, _RESNET_CONV),
+    "s3ta_micro": _cfg(64, "stage1.0.conv"),
+    "s3ta_resnet18": _cfg(224, "stage1.0"),
+    "ffcnn_micro": _cfg(64, _MICRO_CONV),
+    "ffcnn_resnet18": _cfg(224, _RESNET_CONV),
+})
+
+# Architecture of each registered size; constructor keywords override these.
+_MICRO = dict(img_size=64, encoder="micro")
+_RESNET18 = dict(img_size=224, encoder="resnet18")
+_GLIMPSE_MICRO = dict(_MICRO, retina_size=32, map_size=16)
+_GLIMPSE_RESNET18 = dict(_RESNET18, retina_size=128, map_size=28)
+
+
+def _create(variant: str, cls, defaults: dict, pretrained: bool, kwargs: dict) -> nn.Module:
+    if pretrained:
+        raise BioattnError(
+            f"{variant} has no pretrained weights (nothing to download); build it with "
+            "pretrained=False and train it, or load a checkpoint with bioattn.checkpoint.load_model"
+        )
+    args = dict(defaults)
+    args.update(kwargs)
+    return build_model_with_cfg(cls, variant, pretrained=False, **args)
+
+
+@register_model
+def rsrnn_micro(pretrained: bool = False, **kwargs) -> RSRNN:
+    """RS-RNN with the micro encoder for 64x64 images (32-pixel retina, 16x16 fixation grid)."""
+    return _create("rsrnn_micro", RSRNN, _GLIMPSE_MICRO, pretrained, kwargs)
+
+
+@register_model
+def rsrnn_resnet18(pretrained: bool = False, **kwargs) -> RSRNN:
+    """RS-RNN with ResNet-18 stages for 224x224 images (128-pixel retina, 28x28 fixation grid)."""
+    return _create("rsrnn_resnet18", RSRNN, _GLIMPSE_RESNET18, pretrained, kwargs)
+
+
+@register_model
+def retina_gru_micro(pretrained: bool = False, **kwargs) -> RecurrentGlimpseNet:
+    """Retina baseline (retinal glimpses, 1-D GRU) with the micro encoder."""
+    return _create("retina_gru_micro", RecurrentGlimpseNet, dict(_GLIMPSE_MICRO, glimpse="retina"),
+                   pretrained, kwargs)
+
+
+@register_model
+def retina_gru_resnet18(pretrained: bool = False, **kwargs) -> RecurrentGlimpseNet:
+    """Retina baseline (retinal glimpses, 1-D GRU) with ResNet-18 stages."""
+    return _create("retina_gru_resnet18", RecurrentGlimpseNet, dict(_GLIMPSE_RESNET18, glimpse="retina"),
+                   pretrained, kwargs)
+
+
+@register_model
+def crop_s_micro(pretrained: bool = False, **kwargs) -> RecurrentGlimpseNet:
+    """Crop-S baseline (one 32-pixel full-resolution crop per glimpse) with the micro encoder."""
+    return _create("crop_s_micro", RecurrentGlimpseNet, dict(_GLIMPSE_MICRO, glimpse="crop"),
+                   pretrained, kwargs)
+
+
+@register_model
+def crop_s_resnet18(pretrained: bool = False, **kwargs) -> RecurrentGlimpseNet:
+    """Crop-S baseline (one 128-pixel full-resolution crop per glimpse) with ResNet-18 stages."""
+    return _create("crop_s_resnet18", RecurrentGlimpseNet, dict(_GLIMPSE_RESNET18, glimpse="crop"),
+                   pretrained, kwargs)
+
+
+@register_model
+def crop_d_micro(pretrained: bool = False, **kwargs) -> RecurrentGlimpseNet:
+    """Crop-D baseline (crops at two scales per glimpse) with the micro encoder."""
+    return _create("crop_d_micro", RecurrentGlimpseNet, dict(_GLIMPSE_MICRO, glimpse="crop2"),
+                   pretrained, kwargs)
+
+
+@register_model
+def crop_d_resnet18(pretrained: bool = False, **kwargs) -> RecurrentGlimpseNet:
+    """Crop-D baseline (crops at two scales per glimpse) with ResNet-18 stages."""
+    return _create("crop_d_resnet18", RecurrentGlimpseNet, dict(_GLIMPSE_RESNET18, glimpse="crop2"),
+                   pretrained, kwargs)
+
+
+@register_model
+def s3ta_micro(pretrained: bool = False, **kwargs) -> S3TA:
+    """S3TA (covert soft attention with an LSTM) with the micro encoder."""
+    return _create("s3ta_micro", S3TA, _MICRO, pretrained, kwargs)
+
+
+@register_model
+def s3ta_resnet18(pretrained: bool = False, **kwargs) -> S3TA:
+    """S3TA (covert soft attention with an LSTM) with ResNet-18 stages."""
+    return _create("s3ta_resnet18", S3TA, _RESNET18, pretrained, kwargs)
+
+
+@register_model
+def ffcnn_micro(pretrained: bool = False, **kwargs) -> FFCNN:
+    """FF-CNN: the micro encoder and classifier, feedforward on the whole image."""
+    return _create("ffcnn_micro", FFCNN, _MICRO, pretrained, kwargs)
+
+
+@register_model
+def ffcnn_resnet18(pretrained: bool = False, **kwargs) -> FFCNN:
+    """FF-CNN: ResNet-18 (as the shared encoder) and classifier on the whole image."""
+    return _create("ffcnn_resnet18", FFCNN, _RESNET18, pretrained, kwargs)

@@ -1,0 +1,234 @@
+"""Pictures of glimpse models: the fixation path, what each glimpse saw, and the maps that chose
+the next fixation.
+
+:func:`plot_glimpses` works with every model that has ``forward_glimpses`` and
+``glimpse_images`` (RS-RNN and its baselines in :mod:`bioattn.models.rsrnn`). It draws with
+matplotlib's Agg canvas (no display, no global backend change) and writes GIFs with PIL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import BioattnError
+from ..protocol import unwrap
+
+_PATH_COLOUR = "#ffcc00"
+_OUTLINE_COLOURS = ("#00e5ff", "#ff4fd8", "#7dff6b")
+
+
+def _denormalise(image: torch.Tensor, mean, std) -> np.ndarray:
+    c = image.shape[0]
+    m = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+    if m.shape[0] not in (1, c) or s.shape[0] not in (1, c):
+        raise BioattnError(f"mean/std must have 1 or {c} values (one per channel)")
+    pixels = (image.detach().float().cpu() * s + m).clamp(0, 1)
+    if c == 1:
+        pixels = pixels.expand(3, -1, -1)
+    return pixels.permute(1, 2, 0).numpy()
+
+
+def _to_pixels(points: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """Image coordinates (..., 2) in [-1, 1] to imshow pixel coordinates (centres at integers)."""
+    p = points.detach().float().cpu().numpy()
+    return np.stack([(p[..., 0] + 1) / 2 * width - 0.5, (p[..., 1] + 1) / 2 * height - 0.5], -1)
+
+
+def _draw_path(ax, fixations: np.ndarray, upto: int, height: int, width: int) -> None:
+    """Fixation path up to glimpse ``upto`` (inclusive), numbered from 1."""
+    pts = fixations[: upto + 1]
+    ax.plot(pts[:, 0], pts[:, 1], "-", color=_PATH_COLOUR, lw=1.5, alpha=0.9)
+    for i, (x, y) in enumerate(pts):
+        last = i == upto
+        ax.plot(x, y, "o", ms=9 if last else 7, mfc=_PATH_COLOUR if last else "none",
+                mec=_PATH_COLOUR, mew=1.5)
+        ax.annotate(str(i + 1), (x, y), xytext=(4, -4), textcoords="offset points", color="white",
+                    fontsize=8, fontweight="bold")
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+
+
+def _draw_outlines(ax, outlines: list[np.ndarray], alpha: float = 0.9) -> None:
+    for k, poly in enumerate(outlines):
+        ax.plot(poly[:, 0], poly[:, 1], "-", color=_OUTLINE_COLOURS[k % len(_OUTLINE_COLOURS)],
+                lw=1.0, alpha=alpha)
+
+
+def _show_glimpse(ax, glimpse: torch.Tensor, mean, std, title: str | None = None) -> None:
+    ax.imshow(_denormalise(glimpse, mean, std), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=7)
+
+
+def _prediction_text(logits: torch.Tensor, class_names: Sequence[str] | None) -> str:
+    probs = logits.float().softmax(-1)
+    p, k = probs.max(-1)
+    name = class_names[int(k)] if class_names is not None and int(k) < len(class_names) else str(int(k))
+    return f"{name} {100 * float(p):.0f}%"
+
+
+def _canvas(figsize):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_glimpses(
+    model: nn.Module,
+    image: torch.Tensor,
+    out_path: str | Path,
+    steps: int | None = 8,
+    gif: bool = False,
+    map_step: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> list[Path]:
+    """Draw how ``model`` looks at ``image`` over ``steps`` glimpses.
+
+    The PNG at ``out_path`` shows the image with the fixation path (numbered, the field of every
+    glimpse outlined faintly) and, below it, what each glimpse saw (one row per glimpse kind,
+    e.g. the two crops of Crop-D) titled with the prediction after that glimpse. With
+    ``map_step`` (a glimpse number from 1 to ``steps``, or -1 for the last) it adds that
+    glimpse's maps over the image (RS-RNN: saliency, inhibition of return and the probability of
+    the next fixation). With ``gif=True`` it also writes ``out_path`` with a ``.gif`` suffix: one
+    frame per glimpse, the path so far and the current glimpse.
+
+    ``image`` is one normalised image ``(C, H, W)`` (or a batch of one, ``(1, C, H, W)``) as
+    the model takes it; ``mean``/``std`` undo the normalisation for display (default: the
+    model's ``pretrained_cfg``, else the ImageNet values). For an image already in ``[0, 1]``
+    pass ``mean=(0,)`` and ``std=(1,)``. ``steps=None`` draws 8 glimpses. ``class_names`` label
+    the predictions. The model runs in eval mode (its mode is restored afterwards).
+
+    Returns the written paths: the PNG (``out_path``; given a ``.gif`` name, the PNG takes the
+    ``.png`` suffix instead) then, with ``gif=True``, the GIF.
+    """
+    model = unwrap(model)
+    if not hasattr(model, "forward_glimpses") or not hasattr(model, "glimpse_images"):
+        raise BioattnError(f"{type(model).__name__} is not a glimpse model (no forward_glimpses)")
+    if isinstance(image, torch.Tensor) and image.dim() == 4 and image.shape[0] == 1:
+        image = image[0]
+    if not isinstance(image, torch.Tensor) or image.dim() != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise BioattnError(f"image must be one normalised image (C, H, W); got {shape}")
+    steps = 8 if steps is None else steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise BioattnError(f"steps must be an integer >= 1; got {steps!r}")
+    if map_step is not None:
+        if map_step == -1:
+            map_step = steps
+        if isinstance(map_step, bool) or not isinstance(map_step, int) or not 1 <= map_step <= steps:
+            raise BioattnError(
+                f"map_step must be a glimpse number from 1 to {steps} (or -1); got {map_step!r}")
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean = mean if mean is not None else cfg.get("mean", (0.485, 0.456, 0.406))
+    std = std if std is not None else cfg.get("std", (0.229, 0.224, 0.225))
+    out_path = Path(out_path)
+    gif_path = out_path.with_suffix(".gif")
+    if out_path.suffix.lower() == ".gif":
+        gif_path, out_path = out_path, out_path.with_suffix(".png")
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x = image.detach().to(device, torch.float32)[None]
+    height, width = x.shape[-2:]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            g = model.forward_glimpses(x, steps=steps, return_maps=True)
+            views = model.glimpse_images(x, g.fixations)
+            outlines = [[_to_pixels(o[0], height, width)
+                         for o in model.glimpse_outlines(g.fixations[t], (height, width))]
+                        for t in range(steps)]
+    finally:
+        model.train(was_training)
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    picture = _denormalise(x[0], mean, std)
+    fixations = _to_pixels(g.fixations[:, 0], height, width)
+    predictions = [_prediction_text(g.logits[t, 0], class_names) for t in range(steps)]
+    maps = {}
+    if map_step is not None and g.maps:
+        maps = {name: m[map_step - 1, 0].float().cpu().numpy() for name, m in g.maps.items()}
+
+    written = [_write_strip(out_path, picture, fixations, outlines, views, predictions, maps, map_step,
+                            mean, std, height, width)]
+    if gif:
+        written.append(_write_gif(gif_path, picture, fixations, outlines, views,
+                                  predictions, mean, std, height, width))
+    return written
+
+
+def _write_strip(path: Path, picture, fixations, outlines, views, predictions, maps, map_step,
+                 mean, std, height, width) -> Path:
+    steps = len(predictions)
+    rows = len(views)
+    cols = max(steps, 1)
+    top_panels = 1 + len(maps)
+    fig = _canvas((max(1.5 * cols, 3.2 * top_panels), 3.4 + 1.7 * rows))
+    outer = fig.add_gridspec(2, 1, height_ratios=[2.0, 1.0 * rows], hspace=0.25)
+    top = outer[0].subgridspec(1, top_panels, wspace=0.15)
+    ax = fig.add_subplot(top[0])
+    ax.imshow(picture, interpolation="bilinear")
+    for t in range(steps):
+        _draw_outlines(ax, outlines[t], alpha=0.25)
+    _draw_path(ax, fixations, steps - 1, height, width)
+    ax.set_title(f"fixation path ({steps} glimpses): {predictions[-1]}", fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for i, (name, m) in enumerate(maps.items()):
+        axm = fig.add_subplot(top[1 + i])
+        axm.imshow(picture, interpolation="bilinear")
+        axm.imshow(m, cmap="inferno", alpha=0.6, extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+                   interpolation="bilinear")
+        _draw_path(axm, fixations, min(map_step, steps) - 1, height, width)
+        axm.set_title(f"{name} after glimpse {map_step}", fontsize=9)
+        axm.set_xticks([])
+        axm.set_yticks([])
+    bottom = outer[1].subgridspec(rows, cols, wspace=0.08, hspace=0.25)
+    for r, view in enumerate(views):
+        for t in range(steps):
+            axg = fig.add_subplot(bottom[r, t])
+            title = f"{t + 1}: {predictions[t]}" if r == 0 else None
+            _show_glimpse(axg, view[t, 0], mean, std, title)
+    fig.savefig(path, format="png", bbox_inches="tight")
+    return path
+
+
+def _render(fig) -> np.ndarray:
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def _write_gif(path: Path, picture, fixations, outlines, views, predictions, mean, std,
+               height, width, frame_ms: int = 700) -> Path:
+    from PIL import Image
+
+    frames = []
+    for t in range(len(predictions)):
+        fig = _canvas((3.2 + 1.9 * len(views), 3.4))
+        grid = fig.add_gridspec(1, 1 + len(views), width_ratios=[1.7] + [1.0] * len(views), wspace=0.1,
+                                left=0.03, right=0.97, top=0.9, bottom=0.03)
+        ax = fig.add_subplot(grid[0])
+        ax.imshow(picture, interpolation="bilinear")
+        _draw_outlines(ax, outlines[t])
+        _draw_path(ax, fixations, t, height, width)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"glimpse {t + 1}: {predictions[t]}", fontsize=9)
+        for r, view in enumerate(views):
+            _show_glimpse(fig.add_subplot(grid[1 + r]), view[t, 0], mean, std)
+        frames.append(Image.fromarray(_render(fig)))
+    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+    return path

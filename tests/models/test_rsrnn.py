@@ -1,0 +1,389 @@
+"""RS-RNN and its baselines: dorsal-stream pieces, shapes, the protocol, training steps, DDP."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+import bioattn  # noqa: F401  (registers the models)
+from bioattn.errors import BioattnError
+from bioattn.models import create_model
+from bioattn.models.rsrnn import (
+    RSRNN, GlimpseModel, choose_fixation, fixation_density, gaussian_blobs, inhibition_of_return,
+)
+from bioattn.protocol import ModelOutput, compute_loss, forward_steps, is_multi_step
+
+MICRO = ["rsrnn_micro", "retina_gru_micro", "crop_s_micro", "crop_d_micro", "s3ta_micro", "ffcnn_micro"]
+IMAGENET = ["rsrnn_resnet18", "retina_gru_resnet18", "crop_s_resnet18", "crop_d_resnet18",
+            "s3ta_resnet18", "ffcnn_resnet18"]
+# small widths keep the tests quick; the architecture is the registered one
+TINY = dict(encoder_widths=(8, 12, 16), num_classes=5)
+
+
+def _tiny(name: str, **kw) -> GlimpseModel:
+    args = dict(TINY)
+    args.update(kw)
+    return create_model(name, **args)
+
+
+def _cell_centre(i: int, n: int) -> float:
+    return (2 * i + 1) / n - 1
+
+
+# ------------------------------------------------------------------------------------------
+# dorsal stream
+# ------------------------------------------------------------------------------------------
+def test_inhibition_of_return_suppresses_past_fixations_and_decays_with_distance():
+    g = 32
+    past = torch.tensor([[[_cell_centre(8, g), _cell_centre(8, g)]],
+                         [[_cell_centre(24, g), _cell_centre(20, g)]]])
+    sigmas = torch.tensor([[0.2], [0.1]])
+    ior = inhibition_of_return(past, sigmas, (g, g))[0]
+    assert ior.shape == (g, g)
+    assert float(ior[8, 8]) < 1e-6 and float(ior[20, 24]) < 1e-6  # fully suppressed at each fixation
+    assert float(ior.min()) >= 0 and float(ior.max()) <= 1
+    # moving away from the first fixation along its row, inhibition fades (IOR rises toward 1)
+    row = ior[8, 8:20]
+    assert bool((row[1:] > row[:-1]).all())
+    assert float(ior[31, 0]) > 0.95
+    # a wider sigma suppresses a wider neighbourhood
+    narrow = inhibition_of_return(past[:1], torch.tensor([[0.1]]), (g, g))[0]
+    wide = inhibition_of_return(past[:1], torch.tensor([[0.3]]), (g, g))[0]
+    assert float(wide[8, 12]) < float(narrow[8, 12])
+    # several fixations combine multiplicatively
+    torch.testing.assert_close(ior, (1 - gaussian_blobs(past, sigmas, (g, g))).prod(0)[0])
+
+
+def test_fixation_density_is_a_normalised_sum_of_blobs():
+    fix = torch.tensor([[[-0.5, -0.5]], [[0.5, 0.5]], [[0.5, 0.5]]])
+    dens = fixation_density(fix, 0.15, (16, 16))
+    assert dens.shape == (1, 16, 16)
+    assert float(dens.sum()) == pytest.approx(1.0, abs=1e-5)
+    # twice the fixations at (0.5, 0.5): twice the mass there
+    assert float(dens[0, 11:13, 11:13].sum()) == pytest.approx(2 * float(dens[0, 3:5, 3:5].sum()), rel=1e-3)
+
+
+def test_sampler_mode_and_distribution():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 4, 5) * 1.5
+    mode = choose_fixation(logits, sample=False)
+    r, c = divmod(int(logits.flatten().argmax()), 5)
+    torch.testing.assert_close(mode.fixations[0], torch.tensor([_cell_centre(c, 5), _cell_centre(r, 4)]))
+    probs = torch.softmax(logits.flatten(), 0)
+    assert float(mode.log_prob[0]) == pytest.approx(float(probs.log().max()), abs=1e-5)
+    torch.testing.assert_close(mode.probs.flatten(), probs)
+
+    n = 20000
+    gen = torch.Generator().manual_seed(1)
+    draws = choose_fixation(logits.expand(n, -1, -1), sample=True, generator=gen)
+    cols = ((draws.fixations[:, 0] + 1) * 5 / 2 - 0.5).round().long()
+    rows = ((draws.fixations[:, 1] + 1) * 4 / 2 - 0.5).round().long()
+    freq = torch.bincount(rows * 5 + cols, minlength=20).float() / n
+    assert float((freq - probs).abs().sum()) / 2 < 0.02  # total variation distance
+    chosen = torch.log(probs[rows * 5 + cols])
+    torch.testing.assert_close(draws.log_prob, chosen, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# registration
+# ------------------------------------------------------------------------------------------
+def test_registered_with_timm():
+    names = set(timm.list_models(module="rsrnn"))
+    assert set(MICRO + IMAGENET) <= names
+    m = timm.create_model("rsrnn_micro")
+    cfg = m.pretrained_cfg
+    assert cfg["input_size"] == (3, 64, 64) and cfg["num_classes"] == 10
+    assert cfg["classifier"] == "head.fc"
+    assert m.get_classifier() is m.head.fc
+    assert dict(m.named_modules())[cfg["first_conv"]].in_channels == 3
+    assert timm.create_model("crop_d_resnet18").pretrained_cfg["input_size"] == (3, 224, 224)
+    with pytest.raises(BioattnError, match="no pretrained weights"):
+        timm.create_model("rsrnn_micro", pretrained=True)
+    with pytest.raises(BioattnError, match="no pretrained weights"):
+        create_model("s3ta_resnet18", pretrained=True)
+
+
+def test_imagenet_sizes_build_and_run():
+    x = torch.randn(1, 3, 224, 224)
+    for name in IMAGENET:
+        m = timm.create_model(name, num_classes=7, num_glimpses=2).eval()
+        first = dict(m.named_modules())[m.pretrained_cfg["first_conv"]]
+        assert first.in_channels == 3
+        with torch.no_grad():
+            g = m.forward_glimpses(x)
+        assert g.logits.shape == (2, 1, 7), name
+        assert g.fixations.shape == (2, 1, 2), name
+
+
+# ------------------------------------------------------------------------------------------
+# the glimpse interface
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", MICRO)
+def test_shapes_and_protocol(name):
+    torch.manual_seed(0)
+    m = _tiny(name, num_glimpses=3)
+    x = torch.randn(2, 3, 64, 64)
+    assert is_multi_step(m)
+    m.train()
+    out = m(x)
+    assert isinstance(out, ModelOutput)
+    assert out.step_logits.shape == (3, 2, 5)
+    assert out.extras["fixations"].shape == (3, 2, 2)
+    torch.testing.assert_close(out.logits, out.step_logits[-1])
+    m.eval()
+    logits = m(x)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 5)
+    with torch.no_grad():
+        g = m.forward_glimpses(x, steps=7)  # more steps than in training
+        out = forward_steps(m, x, steps=7)
+    assert g.logits.shape == (7, 2, 5) and g.fixations.shape == (7, 2, 2) and g.sigmas.shape == (7, 2)
+    assert float(g.fixations.abs().max()) <= 1
+    torch.testing.assert_close(out.step_logits, g.logits)
+    torch.testing.assert_close(out.extras["fixations"], g.fixations)
+    # eval with the mode is deterministic, and the first fixation is the image centre
+    with torch.no_grad():
+        again = m.forward_glimpses(x, steps=7)
+    torch.testing.assert_close(again.logits, g.logits)
+    if not name.startswith("s3ta"):
+        torch.testing.assert_close(g.fixations[0], torch.zeros(2, 2))
+    maps = m.attention_maps(x)
+    first = next(iter(maps.values()))
+    assert first.dim() == 3 and first.shape[0] == 2 and bool((first >= 0).all())
+    torch.testing.assert_close(m.saliency(x), first)
+    views = m.glimpse_images(x, g.fixations[:3])
+    assert all(v.shape[:3] == (3, 2, 3) for v in views)
+    # FF-CNN is single-step by default; the glimpse models train with 4 glimpses
+    default_steps = _tiny(name).train()(x).step_logits.shape[0]
+    assert default_steps == (1 if name.startswith("ffcnn") else 4)
+
+
+def test_rsrnn_maps_per_step():
+    m = _tiny("rsrnn_micro").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        g = m.forward_glimpses(x, steps=5, return_maps=True)
+    assert set(g.maps) == {"saliency", "inhibition of return", "fixation probability"}
+    for v in g.maps.values():
+        assert v.shape == (5, 2, 16, 16)
+    # the map of step t chose fixation t+1 (the mode at evaluation)
+    probs = g.maps["fixation probability"]
+    for t in range(4):
+        idx = probs[t].flatten(1).argmax(-1)
+        rows, cols = idx // 16, idx % 16
+        expect = torch.stack([(2 * cols + 1) / 16 - 1, (2 * rows + 1) / 16 - 1], -1).float()
+        torch.testing.assert_close(g.fixations[t + 1], expect)
+    # the IOR of step t is 0 at every fixation made so far (those after the first lie on cell centres)
+    ior = g.maps["inhibition of return"]
+    for t in range(5):
+        for s in range(1, t + 1):
+            f = g.fixations[s, 0]
+            col, row = int((f[0] + 1) * 8), int((f[1] + 1) * 8)
+            assert float(ior[t, 0, row, col]) < 1e-5
+        assert float(ior[t, 0, 7:9, 7:9].max()) < 0.5  # around the first fixation, the image centre
+    assert set(m.attention_maps(x)) == {"fixation density", "saliency", "inhibition of return"}
+
+
+def test_eval_sample_flag():
+    x = torch.randn(8, 3, 64, 64)
+    m = _tiny("rsrnn_micro", eval_sample=True).eval()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        a = m.forward_glimpses(x, steps=4).fixations
+        torch.manual_seed(1)
+        b = m.forward_glimpses(x, steps=4).fixations
+    assert not torch.equal(a, b)
+
+
+def test_replaying_a_scan_path():
+    m = _tiny("crop_s_micro").eval()
+    x = torch.randn(2, 3, 64, 64)
+    path = torch.tensor([[0.0, 0.0], [0.5, -0.5], [-0.75, 0.25]])
+    with torch.no_grad():
+        g = m.forward_glimpses(x, fixations=path)
+    torch.testing.assert_close(g.fixations, path[:, None].expand(-1, 2, -1))
+    assert g.log_probs.shape == (2, 2) and bool((g.log_probs <= 0).all())
+    r = _tiny("rsrnn_micro").eval()
+    with torch.no_grad():
+        assert r.forward_glimpses(x, fixations=path).logits.shape == (3, 2, 5)
+
+
+@pytest.mark.parametrize("name", MICRO)
+def test_gradient_reaches_the_input_at_every_step(name):
+    m = _tiny(name).eval()
+    x = torch.randn(2, 3, 64, 64, requires_grad=True)
+    out = forward_steps(m, x, steps=3)
+    for t in (0, 2):
+        (grad,) = torch.autograd.grad(out.step_logits[t, :, 1].sum(), x, retain_graph=True)
+        assert torch.isfinite(grad).all() and float(grad.abs().sum()) > 0
+
+
+# ------------------------------------------------------------------------------------------
+# training
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", MICRO)
+def test_trains_a_step_under_the_protocol(name):
+    torch.manual_seed(0)
+    m = _tiny(name).train()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    x = torch.randn(4, 3, 64, 64)
+    y = torch.tensor([0, 1, 2, 3])
+    before = {k: p.detach().clone() for k, p in m.named_parameters()}
+    out = m(x)
+    loss = compute_loss(m, out, y, torch.nn.CrossEntropyLoss())
+    assert torch.isfinite(loss)
+    opt.zero_grad()
+    loss.backward()
+    missing = [k for k, p in m.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without gradient: {missing}"
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters())
+    assert not m.has_unused_parameters
+    opt.step()
+    changed = [k for k, p in m.named_parameters() if not torch.equal(before[k], p.detach())]
+    assert len(changed) == len(before)
+
+
+@pytest.mark.parametrize("name", ["rsrnn_micro", "crop_d_micro"])
+def test_trains_under_mixed_precision(name):
+    torch.manual_seed(0)
+    m = _tiny(name).train()
+    x = torch.randn(4, 3, 64, 64)
+    y = torch.tensor([0, 1, 2, 3])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(x)
+        loss = compute_loss(m, out, y, torch.nn.CrossEntropyLoss())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+    assert float(out.extras["fixations"].abs().max()) <= 1
+
+
+def test_soft_targets_and_policy_term():
+    torch.manual_seed(0)
+    m = _tiny("rsrnn_micro").train()
+    x = torch.randn(4, 3, 64, 64)
+    soft = torch.softmax(torch.randn(4, 5), -1)
+    out = m(x)
+
+    def soft_ce(logits, target):
+        return -(target * F.log_softmax(logits, -1)).sum(-1).mean()
+
+    loss = compute_loss(m, out, soft, soft_ce)
+    plain = sum(soft_ce(s, soft) for s in out.step_logits) / out.step_logits.shape[0]
+    assert torch.isfinite(loss) and float(loss.detach()) != pytest.approx(float(plain.detach()))
+    loss.backward()
+    assert m.saliency_net[0].weight.grad.abs().sum() > 0
+    assert m.sigma_net.weight.grad.abs().sum() > 0
+
+
+def test_policy_gradient_favours_fixations_that_helped():
+    """Sample 0's second glimpse cut the loss, sample 1's raised it: the policy term raises the
+    log-probability of sample 0's choice and lowers sample 1's."""
+    m = RSRNN(num_classes=3, img_size=64, encoder="micro", encoder_widths=(8, 8, 8),
+              policy_discount=0.0, entropy_weight=0.0)
+    y = torch.tensor([0, 0])
+    step_logits = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],
+                                [[4.0, 0.0, 0.0], [-4.0, 0.0, 0.0]]])
+    log_probs = torch.full((1, 2), -2.0, requires_grad=True)
+    out = ModelOutput(logits=step_logits[-1], step_logits=step_logits,
+                      extras={"log_probs": log_probs, "entropies": torch.zeros(1, 2)})
+    compute_loss(m, out, y, torch.nn.CrossEntropyLoss()).backward()
+    assert float(log_probs.grad[0, 0]) < 0 < float(log_probs.grad[0, 1])
+
+
+@pytest.mark.parametrize("name, kwargs, unused", [
+    ("rsrnn_micro", dict(num_glimpses=1), True),
+    ("rsrnn_micro", dict(num_glimpses=2), False),
+    ("rsrnn_micro", dict(policy_weight=0.0), True),
+    ("crop_s_micro", dict(policy_weight=0.0), True),
+    ("crop_s_micro", dict(num_glimpses=2), False),
+    ("s3ta_micro", dict(num_glimpses=1), False),
+    ("ffcnn_micro", dict(), False),
+])
+def test_unused_parameters_flag_matches_the_gradients(name, kwargs, unused):
+    m = _tiny(name, **kwargs).train()
+    assert m.has_unused_parameters is unused
+    loss = compute_loss(m, m(torch.randn(2, 3, 64, 64)), torch.tensor([0, 1]), torch.nn.CrossEntropyLoss())
+    loss.backward()
+    assert any(p.grad is None for p in m.parameters()) is unused
+
+
+# ------------------------------------------------------------------------------------------
+# bad input
+# ------------------------------------------------------------------------------------------
+def test_bad_input():
+    m = _tiny("rsrnn_micro").eval()
+    x = torch.randn(1, 3, 64, 64)
+    for steps in (0, -1, 1.5):
+        with pytest.raises(BioattnError, match="steps must be an integer >= 1"):
+            m.forward_glimpses(x, steps=steps)
+    with pytest.raises(BioattnError, match="steps must be an integer >= 1"):
+        forward_steps(_tiny("ffcnn_micro"), x, steps=0)
+    with pytest.raises(BioattnError, match="steps must be an integer >= 1"):
+        _tiny("crop_s_micro", num_glimpses=0)
+    with pytest.raises(BioattnError, match="smaller than the retina"):
+        m(torch.randn(1, 3, 24, 24))
+    with pytest.raises(BioattnError, match="smaller than the retina"):
+        _tiny("crop_d_micro")(torch.randn(1, 3, 64, 16))
+    with pytest.raises(BioattnError, match="outside the image"):
+        m.forward_glimpses(x, fixations=torch.tensor([[0.0, 0.0], [1.5, 0.0]]))
+    with pytest.raises(BioattnError, match="outside the image"):
+        m.glimpse_images(x, torch.tensor([[[0.0, -1.01]]]))
+    with pytest.raises(BioattnError, match="exceeds img_size"):
+        _tiny("rsrnn_micro", retina_size=80)
+    with pytest.raises(BioattnError, match="crop glimpses are uniform"):
+        _tiny("crop_s_micro", retina_falloff=2.0)
+    with pytest.raises(BioattnError, match=r"\(B, C, H, W\)"):
+        m(torch.randn(3, 64, 64))
+    with pytest.raises(BioattnError, match="cannot build"):
+        create_model("rsrnn_micro", not_an_argument=1)
+
+
+# ------------------------------------------------------------------------------------------
+# distributed data parallel
+# ------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, names: list[str]) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        for name in names:
+            torch.manual_seed(0)
+            model = _tiny(name)
+            ddp = DistributedDataParallel(model, find_unused_parameters=model.has_unused_parameters)
+            opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+            gen = torch.Generator().manual_seed(100 + rank)  # different data on each rank
+            for _ in range(2):
+                x = torch.randn(4, 3, 64, 64, generator=gen)
+                y = torch.randint(0, 5, (4,), generator=gen)
+                out = ddp(x)
+                loss = compute_loss(ddp, out, y, torch.nn.CrossEntropyLoss())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+            gathered = [torch.zeros_like(flat) for _ in range(world_size)]
+            dist.all_gather(gathered, flat)
+            if not torch.allclose(gathered[0], gathered[1], atol=1e-6):
+                raise AssertionError(f"{name}: replicas diverged under DDP")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_two_processes():
+    import torch.multiprocessing as mp
+
+    # fork: the children reuse this process's imports (a fresh interpreter would import torch again)
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), MICRO), nprocs=2, join=True,
+                       start_method="fork")
