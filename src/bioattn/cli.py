@@ -328,6 +328,8 @@ def _attend(sub):
     p.add_argument("--steps", type=int, default=None, help="glimpse models: number of glimpses to draw")
     p.add_argument("--gif", action="store_true", help="glimpse models: also write an animated GIF")
     p.add_argument("--out", required=True, help="figure file (.png, .pdf, .svg, .jpg)")
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                   help="model constructor argument, e.g. attention=vars_d (repeatable)")
     p.set_defaults(func=_run_attend)
 
 
@@ -339,12 +341,15 @@ def _run_attend(args) -> int:
         raise BioattnError("give --model (and --checkpoint for trained weights)")
     if args.checkpoint is None:
         print(f"warning: no --checkpoint: {args.model} has random weights", file=sys.stderr)
-    model_args = {} if args.img_size is None else {"img_size": args.img_size}
+    model_args = _key_values(args.model_arg)
+    if args.img_size is not None:
+        model_args["img_size"] = args.img_size
     model = load_model(args.checkpoint, args.model, num_classes=args.num_classes, **model_args)
     meta = read_meta(args.checkpoint) if args.checkpoint is not None else None
     out = attend(model, args.image, args.out, priors=args.prior, prior_scale=args.prior_scale,
                  meta=meta, img_size=args.img_size, steps=args.steps, gif=args.gif)
-    print(f"wrote {out}")
+    for path in out if isinstance(out, (list, tuple)) else [out]:
+        print(f"wrote {path}")
     return 0
 
 
@@ -370,13 +375,15 @@ def _convert(sub):
     p.add_argument("--img-size", type=int, default=None, help="input size the model was trained at")
     p.add_argument("--mean", type=_floats3, default=None, help="input mean R,G,B (default: the model's config)")
     p.add_argument("--std", type=_floats3, default=None, help="input std R,G,B (default: the model's config)")
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                   help="model constructor argument, e.g. attention=vars_d for the VARS releases (repeatable)")
     p.set_defaults(func=_run_convert)
 
 
 def _run_convert(args) -> int:
     from .checkpoint import convert_checkpoint
 
-    model_args = {}
+    model_args = _key_values(args.model_arg)
     if args.num_classes is not None:
         model_args["num_classes"] = args.num_classes
     if args.img_size is not None:

@@ -45,7 +45,7 @@ class DemoSettings:
 
     data: str = "embedded:train=6000,val=500,test=1000"
     pair_data: str = "embedded:pair,train=64,val=64,test=300"
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 64
     base_lr: float = 4e-3
     eval_images: int = 1000

@@ -177,7 +177,8 @@ def attend(
             raise BioattnError(f"{type(inner).__name__} is a glimpse model: it takes no --prior")
         from .fixations import plot_glimpses
 
-        return plot_glimpses(model, x, out_path, steps=steps, gif=gif)
+        return plot_glimpses(model, x, out_path, steps=steps or 8, gif=gif, mean=settings["mean"],
+                             std=settings["std"], class_names=(meta or {}).get("classes"))
     if steps is not None or gif:
         raise BioattnError("--steps and --gif apply to glimpse models only")
     classes = (meta or {}).get("classes")
