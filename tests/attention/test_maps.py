@@ -179,8 +179,10 @@ def test_attend_cli_end_to_end_and_errors(tmp_path, checkpoint_dir, capsys):
 def test_attend_hands_glimpse_models_to_plot_glimpses(tmp_path, monkeypatch):
     calls = {}
 
-    def plot_glimpses(model, image_tensor, out_path, steps=None, gif=False):
-        calls.update(shape=tuple(image_tensor.shape), steps=steps, gif=gif)
+    def plot_glimpses(model, image_tensor, out_path, steps=None, gif=False, mean=None, std=None,
+                      class_names=None):
+        calls.update(shape=tuple(image_tensor.shape), steps=steps, gif=gif, mean=tuple(mean),
+                     std=tuple(std), class_names=class_names)
         return Path(out_path)
 
     monkeypatch.setitem(sys.modules, "bioattn.attention.fixations",
@@ -197,9 +199,11 @@ def test_attend_hands_glimpse_models_to_plot_glimpses(tmp_path, monkeypatch):
             return x
 
     image = _image(tmp_path / "photo.png")
-    out = plots.attend(Glimpser(), image, tmp_path / "g.png", steps=5, gif=True)
+    out = plots.attend(Glimpser(), image, tmp_path / "g.png", steps=5, gif=True,
+                       meta={"classes": ["a", "b"]})
     assert out == tmp_path / "g.png"
-    assert calls == {"shape": (1, 3, 48, 48), "steps": 5, "gif": True}
+    assert calls == {"shape": (1, 3, 48, 48), "steps": 5, "gif": True, "mean": (0.5,) * 3,
+                     "std": (0.5,) * 3, "class_names": ["a", "b"]}
     with pytest.raises(BioattnError, match="takes no --prior"):
         plots.attend(Glimpser(), image, tmp_path / "g.png", priors=["1"])
 
