@@ -20,6 +20,7 @@ from bioattn.attention import maps as attention_maps_module
 from bioattn.attention import plots
 from bioattn.attention.maps import attention_maps, display_normalise, saliency, upsample
 from bioattn.checkpoint import model_meta, save_checkpoint
+from bioattn.data.embedded import EMBEDDED_STD
 from bioattn.errors import BioattnError
 from bioattn.evaluate.steering import steering_score, steering_score_dataset
 from bioattn.models import create_model
@@ -211,7 +212,7 @@ def test_attend_hands_glimpse_models_to_plot_glimpses(tmp_path, monkeypatch):
 def test_input_settings_and_prior_names(absvit):
     settings = plots.input_settings(absvit, {"mean": [0.1, 0.2, 0.3], "std": [1, 1, 1]})
     assert settings["img_size"] == (32, 32) and settings["mean"] == (0.1, 0.2, 0.3)
-    assert plots.input_settings(absvit)["std"] == (0.25, 0.25, 0.25)  # the micro config's
+    assert plots.input_settings(absvit)["std"] == EMBEDDED_STD  # the micro config's
     assert plots.resolve_priors(["heart", "0", 4], CLASSES) == [6, 0, 4]
     with pytest.raises(BioattnError, match="lists no class names"):
         plots.resolve_priors(["heart"], None)

@@ -171,6 +171,20 @@ def test_object_pixels_show_the_object(train):
     assert np.median(contrast) > 50     # of 255: clearly visible on its surround
 
 
+def test_light_objects_on_a_dark_field(train):
+    """Objects are light (each channel of their colours >= 0.5 before grain) on a field whose
+    control points stay below 0.35, so shape is a brightness edge whatever the hue."""
+    images = train.images[:100].astype(float) / 255
+    masks = train.masks[:100]
+    inside = np.stack([img[m].mean(0) for img, m in zip(images, masks)])
+    assert inside.min() > 0.45                       # texture mixes stay among light colours
+    without = emb._render(SMALL, "train", 0, 100, with_distractors=False)
+    field = without["images"].astype(float) / 255
+    outside = np.stack([img[~m].mean() for img, m in zip(field, masks)])
+    assert outside.max() < 0.4                      # ripples add at most 0.03 around the field
+    assert (inside.mean(1) - outside).min() > 0.2
+
+
 def test_at_least_four_distractors_are_drawn(train):
     assert (train.n_distractors >= emb.MIN_DISTRACTORS).all()
     assert (train.n_distractors <= emb.MAX_DISTRACTORS).all()

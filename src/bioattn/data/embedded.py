@@ -2,9 +2,12 @@
 
 Each image shows one object (or two, in the pair variant) whose class is its *shape* only:
 colour and texture are drawn per instance from the same distribution for every class. The object
-sits at a random position, scale and rotation on a smooth random colour field strewn with at least
-four distractor fragments (smaller shapes cut by a half-plane), so that local features mislead
-and a model has to look at the right place. Every image comes with the object's mask and box.
+sits at a random position, scale and rotation on a dark, smooth random colour field strewn with at
+least four distractor fragments (smaller shapes cut by a half-plane), so that local features
+mislead and a model has to look at the right place. As in Cluttered MNIST, objects and fragments
+are light (random hue, each channel in [0.5, 1]) on the dark field: shape shows as a brightness
+edge that a linear patch embedding can pick up, while colour says nothing about the class.
+Every image comes with the object's mask and box.
 
 Images are a pure function of ``(seed, split, index)``: the result is the same whatever the number
 of worker processes or the range requested. :func:`load_embedded` generates a spec once into a
@@ -44,11 +47,11 @@ TEXTURE_NAMES: tuple[str, ...] = ("solid", "stripes", "checker", "noise", "split
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 # Bumped whenever the pictures for a given spec change; part of the cache key.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # Per-channel statistics of the default spec's training split (pixel values in [0, 1]).
-EMBEDDED_MEAN: tuple[float, float, float] = (0.500, 0.500, 0.500)
-EMBEDDED_STD: tuple[float, float, float] = (0.176, 0.176, 0.176)
+EMBEDDED_MEAN: tuple[float, float, float] = (0.240, 0.240, 0.240)
+EMBEDDED_STD: tuple[float, float, float] = (0.194, 0.194, 0.194)
 
 MIN_SIZE, MAX_SIZE = 32, 224
 MAX_OBJECT_AREA = 0.2          # fraction of the image an object may cover
@@ -62,6 +65,10 @@ _PAIR_OBJECT_RADIUS = (0.12, 0.20)
 _DISTRACTOR_RADIUS = (0.07, 0.14)
 _N_COLOUR_CANDIDATES = 6     # object colours are drawn until they stand out from their surround
 _MIN_CONTRAST = 0.4           # RGB distance in [0, 1] units
+_BACKGROUND_LEVELS = (0.0, 0.35)   # range of each channel of the background's control points
+_FOREGROUND_LEVELS = (0.5, 1.0)    # range of each channel of object and fragment colours
+_TEXTURE_CONTRAST = 0.5       # a texture mixes an instance's first colour with this fraction of
+                              # the way to its second one, so the silhouette stays whole
 _N_POSITION_CANDIDATES = 16
 _N_DISTRACTOR_POSITIONS = 8
 _BACKGROUND_GRID = 4          # control points of the smooth colour field, per side
@@ -526,9 +533,10 @@ class _Instances:
 
 
 def _composite(instances: _Instances, canvas: np.ndarray, alpha, c1, c2, mix) -> None:
-    """Paint each instance, coloured ``c1 + mix * (c2 - c1)``, with coverage ``alpha``."""
+    """Paint each instance, coloured ``c1 + _TEXTURE_CONTRAST * mix * (c2 - c1)``, with
+    coverage ``alpha``."""
     window = instances.gather(canvas)                     # (N, 3, w, w)
-    colour = c1[:, :, None, None] + mix[:, None] * (c2 - c1)[:, :, None, None]
+    colour = c1[:, :, None, None] + mix[:, None] * (_TEXTURE_CONTRAST * (c2 - c1))[:, :, None, None]
     window += alpha[:, None] * (colour - window)
     instances.scatter(canvas, window)
 
@@ -586,7 +594,7 @@ def _render(spec: EmbeddedSpec, split: str, lo: int, hi: int,
         centres[stuck, 1] = (s - margin[stuck, 1])[:, None]
 
     # --- background (N, 3, s, s): smooth colour field with brightness ripples
-    canvas = _background(_lerp(0.1, 0.9, rnd["background"]), (rnd["detail"] - 0.5) * 0.25, s)
+    canvas = _background(_lerp(*_BACKGROUND_LEVELS, rnd["background"]), (rnd["detail"] - 0.5) * 0.25, s)
     noise_grids = rnd["noise_grids"]
     w_obj = _window_side(r_range[1] * s, s)
     w_dis = _window_side(_DISTRACTOR_RADIUS[1] * s, s)
@@ -610,7 +618,7 @@ def _render(spec: EmbeddedSpec, split: str, lo: int, hi: int,
         sdf = inst.sdf(cut_angle=p[sub, 3] * 2 * np.pi, cut_offset=_lerp(-0.35, 0.35, p[sub, 4]))
         kinds = np.minimum((p[sub, 5] * n_tex).astype(np.int64), n_tex - 1)
         mix = inst.texture(kinds, p[sub, 6:10], noise_grids[sub, n_obj + d])
-        colours = rnd["dis_colours"][sub, d].astype(np.float32)
+        colours = _lerp(*_FOREGROUND_LEVELS, rnd["dis_colours"][sub, d]).astype(np.float32)
         _composite(inst, canvas, np.clip(0.5 - sdf, 0, 1), colours[:, 0], colours[:, 1], mix)
 
     # --- objects on top, coloured to stand out from what surrounds them
@@ -626,7 +634,7 @@ def _render(spec: EmbeddedSpec, split: str, lo: int, hi: int,
             band.sum(axis=(1, 2)), 1)[:, None]
         picked = []
         for c in range(2):
-            cand = rnd["obj_colours"][:, j, c]             # (n, C, 3)
+            cand = _lerp(*_FOREGROUND_LEVELS, rnd["obj_colours"][:, j, c])   # (n, C, 3)
             dist = np.linalg.norm(cand - around[:, None, :], axis=-1)
             picked.append(cand[rows, _pick_first_ok(dist >= _MIN_CONTRAST, dist)].astype(np.float32))
         kinds = np.minimum((p[:, 2] * n_tex).astype(np.int64), n_tex - 1)

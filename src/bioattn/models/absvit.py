@@ -30,6 +30,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..data.embedded import EMBEDDED_MEAN, EMBEDDED_STD
 from ..errors import BioattnError
 from ..protocol import ModelOutput
 
@@ -472,14 +473,14 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
 
 
 # Small models for 64x64 images with few classes: the embedded shape data set (10 classes,
-# its per-channel mean 0.5 and std 0.25).
+# normalised by its own per-channel statistics).
 _micro_cfg = dict(
     num_classes=10,
     input_size=(3, 64, 64),
     crop_pct=1.0,
     interpolation="bilinear",
-    mean=(0.5, 0.5, 0.5),
-    std=(0.25, 0.25, 0.25),
+    mean=EMBEDDED_MEAN,
+    std=EMBEDDED_STD,
 )
 
 default_cfgs = generate_default_cfgs({

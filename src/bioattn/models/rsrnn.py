@@ -81,6 +81,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from ..data.embedded import EMBEDDED_MEAN, EMBEDDED_STD
 from ..errors import BioattnError
 from ..protocol import ModelOutput
 from .retina import Retina, check_fixations, coordinate_grid, falloff_for_field
@@ -993,11 +994,6 @@ class FFCNN(GlimpseModel):
 # ------------------------------------------------------------------------------------------
 # registration with timm
 # ------------------------------------------------------------------------------------------
-# Normalisation of the embedded 64x64 shape data set (pixel values in [0, 1]).
-_EMBEDDED_MEAN = (0.5, 0.5, 0.5)
-_EMBEDDED_STD = (0.25, 0.25, 0.25)
-
-
 def _cfg(img_size: int, first_conv: str, **kwargs) -> dict:
     micro = img_size == 64
     return {
@@ -1008,8 +1004,8 @@ def _cfg(img_size: int, first_conv: str, **kwargs) -> dict:
         "crop_pct": 1.0 if micro else 0.875,
         "interpolation": "bilinear",
         "fixed_input_size": False,
-        "mean": _EMBEDDED_MEAN if micro else IMAGENET_DEFAULT_MEAN,
-        "std": _EMBEDDED_STD if micro else IMAGENET_DEFAULT_STD,
+        "mean": EMBEDDED_MEAN if micro else IMAGENET_DEFAULT_MEAN,
+        "std": EMBEDDED_STD if micro else IMAGENET_DEFAULT_STD,
         "first_conv": first_conv,
         "classifier": "head.fc",
         "license": "apache-2.0",

@@ -48,6 +48,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from ..data.embedded import EMBEDDED_MEAN, EMBEDDED_STD
 from ..errors import BioattnError
 
 ATTENTIONS = ("self-att", "perf", "vars_s", "vars_d", "vars_sd")
@@ -933,7 +934,7 @@ _DEIT_ARCHS: dict[str, dict[str, Any]] = {
 default_cfgs = generate_default_cfgs({
     **{name: _cfg(paper_name="Towards Robust Vision Transformer") for name in _RVT_ARCHS
        if name != "rvt_micro"},
-    "rvt_micro": _cfg(input_size=(3, 64, 64), crop_pct=1.0,
+    "rvt_micro": _cfg(input_size=(3, 64, 64), crop_pct=1.0, mean=EMBEDDED_MEAN, std=EMBEDDED_STD,
                       paper_name="Towards Robust Vision Transformer"),
     **{f"{name}_{att}": _cfg(first_conv="patch_embed.proj", fixed_input_size=(att == "vars_sd"))
        for name in _DEIT_ARCHS for att in ("vars_d", "vars_sd")},
