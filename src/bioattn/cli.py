@@ -211,7 +211,7 @@ def _eval(sub):
         "with a Markdown table and plots next to it (Python: bioattn.evaluate.run_suites, or "
         "bioattn.evaluate.evaluate_checkpoint for a checkpoint). Suites: clean, imagenet-c, "
         "corruptions, imagenet-a, imagenet-r, imagenet-sketch, fgsm, pgd, autoattack, steering, "
-        "fixations.",
+        "fixations, glimpses.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--checkpoint", help="checkpoint directory, .safetensors or .pth")

@@ -26,11 +26,11 @@ from .runtime import (Pixels, as_dataset, is_stochastic, limited, make_loader, p
 
 SUITES = (
     "clean", "imagenet-c", "corruptions", "imagenet-a", "imagenet-r", "imagenet-sketch",
-    "fgsm", "pgd", "autoattack", "steering", "fixations",
+    "fgsm", "pgd", "autoattack", "steering", "fixations", "glimpses",
 )
 IMAGENET_FOLDER_SUITES = ("imagenet-a", "imagenet-r", "imagenet-sketch")
 ATTACK_SUITES = ("fgsm", "pgd", "autoattack")
-DATA_SUITES = ("clean", "corruptions", "fgsm", "pgd", "autoattack")
+DATA_SUITES = ("clean", "corruptions", "fgsm", "pgd", "autoattack", "glimpses")
 DEFAULT_EOT = 10
 
 
@@ -243,6 +243,7 @@ def run_suites(
         "autoattack": _run_attack,
         "steering": _run_steering,
         "fixations": _run_fixations,
+        "glimpses": _run_glimpses,
     }
     ctx = _Context(model=model, dataset=dataset, settings=settings, device=device, mean=mean, std=std,
                    img_size=img_size, classes=classes, baseline=baseline)
@@ -427,6 +428,16 @@ def _run_fixations(ctx: _Context, suite: str) -> dict:
         return fixations.evaluate_fixations(ctx.model, s.fixations, size, pixels.mean_list,
                                             pixels.std_list, device=ctx.device, limit=s.limit,
                                             seed=s.seed, progress=advance)
+
+
+def _run_glimpses(ctx: _Context, suite: str) -> dict:
+    glimpses = _suite_module("glimpses")
+    s = ctx.settings
+    n = len(ctx.dataset) if s.limit is None else min(len(ctx.dataset), s.limit)
+    with progress_bar(suite, n, s.progress) as advance:
+        return glimpses.fixations_on_mask_dataset(ctx.model, ctx.dataset, steps=s.steps, limit=s.limit,
+                                                  batch_size=s.batch_size, device=ctx.device,
+                                                  progress=advance)
 
 
 def nan_to_none(obj):
