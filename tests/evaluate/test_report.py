@@ -118,3 +118,20 @@ def test_format_eps():
     assert format_eps(1 / 255) == "1/255"
     assert format_eps(0.5 / 255) == "0.5/255"
     assert format_eps(2e-3) == "0.002"
+
+
+def test_per_step_clean_and_glimpse_tables():
+    results = [
+        {"model": {"label": "glimpser"}, "results": {
+            "clean": {"top1": 50.0, "per_step_top1": [20.0, 35.0, 50.0]},
+            "glimpses": {"per_glimpse": [6.0, 30.0, 40.0], "learned": 35.0, "random": 6.5,
+                         "ratio": 5.4, "steps": 3, "n_images": 10}}},
+        {"model": {"label": "one shot"}, "results": {"clean": {"top1": 40.0, "per_step_top1": [40.0]}}},
+    ]
+    md = markdown_report(results)
+    clean = md.split("## Clean top-1 at every step")[1].split("##")[0]
+    assert "| glimpser | 20.00 | 35.00 | 50.00 |" in clean
+    assert "one shot" not in clean                  # a single step needs no per-step row
+    fix = md.split("## Fixations on the object's mask at every glimpse (%)")[1]
+    assert "| model | 1 | 2 | 3 | after the first | uniform random |" in fix
+    assert "| glimpser | 6.00 | 30.00 | 40.00 | 35.00 | 6.50 |" in fix

@@ -171,6 +171,16 @@ def markdown_report(results_list: Sequence[dict]) -> str:
         if rows:
             lines += ["", f"## {suite}: top-1 per corruption and severity", ""]
             lines += _table(header, rows)
+    lines += _per_step_table(
+        "Clean top-1 at every step",
+        [(lab, (r.get("results", {}).get("clean") or {}).get("per_step_top1"))
+         for lab, r in zip(labels, results_list)])
+    glimpses = [(lab, r.get("results", {}).get("glimpses")) for lab, r in zip(labels, results_list)]
+    lines += _per_step_table(
+        "Fixations on the object's mask at every glimpse (%)",
+        [(lab, g.get("per_glimpse")) for lab, g in glimpses if g],
+        extra={lab: [_fmt(g.get("learned")), _fmt(g.get("random"))] for lab, g in glimpses if g},
+        extra_header=["after the first", "uniform random"])
     step_rows = []
     for lab, r in zip(labels, results_list):
         for suite in ("fgsm", "pgd", "autoattack"):
@@ -186,6 +196,21 @@ def markdown_report(results_list: Sequence[dict]) -> str:
             rows.append([lab, attack_label(run)] + cells + [""] * (width - len(cells)))
         lines += _table(["model", "attack"] + [str(t + 1) for t in range(width)], rows)
     return "\n".join(lines) + "\n"
+
+
+def _per_step_table(title: str, rows: Sequence[tuple[str, Sequence[float] | None]],
+                    extra: dict[str, list[str]] | None = None,
+                    extra_header: Sequence[str] = ()) -> list[str]:
+    """A section with one row per model and one column per step, for models with several steps."""
+    rows = [(lab, values) for lab, values in rows if values and len(values) > 1]
+    if not rows:
+        return []
+    width = max(len(values) for _, values in rows)
+    header = ["model"] + [str(t + 1) for t in range(width)] + list(extra_header if extra else [])
+    body = [[lab] + [_fmt(v) for v in values] + [""] * (width - len(values))
+            + ((extra or {}).get(lab, [""] * len(extra_header)) if extra else [])
+            for lab, values in rows]
+    return ["", f"## {title}", ""] + _table(header, body)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
