@@ -496,7 +496,9 @@ default_cfgs = generate_default_cfgs({
 _TINY = dict(embed_dim=192, depth=12, num_heads=3)
 _SMALL = dict(embed_dim=384, depth=12, num_heads=6)
 _BASE = dict(embed_dim=768, depth=12, num_heads=12)
-_MICRO = dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3)
+# Average pooling, as in the ``_gap`` models: every patch token then feeds the classifier, so a
+# class's classifier row, used as a prior, picks out the tokens of that class's object.
+_MICRO = dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3, global_pool="avg")
 
 
 def _create(cls: type, variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> nn.Module:
@@ -535,7 +537,8 @@ def absvit_tiny_patch8_224_gap(pretrained: bool = False, **kwargs: Any) -> AbSVi
 
 @register_model
 def absvit_micro_patch8_64(pretrained: bool = False, **kwargs: Any) -> AbSViT:
-    """AbSViT for 64x64 images: C 96, depth 6, 3 heads, 8x8 patches (64 tokens)."""
+    """AbSViT for 64x64 images: C 96, depth 6, 3 heads, 8x8 patches (64 tokens), average
+    pooling."""
     return _create(AbSViT, "absvit_micro_patch8_64", pretrained, dict(_MICRO), kwargs)
 
 
