@@ -43,7 +43,7 @@ DEMO_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 class DemoSettings:
     """Budget of one demo run (the full run fits in 15 minutes on 2 CPU cores)."""
 
-    data: str = "embedded:train=6000,val=500,test=1000"
+    data: str = "embedded:train=8000,val=500,test=1000"
     pair_data: str = "embedded:pair,train=64,val=64,test=300"
     epochs: int = 3
     batch_size: int = 64
