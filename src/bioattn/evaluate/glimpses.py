@@ -63,7 +63,9 @@ def fixations_on_mask_dataset(
 
     Returns, in %: ``per_glimpse`` (share at each glimpse), ``learned`` (mean over glimpses
     2..T), ``random`` (mean mask area: the expected share of uniformly random fixations) and
-    ``ratio`` (learned / random); plus ``steps`` and ``n_images``.
+    ``ratio`` (learned / random); plus ``steps``, ``n_images`` and ``learns_fixations`` (whether
+    the model has a trained fixation policy; models without one report where they look anyway,
+    e.g. always the centre, or the centre of their soft attention).
     """
     inner = unwrap(model)
     if not hasattr(inner, "forward_glimpses"):
@@ -102,5 +104,6 @@ def fixations_on_mask_dataset(
         "random": random,
         "ratio": learned / random if random > 0 else float("nan"),
         "steps": int(on_mask.shape[0]),
+        "learns_fixations": bool(getattr(inner, "learns_fixations", False)),
         "n_images": n,
     }
