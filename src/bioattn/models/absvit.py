@@ -496,8 +496,8 @@ default_cfgs = generate_default_cfgs({
 _TINY = dict(embed_dim=192, depth=12, num_heads=3)
 _SMALL = dict(embed_dim=384, depth=12, num_heads=6)
 _BASE = dict(embed_dim=768, depth=12, num_heads=12)
-# Average pooling, as in the ``_gap`` models: every patch token then feeds the classifier, so a
-# class's classifier row, used as a prior, picks out the tokens of that class's object.
+# Average pooling, as in the ``_gap`` models: every patch token then feeds the classifier, so the
+# patch tokens are trained against the classifier rows that class priors are made of.
 _MICRO = dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3, global_pool="avg")
 
 
