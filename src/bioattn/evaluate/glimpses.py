@@ -59,7 +59,8 @@ def fixations_on_mask_dataset(
 ) -> dict:
     """Per-glimpse share of fixations on the object mask for a glimpse model (one with
     ``forward_glimpses``) on an embedded data set (images from ``dataset[i]``, masks from
-    ``dataset.arrays``; for two-object images, the first object's mask, the one labelled).
+    ``dataset.arrays``; for two-object images, the first object's mask, the one labelled), on
+    its first ``limit`` images (as the steering score).
 
     Returns, in %: ``per_glimpse`` (share at each glimpse), ``learned`` (mean over glimpses
     2..T), ``random`` (mean mask area: the expected share of uniformly random fixations) and

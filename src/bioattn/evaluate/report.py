@@ -206,9 +206,10 @@ def _per_step_table(title: str, rows: Sequence[tuple[str, Sequence[float] | None
     if not rows:
         return []
     width = max(len(values) for _, values in rows)
-    header = ["model"] + [str(t + 1) for t in range(width)] + list(extra_header if extra else [])
+    extra = extra or {}
+    header = ["model"] + [str(t + 1) for t in range(width)] + list(extra_header)
     body = [[lab] + [_fmt(v) for v in values] + [""] * (width - len(values))
-            + ((extra or {}).get(lab, [""] * len(extra_header)) if extra else [])
+            + extra.get(lab, [""] * len(extra_header))
             for lab, values in rows]
     return ["", f"## {title}", ""] + _table(header, body)
 
