@@ -1,8 +1,10 @@
-"""Shared fixtures: tiny ImageNet-style folders and an isolated data cache."""
+"""Shared fixtures and helpers: tiny ImageNet-style folders, an isolated data cache, and runs of
+several processes (distributed training) that cannot hang the suite."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +43,39 @@ def make_image_folder(root: Path, classes=("a", "b"), per_class: int = 12, size:
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     return make_image_folder(tmp_path / "data")
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that was free a moment ago."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_processes(fn, args: tuple, nprocs: int, timeout: float = 240.0, attempts: int = 2) -> None:
+    """Run ``fn(rank, port, *args)`` in ``nprocs`` fresh (spawned) processes and wait for them.
+
+    A group that is still running after ``timeout`` seconds is killed and started again on a new
+    port (a rendezvous can stall when another process takes the port between its choice and its
+    use); after ``attempts`` such groups the test fails. An exception in a child fails at once.
+    """
+    import warnings
+
+    import torch.multiprocessing as mp
+
+    for attempt in range(1, attempts + 1):
+        context = mp.start_processes(fn, args=(free_port(), *args), nprocs=nprocs, join=False,
+                                     start_method="spawn")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if context.join(timeout=5):
+                return
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+            process.join()
+        warnings.warn(f"{nprocs} processes of {fn.__name__} still ran after {timeout:.0f} s "
+                      f"(attempt {attempt} of {attempts}); killed")
+    pytest.fail(f"{fn.__name__} in {nprocs} processes did not finish in {attempts} x {timeout:.0f} s")

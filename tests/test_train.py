@@ -5,11 +5,9 @@ from __future__ import annotations
 import errno
 import json
 import os
-import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from PIL import Image
 
 from bioattn import checkpoint as ckpt
@@ -17,7 +15,7 @@ from bioattn.cli import main
 from bioattn.errors import BioattnError, NonFiniteLossError
 from bioattn.train import TrainConfig, train
 
-from conftest import make_image_folder
+from conftest import make_image_folder, run_processes
 
 
 def _config(data, out, **kw) -> TrainConfig:
@@ -81,13 +79,7 @@ def test_killed_then_resumed_run_ends_with_the_same_weights(image_folder, tmp_pa
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank, world, port, data, out, result_dir):
+def _ddp_worker(rank, port, world, data, out, result_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -98,8 +90,7 @@ def _ddp_worker(rank, world, port, data, out, result_dir):
 def test_two_process_ddp_matches_one_process_on_the_same_global_batch(image_folder, tmp_path):
     results = tmp_path / "ranks"
     results.mkdir()
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(image_folder), str(tmp_path / "ddp"), str(results)),
-             nprocs=2, join=True)
+    run_processes(_ddp_worker, (2, str(image_folder), str(tmp_path / "ddp"), str(results)), nprocs=2)
     rank0 = torch.load(results / "rank0.pt", weights_only=True)
     rank1 = torch.load(results / "rank1.pt", weights_only=True)
     _assert_same_weights(rank0, rank1)

@@ -6,6 +6,7 @@ them the process runs alone. NCCL is used on GPUs, gloo on CPUs.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -76,5 +77,12 @@ def barrier(info: DistInfo) -> None:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Leave the process group.
+
+    Every DDP wrapper must be freed first: one that outlives the group holds its last reference,
+    and freeing it then runs gloo's teardown while holding the GIL, which deadlocks against
+    gloo's worker threads. The garbage collection frees wrappers caught in reference cycles.
+    """
     if info.enabled and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()

@@ -26,6 +26,7 @@ import math
 import random
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,6 +314,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     info = init_distributed(cfg.device)
     try:
         return _train(cfg, run_dir, info, resume_state)
+    except BaseException as exc:
+        if info.enabled:
+            # the traceback's frames keep the DDP wrapper alive; it must go before the group does
+            traceback.clear_frames(exc.__traceback__)
+        raise
     finally:
         cleanup(info)
 

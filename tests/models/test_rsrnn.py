@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 import timm
@@ -10,12 +9,14 @@ import torch
 import torch.nn.functional as F
 
 import bioattn  # noqa: F401  (registers the models)
+from bioattn.distributed import DistInfo, cleanup
 from bioattn.errors import BioattnError
 from bioattn.models import create_model
 from bioattn.models.rsrnn import (
     RSRNN, GlimpseModel, choose_fixation, fixation_density, gaussian_blobs, inhibition_of_return,
 )
 from bioattn.protocol import ModelOutput, compute_loss, forward_steps, is_multi_step
+from conftest import run_processes
 
 MICRO = ["rsrnn_micro", "retina_gru_micro", "crop_s_micro", "crop_d_micro", "s3ta_micro", "ffcnn_micro"]
 IMAGENET = ["rsrnn_resnet18", "retina_gru_resnet18", "crop_s_resnet18", "crop_d_resnet18",
@@ -345,45 +346,43 @@ def test_bad_input():
 # ------------------------------------------------------------------------------------------
 # distributed data parallel
 # ------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world_size: int, port: int, names: list[str]) -> None:
+def _ddp_worker(rank: int, port: int, world_size: int, names: list[str]) -> None:
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
         for name in names:
-            torch.manual_seed(0)
-            model = _tiny(name)
-            ddp = DistributedDataParallel(model, find_unused_parameters=model.has_unused_parameters)
-            opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
-            gen = torch.Generator().manual_seed(100 + rank)  # different data on each rank
-            for _ in range(2):
-                x = torch.randn(4, 3, 64, 64, generator=gen)
-                y = torch.randint(0, 5, (4,), generator=gen)
-                out = ddp(x)
-                loss = compute_loss(ddp, out, y, torch.nn.CrossEntropyLoss())
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            flat = torch.cat([p.detach().flatten() for p in model.parameters()])
-            gathered = [torch.zeros_like(flat) for _ in range(world_size)]
-            dist.all_gather(gathered, flat)
-            if not torch.allclose(gathered[0], gathered[1], atol=1e-6):
-                raise AssertionError(f"{name}: replicas diverged under DDP")
+            _ddp_two_steps(name, rank, world_size)
     finally:
-        dist.destroy_process_group()
+        # the DDP wrappers are gone with _ddp_two_steps' frames: the group can go (see cleanup)
+        cleanup(DistInfo(rank=rank, world_size=world_size, local_rank=rank, device=torch.device("cpu")))
+
+
+def _ddp_two_steps(name: str, rank: int, world_size: int) -> None:
+    """Two SGD steps of ``name`` under DDP with different data on each rank; replicas must agree."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.manual_seed(0)
+    model = _tiny(name)
+    ddp = DistributedDataParallel(model, find_unused_parameters=model.has_unused_parameters)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(100 + rank)  # different data on each rank
+    for _ in range(2):
+        x = torch.randn(4, 3, 64, 64, generator=gen)
+        y = torch.randint(0, 5, (4,), generator=gen)
+        out = ddp(x)
+        loss = compute_loss(ddp, out, y, torch.nn.CrossEntropyLoss())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    gathered = [torch.zeros_like(flat) for _ in range(world_size)]
+    dist.all_gather(gathered, flat)
+    if not torch.allclose(gathered[0], gathered[1], atol=1e-6):
+        raise AssertionError(f"{name}: replicas diverged under DDP")
 
 
 def test_ddp_two_processes():
-    import torch.multiprocessing as mp
-
-    # fork: the children reuse this process's imports (a fresh interpreter would import torch again)
-    mp.start_processes(_ddp_worker, args=(2, _free_port(), MICRO), nprocs=2, join=True,
-                       start_method="fork")
+    run_processes(_ddp_worker, (2, MICRO), nprocs=2)
