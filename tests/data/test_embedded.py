@@ -272,7 +272,7 @@ def test_cache_root_from_environment(tmp_path, monkeypatch):
     assert (tmp_path / "env-cache" / "embedded" / TINY.key / "manifest.json").is_file()
 
 
-@pytest.mark.parametrize("damage", ["flip_byte", "truncate", "delete", "manifest"])
+@pytest.mark.parametrize("damage", ["flip_byte", "truncate", "delete", "manifest", "other_generator"])
 def test_damaged_cache_is_rebuilt(tmp_path, caplog, damage):
     original = load_embedded(TINY, "train", cache_dir=tmp_path)
     expected = emb.EmbeddedArrays(**{f: np.array(getattr(original, f)) for f in
@@ -288,8 +288,12 @@ def test_damaged_cache_is_rebuilt(tmp_path, caplog, damage):
         target.write_bytes(target.read_bytes()[:-500])
     elif damage == "delete":
         target.unlink()
-    else:
+    elif damage == "manifest":
         (folder / "manifest.json").write_text("{not json")
+    else:  # same spec, written by a generator whose code differs from this one
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["generator_digest"] = "0" * 16
+        (folder / "manifest.json").write_text(json.dumps(manifest))
     with caplog.at_level(logging.WARNING, logger="bioattn.data"):
         rebuilt = load_embedded(TINY, "train", cache_dir=tmp_path)
     warnings = [r for r in caplog.records if "damaged" in r.getMessage()]

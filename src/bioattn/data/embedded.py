@@ -18,6 +18,7 @@ memory-mapped on later loads and checked against the sha256 sums of a manifest.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -778,12 +779,20 @@ def _write_cache(spec: EmbeddedSpec, folder: Path, workers: int | None) -> None:
     manifest = {
         "format": _MANIFEST_FORMAT,
         "generator_version": GENERATOR_VERSION,
+        "generator_digest": _generator_digest(),
         "key": spec.key,
         "spec": dataclasses.asdict(spec),
         "class_names": list(CLASS_NAMES),
         "splits": splits,
     }
     (folder / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+@functools.cache
+def _generator_digest() -> str:
+    """Fingerprint of this module's source: a cache written by any other version of the
+    generator (which may draw other images for the same spec) is not trusted."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 def _read_manifest(spec: EmbeddedSpec, folder: Path) -> dict:
@@ -796,6 +805,8 @@ def _read_manifest(spec: EmbeddedSpec, folder: Path) -> dict:
         raise ValueError("manifest of an unknown format")
     if manifest.get("spec") != dataclasses.asdict(spec) or manifest.get("generator_version") != GENERATOR_VERSION:
         raise ValueError("manifest describes another spec")
+    if manifest.get("generator_digest") != _generator_digest():
+        raise ValueError("written by another version of the generator")
     if not isinstance(manifest.get("splits"), dict) or set(manifest["splits"]) != set(SPLITS):
         raise ValueError("manifest lacks splits")
     return manifest
