@@ -103,6 +103,32 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(image_fold
     assert any(not torch.allclose(untrained[k], v, atol=1e-4) for k, v in rank0.items())
 
 
+def _ddp_nan_worker(rank, port, world, data, out, result_dir):
+    import bioattn.train as tr
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    real = tr.compute_loss
+    if rank == 1:  # one process goes wrong; every process must stop, and exit
+        tr.compute_loss = lambda *a, **k: real(*a, **k) * float("nan")
+    try:
+        train(_config(data, out, batch_size=4, epochs=1, device="cpu", recipe="small"))
+    except NonFiniteLossError as exc:
+        with open(os.path.join(result_dir, f"rank{rank}.txt"), "w") as fh:
+            fh.write(str(exc))
+
+
+def test_ddp_run_stopped_by_a_non_finite_loss_ends_every_process(image_folder, tmp_path):
+    # a non-finite loss on one rank stops all of them at the same step (no rank is left waiting
+    # in a collective), and each leaves the process group and exits
+    results = tmp_path / "ranks"
+    results.mkdir()
+    run_processes(_ddp_nan_worker, (2, str(image_folder), str(tmp_path / "ddp"), str(results)), nprocs=2)
+    for rank in (0, 1):
+        assert "non-finite loss at epoch 1, step 1" in (results / f"rank{rank}.txt").read_text()
+
+
 # ------------------------------------------------------------------------------------------
 # bad input: one line, non-zero exit, nothing lost
 # ------------------------------------------------------------------------------------------
