@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import torch
 
 from bioattn.cli import main
 from bioattn.demo import DEMO_MODELS, run_demo
@@ -59,6 +60,19 @@ def test_quick_demo_trains_evaluates_and_writes_a_consistent_report(tmp_path):
     # a second run reuses the cached checkpoints: nothing is trained again
     again = run_demo(tmp_path / "again", quick=True, progress=False, models=["FF-CNN"])
     assert again["timings"]["FF-CNN"]["train_s"] == 0.0
+
+    # a cached checkpoint that no longer fits the model (other model code) is trained again
+    import os
+
+    from safetensors.torch import save_file
+
+    cached = list(Path(os.environ["BIOATTN_CACHE"]).glob("demo/*/*/best/model.safetensors"))
+    ffcnn = [p for p in cached if "ff" in p.parent.parent.name]
+    assert len(ffcnn) == 1
+    save_file({"not_a_weight": torch.zeros(1)}, str(ffcnn[0]))
+    third = run_demo(tmp_path / "third", quick=True, progress=False, models=["FF-CNN"])
+    assert third["timings"]["FF-CNN"]["train_s"] > 0.0
+    assert third["models"][0]["results"]["clean"]["top1"] == again["models"][0]["results"]["clean"]["top1"]
 
 
 def test_unwritable_out_is_a_one_line_error(tmp_path, capsys):

@@ -62,8 +62,12 @@ class DemoSettings:
 
     @property
     def key(self) -> str:
-        """Identifies the trained checkpoints: training settings only."""
+        """Identifies the trained checkpoints: the training settings and the data generator's
+        version (checkpoints trained on other images are not reused)."""
+        from .data.embedded import generator_digest
+
         train_part = {k: getattr(self, k) for k in ("data", "epochs", "batch_size", "base_lr", "seed")}
+        train_part["data_generator"] = generator_digest()
         return hashlib.sha256(json.dumps(train_part, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -194,22 +198,27 @@ def _train_or_load(label: str, name: str, args: dict, settings: DemoSettings, ck
 
     run_dir = ckpt_root / _slug(label)
     seconds = 0.0
-    if retrain or not (run_dir / "best" / "model.safetensors").exists():
-        if run_dir.exists():
-            import shutil
+    if not retrain and (run_dir / "best" / "model.safetensors").exists():
+        try:
+            model = load_model(run_dir / "best")
+        except BioattnError as exc:  # written by another version of the model code
+            log(f"{label}: the cached checkpoint cannot be used ({exc}); training again")
+        else:
+            log(f"{label}: using the cached checkpoint {run_dir / 'best'}")
+            return model, read_meta(run_dir / "best"), seconds
+    if run_dir.exists():
+        import shutil
 
-            shutil.rmtree(run_dir)
-        log(f"[bold]training {label}[/] ({name} {args or ''})")
-        t0 = time.perf_counter()
-        train(TrainConfig(
-            model=name, data=settings.data, output=str(run_dir), recipe="small", model_args=dict(args),
-            epochs=settings.epochs, batch_size=settings.batch_size, base_lr=settings.base_lr,
-            warmup_epochs=min(1, settings.epochs - 1), seed=settings.seed, progress=progress,
-            tensorboard=False, device="cpu" if not torch.cuda.is_available() else "auto",
-        ))
-        seconds = time.perf_counter() - t0
-    else:
-        log(f"{label}: using the cached checkpoint {run_dir / 'best'}")
+        shutil.rmtree(run_dir)
+    log(f"[bold]training {label}[/] ({name} {args or ''})")
+    t0 = time.perf_counter()
+    train(TrainConfig(
+        model=name, data=settings.data, output=str(run_dir), recipe="small", model_args=dict(args),
+        epochs=settings.epochs, batch_size=settings.batch_size, base_lr=settings.base_lr,
+        warmup_epochs=min(1, settings.epochs - 1), seed=settings.seed, progress=progress,
+        tensorboard=False, device="cpu" if not torch.cuda.is_available() else "auto",
+    ))
+    seconds = time.perf_counter() - t0
     model = load_model(run_dir / "best")
     return model, read_meta(run_dir / "best"), seconds
 

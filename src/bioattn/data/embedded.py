@@ -779,7 +779,7 @@ def _write_cache(spec: EmbeddedSpec, folder: Path, workers: int | None) -> None:
     manifest = {
         "format": _MANIFEST_FORMAT,
         "generator_version": GENERATOR_VERSION,
-        "generator_digest": _generator_digest(),
+        "generator_digest": generator_digest(),
         "key": spec.key,
         "spec": dataclasses.asdict(spec),
         "class_names": list(CLASS_NAMES),
@@ -789,7 +789,7 @@ def _write_cache(spec: EmbeddedSpec, folder: Path, workers: int | None) -> None:
 
 
 @functools.cache
-def _generator_digest() -> str:
+def generator_digest() -> str:
     """Fingerprint of this module's source: a cache written by any other version of the
     generator (which may draw other images for the same spec) is not trusted."""
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
@@ -805,7 +805,7 @@ def _read_manifest(spec: EmbeddedSpec, folder: Path) -> dict:
         raise ValueError("manifest of an unknown format")
     if manifest.get("spec") != dataclasses.asdict(spec) or manifest.get("generator_version") != GENERATOR_VERSION:
         raise ValueError("manifest describes another spec")
-    if manifest.get("generator_digest") != _generator_digest():
+    if manifest.get("generator_digest") != generator_digest():
         raise ValueError("written by another version of the generator")
     if not isinstance(manifest.get("splits"), dict) or set(manifest["splits"]) != set(SPLITS):
         raise ValueError("manifest lacks splits")
@@ -973,7 +973,7 @@ def preview(spec: EmbeddedSpec, out_png: str | os.PathLike, n: int = 16, split: 
 
 
 __all__ = [
-    "CLASS_NAMES", "TEXTURE_NAMES", "SPLITS", "GENERATOR_VERSION", "EMBEDDED_MEAN", "EMBEDDED_STD",
+    "CLASS_NAMES", "TEXTURE_NAMES", "SPLITS", "GENERATOR_VERSION", "generator_digest", "EMBEDDED_MEAN", "EMBEDDED_STD",
     "EmbeddedSpec", "EmbeddedArrays", "EmbeddedDataset", "generate_split", "load_embedded",
     "ensure_cached", "cache_root", "cache_path", "remove_cached", "preview",
 ]
