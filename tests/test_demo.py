@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from bioattn.cli import main
 from bioattn.demo import DEMO_MODELS, run_demo
@@ -62,10 +64,6 @@ def test_quick_demo_trains_evaluates_and_writes_a_consistent_report(tmp_path):
     assert again["timings"]["FF-CNN"]["train_s"] == 0.0
 
     # a cached checkpoint that no longer fits the model (other model code) is trained again
-    import os
-
-    from safetensors.torch import save_file
-
     cached = list(Path(os.environ["BIOATTN_CACHE"]).glob("demo/*/*/best/model.safetensors"))
     ffcnn = [p for p in cached if "ff" in p.parent.parent.name]
     assert len(ffcnn) == 1

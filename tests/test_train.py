@@ -79,10 +79,15 @@ def test_killed_then_resumed_run_ends_with_the_same_weights(image_folder, tmp_pa
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
 
 
-def _ddp_worker(rank, port, world, data, out, result_dir):
+def _as_torchrun_process(rank, port, world):
+    """Set the environment torchrun gives process ``rank`` of ``world`` on this machine."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+
+
+def _ddp_worker(rank, port, world, data, out, result_dir):
+    _as_torchrun_process(rank, port, world)
     result = train(_config(data, out, batch_size=4, epochs=1, device="cpu", recipe="small"))
     torch.save(result["model"].state_dict(), os.path.join(result_dir, f"rank{rank}.pt"))
 
@@ -106,9 +111,7 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(image_fold
 def _ddp_nan_worker(rank, port, world, data, out, result_dir):
     import bioattn.train as tr
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    _as_torchrun_process(rank, port, world)
     real = tr.compute_loss
     if rank == 1:  # one process goes wrong; every process must stop, and exit
         tr.compute_loss = lambda *a, **k: real(*a, **k) * float("nan")
