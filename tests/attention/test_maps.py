@@ -229,6 +229,7 @@ def test_steering_score_with_hand_made_masks(absvit, reference):
     result = steering_score(absvit, x, labels, full)
     assert result["prompted_share"] == pytest.approx(1.0) and result["other_share"] == pytest.approx(1.0)
     assert result["win_rate"] == 0.0 and result["n_pairs"] == 4
+    assert result["shift"] == pytest.approx(0.0, abs=1e-6) and result["shift_win_rate"] == 0.0
 
     # left half belongs to the first object, right half to the second
     halves = torch.zeros(2, 2, 32, 32, dtype=torch.bool)
@@ -242,6 +243,13 @@ def test_steering_score_with_hand_made_masks(absvit, reference):
     assert result["prompted_share"] == pytest.approx(own.mean().item(), abs=1e-6)
     assert result["prompted_share"] + result["other_share"] == pytest.approx(1.0, abs=1e-6)
     assert result["win_rate"] == pytest.approx((own > 1 - own).float().mean().item())
+    # shift: the first object's share under its own prior minus under the other prior, and the
+    # same for the second object, averaged per image
+    left = [a[..., :16].sum((1, 2)) / a.sum((1, 2)) for a in maps]
+    shift = 0.5 * ((left[0] - left[1]) + ((1 - left[1]) - (1 - left[0])))
+    assert result["shift"] == pytest.approx(shift.mean().item(), abs=1e-6)
+    assert result["shift_win_rate"] == pytest.approx((shift > 0).float().mean().item())
+    assert result["shift"] != pytest.approx(0.0, abs=1e-9)
 
     # the same score from a two-object data set (images from dataset[i], labels/masks from arrays)
     class PairData:
@@ -254,7 +262,7 @@ def test_steering_score_with_hand_made_masks(absvit, reference):
             return x[i], int(labels[i, 0])
 
     by_dataset = steering_score_dataset(absvit, PairData(), prior_scale=40, batch_size=1)
-    for key in ("prompted_share", "other_share", "win_rate"):
+    for key in ("prompted_share", "other_share", "win_rate", "shift", "shift_win_rate"):
         assert by_dataset[key] == pytest.approx(result[key], abs=1e-6)
 
 

@@ -4,6 +4,12 @@ On two-object images (``embedded:pair``), each image is seen twice, once with ea
 classes as the prior. For each view, the score takes the share of the top-down attention mass
 (the map under that class's prior, upsampled to the masks' size) that falls inside the prompted
 object's mask, and the share inside the other object's mask.
+
+Comparing the two shares of one map also measures which object is more salient: a larger or
+brighter object can hold more of the map under either prior. The *shift* removes that: for each
+image, how much an object's share rises when its own class is the prior rather than the other
+object's class, averaged over the two objects. A positive shift means attention moves towards
+whichever object is prompted.
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ def steering_score(
 
     Returns ``prompted_share`` (mean share inside the prompted object), ``other_share`` (inside
     the other object), ``win_rate`` (fraction of image-prompt pairs where the prompted object's
-    share beats the other's), ``n_images`` and ``n_pairs``.
+    share beats the other's), ``shift`` (mean over images of the rise of an object's share when
+    it is prompted instead of the other object), ``shift_win_rate`` (fraction of images whose
+    shift is positive), ``n_images`` and ``n_pairs``.
     """
     inner = unwrap(model)
     if not hasattr(inner, "top_down_maps"):
@@ -63,27 +71,32 @@ def steering_score(
     inner.eval()
     device = torch.device(device) if device is not None else next(inner.parameters()).device
     size = tuple(masks.shape[-2:])
-    own_shares, other_shares = [], []
+    shares = []  # (b, prior j, mask k): share of the map under prior j inside mask k
     try:
         for start in range(0, n, batch_size):
             x = images[start:start + batch_size].to(device)
             y = labels[start:start + batch_size].to(device=device, dtype=torch.long)
             m = masks[start:start + batch_size].to(device=device, dtype=torch.float32)
             maps = inner.top_down_maps(x, [y[:, 0], y[:, 1]], prior_scale=prior_scale)
-            for j, amap in enumerate(maps):
+            per_prior = []
+            for amap in maps:
                 amap = upsample(amap, size)
                 amap = display_normalise(amap) if display else amap.clamp(min=0)
                 total = amap.sum(dim=(-2, -1)).clamp(min=torch.finfo(amap.dtype).tiny)
-                own_shares.append((amap * m[:, j]).sum(dim=(-2, -1)) / total)
-                other_shares.append((amap * m[:, 1 - j]).sum(dim=(-2, -1)) / total)
+                per_prior.append((amap.unsqueeze(1) * m).sum(dim=(-2, -1)) / total.unsqueeze(1))
+            shares.append(torch.stack(per_prior, dim=1))
     finally:
         inner.train(was_training)
-    own = torch.cat(own_shares)
-    other = torch.cat(other_shares)
+    shares = torch.cat(shares)
+    own = torch.cat([shares[:, 0, 0], shares[:, 1, 1]])
+    other = torch.cat([shares[:, 0, 1], shares[:, 1, 0]])
+    shift = 0.5 * ((shares[:, 0, 0] - shares[:, 1, 0]) + (shares[:, 1, 1] - shares[:, 0, 1]))
     return {
         "prompted_share": own.mean().item(),
         "other_share": other.mean().item(),
         "win_rate": (own > other).float().mean().item(),
+        "shift": shift.mean().item(),
+        "shift_win_rate": (shift > 0).float().mean().item(),
         "n_images": n,
         "n_pairs": int(own.numel()),
         "prior_scale": float(prior_scale),
@@ -123,6 +136,6 @@ def steering_score_dataset(
         raise BioattnError("steering score needs at least one image")
     pairs = sum(p["n_pairs"] for p in parts)
     result = {key: sum(p[key] * p["n_pairs"] for p in parts) / pairs
-              for key in ("prompted_share", "other_share", "win_rate")}
+              for key in ("prompted_share", "other_share", "win_rate", "shift", "shift_win_rate")}
     result.update(n_images=n, n_pairs=pairs, prior_scale=float(prior_scale))
     return result
