@@ -496,14 +496,9 @@ default_cfgs = generate_default_cfgs({
 _TINY = dict(embed_dim=192, depth=12, num_heads=3)
 _SMALL = dict(embed_dim=384, depth=12, num_heads=6)
 _BASE = dict(embed_dim=768, depth=12, num_heads=12)
-# Max pooling over patch tokens (then ``fc_norm``): the patch tokens are trained against the
-# classifier rows that class priors are made of, as with average pooling, but only the tokens
-# holding the strongest features reach the classifier. With average pooling on images of small
-# objects, the many background tokens are trained to carry the class: they attend to the object
-# and end up closer to its class row than the object's own tokens. With max pooling the object's
-# tokens attend within their object and the class rows pick out the object, as a top-down prior
-# needs (measured on two-object images: see README, "Steering").
-_MICRO = dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3, global_pool="max")
+# Average pooling, as in the ``_gap`` models: every patch token then feeds the classifier, so the
+# patch tokens are trained against the classifier rows that class priors are made of.
+_MICRO = dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3, global_pool="avg")
 
 
 def _create(cls: type, variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> nn.Module:
@@ -542,8 +537,8 @@ def absvit_tiny_patch8_224_gap(pretrained: bool = False, **kwargs: Any) -> AbSVi
 
 @register_model
 def absvit_micro_patch8_64(pretrained: bool = False, **kwargs: Any) -> AbSViT:
-    """AbSViT for 64x64 images: C 96, depth 6, 3 heads, 8x8 patches (64 tokens), max pooling
-    of the patch tokens."""
+    """AbSViT for 64x64 images: C 96, depth 6, 3 heads, 8x8 patches (64 tokens), average
+    pooling."""
     return _create(AbSViT, "absvit_micro_patch8_64", pretrained, dict(_MICRO), kwargs)
 
 
