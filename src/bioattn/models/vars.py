@@ -544,7 +544,11 @@ class VARSSBlock(nn.Module):
                 x = x - torch.clamp(x, -thresh, thresh)
             if maps is not None:
                 maps[f"step {t}"] = inv(synth(x)).detach()[:, :, 0].norm(dim=1)
-        r = inv(K2.unsqueeze(1) * synth(x))  # (B, C, 1, N)
+        # Two circular convolutions, each back on the grid: conv(x, K^H), then kernel2. They
+        # cannot be fused into one spectral product, because a spectrum that is not Hermitian
+        # (K^H X is not) loses its non-Hermitian part on the way back to the grid, and the
+        # second filter acts on what is left.
+        r = inv(K2.unsqueeze(1) * fwd(inv(synth(x))))  # (B, C, 1, N)
         return r[:, :, 0].transpose(1, 2)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
