@@ -357,7 +357,7 @@ def _markdown_table_to_html(md: str) -> str:
 
 def _write_html(out: Path, md: str, plots: list[str], gallery: list[tuple[str, str]],
                 settings: DemoSettings, seconds: float) -> None:
-    from .checkpoint import atomic_write_text
+    from .fileio import atomic_write_text
 
     figures = "\n".join(
         f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"><figcaption>{html.escape(p)}</figcaption></figure>'

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from . import checkpoint as ckpt
 from .distributed import DistInfo, all_reduce_sum, all_true, barrier, cleanup, init_distributed
 from .errors import BioattnError, NonFiniteLossError
+from .fileio import atomic_dir, atomic_write_text
 from .protocol import after_train_step, compute_loss, final_logits, forward_steps, unwrap
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -271,7 +272,7 @@ def _save(run_dir: Path, name: str, model: nn.Module, meta: dict, trainer_state:
 
     target = run_dir / name
     try:
-        ckpt.atomic_dir(target, fill)
+        atomic_dir(target, fill)
     except OSError as exc:
         raise BioattnError(
             f"could not write checkpoint {target}: {exc.strerror or exc}; the previous checkpoint is intact"
@@ -423,7 +424,7 @@ def _train(cfg: TrainConfig, run_dir: Path, info: DistInfo, resume_state: dict |
     writer = None
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_text(run_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+        atomic_write_text(run_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -17,7 +17,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-from ..checkpoint import atomic_write
+from ..fileio import atomic_write
 from ..errors import BioattnError
 from ..protocol import unwrap
 from .maps import attention_maps, display_normalise, upsample

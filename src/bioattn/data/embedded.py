@@ -36,8 +36,9 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from torch.utils.data import Dataset
 
-from ..checkpoint import atomic_dir, atomic_write
+from ..fileio import atomic_dir, atomic_write
 from ..errors import BioattnError
+from .stats import EMBEDDED_MEAN, EMBEDDED_STD
 
 log = logging.getLogger("bioattn.data")
 
@@ -50,9 +51,6 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 # Bumped whenever the pictures for a given spec change; part of the cache key.
 GENERATOR_VERSION = 2
 
-# Per-channel statistics of the default spec's training split (pixel values in [0, 1]).
-EMBEDDED_MEAN: tuple[float, float, float] = (0.240, 0.240, 0.240)
-EMBEDDED_STD: tuple[float, float, float] = (0.194, 0.194, 0.194)
 
 MIN_SIZE, MAX_SIZE = 32, 224
 MAX_OBJECT_AREA = 0.2          # fraction of the image an object may cover

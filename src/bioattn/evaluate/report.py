@@ -20,7 +20,7 @@ PLOT_STEPS = "attack_steps.png"
 # ------------------------------------------------------------------------------------------
 def write_results(results: dict, path: str | Path) -> Path:
     """Write ``results`` as strict JSON (NaN -> null), atomically."""
-    from ..checkpoint import atomic_write_text
+    from ..fileio import atomic_write_text
 
     path = Path(path)
     atomic_write_text(path, json.dumps(nan_to_none(results), indent=2, allow_nan=False, default=str) + "\n")
@@ -337,7 +337,7 @@ def plot_attack_steps(results_list: Sequence[dict], path: str | Path) -> bool:
 
 def write_report(results_list: Sequence[dict], out_dir: str | Path, stem: str = "report") -> list[Path]:
     """``<stem>.md`` and the plots that apply, in ``out_dir``; returns the files written."""
-    from ..checkpoint import atomic_write_text
+    from ..fileio import atomic_write_text
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

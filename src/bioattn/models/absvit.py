@@ -30,7 +30,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..data.embedded import EMBEDDED_MEAN, EMBEDDED_STD
+from ..data.stats import EMBEDDED_MEAN, EMBEDDED_STD
 from ..errors import BioattnError
 from ..protocol import ModelOutput
 

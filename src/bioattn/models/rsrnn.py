@@ -81,7 +81,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from ..data.embedded import EMBEDDED_MEAN, EMBEDDED_STD
+from ..data.stats import EMBEDDED_MEAN, EMBEDDED_STD
 from ..errors import BioattnError
 from ..protocol import ModelOutput
 from .retina import Retina, check_fixations, coordinate_grid, falloff_for_field

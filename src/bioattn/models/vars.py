@@ -48,7 +48,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from ..data.embedded import EMBEDDED_MEAN, EMBEDDED_STD
+from ..data.stats import EMBEDDED_MEAN, EMBEDDED_STD
 from ..errors import BioattnError
 
 ATTENTIONS = ("self-att", "perf", "vars_s", "vars_d", "vars_sd")

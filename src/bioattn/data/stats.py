@@ -1,0 +1,10 @@
+"""Per-channel pixel statistics of the data sets bioattn ships or knows (pixel values in [0, 1]).
+
+A leaf module: models declare their input normalisation from it, data sets normalise with it.
+"""
+
+from __future__ import annotations
+
+# the default embedded spec's training split
+EMBEDDED_MEAN: tuple[float, float, float] = (0.240, 0.240, 0.240)
+EMBEDDED_STD: tuple[float, float, float] = (0.194, 0.194, 0.194)
