@@ -9,9 +9,9 @@ glimpse model) or an auxiliary loss follow three rules:
 * ``model(x)`` in eval mode returns the final logits ``(B, K)``, so the model drops into any
   code that expects a classifier (timm's validation loop, torchattacks).
 * ``model(x)`` in train mode returns a :class:`ModelOutput`: ``logits`` (the final prediction),
-  ``step_logits`` ``(T, B, K)`` (every pass or glimpse, the last one equal to ``logits``), and an
+  ``readout_logits`` ``(T, B, K)`` (every pass or glimpse, the last one equal to ``logits``), and an
   optional ``aux_loss`` to add to the objective (AbSViT's variational loss).
-* ``model.forward_steps(x, steps=None)`` returns a :class:`ModelOutput` in any mode; evaluation
+* ``model.forward_readouts(x, steps=None)`` returns a :class:`ModelOutput` in any mode; evaluation
   and attacks use it to read or target the prediction at a chosen step.
 
 A model that needs its own objective (e.g. a policy-gradient term that depends on the target)
@@ -37,15 +37,15 @@ class ModelOutput:
     """Outputs of a model with several predictions per input."""
 
     logits: torch.Tensor
-    step_logits: torch.Tensor | None = None
+    readout_logits: torch.Tensor | None = None
     aux_loss: torch.Tensor | None = None
     extras: dict | None = None
 
-    def all_steps(self) -> torch.Tensor:
+    def all_readouts(self) -> torch.Tensor:
         """Per-step logits ``(T, B, K)``; a single-step output gives ``T = 1``."""
-        if self.step_logits is None:
+        if self.readout_logits is None:
             return self.logits.unsqueeze(0)
-        return self.step_logits
+        return self.readout_logits
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -76,27 +76,27 @@ def compute_loss(
     custom = getattr(unwrap(model), "compute_loss", None)
     if custom is not None:
         return custom(output, target, criterion)
-    steps = output.all_steps()
+    steps = output.all_readouts()
     loss = sum(criterion(step, target) for step in steps) / steps.shape[0]
     if output.aux_loss is not None:
         loss = loss + output.aux_loss
     return loss
 
 
-def forward_steps(model: nn.Module, x: torch.Tensor, steps: int | None = None) -> ModelOutput:
+def forward_readouts(model: nn.Module, x: torch.Tensor, steps: int | None = None) -> ModelOutput:
     """Per-step predictions of any model: multi-step models answer through their
-    ``forward_steps``; plain models give one step."""
+    ``forward_readouts``; plain models give one step."""
     inner = unwrap(model)
-    if hasattr(inner, "forward_steps"):
+    if hasattr(inner, "forward_readouts"):
         if steps is None:
-            return inner.forward_steps(x)
-        return inner.forward_steps(x, steps=steps)
+            return inner.forward_readouts(x)
+        return inner.forward_readouts(x, steps=steps)
     out = model(x)
     return out if isinstance(out, ModelOutput) else ModelOutput(logits=out)
 
 
-def is_multi_step(model: nn.Module) -> bool:
-    return hasattr(unwrap(model), "forward_steps")
+def has_readouts(model: nn.Module) -> bool:
+    return hasattr(unwrap(model), "forward_readouts")
 
 
 def after_train_step(model: nn.Module, global_step: int) -> None:

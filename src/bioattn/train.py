@@ -40,7 +40,7 @@ from . import checkpoint as ckpt
 from .distributed import DistInfo, all_reduce_sum, all_true, barrier, cleanup, init_distributed
 from .errors import BioattnError, NonFiniteLossError
 from .fileio import atomic_dir, atomic_write_text
-from .protocol import after_train_step, compute_loss, final_logits, forward_steps, unwrap
+from .protocol import after_train_step, compute_loss, final_logits, forward_readouts, unwrap
 
 RECIPES: dict[str, dict[str, Any]] = {
     "deit": dict(
@@ -249,7 +249,7 @@ def evaluate_distributed(model: nn.Module, loader: DataLoader, info: DistInfo) -
     with torch.no_grad():
         for images, targets in loader:
             images, targets = images.to(info.device), targets.to(info.device)
-            logits = forward_steps(model, images).logits.float()
+            logits = forward_readouts(model, images).logits.float()
             totals[2] += nn.functional.cross_entropy(logits, targets, reduction="sum").item()
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(targets[:, None])
             totals[0] += top[:, 0].sum().item()

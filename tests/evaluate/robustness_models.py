@@ -90,7 +90,7 @@ class GlimpseToy(nn.Module):
     def _patch_means(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x.mean(dim=1, keepdim=True), self.patch).flatten(1)  # (B, P)
 
-    def forward_steps(self, x: torch.Tensor, steps: int | None = None) -> ModelOutput:
+    def forward_readouts(self, x: torch.Tensor, steps: int | None = None) -> ModelOutput:
         steps = steps or self.default_steps
         means = self._patch_means(x)
         b, p = means.shape
@@ -102,11 +102,11 @@ class GlimpseToy(nn.Module):
                 idx = torch.full((b,), t % p, device=x.device, dtype=torch.long)
             e = means.gather(1, idx[:, None]).squeeze(1) * self.scale
             logits.append(torch.stack([-e, e], dim=1))
-        step_logits = torch.stack(logits)
-        return ModelOutput(logits=step_logits[-1], step_logits=step_logits)
+        readout_logits = torch.stack(logits)
+        return ModelOutput(logits=readout_logits[-1], readout_logits=readout_logits)
 
     def forward(self, x: torch.Tensor):
-        out = self.forward_steps(x)
+        out = self.forward_readouts(x)
         return out if self.training else out.logits
 
 

@@ -66,9 +66,9 @@ def test_absvit_reproduces_reference(name):
     x = ref["input"]
     with torch.no_grad():
         assert close(model(x), ref["logits"])
-        out = model.forward_steps(x, with_var_loss=True)
-        assert close(out.step_logits[0], ref["logits_iter0"])
-        assert close(out.step_logits[1], ref["logits_iter1"])
+        out = model.forward_readouts(x, with_var_loss=True)
+        assert close(out.readout_logits[0], ref["logits_iter0"])
+        assert close(out.readout_logits[1], ref["logits_iter1"])
         assert close(out.logits, ref["logits_iter1"])
         assert close(out.extras["prior_mask"], ref["prompt_mask"])
         assert close(out.aux_loss.reshape(1), ref["var_loss"])
@@ -83,8 +83,8 @@ def test_absvit_reproduces_reference(name):
         model.train()
         out = model(x)
         assert isinstance(out, ModelOutput)
-        assert close(out.step_logits[0], ref["train_logits_iter0"])
-        assert close(out.step_logits[1], ref["train_logits_iter1"])
+        assert close(out.readout_logits[0], ref["train_logits_iter0"])
+        assert close(out.readout_logits[1], ref["train_logits_iter1"])
         assert close(out.aux_loss.reshape(1), ref["train_var_loss"])
 
 
@@ -147,22 +147,22 @@ def test_train_and_eval_outputs_follow_protocol():
     x, y = torch.randn(3, 3, 32, 32), torch.tensor([0, 4, 6])
     model.train()
     out = model(x)
-    assert isinstance(out, ModelOutput) and out.step_logits.shape == (2, 3, 7)
-    assert torch.equal(out.logits, out.step_logits[1]) and out.aux_loss.ndim == 0
+    assert isinstance(out, ModelOutput) and out.readout_logits.shape == (2, 3, 7)
+    assert torch.equal(out.logits, out.readout_logits[1]) and out.aux_loss.ndim == 0
     ce = torch.nn.CrossEntropyLoss()
-    expected = (ce(out.step_logits[0], y) + ce(out.step_logits[1], y)) / 2 + out.aux_loss
+    expected = (ce(out.readout_logits[0], y) + ce(out.readout_logits[1], y)) / 2 + out.aux_loss
     assert torch.allclose(compute_loss(model, out, y, ce), expected)
 
     model.eval()
     with torch.no_grad():
         logits = model(x)
-        steps = model.forward_steps(x)
-        first = model.forward_steps(x, steps=1)
+        steps = model.forward_readouts(x)
+        first = model.forward_readouts(x, steps=1)
     assert torch.is_tensor(logits) and torch.allclose(logits, steps.logits)
     assert steps.aux_loss is None
-    assert first.step_logits.shape == (1, 3, 7) and torch.allclose(first.logits, steps.step_logits[0])
+    assert first.readout_logits.shape == (1, 3, 7) and torch.allclose(first.logits, steps.readout_logits[0])
     with pytest.raises(BioattnError, match="steps"):
-        model.forward_steps(x, steps=3)
+        model.forward_readouts(x, steps=3)
 
 
 def test_variational_loss_only_in_training_and_only_trains_decoders():
@@ -191,7 +191,7 @@ def test_gradient_checkpointing_gives_same_outputs():
     ref = model(x)
     model.set_grad_checkpointing(True)
     out = model(x)
-    assert torch.allclose(out.step_logits, ref.step_logits, atol=1e-6)
+    assert torch.allclose(out.readout_logits, ref.readout_logits, atol=1e-6)
     out.logits.sum().backward()
     assert model.prompt.grad is not None
 

@@ -14,7 +14,7 @@ from bioattn.models import create_model
 from bioattn.models.rsrnn import (
     RSRNN, GlimpseModel, choose_fixation, fixation_density, gaussian_blobs, inhibition_of_return,
 )
-from bioattn.protocol import ModelOutput, compute_loss, forward_steps, is_multi_step
+from bioattn.protocol import ModelOutput, compute_loss, forward_readouts, has_readouts
 from conftest import run_processes
 
 MICRO = ["rsrnn_micro", "retina_gru_micro", "crop_s_micro", "crop_d_micro", "s3ta_micro", "ffcnn_micro"]
@@ -127,22 +127,22 @@ def test_shapes_and_protocol(name):
     torch.manual_seed(0)
     m = _tiny(name, num_glimpses=3)
     x = torch.randn(2, 3, 64, 64)
-    assert is_multi_step(m)
+    assert has_readouts(m)
     m.train()
     out = m(x)
     assert isinstance(out, ModelOutput)
-    assert out.step_logits.shape == (3, 2, 5)
+    assert out.readout_logits.shape == (3, 2, 5)
     assert out.extras["fixations"].shape == (3, 2, 2)
-    torch.testing.assert_close(out.logits, out.step_logits[-1])
+    torch.testing.assert_close(out.logits, out.readout_logits[-1])
     m.eval()
     logits = m(x)
     assert isinstance(logits, torch.Tensor) and logits.shape == (2, 5)
     with torch.no_grad():
         g = m.forward_glimpses(x, steps=7)  # more steps than in training
-        out = forward_steps(m, x, steps=7)
+        out = forward_readouts(m, x, steps=7)
     assert g.logits.shape == (7, 2, 5) and g.fixations.shape == (7, 2, 2) and g.sigmas.shape == (7, 2)
     assert float(g.fixations.abs().max()) <= 1
-    torch.testing.assert_close(out.step_logits, g.logits)
+    torch.testing.assert_close(out.readout_logits, g.logits)
     torch.testing.assert_close(out.extras["fixations"], g.fixations)
     # eval with the mode is deterministic, and the first fixation is the image centre
     with torch.no_grad():
@@ -157,7 +157,7 @@ def test_shapes_and_protocol(name):
     views = m.glimpse_images(x, g.fixations[:3])
     assert all(v.shape[:3] == (3, 2, 3) for v in views)
     # FF-CNN is single-step by default; the glimpse models train with 4 glimpses
-    default_steps = _tiny(name).train()(x).step_logits.shape[0]
+    default_steps = _tiny(name).train()(x).readout_logits.shape[0]
     assert default_steps == (1 if name.startswith("ffcnn") else 4)
 
 
@@ -215,9 +215,9 @@ def test_replaying_a_scan_path():
 def test_gradient_reaches_the_input_at_every_step(name):
     m = _tiny(name).eval()
     x = torch.randn(2, 3, 64, 64, requires_grad=True)
-    out = forward_steps(m, x, steps=3)
+    out = forward_readouts(m, x, steps=3)
     for t in (0, 2):
-        (grad,) = torch.autograd.grad(out.step_logits[t, :, 1].sum(), x, retain_graph=True)
+        (grad,) = torch.autograd.grad(out.readout_logits[t, :, 1].sum(), x, retain_graph=True)
         assert torch.isfinite(grad).all() and float(grad.abs().sum()) > 0
 
 
@@ -272,7 +272,7 @@ def test_soft_targets_and_policy_term():
         return -(target * F.log_softmax(logits, -1)).sum(-1).mean()
 
     loss = compute_loss(m, out, soft, soft_ce)
-    plain = sum(soft_ce(s, soft) for s in out.step_logits) / out.step_logits.shape[0]
+    plain = sum(soft_ce(s, soft) for s in out.readout_logits) / out.readout_logits.shape[0]
     assert torch.isfinite(loss) and float(loss.detach()) != pytest.approx(float(plain.detach()))
     loss.backward()
     assert m.saliency_net[0].weight.grad.abs().sum() > 0
@@ -285,10 +285,10 @@ def test_policy_gradient_favours_fixations_that_helped():
     m = RSRNN(num_classes=3, img_size=64, encoder="micro", encoder_widths=(8, 8, 8),
               policy_discount=0.0, entropy_weight=0.0)
     y = torch.tensor([0, 0])
-    step_logits = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],
+    readout_logits = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],
                                 [[4.0, 0.0, 0.0], [-4.0, 0.0, 0.0]]])
     log_probs = torch.full((1, 2), -2.0, requires_grad=True)
-    out = ModelOutput(logits=step_logits[-1], step_logits=step_logits,
+    out = ModelOutput(logits=readout_logits[-1], readout_logits=readout_logits,
                       extras={"log_probs": log_probs, "entropies": torch.zeros(1, 2)})
     compute_loss(m, out, y, torch.nn.CrossEntropyLoss()).backward()
     assert float(log_probs.grad[0, 0]) < 0 < float(log_probs.grad[0, 1])
@@ -321,7 +321,7 @@ def test_bad_input():
         with pytest.raises(BioattnError, match="steps must be an integer >= 1"):
             m.forward_glimpses(x, steps=steps)
     with pytest.raises(BioattnError, match="steps must be an integer >= 1"):
-        forward_steps(_tiny("ffcnn_micro"), x, steps=0)
+        forward_readouts(_tiny("ffcnn_micro"), x, steps=0)
     with pytest.raises(BioattnError, match="steps must be an integer >= 1"):
         _tiny("crop_s_micro", num_glimpses=0)
     with pytest.raises(BioattnError, match="smaller than the retina"):

@@ -242,7 +242,7 @@ def evaluate_attack(
         images, labels = images.to(device), labels.to(device)
         x = pixels.to_unit(images.float())
         with torch.no_grad():
-            clean_steps = target.all_steps(x)
+            clean_steps = target.all_readouts(x)
         if attack_step is not None and not 1 <= attack_step <= clean_steps.shape[0]:
             raise BioattnError(
                 f"attack step {attack_step} is outside the model's 1..{clean_steps.shape[0]} steps"
@@ -254,7 +254,7 @@ def evaluate_attack(
             x_adv = pgd(target, x, labels, eps=eps, step_size=step_size if eps > 0 else None,
                         iters=iters, norm=norm, random_start=random_start, restarts=restarts, eot=eot)
         with torch.no_grad():
-            adv_steps = target.all_steps(x_adv)
+            adv_steps = target.all_readouts(x_adv)
         delta = (x_adv - x).flatten(1)
         max_linf = max(max_linf, delta.abs().max().item() if delta.numel() else 0.0)
         max_l2 = max(max_l2, delta.norm(dim=1).max().item() if delta.numel() else 0.0)

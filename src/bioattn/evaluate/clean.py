@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..protocol import forward_steps
+from ..protocol import forward_readouts
 
 
 @torch.no_grad()
@@ -36,7 +36,7 @@ def evaluate_clean(
         if limit is not None:
             images, targets = images[: limit - seen], targets[: limit - seen]
         images, targets = images.to(device), targets.to(device)
-        out = forward_steps(model, images, steps=steps)
+        out = forward_readouts(model, images, steps=steps)
         logits = out.logits.float()
         loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
         k = min(5, logits.shape[1])
@@ -44,8 +44,8 @@ def evaluate_clean(
         hits = top.eq(targets[:, None])
         correct1 += hits[:, 0].sum().item()
         correct5 += hits.any(dim=1).sum().item()
-        step_logits = out.all_steps()
-        per_step = (step_logits.argmax(-1) == targets[None]).sum(dim=1).cpu()
+        readout_logits = out.all_readouts()
+        per_step = (readout_logits.argmax(-1) == targets[None]).sum(dim=1).cpu()
         step_correct = per_step if step_correct is None else step_correct + per_step
         seen += targets.shape[0]
         if progress is not None:

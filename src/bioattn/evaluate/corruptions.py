@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..errors import BioattnError
-from ..protocol import forward_steps
+from ..protocol import forward_readouts
 from .mce import CORRUPTIONS, check_corruption_names, check_severities, mce, relative_mce
 from .runtime import Pixels
 
@@ -154,7 +154,7 @@ class _Counts:
 
     def add(self, key, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: int | None) -> None:
         with torch.no_grad():
-            pred = forward_steps(model, x, steps=steps).logits.argmax(dim=1)
+            pred = forward_readouts(model, x, steps=steps).logits.argmax(dim=1)
         hits = int((pred == labels).sum().item())
         if key is None:
             self.clean += hits

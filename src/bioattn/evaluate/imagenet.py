@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.imagenet_classes import NUM_IMAGENET_CLASSES, imagenet_wnids, subset_indices
 from ..errors import BioattnError
-from ..protocol import forward_steps, unwrap
+from ..protocol import forward_readouts, unwrap
 from .mce import CORRUPTIONS, SEVERITIES, check_corruption_names, check_severities, mce
 from .corruptions import errors_from_top1, summarise_top1
 
@@ -117,7 +117,7 @@ def evaluate_classes(
     with torch.no_grad():
         for images, labels in loader:
             images, labels = images.to(device), labels.to(device)
-            logits = forward_steps(model, images, steps=steps).logits
+            logits = forward_readouts(model, images, steps=steps).logits
             if logits.shape[1] != NUM_IMAGENET_CLASSES:
                 raise BioattnError(
                     f"{suite} needs a 1000-class ImageNet model, but the model gives {logits.shape[1]} logits"

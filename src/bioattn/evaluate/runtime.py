@@ -127,21 +127,21 @@ class PixelModel(nn.Module):
         self.step = step
         self.steps = steps
 
-    def all_steps(self, x: torch.Tensor) -> torch.Tensor:
+    def all_readouts(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of every step, ``(T, B, K)``."""
-        from ..protocol import forward_steps
+        from ..protocol import forward_readouts
 
-        return forward_steps(self.model, self.pixels.from_unit(x), steps=self.steps).all_steps()
+        return forward_readouts(self.model, self.pixels.from_unit(x), steps=self.steps).all_readouts()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from ..protocol import forward_steps, is_multi_step
+        from ..protocol import forward_readouts, has_readouts
 
-        if self.step is None and self.steps is None and not is_multi_step(self.model):
+        if self.step is None and self.steps is None and not has_readouts(self.model):
             return self.model(self.pixels.from_unit(x))
-        out = forward_steps(self.model, self.pixels.from_unit(x), steps=self.steps)
+        out = forward_readouts(self.model, self.pixels.from_unit(x), steps=self.steps)
         if self.step is None:
             return out.logits
-        steps = out.all_steps()
+        steps = out.all_readouts()
         if not 1 <= self.step <= steps.shape[0]:
             raise BioattnError(f"attack step {self.step} is outside the model's 1..{steps.shape[0]} steps")
         return steps[self.step - 1]

@@ -144,7 +144,7 @@ def _resolve_img_size(model: nn.Module, img_size: int | None) -> int:
 
 
 def _model_info(model: nn.Module) -> dict:
-    from ..protocol import is_multi_step, unwrap
+    from ..protocol import has_readouts, unwrap
 
     inner = unwrap(model)
     cfg = getattr(inner, "pretrained_cfg", None) or {}
@@ -153,7 +153,7 @@ def _model_info(model: nn.Module) -> dict:
         "class": type(inner).__name__,
         "num_params": sum(p.numel() for p in inner.parameters()),
         "num_classes": getattr(inner, "num_classes", None),
-        "multi_step": is_multi_step(model),
+        "multi_step": has_readouts(model),
         "stochastic": is_stochastic(model),
     }
 

@@ -351,7 +351,7 @@ class AbSViT(VisionTransformer):
             total = term if total is None else total + term
         return self.var_loss_weight * total
 
-    def forward_steps(
+    def forward_readouts(
         self,
         x: torch.Tensor,
         steps: int | None = None,
@@ -359,7 +359,7 @@ class AbSViT(VisionTransformer):
         prior_scale: float = 1.0,
         with_var_loss: bool | None = None,
     ) -> ModelOutput:
-        """Both passes: ``logits`` of the second, ``step_logits`` ``(2, B, K)``, and the
+        """Both passes: ``logits`` of the second, ``readout_logits`` ``(2, B, K)``, and the
         variational loss as ``aux_loss`` when training (or when ``with_var_loss=True``).
         ``steps=1`` runs the feedforward pass only."""
         if steps not in (None, 1, 2):
@@ -370,7 +370,7 @@ class AbSViT(VisionTransformer):
         features = self.norm(self.run_blocks(tokens))
         logits0 = self.forward_head(features)
         if steps == 1:
-            return ModelOutput(logits=logits0, step_logits=logits0.unsqueeze(0))
+            return ModelOutput(logits=logits0, readout_logits=logits0.unsqueeze(0))
         td_values, mask = self.top_down_values(features, prior, prior_scale)
         if self._stochastic_embedding():
             tokens = embed_tokens(self, x)  # fresh dropout for the second pass
@@ -378,7 +378,7 @@ class AbSViT(VisionTransformer):
         logits1 = self.forward_head(self.norm(self.run_blocks(tokens, td_values, record=record)))
         return ModelOutput(
             logits=logits1,
-            step_logits=torch.stack([logits0, logits1]),
+            readout_logits=torch.stack([logits0, logits1]),
             aux_loss=self.variational_loss(record) if record is not None else None,
             extras={"prior_mask": mask},
         )
@@ -391,7 +391,7 @@ class AbSViT(VisionTransformer):
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None,  # type: ignore[override]
                 prior_scale: float = 1.0) -> torch.Tensor | ModelOutput:
-        out = self.forward_steps(x, prior=prior, prior_scale=prior_scale)
+        out = self.forward_readouts(x, prior=prior, prior_scale=prior_scale)
         return out if self.training else out.logits
 
     # ---- attention maps ----------------------------------------------------------------

@@ -63,7 +63,7 @@ Baselines (same encoders):
 
 Interface shared by all (and the bioattn multi-output protocol): ``model(x)`` gives the last
 glimpse's logits in eval mode and a :class:`~bioattn.protocol.ModelOutput` in train mode;
-``forward_steps(x, steps=None)`` gives a ModelOutput in any mode; ``forward_glimpses(x, steps,
+``forward_readouts(x, steps=None)`` gives a ModelOutput in any mode; ``forward_glimpses(x, steps,
 return_maps=False)`` gives a :class:`Glimpses` named tuple; ``attention_maps(x)`` and
 ``saliency(x)`` give maps on the model's grid; ``glimpse_images`` gives what each glimpse saw.
 """
@@ -305,10 +305,10 @@ class GlimpseModel(nn.Module):
 
     # -- protocol
     def forward(self, x: torch.Tensor):
-        out = self.forward_steps(x)
+        out = self.forward_readouts(x)
         return out if self.training else out.logits
 
-    def forward_steps(self, x: torch.Tensor, steps: int | None = None) -> ModelOutput:
+    def forward_readouts(self, x: torch.Tensor, steps: int | None = None) -> ModelOutput:
         """Per-glimpse predictions as a :class:`ModelOutput` (any mode); ``extras`` holds the
         fixations ``(T, B, 2)``, their widths, and the policy's log-probabilities and entropies."""
         g = self.forward_glimpses(x, steps=steps)
@@ -316,7 +316,7 @@ class GlimpseModel(nn.Module):
         if g.log_probs is not None:
             extras["log_probs"] = g.log_probs
             extras["entropies"] = g.entropies
-        return ModelOutput(logits=g.logits[-1], step_logits=g.logits, extras=extras)
+        return ModelOutput(logits=g.logits[-1], readout_logits=g.logits, extras=extras)
 
     def forward_glimpses(self, x: torch.Tensor, steps: int | None = None,
                          return_maps: bool = False) -> Glimpses:
@@ -335,7 +335,7 @@ class GlimpseModel(nn.Module):
         docstring). ``target`` is hard ``(B,)`` or soft ``(B, K)``."""
         if not isinstance(output, ModelOutput):
             return criterion(output, target)
-        steps = output.all_steps()
+        steps = output.all_readouts()
         loss = sum(criterion(s, target) for s in steps) / steps.shape[0]
         if output.aux_loss is not None:
             loss = loss + output.aux_loss
