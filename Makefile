@@ -5,7 +5,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: env demo test test-all bench clean
+.PHONY: env demo test test-all lint bench clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -19,6 +19,9 @@ demo: env
 
 test: env
 	$(RUN) pytest -n 2 --dist loadfile
+
+lint: env
+	$(RUN) ruff check src tests benchmarks
 
 test-all: env
 	$(RUN) pytest -n 2 --dist loadfile -m "slow or not slow"

@@ -57,7 +57,7 @@ class Runner:
                 self.model(self.x)
             return
         self.model.train()
-        loss = compute_loss(self.model, self.model(self.x), self.y, self.criterion)
+        loss = compute_loss(self.model, self.model.forward_readouts(self.x), self.y, self.criterion)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
@@ -71,7 +71,7 @@ class Runner:
                     self.model(self.x)
             else:
                 self.model.train()
-                compute_loss(self.model, self.model(self.x), self.y, self.criterion).backward()
+                compute_loss(self.model, self.model.forward_readouts(self.x), self.y, self.criterion).backward()
                 self.model.zero_grad(set_to_none=True)
         return counter.get_total_flops()
 

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
         def step(model=model, opt=opt):
-            loss = compute_loss(model, model(x), y, criterion)
+            loss = compute_loss(model, model.forward_readouts(x), y, criterion)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from bioattn.models.vars import ATTENTIONS, RVT, _RVT_ARCHS
+from bioattn.models.vars import _RVT_ARCHS, ATTENTIONS, RVT
 
 SIZES = {
     # name: (architecture, image size, eval batch, train batch)

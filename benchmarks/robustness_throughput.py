@@ -65,7 +65,8 @@ def main() -> None:
     total = sum(args.images / r for r in rates.values()) / args.images
     print(f"all 15 corruptions, one severity: {total * 1000:.1f} ms per image")
     if not args.skip_pgd:
-        print(f"PGD-5 resnet18 {args.size} px on {args.device}: {pgd_rate(args.size, args.images, args.device):.1f} images/s")
+        rate = pgd_rate(args.size, args.images, args.device)
+        print(f"PGD-5 resnet18 {args.size} px on {args.device}: {rate:.1f} images/s")
 
 
 if __name__ == "__main__":

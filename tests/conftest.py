@@ -77,5 +77,5 @@ def run_processes(fn, args: tuple, nprocs: int, timeout: float = 240.0, attempts
                 process.kill()
             process.join()
         warnings.warn(f"{nprocs} processes of {fn.__name__} still ran after {timeout:.0f} s "
-                      f"(attempt {attempt} of {attempts}); killed")
+                      f"(attempt {attempt} of {attempts}); killed", stacklevel=2)
     pytest.fail(f"{fn.__name__} in {nprocs} processes did not finish in {attempts} x {timeout:.0f} s")

@@ -1,4 +1,3 @@
-import errno
 import json
 
 import pytest
@@ -82,3 +81,40 @@ def test_load_weights_refuses_checkpoint_of_another_model(tmp_path):
     model = timm.create_model("test_vit", num_classes=3, img_size=32)
     with pytest.raises(BioattnError, match="does not fit the model"):
         ckpt.load_weights(model, tmp_path / "other.pth")
+
+
+def test_load_model_returns_a_model_in_eval_mode(tmp_path):
+    import timm
+
+    model = timm.create_model("test_vit", num_classes=3, img_size=32).train()
+    ckpt.save_checkpoint(tmp_path / "ck", model, ckpt.model_meta("test_vit", {"num_classes": 3, "img_size": 32}, 3))
+    assert not ckpt.load_model(tmp_path / "ck").training
+    assert not ckpt.load_model(None, "test_vit", num_classes=3, img_size=32).training
+
+
+def test_convert_reads_the_number_of_classes_from_the_head(tmp_path):
+    import timm
+
+    released = timm.create_model("test_vit", num_classes=5, img_size=32)
+    torch.save({"model": released.state_dict()}, tmp_path / "released.pth")
+    notes = []
+    dst = ckpt.convert_checkpoint(tmp_path / "released.pth", tmp_path / "ck", "test_vit", img_size=32,
+                                  log=notes.append)
+    assert notes == ["note: num_classes=5, read from the checkpoint's head.weight"]
+    meta = ckpt.read_meta(dst)
+    assert meta["num_classes"] == 5 and meta["model_args"]["num_classes"] == 5
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(ckpt.load_model(dst)(x), released.eval()(x))
+    # given explicitly, the number is checked, not inferred
+    with pytest.raises(BioattnError, match="mis-shaped keys"):
+        ckpt.convert_checkpoint(tmp_path / "released.pth", tmp_path / "other", "test_vit", img_size=32,
+                                num_classes=7)
+
+
+def test_convert_says_so_on_standard_error_by_default(tmp_path, capsys):
+    import timm
+
+    torch.save(timm.create_model("test_vit", num_classes=4, img_size=32).state_dict(), tmp_path / "bare.pth")
+    ckpt.convert_checkpoint(tmp_path / "bare.pth", tmp_path / "ck", "test_vit", img_size=32)
+    assert "num_classes=4" in capsys.readouterr().err

@@ -36,3 +36,65 @@ def test_convert_takes_model_arguments_for_vars_releases(tmp_path, capsys):
     x = torch.randn(2, 3, 64, 64)
     source.eval(), model.eval()
     assert torch.allclose(source(x), model(x))
+
+
+def _subcommand_parsers(parser):
+    """(name, parser) of every command, the data actions included."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                yield from ((f"{name} {n}", p) for n, p in _subcommand_parsers(sub))
+
+
+def test_every_flag_has_help_and_no_default_reads_none():
+    from bioattn.cli import build_parser
+
+    parsers = dict(_subcommand_parsers(build_parser()))
+    assert set(parsers) == {"models", "train", "demo", "eval", "report", "attend", "convert", "data",
+                            "data generate", "data preview"}
+    for name, parser in parsers.items():
+        text = parser.format_help()
+        assert "(default: None)" not in text, name
+        if name != "data":
+            assert "(Python: bioattn." in parser.description, name
+        for action in parser._actions:
+            assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
+
+
+def test_help_shows_effective_defaults():
+    from bioattn.cli import build_parser
+
+    parsers = dict(_subcommand_parsers(build_parser()))
+    train = " ".join(parsers["train"].format_help().split())
+    assert "(default: recipe: 300 (deit) / 10 (small))" in train
+    assert "(default: base-lr x global batch / 512)" in train
+    evaluate = " ".join(parsers["eval"].format_help().split())
+    assert "--readouts N" in evaluate and "--attack-readout N" in evaluate
+    assert "--steps" not in evaluate and "--attack-step " not in evaluate
+    assert "(default: 1/255)" in evaluate
+
+
+def test_flags_are_built_from_the_settings_dataclasses():
+    import dataclasses
+
+    from bioattn import config
+    from bioattn.cli import COMMANDS, DATA_COMMANDS, build_parser
+
+    parsers = dict(_subcommand_parsers(build_parser()))
+    for command in COMMANDS + DATA_COMMANDS:
+        parser = parsers[command.name] if command in COMMANDS else parsers[f"data {command.name}"]
+        dests = {a.dest for a in parser._actions}
+        for cls in command.settings:
+            for f in dataclasses.fields(cls):
+                if "help" in f.metadata:
+                    assert f.name in dests, (command.name, f.name)
+        assert all(isinstance(cls, type) and dataclasses.is_dataclass(cls) for cls in command.settings)
+    assert config.TrainConfig is __import__("bioattn.train", fromlist=["TrainConfig"]).TrainConfig
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "usage: bioattn" in capsys.readouterr().err

@@ -7,12 +7,11 @@ import os
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import save_file
 
 from bioattn.cli import main
-from bioattn.demo import DEMO_MODELS, run_demo
+from bioattn.demo import DEMO_MODELS, HEATMAP, findings, run_demo
 
 
 class _Refs(HTMLParser):
@@ -44,14 +43,18 @@ def test_quick_demo_trains_evaluates_and_writes_a_consistent_report(tmp_path):
     by_label = {m["model"]["name"]: m["results"] for m in summary["models"]}
     assert 0.0 <= by_label["AbSViT"]["steering"]["win_rate"] <= 1.0
     assert len(by_label["RS-RNN"]["glimpses"]["per_glimpse_top1"]) >= 16
-    assert len(by_label["RS-RNN"]["pgd"]["runs"][0]["per_step_top1"]) == 4
+    assert len(by_label["RS-RNN"]["pgd"]["runs"][0]["per_readout_top1"]) == 4
 
     for name in ("index.html", "report.md", "results.json"):
         assert (out / name).stat().st_size > 0
     assert json.loads((out / "results.json").read_text())["quick"] is True
+    page = (out / "index.html").read_text()
     parser = _Refs()
-    parser.feed((out / "index.html").read_text())
+    parser.feed(page)
     assert parser.tables >= 1
+    # findings first, then the heat map; the long tables behind a link
+    assert page.index("Findings") < page.index(HEATMAP) < page.index("<details>")
+    assert page.count("<li>") >= 4 and "AbSViT" in page.split("</ul>")[0]
     images = [r for r in parser.refs if r.endswith((".png", ".gif"))]
     assert any("attack_steps" in r for r in images) and any("corruptions" in r for r in images)
     assert any("absvit-pair" in r for r in images) and any("rs-rnn" in r for r in images)
@@ -78,9 +81,55 @@ def test_unwritable_out_is_a_one_line_error(tmp_path, capsys):
     blocker.write_text("not a directory")
     assert main(["demo", "--quick", "--out", str(blocker / "report"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: cannot write the report to")
+    assert len(err) == 1 and err[0].startswith("error: --out must be a path whose parent is a directory")
 
 
 def test_unknown_demo_model_is_refused(tmp_path, capsys):
     assert main(["demo", "--quick", "--models", "nothing", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     assert "no demo model matches nothing" in capsys.readouterr().err
+
+
+def _model(name, clean, corrupted, pgd, n=100, **more):
+    results = {"clean": {"top1": clean, "n": n},
+               "corruptions": {"mean_top1": corrupted, "corruption_top1": {"fog": corrupted}, "n": n},
+               "pgd": {"runs": [{"top1": pgd, "n": n}]}}
+    results.update(more)
+    return {"model": {"name": name}, "results": results}
+
+
+def test_findings_follow_the_numbers():
+    steering = {"prompted_share": 0.4, "other_share": 0.1, "win_rate": 0.9, "n_pairs": 200}
+    results = [
+        _model("ViT", 80.0, 50.0, 10.0, attention={"mask_share": 20.0, "mask_share_chance": 10.0}),
+        _model("AbSViT", 80.0, 60.0, 30.0, steering=steering,
+               attention={"mask_share": 40.0, "mask_share_chance": 10.0}),
+        _model("RS-RNN", 70.0, 40.0, 30.0, glimpses={"per_glimpse_top1": [30.0, 50.0, 70.0]}),
+        _model("FF-CNN", 72.0, 41.0, 30.5),
+    ]
+    text = " ".join(findings(results))
+    assert "AbSViT is more robust than ViT" in text
+    assert "RS-RNN is about as robust as FF-CNN" in text
+    assert "AbSViT looks at the object most (4.0x chance), ViT least (2.0x chance)" in text
+    assert "Steering works" in text and "Looking longer helps RS-RNN" in text
+    # the same sentences turn when the numbers do
+    results[1] = _model("AbSViT", 80.0, 30.0, 5.0, steering=dict(steering, prompted_share=0.1, win_rate=0.5))
+    results[2]["results"]["glimpses"]["per_glimpse_top1"] = [70.0, 50.0, 30.0]
+    text = " ".join(findings(results))
+    assert "AbSViT is less robust than ViT" in text
+    assert "Steering does not work" in text and "Looking longer hurts RS-RNN" in text
+
+
+def test_a_folder_of_other_files_is_not_used_for_the_report(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "index.html").mkdir()  # a report file name taken by a folder
+    (folder / "notes.txt").write_text("keep")
+    assert main(["demo", "--quick", "--out", str(folder), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "thesis.tex").write_text("keep")
+    assert main(["demo", "--quick", "--out", str(other), "--no-progress"]) == 2
+    assert "holds other files" in capsys.readouterr().err
+    assert sorted(p.name for p in other.iterdir()) == ["thesis.tex"]

@@ -1,4 +1,5 @@
-"""Atomic writes: a failed write leaves the previous file or checkpoint directory whole."""
+"""Atomic writes: a failed write leaves the previous file or checkpoint directory whole, and says
+so in one line."""
 
 import errno
 
@@ -7,6 +8,7 @@ import torch
 from torch import nn
 
 from bioattn import checkpoint as ckpt
+from bioattn.errors import BioattnError
 from bioattn.fileio import atomic_dir, atomic_write, atomic_write_text
 
 
@@ -26,7 +28,7 @@ def test_atomic_write_keeps_old_file_when_the_write_fails(tmp_path):
             fh.write("partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(OSError):
+    with pytest.raises(BioattnError, match="No space left on device; the previous copy is intact"):
         atomic_write(target, failing)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
@@ -41,7 +43,7 @@ def test_atomic_dir_replaces_whole_checkpoint_and_survives_a_failed_fill(tmp_pat
         (tmp / ckpt.WEIGHTS).write_bytes(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(OSError):
+    with pytest.raises(BioattnError, match="No space left on device; the previous copy is intact"):
         atomic_dir(tmp_path / "last", failing)
     after = ckpt.read_state_dict(tmp_path / "last")
     assert all(torch.equal(before[k], after[k]) for k in before)

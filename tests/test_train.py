@@ -8,13 +8,11 @@ import os
 
 import pytest
 import torch
-from PIL import Image
 
 from bioattn import checkpoint as ckpt
 from bioattn.cli import main
 from bioattn.errors import BioattnError, NonFiniteLossError
 from bioattn.train import TrainConfig, train
-
 from conftest import make_image_folder, run_processes
 
 
@@ -129,7 +127,7 @@ def test_ddp_run_stopped_by_a_non_finite_loss_ends_every_process(image_folder, t
     results.mkdir()
     run_processes(_ddp_nan_worker, (2, str(image_folder), str(tmp_path / "ddp"), str(results)), nprocs=2)
     for rank in (0, 1):
-        assert "non-finite loss at epoch 1, step 1" in (results / f"rank{rank}.txt").read_text()
+        assert "non-finite loss at epoch 1, optimizer step 1" in (results / f"rank{rank}.txt").read_text()
 
 
 # ------------------------------------------------------------------------------------------
@@ -216,9 +214,55 @@ def test_disk_full_while_saving_keeps_previous_checkpoint(image_folder, tmp_path
         return real(folder, model, meta)
 
     monkeypatch.setattr(ckpt, "write_checkpoint_files", disk_full_on_second_epoch)
-    with pytest.raises(BioattnError, match="No space left on device; the previous checkpoint is intact"):
+    with pytest.raises(BioattnError, match="No space left on device; the previous (checkpoint|copy) is intact"):
         train(_config(image_folder, tmp_path / "run", epochs=2))
     assert ckpt.read_meta(tmp_path / "run" / "last")["epoch"] == 1
     assert set(ckpt.read_state_dict(tmp_path / "run" / "last"))
     leftovers = [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+# ------------------------------------------------------------------------------------------
+# run directories: a run is never replaced by accident; resuming keeps its settings
+# ------------------------------------------------------------------------------------------
+def test_existing_run_is_refused_unless_overwritten(image_folder, tmp_path):
+    run = tmp_path / "run"
+    train(_config(image_folder, run, epochs=1))
+    before = (run / "log.jsonl").read_text()
+    with pytest.raises(BioattnError, match=r"already exists \(a run of test_vit for 1 epochs\).*--resume"):
+        train(_config(image_folder, run, epochs=1, lr=5e-4))
+    assert (run / "log.jsonl").read_text() == before
+    (run / "notes.txt").write_text("mine")
+    train(_config(image_folder, run, epochs=1, lr=5e-4, overwrite=True))
+    assert len((run / "log.jsonl").read_text().splitlines()) == 1  # not appended to the old log
+    assert json.loads((run / "config.json").read_text())["lr"] == 5e-4
+    assert (run / "notes.txt").read_text() == "mine"  # only the run's own files were replaced
+
+
+def test_output_that_is_a_file_is_refused(image_folder, tmp_path):
+    target = tmp_path / "file.txt"
+    target.write_text("keep")
+    with pytest.raises(BioattnError, match="not an existing file|is a file"):
+        train(_config(image_folder, target, epochs=1))
+    assert target.read_text() == "keep"
+
+
+def test_resume_refuses_conflicting_settings_and_finished_runs(image_folder, tmp_path):
+    run = tmp_path / "run"
+    train(_config(image_folder, run, epochs=1))
+    with pytest.raises(BioattnError, match=r"--lr 1.0 conflicts with the resumed run"):
+        train(TrainConfig(model="", resume=str(run), lr=1.0, progress=False))
+    with pytest.raises(BioattnError, match=r"--model other conflicts"):
+        train(TrainConfig(model="other", resume=str(run), progress=False))
+    with pytest.raises(BioattnError, match=r"has finished its 1 epochs: pass --epochs N with N > 1"):
+        train(TrainConfig(model="", resume=str(run), progress=False))
+    result = train(TrainConfig(model="test_vit", resume=str(run), epochs=2, progress=False, tensorboard=False))
+    assert result["metrics"]["epoch"] == 2
+
+
+def test_warm_up_is_at_most_half_the_run():
+    from bioattn.train import warmup_epochs
+
+    cfg = TrainConfig(model="m", epochs=1).resolved()
+    assert cfg.warmup_epochs == 1 and warmup_epochs(cfg) == 0
+    assert warmup_epochs(TrainConfig(model="m", data="/x", epochs=300).resolved()) == 5

@@ -12,18 +12,16 @@ dict), always read with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
+import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import BioattnError
-from .fileio import atomic_dir
+from .fileio import atomic_dir, check_output_dir
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
@@ -132,10 +130,30 @@ def write_checkpoint_files(folder: Path, model: nn.Module, meta: dict[str, Any])
     (folder / META).write_text(json.dumps(meta, indent=2, default=str))
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
-    """Save ``model`` and ``meta`` as a bioattn checkpoint directory, atomically."""
-    path = Path(path)
-    atomic_dir(path, lambda tmp: write_checkpoint_files(tmp, model, meta))
+def check_checkpoint_target(path: str | Path, overwrite: bool = False) -> Path:
+    """Refuse (one-line :class:`BioattnError`, nothing touched) a checkpoint directory that
+    cannot or must not be written: a symbolic link, a file or device, an unwritable place; an
+    existing checkpoint unless ``overwrite``; an existing directory that is not empty and holds
+    no checkpoint (never replaced)."""
+    path = check_output_dir(path, "checkpoint directory")
+    existing = resolve_checkpoint_dir(path)
+    if (existing / WEIGHTS).exists() or (existing / META).exists():
+        if not overwrite:
+            raise BioattnError(f"checkpoint directory {path} already exists: replace it with --overwrite "
+                               "(overwrite=True in Python) or give a new name")
+    elif path.is_dir() and any(path.iterdir()):
+        raise BioattnError(f"{path} is a directory that holds no bioattn checkpoint: "
+                           "give a new or empty directory")
+    return path
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], *,
+                    overwrite: bool = False) -> Path:
+    """Save ``model`` and ``meta`` as a bioattn checkpoint directory, atomically. An existing
+    checkpoint at ``path`` is replaced only with ``overwrite=True``
+    (see :func:`check_checkpoint_target`)."""
+    path = check_checkpoint_target(path, overwrite)
+    atomic_dir(path, lambda tmp: write_checkpoint_files(tmp, model, meta), what="checkpoint directory")
     return path
 
 
@@ -167,7 +185,8 @@ def load_model(
 
     With a bioattn checkpoint directory, the model name and arguments come from its
     ``model.json``; a bare ``.safetensors``/``.pth`` needs ``model_name`` (and the model's
-    arguments, such as ``num_classes``). Without a checkpoint, returns a fresh model.
+    arguments, such as ``num_classes``). Without a checkpoint, returns a fresh model. The model
+    comes back in eval mode (call ``.train()`` to train it further).
     """
     from .models import create_model
 
@@ -192,22 +211,65 @@ def load_model(
     model = create_model(model_name, **args)
     if checkpoint is not None:
         load_weights(model, checkpoint)
-    return model
+    return model.eval()
+
+
+def _classifier_key(model: nn.Module) -> str | None:
+    """The state-dict key of the classifier's weight (``head.weight``, ``fc.weight``, ...)."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if isinstance(head, nn.Linear):
+        for name, module in model.named_modules():
+            if module is head:
+                return f"{name}.weight" if name else "weight"
+    num_classes = getattr(model, "num_classes", None)
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and module.out_features == num_classes:
+            last = f"{name}.weight"
+    return last
+
+
+def infer_num_classes(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, str] | None:
+    """``(classes, key)`` when the classifier weight in ``state`` has another number of classes
+    than ``model``'s, else None."""
+    key = _classifier_key(model)
+    if key is None or key not in state or state[key].ndim != 2:
+        return None
+    n = int(state[key].shape[0])
+    return (n, key) if n != getattr(model, "num_classes", n) else None
 
 
 def convert_checkpoint(src: str | Path, dst: str | Path, model_name: str, *, mean=None, std=None,
-                       **model_args: Any) -> Path:
+                       overwrite: bool = False, log=None, **model_args: Any) -> Path:
     """Read a released checkpoint (``.pth`` with a ``model`` entry, or a bare state dict),
     check it against ``model_name`` and write a bioattn checkpoint directory at ``dst``.
 
-    The input normalisation recorded is ``mean``/``std`` if given, else the model's
-    ``pretrained_cfg`` one (timm's own ``vit_*`` configs say 0.5, while checkpoints trained with
-    the DeiT recipe expect ImageNet's mean/std: pass those then)."""
+    ``dst`` must be new (or an empty directory); an existing checkpoint there is replaced only
+    with ``overwrite=True``, and a file, link or other directory is never replaced (see
+    :func:`check_checkpoint_target`). Without ``num_classes`` in ``model_args``, the number of
+    classes is read from the checkpoint's classifier weight, and ``log`` (default: print to
+    standard error) says so. The input normalisation recorded is ``mean``/``std`` if given,
+    else the model's ``pretrained_cfg`` one (timm's own ``vit_*`` configs say 0.5, while
+    checkpoints trained with the DeiT recipe expect ImageNet's mean/std: pass those then)."""
     from .models import create_model
 
+    check_checkpoint_target(dst, overwrite)
     state = read_state_dict(src)
     model = create_model(model_name, **model_args)
+    note = None
+    if "num_classes" not in model_args:
+        inferred = infer_num_classes(model, state)
+        if inferred is not None:
+            n, key = inferred
+            model_args = {**model_args, "num_classes": n}
+            model = create_model(model_name, **model_args)
+            note = f"note: num_classes={n}, read from the checkpoint's {key}"
     check_state_dict(model, state, what=f"checkpoint {src}")
+    if note is not None:  # said once the checkpoint fits the model built with it
+        if log is None:
+            print(note, file=sys.stderr)
+        else:
+            log(note)
     model.load_state_dict(state, strict=True)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     input_size = cfg.get("input_size")
@@ -224,4 +286,4 @@ def convert_checkpoint(src: str | Path, dst: str | Path, model_name: str, *, mea
         std=std if std is not None else cfg.get("std"),
         source=str(src),
     )
-    return save_checkpoint(dst, model, meta)
+    return save_checkpoint(dst, model, meta, overwrite=overwrite)

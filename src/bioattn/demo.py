@@ -20,14 +20,18 @@ import hashlib
 import html
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from .data.embedded import cache_root
+from .data.pixels import Pixels
 from .errors import BioattnError
+from .protocol import Glimpsing, TopDownSteerable, capable
 
 DEMO_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("ViT", "vit_micro_patch8_64", {}),
@@ -41,7 +45,7 @@ DEMO_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Budget of one demo run (the full run fits in 15 minutes on 2 CPU cores)."""
+    """Budget of one demo run (its training time per model and the number of images evaluated)."""
 
     data: str = "embedded:train=8000,val=500,test=1000"
     pair_data: str = "embedded:pair,train=64,val=64,test=300"
@@ -81,24 +85,28 @@ QUICK = DemoSettings(
 )
 
 
-def _cache_root() -> Path:
-    import os
-
-    return Path(os.environ.get("BIOATTN_CACHE", Path.home() / ".cache" / "bioattn"))
-
-
 def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
 
 
+REPORT_FILES = ("index.html", "report.md", "results.json")
+
+
 def _check_out(out: Path) -> None:
+    """``out`` must be a new or empty folder, or hold an earlier demo report (replaced file by
+    file); anything else is refused before the demo starts, so no one's files are replaced."""
+    from .fileio import check_output_file, output_folder
+
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise BioattnError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+        output_folder(out, "report folder")
+    except BioattnError as exc:
+        raise BioattnError(f"cannot write the report to {out}: {exc}") from None
+    entries = {p.name for p in out.iterdir()}
+    if entries and not (entries & set(REPORT_FILES)):
+        raise BioattnError(f"cannot write the report to {out}: it holds other files and no earlier "
+                           "demo report (give a new or empty folder)")
+    for name in REPORT_FILES:
+        check_output_file(out / name, "report file")
 
 
 # ------------------------------------------------------------------------------------------
@@ -132,18 +140,13 @@ def mask_attention_scores(model, dataset, limit: int, batch_size: int = 64) -> d
         "mask_share": 100.0 * float(np.nanmean(shares)),
         "mask_share_chance": 100.0 * float(np.mean(chance)),
         "mask_auc": float(np.nanmean(aucs)),
+        "n_images": n,
     }
 
 
 # ------------------------------------------------------------------------------------------
 # the gallery
 # ------------------------------------------------------------------------------------------
-def _picture(x: torch.Tensor, mean, std) -> np.ndarray:
-    m = torch.tensor(mean).view(3, 1, 1)
-    s = torch.tensor(std).view(3, 1, 1)
-    return (x * s + m).clamp(0, 1).permute(1, 2, 0).numpy()
-
-
 def _gallery(label: str, model, meta: dict, test_set, pair_set, settings: DemoSettings,
              fig_dir: Path) -> list[tuple[str, str]]:
     """Figures of where ``model`` looks, as (caption, file name relative to the report)."""
@@ -158,16 +161,18 @@ def _gallery(label: str, model, meta: dict, test_set, pair_set, settings: DemoSe
     for i in range(min(settings.gallery_images, len(test_set))):
         x, y = test_set[i]
         name = f"{slug}-{i}.png"
-        if hasattr(model, "forward_glimpses"):
-            from .attention.fixations import plot_glimpses
+        if capable(model, Glimpsing):
+            from .attention.scanpaths import plot_glimpses
 
             plot_glimpses(model, x, fig_dir / name, steps=settings.glimpses, mean=mean, std=std,
                           class_names=classes, map_step=2 if label == "RS-RNN" and i == 0 else None)
-            out.append((f"{label}: fixation path over {settings.glimpses} glimpses (image {i}, "
-                        f"a {classes[y] if classes else y})", name))
+            what = (f"fixation path over {settings.glimpses} glimpses"
+                    if getattr(model, "learns_fixations", True)
+                    else "one feedforward view of the whole image, no fixations")
+            out.append((f"{label}: {what} (image {i}, a {classes[y] if classes else y})", name))
         elif has_maps(model):
             maps = attention_maps(model, x[None])
-            plot_attention(_picture(x, mean, std), {k: v[0] for k, v in maps.items()}, fig_dir / name,
+            plot_attention(Pixels(mean, std).to_picture(x), {k: v[0] for k, v in maps.items()}, fig_dir / name,
                            title=f"{label} (a {classes[y] if classes else y})")
             out.append((f"{label}: attention maps (image {i})", name))
     if label == "AbSViT":
@@ -182,7 +187,7 @@ def _gallery(label: str, model, meta: dict, test_set, pair_set, settings: DemoSe
                     k = f"prior: {classes[c] if classes else c}"
                 named[k] = v[0]
             name = f"{slug}-pair-{i}.png"
-            plot_attention(_picture(x, mean, std), named, fig_dir / name,
+            plot_attention(Pixels(mean, std).to_picture(x), named, fig_dir / name,
                            title="AbSViT steered by two different class priors")
             out.append(("AbSViT on a two-object image: bottom-up, prompt and the two class priors", name))
     return out
@@ -229,14 +234,16 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
     """Train (or load) and evaluate every demo model; write the report; return the results."""
     from .data import build_dataset
     from .data.embedded import EmbeddedSpec, load_embedded
-    from .evaluate.report import markdown_report, write_report
-    from .evaluate.suites import nan_to_none, run_suites
+    from .evaluate.report import PLOT_CORRUPTIONS, markdown_report, nan_to_none, write_report
+    from .evaluate.suites import run_suites
+    from .fileio import atomic_write_text
 
     settings = settings or (QUICK if quick else DemoSettings())
     out = Path(out)
     _check_out(out)
-    fig_dir = out / "figures"
-    fig_dir.mkdir(exist_ok=True)
+    from .fileio import output_folder
+
+    fig_dir = output_folder(out / "figures", "figure folder")
     chosen = [m for m in DEMO_MODELS if models is None or m[0] in models or m[1] in models]
     if not chosen:
         raise BioattnError(f"no demo model matches {', '.join(models or [])} "
@@ -256,7 +263,7 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
         for split in ("train", "val", "test"):
             load_embedded(EmbeddedSpec.parse(spec), split)
     data_seconds = time.perf_counter() - t0
-    ckpt_root = _cache_root() / "demo" / settings.key
+    ckpt_root = cache_root() / "demo" / settings.key
     torch.manual_seed(settings.seed)
 
     all_results: list[dict] = []
@@ -269,7 +276,7 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
         mean, std, size = meta["mean"], meta["std"], meta["img_size"]
         test_set = build_dataset(settings.data, "test", size, mean, std)
         pair_set = build_dataset(settings.pair_data, "test", size, mean, std)
-        glimpse = hasattr(model, "forward_glimpses")
+        glimpse = capable(model, Glimpsing)
         t0 = time.perf_counter()
         common = dict(mean=mean, std=std, img_size=size, classes=meta.get("classes"),
                       model_info={"name": label, "model": name, "model_args": args},
@@ -290,14 +297,14 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
 
         if has_maps(model):
             results["results"]["attention"] = mask_attention_scores(model, test_set, settings.attention_images)
-        if hasattr(model, "top_down_maps"):
+        if capable(model, TopDownSteerable):
             results["results"]["steering"] = run_suites(
                 model, pair_set, ["steering"], limit=settings.steering_images, **common)["results"]["steering"]
         if glimpse:
             steps_clean = run_suites(model, test_set, ["clean"], limit=settings.eval_images,
                                      steps=max(16, settings.glimpses), **common)["results"]["clean"]
             results["results"]["glimpses"] = {
-                "per_glimpse_top1": steps_clean.get("per_step_top1"),
+                "per_glimpse_top1": steps_clean.get("per_readout_top1"),
             }
         eval_seconds = time.perf_counter() - t0
         timings[label] = {"train_s": train_seconds, "eval_s": eval_seconds}
@@ -319,9 +326,12 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
         "timings": timings,
         "models": nan_to_none(all_results),
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str))
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=2, default=str) + "\n",
+                      what="results file")
     plots = [p.name for p in files if p.suffix == ".png"]
-    _write_html(out, markdown_report(all_results), plots, gallery, settings, total)
+    if len(settings.severities) < 2:  # one point per panel: the heat map shows the same numbers
+        plots = [p for p in plots if not p.endswith(PLOT_CORRUPTIONS)]
+    _write_html(out, all_results, markdown_report(all_results), plots, gallery, settings, total)
     log(f"report written to {out / 'index.html'} in {total:.0f} s")
     return summary
 
@@ -355,39 +365,233 @@ def _markdown_table_to_html(md: str) -> str:
     return "\n".join(parts)
 
 
-def _write_html(out: Path, md: str, plots: list[str], gallery: list[tuple[str, str]],
-                settings: DemoSettings, seconds: float) -> None:
+# ------------------------------------------------------------------------------------------
+# the page: findings first, then a heat map and compact tables; the long tables behind links
+# ------------------------------------------------------------------------------------------
+SYSTEMS = (("AbSViT", "ViT"), ("RVT VARS-D", "RVT"), ("RS-RNN", "FF-CNN"))
+HEATMAP = "corruptions_heatmap.png"
+
+
+def _attack_top1(results: dict, suite: str) -> float | None:
+    runs = (results.get(suite) or {}).get("runs") or []
+    if not runs:
+        return None
+    run = runs[0]
+    return run.get("attacked_step_top1") if run.get("attack_step") else run.get("top1")
+
+
+def _scores(result: dict) -> dict[str, Any]:
+    r = result.get("results", {})
+    return {
+        "clean": (r.get("clean") or {}).get("top1"),
+        "corrupted": (r.get("corruptions") or {}).get("mean_top1"),
+        "fgsm": _attack_top1(r, "fgsm"),
+        "pgd": _attack_top1(r, "pgd"),
+        "on_object": (r.get("attention") or {}).get("mask_share"),
+        "object_area": (r.get("attention") or {}).get("mask_share_chance"),
+        "n_clean": (r.get("clean") or {}).get("n"),
+        "n_corrupted": (r.get("corruptions") or {}).get("n"),
+        "n_attack": ((r.get("pgd") or {}).get("runs") or [{}])[0].get("n"),
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}%"
+
+
+def _noise(n: int | None) -> float:
+    """Differences up to two images' worth of top-1 (in points) are read as no difference."""
+    return 200.0 / n if n else 5.0
+
+
+def _compare(diff: float, tol: float) -> int:
+    return 0 if abs(diff) <= tol else (1 if diff > 0 else -1)
+
+
+def findings(results_list: Sequence[dict]) -> list[str]:
+    """One sentence per finding, each derived from the numbers in ``results_list`` (the demo's
+    per-model results): robustness of each system against its baseline, where the models look,
+    whether AbSViT's steering works, and whether looking longer helps the glimpse models."""
+    by_label = {(r.get("model") or {}).get("name"): r for r in results_list}
+    scores = {label: _scores(r) for label, r in by_label.items()}
+    out: list[str] = []
+    for system, base in SYSTEMS:
+        if system not in scores or base not in scores:
+            continue
+        a, b = scores[system], scores[base]
+        parts, verdicts = [], []
+        for key, what, n in (("corrupted", "under corruptions", "n_corrupted"), ("pgd", "under PGD", "n_attack")):
+            if a[key] is None or b[key] is None:
+                continue
+            parts.append(f"{what} {_pct(a[key])} vs {_pct(b[key])}")
+            verdicts.append(_compare(a[key] - b[key], _noise(a[n] or b[n])))
+        if not parts:
+            continue
+        if verdicts and all(v > 0 for v in verdicts):
+            verdict = f"{system} is more robust than {base}"
+        elif verdicts and all(v < 0 for v in verdicts):
+            verdict = f"{system} is less robust than {base}"
+        elif all(v == 0 for v in verdicts):
+            verdict = f"{system} is about as robust as {base} (differences within two images)"
+        else:
+            better = [w for w, v in zip(("under corruptions", "under attack"), verdicts) if v > 0]
+            worse = [w for w, v in zip(("under corruptions", "under attack"), verdicts) if v < 0]
+            verdict = (f"{system} against {base} is mixed: better {' and '.join(better) or 'nowhere'}, "
+                       f"worse {' and '.join(worse) or 'nowhere'}")
+        out.append(f"{verdict}: top-1 {', '.join(parts)} (clean {_pct(a['clean'])} vs {_pct(b['clean'])}).")
+    looking = [(label, s["on_object"], s["object_area"]) for label, s in scores.items()
+               if s["on_object"] is not None and s["object_area"]]
+    if looking:
+        area = float(np.mean([a for _, _, a in looking]))
+        ranked = sorted(looking, key=lambda t: t[1], reverse=True)
+        listing = ", ".join(f"{label} {share:.0f}%" for label, share, _ in ranked)
+        top, low = ranked[0], ranked[-1]
+        out.append(f"Where they look: the share of each model's attention on the object (which covers "
+                   f"{area:.0f}% of the image) is {listing}; {top[0]} looks at the object most "
+                   f"({top[1] / top[2]:.1f}x chance), {low[0]} least ({low[1] / low[2]:.1f}x chance).")
+    steering = (by_label.get("AbSViT") or {}).get("results", {}).get("steering")
+    if steering and steering.get("prompted_share") is not None:
+        own, other = 100 * steering["prompted_share"], 100 * steering["other_share"]
+        win, pairs = 100 * steering["win_rate"], steering.get("n_pairs")
+        tol = _noise(pairs)
+        works = own > other and win - 50.0 > tol
+        lead = "Steering works" if works else "Steering does not work in this run"
+        out.append(f"{lead}: with a class prior, AbSViT puts {own:.1f}% of its top-down attention on the "
+                   f"prompted object and {other:.1f}% on the other one, and favours the prompted object "
+                   f"in {win:.0f}% of {pairs} image-prompt pairs (50% is chance).")
+    for label, r in by_label.items():
+        per = ((r.get("results") or {}).get("glimpses") or {}).get("per_glimpse_top1")
+        if not per or len(per) < 2 or label == "FF-CNN" or any(v is None for v in per):
+            continue
+        first, last, best = per[0], per[-1], max(per)
+        tol = _noise(scores[label]["n_clean"])
+        change = _compare(last - first, tol)
+        lead = {1: "Looking longer helps", 0: "Looking longer does not help", -1: "Looking longer hurts"}[change]
+        out.append(f"{lead} {label}: clean top-1 is {first:.1f}% after one glimpse and {last:.1f}% after "
+                   f"{len(per)} (best {best:.1f}%, after glimpse {per.index(best) + 1}).")
+    counts = [s["n_clean"] for s in scores.values() if s["n_clean"]]
+    if counts:
+        out.append(f"Scale: {max(counts)} test images for clean accuracy, "
+                   f"{max([s['n_corrupted'] or 0 for s in scores.values()])} per corruption and "
+                   f"{max([s['n_attack'] or 0 for s in scores.values()])} under attack; a difference "
+                   f"of {_noise(max(counts)):.0f} points or less on clean images is two images.")
+    return out
+
+
+def plot_corruption_heatmap(results_list: Sequence[dict], path: Path) -> bool:
+    """Models x corruptions heat map of top-1 (clean first, for reference); False (nothing
+    written) when no result has corruption figures."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .fileio import atomic_write
+
+    rows, labels, columns = [], [], None
+    for r in results_list:
+        corr = (r.get("results") or {}).get("corruptions") or {}
+        per = corr.get("corruption_top1")
+        if not per:
+            continue
+        columns = columns or list(per)
+        clean = ((r.get("results") or {}).get("clean") or {}).get("top1")
+        rows.append([clean] + [per.get(c) for c in columns])
+        labels.append((r.get("model") or {}).get("name", "model"))
+    if not rows:
+        return False
+    values = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
+    names = ["clean"] + [c.replace("_", " ") for c in columns]
+    fig = Figure(figsize=(1.6 + 0.62 * len(names), 1.3 + 0.38 * len(rows)), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    image = ax.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=9)
+    ax.axvline(0.5, color="white", lw=2)
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                    color="black" if v > 60 else "white")
+    fig.colorbar(image, ax=ax, label="top-1 (%)", fraction=0.03, pad=0.01)
+    ax.set_title("top-1 (%) on clean and corrupted test images", fontsize=10)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), what="figure")
+    return True
+
+
+def _compact_table(results_list: Sequence[dict]) -> str:
+    head = ["model", "clean", "corrupted", "FGSM", "PGD", "attention on object"]
+    body = []
+    for r in results_list:
+        s = _scores(r)
+        body.append([(r.get("model") or {}).get("name", "model"), _pct(s["clean"]), _pct(s["corrupted"]),
+                     _pct(s["fgsm"]), _pct(s["pgd"]), _pct(s["on_object"])])
+    return ("<table><thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+            + "</tbody></table>")
+
+
+def _write_html(out: Path, results_list: Sequence[dict], md: str, plots: list[str],
+                gallery: list[tuple[str, str]], settings: DemoSettings, seconds: float) -> None:
     from .fileio import atomic_write_text
 
+    heatmap = plot_corruption_heatmap(results_list, out / HEATMAP)
+    points = "\n".join(f"<li>{html.escape(sentence)}</li>" for sentence in findings(results_list))
     figures = "\n".join(
         f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"><figcaption>{html.escape(p)}</figcaption></figure>'
         for p in plots)
+    if figures:
+        figures = "<h2>Top-1 at every step under attack</h2>\n" + figures
+    from .evaluate.report import format_eps
+
+    eps = sorted({run.get("eps") for r in results_list for suite in ("fgsm", "pgd")
+                  for run in ((r.get("results") or {}).get(suite) or {}).get("runs", [])} - {None})
+    eps_text = ", ".join(format_eps(e) for e in eps) or "-"
     tiles = "\n".join(
-        f'<figure><img src="figures/{html.escape(f)}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
+        f'<figure><img src="figures/{html.escape(f)}" alt="{html.escape(c)}">'
+        f'<figcaption>{html.escape(c)}</figcaption></figure>'
         for c, f in gallery)
+    heat = (f'<figure class="wide"><img src="{HEATMAP}" alt="top-1 per model and corruption">'
+            "<figcaption>Top-1 per model (rows) on clean images and under each corruption (severity "
+            f"{', '.join(str(s) for s in settings.severities)}).</figcaption></figure>") if heatmap else ""
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>bioattn demo report</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 1400px; }}
-table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }}
+body {{ font-family: sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; line-height: 1.45; }}
+ul.findings li {{ margin: 0.35em 0; }}
+table {{ border-collapse: collapse; margin: 0.5em 0; font-size: 0.85em; }}
 th, td {{ border: 1px solid #bbb; padding: 0.25em 0.5em; text-align: right; }}
 th:first-child, td:first-child {{ text-align: left; }}
-figure {{ display: inline-block; margin: 0.5em; vertical-align: top; }}
-figure img {{ max-width: 640px; }}
-figcaption {{ font-size: 0.8em; color: #444; max-width: 640px; }}
+.scroll {{ overflow-x: auto; max-width: 100%; }}
+details {{ margin: 0.8em 0; }}
+summary {{ cursor: pointer; color: #1a4f8b; }}
+figure {{ display: inline-block; margin: 0.5em; vertical-align: top; max-width: 100%; }}
+figure img {{ max-width: 100%; }}
+figure.wide {{ display: block; margin: 0.5em 0; }}
+figcaption {{ font-size: 0.8em; color: #444; }}
+p.about {{ color: #444; font-size: 0.9em; }}
 </style></head><body>
 <h1>bioattn demo</h1>
-<p>Micro models trained on the embedded cluttered-shapes data ({html.escape(settings.data)},
-{settings.epochs} epochs each) and evaluated side by side; the whole run took {seconds:.0f} s.
-Attention columns: share of the primary attention map's mass on the object (chance is the object's
-share of the image) and AUC of the map against the object mask. Steering: share of AbSViT's
-top-down attention on the prompted object vs the other one, on two-object images.</p>
-<h2>Results</h2>
-{_markdown_table_to_html(md)}
-<h2>Robustness plots</h2>
+<h2>Findings</h2>
+<ul class="findings">
+{points}
+</ul>
+<h2>Robustness at a glance</h2>
+{heat}
+<div class="scroll">{_compact_table(results_list)}</div>
+<p class="about">Top-1 in %. Corrupted: mean over the corruptions; FGSM and PGD at eps {eps_text} (glimpse
+models: the prediction at glimpse {settings.attack_step} is attacked). Attention on object: share of
+the primary attention map's mass inside the object's mask.</p>
+<details><summary>All results: the full table, top-1 per corruption, per-step tables (also in report.md)</summary>
+<div class="scroll">{_markdown_table_to_html(md)}</div>
+</details>
 {figures}
 <h2>Attention gallery</h2>
 {tiles}
+<h2>About this run</h2>
+<p class="about">Micro models trained on the embedded cluttered-shapes data ({html.escape(settings.data)},
+{settings.epochs} epochs each) and evaluated side by side; the whole run took {seconds:.0f} s. Steering:
+share of AbSViT's top-down attention on the prompted object vs the other one, on two-object images.</p>
 </body></html>
 """
     atomic_write_text(out / "index.html", page)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import BioattnError
+
 
 @dataclass
 class DistInfo:
@@ -30,13 +32,21 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` picks this process's GPU when there is one, else the CPU."""
-    if device == "auto":
+def resolve_device(device: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
+    """The device a process computes on: ``auto`` (or None) picks this process's GPU when there
+    is one, else the CPU; ``cuda`` means this process's GPU (``local_rank``); ``cuda:N``, ``cpu``
+    and other torch device strings are taken as they are, and checked."""
+    if device is None or str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(device)
+    if str(device) == "cuda":
+        device = f"cuda:{local_rank}"
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise BioattnError(f"bad device '{device}': {str(exc).splitlines()[0]}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BioattnError(f"device {device} requested but no GPU is available")
+    return dev
 
 
 def init_distributed(device: str = "auto") -> DistInfo:

@@ -1,40 +1,63 @@
-"""The small protocol that models with several outputs share with the trainer, the evaluator
-and the attacks.
+"""What bioattn's models promise to the trainer, the evaluator, the attacks and the plots.
 
-Plain models return logits ``(B, K)`` from ``model(x)`` in every mode and need nothing else.
+Every model is a timm classifier: ``model(x)`` returns the final logits ``(B, K)`` in train and
+eval mode, so any timm-style loop (``loss = criterion(model(x), y)``) trains it as a plain
+classifier.
 
-Models that compute several predictions (AbSViT's two passes, one prediction per glimpse of a
-glimpse model) or an auxiliary loss follow three rules:
+Some models compute more than one prediction per image: AbSViT reads a prediction out after
+each of its two passes, a glimpse model after each glimpse. Each such prediction is a
+*readout*. These models declare the :class:`MultiReadout` capability: ``forward_readouts(x,
+readouts=None)`` returns a :class:`ModelOutput` in any mode, with the final ``logits``, every
+readout's logits ``readout_logits`` ``(T, B, K)``, an optional auxiliary loss ``aux_loss``
+(AbSViT's variational loss) and ``extras`` (keys in :data:`EXTRAS_KEYS`). ``readouts`` asks
+for a number of readouts (passes or glimpses) other than the model's default.
 
-* ``model(x)`` in eval mode returns the final logits ``(B, K)``, so the model drops into any
-  code that expects a classifier (timm's validation loop, torchattacks).
-* ``model(x)`` in train mode returns a :class:`ModelOutput`: ``logits`` (the final prediction),
-  ``readout_logits`` ``(T, B, K)`` (every pass or glimpse, the last one equal to ``logits``), and an
-  optional ``aux_loss`` to add to the objective (AbSViT's variational loss).
-* ``model.forward_readouts(x, steps=None)`` returns a :class:`ModelOutput` in any mode; evaluation
-  and attacks use it to read or target the prediction at a chosen step.
+bioattn's trainer trains with the full objective: it wraps the model in :class:`ReadoutModel`
+(whose forward is ``forward_readouts``; DDP wraps that wrapper, so gradient synchronisation
+still goes through DDP's forward) and computes :func:`compute_loss`. A model that needs an
+objective of its own (the glimpse models' fixation-policy term, which depends on the target)
+defines ``compute_loss(output, target, criterion) -> Tensor``; otherwise :func:`readout_loss`
+averages ``criterion`` over the readouts and adds ``aux_loss``.
 
-A model that needs its own objective (e.g. a policy-gradient term that depends on the target)
-defines ``model.compute_loss(output, target, criterion) -> Tensor``; otherwise
-:func:`compute_loss` averages ``criterion`` over the steps and adds ``aux_loss``.
+Other capabilities, declared by the methods a model defines (checked with ``isinstance`` on the
+bare model, see :func:`capable`):
 
-Modules that must act between optimiser steps (VARS-S refreshes its ISTA step size) define
+* :class:`Glimpsing`: ``forward_glimpses`` (the glimpse models);
+* :class:`TopDownSteerable`: ``top_down_maps`` (attention steered by a prior, AbSViT);
+* :class:`MapProducing`: ``attention_maps`` and ``saliency``.
+
+Modules that must act between optimizer steps (VARS-S refreshes its ISTA step size) define
 ``after_train_step(global_step)``; the trainer calls it on every submodule through
 :func:`after_train_step`.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
+# The keys a model may put into ``ModelOutput.extras`` and what they hold.
+EXTRAS_KEYS: dict[str, str] = {
+    "prior_mask": "AbSViT: the token mask (B, N, 1) of the prior that steered the second pass",
+    "fixations": "glimpse models: the fixation of every glimpse (T, B, 2), image coordinates in "
+                 "[-1, 1], x then y",
+    "sigmas": "glimpse models: the width (T, B) of the region each glimpse covered (image units)",
+    "log_probs": "glimpse models with a fixation policy: log-probability (T-1, B) of each chosen "
+                 "fixation after the first",
+    "entropies": "glimpse models with a fixation policy: entropy (T-1, B) of the policy at each "
+                 "choice",
+}
+
 
 @dataclass
 class ModelOutput:
-    """Outputs of a model with several predictions per input."""
+    """Outputs of a model with several readouts per input (see :data:`EXTRAS_KEYS` for
+    ``extras``)."""
 
     logits: torch.Tensor
     readout_logits: torch.Tensor | None = None
@@ -42,14 +65,68 @@ class ModelOutput:
     extras: dict | None = None
 
     def all_readouts(self) -> torch.Tensor:
-        """Per-step logits ``(T, B, K)``; a single-step output gives ``T = 1``."""
+        """Logits of every readout ``(T, B, K)``; a single-readout output gives ``T = 1``."""
         if self.readout_logits is None:
             return self.logits.unsqueeze(0)
         return self.readout_logits
 
 
+# ------------------------------------------------------------------------------------------
+# capabilities
+# ------------------------------------------------------------------------------------------
+@runtime_checkable
+class MultiReadout(Protocol):
+    """A model with several readouts (passes or glimpses) and optional auxiliary losses."""
+
+    def forward_readouts(self, x: torch.Tensor, readouts: int | None = None) -> ModelOutput: ...
+
+
+@runtime_checkable
+class Glimpsing(Protocol):
+    """A glimpse model: a sequence of fixations, each with its prediction.
+
+    ``forward_glimpses(x, glimpses=None, return_maps=False)`` returns the glimpses' ``logits``
+    ``(T, B, K)``, ``fixations`` ``(T, B, 2)`` and ``sigmas`` ``(T, B)`` (and the maps that chose
+    each fixation with ``return_maps``). bioattn's glimpse models also draw what each glimpse
+    saw (``glimpse_images(x, fixations)``), which scan-path pictures need.
+    """
+
+    def forward_glimpses(self, x: torch.Tensor, glimpses: int | None = None,
+                         return_maps: bool = False) -> Any: ...
+
+
+@runtime_checkable
+class TopDownSteerable(Protocol):
+    """A model whose attention a prior steers (a class index or a prior vector per image)."""
+
+    def top_down_maps(self, x: torch.Tensor, priors: Sequence[Any],
+                      prior_scale: float = 1.0) -> list[torch.Tensor]: ...
+
+
+@runtime_checkable
+class MapProducing(Protocol):
+    """A model that draws its own attention maps: named maps ``(B, h, w)`` and a primary one."""
+
+    def attention_maps(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]: ...
+
+    def saliency(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+def capable(model: nn.Module, capability: type) -> bool:
+    """Whether the bare model inside any wrapper declares ``capability`` (one of the classes
+    above)."""
+    return isinstance(unwrap(model), capability)
+
+
+def has_readouts(model: nn.Module) -> bool:
+    return capable(model, MultiReadout)
+
+
+# ------------------------------------------------------------------------------------------
+# wrappers and the objective
+# ------------------------------------------------------------------------------------------
 def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside DDP / EMA / compile wrappers."""
+    """The bare model inside DDP / EMA / compile / :class:`ReadoutModel` wrappers."""
     while True:
         if hasattr(model, "module") and isinstance(model.module, nn.Module):
             model = model.module
@@ -59,9 +136,35 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+class ReadoutModel(nn.Module):
+    """``ReadoutModel(model)(x)`` is :func:`forward_readouts` of ``model``: every readout and the
+    auxiliary loss, for training with the full objective (:func:`compute_loss`). Wrap this
+    module, not the model, in DDP so that its forward is the one DDP synchronises."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.module = model
+
+    def forward(self, x: torch.Tensor, readouts: int | None = None) -> ModelOutput:
+        return forward_readouts(self.module, x, readouts=readouts)
+
+
 def final_logits(output: torch.Tensor | ModelOutput) -> torch.Tensor:
     """The final prediction of any model output."""
     return output.logits if isinstance(output, ModelOutput) else output
+
+
+def readout_loss(
+    output: ModelOutput,
+    target: torch.Tensor,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``criterion`` averaged over the readouts, plus ``aux_loss`` when there is one."""
+    readouts = output.all_readouts()
+    loss = sum(criterion(logits, target) for logits in readouts) / readouts.shape[0]
+    if output.aux_loss is not None:
+        loss = loss + output.aux_loss
+    return loss
 
 
 def compute_loss(
@@ -70,33 +173,26 @@ def compute_loss(
     target: torch.Tensor,
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
-    """The training objective for ``output`` of ``model`` against ``target``."""
+    """The training objective for ``output`` of ``model`` against ``target``: the model's own
+    ``compute_loss`` if it has one, else :func:`readout_loss`."""
     if not isinstance(output, ModelOutput):
         return criterion(output, target)
     custom = getattr(unwrap(model), "compute_loss", None)
     if custom is not None:
         return custom(output, target, criterion)
-    steps = output.all_readouts()
-    loss = sum(criterion(step, target) for step in steps) / steps.shape[0]
-    if output.aux_loss is not None:
-        loss = loss + output.aux_loss
-    return loss
+    return readout_loss(output, target, criterion)
 
 
-def forward_readouts(model: nn.Module, x: torch.Tensor, steps: int | None = None) -> ModelOutput:
-    """Per-step predictions of any model: multi-step models answer through their
-    ``forward_readouts``; plain models give one step."""
+def forward_readouts(model: nn.Module, x: torch.Tensor, readouts: int | None = None) -> ModelOutput:
+    """Every readout of any model: multi-readout models answer through their
+    ``forward_readouts``; plain models give one readout."""
     inner = unwrap(model)
-    if hasattr(inner, "forward_readouts"):
-        if steps is None:
+    if isinstance(inner, MultiReadout):
+        if readouts is None:
             return inner.forward_readouts(x)
-        return inner.forward_readouts(x, steps=steps)
+        return inner.forward_readouts(x, readouts=readouts)
     out = model(x)
     return out if isinstance(out, ModelOutput) else ModelOutput(logits=out)
-
-
-def has_readouts(model: nn.Module) -> bool:
-    return hasattr(unwrap(model), "forward_readouts")
 
 
 def after_train_step(model: nn.Module, global_step: int) -> None:

@@ -11,7 +11,7 @@ A run directory holds ``config.json``, ``log.jsonl`` (one record per epoch), ``t
 continues a run; every random draw of an epoch is seeded from (seed, epoch, rank), so a run that
 was killed and resumed ends with the same weights as one never interrupted.
 
-Recipes: settings left at ``None`` come from a recipe. ``deit`` is SPEC §4 (300 epochs, AdamW
+Recipes: settings left at ``None`` come from a recipe. ``deit`` is described in docs/training.md (300 epochs, AdamW
 lr 5e-4 x batch/512, warmup 5, RandAugment, mixup/cutmix, random erasing, repeated augmentation,
 EMA, label smoothing, drop-path 0.1). ``small`` suits the embedded data on a CPU (no heavy
 augmentation: the object covers a fifth of the image, so random crops would cut it away).
@@ -24,10 +24,11 @@ import dataclasses
 import json
 import math
 import random
+import shutil
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,91 +38,18 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from . import checkpoint as ckpt
+from .config import RECIPES, TrainConfig  # noqa: F401  (importable from here)
+from .data.subsets import base_dataset, spread_subset
 from .distributed import DistInfo, all_reduce_sum, all_true, barrier, cleanup, init_distributed
 from .errors import BioattnError, NonFiniteLossError
+from .evaluate.accuracy import Accuracy
 from .fileio import atomic_dir, atomic_write_text
-from .protocol import after_train_step, compute_loss, final_logits, forward_readouts, unwrap
-
-RECIPES: dict[str, dict[str, Any]] = {
-    "deit": dict(
-        epochs=300, base_lr=5e-4, min_lr=1e-5, warmup_lr=1e-6, warmup_epochs=5, weight_decay=0.05,
-        smoothing=0.1, mixup=0.8, cutmix=1.0, aa="rand-m9-mstd0.5-inc1", color_jitter=0.4,
-        reprob=0.25, hflip=0.5, repeated_aug=True, drop_path=0.1, model_ema=True,
-        model_ema_decay=0.99996, random_resized_crop=True,
-    ),
-    "small": dict(
-        epochs=10, base_lr=2e-3, min_lr=1e-5, warmup_lr=1e-6, warmup_epochs=1, weight_decay=0.05,
-        smoothing=0.1, mixup=0.0, cutmix=0.0, aa=None, color_jitter=0.0, reprob=0.0, hflip=0.0,
-        repeated_aug=False, drop_path=0.0, model_ema=False, model_ema_decay=0.999,
-        random_resized_crop=False,
-    ),
-}
-
-
-@dataclass
-class TrainConfig:
-    model: str
-    data: str = "embedded"
-    output: str | None = None
-    recipe: str = "auto"
-    model_args: dict[str, Any] = field(default_factory=dict)
-    img_size: int | None = None
-    epochs: int | None = None
-    batch_size: int = 128
-    base_lr: float | None = None
-    lr: float | None = None
-    min_lr: float | None = None
-    warmup_lr: float | None = None
-    warmup_epochs: int | None = None
-    weight_decay: float | None = None
-    opt: str = "adamw"
-    sched: str = "cosine"
-    clip_grad: float | None = None
-    smoothing: float | None = None
-    mixup: float | None = None
-    cutmix: float | None = None
-    mixup_prob: float = 1.0
-    mixup_switch_prob: float = 0.5
-    aa: str | None = None
-    color_jitter: float | None = None
-    reprob: float | None = None
-    hflip: float | None = None
-    random_resized_crop: bool | None = None
-    repeated_aug: bool | None = None
-    drop_path: float | None = None
-    model_ema: bool | None = None
-    model_ema_decay: float | None = None
-    amp: bool = True
-    amp_dtype: str = "float16"
-    device: str = "auto"
-    seed: int = 0
-    workers: int = 0
-    resume: str | None = None
-    limit_train: int | None = None
-    limit_val: int | None = None
-    skip_bad_images: bool = False
-    progress: bool = True
-    tensorboard: bool = True
-
-    def resolved(self) -> "TrainConfig":
-        """A copy with every recipe setting filled in."""
-        from .data import is_embedded
-
-        name = self.recipe
-        if name == "auto":
-            name = "small" if is_embedded(self.data) else "deit"
-        if name not in RECIPES:
-            raise BioattnError(f"unknown recipe '{self.recipe}' (choose from auto, {', '.join(RECIPES)})")
-        values = {k: v for k, v in dataclasses.asdict(self).items()}
-        for key, default in RECIPES[name].items():
-            if values.get(key) is None:
-                values[key] = default
-        values["recipe"] = name
-        return TrainConfig(**values)
+from .progress import Progress
+from .protocol import ReadoutModel, after_train_step, compute_loss, final_logits, forward_readouts
 
 
 # ------------------------------------------------------------------------------------------
-# set-up helpers
+# randomness
 # ------------------------------------------------------------------------------------------
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -152,6 +80,190 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+# ------------------------------------------------------------------------------------------
+# the run directory: a new run never replaces another, a resumed run keeps its settings
+# ------------------------------------------------------------------------------------------
+RUN_FILES = ("config.json", "log.jsonl", "best", "last", "best.old", "last.old", "tb")
+# settings a resumed run takes from the command line; every other one comes from config.json
+RESUME_OVERRIDES = ("epochs", "device", "workers", "progress", "tensorboard")
+
+
+def _describe_run(run_dir: Path) -> str:
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        return f"a run of {saved.get('model')} for {saved.get('epochs')} epochs"
+    except (OSError, ValueError):
+        return "not a bioattn run"
+
+
+def new_run_dir(cfg: TrainConfig) -> Path:
+    """The directory of a new run: ``cfg.output``, or ``runs/<model>-<time>`` (with a suffix if
+    that exists). An existing, non-empty ``output`` is refused unless ``cfg.overwrite``, in
+    which case the previous run's files are removed first (and nothing else in the folder)."""
+    if cfg.output is None:
+        base = Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir, n = base, 1
+        while run_dir.exists():
+            n += 1
+            run_dir = base.with_name(f"{base.name}-{n}")
+        return run_dir
+    run_dir = Path(cfg.output)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BioattnError(f"--output {run_dir} is a file, not a run directory")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not cfg.overwrite:
+            raise BioattnError(
+                f"--output {run_dir} already exists ({_describe_run(run_dir)}): pass --resume {run_dir} "
+                f"to continue it, --overwrite to replace it, or another --output")
+        for name in RUN_FILES:
+            path = run_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    return run_dir
+
+
+def load_resume(config: TrainConfig) -> tuple[Path, TrainConfig, dict]:
+    """The run directory, settings and trainer state of the run ``config.resume`` names.
+
+    The saved settings stay; ``epochs``, ``device``, ``workers``, ``progress`` and
+    ``tensorboard`` may be given anew. Any other setting given with a different value is
+    refused, since silently ignoring it would train something other than what was asked.
+    """
+    run_dir = Path(config.resume)
+    if run_dir.name in ("last", "last.old") or (run_dir / ckpt.WEIGHTS).exists():
+        run_dir = run_dir.parent
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise BioattnError(f"cannot resume: {config_path} not found")
+    last = ckpt.resolve_checkpoint_dir(run_dir / "last")
+    state_path = last / ckpt.TRAINER_STATE
+    if not state_path.exists():
+        raise BioattnError(f"cannot resume: no trainer state in {last}")
+    try:
+        saved_values = json.loads(config_path.read_text())
+        saved = TrainConfig(**saved_values)
+    except (ValueError, TypeError) as exc:
+        raise BioattnError(f"cannot resume: {config_path} is not a bioattn run config ({exc})") from None
+    for name in sorted(config.explicit_settings()):
+        value = getattr(config, name)
+        if name in RESUME_OVERRIDES or name in ("resume", "overwrite"):
+            continue
+        if name == "output" and Path(value).resolve() == run_dir.resolve():
+            continue
+        if value != getattr(saved, name):
+            flag = "--" + name.replace("_", "-")
+            raise BioattnError(
+                f"{flag} {value} conflicts with the resumed run ({name} = {getattr(saved, name)!r} in "
+                f"{config_path}); a resumed run keeps its settings except "
+                f"{', '.join('--' + k for k in RESUME_OVERRIDES)}")
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BioattnError(f"cannot read trainer state {state_path}: {exc}".splitlines()[0]) from None
+    overrides = {k: getattr(config, k) for k in RESUME_OVERRIDES if k != "epochs"}
+    if config.epochs is not None:
+        overrides["epochs"] = config.epochs
+    cfg = dataclasses.replace(saved, resume=None, **overrides).resolved()
+    done = int(state["epoch"]) + 1
+    if done >= cfg.epochs:
+        raise BioattnError(
+            f"{run_dir} has finished its {cfg.epochs} epochs: pass --epochs N with N > {cfg.epochs} "
+            "to train it further")
+    return run_dir, cfg, state
+
+
+# ------------------------------------------------------------------------------------------
+# stage 1: data
+# ------------------------------------------------------------------------------------------
+@dataclass
+class TrainData:
+    train_set: Any
+    val_set: Any
+    classes: list[str]
+    input: dict[str, Any]  # img_size, mean, std, crop_pct
+    sampler: Any
+    train_loader: DataLoader
+    val_loader: DataLoader
+
+
+class _Shard(Subset):
+    """Every ``world``-th sample from ``rank`` on: an evaluation shard without padding."""
+
+    def __init__(self, ds, rank: int, world: int) -> None:
+        super().__init__(ds, range(rank, len(ds), world))
+
+
+def build_data(cfg: TrainConfig, info: DistInfo) -> TrainData:
+    """Training and validation sets (optionally limited, evenly spread over the classes),
+    the training sampler (distributed, or repeated augmentation) and both loaders."""
+    from timm.data.distributed_sampler import RepeatAugSampler
+
+    from .data import Augmentation, build_dataset
+
+    dcfg = data_config(cfg.model, cfg.img_size)
+    aug = Augmentation(
+        auto_augment=None if (cfg.aa or "none").lower() == "none" else cfg.aa,
+        color_jitter=cfg.color_jitter, re_prob=cfg.reprob, hflip=cfg.hflip,
+        random_resized_crop=cfg.random_resized_crop,
+    )
+    train_set = build_dataset(cfg.data, "train", dcfg["img_size"], dcfg["mean"], dcfg["std"],
+                              train=True, aug=aug, skip_bad_images=cfg.skip_bad_images)
+    classes = list(train_set.classes)
+    val_set = build_dataset(cfg.data, "val", dcfg["img_size"], dcfg["mean"], dcfg["std"],
+                            train=False, skip_bad_images=cfg.skip_bad_images,
+                            crop_pct=dcfg["crop_pct"], classes=classes)
+    train_set = spread_subset(train_set, cfg.limit_train)
+    val_set = spread_subset(val_set, cfg.limit_val)
+    if len(train_set) < cfg.batch_size * info.world_size:
+        raise BioattnError(
+            f"the training set has {len(train_set)} images, fewer than one global batch "
+            f"({cfg.batch_size} x {info.world_size} processes)"
+        )
+    if cfg.repeated_aug:
+        sampler = RepeatAugSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True)
+    else:
+        sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
+                                     shuffle=True, seed=cfg.seed, drop_last=True)
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler,
+                              num_workers=cfg.workers, drop_last=True,
+                              pin_memory=info.device.type == "cuda")
+    val_loader = DataLoader(_Shard(val_set, info.rank, info.world_size), batch_size=cfg.batch_size,
+                            shuffle=False, num_workers=cfg.workers)
+    return TrainData(train_set, val_set, classes, dcfg, sampler, train_loader, val_loader)
+
+
+def data_config(model_name: str, img_size: int | None = None) -> dict[str, Any]:
+    """Input size, normalisation and crop of a registered model (timm's data configuration,
+    :func:`bioattn.models.data_config`)."""
+    from .models import data_config as model_data_config
+
+    cfg = model_data_config(model_name, img_size)
+    return {"img_size": cfg["input_size"][-1], "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]),
+            "crop_pct": cfg["crop_pct"]}
+
+
+# ------------------------------------------------------------------------------------------
+# stage 2: model, objective, optimiser and schedule
+# ------------------------------------------------------------------------------------------
+@dataclass
+class Trainee:
+    """Everything that changes as the model trains, and what changes it."""
+
+    model: nn.Module
+    model_args: dict[str, Any]
+    train_model: nn.Module  # what the training step calls (DDP-wrapped when distributed)
+    criterion: nn.Module
+    mixup: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    lr: float
+    autocast: dict[str, Any]
+    scaler: Any
+    ema: Any
+
+
 def _build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
     from .models import create_model
 
@@ -171,98 +283,166 @@ def _build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[st
     return model, args
 
 
-def data_config(model_name: str, img_size: int | None = None) -> dict[str, Any]:
-    """Input size, normalisation and crop of a registered model, from its ``pretrained_cfg``."""
-    from timm.models import get_pretrained_cfg
-
-    from .models import create_model
-
-    pc = get_pretrained_cfg(model_name)
-    if pc is None:  # unknown name: let create_model raise its clear error
-        create_model(model_name)
-    size = img_size or pc.input_size[-1]
-    return {"img_size": size, "mean": tuple(pc.mean), "std": tuple(pc.std), "crop_pct": pc.crop_pct}
+def warmup_epochs(cfg: TrainConfig) -> int:
+    """The recipe's warm-up, at most half the run (a one-epoch run gets none)."""
+    return min(cfg.warmup_epochs, cfg.epochs // 2)
 
 
-def _limit(ds, n: int | None):
-    if n is None or n >= len(ds):
-        return ds
-    sub = Subset(ds, range(n))
-    for attr in ("classes", "num_classes"):
-        setattr(sub, attr, getattr(ds, attr))
-    return sub
+def build_trainee(cfg: TrainConfig, data: TrainData, info: DistInfo) -> Trainee:
+    """The model (seeded), its loss (soft targets with mixup/cutmix, label smoothing), the timm
+    optimiser and per-update schedule, mixed precision and the EMA copy."""
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+    from timm.utils import ModelEmaV3, NativeScaler
+
+    device = info.device
+    num_classes = len(data.classes)
+    seed_everything(cfg.seed)
+    model, model_args = _build_model(cfg, num_classes)
+    model.to(device)
+    lr = cfg.lr if cfg.lr is not None else cfg.base_lr * cfg.batch_size * info.world_size / 512
+    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay)
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
+        warmup_epochs=warmup_epochs(cfg), step_on_epochs=False,
+        updates_per_epoch=len(data.train_loader),
+    )
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+    scaler = NativeScaler() if use_amp and amp_dtype == torch.float16 else None
+    ema = ModelEmaV3(model, decay=cfg.model_ema_decay, device=device) if cfg.model_ema else None
+
+    mixup = None
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                      switch_prob=cfg.mixup_switch_prob, label_smoothing=cfg.smoothing,
+                      num_classes=num_classes)
+        criterion: nn.Module = SoftTargetCrossEntropy()
+    elif cfg.smoothing > 0:
+        criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
+    else:
+        criterion = nn.CrossEntropyLoss()
+
+    train_model: nn.Module = ReadoutModel(model)  # every readout and the auxiliary losses
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(
+            train_model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=bool(getattr(model, "has_unused_parameters", False)),
+        )
+    autocast = {"device_type": device.type, "dtype": amp_dtype, "enabled": use_amp}
+    return Trainee(model, model_args, train_model, criterion, mixup, optimizer, scheduler, lr,
+                   autocast, scaler, ema)
 
 
-class _Shard(Subset):
-    """Every ``world``-th sample from ``rank`` on: an evaluation shard without padding."""
-
-    def __init__(self, ds, rank: int, world: int) -> None:
-        super().__init__(ds, range(rank, len(ds), world))
+def restore(trainee: Trainee, run_dir: Path, state: dict) -> tuple[int, int, float]:
+    """Load a resumed run's weights and trainer state; returns the first epoch to run, the
+    optimizer steps taken so far and the best validation top-1."""
+    ckpt.load_weights(trainee.model, ckpt.resolve_checkpoint_dir(run_dir / "last"))
+    trainee.optimizer.load_state_dict(state["optimizer"])
+    trainee.scheduler.load_state_dict(state["scheduler"])
+    if trainee.ema is not None and state.get("ema") is not None:
+        trainee.ema.module.load_state_dict(state["ema"])
+    if trainee.scaler is not None and state.get("scaler") is not None:
+        trainee.scaler.load_state_dict(state["scaler"])
+    set_rng_states(state["rng"])
+    return int(state["epoch"]) + 1, int(state["global_step"]), float(state["best_top1"])
 
 
 # ------------------------------------------------------------------------------------------
-# progress and logs
+# stage 3: one epoch
 # ------------------------------------------------------------------------------------------
-class _Progress:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._progress = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                transient=False,
-            )
-            self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-
-    def task(self, description: str, total: int):
-        if self._progress is None:
-            return None
-        return self._progress.add_task(description, total=total, info="")
-
-    def update(self, task, advance: int = 1, info: str | None = None) -> None:
-        if self._progress is not None and task is not None:
-            kw = {"info": info} if info is not None else {}
-            self._progress.update(task, advance=advance, **kw)
-
-    def log(self, message: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(message)
+def train_one_epoch(cfg: TrainConfig, data: TrainData, t: Trainee, epoch: int, optimizer_steps: int,
+                    run_dir: Path, progress: Progress, info: DistInfo) -> tuple[dict[str, float], int]:
+    """One pass over the training set; returns the epoch's totals (summed over processes) and
+    the number of optimizer steps taken so far. A non-finite loss on any process stops every
+    process with :class:`NonFiniteLossError`."""
+    seed_everything(epoch_seed(cfg.seed, epoch, info.rank))
+    data.sampler.set_epoch(epoch)
+    t.train_model.train()
+    task = progress.task(f"epoch {epoch + 1}/{cfg.epochs}", len(data.train_loader))
+    loss_sum = correct = seen = 0.0
+    start = time.perf_counter()
+    for images, targets in data.train_loader:
+        images = images.to(info.device, non_blocking=True)
+        targets = targets.to(info.device, non_blocking=True)
+        hard_targets = targets
+        if t.mixup is not None:
+            images, targets = t.mixup(images, targets)
+        with torch.autocast(**t.autocast):
+            output = t.train_model(images)
+            loss = compute_loss(t.train_model, output, targets, t.criterion)
+        if not all_true(bool(torch.isfinite(loss).item()), info):
+            kept = (f"the last good checkpoint is {run_dir / 'last'}" if (run_dir / "last").exists()
+                    else "no checkpoint had been written yet")
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {epoch + 1}, optimizer step {optimizer_steps + 1}: "
+                f"training stopped; {kept} (a lower --lr or --clip-grad may help)")
+        t.optimizer.zero_grad(set_to_none=True)
+        if t.scaler is not None:
+            t.scaler(loss, t.optimizer, clip_grad=cfg.clip_grad, parameters=t.model.parameters())
         else:
-            print(message, flush=True)
+            loss.backward()
+            if cfg.clip_grad:
+                torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.clip_grad)
+            t.optimizer.step()
+        optimizer_steps += 1
+        t.scheduler.step_update(num_updates=optimizer_steps)
+        if t.ema is not None:
+            t.ema.update(t.model, step=optimizer_steps)
+        after_train_step(t.model, optimizer_steps)
+
+        n = images.shape[0]
+        loss_sum += loss.item() * n
+        if t.mixup is None:
+            correct += (final_logits(output).argmax(-1) == hard_targets).sum().item()
+        seen += n
+        rate = seen * info.world_size / max(time.perf_counter() - start, 1e-9)
+        acc = f" acc {100 * correct / seen:5.1f}%" if t.mixup is None else ""
+        progress.update(task, info=f"loss {loss_sum / seen:.4f}{acc} "
+                                   f"lr {t.optimizer.param_groups[0]['lr']:.2e} {rate:.0f} img/s")
+    t.scheduler.step(epoch + 1)
+    seconds = time.perf_counter() - start
+    loss_total, correct_total, seen_total = all_reduce_sum([loss_sum, correct, seen], info)
+    totals = {"train_loss": loss_total / seen_total, "lr": t.optimizer.param_groups[0]["lr"],
+              "img_per_s": seen_total / seconds}
+    if t.mixup is None:
+        totals["train_top1"] = 100.0 * correct_total / seen_total
+    return totals, optimizer_steps
 
 
+# ------------------------------------------------------------------------------------------
+# stage 4: validation
+# ------------------------------------------------------------------------------------------
 def evaluate_distributed(model: nn.Module, loader: DataLoader, info: DistInfo) -> dict[str, float]:
     """Top-1/top-5/loss over this process's shard, summed over all processes."""
     model.eval()
-    totals = [0.0, 0.0, 0.0, 0.0]  # correct1, correct5, loss_sum, n
+    accuracy = Accuracy()
     with torch.no_grad():
         for images, targets in loader:
             images, targets = images.to(info.device), targets.to(info.device)
-            logits = forward_readouts(model, images).logits.float()
-            totals[2] += nn.functional.cross_entropy(logits, targets, reduction="sum").item()
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(targets[:, None])
-            totals[0] += top[:, 0].sum().item()
-            totals[1] += top.any(dim=1).sum().item()
-            totals[3] += targets.shape[0]
-    c1, c5, loss, n = all_reduce_sum(totals, info)
-    if n == 0:
-        return {"top1": float("nan"), "top5": float("nan"), "loss": float("nan")}
-    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n}
+            accuracy.update(forward_readouts(model, images).logits, targets)
+    return Accuracy.from_totals(all_reduce_sum(accuracy.totals(), info))
+
+
+def validate(data: TrainData, t: Trainee, info: DistInfo) -> dict[str, float]:
+    """Validation top-1/top-5/loss of the model (and of its EMA copy)."""
+    val = evaluate_distributed(t.model, data.val_loader, info)
+    record = {"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"]}
+    if t.ema is not None:
+        ema_val = evaluate_distributed(t.ema.module, data.val_loader, info)
+        record.update({"ema_val_top1": ema_val["top1"], "ema_val_top5": ema_val["top5"]})
+    skipped = sum(getattr(base_dataset(ds), "skipped", lambda: 0)() for ds in (data.train_set, data.val_set))
+    if skipped:
+        record["skipped_images"] = skipped
+    return record
 
 
 # ------------------------------------------------------------------------------------------
-# the trainer
+# stage 5: checkpoints and logs
 # ------------------------------------------------------------------------------------------
 def _save(run_dir: Path, name: str, model: nn.Module, meta: dict, trainer_state: dict | None) -> None:
     def fill(tmp: Path) -> None:
@@ -279,38 +459,45 @@ def _save(run_dir: Path, name: str, model: nn.Module, meta: dict, trainer_state:
         ) from None
 
 
-def _load_resume(resume: str) -> tuple[Path, TrainConfig, dict]:
-    run_dir = Path(resume)
-    if run_dir.name in ("last", "last.old") or (run_dir / ckpt.WEIGHTS).exists():
-        run_dir = run_dir.parent
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise BioattnError(f"cannot resume: {config_path} not found")
-    last = ckpt.resolve_checkpoint_dir(run_dir / "last")
-    state_path = last / ckpt.TRAINER_STATE
-    if not state_path.exists():
-        raise BioattnError(f"cannot resume: no trainer state in {last}")
-    saved = json.loads(config_path.read_text())
-    try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise BioattnError(f"cannot read trainer state {state_path}: {exc}".splitlines()[0]) from None
-    return run_dir, TrainConfig(**saved), state
+def save_epoch(run_dir: Path, t: Trainee, meta: dict, record: dict, epoch: int, optimizer_steps: int,
+               best_top1: float, is_best: bool, writer) -> None:
+    """``last/`` with the trainer state, ``best/`` when validation improved, one line of
+    ``log.jsonl`` and the TensorBoard scalars."""
+    state = {
+        "optimizer": t.optimizer.state_dict(),
+        "scheduler": t.scheduler.state_dict(),
+        "ema": t.ema.module.state_dict() if t.ema is not None else None,
+        "scaler": t.scaler.state_dict() if t.scaler is not None else None,
+        "epoch": epoch,
+        "global_step": optimizer_steps,
+        "best_top1": best_top1,
+        "rng": rng_states(),
+    }
+    epoch_meta = dict(meta, epoch=epoch + 1, metrics=record)
+    _save(run_dir, "last", t.model, epoch_meta, state)
+    if is_best:
+        _save(run_dir, "best", t.model, epoch_meta, None)
+    with open(run_dir / "log.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+    if writer is not None:
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
+                writer.add_scalar(key, value, epoch + 1)
+        writer.flush()
 
 
+# ------------------------------------------------------------------------------------------
+# the loop
+# ------------------------------------------------------------------------------------------
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train a model. Returns the run directory, the last epoch's metrics, the best validation
     top-1, and the trained ``model`` (and its ``ema`` copy when EMA is on)."""
     resume_state = None
     if config.resume:
-        run_dir, saved_cfg, resume_state = _load_resume(config.resume)
-        overrides = {k: getattr(config, k) for k in ("device", "workers", "progress", "tensorboard")}
-        if config.epochs is not None:
-            overrides["epochs"] = config.epochs
-        cfg = dataclasses.replace(saved_cfg, resume=None, **overrides).resolved()
+        run_dir, cfg, resume_state = load_resume(config)
     else:
         cfg = config.resolved()
-        run_dir = Path(cfg.output or f"runs/{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = new_run_dir(cfg)
 
     info = init_distributed(cfg.device)
     try:
@@ -325,102 +512,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 
 def _train(cfg: TrainConfig, run_dir: Path, info: DistInfo, resume_state: dict | None) -> dict[str, Any]:
-    from timm.data import Mixup
-    from timm.data.distributed_sampler import RepeatAugSampler
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
-    from timm.utils import ModelEmaV3, NativeScaler
-
-    from .data import Augmentation, build_dataset
-
     seed_everything(cfg.seed)
-    device = info.device
-
-    # ---- data --------------------------------------------------------------------------
-    dcfg = data_config(cfg.model, cfg.img_size)
-    aug = Augmentation(
-        auto_augment=None if (cfg.aa or "none").lower() == "none" else cfg.aa, color_jitter=cfg.color_jitter, re_prob=cfg.reprob, hflip=cfg.hflip,
-        random_resized_crop=cfg.random_resized_crop,
-    )
-    train_set = build_dataset(cfg.data, "train", dcfg["img_size"], dcfg["mean"], dcfg["std"],
-                              train=True, aug=aug, skip_bad_images=cfg.skip_bad_images)
-    val_set = build_dataset(cfg.data, "val", dcfg["img_size"], dcfg["mean"], dcfg["std"],
-                            train=False, skip_bad_images=cfg.skip_bad_images,
-                            crop_pct=dcfg["crop_pct"], classes=list(train_set.classes))
-    classes = list(train_set.classes)
-    num_classes = len(classes)
-    train_set, val_set = _limit(train_set, cfg.limit_train), _limit(val_set, cfg.limit_val)
-    if len(train_set) < cfg.batch_size * info.world_size:
-        raise BioattnError(
-            f"the training set has {len(train_set)} images, fewer than one global batch "
-            f"({cfg.batch_size} x {info.world_size} processes)"
-        )
-
-    if cfg.repeated_aug:
-        sampler = RepeatAugSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True)
-    else:
-        sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
-                                     shuffle=True, seed=cfg.seed, drop_last=True)
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler,
-                              num_workers=cfg.workers, drop_last=True,
-                              pin_memory=device.type == "cuda")
-    val_loader = DataLoader(_Shard(val_set, info.rank, info.world_size), batch_size=cfg.batch_size,
-                            shuffle=False, num_workers=cfg.workers)
-
-    # ---- model, optimiser, schedule ----------------------------------------------------
-    seed_everything(cfg.seed)
-    model, model_args = _build_model(cfg, num_classes)
-    model.to(device)
-    total_batch = cfg.batch_size * info.world_size
-    lr = cfg.lr if cfg.lr is not None else cfg.base_lr * total_batch / 512
-    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay)
-    updates_per_epoch = len(train_loader)
-    scheduler, _ = create_scheduler_v2(
-        optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
-        warmup_epochs=cfg.warmup_epochs, step_on_epochs=False, updates_per_epoch=updates_per_epoch,
-    )
-    use_amp = cfg.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
-    scaler = NativeScaler() if use_amp and amp_dtype == torch.float16 else None
-    ema = ModelEmaV3(model, decay=cfg.model_ema_decay, device=device) if cfg.model_ema else None
-
-    mixup_fn = None
-    if cfg.mixup > 0 or cfg.cutmix > 0:
-        mixup_fn = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
-                         switch_prob=cfg.mixup_switch_prob, label_smoothing=cfg.smoothing,
-                         num_classes=num_classes)
-        criterion: nn.Module = SoftTargetCrossEntropy()
-    elif cfg.smoothing > 0:
-        criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
-    else:
-        criterion = nn.CrossEntropyLoss()
-
-    start_epoch, global_step, best_top1 = 0, 0, -1.0
+    data = build_data(cfg, info)
+    t = build_trainee(cfg, data, info)
+    start_epoch, optimizer_steps, best_top1 = 0, 0, -1.0
     if resume_state is not None:
-        ckpt.load_weights(model, ckpt.resolve_checkpoint_dir(run_dir / "last"))
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        if ema is not None and resume_state.get("ema") is not None:
-            ema.module.load_state_dict(resume_state["ema"])
-        if scaler is not None and resume_state.get("scaler") is not None:
-            scaler.load_state_dict(resume_state["scaler"])
-        start_epoch = int(resume_state["epoch"]) + 1
-        global_step = int(resume_state["global_step"])
-        best_top1 = float(resume_state["best_top1"])
-        set_rng_states(resume_state["rng"])
-
-    train_model: nn.Module = model
-    if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=bool(getattr(model, "has_unused_parameters", False)),
-        )
-
-    meta = ckpt.model_meta(cfg.model, model_args, num_classes, classes, dcfg["img_size"],
-                           dcfg["mean"], dcfg["std"], data=cfg.data)
+        start_epoch, optimizer_steps, best_top1 = restore(t, run_dir, resume_state)
+    meta = ckpt.model_meta(cfg.model, t.model_args, len(data.classes), data.classes,
+                           data.input["img_size"], data.input["mean"], data.input["std"], data=cfg.data)
     writer = None
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -430,126 +529,43 @@ def _train(cfg: TrainConfig, run_dir: Path, info: DistInfo, resume_state: dict |
 
             writer = SummaryWriter(str(run_dir / "tb"))
 
-    last_metrics: dict[str, Any] = {}
-    with _Progress(cfg.progress and info.is_main) as progress:
-        if resume_state is None:
-            progress.log(
-                f"training {cfg.model} on {cfg.data} ({len(train_set)} train / {len(val_set)} val images, "
-                f"{num_classes} classes) for {cfg.epochs} epochs, recipe {cfg.recipe}, "
-                f"{info.world_size} process(es) on {device.type}, global batch {total_batch}, lr {lr:.2e}"
-            )
-        else:
-            progress.log(f"resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
+    record: dict[str, Any] = {}
+    with Progress(cfg.progress and info.is_main, stream=sys.stdout) as progress:
+        if info.is_main:
+            progress.log(_start_message(cfg, data, t, info, run_dir, start_epoch))
         for epoch in range(start_epoch, cfg.epochs):
-            seed_everything(epoch_seed(cfg.seed, epoch, info.rank))
-            sampler.set_epoch(epoch)
-            train_model.train()
-            task = progress.task(f"epoch {epoch + 1}/{cfg.epochs}", updates_per_epoch)
-            loss_sum = correct = seen = 0.0
-            t0 = time.perf_counter()
-            for images, targets in train_loader:
-                images = images.to(device, non_blocking=True)
-                targets = targets.to(device, non_blocking=True)
-                hard_targets = targets
-                if mixup_fn is not None:
-                    images, targets = mixup_fn(images, targets)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    output = train_model(images)
-                    loss = compute_loss(train_model, output, targets, criterion)
-                if not all_true(bool(torch.isfinite(loss).item()), info):
-                    kept = (f"the last good checkpoint is {run_dir / 'last'}" if (run_dir / "last").exists()
-                            else "no checkpoint had been written yet")
-                    raise NonFiniteLossError(
-                        f"non-finite loss at epoch {epoch + 1}, step {global_step + 1}: training stopped; "
-                        f"{kept} (a lower --lr or --clip-grad may help)"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler(loss, optimizer, clip_grad=cfg.clip_grad, parameters=model.parameters())
-                else:
-                    loss.backward()
-                    if cfg.clip_grad:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                    optimizer.step()
-                global_step += 1
-                scheduler.step_update(num_updates=global_step)
-                if ema is not None:
-                    ema.update(model, step=global_step)
-                after_train_step(model, global_step)
-
-                n = images.shape[0]
-                loss_sum += loss.item() * n
-                if mixup_fn is None:
-                    correct += (final_logits(output).argmax(-1) == hard_targets).sum().item()
-                seen += n
-                elapsed = time.perf_counter() - t0
-                acc = f" acc {100 * correct / seen:5.1f}%" if mixup_fn is None else ""
-                progress.update(task, info=(
-                    f"loss {loss_sum / seen:.4f}{acc} lr {optimizer.param_groups[0]['lr']:.2e} "
-                    f"{seen * info.world_size / max(elapsed, 1e-9):.0f} img/s"))
-            scheduler.step(epoch + 1)
-            train_time = time.perf_counter() - t0
-            loss_total, correct_total, seen_total = all_reduce_sum([loss_sum, correct, seen], info)
-            val = evaluate_distributed(model, val_loader, info)
-            record: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "step": global_step,
-                "train_loss": loss_total / seen_total,
-                "lr": optimizer.param_groups[0]["lr"],
-                "img_per_s": seen_total / train_time,
-                "val_top1": val["top1"],
-                "val_top5": val["top5"],
-                "val_loss": val["loss"],
-            }
-            if mixup_fn is None:
-                record["train_top1"] = 100.0 * correct_total / seen_total
-            if ema is not None:
-                ema_val = evaluate_distributed(ema.module, val_loader, info)
-                record.update({"ema_val_top1": ema_val["top1"], "ema_val_top5": ema_val["top5"]})
-            skipped = sum(getattr(ds, "skipped", lambda: 0)() for ds in (_root(train_set), _root(val_set)))
-            if skipped:
-                record["skipped_images"] = skipped
-            is_best = val["top1"] > best_top1
-            best_top1 = max(best_top1, val["top1"])
+            totals, optimizer_steps = train_one_epoch(cfg, data, t, epoch, optimizer_steps, run_dir,
+                                                      progress, info)
+            record = {"epoch": epoch + 1, "step": optimizer_steps, **totals, **validate(data, t, info)}
+            is_best = record["val_top1"] > best_top1
+            best_top1 = max(best_top1, record["val_top1"])
             record["best_val_top1"] = best_top1
             if info.is_main:
-                state = {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "ema": ema.module.state_dict() if ema is not None else None,
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "epoch": epoch,
-                    "global_step": global_step,
-                    "best_top1": best_top1,
-                    "rng": rng_states(),
-                }
-                epoch_meta = dict(meta, epoch=epoch + 1, metrics=record)
-                _save(run_dir, "last", model, epoch_meta, state)
-                if is_best:
-                    _save(run_dir, "best", model, epoch_meta, None)
-                with open(run_dir / "log.jsonl", "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                if writer is not None:
-                    for key, value in record.items():
-                        if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
-                            writer.add_scalar(key, value, epoch + 1)
-                    writer.flush()
-                progress.log(
-                    f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, val top-1 {val['top1']:.2f}% "
-                    f"top-5 {val['top5']:.2f}%, {record['img_per_s']:.0f} img/s"
-                    + (f", skipped {skipped} unreadable images" if skipped else "")
-                )
+                save_epoch(run_dir, t, meta, record, epoch, optimizer_steps, best_top1, is_best, writer)
+                progress.log(_epoch_message(record))
             barrier(info)
-            last_metrics = record
     if writer is not None:
         writer.close()
-    return {"run_dir": str(run_dir), "metrics": last_metrics, "best_val_top1": best_top1,
-            "model": model, "ema": ema.module if ema is not None else None}
+    return {"run_dir": str(run_dir), "metrics": record, "best_val_top1": best_top1,
+            "model": t.model, "ema": t.ema.module if t.ema is not None else None}
 
 
-def _root(ds):
-    while isinstance(ds, Subset):
-        ds = ds.dataset
-    while hasattr(ds, "base"):
-        ds = ds.base
-    return ds
+def _start_message(cfg: TrainConfig, data: TrainData, t: Trainee, info: DistInfo, run_dir: Path,
+                   start_epoch: int) -> str:
+    if start_epoch:
+        return (f"resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs} with its saved settings "
+                f"(config.json); from this command: epochs {cfg.epochs}, device {info.device.type}, "
+                f"workers {cfg.workers}")
+    warmup = warmup_epochs(cfg)
+    note = f" (warm-up shortened to {warmup} of {cfg.epochs} epochs)" if warmup < cfg.warmup_epochs else ""
+    return (f"training {cfg.model} on {cfg.data} ({len(data.train_set)} train / {len(data.val_set)} val "
+            f"images, {len(data.classes)} classes) for {cfg.epochs} epochs, recipe {cfg.recipe}{note}, "
+            f"{info.world_size} process(es) on {info.device.type}, global batch "
+            f"{cfg.batch_size * info.world_size}, lr {t.lr:.2e}; writing {run_dir}")
+
+
+def _epoch_message(record: dict[str, Any]) -> str:
+    skipped = record.get("skipped_images")
+    return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, val top-1 "
+            f"{record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}%, {record['img_per_s']:.0f} img/s"
+            + (f", skipped {skipped} unreadable images" if skipped else ""))

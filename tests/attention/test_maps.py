@@ -16,7 +16,6 @@ from torch import nn
 
 import bioattn  # noqa: F401  (registers the models)
 from bioattn import cli
-from bioattn.attention import maps as attention_maps_module
 from bioattn.attention import plots
 from bioattn.attention.maps import attention_maps, display_normalise, saliency, upsample
 from bioattn.checkpoint import model_meta, save_checkpoint
@@ -187,7 +186,7 @@ def test_attend_hands_glimpse_models_to_plot_glimpses(tmp_path, monkeypatch):
                      std=tuple(std), class_names=class_names)
         return Path(out_path)
 
-    monkeypatch.setitem(sys.modules, "bioattn.attention.fixations",
+    monkeypatch.setitem(sys.modules, "bioattn.attention.scanpaths",
                         types.SimpleNamespace(plot_glimpses=plot_glimpses))
 
     class Glimpser(nn.Module):
@@ -197,7 +196,7 @@ def test_attend_hands_glimpse_models_to_plot_glimpses(tmp_path, monkeypatch):
             super().__init__()
             self.conv = nn.Conv2d(3, 4, 3)
 
-        def forward_glimpses(self, x, steps=None):
+        def forward_glimpses(self, x, glimpses=None):
             return x
 
     image = _image(tmp_path / "photo.png")

@@ -12,7 +12,13 @@ import torch
 from bioattn.cli import main
 from bioattn.data import embedded as emb
 from bioattn.data.embedded import (
-    CLASS_NAMES, EmbeddedDataset, EmbeddedSpec, cache_path, generate_split, load_embedded, preview,
+    CLASS_NAMES,
+    EmbeddedDataset,
+    EmbeddedSpec,
+    cache_path,
+    generate_split,
+    load_embedded,
+    preview,
 )
 from bioattn.errors import BioattnError
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bioattn.data.fixations import FixationDataset, load_fixation_dataset
+from bioattn.data.human_fixations import FixationDataset, load_fixation_dataset
 from bioattn.errors import BioattnError
 
 H, W = 12, 16
@@ -144,7 +144,7 @@ def test_maps_are_read_lazily(tmp_path):
     ds = load_fixation_dataset(tmp_path)  # nothing read yet
     assert ds[0].points.any()
     with pytest.raises(BioattnError, match="cannot read map .*b.png"):
-        ds[1].points
+        _ = ds[1].points
 
 
 def test_map_size_mismatch(tmp_path):

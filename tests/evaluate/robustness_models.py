@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,7 @@ def halves_pixels(n: int, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, 
     return x.clamp(0, 1), y
 
 
-@lru_cache(maxsize=None)
+@cache
 def trained_halves_cnn() -> TinyCNN:
     """A TinyCNN trained for 120 steps on the halves task (cached per process)."""
     torch.manual_seed(0)
@@ -56,7 +56,7 @@ def trained_halves_cnn() -> TinyCNN:
     x, y = halves_pixels(512, seed=1)
     xn = normalise(x)
     opt = torch.optim.Adam(model.parameters(), lr=2e-2)
-    for step in range(120):
+    for _ in range(120):
         idx = torch.randint(0, len(y), (128,))
         loss = F.cross_entropy(model(xn[idx]), y[idx])
         opt.zero_grad()
@@ -90,8 +90,8 @@ class GlimpseToy(nn.Module):
     def _patch_means(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x.mean(dim=1, keepdim=True), self.patch).flatten(1)  # (B, P)
 
-    def forward_readouts(self, x: torch.Tensor, steps: int | None = None) -> ModelOutput:
-        steps = steps or self.default_steps
+    def forward_readouts(self, x: torch.Tensor, readouts: int | None = None) -> ModelOutput:
+        steps = readouts or self.default_steps
         means = self._patch_means(x)
         b, p = means.shape
         logits = []

@@ -5,14 +5,22 @@ from __future__ import annotations
 import pytest
 import torch
 import torchattacks
+from robustness_models import (
+    MEAN,
+    STD,
+    GlimpseToy,
+    TinyCNN,
+    halves_pixels,
+    normalise,
+    trained_halves_cnn,
+    uniform_pixels,
+)
 from torch.utils.data import DataLoader, TensorDataset
 
+from bioattn.data.pixels import Pixels
 from bioattn.errors import BioattnError
 from bioattn.evaluate.attacks import autoattack, evaluate_attack, fgsm, pgd
-from bioattn.evaluate.runtime import PixelModel, Pixels
-
-from robustness_models import (MEAN, STD, GlimpseToy, TinyCNN, halves_pixels, normalise,
-                               trained_halves_cnn, uniform_pixels)
+from bioattn.evaluate.runtime import PixelModel
 
 PIXELS = Pixels(MEAN, STD)
 
@@ -130,13 +138,13 @@ def test_attack_targets_the_chosen_step():
     loader = DataLoader(TensorDataset(normalise(x), y), batch_size=16)
     model = GlimpseToy(stochastic=False)
     first = evaluate_attack(model, loader, PIXELS, "pgd", eps=0.04, attack_step=1)
-    assert first["per_step_clean_top1"] == [100.0] * 4
-    assert first["per_step_top1"][0] == 0.0
-    assert first["per_step_top1"][1:] == [100.0] * 3
+    assert first["per_readout_clean_top1"] == [100.0] * 4
+    assert first["per_readout_top1"][0] == 0.0
+    assert first["per_readout_top1"][1:] == [100.0] * 3
     assert first["attacked_step_top1"] == 0.0 and first["top1"] == 100.0
     last = evaluate_attack(model, loader, PIXELS, "fgsm", eps=0.04, steps=6)
-    assert len(last["per_step_top1"]) == 6
-    assert last["per_step_top1"][:5] == [100.0] * 5 and last["per_step_top1"][5] == 0.0
+    assert len(last["per_readout_top1"]) == 6
+    assert last["per_readout_top1"][:5] == [100.0] * 5 and last["per_readout_top1"][5] == 0.0
     with pytest.raises(BioattnError, match="attack step 9"):
         evaluate_attack(model, loader, PIXELS, "pgd", eps=0.04, attack_step=9)
 

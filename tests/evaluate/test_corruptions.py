@@ -7,14 +7,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from robustness_models import MEAN, STD, TinyCNN, halves_pixels, normalise
 from torch.utils.data import DataLoader, TensorDataset
 
+from bioattn.data.pixels import Pixels
 from bioattn.errors import BioattnError
 from bioattn.evaluate.corruptions import Corrupter, corrupt_image, evaluate_corruptions, image_seed
 from bioattn.evaluate.mce import CORRUPTIONS
-from bioattn.evaluate.runtime import Pixels
-
-from robustness_models import MEAN, STD, TinyCNN, halves_pixels, normalise
 
 PIXELS = Pixels(MEAN, STD)
 

@@ -77,8 +77,8 @@ def test_fixations_suite(absvit_ckpt, tmp_path, capsys):
 def test_glimpse_model_attacked_at_one_step_with_eot(tmp_path, capsys):
     ckpt = _checkpoint(tmp_path / "rs", "rsrnn_micro", img_size=32, num_classes=10, eval_sample=True)
     out = tmp_path / "g.json"
-    rc = main(["eval", "--checkpoint", str(ckpt), "--data", EMBEDDED, "--suite", "pgd", "--steps", "4",
-               "--attack-step", "2", "--eps", "2e-3,5e-3", "--eot", "2", "--attack-iters", "2",
+    rc = main(["eval", "--checkpoint", str(ckpt), "--data", EMBEDDED, "--suite", "pgd", "--readouts", "4",
+               "--attack-readout", "2", "--eps", "2e-3,5e-3", "--eot", "2", "--attack-iters", "2",
                "--limit", "2", "--workers", "0", "--no-progress", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     r = json.loads(out.read_text())
@@ -86,6 +86,31 @@ def test_glimpse_model_attacked_at_one_step_with_eot(tmp_path, capsys):
     assert pgd["stochastic"] is True and r["model"]["stochastic"] is True
     assert [(run["eps"], run["eot"]) for run in pgd["runs"]] == [(2e-3, 1), (2e-3, 2), (5e-3, 1), (5e-3, 2)]
     for run in pgd["runs"]:
-        assert len(run["per_step_top1"]) == 4 and len(run["per_step_clean_top1"]) == 4
+        assert len(run["per_readout_top1"]) == 4 and len(run["per_readout_clean_top1"]) == 4
         assert run["attack_step"] == 2 and run["max_linf"] <= run["eps"] + 1e-6
     assert (tmp_path / "g_attack_steps.png").exists()
+
+
+def test_random_weights_are_seeded_and_announced(capsys):
+    from bioattn.evaluate import evaluate_checkpoint
+
+    args = dict(model_name="vit_micro_patch8_64", data="embedded:train=4,val=6,test=4", workers=0,
+                progress=False)
+    first = evaluate_checkpoint(None, "clean", seed=3, **args)
+    assert "random weights (seed 3)" in capsys.readouterr().err
+    again = evaluate_checkpoint(None, "clean", seed=3, **args)
+    other = evaluate_checkpoint(None, "clean", seed=4, **args)
+    assert first["model"]["weights"] == "random (seed 3)"
+    assert first["results"]["clean"]["loss"] == again["results"]["clean"]["loss"]
+    assert first["results"]["clean"]["loss"] != other["results"]["clean"]["loss"]
+
+
+def test_checkpoint_that_records_its_data_needs_no_data_flag(tmp_path, capsys):
+    torch.manual_seed(0)
+    args = {"img_size": 32, "num_classes": 10}
+    model = create_model("vit_micro_patch8_64", **args)
+    meta = model_meta("vit_micro_patch8_64", args, 10, img_size=32, mean=MEAN, std=STD, data=EMBEDDED)
+    ckpt = save_checkpoint(tmp_path / "ck", model, meta)
+    rc = main(["eval", "--checkpoint", str(ckpt), "--workers", "0", "--no-progress"])
+    assert rc == 0
+    assert f"evaluating on '{EMBEDDED}'" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from torch import nn
 
 from bioattn.attention.metrics import METRICS
 from bioattn.errors import BioattnError
-from bioattn.evaluate.fixations import centre_bias_map, evaluate_fixations
+from bioattn.evaluate.human_fixations import centre_bias_map, evaluate_fixations
 
 H, W = 24, 32
 MEAN = (0.5, 0.4, 0.3)

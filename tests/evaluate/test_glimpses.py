@@ -46,8 +46,8 @@ class _LeftLooker(nn.Module):
         super().__init__()
         self.w = nn.Parameter(torch.zeros(1))
 
-    def forward_glimpses(self, x, steps=None):
-        steps = steps or 3
+    def forward_glimpses(self, x, glimpses=None):
+        steps = glimpses or 3
         fix = torch.tensor([-0.5, 0.1]).expand(steps, x.shape[0], 2).clone()
         fix[0] = 0.0
         return Glimpses(logits=torch.zeros(steps, x.shape[0], 2), fixations=fix,
@@ -98,7 +98,7 @@ def test_glimpses_suite_on_embedded_data(tmp_path, capsys):
     ckpt = save_checkpoint(tmp_path / "ck", model, meta)
     out = tmp_path / "g.json"
     rc = main(["eval", "--checkpoint", str(ckpt), "--data", "embedded:size=32,train=4,val=6,test=4",
-               "--suite", "clean,glimpses", "--steps", "5", "--workers", "0", "--no-progress",
+               "--suite", "clean,glimpses", "--readouts", "5", "--workers", "0", "--no-progress",
                "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     g = json.loads(out.read_text())["results"]["glimpses"]

@@ -9,9 +9,17 @@ import torch
 
 from bioattn.data.imagenet_classes import imagenet_wnids, subset_indices, subset_wnids
 from bioattn.errors import BioattnError
-from bioattn.evaluate.imagenet import restrict_logits, summarise_imagenet_c, topk_predictions
-from bioattn.evaluate.mce import (ALEXNET_ERRORS, CORRUPTIONS, check_corruption_names,
-                                  check_severities, corruption_errors, mce, relative_mce)
+from bioattn.evaluate.accuracy import restrict_logits, topk_predictions
+from bioattn.evaluate.imagenet import summarise_imagenet_c
+from bioattn.evaluate.mce import (
+    ALEXNET_ERRORS,
+    CORRUPTIONS,
+    check_corruption_names,
+    check_severities,
+    corruption_errors,
+    mce,
+    relative_mce,
+)
 
 
 def test_alexnet_table_is_the_benchmark_one():

@@ -16,7 +16,8 @@ from PIL import Image
 from bioattn.checkpoint import model_meta, save_checkpoint
 from bioattn.cli import main
 from bioattn.data.imagenet_classes import imagenet_wnids, subset_indices, subset_wnids
-from bioattn.evaluate.imagenet import eval_transform, topk_predictions
+from bioattn.evaluate.accuracy import topk_predictions
+from bioattn.evaluate.imagenet import eval_transform
 from bioattn.evaluate.mce import ALEXNET_ERRORS, CORRUPTIONS
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -141,9 +142,9 @@ def test_unknown_wnid_folder_is_a_clear_error(trees, imagenet_ckpt, tmp_path, ca
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--suite", "pgd", "--eps", "-0.01"], "eps must be a finite number >= 0"),
+    (["--suite", "pgd", "--eps", "-0.01"], "--eps must be a list of a number > 0"),
     (["--suite", "fgsm", "--eps", "1/0"], "bad eps"),
-    (["--suite", "clean,blur"], "unknown suite 'blur'"),
+    (["--suite", "clean,blur"], "--suite must be a comma-separated list of clean,"),
     (["--suite", "imagenet-r"], "needs its folder (--imagenet-r DIR)"),
     (["--suite", "clean"], "need a data set"),
 ])

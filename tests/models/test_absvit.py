@@ -81,8 +81,9 @@ def test_absvit_reproduces_reference(name):
         assert close(maps[f"class {k}"].flatten(1), ref[f"attention_class{k}"])
 
         model.train()
-        out = model(x)
+        out = model.forward_readouts(x)
         assert isinstance(out, ModelOutput)
+        assert close(model(x), ref["train_logits_iter1"])
         assert close(out.readout_logits[0], ref["train_logits_iter0"])
         assert close(out.readout_logits[1], ref["train_logits_iter1"])
         assert close(out.aux_loss.reshape(1), ref["train_var_loss"])
@@ -146,7 +147,8 @@ def test_train_and_eval_outputs_follow_protocol():
     model = tiny_absvit()
     x, y = torch.randn(3, 3, 32, 32), torch.tensor([0, 4, 6])
     model.train()
-    out = model(x)
+    assert torch.is_tensor(model(x)) and model(x).shape == (3, 7)
+    out = model.forward_readouts(x)
     assert isinstance(out, ModelOutput) and out.readout_logits.shape == (2, 3, 7)
     assert torch.equal(out.logits, out.readout_logits[1]) and out.aux_loss.ndim == 0
     ce = torch.nn.CrossEntropyLoss()
@@ -156,13 +158,13 @@ def test_train_and_eval_outputs_follow_protocol():
     model.eval()
     with torch.no_grad():
         logits = model(x)
-        steps = model.forward_readouts(x)
-        first = model.forward_readouts(x, steps=1)
-    assert torch.is_tensor(logits) and torch.allclose(logits, steps.logits)
-    assert steps.aux_loss is None
-    assert first.readout_logits.shape == (1, 3, 7) and torch.allclose(first.logits, steps.readout_logits[0])
-    with pytest.raises(BioattnError, match="steps"):
-        model.forward_readouts(x, steps=3)
+        both = model.forward_readouts(x)
+        first = model.forward_readouts(x, readouts=1)
+    assert torch.is_tensor(logits) and torch.allclose(logits, both.logits)
+    assert both.aux_loss is None
+    assert first.readout_logits.shape == (1, 3, 7) and torch.allclose(first.logits, both.readout_logits[0])
+    with pytest.raises(BioattnError, match="readouts must be 1 or 2"):
+        model.forward_readouts(x, readouts=3)
 
 
 def test_variational_loss_only_in_training_and_only_trains_decoders():
@@ -176,7 +178,9 @@ def test_variational_loss_only_in_training_and_only_trains_decoders():
         model(x)
     assert calls == []  # evaluation computes no reconstruction
     model.train()
-    out = model(x)
+    model(x)
+    assert calls == []  # the plain forward computes no reconstruction either
+    out = model.forward_readouts(x)
     assert len(calls) == 4
     out.aux_loss.backward()
     for name, param in model.named_parameters():
@@ -188,9 +192,9 @@ def test_variational_loss_only_in_training_and_only_trains_decoders():
 def test_gradient_checkpointing_gives_same_outputs():
     model = tiny_absvit().train()
     x = torch.randn(2, 3, 32, 32)
-    ref = model(x)
+    ref = model.forward_readouts(x)
     model.set_grad_checkpointing(True)
-    out = model(x)
+    out = model.forward_readouts(x)
     assert torch.allclose(out.readout_logits, ref.readout_logits, atol=1e-6)
     out.logits.sum().backward()
     assert model.prompt.grad is not None
@@ -209,7 +213,7 @@ def test_priors_class_index_vector_and_scale():
         assert torch.allclose(one, repeated)
         assert not torch.allclose(model(x), by_index)
 
-        features = model.forward_features(x)
+        features = model.forward_feedforward(x)
         cosine = F.normalize(features, dim=-1) @ F.normalize(model.head.weight[3], dim=0)
         mask = model.prior_mask(features, torch.tensor([3]), prior_scale=40)
         assert torch.allclose(mask[..., 0], 40 * cosine.clamp(0, 1), atol=1e-6)

@@ -1,4 +1,4 @@
-"""RS-RNN and its baselines: dorsal-stream pieces, shapes, the protocol, training steps, DDP."""
+"""RS-RNN and its baselines: dorsal-stream pieces, shapes, the protocol, training, DDP."""
 
 from __future__ import annotations
 
@@ -12,9 +12,14 @@ from bioattn.distributed import DistInfo, cleanup
 from bioattn.errors import BioattnError
 from bioattn.models import create_model
 from bioattn.models.rsrnn import (
-    RSRNN, GlimpseModel, choose_fixation, fixation_density, gaussian_blobs, inhibition_of_return,
+    RSRNN,
+    GlimpseModel,
+    choose_fixation,
+    fixation_density,
+    gaussian_blobs,
+    inhibition_of_return,
 )
-from bioattn.protocol import ModelOutput, compute_loss, forward_readouts, has_readouts
+from bioattn.protocol import ModelOutput, ReadoutModel, compute_loss, forward_readouts, has_readouts
 from conftest import run_processes
 
 MICRO = ["rsrnn_micro", "retina_gru_micro", "crop_s_micro", "crop_d_micro", "s3ta_micro", "ffcnn_micro"]
@@ -129,7 +134,8 @@ def test_shapes_and_protocol(name):
     x = torch.randn(2, 3, 64, 64)
     assert has_readouts(m)
     m.train()
-    out = m(x)
+    assert m(x).shape == (2, 5)
+    out = m.forward_readouts(x)
     assert isinstance(out, ModelOutput)
     assert out.readout_logits.shape == (3, 2, 5)
     assert out.extras["fixations"].shape == (3, 2, 2)
@@ -138,15 +144,15 @@ def test_shapes_and_protocol(name):
     logits = m(x)
     assert isinstance(logits, torch.Tensor) and logits.shape == (2, 5)
     with torch.no_grad():
-        g = m.forward_glimpses(x, steps=7)  # more steps than in training
-        out = forward_readouts(m, x, steps=7)
+        g = m.forward_glimpses(x, glimpses=7)  # more glimpses than in training
+        out = forward_readouts(m, x, readouts=7)
     assert g.logits.shape == (7, 2, 5) and g.fixations.shape == (7, 2, 2) and g.sigmas.shape == (7, 2)
     assert float(g.fixations.abs().max()) <= 1
     torch.testing.assert_close(out.readout_logits, g.logits)
     torch.testing.assert_close(out.extras["fixations"], g.fixations)
     # eval with the mode is deterministic, and the first fixation is the image centre
     with torch.no_grad():
-        again = m.forward_glimpses(x, steps=7)
+        again = m.forward_glimpses(x, glimpses=7)
     torch.testing.assert_close(again.logits, g.logits)
     if not name.startswith("s3ta"):
         torch.testing.assert_close(g.fixations[0], torch.zeros(2, 2))
@@ -156,16 +162,16 @@ def test_shapes_and_protocol(name):
     torch.testing.assert_close(m.saliency(x), first)
     views = m.glimpse_images(x, g.fixations[:3])
     assert all(v.shape[:3] == (3, 2, 3) for v in views)
-    # FF-CNN is single-step by default; the glimpse models train with 4 glimpses
-    default_steps = _tiny(name).train()(x).readout_logits.shape[0]
-    assert default_steps == (1 if name.startswith("ffcnn") else 4)
+    # FF-CNN is single-glimpse by default; the glimpse models train with 4 glimpses
+    default_glimpses = _tiny(name).train().forward_readouts(x).readout_logits.shape[0]
+    assert default_glimpses == (1 if name.startswith("ffcnn") else 4)
 
 
 def test_rsrnn_maps_per_step():
     m = _tiny("rsrnn_micro").eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        g = m.forward_glimpses(x, steps=5, return_maps=True)
+        g = m.forward_glimpses(x, glimpses=5, return_maps=True)
     assert set(g.maps) == {"saliency", "inhibition of return", "fixation probability"}
     for v in g.maps.values():
         assert v.shape == (5, 2, 16, 16)
@@ -192,9 +198,9 @@ def test_eval_sample_flag():
     m = _tiny("rsrnn_micro", eval_sample=True).eval()
     with torch.no_grad():
         torch.manual_seed(0)
-        a = m.forward_glimpses(x, steps=4).fixations
+        a = m.forward_glimpses(x, glimpses=4).fixations
         torch.manual_seed(1)
-        b = m.forward_glimpses(x, steps=4).fixations
+        b = m.forward_glimpses(x, glimpses=4).fixations
     assert not torch.equal(a, b)
 
 
@@ -215,7 +221,7 @@ def test_replaying_a_scan_path():
 def test_gradient_reaches_the_input_at_every_step(name):
     m = _tiny(name).eval()
     x = torch.randn(2, 3, 64, 64, requires_grad=True)
-    out = forward_readouts(m, x, steps=3)
+    out = forward_readouts(m, x, readouts=3)
     for t in (0, 2):
         (grad,) = torch.autograd.grad(out.readout_logits[t, :, 1].sum(), x, retain_graph=True)
         assert torch.isfinite(grad).all() and float(grad.abs().sum()) > 0
@@ -232,7 +238,7 @@ def test_trains_a_step_under_the_protocol(name):
     x = torch.randn(4, 3, 64, 64)
     y = torch.tensor([0, 1, 2, 3])
     before = {k: p.detach().clone() for k, p in m.named_parameters()}
-    out = m(x)
+    out = m.forward_readouts(x)
     loss = compute_loss(m, out, y, torch.nn.CrossEntropyLoss())
     assert torch.isfinite(loss)
     opt.zero_grad()
@@ -253,7 +259,7 @@ def test_trains_under_mixed_precision(name):
     x = torch.randn(4, 3, 64, 64)
     y = torch.tensor([0, 1, 2, 3])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = m(x)
+        out = m.forward_readouts(x)
         loss = compute_loss(m, out, y, torch.nn.CrossEntropyLoss())
     loss.backward()
     assert torch.isfinite(loss)
@@ -266,7 +272,7 @@ def test_soft_targets_and_policy_term():
     m = _tiny("rsrnn_micro").train()
     x = torch.randn(4, 3, 64, 64)
     soft = torch.softmax(torch.randn(4, 5), -1)
-    out = m(x)
+    out = m.forward_readouts(x)
 
     def soft_ce(logits, target):
         return -(target * F.log_softmax(logits, -1)).sum(-1).mean()
@@ -306,7 +312,8 @@ def test_policy_gradient_favours_fixations_that_helped():
 def test_unused_parameters_flag_matches_the_gradients(name, kwargs, unused):
     m = _tiny(name, **kwargs).train()
     assert m.has_unused_parameters is unused
-    loss = compute_loss(m, m(torch.randn(2, 3, 64, 64)), torch.tensor([0, 1]), torch.nn.CrossEntropyLoss())
+    out = m.forward_readouts(torch.randn(2, 3, 64, 64))
+    loss = compute_loss(m, out, torch.tensor([0, 1]), torch.nn.CrossEntropyLoss())
     loss.backward()
     assert any(p.grad is None for p in m.parameters()) is unused
 
@@ -317,12 +324,12 @@ def test_unused_parameters_flag_matches_the_gradients(name, kwargs, unused):
 def test_bad_input():
     m = _tiny("rsrnn_micro").eval()
     x = torch.randn(1, 3, 64, 64)
-    for steps in (0, -1, 1.5):
-        with pytest.raises(BioattnError, match="steps must be an integer >= 1"):
-            m.forward_glimpses(x, steps=steps)
-    with pytest.raises(BioattnError, match="steps must be an integer >= 1"):
-        forward_readouts(_tiny("ffcnn_micro"), x, steps=0)
-    with pytest.raises(BioattnError, match="steps must be an integer >= 1"):
+    for glimpses in (0, -1, 1.5):
+        with pytest.raises(BioattnError, match="number of glimpses must be an integer >= 1"):
+            m.forward_glimpses(x, glimpses=glimpses)
+    with pytest.raises(BioattnError, match="number of glimpses must be an integer >= 1"):
+        forward_readouts(_tiny("ffcnn_micro"), x, readouts=0)
+    with pytest.raises(BioattnError, match="number of glimpses must be an integer >= 1"):
         _tiny("crop_s_micro", num_glimpses=0)
     with pytest.raises(BioattnError, match="smaller than the retina"):
         m(torch.randn(1, 3, 24, 24))
@@ -365,7 +372,7 @@ def _ddp_two_steps(name: str, rank: int, world_size: int) -> None:
 
     torch.manual_seed(0)
     model = _tiny(name)
-    ddp = DistributedDataParallel(model, find_unused_parameters=model.has_unused_parameters)
+    ddp = DistributedDataParallel(ReadoutModel(model), find_unused_parameters=model.has_unused_parameters)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
     gen = torch.Generator().manual_seed(100 + rank)  # different data on each rank
     for _ in range(2):

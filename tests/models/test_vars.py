@@ -211,7 +211,7 @@ def _vars_by_hand(mod: VARSDAttention, x: torch.Tensor, num_step: int, static=No
     return mod.proj(_merge(D @ code))
 
 
-def test_vars_d_without_steps_is_thresholded_linear_reconstruction():
+def test_vars_d_without_iterations_is_thresholded_linear_reconstruction():
     """Limiting case: with ``num_step=0`` VARS-D outputs
     ``proj(merge_heads(D · (sign(b) · gelu(|b| − lam'))))``, ``D = norm_L2(phi(q), tokens)``,
     ``b = D^T v``, ``lam' = learned_lam · lam``; written here from those equations."""
@@ -230,7 +230,7 @@ def test_vars_d_without_steps_is_thresholded_linear_reconstruction():
 
 
 @pytest.mark.parametrize("num_step", [1, 3])
-def test_vars_d_ista_steps_match_the_equations(num_step):
+def test_vars_d_ista_iterations_match_the_equations(num_step):
     torch.manual_seed(0)
     mod = VARSDAttention(32, 2, lam=0.3, num_step=num_step)
     _randomise(mod)
@@ -396,9 +396,9 @@ def test_vars_maps_per_step_are_reconstruction_norms(attention):
     model = timm.create_model("rvt_micro", attention=attention, num_step=4).eval()
     x = torch.randn(2, 3, 64, 64)
     maps = model.attention_maps(x)
-    assert list(maps) == [f"step {t}" for t in range(5)]
+    assert list(maps) == [f"iteration {t}" for t in range(5)]
     assert all(m.shape == (2, 8, 8) and (m >= 0).all() for m in maps.values())
-    assert not torch.allclose(maps["step 0"], maps["step 4"])
+    assert not torch.allclose(maps["iteration 0"], maps["iteration 4"])
     # the last step's map is the token norm of the block's attention output before proj
     captured = {}
     attn = model.transformers[0].blocks[-1].attn
@@ -407,11 +407,11 @@ def test_vars_maps_per_step_are_reconstruction_norms(attention):
         model(x)
     handle.remove()
     expected = captured["in"].norm(dim=-1).reshape(2, 8, 8)
-    assert max_err(maps["step 4"], expected) < 1e-4
-    assert torch.equal(model.saliency(x), maps["step 4"])
-    assert model.attention_maps(x, stage=1)["step 0"].shape == (2, 4, 4)
+    assert max_err(maps["iteration 4"], expected) < 1e-4
+    assert torch.equal(model.saliency(x), maps["iteration 4"])
+    assert model.attention_maps(x, stage=1)["iteration 0"].shape == (2, 4, 4)
     if attention == "vars_d":  # any image size: the maps follow its token grid
-        assert model.attention_maps(torch.randn(1, 3, 96, 80))["step 4"].shape == (1, 12, 10)
+        assert model.attention_maps(torch.randn(1, 3, 96, 80))["iteration 4"].shape == (1, 12, 10)
     assert attn.record_maps is False and attn.recorded_maps is None
 
 
@@ -432,7 +432,7 @@ def test_maps_through_the_shared_attention_helpers():
     torch.manual_seed(0)
     model = timm.create_model("rvt_micro", attention="vars_d", num_step=2).eval()
     x = torch.randn(2, 3, 64, 64)
-    assert list(shared.attention_maps(model, x)) == ["step 0", "step 1", "step 2"]
+    assert list(shared.attention_maps(model, x)) == ["iteration 0", "iteration 1", "iteration 2"]
     up = shared.saliency(model, x, size=64)
     assert up.shape == (2, 64, 64) and (up >= 0).all()
 
@@ -441,7 +441,7 @@ def test_vars_s_maps_per_step():
     torch.manual_seed(0)
     model = timm.create_model("rvt_micro", attention="vars_s").eval()
     maps = model.attention_maps(torch.randn(2, 3, 64, 64))
-    assert list(maps) == ["step 0", "step 1", "step 2", "step 3"]
+    assert list(maps) == ["iteration 0", "iteration 1", "iteration 2", "iteration 3"]
     assert all(m.shape == (2, 8, 8) and (m >= 0).all() for m in maps.values())
 
 
@@ -476,7 +476,7 @@ def test_replace_attention_in_vit_trains(attention):
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     maps = vit_attention_maps(model.eval(), x[:2])
-    assert list(maps)[-1] == "step 3" and maps["step 3"].shape == (2, 4, 4)
+    assert list(maps)[-1] == "iteration 3" and maps["iteration 3"].shape == (2, 4, 4)
 
 
 def test_registered_deit_with_vars():

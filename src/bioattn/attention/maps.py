@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import BioattnError
 from ..models.absvit import bottom_up_map
-from ..protocol import unwrap
+from ..protocol import MapProducing, unwrap
 
 __all__ = ["attention_maps", "saliency", "upsample", "display_normalise", "has_maps"]
 
@@ -27,7 +27,7 @@ __all__ = ["attention_maps", "saliency", "upsample", "display_normalise", "has_m
 def has_maps(model: nn.Module) -> bool:
     """Whether :func:`attention_maps` can draw maps for ``model``."""
     inner = unwrap(model)
-    return hasattr(inner, "attention_maps") or isinstance(inner, VisionTransformer)
+    return isinstance(inner, (MapProducing, VisionTransformer))
 
 
 def _no_maps(model: nn.Module) -> BioattnError:
@@ -37,14 +37,14 @@ def _no_maps(model: nn.Module) -> BioattnError:
 
 
 @torch.no_grad()
-def attention_maps(model: nn.Module, x: torch.Tensor, **kwargs: Any) -> "OrderedDict[str, torch.Tensor]":
+def attention_maps(model: nn.Module, x: torch.Tensor, **kwargs: Any) -> OrderedDict[str, torch.Tensor]:
     """Named attention maps ``(B, h, w)`` of ``model`` for images ``x``, on its token grid.
 
     Keyword arguments go to the model's ``attention_maps`` (AbSViT: ``priors``,
     ``prior_scale``). A plain timm ViT gives ``{"bottom-up": ...}`` and accepts no priors.
     """
     inner = unwrap(model)
-    if hasattr(inner, "attention_maps"):
+    if isinstance(inner, MapProducing):
         return OrderedDict(inner.attention_maps(x, **_map_arguments(inner, inner.attention_maps, kwargs)))
     if isinstance(inner, VisionTransformer):
         _map_arguments(inner, None, kwargs)
@@ -86,7 +86,7 @@ def saliency(model: nn.Module, x: torch.Tensor, size: int | tuple[int, int] | No
     """The model's primary map ``(B, h, w)`` (AbSViT: top-down under its learned prompt; a plain
     ViT: its feedforward map), upsampled bilinearly to ``size`` if given."""
     inner = unwrap(model)
-    if hasattr(inner, "saliency"):
+    if isinstance(inner, MapProducing):
         maps = inner.saliency(x)
     elif isinstance(inner, VisionTransformer):
         maps = bottom_up_map(inner, x)

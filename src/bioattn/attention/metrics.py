@@ -45,7 +45,7 @@ Conventions (shared by every metric):
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -351,12 +351,18 @@ def sim(saliency, fixation_density) -> float:
     return _sim(s, d)
 
 
-def _sim(s, d) -> float:
+def _distributions(s, d):
+    """The saliency and fixation-density maps as distributions (each summing to 1), or None
+    when the density map is all zeros. An all-zero saliency map counts as uniform."""
     g = _as_distribution(d, "fixation density map", empty_is_uniform=False)
-    p = _as_distribution(s, "saliency map", empty_is_uniform=True)
     if g is None:
-        return math.nan
-    return float(np.minimum(p, g).sum())
+        return None
+    return _as_distribution(s, "saliency map", empty_is_uniform=True), g
+
+
+def _sim(s, d) -> float:
+    pair = _distributions(s, d)
+    return math.nan if pair is None else float(np.minimum(*pair).sum())
 
 
 def kl(saliency, fixation_density) -> float:
@@ -372,10 +378,10 @@ def kl(saliency, fixation_density) -> float:
 
 
 def _kl(s, d) -> float:
-    g = _as_distribution(d, "fixation density map", empty_is_uniform=False)
-    p = _as_distribution(s, "saliency map", empty_is_uniform=True)
-    if g is None:
+    pair = _distributions(s, d)
+    if pair is None:
         return math.nan
+    p, g = pair
     return float(np.sum(g * np.log(EPS + g / (p + EPS))))
 
 

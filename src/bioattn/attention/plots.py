@@ -3,23 +3,25 @@
 :func:`attend` is the whole ``bioattn attend`` command: it reads an image, prepares it for the
 model (resize to the model's input size, normalise with its mean/std), computes the model's
 named maps and draws them. Glimpse models (those with ``forward_glimpses``) are drawn by
-:func:`bioattn.attention.fixations.plot_glimpses` instead.
+:func:`bioattn.attention.scanpaths.plot_glimpses` instead.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-from ..fileio import atomic_write
 from ..errors import BioattnError
-from ..protocol import unwrap
+from ..fileio import atomic_write, check_output_file, refuse_input_as_output
+from ..models import data_config
+from ..protocol import Glimpsing, unwrap
 from .maps import attention_maps, display_normalise, upsample
 
 __all__ = ["input_settings", "load_image", "resolve_priors", "plot_attention", "attend"]
@@ -43,7 +45,7 @@ def input_settings(model: nn.Module, meta: Mapping[str, Any] | None = None,
     the model's patch embedding, the checkpoint metadata, then the model's ``pretrained_cfg``."""
     inner = unwrap(model)
     meta = meta or {}
-    cfg = getattr(inner, "pretrained_cfg", None) or {}
+    cfg = data_config(inner) if getattr(inner, "pretrained_cfg", None) else {}
     size = None
     if img_size is not None:
         size = _pair(img_size)
@@ -65,16 +67,11 @@ def load_image(path: str | Path, img_size: tuple[int, int], mean: Sequence[float
     """Read an image file: the model input ``(1, 3, h, w)`` (resized to ``img_size``,
     normalised) and the picture to draw, ``(H, W, 3)`` floats in [0, 1] (longest side at most
     :data:`DISPLAY_SIDE`)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    path = Path(path)
-    if not path.is_file():
-        raise BioattnError(f"image not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise BioattnError(f"cannot read image {path}: {exc}") from None
+    from ..images import open_rgb
+
+    img = open_rgb(path)
     h, w = img_size
     model_in = np.asarray(img.resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
     x = torch.from_numpy(model_in).permute(2, 0, 1)
@@ -128,8 +125,17 @@ def plot_attention(image: np.ndarray | torch.Tensor, maps: Mapping[str, torch.Te
     panels = [("image", None)] + [(name, m) for name, m in maps.items()]
     cols = min(len(panels), MAX_COLUMNS)
     rows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(2.8 * cols, 2.8 * rows * height / width + (0.4 if title else 0.0)), dpi=100)
+    # sizes in inches: every panel keeps the image's aspect and has room for its title above it
+    panel_w, panel_h = 2.8, 2.8 * height / width
+    title_h, gap, margin = 0.3, 0.12, 0.1
+    suptitle_h = 0.4 if title else 0.0
+    fig_w = cols * panel_w + (cols - 1) * gap + 2 * margin
+    fig_h = suptitle_h + rows * (title_h + panel_h) + (rows - 1) * gap + 2 * margin
+    fig = Figure(figsize=(fig_w, fig_h), dpi=100)
     axes = fig.subplots(rows, cols, squeeze=False)
+    fig.subplots_adjust(left=margin / fig_w, right=1 - margin / fig_w, bottom=margin / fig_h,
+                        top=1 - (margin + suptitle_h + title_h) / fig_h, wspace=gap / panel_w,
+                        hspace=(title_h + gap) / panel_h)
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, (name, amap) in zip(axes.flat, panels):
@@ -144,9 +150,9 @@ def plot_attention(image: np.ndarray | torch.Tensor, maps: Mapping[str, torch.Te
             ax.imshow(shown.numpy(), cmap="jet", alpha=alpha)
         ax.set_title(name, fontsize=10)
     if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    atomic_write(out_path, lambda tmp: fig.savefig(tmp, format=fmt.lstrip(".").replace("jpg", "jpeg")))
+        fig.suptitle(title, fontsize=11, y=1 - margin / fig_h, va="top")
+    atomic_write(out_path, lambda tmp: fig.savefig(tmp, format=fmt.lstrip(".").replace("jpg", "jpeg")),
+                 what="figure")
     return out_path
 
 
@@ -165,22 +171,36 @@ def attend(
 
     ``priors`` (class indices, or names listed in ``meta["classes"]``) add one top-down map each
     for models that can be steered (AbSViT). Glimpse models are drawn by
-    :func:`bioattn.attention.fixations.plot_glimpses` with ``steps`` and ``gif``.
+    :func:`bioattn.attention.scanpaths.plot_glimpses` with ``steps`` and ``gif``.
     """
     inner = unwrap(model)
+    out_path = Path(out_path)
+    glimpse = isinstance(inner, Glimpsing)
+    targets = [out_path]
+    if glimpse:  # the PNG and, with gif, the GIF (see plot_glimpses)
+        gif_path = out_path.with_suffix(".gif")
+        if out_path.suffix.lower() == ".gif":
+            targets = [out_path.with_suffix(".png"), out_path]
+        else:
+            targets = [out_path] + ([gif_path] if gif else [])
+    elif out_path.suffix.lower() not in _FORMATS:
+        raise BioattnError(f"cannot write a figure as '{out_path.suffix}': use one of {', '.join(sorted(_FORMATS))}")
+    for target in targets:
+        check_output_file(target, "figure")
+        refuse_input_as_output(target, [image_path], "figure")
     model.eval()
     settings = input_settings(inner, meta, img_size)
     x, picture = load_image(image_path, settings["img_size"], settings["mean"], settings["std"])
     x = x.to(next(iter(inner.parameters()), x).device)
-    if hasattr(inner, "forward_glimpses"):
+    if glimpse:
         if priors:
             raise BioattnError(f"{type(inner).__name__} is a glimpse model: it takes no --prior")
-        from .fixations import plot_glimpses
+        from .scanpaths import plot_glimpses
 
         return plot_glimpses(model, x, out_path, steps=steps or 8, gif=gif, mean=settings["mean"],
                              std=settings["std"], class_names=(meta or {}).get("classes"))
     if steps is not None or gif:
-        raise BioattnError("--steps and --gif apply to glimpse models only")
+        raise BioattnError("--readouts and --gif apply to glimpse models only")
     classes = (meta or {}).get("classes")
     kwargs: dict[str, Any] = {}
     if priors:

@@ -7,18 +7,15 @@ or the path of a folder holding ``train/`` and ``val/`` class folders.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-import torch
 from torch.utils.data import Dataset
 
 from ..errors import BioattnError
 from .folders import ImageFolderDataset
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .stats import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass

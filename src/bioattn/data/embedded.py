@@ -25,19 +25,19 @@ import logging
 import math
 import multiprocessing
 import os
-import shutil
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Iterator, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from torch.utils.data import Dataset
 
-from ..fileio import atomic_dir, atomic_write
 from ..errors import BioattnError
+from ..fileio import atomic_dir, atomic_write
 from .stats import EMBEDDED_MEAN, EMBEDDED_STD
 
 log = logging.getLogger("bioattn.data")
@@ -117,10 +117,12 @@ class EmbeddedSpec:
         object.__setattr__(self, "pair", bool(self.pair))
 
     # option name in spec strings -> field
-    _OPTIONS: ClassVar[dict[str, str]] = {"size": "size", "train": "n_train", "val": "n_val", "test": "n_test", "seed": "seed"}
+    _OPTIONS: ClassVar[dict[str, str]] = {
+        "size": "size", "train": "n_train", "val": "n_val", "test": "n_test", "seed": "seed",
+    }
 
     @classmethod
-    def parse(cls, text: str) -> "EmbeddedSpec":
+    def parse(cls, text: str) -> EmbeddedSpec:
         """Parse ``embedded[:OPTION,...]`` where OPTION is ``pair`` or ``NAME=INT`` with NAME in
         size, train, val, test, seed (e.g. ``embedded:pair,size=96,train=5000``)."""
         if not isinstance(text, str):
@@ -885,15 +887,6 @@ def load_embedded(spec: EmbeddedSpec, split: str, cache_dir: str | os.PathLike |
                            f"{exc}") from None
 
 
-def remove_cached(spec: EmbeddedSpec, cache_dir: str | os.PathLike | None = None) -> bool:
-    """Delete the cache folder of ``spec``; True if there was one."""
-    folder = cache_path(spec, cache_dir)
-    if folder.exists():
-        shutil.rmtree(folder)
-        return True
-    return False
-
-
 # ------------------------------------------------------------------------------------------
 # torch dataset
 # ------------------------------------------------------------------------------------------
@@ -973,5 +966,5 @@ def preview(spec: EmbeddedSpec, out_png: str | os.PathLike, n: int = 16, split: 
 __all__ = [
     "CLASS_NAMES", "TEXTURE_NAMES", "SPLITS", "GENERATOR_VERSION", "generator_digest", "EMBEDDED_MEAN", "EMBEDDED_STD",
     "EmbeddedSpec", "EmbeddedArrays", "EmbeddedDataset", "generate_split", "load_embedded",
-    "ensure_cached", "cache_root", "cache_path", "remove_cached", "preview",
+    "ensure_cached", "cache_root", "cache_path", "preview",
 ]

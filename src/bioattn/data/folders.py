@@ -1,14 +1,15 @@
 """ImageNet-style image folders (``root/train/<class>/*.jpg``, ``root/val/<class>/*.jpg``).
 
-Files are found with timm's folder reader; images are decoded here so that an unreadable file
-is reported by name, or skipped and counted when asked.
+Files are found with timm's folder reader; images are decoded by :func:`bioattn.images.open_rgb`
+(every PIL mode to 8-bit RGB) so that an unreadable file is reported by name, or skipped and
+counted when asked.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from PIL import Image
@@ -16,6 +17,7 @@ from timm.data.readers.reader_image_folder import find_images_and_targets
 from torch.utils.data import Dataset, get_worker_info
 
 from ..errors import BioattnError
+from ..images import open_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _MAX_WORKER_SLOTS = 256
@@ -92,12 +94,7 @@ class ImageFolderDataset(Dataset):
         return int(self._skipped.sum())
 
     def _load(self, index: int) -> Image.Image:
-        path = self.samples[index][0]
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except Exception as exc:
-            raise BioattnError(f"cannot read image {path}: {exc}".splitlines()[0]) from None
+        return open_rgb(self.samples[index][0])
 
     def __getitem__(self, index: int):
         for attempt in range(_MAX_CONSECUTIVE_BAD):

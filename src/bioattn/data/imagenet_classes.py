@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import pkgutil
-from functools import lru_cache
+from functools import cache
 
 from ..errors import BioattnError
 
@@ -24,7 +24,7 @@ def _read_info(name: str) -> list[str]:
     return [line.strip() for line in data.decode("utf-8").splitlines() if line.strip()]
 
 
-@lru_cache(maxsize=None)
+@cache
 def imagenet_wnids() -> tuple[str, ...]:
     """The 1000 ImageNet-1k WordNet ids in class-index order."""
     wnids = tuple(_read_info("imagenet_synsets.txt"))
@@ -33,14 +33,14 @@ def imagenet_wnids() -> tuple[str, ...]:
     return wnids
 
 
-@lru_cache(maxsize=None)
+@cache
 def subset_indices(subset: str) -> tuple[int, ...]:
     """Indices (in the 1000-class order, ascending) of the 200 classes of ``imagenet-a`` or
     ``imagenet-r``."""
     return tuple(imagenet_wnids().index(w) for w in subset_wnids(subset))
 
 
-@lru_cache(maxsize=None)
+@cache
 def subset_wnids(subset: str) -> tuple[str, ...]:
     """The 200 WordNet ids of ``imagenet-a`` or ``imagenet-r``, in 1000-class order."""
     key = subset.lower().replace("_", "-")

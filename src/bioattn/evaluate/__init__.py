@@ -3,6 +3,18 @@
 ``run_suites(model, data, suites=[...], mean=..., std=...)`` runs any of the suites listed in
 :data:`SUITES` and returns every figure in one dict; ``evaluate_checkpoint(checkpoint, suites,
 data=...)`` does the same from a checkpoint and a data set name (what ``bioattn eval`` calls).
+The names are imported from :mod:`bioattn.evaluate.suites` when first used, so that the
+trainer can use :mod:`bioattn.evaluate.accuracy` without loading every suite.
 """
 
-from .suites import SUITES, SuiteSettings, evaluate_checkpoint, run_suites  # noqa: F401
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["SUITES", "SuiteSettings", "evaluate_checkpoint", "run_suites"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        return getattr(importlib.import_module(".suites", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,22 +3,23 @@ expectation over transformation for models that sample), and AutoAttack through 
 
 Attacks take a model that maps pixels in [0, 1] to logits (see
 :class:`bioattn.evaluate.runtime.PixelModel`, which normalises inside and picks the attacked
-step of a multi-step model). Official settings (SPEC §4): FGSM eps 1/255, one step of eps, no
+step of a multi-step model). Official settings (docs/evaluation.md): FGSM eps 1/255, one step of eps, no
 random start; PGD eps 1/255, step 0.5/255, 5 iterations, uniform random start; both L-inf.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..data.pixels import Pixels
 from ..errors import BioattnError
-from .runtime import Pixels, PixelModel
+from .runtime import PixelModel
 
 NORMS = ("Linf", "L2")
 ATTACKS = ("fgsm", "pgd", "autoattack")
@@ -288,7 +289,7 @@ def evaluate_attack(
                       random_start=None)
     if seen == 0:
         return result | {"clean_top1": math.nan, "top1": math.nan, "attacked_step_top1": math.nan,
-                         "per_step_clean_top1": [], "per_step_top1": []}
+                         "per_readout_clean_top1": [], "per_readout_top1": []}
     per_clean = [100.0 * v / seen for v in clean_hits.tolist()]
     per_adv = [100.0 * v / seen for v in adv_hits.tolist()]
     t = len(per_adv) - 1 if attack_step is None else attack_step - 1
@@ -296,7 +297,7 @@ def evaluate_attack(
         clean_top1=per_clean[-1],
         top1=per_adv[-1],
         attacked_step_top1=per_adv[t],
-        per_step_clean_top1=per_clean,
-        per_step_top1=per_adv,
+        per_readout_clean_top1=per_clean,
+        per_readout_top1=per_adv,
     )
     return result

@@ -16,18 +16,18 @@ from __future__ import annotations
 import math
 import multiprocessing
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..data.pixels import Pixels
 from ..errors import BioattnError
 from ..protocol import forward_readouts
 from .mce import CORRUPTIONS, check_corruption_names, check_severities, mce, relative_mce
-from .runtime import Pixels
 
 MIN_SIDE = 32
 _SEEDED_BY_ARGUMENT = ("glass_blur", "impulse_noise")
@@ -130,7 +130,7 @@ class Corrupter:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> "Corrupter":
+    def __enter__(self) -> Corrupter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -154,7 +154,7 @@ class _Counts:
 
     def add(self, key, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: int | None) -> None:
         with torch.no_grad():
-            pred = forward_readouts(model, x, steps=steps).logits.argmax(dim=1)
+            pred = forward_readouts(model, x, readouts=steps).logits.argmax(dim=1)
         hits = int((pred == labels).sum().item())
         if key is None:
             self.clean += hits

@@ -12,14 +12,14 @@ Fixations are in image coordinates ``(x, y)`` in ``[-1, 1]`` (``grid_sample``'s 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import BioattnError
-from ..protocol import unwrap
+from ..protocol import Glimpsing, unwrap
 
 __all__ = ["fixation_pixels", "fixations_on_mask", "fixations_on_mask_dataset"]
 
@@ -69,7 +69,7 @@ def fixations_on_mask_dataset(
     e.g. always the centre, or the centre of their soft attention).
     """
     inner = unwrap(model)
-    if not hasattr(inner, "forward_glimpses"):
+    if not isinstance(inner, Glimpsing):
         raise BioattnError(f"fixation scores need a glimpse model; {type(inner).__name__} has no fixations")
     masks_all = getattr(getattr(dataset, "arrays", None), "masks", None)
     if masks_all is None:
@@ -88,7 +88,7 @@ def fixations_on_mask_dataset(
             masks = torch.as_tensor(np.asarray(masks_all[start:stop]))
             if masks.ndim == 4:
                 masks = masks[:, 0]
-            glimpses = inner.forward_glimpses(x, steps=steps)
+            glimpses = inner.forward_glimpses(x, glimpses=steps)
             hits.append(fixations_on_mask(glimpses.fixations.cpu(), masks))
             areas.append(masks.float().mean(dim=(-2, -1)))
             if progress is not None:

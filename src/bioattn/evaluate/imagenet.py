@@ -2,7 +2,7 @@
 
 * ImageNet-C: ``root/<corruption>/<severity>/<wnid>/*``, 15 corruptions x severities 1-5;
   images are centre-cropped to the input size without resizing (they are stored at 224 px).
-  mCE is normalised by AlexNet's errors (SPEC §4).
+  mCE is normalised by AlexNet's errors (docs/evaluation.md).
 * ImageNet-A and ImageNet-R: ``root/<wnid>/*`` over 200 ImageNet classes; the logits are
   restricted to those 200 classes (in the 1000-class order) before the arg-max.
 * ImageNet-Sketch: ``root/<wnid>/*`` over all 1000 classes.
@@ -13,9 +13,8 @@ ImageNet classifier.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -24,8 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.imagenet_classes import NUM_IMAGENET_CLASSES, imagenet_wnids, subset_indices
 from ..errors import BioattnError
 from ..protocol import forward_readouts, unwrap
-from .mce import CORRUPTIONS, SEVERITIES, check_corruption_names, check_severities, mce
+from .accuracy import Accuracy
 from .corruptions import errors_from_top1, summarise_top1
+from .mce import CORRUPTIONS, SEVERITIES, check_corruption_names, check_severities, mce
 
 CROP_PCT = 0.875  # resize the short side to img_size / 0.875 (256 for 224), then centre-crop
 
@@ -84,28 +84,12 @@ def require_imagenet_model(model: nn.Module, suite: str, classes: Sequence[str] 
             raise BioattnError(f"{suite}: the checkpoint's classes are not the ImageNet-1k wnids in standard order")
 
 
-def restrict_logits(logits: torch.Tensor, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
-    """The columns of ``logits`` (B, 1000) that belong to a class subset."""
-    idx = torch.as_tensor(indices, device=logits.device, dtype=torch.long)
-    return logits.index_select(1, idx)
-
-
-def topk_predictions(logits: torch.Tensor, k: int, indices: Sequence[int] | None = None) -> torch.Tensor:
-    """Top-``k`` class indices (in the 1000-class order) per row; with ``indices`` only those
-    classes compete."""
-    if indices is None:
-        return logits.topk(min(k, logits.shape[1]), dim=1).indices
-    idx = torch.as_tensor(indices, device=logits.device, dtype=torch.long)
-    sub = restrict_logits(logits, idx).topk(min(k, len(idx)), dim=1).indices
-    return idx[sub]
-
-
 def evaluate_classes(
     model: nn.Module,
     loader: DataLoader,
     indices: Sequence[int] | None = None,
     device: torch.device | str = "cpu",
-    steps: int | None = None,
+    readouts: int | None = None,
     suite: str = "benchmark",
     progress: Callable[[int], None] | None = None,
 ) -> dict:
@@ -113,25 +97,19 @@ def evaluate_classes(
     when given."""
     device = torch.device(device)
     model.eval()
-    hit1 = hit5 = seen = 0
+    accuracy = Accuracy(classes=indices)
     with torch.no_grad():
         for images, labels in loader:
             images, labels = images.to(device), labels.to(device)
-            logits = forward_readouts(model, images, steps=steps).logits
+            logits = forward_readouts(model, images, readouts).logits
             if logits.shape[1] != NUM_IMAGENET_CLASSES:
                 raise BioattnError(
                     f"{suite} needs a 1000-class ImageNet model, but the model gives {logits.shape[1]} logits"
                 )
-            top = topk_predictions(logits.float(), 5, indices)
-            hits = top.eq(labels[:, None])
-            hit1 += int(hits[:, 0].sum())
-            hit5 += int(hits.any(dim=1).sum())
-            seen += labels.shape[0]
+            accuracy.update(logits, labels)
             if progress is not None:
                 progress(labels.shape[0])
-    if seen == 0:
-        return {"top1": math.nan, "top5": math.nan, "n": 0}
-    return {"top1": 100.0 * hit1 / seen, "top5": 100.0 * hit5 / seen, "n": seen}
+    return accuracy.result()
 
 
 def imagenet_c_folders(root: str | Path, corruptions: Sequence[str] | None = None,

@@ -13,7 +13,7 @@ at severity ``s``.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..errors import BioattnError
 

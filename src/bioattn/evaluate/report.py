@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import BioattnError
-from .suites import nan_to_none
+from ..fileio import atomic_write, atomic_write_text, check_output_file, output_folder
 
 PLOT_CORRUPTIONS = "corruptions.png"
 PLOT_STEPS = "attack_steps.png"
@@ -18,27 +18,58 @@ PLOT_STEPS = "attack_steps.png"
 # ------------------------------------------------------------------------------------------
 # files
 # ------------------------------------------------------------------------------------------
+
+def nan_to_none(obj):
+    """``obj`` with NaN/inf floats replaced by ``None`` (strict JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [nan_to_none(v) for v in obj]
+    return obj
+
 def write_results(results: dict, path: str | Path) -> Path:
     """Write ``results`` as strict JSON (NaN -> null), atomically."""
-    from ..fileio import atomic_write_text
 
     path = Path(path)
-    atomic_write_text(path, json.dumps(nan_to_none(results), indent=2, allow_nan=False, default=str) + "\n")
+    atomic_write_text(path, json.dumps(nan_to_none(results), indent=2, allow_nan=False, default=str) + "\n",
+                      what="results file")
     return path
 
 
+def _is_demo_summary(data) -> bool:
+    return (isinstance(data, dict) and not isinstance(data.get("results"), dict)
+            and isinstance(data.get("models"), list) and bool(data["models"])
+            and all(isinstance(m, dict) and isinstance(m.get("results"), dict) for m in data["models"]))
+
+
 def load_results(path: str | Path) -> dict:
-    """A results file written by ``bioattn eval``."""
+    """A results file written by ``bioattn eval`` (one model), or the ``results.json`` of
+    ``bioattn demo`` (every demo model under ``models``; :func:`expand_results` lists them)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise BioattnError(f"results file not found: {path}") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BioattnError(f"cannot read results file {path}: {exc}") from None
+    except IsADirectoryError:
+        raise BioattnError(f"results file {path} is a directory: give the JSON file in it") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BioattnError(f"cannot read results file {path}: {exc}".splitlines()[0]) from None
+    if _is_demo_summary(data):
+        return data
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         raise BioattnError(f"{path} is not a bioattn evaluation results file (no 'results' entry)")
     return data
+
+
+def expand_results(results_list: Sequence[dict]) -> list[dict]:
+    """One results dict per model: a demo summary (``results.json`` of ``bioattn demo``) stands
+    for each of its models."""
+    out: list[dict] = []
+    for r in results_list:
+        out += list(r["models"]) if _is_demo_summary(r) else [r]
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -122,6 +153,16 @@ def summary_columns(results: dict) -> dict[str, float | None]:
                 # a run aimed at one step is summarised by that step's accuracy
                 key = "attacked_step_top1" if run.get("attack_step") else "top1"
                 cols[f"{attack_label(run)} top1"] = run.get(key)
+        elif suite == "steering":
+            # shares and win rates are fractions in the results; the table shows them in %
+            for key in ("prompted_share", "other_share", "win_rate", "shift", "shift_win_rate"):
+                value = r.get(key)
+                unit = "(points)" if key == "shift" else "(%)"
+                cols[f"steering {key} {unit}"] = 100.0 * value if isinstance(value, (int, float)) else None
+        elif suite == "attention":
+            cols["attention on object (%)"] = r.get("mask_share")
+            cols["object area (%)"] = r.get("mask_share_chance")
+            cols["attention AUC"] = r.get("mask_auc")
         else:
             for key, value in _flat_numbers(r):
                 cols[f"{suite} {key}"] = value
@@ -135,14 +176,58 @@ def _flat_numbers(d: dict, prefix: str = "", depth: int = 0):
         if isinstance(value, bool):
             continue
         if isinstance(value, (int, float)):
-            if key not in ("n", "n_images", "seed"):
+            if key not in ("n", "n_images", "n_pairs", "seed", "prior_scale"):
                 yield name, value
         elif isinstance(value, dict) and depth < 1 and key not in ("settings",):
             yield from _flat_numbers(value, f"{name}.", depth + 1)
 
 
+def image_counts(results: dict) -> dict[str, int]:
+    """How many images each suite of one results dict used, ``{suite: n}`` (corruptions: per
+    corruption and severity; attacks: per run; ImageNet-C: the smallest of its folders)."""
+    counts: dict[str, int] = {}
+    for suite, r in (results.get("results") or {}).items():
+        if not isinstance(r, dict):
+            continue
+        n = r.get("n_images", r.get("n"))
+        if isinstance(n, dict):  # ImageNet-C: {corruption: {severity: n}}
+            leaves = [v for per in n.values() if isinstance(per, dict) for v in per.values()]
+            n = min(leaves) if leaves else None
+        if n is None and r.get("runs"):
+            n = r["runs"][0].get("n")
+        if isinstance(n, (int, float)) and not isinstance(n, bool):
+            counts[suite] = int(n)
+    return counts
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{suite} {n}" for suite, n in counts.items())
+
+
+def _image_notes(labels: Sequence[str], results_list: Sequence[dict]) -> list[str]:
+    """Lines under the summary table: the images each suite used, and a warning when the models
+    were scored on different numbers of images (runs with different --limit mixed)."""
+    counts = [image_counts(r) for r in results_list]
+    if not any(counts):
+        return []
+    suites: list[str] = []
+    for c in counts:
+        suites += [s for s in c if s not in suites]
+    differ = [s for s in suites if len({c[s] for c in counts if s in c}) > 1]
+    if not differ:
+        merged = {s: next(c[s] for c in counts if s in c) for s in suites}
+        return ["", f"Images: {_counts_text(merged)} (corruptions: per corruption and severity; "
+                "attacks: per attack setting)."]
+    per_model = "; ".join(f"{lab}: {_counts_text(c)}" for lab, c in zip(labels, counts) if c)
+    return ["", f"**Note: the models were scored on different numbers of images in {', '.join(differ)} "
+            f"(runs with different --limit?); their figures are not directly comparable.** "
+            f"Images: {per_model}."]
+
+
 def markdown_report(results_list: Sequence[dict]) -> str:
-    """Markdown: a summary table (one row per model), then per-corruption and per-step tables."""
+    """Markdown: a summary table (one row per model) with the images each suite used, then
+    per-corruption and per-step tables. Demo summaries stand for each of their models."""
+    results_list = expand_results(results_list)
     if not results_list:
         raise BioattnError("no results to report")
     labels = _labels(results_list)
@@ -153,9 +238,11 @@ def markdown_report(results_list: Sequence[dict]) -> str:
     lines = ["# Evaluation", ""]
     lines += _table(["model"] + columns, [[lab] + [_fmt(s.get(c)) for c in columns]
                                           for lab, s in zip(labels, summaries)])
-    lines += ["", "Top-1 and errors in %. Attacks: top-1 on adversarial images at the attacked step "
-              "(the final prediction unless @stepN); eps on [0, 1] pixels. mCE x100 (ImageNet-C: "
-              "normalised by AlexNet's errors; generated corruptions: by the baseline model's)."]
+    lines += _image_notes(labels, results_list)
+    lines += ["", "Top-1, errors, shares and win rates in %. Attacks: top-1 on adversarial images at the "
+              "attacked step (the final prediction unless @stepN); eps on [0, 1] pixels. mCE x100 "
+              "(ImageNet-C: normalised by AlexNet's errors; generated corruptions: by the baseline "
+              "model's)."]
     for suite in ("imagenet-c", "corruptions"):
         rows, header = [], None
         for lab, r in zip(labels, results_list):
@@ -163,7 +250,8 @@ def markdown_report(results_list: Sequence[dict]) -> str:
             if not sr or not sr.get("top1"):
                 continue
             names = list(sr["top1"])
-            header = header or ["model", "corruption"] + [f"s{s}" for s in next(iter(sr["top1"].values()))] + ["mean", "CE"]
+            severities = [f"s{s}" for s in next(iter(sr["top1"].values()))]
+            header = header or ["model", "corruption", *severities, "mean", "CE"]
             for c in names:
                 ce = (sr.get("ce") or {}).get(c)
                 rows.append([lab, c] + [_fmt(v) for v in sr["top1"][c].values()]
@@ -173,7 +261,7 @@ def markdown_report(results_list: Sequence[dict]) -> str:
             lines += _table(header, rows)
     lines += _per_step_table(
         "Clean top-1 at every step",
-        [(lab, (r.get("results", {}).get("clean") or {}).get("per_step_top1"))
+        [(lab, (r.get("results", {}).get("clean") or {}).get("per_readout_top1"))
          for lab, r in zip(labels, results_list)])
     glimpses = [(lab, r.get("results", {}).get("glimpses")) for lab, r in zip(labels, results_list)]
     lines += _per_step_table(
@@ -185,14 +273,14 @@ def markdown_report(results_list: Sequence[dict]) -> str:
     for lab, r in zip(labels, results_list):
         for suite in ("fgsm", "pgd", "autoattack"):
             for run in (r.get("results", {}).get(suite) or {}).get("runs", []):
-                if len(run.get("per_step_top1") or []) > 1:
+                if len(run.get("per_readout_top1") or []) > 1:
                     step_rows.append((lab, run))
     if step_rows:
-        width = max(len(run["per_step_top1"]) for _, run in step_rows)
+        width = max(len(run["per_readout_top1"]) for _, run in step_rows)
         lines += ["", "## Top-1 at every step under attack (clean in brackets)", ""]
         rows = []
         for lab, run in step_rows:
-            cells = [f"{_fmt(a)} ({_fmt(c)})" for a, c in zip(run["per_step_top1"], run["per_step_clean_top1"])]
+            cells = [f"{_fmt(a)} ({_fmt(c)})" for a, c in zip(run["per_readout_top1"], run["per_readout_clean_top1"])]
             rows.append([lab, attack_label(run)] + cells + [""] * (width - len(cells)))
         lines += _table(["model", "attack"] + [str(t + 1) for t in range(width)], rows)
     return "\n".join(lines) + "\n"
@@ -237,6 +325,7 @@ def _figure(nrows: int, ncols: int, width: float, height: float, sharey: bool = 
 def plot_corruptions(results_list: Sequence[dict], path: str | Path) -> bool:
     """Top-1 vs severity, one panel per corruption, one line per model (and suite). Returns
     False (and writes nothing) when no result has corruption figures."""
+    results_list = expand_results(results_list)
     labels = _labels(results_list)
     series: dict[str, list[tuple[str, dict, list[int], list[float]]]] = {}
     for i, (lab, r) in enumerate(zip(labels, results_list)):
@@ -277,8 +366,7 @@ def plot_corruptions(results_list: Sequence[dict], path: str | Path) -> bool:
     fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=8)
     fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.3 / (2.6 * nrows), wspace=0.08, hspace=0.6,
                         bottom=min(0.45, (0.65 + 0.22 * legend_rows) / (2.6 * nrows)))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), what="plot")
     return True
 
 
@@ -289,12 +377,13 @@ def plot_attack_steps(results_list: Sequence[dict], path: str | Path) -> bool:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
+    results_list = expand_results(results_list)
     labels = _labels(results_list)
     panels: dict[str, list[tuple[int, dict]]] = {}
     for i, r in enumerate(results_list):
         for suite in ("fgsm", "pgd", "autoattack"):
             for run in (r.get("results", {}).get(suite) or {}).get("runs", []):
-                if len(run.get("per_step_top1") or []) > 1:
+                if len(run.get("per_readout_top1") or []) > 1:
                     panels.setdefault(attack_label(run), []).append((i, run))
     if not panels:
         return False
@@ -305,11 +394,11 @@ def plot_attack_steps(results_list: Sequence[dict], path: str | Path) -> bool:
     used: list[int] = []
     for ax, (title, runs) in zip(axes.flat, panels.items()):
         for i, run in runs:
-            steps = list(range(1, len(run["per_step_top1"]) + 1))
+            steps = list(range(1, len(run["per_readout_top1"]) + 1))
             color = f"C{i % 10}"
-            ax.plot(steps, [v if v is not None else math.nan for v in run["per_step_top1"]],
+            ax.plot(steps, [v if v is not None else math.nan for v in run["per_readout_top1"]],
                     marker="o", markersize=3, color=color)
-            ax.plot(steps, [v if v is not None else math.nan for v in run["per_step_clean_top1"]],
+            ax.plot(steps, [v if v is not None else math.nan for v in run["per_readout_clean_top1"]],
                     linestyle="--", color=color, alpha=0.6)
             if i not in used:
                 used.append(i)
@@ -330,23 +419,26 @@ def plot_attack_steps(results_list: Sequence[dict], path: str | Path) -> bool:
     fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=8)
     fig.subplots_adjust(left=0.08, right=0.98, top=1 - 0.3 / (3.2 * nrows), wspace=0.3, hspace=0.5,
                         bottom=min(0.45, (0.7 + 0.22 * legend_rows) / (3.2 * nrows)))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), what="plot")
     return True
 
 
 def write_report(results_list: Sequence[dict], out_dir: str | Path, stem: str = "report") -> list[Path]:
-    """``<stem>.md`` and the plots that apply, in ``out_dir``; returns the files written."""
-    from ..fileio import atomic_write_text
-
+    """``<stem>.md`` and the plots that apply, in ``out_dir``; returns the files written. Every
+    target is checked (:func:`bioattn.fileio.check_output_file`) before anything is written."""
+    results_list = expand_results(results_list)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / f"{stem}.md"]
-    atomic_write_text(written[0], markdown_report(results_list))
     corr = out_dir / f"{stem}_{PLOT_CORRUPTIONS}"
+    steps = out_dir / f"{stem}_{PLOT_STEPS}"
+    if out_dir.is_dir():
+        for target in (written[0], corr, steps):
+            check_output_file(target, "report file")
+    text = markdown_report(results_list)
+    output_folder(out_dir, "report folder")
+    atomic_write_text(written[0], text, what="report file")
     if plot_corruptions(results_list, corr):
         written.append(corr)
-    steps = out_dir / f"{stem}_{PLOT_STEPS}"
     if plot_attack_steps(results_list, steps):
         written.append(steps)
     return written

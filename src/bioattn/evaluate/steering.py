@@ -19,7 +19,7 @@ from torch import nn
 
 from ..attention.maps import display_normalise, upsample
 from ..errors import BioattnError
-from ..protocol import unwrap
+from ..protocol import TopDownSteerable, unwrap
 
 __all__ = ["steering_score", "steering_score_dataset"]
 
@@ -55,7 +55,7 @@ def steering_score(
     shift is positive), ``n_images`` and ``n_pairs``.
     """
     inner = unwrap(model)
-    if not hasattr(inner, "top_down_maps"):
+    if not isinstance(inner, TopDownSteerable):
         raise BioattnError(f"steering needs a model with top-down priors (AbSViT); {type(inner).__name__} has none")
     if images.ndim != 4:
         raise BioattnError(f"images must be (B, C, H, W), got {tuple(images.shape)}")

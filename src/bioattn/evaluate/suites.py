@@ -10,62 +10,52 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
-import math
+import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from .. import __version__
+from ..checkpoint import WEIGHTS, load_model, read_meta, resolve_checkpoint_dir
+from ..config import SuiteSettings, parse_eps, parse_int_list  # noqa: F401  (importable from here)
+from ..data import build_dataset, is_embedded
+from ..data.human_fixations import load_fixation_dataset
+from ..data.pixels import Pixels
+from ..data.stats import IMAGENET_MEAN, IMAGENET_STD
+from ..data.subsets import spread_subset
+from ..distributed import resolve_device
 from ..errors import BioattnError
-from .runtime import (Pixels, as_dataset, is_stochastic, limited, make_loader, progress_bar,
-                      resolve_device)
+from ..models import data_config
+from ..progress import progress_bar
+from ..protocol import has_readouts, unwrap
+from . import glimpses, human_fixations, steering
+from .attacks import check_attack_args, evaluate_attack
+from .clean import evaluate_clean
+from .corruptions import evaluate_corruptions
+from .imagenet import (
+    eval_transform,
+    evaluate_classes,
+    imagenet_c_datasets,
+    imagenet_subset_indices,
+    require_imagenet_model,
+    summarise_imagenet_c,
+    wnid_folder,
+)
+from .mce import CORRUPTIONS, SEVERITIES, check_corruption_names, check_severities
+from .report import write_report, write_results
+from .runtime import as_dataset, is_stochastic, make_loader
 
 SUITES = (
     "clean", "imagenet-c", "corruptions", "imagenet-a", "imagenet-r", "imagenet-sketch",
     "fgsm", "pgd", "autoattack", "steering", "fixations", "glimpses",
 )
-IMAGENET_FOLDER_SUITES = ("imagenet-a", "imagenet-r", "imagenet-sketch")
-ATTACK_SUITES = ("fgsm", "pgd", "autoattack")
 DATA_SUITES = ("clean", "corruptions", "fgsm", "pgd", "autoattack", "glimpses")
 DEFAULT_EOT = 10
-
-
-@dataclass
-class SuiteSettings:
-    """Settings shared by the suites (each suite reads the ones it needs)."""
-
-    batch_size: int = 64
-    workers: int = 0
-    device: str = "auto"
-    limit: int | None = None
-    seed: int = 0
-    progress: bool = True
-    steps: int | None = None
-    # corruptions / ImageNet benchmarks
-    corruptions: list[str] | None = None
-    severities: list[int] | None = None
-    imagenet_c: str | None = None
-    imagenet_a: str | None = None
-    imagenet_r: str | None = None
-    imagenet_sketch: str | None = None
-    skip_bad_images: bool = False
-    # attacks
-    eps: list[float] = field(default_factory=lambda: [1 / 255])
-    step_size: float | None = None
-    attack_iters: int = 5
-    restarts: int = 1
-    norm: str = "Linf"
-    attack_step: int | None = None
-    eot: int | None = None
-    autoattack_version: str = "standard"
-    # attention suites: the fixation data set folder, and the two-object data set for steering
-    # (default: the evaluated data set)
-    fixations: str | None = None
-    steering_data: Any = None
 
 
 def parse_suites(suites: str | Sequence[str]) -> list[str]:
@@ -97,7 +87,6 @@ def checkpoint_sha256(checkpoint: str | Path | None) -> str | None:
     """sha256 of a checkpoint's weights file (a checkpoint directory's ``model.safetensors``)."""
     if checkpoint is None:
         return None
-    from ..checkpoint import WEIGHTS, resolve_checkpoint_dir
 
     path = Path(checkpoint)
     if path.is_dir():
@@ -106,10 +95,12 @@ def checkpoint_sha256(checkpoint: str | Path | None) -> str | None:
 
 
 def _pretrained(model: nn.Module, key: str):
-    from ..protocol import unwrap
-
-    cfg = getattr(unwrap(model), "pretrained_cfg", None) or {}
-    return cfg.get(key)
+    """``key`` of the model's timm data configuration (None for a model without a
+    ``pretrained_cfg``)."""
+    inner = unwrap(model)
+    if not getattr(inner, "pretrained_cfg", None):
+        return None
+    return data_config(inner).get(key)
 
 
 def _resolve_norm_stats(model: nn.Module, data, mean, std, need: str) -> tuple[list[float], list[float]]:
@@ -144,7 +135,6 @@ def _resolve_img_size(model: nn.Module, img_size: int | None) -> int:
 
 
 def _model_info(model: nn.Module) -> dict:
-    from ..protocol import has_readouts, unwrap
 
     inner = unwrap(model)
     cfg = getattr(inner, "pretrained_cfg", None) or {}
@@ -156,14 +146,6 @@ def _model_info(model: nn.Module) -> dict:
         "multi_step": has_readouts(model),
         "stochastic": is_stochastic(model),
     }
-
-
-def _suite_module(name: str):
-    """``bioattn.evaluate.<name>``, or a clear error when that part is not installed."""
-    module = f"bioattn.evaluate.{name}"
-    if importlib.util.find_spec(module) is None:
-        raise BioattnError(f"the {name} suite is not available in this bioattn installation")
-    return importlib.import_module(module)
 
 
 def run_suites(
@@ -191,7 +173,6 @@ def run_suites(
     ``baseline``: a second model for the ``corruptions`` suite's normalised errors.
     Keyword ``overrides`` set :class:`SuiteSettings` fields.
     """
-    from .. import __version__
 
     settings = dataclasses.replace(settings or SuiteSettings())
     known = {f.name for f in dataclasses.fields(SuiteSettings)}
@@ -206,6 +187,7 @@ def run_suites(
         settings.corruptions = [c.strip() for c in settings.corruptions.split(",") if c.strip()]
     suites = parse_suites(suites)
     _check_settings(settings)
+    settings.check_readouts(has_readouts(model), type(unwrap(model)).__name__)
     device = resolve_device(settings.device)
     model = model.to(device).eval()
     if baseline is not None:
@@ -269,7 +251,7 @@ class _Context:
 
     def loader(self, dataset=None):
         s = self.settings
-        ds = limited(dataset if dataset is not None else self.dataset, s.limit)
+        ds = spread_subset(dataset if dataset is not None else self.dataset, s.limit)
         return make_loader(ds, s.batch_size, s.workers, self.device), len(ds)
 
     def pixels(self, need: str = "data") -> Pixels:
@@ -279,7 +261,6 @@ class _Context:
 
 
 def _check_settings(s: SuiteSettings) -> None:
-    from .attacks import check_attack_args
 
     if s.batch_size < 1:
         raise BioattnError(f"batch size must be >= 1, got {s.batch_size}")
@@ -311,16 +292,13 @@ def _jsonable_settings(s: SuiteSettings) -> dict:
 # suite runners
 # ------------------------------------------------------------------------------------------
 def _run_clean(ctx: _Context, suite: str) -> dict:
-    from .clean import evaluate_clean
 
     loader, n = ctx.loader()
     with progress_bar(suite, n, ctx.settings.progress) as advance:
-        return evaluate_clean(ctx.model, loader, ctx.device, progress=advance, steps=ctx.settings.steps)
+        return evaluate_clean(ctx.model, loader, ctx.device, progress=advance, readouts=ctx.settings.steps)
 
 
 def _run_corruptions(ctx: _Context, suite: str) -> dict:
-    from .corruptions import evaluate_corruptions
-    from .mce import CORRUPTIONS, SEVERITIES, check_corruption_names, check_severities
 
     s = ctx.settings
     corruptions = check_corruption_names(s.corruptions or CORRUPTIONS)
@@ -334,8 +312,6 @@ def _run_corruptions(ctx: _Context, suite: str) -> dict:
 
 
 def _run_imagenet_c(ctx: _Context, suite: str) -> dict:
-    from .imagenet import evaluate_classes, imagenet_c_datasets, require_imagenet_model, summarise_imagenet_c
-    from .mce import CORRUPTIONS, SEVERITIES
 
     s = ctx.settings
     if not s.imagenet_c:
@@ -358,9 +334,6 @@ def _run_imagenet_c(ctx: _Context, suite: str) -> dict:
 
 
 def _run_imagenet_folder(ctx: _Context, suite: str) -> dict:
-    from .imagenet import (eval_transform, evaluate_classes, imagenet_subset_indices,
-                           require_imagenet_model, wnid_folder)
-
     s = ctx.settings
     root = {"imagenet-a": s.imagenet_a, "imagenet-r": s.imagenet_r,
             "imagenet-sketch": s.imagenet_sketch}[suite]
@@ -380,7 +353,6 @@ def _run_imagenet_folder(ctx: _Context, suite: str) -> dict:
 
 
 def _run_attack(ctx: _Context, suite: str) -> dict:
-    from .attacks import evaluate_attack
 
     s = ctx.settings
     pixels = ctx.pixels()
@@ -408,7 +380,6 @@ def _run_steering(ctx: _Context, suite: str) -> dict:
     data = ctx.settings.steering_data if ctx.settings.steering_data is not None else ctx.dataset
     if data is None:
         raise BioattnError("the steering suite needs two-object images (data 'embedded:pair')")
-    steering = _suite_module("steering")
     return steering.steering_score_dataset(ctx.model, data, device=ctx.device, limit=ctx.settings.limit,
                                            batch_size=ctx.settings.batch_size)
 
@@ -417,72 +388,24 @@ def _run_fixations(ctx: _Context, suite: str) -> dict:
     s = ctx.settings
     if not s.fixations:
         raise BioattnError("the fixations suite needs a fixation data set folder (--fixations DIR)")
-    fixations = _suite_module("fixations")
-    from ..data.fixations import load_fixation_dataset
 
     pixels = ctx.pixels(need="model")
     size = _resolve_img_size(ctx.model, ctx.img_size)
     n = len(load_fixation_dataset(s.fixations))
     n = n if s.limit is None else min(n, s.limit)
     with progress_bar(suite, n, s.progress) as advance:
-        return fixations.evaluate_fixations(ctx.model, s.fixations, size, pixels.mean_list,
-                                            pixels.std_list, device=ctx.device, limit=s.limit,
-                                            seed=s.seed, progress=advance)
+        return human_fixations.evaluate_fixations(ctx.model, s.fixations, size, pixels.mean_list,
+                                                  pixels.std_list, device=ctx.device, limit=s.limit,
+                                                  seed=s.seed, progress=advance)
 
 
 def _run_glimpses(ctx: _Context, suite: str) -> dict:
-    glimpses = _suite_module("glimpses")
     s = ctx.settings
     n = len(ctx.dataset) if s.limit is None else min(len(ctx.dataset), s.limit)
     with progress_bar(suite, n, s.progress) as advance:
         return glimpses.fixations_on_mask_dataset(ctx.model, ctx.dataset, steps=s.steps, limit=s.limit,
                                                   batch_size=s.batch_size, device=ctx.device,
                                                   progress=advance)
-
-
-def nan_to_none(obj):
-    """``obj`` with NaN/inf floats replaced by ``None`` (strict JSON)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [nan_to_none(v) for v in obj]
-    return obj
-
-
-def parse_eps(text: str | float | Sequence) -> list[float]:
-    """``"1/255,2e-3"`` -> ``[0.00392..., 0.002]`` (fractions ``a/b`` allowed)."""
-    if isinstance(text, (int, float)):
-        return [float(text)]
-    if not isinstance(text, str):
-        return [float(v) for v in text]
-    out = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            if "/" in item:
-                num, den = item.split("/", 1)
-                value = float(num) / float(den)
-            else:
-                value = float(item)
-        except (ValueError, ZeroDivisionError):
-            raise BioattnError(f"bad eps '{item}' (expected a number or a fraction such as 1/255)") from None
-        out.append(value)
-    if not out:
-        raise BioattnError("no eps given")
-    return out
-
-
-def parse_int_list(text: str | Sequence[int] | None, what: str) -> list[int] | None:
-    if text is None or not isinstance(text, str):
-        return None if text is None else [int(v) for v in text]
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise BioattnError(f"bad {what} '{text}' (expected integers separated by commas)") from None
 
 
 def evaluate_checkpoint(
@@ -503,27 +426,36 @@ def evaluate_checkpoint(
     data set ``data`` (``embedded``, ``embedded:pair`` or an ImageNet-style folder) at the
     checkpoint's input size and normalisation, and run :func:`run_suites`. With ``out``, write
     the results JSON there, and the Markdown table and plots next to it (same stem)."""
-    from ..checkpoint import load_model, read_meta
 
     suites = parse_suites(suites)
     if checkpoint is None and model_name is None:
         raise BioattnError("give a checkpoint (--checkpoint) or at least a model name (--model)")
+    if out is not None:  # refuse a bad results path before the evaluation, not after it
+        from ..fileio import check_output_file
+
+        check_output_file(out, "results file")
     meta = read_meta(checkpoint) if checkpoint is not None else None
+    seed = int(settings.get("seed", 0))
+    if checkpoint is None:
+        # reproducible random weights, and said so: the figures measure an untrained model
+        torch.manual_seed(seed)
+        print(f"warning: no checkpoint: {model_name} is evaluated with random weights (seed {seed})",
+              file=sys.stderr)
     model = load_model(checkpoint, model_name, **(model_args or {}))
     meta = meta or {}
+    if data is None and meta.get("data") and any(s in DATA_SUITES for s in suites):
+        data = meta["data"]
+        print(f"note: evaluating on '{data}', the data set the checkpoint was trained on "
+              "(--data chooses another)", file=sys.stderr)
     img_size = img_size or meta.get("img_size") or _resolve_img_size(model, None)
     mean = meta.get("mean") or _pretrained(model, "mean")
     std = meta.get("std") or _pretrained(model, "std")
     if mean is None or std is None:
-        from ..data import IMAGENET_MEAN, IMAGENET_STD
-
         mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
     classes = meta.get("classes")
 
     dataset = None
     if data is not None and any(s in DATA_SUITES for s in suites):
-        from ..data import build_dataset, is_embedded
-
         folder_classes = None if is_embedded(data) else classes
         dataset = build_dataset(data, split, img_size=img_size, mean=mean, std=std, train=False,
                                 skip_bad_images=bool(settings.get("skip_bad_images", False)),
@@ -533,8 +465,6 @@ def evaluate_checkpoint(
         if isinstance(n_model, int) and isinstance(n_data, int) and n_model != n_data:
             raise BioattnError(f"the model has {n_model} classes but data set '{data}' has {n_data}")
     if "steering" in suites and settings.get("steering_data") is None:
-        from ..data import build_dataset, is_embedded
-
         pair_spec = "embedded:pair"
         if data is not None and is_embedded(data) and data != "embedded":
             options = data.split(":", 1)[1]
@@ -551,6 +481,7 @@ def evaluate_checkpoint(
         "name": meta.get("model") or model_name,
         "model_args": meta.get("model_args") if meta else (model_args or {}),
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "weights": "checkpoint" if checkpoint is not None else f"random (seed {seed})",
         "checkpoint_sha256": checkpoint_sha256(checkpoint),
         "data": data,
         "split": split,
@@ -564,8 +495,6 @@ def evaluate_checkpoint(
         results["baseline_model"].update(checkpoint=str(baseline_checkpoint) if baseline_checkpoint else None,
                                          checkpoint_sha256=checkpoint_sha256(baseline_checkpoint))
     if out is not None:
-        from .report import write_report, write_results
-
         out = Path(out)
         write_results(results, out)
         results["files"] = [str(out)] + [str(p) for p in write_report([results], out.parent, stem=out.stem)]

@@ -10,9 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import timm
+from timm.data import resolve_data_config, resolve_model_data_config
+from timm.models import get_pretrained_cfg
 from torch import nn
 
 from ..errors import BioattnError
+from ..protocol import unwrap
 from . import absvit, rsrnn, vars  # noqa: F401  (registers the models)
 
 _FAMILIES = ("absvit", "vars", "rsrnn")
@@ -42,3 +45,34 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def _built_size(model: nn.Module) -> tuple[int, int] | None:
+    """The image size a model was built for, where it differs from its registered one."""
+    patch_embed = getattr(model, "patch_embed", None)
+    size = getattr(patch_embed, "img_size", None) or getattr(model, "img_size", None)
+    if size is None:
+        return None
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def data_config(model_or_name: nn.Module | str, img_size: int | None = None) -> dict[str, Any]:
+    """timm's data configuration (``input_size``, ``interpolation``, ``mean``, ``std``,
+    ``crop_pct``, ``crop_mode``) of a model or a registered name, resolved by
+    ``timm.data.resolve_model_data_config`` from the ``pretrained_cfg``. The input size is
+    ``img_size`` if given, else the size the model was built for."""
+    if isinstance(model_or_name, str):
+        pretrained_cfg = get_pretrained_cfg(model_or_name)
+        if pretrained_cfg is None:  # unknown name: create_model raises the clear error
+            create_model(model_or_name)
+        config = resolve_data_config(pretrained_cfg=pretrained_cfg.to_dict())
+        size = None
+    else:
+        model = unwrap(model_or_name)
+        config = resolve_model_data_config(model)
+        size = _built_size(model)
+    if img_size is not None:
+        size = (int(img_size), int(img_size))
+    if size is not None:
+        config["input_size"] = (config["input_size"][0], *size)
+    return config

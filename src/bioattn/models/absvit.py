@@ -1,10 +1,13 @@
 """AbSViT: a ViT whose attention is steered top-down by analysis by synthesis.
 
+Paper: "Top-Down Visual Attention from Analysis by Synthesis", Baifeng Shi, Trevor Darrell,
+Xin Wang, CVPR 2023 (arXiv 2303.13043). Official code: https://github.com/bfshi/AbSViT
+
 A first feedforward pass produces tokens; a prior (the learned ``prompt``, a class's classifier
 row, or any vector) weights the tokens by their cosine similarity to it; per-layer decoders send
 the weighted tokens back down; a second feedforward pass adds each layer's top-down signal to
 its attention values. The decoders learn to reconstruct each block's input from its output
-(the variational loss). See SPEC section 1.
+(the variational loss).
 
 The backbone is timm's :class:`~timm.models.vision_transformer.VisionTransformer`; the
 state-dict layout equals the authors' released checkpoints (timm ViT keys plus ``prompt`` and
@@ -19,7 +22,8 @@ Registered with timm: ``absvit_{tiny,small,base}_patch16_224``, ``absvit_tiny_pa
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +37,14 @@ from torch.utils.checkpoint import checkpoint
 from ..data.stats import EMBEDDED_MEAN, EMBEDDED_STD
 from ..errors import BioattnError
 from ..protocol import ModelOutput
+from .common import (
+    ViTConventions,
+    check_image_batch,
+    check_output_fmt,
+    embed_tokens,
+    take_indices,
+    token_grid,
+)
 
 __all__ = [
     "AbSViT",
@@ -54,38 +66,9 @@ MAP_BLOCKS_FROM_END = 3
 # ------------------------------------------------------------------------------------------
 # helpers shared by every timm ViT (also used by bioattn.attention.maps for plain timm ViTs)
 # ------------------------------------------------------------------------------------------
-def _model_name(model: nn.Module) -> str:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return cfg.get("architecture") or type(model).__name__
-
-
-def check_image_batch(model: VisionTransformer, x: torch.Tensor) -> None:
-    """Raise :class:`BioattnError` unless ``x`` is a batch of images the ViT accepts."""
-    if not torch.is_tensor(x) or x.ndim != 4:
-        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-        raise BioattnError(f"{_model_name(model)} expects a batch of images (B, C, H, W), got {shape}")
-    in_chans = model.patch_embed.proj.in_channels
-    expected = tuple(model.patch_embed.img_size)
-    got = tuple(x.shape[-2:])
-    if x.shape[1] != in_chans or (not getattr(model, "dynamic_img_size", False) and got != expected):
-        raise BioattnError(
-            f"{_model_name(model)} expects {in_chans}x{expected[0]}x{expected[1]} images, "
-            f"got {x.shape[1]}x{got[0]}x{got[1]}: resize the input to {expected[0]}x{expected[1]}"
-        )
-
-
 def map_depth(model: VisionTransformer) -> int:
     """Number of blocks run before attention maps are read: ``depth - 3`` (at least 1)."""
     return max(len(model.blocks) - MAP_BLOCKS_FROM_END, 1)
-
-
-def embed_tokens(model: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
-    """Patch embedding, prefix tokens and position embedding: the input of the first block."""
-    check_image_batch(model, x)
-    x = model.patch_embed(x)
-    x = model._pos_embed(x)
-    x = model.patch_drop(x)
-    return model.norm_pre(x)
 
 
 def patch_token_norms(model: VisionTransformer, tokens: torch.Tensor,
@@ -101,10 +84,7 @@ def bottom_up_map(model: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
     tokens = embed_tokens(model, x)
     for block in model.blocks[: map_depth(model)]:
         tokens = block(tokens)
-    grid = None
-    if getattr(model, "dynamic_img_size", False):
-        grid = tuple(model.patch_embed.dynamic_feat_size(tuple(x.shape[-2:])))
-    return patch_token_norms(model, tokens, grid)
+    return patch_token_norms(model, tokens, token_grid(model, x))
 
 
 # ------------------------------------------------------------------------------------------
@@ -167,15 +147,11 @@ class Decoder(nn.Module):
 # ------------------------------------------------------------------------------------------
 # models
 # ------------------------------------------------------------------------------------------
-class ViT(VisionTransformer):
-    """timm's VisionTransformer with a clear error for wrongly sized input and the attention-map
-    contract (``attention_maps`` / ``saliency``: the feedforward token-norm map)."""
+class ViT(ViTConventions, VisionTransformer):
+    """timm's VisionTransformer with clear errors for bad input and the attention-map contract
+    (``attention_maps`` / ``saliency``: the feedforward token-norm map)."""
 
-    def forward_features(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        check_image_batch(self, x)
-        return super().forward_features(x, *args, **kwargs)
-
-    def attention_maps(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def attention_maps(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         """``{"bottom-up": (B, h, w)}``: patch-token norms after block ``depth - 3``."""
         return OrderedDict([("bottom-up", bottom_up_map(self, x))])
 
@@ -183,12 +159,15 @@ class ViT(VisionTransformer):
         return bottom_up_map(self, x)
 
 
-class AbSViT(VisionTransformer):
+class AbSViT(ViTConventions, VisionTransformer):
     """AbSViT (Shi, Darrell, Wang, CVPR 2023): timm's ViT with a top-down feedback pass.
 
-    ``model(x, prior=None, prior_scale=1.0)`` returns the second pass's logits in eval mode and a
-    :class:`~bioattn.protocol.ModelOutput` (both passes' logits, the variational loss) in train
-    mode. ``prior`` steers the top-down attention:
+    ``model(x, prior=None, prior_scale=1.0)`` returns the second (top-down) pass's logits in train
+    and eval mode; :meth:`forward_features` the second pass's normalised tokens and
+    :meth:`forward_feedforward` the first pass's. :meth:`forward_readouts` gives both passes'
+    logits and, when training, the variational loss (a
+    :class:`~bioattn.protocol.ModelOutput`): bioattn's trainer uses it for the full objective.
+    ``prior`` steers the top-down attention:
 
     * ``None``: the learned ``prompt``;
     * an integer tensor of class indices (one, or one per image): that class's classifier row
@@ -242,14 +221,25 @@ class AbSViT(VisionTransformer):
             tokens = out
         return tokens
 
-    def forward_features(  # type: ignore[override]
-        self,
-        x: torch.Tensor,
-        td_values: Sequence[torch.Tensor] | None = None,
-        record: list | None = None,
-    ) -> torch.Tensor:
-        """Tokens after the final ``norm``; ``td_values`` adds one value signal per block."""
-        return self.norm(self.run_blocks(embed_tokens(self, x), td_values, record=record))
+    def forward_feedforward(self, x: torch.Tensor) -> torch.Tensor:
+        """The first (feedforward) pass: tokens after the final ``norm``, ``(B, N, C)``."""
+        return self.norm(self.run_blocks(embed_tokens(self, x)))
+
+    def forward_features(self, x: torch.Tensor, prior: torch.Tensor | None = None,  # type: ignore[override]
+                         prior_scale: float = 1.0) -> torch.Tensor:
+        """The second (top-down) pass under ``prior``: tokens after the final ``norm``."""
+        return self._two_passes(x, prior, prior_scale)[1]
+
+    def _two_passes(self, x: torch.Tensor, prior: torch.Tensor | None, prior_scale: float,
+                    record: list | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """First-pass features, second-pass features (both normalised) and the prior mask."""
+        tokens = embed_tokens(self, x)
+        features = self.norm(self.run_blocks(tokens))
+        td_values, mask = self.top_down_values(features, prior, prior_scale)
+        if self._stochastic_embedding():
+            tokens = embed_tokens(self, x)  # fresh dropout for the second pass
+        return features, self.norm(self.run_blocks(tokens, td_values, record=record)), mask
 
     def feedback(self, z: torch.Tensor) -> list[torch.Tensor]:
         """Top-down signals ``td_l`` for every block, running the decoders from the last block
@@ -354,28 +344,25 @@ class AbSViT(VisionTransformer):
     def forward_readouts(
         self,
         x: torch.Tensor,
-        steps: int | None = None,
+        readouts: int | None = None,
         prior: torch.Tensor | None = None,
         prior_scale: float = 1.0,
         with_var_loss: bool | None = None,
     ) -> ModelOutput:
         """Both passes: ``logits`` of the second, ``readout_logits`` ``(2, B, K)``, and the
-        variational loss as ``aux_loss`` when training (or when ``with_var_loss=True``).
-        ``steps=1`` runs the feedforward pass only."""
-        if steps not in (None, 1, 2):
-            raise BioattnError(f"AbSViT has 2 passes: steps must be 1 or 2, got {steps}")
+        variational loss as ``aux_loss`` when training (or when ``with_var_loss=True``);
+        ``extras["prior_mask"]`` is the token mask. ``readouts=1`` runs the feedforward pass
+        only."""
+        if readouts not in (None, 1, 2):
+            raise BioattnError(f"AbSViT has 2 passes: readouts must be 1 or 2, got {readouts}")
         if with_var_loss is None:
             with_var_loss = self.training
-        tokens = embed_tokens(self, x)
-        features = self.norm(self.run_blocks(tokens))
-        logits0 = self.forward_head(features)
-        if steps == 1:
+        if readouts == 1:
+            logits0 = self.forward_head(self.forward_feedforward(x))
             return ModelOutput(logits=logits0, readout_logits=logits0.unsqueeze(0))
-        td_values, mask = self.top_down_values(features, prior, prior_scale)
-        if self._stochastic_embedding():
-            tokens = embed_tokens(self, x)  # fresh dropout for the second pass
         record: list | None = [] if with_var_loss else None
-        logits1 = self.forward_head(self.norm(self.run_blocks(tokens, td_values, record=record)))
+        features0, features1, mask = self._two_passes(x, prior, prior_scale, record=record)
+        logits0, logits1 = self.forward_head(features0), self.forward_head(features1)
         return ModelOutput(
             logits=logits1,
             readout_logits=torch.stack([logits0, logits1]),
@@ -390,9 +377,73 @@ class AbSViT(VisionTransformer):
         return self.training and (self.pos_drop.p > 0 or patch_drop)
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None,  # type: ignore[override]
-                prior_scale: float = 1.0) -> torch.Tensor | ModelOutput:
-        out = self.forward_readouts(x, prior=prior, prior_scale=prior_scale)
-        return out if self.training else out.logits
+                prior_scale: float = 1.0) -> torch.Tensor:
+        """The second pass's logits ``(B, K)`` under ``prior``."""
+        return self.forward_head(self.forward_features(x, prior, prior_scale))
+
+    # ---- timm conventions --------------------------------------------------------------
+    def forward_intermediates(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        top_down: bool = True,
+        prior: torch.Tensor | None = None,
+        prior_scale: float = 1.0,
+    ):
+        """timm's ``forward_intermediates``: block outputs of the second (top-down) pass under
+        ``prior``, or of the first (feedforward) pass with ``top_down=False``. The top-down pass
+        needs the whole first pass, so ``stop_early`` shortens the second pass only. Returns the
+        final normalised tokens and the list of block outputs (only the list with
+        ``intermediates_only``); ``output_fmt`` is ``'NCHW'`` (patch tokens on the grid) or
+        ``'NLC'``."""
+        check_image_batch(self, x)
+        check_output_fmt(output_fmt)
+        take, last = take_indices(self, len(self.blocks), indices)
+        tokens = embed_tokens(self, x)
+        td_values = None
+        if top_down:
+            features = self.norm(self.run_blocks(tokens))
+            td_values, _ = self.top_down_values(features, prior, prior_scale)
+            if self._stochastic_embedding():
+                tokens = embed_tokens(self, x)
+        stop = last + 1 if stop_early else None
+        intermediates: list[torch.Tensor] = []
+        record: list = []
+        tokens = self.run_blocks(tokens, td_values, stop=stop, record=record)
+        for i in take:
+            out = record[i][1]
+            intermediates.append(self.norm(out) if norm else out)
+        prefix = [y[:, : self.num_prefix_tokens] for y in intermediates]
+        intermediates = [y[:, self.num_prefix_tokens:] for y in intermediates]
+        if output_fmt == "NCHW":
+            h, w = token_grid(self, x)
+            intermediates = [y.reshape(y.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
+                             for y in intermediates]
+        if return_prefix_tokens and self.num_prefix_tokens:
+            intermediates = list(zip(intermediates, prefix))
+        if intermediates_only:
+            return intermediates
+        return self.norm(tokens), intermediates
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Not offered: the top-down signal of every block comes from the output of the last."""
+        raise BioattnError("AbSViT cannot drop blocks: its top-down pass needs the whole first pass; "
+                           "use forward_intermediates(x, indices, stop_early=True)")
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's ViT groups, with each block's decoder in its block's group and the prompt with
+        the head."""
+        return dict(
+            stem=r"^cls_token|reg_token|pos_embed|patch_embed|norm_pre",
+            blocks=[(r"^blocks\.(\d+)", None), (r"^decoders\.(\d+)", None),
+                    (r"^norm|^prompt", (99999,))],
+        )
 
     # ---- attention maps ----------------------------------------------------------------
     def _first_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -426,7 +477,7 @@ class AbSViT(VisionTransformer):
         return self.top_down_maps(x, [prior], prior_scale)[0]
 
     def attention_maps(self, x: torch.Tensor, priors: Sequence[int | torch.Tensor] = (),
-                       prior_scale: float = 40.0) -> "OrderedDict[str, torch.Tensor]":
+                       prior_scale: float = 40.0) -> OrderedDict[str, torch.Tensor]:
         """Named maps ``(B, h, w)`` on the patch grid: ``"bottom-up"`` (no top-down signal),
         ``"top-down"`` (the learned prompt) and one per entry of ``priors``: ``"class <k>"``
         for a class index ``k`` (prior ``head.weight[k]``, mask scaled by ``prior_scale``) or
@@ -457,6 +508,7 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
     converted with ``bioattn convert`` and loaded with ``--checkpoint``)."""
     return {
         "url": "",
+        "hf_hub_id": None,
         "num_classes": 1000,
         "input_size": (3, 224, 224),
         "pool_size": None,
@@ -467,7 +519,9 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
         "std": IMAGENET_DEFAULT_STD,
         "first_conv": "patch_embed.proj",
         "classifier": "head",
+        "paper_ids": "arXiv:2303.13043",
         "paper_name": "Top-Down Visual Attention from Analysis by Synthesis",
+        "origin_url": "https://github.com/bfshi/AbSViT",
         **kwargs,
     }
 

@@ -1,5 +1,12 @@
 """RS-RNN, the retinal sampling recurrent network, and its glimpse-model baselines.
 
+RS-RNN is bioattn's own model (no paper or official code). The baselines follow: the recurrent
+attention model, "Recurrent Models of Visual Attention", Mnih et al., NeurIPS 2014 (arXiv
+1406.6247); its multi-resolution glimpses, "Multiple Object Recognition with Visual Attention",
+Ba, Mnih, Kavukcuoglu, ICLR 2015 (arXiv 1412.7755); S3TA, "Towards Robust Image Classification
+Using Sequential Attention Models", Zoran et al., CVPR 2020 (arXiv 1912.02184). None of them
+has official code that bioattn follows; bioattn implements them on the shared encoders below.
+
 All models look at an image through a sequence of glimpses and predict after every one.
 Fixations are image coordinates in ``[-1, 1]^2``, x then y (the ``grid_sample`` convention,
 ``(-1, -1)`` the top-left corner).
@@ -42,6 +49,12 @@ as a second one. The term is ``-policy_weight * mean(A_t log P_t(l_{t+1}))`` min
 fixations are not differentiable, everything else is: attacks reach the input through the
 retina's ``grid_sample`` at every glimpse.
 
+So the fixation networks (RS-RNN's saliency and σ networks, the baselines' location head; see
+:meth:`GlimpseModel.fixation_parameter_names`) learn from the policy term only: in a plain
+timm-style loop, ``criterion(model(x), y)`` gives them no gradient and they keep their initial
+fixation policy. bioattn's trainer trains them through ``forward_readouts`` and
+:meth:`GlimpseModel.compute_loss`.
+
 Baselines (same encoders):
 
 * :class:`RecurrentGlimpseNet` with a retina: **Retina** (``retina_gru_*``): the same retinal
@@ -56,23 +69,26 @@ Baselines (same encoders):
   the resolution (DRAM-like); one shared encoder, pooled features concatenated.
 * :class:`S3TA` (``s3ta_*``): covert attention: the whole image goes once through Encoder1; an
   LSTM issues queries over a key/value feature map (with a Fourier spatial basis), reads the
-  attention-weighted values each step and classifies from its state. Its "fixation" per step is
-  the centroid of its attention.
+  attention-weighted values each glimpse and classifies from its state. Its "fixation" per
+  glimpse is the centroid of its attention.
 * :class:`FFCNN` (``ffcnn_*``): Encoder1, Encoder2 and the classifier on the whole image, one
-  step; asked for more steps it repeats its prediction (fixation: the image centre).
+  glimpse; asked for more glimpses it repeats its prediction (fixation: the image centre).
 
-Interface shared by all (and the bioattn multi-output protocol): ``model(x)`` gives the last
-glimpse's logits in eval mode and a :class:`~bioattn.protocol.ModelOutput` in train mode;
-``forward_readouts(x, steps=None)`` gives a ModelOutput in any mode; ``forward_glimpses(x, steps,
-return_maps=False)`` gives a :class:`Glimpses` named tuple; ``attention_maps(x)`` and
-``saliency(x)`` give maps on the model's grid; ``glimpse_images`` gives what each glimpse saw.
+Interface shared by all (:mod:`bioattn.protocol`'s multi-readout, glimpsing and map-producing
+capabilities): ``model(x)`` gives the last glimpse's logits in train and eval mode;
+``forward_readouts(x, readouts=None)`` gives a :class:`~bioattn.protocol.ModelOutput` with every
+glimpse's logits; ``forward_glimpses(x, glimpses=None, return_maps=False)`` gives a
+:class:`Glimpses` named tuple; ``attention_maps(x)`` and ``saliency(x)`` give maps on the model's
+grid; ``glimpse_images`` gives what each glimpse saw. ``forward_features`` / ``forward_head``
+split the last glimpse's prediction at the classifier.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import timm
 import torch
@@ -83,7 +99,8 @@ from torch import nn
 
 from ..data.stats import EMBEDDED_MEAN, EMBEDDED_STD
 from ..errors import BioattnError
-from ..protocol import ModelOutput
+from ..protocol import ModelOutput, readout_loss
+from .common import check_num_classes
 from .retina import Retina, check_fixations, coordinate_grid, falloff_for_field
 
 __all__ = [
@@ -241,12 +258,14 @@ class ClassifierHead(nn.Module):
         self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def reset(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
+        device = next(self.parameters(), torch.empty(0)).device
+        self.fc = nn.Linear(self.in_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if x.dim() == 4:
             x = x.mean(dim=(2, 3))
-        return self.fc(self.drop(x))
+        x = self.drop(x)
+        return x if pre_logits else self.fc(x)
 
 
 # ------------------------------------------------------------------------------------------
@@ -260,13 +279,13 @@ class Glimpses(NamedTuple):
     sigmas: torch.Tensor  # (T, B) width of the region each glimpse covered (image units)
     log_probs: torch.Tensor | None = None  # (T-1, B) log-probability of each chosen fixation after the first
     entropies: torch.Tensor | None = None  # (T-1, B) entropy of the policy at each choice
-    maps: dict | None = None  # per-step maps (T, B, h, w) when return_maps=True
+    maps: dict | None = None  # per-glimpse maps (T, B, h, w) when return_maps=True
 
 
-def _check_steps(steps) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise BioattnError(f"steps must be an integer >= 1; got {steps!r}")
-    return steps
+def _check_glimpses(glimpses) -> int:
+    if isinstance(glimpses, bool) or not isinstance(glimpses, int) or glimpses < 1:
+        raise BioattnError(f"the number of glimpses must be an integer >= 1; got {glimpses!r}")
+    return glimpses
 
 
 def _check_input(x) -> None:
@@ -276,26 +295,26 @@ def _check_input(x) -> None:
 
 
 class GlimpseModel(nn.Module):
-    """Base of the glimpse models: protocol plumbing, the policy objective and the maps.
+    """Base of the glimpse models: the readout protocol, the policy objective, the maps and the
+    timm classifier interface.
 
-    Subclasses implement :meth:`forward_glimpses`.
+    Subclasses implement :meth:`forward_glimpses`; those with a learned fixation policy
+    (``learns_fixations``) implement :meth:`_glimpse` and :meth:`_salience` and get
+    :meth:`forward_glimpses` from :meth:`_scan`.
     """
 
     num_glimpses: int
-    eval_sample: bool
+    eval_sample: bool = False
     map_size: int
     learns_fixations: bool = False  # has a fixation policy trained by the policy term
+    fixation_modules: tuple[str, ...] = ()  # the submodules of that policy
     policy_weight: float = 0.0
     policy_discount: float = 0.5
     entropy_weight: float = 0.0
 
-    def _init_common(self, num_classes: int, num_glimpses: int, eval_sample: bool, in_chans: int,
-                     img_size) -> None:
-        if int(num_classes) != num_classes or num_classes < 0:
-            raise BioattnError(f"num_classes must be an integer >= 0; got {num_classes}")
-        self.num_classes = int(num_classes)
-        self.num_glimpses = _check_steps(num_glimpses)
-        self.eval_sample = bool(eval_sample)
+    def _init_common(self, num_classes: int, num_glimpses: int, in_chans: int, img_size) -> None:
+        self.num_classes = check_num_classes(num_classes)
+        self.num_glimpses = _check_glimpses(num_glimpses)
         self.in_chans = int(in_chans)
         if isinstance(img_size, (tuple, list)):
             if len(img_size) != 2 or img_size[0] != img_size[1]:
@@ -303,24 +322,45 @@ class GlimpseModel(nn.Module):
             img_size = img_size[0]
         self.img_size = int(img_size)
 
-    # -- protocol
-    def forward(self, x: torch.Tensor):
-        out = self.forward_readouts(x)
-        return out if self.training else out.logits
+    def _init_policy(self, eval_sample: bool, map_size: int, initial_fixation: Sequence[float],
+                     policy_weight: float, policy_discount: float, entropy_weight: float) -> None:
+        """Settings of a learned fixation policy: the grid it chooses on, the first fixation and
+        the weights of its objective."""
+        self.eval_sample = bool(eval_sample)
+        if int(map_size) < 1:
+            raise BioattnError(f"map_size must be >= 1; got {map_size}")
+        self.map_size = int(map_size)
+        init = torch.tensor([float(v) for v in initial_fixation])
+        check_fixations(init[None])
+        self.register_buffer("initial_fixation", init, persistent=False)
+        self.policy_weight = float(policy_weight)
+        self.policy_discount = float(policy_discount)
+        self.entropy_weight = float(entropy_weight)
 
-    def forward_readouts(self, x: torch.Tensor, steps: int | None = None) -> ModelOutput:
-        """Per-glimpse predictions as a :class:`ModelOutput` (any mode); ``extras`` holds the
-        fixations ``(T, B, 2)``, their widths, and the policy's log-probabilities and entropies."""
-        g = self.forward_glimpses(x, steps=steps)
+    # -- protocol
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The last glimpse's logits ``(B, K)``."""
+        return self.forward_glimpses(x).logits[-1]
+
+    def forward_readouts(self, x: torch.Tensor, readouts: int | None = None) -> ModelOutput:
+        """One readout per glimpse (``readouts`` glimpses, default ``num_glimpses``) as a
+        :class:`ModelOutput` (any mode); ``extras`` holds the fixations ``(T, B, 2)``, their
+        widths, and the policy's log-probabilities and entropies."""
+        g = self.forward_glimpses(x, glimpses=readouts)
         extras = {"fixations": g.fixations, "sigmas": g.sigmas}
         if g.log_probs is not None:
             extras["log_probs"] = g.log_probs
             extras["entropies"] = g.entropies
         return ModelOutput(logits=g.logits[-1], readout_logits=g.logits, extras=extras)
 
-    def forward_glimpses(self, x: torch.Tensor, steps: int | None = None,
+    def forward_glimpses(self, x: torch.Tensor, glimpses: int | None = None,
                          return_maps: bool = False) -> Glimpses:
         raise NotImplementedError
+
+    def fixation_parameter_names(self) -> list[str]:
+        """Parameters that learn from the policy term only (no gradient from ``model(x)``)."""
+        prefixes = tuple(f"{name}." for name in self.fixation_modules)
+        return [n for n, _ in self.named_parameters() if n.startswith(prefixes)]
 
     @property
     def has_unused_parameters(self) -> bool:
@@ -331,23 +371,22 @@ class GlimpseModel(nn.Module):
 
     def compute_loss(self, output: ModelOutput | torch.Tensor, target: torch.Tensor,
                      criterion) -> torch.Tensor:
-        """Classification loss averaged over glimpses plus the fixation-policy term (module
-        docstring). ``target`` is hard ``(B,)`` or soft ``(B, K)``."""
+        """:func:`~bioattn.protocol.readout_loss` (the classification loss averaged over
+        glimpses) plus the fixation-policy term (module docstring). ``target`` is hard ``(B,)``
+        or soft ``(B, K)``."""
         if not isinstance(output, ModelOutput):
             return criterion(output, target)
-        steps = output.all_readouts()
-        loss = sum(criterion(s, target) for s in steps) / steps.shape[0]
-        if output.aux_loss is not None:
-            loss = loss + output.aux_loss
+        loss = readout_loss(output, target, criterion)
         extras = output.extras or {}
         log_probs = extras.get("log_probs")
         if (log_probs is None or log_probs.shape[0] == 0 or not log_probs.requires_grad
                 or self.policy_weight == 0):
             return loss
+        readouts = output.all_readouts()
         with torch.no_grad():
             soft = target.dim() == 2
             tgt = target.float() if soft else target
-            ce = torch.stack([F.cross_entropy(s.float(), tgt, reduction="none") for s in steps])
+            ce = torch.stack([F.cross_entropy(r.float(), tgt, reduction="none") for r in readouts])
             gains = ce[:-1] - ce[1:]  # (T-1, B): how much each chosen glimpse lowered the loss
             returns = torch.zeros_like(gains)
             running = torch.zeros_like(gains[0])
@@ -361,21 +400,95 @@ class GlimpseModel(nn.Module):
             policy = policy - self.entropy_weight * entropies.float().mean()
         return loss + self.policy_weight * policy
 
+    # -- the glimpse loop of the models with a fixation policy
+    def _check_images(self, x: torch.Tensor) -> None:
+        """Raise unless the glimpse sensors can look at ``x``."""
+
+    def _start(self, x: torch.Tensor):
+        """Per-image context shared by all glimpses (e.g. the image pyramid)."""
+        return None
+
+    def _glimpse(self, x: torch.Tensor, fix: torch.Tensor, prev_fix: torch.Tensor | None, state,
+                 context) -> tuple[object, torch.Tensor, torch.Tensor]:
+        """One glimpse at ``fix``: the new recurrent state, the logits and the width σ ``(B,)``."""
+        raise NotImplementedError
+
+    def _salience(self, state, fix: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
+        """Non-negative saliency ``(B, map_size, map_size)`` over the image after a glimpse."""
+        raise NotImplementedError
+
+    def _scan(self, x: torch.Tensor, glimpses: int | None, return_maps: bool,
+              fixations: torch.Tensor | None) -> Glimpses:
+        """Run the glimpses: look, update the state, predict, then choose the next fixation from
+        saliency times inhibition of return (or take it from ``fixations``)."""
+        _check_input(x)
+        self._check_images(x)
+        b, hw = x.shape[0], x.shape[-2:]
+        if fixations is not None:
+            fixations = _check_given_fixations(fixations, b).to(x.device, torch.float32)
+            if glimpses is not None and _check_glimpses(glimpses) != fixations.shape[0]:
+                raise BioattnError(f"glimpses={glimpses} but {fixations.shape[0]} fixations were given")
+            glimpses = fixations.shape[0]
+        glimpses = self._resolve_glimpses(glimpses)
+        sample = self.training or self.eval_sample
+        grid = (self.map_size, self.map_size)
+        context = self._start(x)
+        fix = (fixations[0] if fixations is not None
+               else self.initial_fixation.to(x.device, torch.float32).expand(b, 2))
+        state = prev_fix = ior = None
+        logits, fixes, sigmas, log_probs, entropies = [], [fix], [], [], []
+        maps = {"saliency": [], "inhibition of return": [], "fixation probability": []}
+        for t in range(glimpses):
+            state, out, sigma = self._glimpse(x, fix, prev_fix, state, context)
+            logits.append(out)
+            sigmas.append(sigma)
+            if t == glimpses - 1 and not return_maps:
+                break
+            salient = self._salience(state, fix, hw)
+            # inhibition of return, one factor per fixation so far (a running product)
+            newest = inhibition_of_return(fix[None], sigma[None], grid)
+            ior = newest if ior is None else ior * newest
+            choice = choose_fixation(salient * ior, sample)
+            if return_maps:
+                maps["saliency"].append(salient.detach())
+                maps["inhibition of return"].append(ior.detach())
+                maps["fixation probability"].append(choice.probs.detach())
+            if t == glimpses - 1:
+                break
+            nxt = choice.fixations
+            if fixations is not None:
+                nxt = fixations[t + 1]
+                lp = torch.log(choice.probs.flatten(1).clamp(min=1e-30))
+                log_probs.append(lp.gather(1, _cell_index(nxt, grid)[:, None]).squeeze(1))
+            else:
+                log_probs.append(choice.log_prob)
+            entropies.append(choice.entropy)
+            prev_fix, fix = fix, nxt
+            fixes.append(fix)
+        return Glimpses(
+            logits=torch.stack(logits),
+            fixations=torch.stack(fixes),
+            sigmas=torch.stack(sigmas),
+            log_probs=torch.stack(log_probs) if log_probs else x.new_zeros(0, b),
+            entropies=torch.stack(entropies) if entropies else x.new_zeros(0, b),
+            maps={k: torch.stack(v) for k, v in maps.items()} if return_maps else None,
+        )
+
     # -- maps
-    def _resolve_steps(self, steps) -> int:
-        return self.num_glimpses if steps is None else _check_steps(steps)
+    def _resolve_glimpses(self, glimpses) -> int:
+        return self.num_glimpses if glimpses is None else _check_glimpses(glimpses)
 
     @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor, steps: int | None = None) -> "OrderedDict[str, torch.Tensor]":
+    def attention_maps(self, x: torch.Tensor, glimpses: int | None = None) -> OrderedDict[str, torch.Tensor]:
         """``{"fixation density": (B, map_size, map_size)}``: a Gaussian of each glimpse's width
         at each fixation, summed over the glimpses, normalised to sum to 1."""
-        g = self.forward_glimpses(x, steps=steps)
+        g = self.forward_glimpses(x, glimpses=glimpses)
         size = (self.map_size, self.map_size)
         return OrderedDict([("fixation density", fixation_density(g.fixations, g.sigmas, size))])
 
-    def saliency(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+    def saliency(self, x: torch.Tensor, glimpses: int | None = None) -> torch.Tensor:
         """The model's primary map ``(B, h, w)`` (the first of :meth:`attention_maps`)."""
-        return next(iter(self.attention_maps(x, steps=steps).values()))
+        return next(iter(self.attention_maps(x, glimpses=glimpses).values()))
 
     # -- pictures
     def glimpse_images(self, x: torch.Tensor, fixations: torch.Tensor) -> list[torch.Tensor]:
@@ -388,13 +501,37 @@ class GlimpseModel(nn.Module):
         coordinates (closed polygons), for fixations ``(B, 2)``."""
         return []
 
-    # -- timm conveniences
+    # -- timm classifier interface
+    @property
+    def num_features(self) -> int:
+        """Width of the features the classifier reads."""
+        return self.head.in_features
+
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool=None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes)
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for ``num_classes`` (0: none, ``model(x)`` then gives the pooled
+        features). ``global_pool`` must be None or ``'avg'``: the models average-pool."""
+        if global_pool not in (None, "avg"):
+            raise BioattnError(f"glimpse models pool by averaging: global_pool must be 'avg', "
+                               f"got '{global_pool}'")
+        self.num_classes = check_num_classes(num_classes)
+        self.head.reset(self.num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The features the last glimpse's classifier reads: ``(B, num_features)`` (or the
+        feature map it pools)."""
+        features = []
+        handle = self.head.register_forward_pre_hook(lambda _m, args: features.append(args[0]))
+        try:
+            self.forward_glimpses(x)
+        finally:
+            handle.remove()
+        return features[-1]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
 
 
 def _check_given_fixations(fixations: torch.Tensor, batch: int) -> torch.Tensor:
@@ -425,10 +562,14 @@ def _fovea_outline(retina: Retina, fixations: torch.Tensor, image_hw, points: in
     return retina.to_image(circle[None], fixations[:, None, :], image_hw)
 
 
-def _make_retina(retina_size: int, img_size: int, fovea: float, field: float | None,
-                 falloff: float | None, scale: float, antialias: bool) -> Retina:
+def _check_retina_size(retina_size: int, img_size: int) -> None:
     if retina_size > img_size:
         raise BioattnError(f"retina_size {retina_size} exceeds img_size {img_size}")
+
+
+def _make_retina(retina_size: int, img_size: int, fovea: float, field: float | None,
+                 falloff: float | None, scale: float, antialias: bool) -> Retina:
+    _check_retina_size(retina_size, img_size)
     if falloff is None:
         if field is None:
             falloff = 0.0
@@ -468,6 +609,7 @@ class RSRNN(GlimpseModel):
     """
 
     learns_fixations = True
+    fixation_modules = ("saliency_net", "sigma_net")
 
     def __init__(
         self,
@@ -497,7 +639,9 @@ class RSRNN(GlimpseModel):
         drop_path_rate: float = 0.0,
     ):
         super().__init__()
-        self._init_common(num_classes, num_glimpses, eval_sample, in_chans, img_size)
+        self._init_common(num_classes, num_glimpses, in_chans, img_size)
+        self._init_policy(eval_sample, map_size, initial_fixation, policy_weight, policy_discount,
+                          entropy_weight)
         retina_size = int(retina_size or self.img_size // 2)
         self.retina = _make_retina(retina_size, self.img_size, retina_fovea, retina_field,
                                    retina_falloff, retina_scale, retina_antialias)
@@ -518,95 +662,48 @@ class RSRNN(GlimpseModel):
             target = min(max((0.25 - lo) / (hi - lo), 0.05), 0.95)
             self.sigma_net.weight.mul_(0.1)
             self.sigma_net.bias.fill_(math.log(target / (1 - target)))
-        if int(map_size) < 1:
-            raise BioattnError(f"map_size must be >= 1; got {map_size}")
-        self.map_size = int(map_size)
         self.remap_state = bool(remap_state)
         self.detach_dorsal = bool(detach_dorsal)
-        init = torch.tensor([float(v) for v in initial_fixation])
-        check_fixations(init[None])
-        self.register_buffer("initial_fixation", init, persistent=False)
-        self.policy_weight = float(policy_weight)
-        self.policy_discount = float(policy_discount)
-        self.entropy_weight = float(entropy_weight)
 
     def _sigma(self, h: torch.Tensor) -> torch.Tensor:
         lo, hi = self.sigma_range
         return lo + (hi - lo) * torch.sigmoid(self.sigma_net(h.mean(dim=(2, 3))).squeeze(-1).float())
 
-    def forward_glimpses(self, x: torch.Tensor, steps: int | None = None, return_maps: bool = False,
+    def forward_glimpses(self, x: torch.Tensor, glimpses: int | None = None, return_maps: bool = False,
                          fixations: torch.Tensor | None = None) -> Glimpses:
-        """Run ``steps`` glimpses (default ``num_glimpses``). ``fixations (T, B, 2)`` replays a
+        """Run ``glimpses`` glimpses (default ``num_glimpses``). ``fixations (T, B, 2)`` replays a
         given scan path instead of the policy (the policy's log-probabilities of it are still
         returned). ``return_maps`` adds, per glimpse, the maps that chose the next fixation:
         ``saliency``, ``inhibition of return`` and ``fixation probability`` ``(T, B, G, G)``."""
-        _check_input(x)
-        self.retina.check_images(x)
-        b, hw = x.shape[0], x.shape[-2:]
-        if fixations is not None:
-            fixations = _check_given_fixations(fixations, b).to(x.device, torch.float32)
-            if steps is not None and _check_steps(steps) != fixations.shape[0]:
-                raise BioattnError(f"steps={steps} but {fixations.shape[0]} fixations were given")
-            steps = fixations.shape[0]
-        steps = self._resolve_steps(steps)
-        sample = self.training or self.eval_sample
-        grid = (self.map_size, self.map_size)
-        pyramid = self.retina.pyramid(x)
+        return self._scan(x, glimpses, return_maps, fixations)
 
-        fix = (fixations[0] if fixations is not None
-               else self.initial_fixation.to(x.device, torch.float32).expand(b, 2))
-        h = prev_fix = ior = None
-        logits, fixes, sigmas, log_probs, entropies = [], [fix], [], [], []
-        maps = {"saliency": [], "inhibition of return": [], "fixation probability": []}
-        for t in range(steps):
-            glimpse = self.retina(x, fix, pyramid=pyramid, check=False)
-            feat = self.encoder.stage1(glimpse)
-            if h is not None and self.remap_state:
-                h = self.retina.remap(h, prev_fix, fix, hw)
-            h = self.gru(feat, h)
-            logits.append(self.head(self.encoder.stage2(h)))
-            dorsal_in = h.detach() if self.detach_dorsal else h
-            sigmas.append(self._sigma(dorsal_in))
-            if t == steps - 1 and not return_maps:
-                break
-            salient = self.retina.to_image_grid(self.saliency_net(dorsal_in).float(), fix, hw, grid,
-                                                padding_mode="border")
-            salient = F.softplus(salient[:, 0])
-            # inhibition of return, one factor per fixation so far (a running product)
-            newest = inhibition_of_return(fix[None], sigmas[-1][None], grid)
-            ior = newest if ior is None else ior * newest
-            choice = choose_fixation(salient * ior, sample)
-            if return_maps:
-                maps["saliency"].append(salient.detach())
-                maps["inhibition of return"].append(ior.detach())
-                maps["fixation probability"].append(choice.probs.detach())
-            if t == steps - 1:
-                break
-            nxt = choice.fixations
-            if fixations is not None:
-                nxt = fixations[t + 1]
-                idx = _cell_index(nxt, grid)
-                lp = torch.log(choice.probs.flatten(1).clamp(min=1e-30))
-                log_probs.append(lp.gather(1, idx[:, None]).squeeze(1))
-            else:
-                log_probs.append(choice.log_prob)
-            entropies.append(choice.entropy)
-            prev_fix, fix = fix, nxt
-            fixes.append(fix)
-        return Glimpses(
-            logits=torch.stack(logits),
-            fixations=torch.stack(fixes),
-            sigmas=torch.stack(sigmas),
-            log_probs=torch.stack(log_probs) if log_probs else x.new_zeros(0, b),
-            entropies=torch.stack(entropies) if entropies else x.new_zeros(0, b),
-            maps={k: torch.stack(v) for k, v in maps.items()} if return_maps else None,
-        )
+    def _dorsal_input(self, h: torch.Tensor) -> torch.Tensor:
+        return h.detach() if self.detach_dorsal else h
+
+    def _check_images(self, x: torch.Tensor) -> None:
+        self.retina.check_images(x)
+
+    def _start(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.retina.pyramid(x)
+
+    def _glimpse(self, x, fix, prev_fix, h, pyramid):
+        feat = self.encoder.stage1(self.retina(x, fix, pyramid=pyramid, check=False))
+        if h is not None and self.remap_state:
+            h = self.retina.remap(h, prev_fix, fix, x.shape[-2:])
+        h = self.gru(feat, h)
+        return h, self.head(self.encoder.stage2(h)), self._sigma(self._dorsal_input(h))
+
+    def _salience(self, h, fix, hw):
+        grid = (self.map_size, self.map_size)
+        salient = self.retina.to_image_grid(self.saliency_net(self._dorsal_input(h)).float(), fix, hw, grid,
+                                            padding_mode="border")
+        return F.softplus(salient[:, 0])
 
     @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor, steps: int | None = None) -> "OrderedDict[str, torch.Tensor]":
+    def attention_maps(self, x: torch.Tensor, glimpses: int | None = None) -> OrderedDict[str, torch.Tensor]:
         """``fixation density`` (the primary map), then the ``saliency`` and ``inhibition of
         return`` maps that chose the last fixation, all ``(B, map_size, map_size)``."""
-        g = self.forward_glimpses(x, steps=steps, return_maps=True)
+        g = self.forward_glimpses(x, glimpses=glimpses, return_maps=True)
         size = (self.map_size, self.map_size)
         out = OrderedDict([("fixation density", fixation_density(g.fixations, g.sigmas, size))])
         if g.fixations.shape[0] > 1:
@@ -652,6 +749,7 @@ class RecurrentGlimpseNet(GlimpseModel):
     """
 
     learns_fixations = True
+    fixation_modules = ("location_head",)
 
     def __init__(
         self,
@@ -680,8 +778,11 @@ class RecurrentGlimpseNet(GlimpseModel):
         drop_path_rate: float = 0.0,
     ):
         super().__init__()
-        self._init_common(num_classes, num_glimpses, eval_sample, in_chans, img_size)
+        self._init_common(num_classes, num_glimpses, in_chans, img_size)
+        self._init_policy(eval_sample, map_size, initial_fixation, policy_weight, policy_discount,
+                          entropy_weight)
         retina_size = int(retina_size or self.img_size // 2)
+        _check_retina_size(retina_size, self.img_size)
         if glimpse == "retina":
             sensors = [_make_retina(retina_size, self.img_size, retina_fovea, retina_field,
                                     retina_falloff, retina_scale, retina_antialias)]
@@ -690,8 +791,6 @@ class RecurrentGlimpseNet(GlimpseModel):
                 raise BioattnError(
                     "crop glimpses are uniform: retina_falloff applies to glimpse='retina' only")
             scales = (retina_scale,) if glimpse == "crop" else (retina_scale, 2 * retina_scale)
-            if retina_size > self.img_size:
-                raise BioattnError(f"retina_size {retina_size} exceeds img_size {self.img_size}")
             sensors = [Retina(retina_size, fovea=0.0, falloff=0.0, scale=s, antialias=retina_antialias)
                        for s in scales]
         else:
@@ -705,21 +804,12 @@ class RecurrentGlimpseNet(GlimpseModel):
         self.where = nn.Linear(2, hidden)
         self.gru = nn.GRUCell(hidden, hidden)
         self.head = ClassifierHead(hidden, num_classes, drop_rate)
-        if int(map_size) < 1:
-            raise BioattnError(f"map_size must be >= 1; got {map_size}")
-        self.map_size = int(map_size)
         self.location_head = nn.Sequential(
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, self.map_size ** 2)
         )
         if ior_sigma <= 0:
             raise BioattnError(f"ior_sigma must be > 0; got {ior_sigma}")
         self.ior_sigma = float(ior_sigma)
-        init = torch.tensor([float(v) for v in initial_fixation])
-        check_fixations(init[None])
-        self.register_buffer("initial_fixation", init, persistent=False)
-        self.policy_weight = float(policy_weight)
-        self.policy_discount = float(policy_discount)
-        self.entropy_weight = float(entropy_weight)
 
     def _pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
         widest = max(self.sensors, key=lambda s: s.num_levels(x.shape[-2:]))
@@ -732,63 +822,26 @@ class RecurrentGlimpseNet(GlimpseModel):
         pooled = pooled.reshape(len(views), b, -1).permute(1, 0, 2).reshape(b, -1)
         return F.relu(self.what(pooled) + self.where(fix.to(pooled.dtype)))
 
-    def forward_glimpses(self, x: torch.Tensor, steps: int | None = None, return_maps: bool = False,
+    def forward_glimpses(self, x: torch.Tensor, glimpses: int | None = None, return_maps: bool = False,
                          fixations: torch.Tensor | None = None) -> Glimpses:
         """As :meth:`RSRNN.forward_glimpses`; the maps are ``saliency`` (the location head's
         grid), ``inhibition of return`` and ``fixation probability``."""
-        _check_input(x)
-        for s in self.sensors:
-            s.check_images(x)
-        b = x.shape[0]
-        if fixations is not None:
-            fixations = _check_given_fixations(fixations, b).to(x.device, torch.float32)
-            if steps is not None and _check_steps(steps) != fixations.shape[0]:
-                raise BioattnError(f"steps={steps} but {fixations.shape[0]} fixations were given")
-            steps = fixations.shape[0]
-        steps = self._resolve_steps(steps)
-        sample = self.training or self.eval_sample
+        return self._scan(x, glimpses, return_maps, fixations)
+
+    def _check_images(self, x: torch.Tensor) -> None:
+        for sensor in self.sensors:
+            sensor.check_images(x)
+
+    def _start(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self._pyramid(x)
+
+    def _glimpse(self, x, fix, prev_fix, h, pyramid):
+        h = self.gru(self._look(x, fix, pyramid), h)
+        return h, self.head(h), fix.new_full((x.shape[0],), self.ior_sigma)
+
+    def _salience(self, h, fix, hw):
         grid = (self.map_size, self.map_size)
-        pyramid = self._pyramid(x)
-        fix = (fixations[0] if fixations is not None
-               else self.initial_fixation.to(x.device, torch.float32).expand(b, 2))
-        h = ior = None
-        logits, fixes, log_probs, entropies = [], [fix], [], []
-        maps = {"saliency": [], "inhibition of return": [], "fixation probability": []}
-        for t in range(steps):
-            g = self._look(x, fix, pyramid)
-            h = self.gru(g, h)
-            logits.append(self.head(h))
-            if t == steps - 1 and not return_maps:
-                break
-            salient = F.softplus(self.location_head(h.detach()).float()).reshape(b, *grid)
-            newest = inhibition_of_return(fix[None], self.ior_sigma, grid)
-            ior = newest if ior is None else ior * newest
-            choice = choose_fixation(salient * ior, sample)
-            if return_maps:
-                maps["saliency"].append(salient.detach())
-                maps["inhibition of return"].append(ior.detach())
-                maps["fixation probability"].append(choice.probs.detach())
-            if t == steps - 1:
-                break
-            nxt = choice.fixations
-            if fixations is not None:
-                nxt = fixations[t + 1]
-                lp = torch.log(choice.probs.flatten(1).clamp(min=1e-30))
-                log_probs.append(lp.gather(1, _cell_index(nxt, grid)[:, None]).squeeze(1))
-            else:
-                log_probs.append(choice.log_prob)
-            entropies.append(choice.entropy)
-            fix = nxt
-            fixes.append(fix)
-        fixes_t = torch.stack(fixes)
-        return Glimpses(
-            logits=torch.stack(logits),
-            fixations=fixes_t,
-            sigmas=fixes_t.new_full(fixes_t.shape[:2], self.ior_sigma),
-            log_probs=torch.stack(log_probs) if log_probs else x.new_zeros(0, b),
-            entropies=torch.stack(entropies) if entropies else x.new_zeros(0, b),
-            maps={k: torch.stack(v) for k, v in maps.items()} if return_maps else None,
-        )
+        return F.softplus(self.location_head(h.detach()).float()).reshape(h.shape[0], *grid)
 
     def glimpse_images(self, x: torch.Tensor, fixations: torch.Tensor) -> list[torch.Tensor]:
         _check_input(x)
@@ -826,11 +879,11 @@ class S3TA(GlimpseModel):
     """Soft, spatial, sequential, top-down attention (covert; module docstring).
 
     The image goes once through Encoder1; keys and values are 1x1 projections of its feature
-    map, each with a Fourier spatial basis appended. Every step the LSTM state gives
+    map, each with a Fourier spatial basis appended. Every glimpse the LSTM state gives
     ``num_queries`` queries; each attends over all positions (softmax of query-key products);
     the answers (attention-weighted values) and the queries feed the LSTM; an MLP on the LSTM
-    state gives the logits. Its attention is deterministic: ``eval_sample`` is accepted for a
-    uniform interface and changes nothing.
+    state gives the logits. Its attention is deterministic and differentiable: everything
+    learns from the classification loss.
     """
 
     def __init__(
@@ -841,7 +894,6 @@ class S3TA(GlimpseModel):
         encoder: str = "resnet18",
         encoder_widths: Sequence[int] | None = None,
         num_glimpses: int = 4,
-        eval_sample: bool = False,
         num_queries: int = 2,
         key_size: int = 16,
         value_size: int | None = None,
@@ -851,7 +903,7 @@ class S3TA(GlimpseModel):
         drop_path_rate: float = 0.0,
     ):
         super().__init__()
-        self._init_common(num_classes, num_glimpses, eval_sample, in_chans, img_size)
+        self._init_common(num_classes, num_glimpses, in_chans, img_size)
         encoder_full = _build_encoder(encoder, in_chans, encoder_widths, drop_path_rate)
         self.stage1 = encoder_full.stage1  # Encoder1 only: the finer attention grid
         c1 = encoder_full.channels[0]
@@ -874,12 +926,12 @@ class S3TA(GlimpseModel):
         self.hidden_size = hidden
         self.map_size = max(1, self.img_size // self.stride)
 
-    def forward_glimpses(self, x: torch.Tensor, steps: int | None = None,
+    def forward_glimpses(self, x: torch.Tensor, glimpses: int | None = None,
                          return_maps: bool = False) -> Glimpses:
-        """``steps`` attention steps over one encoding of the image; ``return_maps`` adds the
-        ``attention`` (mean over queries) of every step ``(T, B, h, w)``."""
+        """``glimpses`` covert glimpses over one encoding of the image; ``return_maps`` adds the
+        ``attention`` (mean over queries) of every glimpse ``(T, B, h, w)``."""
         _check_input(x)
-        steps = self._resolve_steps(steps)
+        glimpses = self._resolve_glimpses(glimpses)
         b = x.shape[0]
         feats = self.stage1(x)
         fh, fw = feats.shape[-2:]
@@ -891,7 +943,7 @@ class S3TA(GlimpseModel):
         h = feats.new_zeros(b, self.hidden_size)
         c = feats.new_zeros(b, self.hidden_size)
         logits, fixes, sigmas, attn_maps = [], [], [], []
-        for _ in range(steps):
+        for _ in range(glimpses):
             q = self.query_net(h).reshape(b, self.num_queries, self.key_size)
             attn = torch.softmax(q @ keys / math.sqrt(self.key_size), dim=-1)  # (B, Q, N)
             answers = attn @ values.transpose(1, 2)  # (B, Q, Cv)
@@ -911,18 +963,18 @@ class S3TA(GlimpseModel):
         )
 
     @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor, steps: int | None = None) -> "OrderedDict[str, torch.Tensor]":
+    def attention_maps(self, x: torch.Tensor, glimpses: int | None = None) -> OrderedDict[str, torch.Tensor]:
         """``{"attention": (B, h, w)}``: the attention over Encoder1's grid, averaged over
-        queries and steps (sums to 1)."""
-        g = self.forward_glimpses(x, steps=steps, return_maps=True)
+        queries and glimpses (sums to 1)."""
+        g = self.forward_glimpses(x, glimpses=glimpses, return_maps=True)
         return OrderedDict([("attention", g.maps["attention"].mean(dim=0))])
 
     def glimpse_images(self, x: torch.Tensor, fixations: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """The image weighted by each step's attention (upsampled, scaled to max 1); ``fixations``
+        """The image weighted by each glimpse's attention (upsampled, scaled to max 1); ``fixations``
         is ignored (covert attention)."""
         _check_input(x)
         g = self.forward_glimpses(x, return_maps=True,
-                                  steps=None if fixations is None else int(fixations.shape[0]))
+                                  glimpses=None if fixations is None else int(fixations.shape[0]))
         attn = g.maps["attention"]
         t, b = attn.shape[:2]
         up = F.interpolate(attn.reshape(t * b, 1, *attn.shape[-2:]), size=x.shape[-2:], mode="bilinear",
@@ -935,9 +987,9 @@ class S3TA(GlimpseModel):
 # FF-CNN
 # ------------------------------------------------------------------------------------------
 class FFCNN(GlimpseModel):
-    """The shared encoder and classifier, feedforward on the whole image: one step.
+    """The shared encoder and classifier, feedforward on the whole image: one glimpse.
 
-    Asked for ``steps`` glimpses it repeats its prediction, so per-glimpse curves cover it; its
+    Asked for more glimpses it repeats its prediction, so per-glimpse curves cover it; its
     fixation is the image centre. ``attention_maps`` gives the L2 norm over channels of
     Encoder2's feature map.
     """
@@ -950,42 +1002,41 @@ class FFCNN(GlimpseModel):
         encoder: str = "resnet18",
         encoder_widths: Sequence[int] | None = None,
         num_glimpses: int = 1,
-        eval_sample: bool = False,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ):
         super().__init__()
-        self._init_common(num_classes, num_glimpses, eval_sample, in_chans, img_size)
+        self._init_common(num_classes, num_glimpses, in_chans, img_size)
         self.encoder = _build_encoder(encoder, in_chans, encoder_widths, drop_path_rate)
         self.head = ClassifierHead(self.encoder.channels[1], num_classes, drop_rate)
         self.map_size = max(1, self.img_size // self.encoder.strides[1])
 
-    def forward_glimpses(self, x: torch.Tensor, steps: int | None = None,
+    def forward_glimpses(self, x: torch.Tensor, glimpses: int | None = None,
                          return_maps: bool = False) -> Glimpses:
         _check_input(x)
-        steps = self._resolve_steps(steps)
+        glimpses = self._resolve_glimpses(glimpses)
         feats = self.encoder(x)
         logits = self.head(feats)
         b = x.shape[0]
         maps = None
         if return_maps:
             norm = feats.detach().float().norm(dim=1)
-            maps = {"feature norm": norm[None].expand(steps, -1, -1, -1)}
+            maps = {"feature norm": norm[None].expand(glimpses, -1, -1, -1)}
         return Glimpses(
-            logits=logits[None].expand(steps, -1, -1),
-            fixations=x.new_zeros(steps, b, 2),
-            sigmas=x.new_ones(steps, b),
+            logits=logits[None].expand(glimpses, -1, -1),
+            fixations=x.new_zeros(glimpses, b, 2),
+            sigmas=x.new_ones(glimpses, b),
             maps=maps,
         )
 
     @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor, steps: int | None = None) -> "OrderedDict[str, torch.Tensor]":
+    def attention_maps(self, x: torch.Tensor, glimpses: int | None = None) -> OrderedDict[str, torch.Tensor]:
         """``{"feature norm": (B, h, w)}``: L2 norm over channels of Encoder2's features."""
         _check_input(x)
         return OrderedDict([("feature norm", self.encoder(x).float().norm(dim=1))])
 
     def glimpse_images(self, x: torch.Tensor, fixations: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """The whole image at every step."""
+        """The whole image at every glimpse."""
         _check_input(x)
         t = 1 if fixations is None else int(fixations.shape[0])
         return [x[None].expand(t, *x.shape)]
@@ -994,18 +1045,19 @@ class FFCNN(GlimpseModel):
 # ------------------------------------------------------------------------------------------
 # registration with timm
 # ------------------------------------------------------------------------------------------
-def _cfg(img_size: int, first_conv: str, **kwargs) -> dict:
-    micro = img_size == 64
+def _cfg(first_conv: str, **kwargs) -> dict:
+    """ImageNet-sized input (224 px) unless ``kwargs`` say otherwise; no downloadable weights."""
     return {
         "url": "",
-        "num_classes": 10 if micro else 1000,
-        "input_size": (3, img_size, img_size),
+        "hf_hub_id": None,
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
         "pool_size": None,
-        "crop_pct": 1.0 if micro else 0.875,
+        "crop_pct": 0.875,
         "interpolation": "bilinear",
         "fixed_input_size": False,
-        "mean": EMBEDDED_MEAN if micro else IMAGENET_DEFAULT_MEAN,
-        "std": EMBEDDED_STD if micro else IMAGENET_DEFAULT_STD,
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
         "first_conv": first_conv,
         "classifier": "head.fc",
         "license": "apache-2.0",
@@ -1013,22 +1065,29 @@ def _cfg(img_size: int, first_conv: str, **kwargs) -> dict:
     }
 
 
+# The micro models: 64x64 images of the embedded shape data set (10 classes, its own statistics).
+_MICRO_CFG = dict(num_classes=10, input_size=(3, 64, 64), crop_pct=1.0, mean=EMBEDDED_MEAN, std=EMBEDDED_STD)
+_S3TA_PAPER = dict(paper_ids="arXiv:1912.02184",
+                   paper_name="Towards Robust Image Classification Using Sequential Attention Models")
+_RAM_PAPER = dict(paper_ids="arXiv:1406.6247", paper_name="Recurrent Models of Visual Attention")
+_DRAM_PAPER = dict(paper_ids="arXiv:1412.7755", paper_name="Multiple Object Recognition with Visual Attention")
+
 _MICRO_CONV = "encoder.stage1.0.conv"
 _RESNET_CONV = "encoder.stage1.0"
 
 default_cfgs = generate_default_cfgs({
-    "rsrnn_micro": _cfg(64, _MICRO_CONV),
-    "rsrnn_resnet18": _cfg(224, _RESNET_CONV),
-    "retina_gru_micro": _cfg(64, _MICRO_CONV),
-    "retina_gru_resnet18": _cfg(224, _RESNET_CONV),
-    "crop_s_micro": _cfg(64, _MICRO_CONV),
-    "crop_s_resnet18": _cfg(224, _RESNET_CONV),
-    "crop_d_micro": _cfg(64, _MICRO_CONV),
-    "crop_d_resnet18": _cfg(224, _RESNET_CONV),
-    "s3ta_micro": _cfg(64, "stage1.0.conv"),
-    "s3ta_resnet18": _cfg(224, "stage1.0"),
-    "ffcnn_micro": _cfg(64, _MICRO_CONV),
-    "ffcnn_resnet18": _cfg(224, _RESNET_CONV),
+    "rsrnn_micro": _cfg(_MICRO_CONV, **_MICRO_CFG),
+    "rsrnn_resnet18": _cfg(_RESNET_CONV),
+    "retina_gru_micro": _cfg(_MICRO_CONV, **_MICRO_CFG, **_RAM_PAPER),
+    "retina_gru_resnet18": _cfg(_RESNET_CONV, **_RAM_PAPER),
+    "crop_s_micro": _cfg(_MICRO_CONV, **_MICRO_CFG, **_RAM_PAPER),
+    "crop_s_resnet18": _cfg(_RESNET_CONV, **_RAM_PAPER),
+    "crop_d_micro": _cfg(_MICRO_CONV, **_MICRO_CFG, **_DRAM_PAPER),
+    "crop_d_resnet18": _cfg(_RESNET_CONV, **_DRAM_PAPER),
+    "s3ta_micro": _cfg("stage1.0.conv", **_MICRO_CFG, **_S3TA_PAPER),
+    "s3ta_resnet18": _cfg("stage1.0", **_S3TA_PAPER),
+    "ffcnn_micro": _cfg(_MICRO_CONV, **_MICRO_CFG),
+    "ffcnn_resnet18": _cfg(_RESNET_CONV),
 })
 
 # Architecture of each registered size; constructor keywords override these.

@@ -1,8 +1,15 @@
-"""VARS: visual attention from recurrent sparse reconstruction (Shi et al., ICML 2022).
+"""VARS: visual attention from recurrent sparse reconstruction, in RVT and in DeiT.
+
+Paper: "Visual Attention Emerges from Recurrent Sparse Reconstruction", Baifeng Shi, Yale Song,
+Neel Joshi, Trevor Darrell, Xin Wang, ICML 2022 (arXiv 2204.10962).
+Official code: https://github.com/bfshi/VARS
+
+Backbone: "Towards Robust Vision Transformer", Xiaofeng Mao et al., CVPR 2022
+(arXiv 2105.07926). Official code: https://github.com/vtddggg/Robust-Vision-Transformer
 
 Attention is read as the sparse reconstruction of the values over a dictionary of templates,
-solved by a few unrolled ISTA steps; self-attention is the special case of one step without
-sparsity. This module holds
+solved by a few unrolled ISTA iterations; self-attention is the special case of one iteration
+without sparsity. This module holds
 
 * the attention modules, each usable on its own on ``(B, N, C)`` tokens:
   :class:`SelfAttention` (``self-att``), :class:`PerformerAttention` (``perf``),
@@ -24,10 +31,10 @@ State-dict keys follow the authors' released checkpoints, so those ``.pth`` file
 ``strict=True`` (``bioattn.checkpoint.load_weights``).
 
 Attention maps (``model.attention_maps(x)``): for ``vars_d``/``vars_sd``/``vars_s`` one map per
-ISTA step, ``"step 0"`` (the first thresholding of ``b``) to ``"step T"``, where a token's
-attention at step t is the L2 norm over channels of that token's reconstruction from the
-current sparse code (``D x_t`` for vars_d/vars_sd, ``conv(x_t, K^H)`` for vars_s), i.e. how much
-of the token the sparse code explains at that step (the same quantity the block passes on, before
+ISTA iteration, ``"iteration 0"`` (the first thresholding of ``b``) to ``"iteration T"``, where a
+token's attention at iteration t is the L2 norm over channels of that token's reconstruction from
+the current sparse code (``D x_t`` for vars_d/vars_sd, ``conv(x_t, K^H)`` for vars_s), i.e. how
+much of the token the sparse code explains at that iteration (the same quantity the block passes on, before
 ``proj``); the sequence shows how the recurrent dynamics redistribute attention. For ``self-att`` and
 ``perf`` the single map ``"attention"`` is the attention each token receives, averaged over
 queries and heads. Maps are taken in the last block of the chosen stage (default: stage 0, the
@@ -38,7 +45,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,9 +55,18 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..data.stats import EMBEDDED_MEAN, EMBEDDED_STD
 from ..errors import BioattnError
+from .common import (
+    ViTConventions,
+    check_num_classes,
+    check_output_fmt,
+    embed_tokens,
+    take_indices,
+    token_grid,
+)
 
 ATTENTIONS = ("self-att", "perf", "vars_s", "vars_d", "vars_sd")
 FIXED_GRID_ATTENTIONS = ("vars_s", "vars_sd")
@@ -187,7 +204,7 @@ class PerformerAttention(_TokenAttention):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         m = int(self.head_dim * rand_feat_dim_ratio)
-        self.rand_matrix = nn.Parameter(torch.randn(num_heads, self.head_dim, m), requires_grad=False)
+        self.register_buffer("rand_matrix", torch.randn(num_heads, self.head_dim, m))
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
         self._refuse_mask(attn_mask)
@@ -214,16 +231,17 @@ class VARSDAttention(_TokenAttention):
     * Gram ``G = D^T D``, target ``b = D^T v``;
     * step size ``L = max_row ||G_row||_1 + 1`` (no gradient), ``L' = L / learned_L``;
       threshold ``lam' = learned_lam * lam``; ``G' = W G W`` with the learned ``W = learned_k``;
-    * ``x = sign(b) gelu(|b| - lam')``, then ``num_step`` times
+    * ``x = sign(b) gelu(|b| - lam')``, then ``num_step`` ISTA iterations
       ``x = x - (G' x - b) / L'``, ``x = sign(x) gelu(|x| - lam'/L')``;
     * output ``proj(D x)`` with heads merged.
 
     With ``num_step = 0`` the output is ``proj(D sign(b) gelu(|b| - lam'))``.
 
     Computed without forming D: with ``F = phi(q)`` and ``s`` the inverse column norms of F,
-    ``G = diag(s) F^T F diag(s)``, ``b = diag(s) F^T v`` and ``D x = F (diag(s) x)``; a step is
+    ``G = diag(s) F^T F diag(s)``, ``b = diag(s) F^T v`` and ``D x = F (diag(s) x)``; an iteration is
     one fused ``x <- (I - G'/L') x + b/L'`` followed by the shrinkage, batched over images and
-    heads. ``L`` (h,) is kept for checkpoint compatibility and not used.
+    heads. ``rand_matrix`` (the fixed random features) and ``L`` (h,) are buffers that never
+    train; ``L`` is kept for checkpoint compatibility and not used.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, lam: float = 0.3,
@@ -236,9 +254,8 @@ class VARSDAttention(_TokenAttention):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.num_feat = int(self.head_dim * rand_feat_dim_ratio)
-        self.rand_matrix = nn.Parameter(
-            torch.randn(num_heads, self.head_dim, self.num_feat), requires_grad=False)
-        self.L = nn.Parameter(torch.full((num_heads,), 25.0), requires_grad=False)
+        self.register_buffer("rand_matrix", torch.randn(num_heads, self.head_dim, self.num_feat))
+        self.register_buffer("L", torch.full((num_heads,), 25.0))
         self.learned_k = nn.Parameter(torch.eye(self.num_atoms))
         self.learned_lam = nn.Parameter(torch.ones(1))
         self.learned_L = nn.Parameter(torch.ones(1))
@@ -252,18 +269,15 @@ class VARSDAttention(_TokenAttention):
         ``d^-1/4`` query scale cancels in the L2 normalisation of ``phi``)."""
         return random_features(q, self.rand_matrix)
 
-    def dictionary(self, q: torch.Tensor) -> torch.Tensor:
-        """The dictionary ``D`` ``(B, h, N, atoms)``, columns of unit norm over tokens."""
-        return F.normalize(self.features(q), dim=-2)
-
     def sparse_code(self, feats: torch.Tensor, v: torch.Tensor,
-                    on_step=None) -> tuple[torch.Tensor, torch.Tensor]:
+                    on_iteration=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Unrolled ISTA for ``min_x |v - D x|^2 / 2 + lam' |x|_1`` (GELU shrinkage), with
         ``D`` the column-normalised ``feats``.
 
         Works on ``(B*h, ., .)`` batches; returns the code ``x`` ``(B*h, atoms, d)`` and the
         inverse column norms ``s`` ``(B*h, atoms, 1)`` (so ``D x = feats @ (s * x)``).
-        ``on_step(t, x, s)`` sees the code after each step (t = 0: first thresholding of ``b``).
+        ``on_iteration(t, x, s)`` sees the code after each ISTA iteration (t = 0: the first
+        thresholding of ``b``).
         """
         B, h, N, a = feats.shape
         F3 = feats.reshape(B * h, N, a)
@@ -279,16 +293,16 @@ class VARSDAttention(_TokenAttention):
         W = self.learned_k
         eye = torch.eye(a, dtype=feats.dtype, device=feats.device)
         gram_w = (gram_step.reshape(B * h * a, a) @ W).view(B * h, a, a)
-        step = eye - torch.bmm(W.expand(B * h, a, a), gram_w)  # I - W G W / L'
+        update = eye - torch.bmm(W.expand(B * h, a, a), gram_w)  # I - W G W / L'
         shift = b * rate  # b / L'
         thresh = lam * rate
         x = soft_threshold(b, lam)
-        if on_step is not None:
-            on_step(0, x, inv)
+        if on_iteration is not None:
+            on_iteration(0, x, inv)
         for t in range(self.num_step):
-            x = soft_threshold(torch.baddbmm(shift, step, x), thresh)
-            if on_step is not None:
-                on_step(t + 1, x, inv)
+            x = soft_threshold(torch.baddbmm(shift, update, x), thresh)
+            if on_iteration is not None:
+                on_iteration(t + 1, x, inv)
         return x, inv
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
@@ -302,15 +316,15 @@ class VARSDAttention(_TokenAttention):
             out = torch.bmm(F3, code * inv).view(B, self.num_heads, N, self.head_dim)
             return _merge_heads(out)
 
-        on_step = None
+        on_iteration = None
         if self.record_maps:
             maps: OrderedDict[str, torch.Tensor] = OrderedDict()
 
-            def on_step(t: int, code: torch.Tensor, inv: torch.Tensor) -> None:
-                maps[f"step {t}"] = reconstruct(code, inv).detach().norm(dim=-1)
+            def on_iteration(t: int, code: torch.Tensor, inv: torch.Tensor) -> None:
+                maps[f"iteration {t}"] = reconstruct(code, inv).detach().norm(dim=-1)
 
             self.recorded_maps = maps
-        code, inv = self.sparse_code(feats, v, on_step)
+        code, inv = self.sparse_code(feats, v, on_iteration)
         return self.proj_drop(self.proj(reconstruct(code, inv)))
 
 
@@ -441,7 +455,7 @@ class VARSSBlock(nn.Module):
     ``conv(v, K) = K v``, ``conv(x, K^H) = K^H x`` and ``KK = K K^H`` (5 x 5).
 
     * ``v = Linear(C, C)(x_in)``; ``b = conv(v, K)``, 5C channels;
-    * ``x = sign(b) relu(|b| - lam)``, then ``num_step`` times
+    * ``x = sign(b) relu(|b| - lam)``, then ``num_step`` ISTA iterations
       ``x = x - (conv(x, KK) - b) / L``, ``x = sign(x) relu(|x| - lam / L)``, with ``L`` (C,)
       an estimate of the largest singular value of KK over frequencies (a buffer, refreshed by
       :meth:`update_L`);
@@ -450,7 +464,7 @@ class VARSSBlock(nn.Module):
 
     The transforms are dense DFT matrices (:func:`_dft_matrices`) applied to the flattened grid.
     ``after_train_step(global_step)`` calls ``update_L(L_update_rate)`` every
-    ``L_update_interval`` optimiser steps (0.1 and 100, as in the authors' trainer).
+    ``L_update_interval`` optimizer steps (0.1 and 100, as in the authors' trainer).
     ``kernel_norm`` is kept for checkpoint compatibility and not used.
     """
 
@@ -528,7 +542,7 @@ class VARSSBlock(nn.Module):
         inv_L = self.L.reciprocal().view(C, 1, 1)
         v = self.v(x_in).transpose(1, 2).contiguous().unsqueeze(2)  # (B, C, 1, N)
         b = inv(K * fwd(v))  # conv(v, K), (B, C, 5, N)
-        # the step x - (conv(x, KK) - b) / L as x - conv(x, K K^H / L) + b / L;
+        # the iteration x - (conv(x, KK) - b) / L as x - conv(x, K K^H / L) + b / L;
         # sign(x) relu(|x| - t) as x - clamp(x, -t, t)
         b_scaled = b * inv_L
         K_scaled = K * inv_L
@@ -543,7 +557,7 @@ class VARSSBlock(nn.Module):
                 x = x - inv(K_scaled * synth(x)) + b_scaled
                 x = x - torch.clamp(x, -thresh, thresh)
             if maps is not None:
-                maps[f"step {t}"] = inv(synth(x)).detach()[:, :, 0].norm(dim=1)
+                maps[f"iteration {t}"] = inv(synth(x)).detach()[:, :, 0].norm(dim=1)
         # Two circular convolutions, each back on the grid: conv(x, K^H), then kernel2. They
         # cannot be fused into one spectral product, because a spectrum that is not Hermitian
         # (K^H X is not) loses its non-Hermitian part on the way back to the grid, and the
@@ -610,13 +624,15 @@ class Stage(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.grid = grid
+        self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         grid = (H, W)
         x = x.flatten(2).transpose(1, 2)
+        use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
         for blk in self.blocks:
-            x = blk(x, grid)
+            x = checkpoint(blk, x, grid, use_reentrant=False) if use_checkpoint else blk(x, grid)
         return x.transpose(1, 2).reshape(B, C, H, W)
 
 
@@ -637,9 +653,14 @@ class RVT(nn.Module):
     pool -> LayerNorm -> Linear. No position embedding, no class token.
 
     ``attention`` is one of ``self-att``, ``perf``, ``vars_s``, ``vars_d``, ``vars_sd``;
-    ``lam``, ``num_step``, ``rand_feat_dim_ratio`` configure vars_d/vars_sd; vars_s uses its own
-    ``s_lam`` (3.5) and ``s_num_step`` (3). vars_s and vars_sd learn dictionaries tied to the
-    token grid, so they only accept images of ``img_size``.
+    ``lam``, ``num_step`` (ISTA iterations), ``rand_feat_dim_ratio`` configure vars_d/vars_sd;
+    vars_s uses its own ``s_lam`` (3.5) and ``s_num_step`` (3). vars_s and vars_sd learn
+    dictionaries tied to the token grid, and the ``*_plus`` models a learned attention mask over
+    its token pairs, so they only accept images of ``img_size``; the others run at any size.
+
+    ``global_pool='avg'`` averages the token grid before the norm and the classifier; ``''``
+    keeps the grid: ``forward_head`` then normalises and classifies every token, giving
+    ``(B, K, H, W)`` maps. ``forward_intermediates`` returns each stage's output.
     """
 
     def __init__(self, img_size: int | Sequence[int] = 224, base_dims: Sequence[int] = (32, 32),
@@ -675,8 +696,9 @@ class RVT(nn.Module):
                     f"img_size {H}x{W} does not tile into a token grid: {attention} needs a fixed grid, "
                     f"so the image side must be a multiple of {stem_stride} (e.g. {stem_stride * 14})")
         self.fixed_grid = fixed
-        self.num_classes = num_classes
+        self.num_classes = check_num_classes(num_classes)
         self.global_pool = global_pool
+        self.grad_checkpointing = False
         dims = [b * h for b, h in zip(base_dims, heads)]
         self.num_features = self.embed_dim = dims[-1]
         self.patch_embed = ConvStem(in_chans, dims[0], stem_stride, stem_chans)
@@ -707,6 +729,11 @@ class RVT(nn.Module):
             if s < len(dims) - 1:
                 self.pools.append(HeadPooling(dim, dims[s + 1]))
                 grid = ((grid[0] + 1) // 2, (grid[1] + 1) // 2)
+        reduction = stem_stride
+        self.feature_info = []
+        for s, dim in enumerate(dims):
+            self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f"transformers.{s}"))
+            reduction *= 2
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
@@ -727,10 +754,45 @@ class RVT(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for ``num_classes`` (0: none); ``global_pool`` ``'avg'`` or ``''``."""
+        num_classes = check_num_classes(num_classes)
+        if global_pool is not None:
+            if global_pool not in ("avg", ""):
+                raise BioattnError(f"RVT pools by averaging tokens or not at all: global_pool must be "
+                                   f"'avg' or '', got '{global_pool}'")
+            self.global_pool = global_pool
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        device = self.patch_embed.proj[0].weight.device
+        self.head = (nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0
+                     else nn.Identity())
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters exempt from weight decay: none (RVT has no position embedding or class
+        token)."""
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups for layer-wise learning rates: the stem, each block (each stage when
+        ``coarse``) with the pooling after it, then the final norm."""
+        if coarse:
+            blocks = [(r"^transformers\.(\d+)", None), (r"^pools\.(\d+)", (0.5,))]
+        else:
+            blocks = [(r"^transformers\.(\d+)\.blocks\.(\d+)", None), (r"^pools\.(\d+)", (99998,))]
+        return dict(stem=r"^patch_embed", blocks=blocks + [(r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in self.transformers:
+            stage.grad_checkpointing = enable
 
     def _check_input(self, x: torch.Tensor) -> None:
+        in_chans = self.patch_embed.proj[0].in_channels
+        if not torch.is_tensor(x) or x.ndim != 4 or x.shape[1] != in_chans:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise BioattnError(f"RVT expects a batch of images (B, {in_chans}, H, W), got {shape}")
         if self.fixed_grid and tuple(x.shape[-2:]) != self.img_size:
             H, W = self.img_size
             g = self.grids[0]
@@ -753,9 +815,64 @@ class RVT(nn.Module):
         return self._stages(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.norm(x.mean(dim=(2, 3)))
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
+        """Pooled, normalised features ``(B, C)`` (``pre_logits``) or logits ``(B, K)``; with
+        ``global_pool=''`` the same per token, as ``(B, C or K, H, W)`` maps."""
+        if self.global_pool == "avg":
+            x = self.head_drop(self.norm(x.mean(dim=(2, 3))))
+            return x if pre_logits else self.head(x)
+        x = self.head_drop(self.norm(x.permute(0, 2, 3, 1)))
+        if not pre_logits:
+            x = self.head(x)
+        return x.permute(0, 3, 1, 2)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """timm's ``forward_intermediates`` over the stages: the output of each stage in
+        ``indices`` (None: all, an int n: the last n) as ``(B, C, H, W)`` maps, before the pooling
+        to the next stage. ``norm`` applies the final norm to the last stage's output. Returns the
+        last stage's output and the list (only the list with ``intermediates_only``)."""
+        check_output_fmt(output_fmt, ("NCHW",))
+        take, last = take_indices(self, len(self.transformers), indices)
+        self._check_input(x)
+        x = self.pos_drop(self.patch_embed(x))
+        intermediates = []
+        n_stages = len(self.transformers)
+        stop = last + 1 if stop_early else n_stages
+        for s in range(stop):
+            x = self.transformers[s](x)
+            if s in take:
+                out = x
+                if norm and s == n_stages - 1 and not isinstance(self.norm, nn.Identity):
+                    out = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+                intermediates.append(out)
+            if s < len(self.pools) and s < stop - 1:
+                x = self.pools[s](x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages after the last one ``indices`` asks for (and the norm and head)."""
+        take, last = take_indices(self, len(self.transformers), indices)
+        if last + 1 < len(self.transformers):
+            self.transformers = self.transformers[: last + 1]
+            self.pools = self.pools[:last]
+            self.feature_info = self.feature_info[: last + 1]
+            self.num_features = self.embed_dim = self.feature_info[-1]["num_chs"]
+            prune_norm = True  # the final norm is sized for the dropped last stage
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -765,9 +882,9 @@ class RVT(nn.Module):
                        block: int = -1) -> OrderedDict[str, torch.Tensor]:
         """Per-token attention maps ``(B, h, w)`` of one block on its stage's token grid.
 
-        vars_d / vars_sd / vars_s: ``{"step 0": ..., "step T": ...}``, one map per ISTA step, a
-        token's value being the L2 norm over channels of its reconstruction from the current
-        sparse code. self-att / perf: ``{"attention": ...}``, the attention each token receives,
+        vars_d / vars_sd / vars_s: ``{"iteration 0": ..., "iteration T": ...}``, one map per ISTA
+        iteration, a token's value being the L2 norm over channels of its reconstruction from
+        the current sparse code. self-att / perf: ``{"attention": ...}``, the attention each token receives,
         averaged over queries and heads. ``stage`` (default 0, the finest grid) and ``block``
         (default the stage's last) choose where the maps are read. Runs without gradients, in
         the model's current mode (call ``model.eval()`` first for inference statistics).
@@ -792,7 +909,7 @@ class RVT(nn.Module):
         return OrderedDict((k, v.reshape(v.shape[0], h, w)) for k, v in recorded.items())
 
     def saliency(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """The primary map ``(B, h, w)``: the last ISTA step (vars_*), the received attention
+        """The primary map ``(B, h, w)``: the last ISTA iteration (vars_*), the received attention
         (self-att / perf)."""
         maps = self.attention_maps(x, **kwargs)
         return next(reversed(maps.values()))
@@ -865,7 +982,7 @@ def vit_attention_maps(model: VisionTransformer, x: torch.Tensor,
     attn.record_maps = True
     try:
         with torch.no_grad():
-            tokens = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
+            tokens = embed_tokens(model, x)
             for blk in blocks[: block + 1]:
                 tokens = blk(tokens)
         recorded = attn.recorded_maps
@@ -873,12 +990,17 @@ def vit_attention_maps(model: VisionTransformer, x: torch.Tensor,
         attn.record_maps = False
         attn.recorded_maps = None
     prefix = getattr(model, "num_prefix_tokens", 0)
-    h, w = model.patch_embed.grid_size
+    h, w = token_grid(model, x)
     return OrderedDict((k, v[:, prefix:].reshape(v.shape[0], h, w)) for k, v in recorded.items())
 
 
-class VARSVisionTransformer(VisionTransformer):
-    """timm's VisionTransformer with a VARS (or other bioattn) attention in every block."""
+class VARSVisionTransformer(ViTConventions, VisionTransformer):
+    """timm's VisionTransformer with a VARS (or other bioattn) attention in every block.
+
+    The registered ``deit_*_vars_d`` models are built with ``dynamic_img_size=True``: they run
+    at any image size, resampling the position embedding as timm's ViT does. ``vars_sd``'s static
+    dictionary fixes the token count, hence the image size.
+    """
 
     def __init__(self, attention: str = "vars_d", lam: float = 0.3, num_step: int = 5,
                  rand_feat_dim_ratio: float = 2, **kwargs: Any) -> None:
@@ -899,6 +1021,7 @@ class VARSVisionTransformer(VisionTransformer):
 def _cfg(**kwargs: Any) -> dict[str, Any]:
     cfg = {
         "url": "",
+        "hf_hub_id": None,
         "num_classes": 1000,
         "input_size": (3, 224, 224),
         "pool_size": None,
@@ -909,7 +1032,9 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
         "std": IMAGENET_DEFAULT_STD,
         "first_conv": "patch_embed.proj.0",
         "classifier": "head",
+        "paper_ids": "arXiv:2204.10962",
         "paper_name": "Visual Attention Emerges from Recurrent Sparse Reconstruction",
+        "origin_url": "https://github.com/bfshi/VARS",
         "notes": ("no downloadable weights: load the authors' released .pth with "
                   "bioattn.checkpoint.load_weights(model, path)",),
     }
@@ -935,11 +1060,17 @@ _DEIT_ARCHS: dict[str, dict[str, Any]] = {
     "deit_base_patch16_224": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
 }
 
+# The RVT backbone's paper and code (the VARS attentions inside it come from the VARS paper).
+_RVT_PAPER = dict(paper_ids="arXiv:2105.07926,arXiv:2204.10962",
+                  paper_name="Towards Robust Vision Transformer",
+                  origin_url="https://github.com/vtddggg/Robust-Vision-Transformer")
+
 default_cfgs = generate_default_cfgs({
-    **{name: _cfg(paper_name="Towards Robust Vision Transformer") for name in _RVT_ARCHS
+    # the *_plus models learn an attention mask over the token pairs of a 14x14 grid
+    **{name: _cfg(fixed_input_size=name.endswith("_plus"), **_RVT_PAPER) for name in _RVT_ARCHS
        if name != "rvt_micro"},
-    "rvt_micro": _cfg(input_size=(3, 64, 64), crop_pct=1.0, mean=EMBEDDED_MEAN, std=EMBEDDED_STD,
-                      paper_name="Towards Robust Vision Transformer"),
+    "rvt_micro": _cfg(input_size=(3, 64, 64), crop_pct=1.0, mean=EMBEDDED_MEAN,
+                      std=EMBEDDED_STD, **_RVT_PAPER),
     **{f"{name}_{att}": _cfg(first_conv="patch_embed.proj", fixed_input_size=(att == "vars_sd"))
        for name in _DEIT_ARCHS for att in ("vars_d", "vars_sd")},
 })
@@ -1017,6 +1148,8 @@ def _create_vars_vit(variant: str, attention: str, pretrained: bool = False, **k
     if pretrained:
         _no_pretrained(f"{variant}_{attention}")
     args = dict(_DEIT_ARCHS[variant])
+    if attention == "vars_d":
+        args["dynamic_img_size"] = True
     args.update(kwargs)
     return build_model_with_cfg(VARSVisionTransformer, f"{variant}_{attention}", pretrained=False,
                                 attention=attention, **args)

@@ -8,30 +8,24 @@ matplotlib's Agg canvas (no display, no global backend change) and writes GIFs w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..data.pixels import Pixels
 from ..errors import BioattnError
-from ..protocol import unwrap
+from ..fileio import atomic_write, check_output_file
+from ..protocol import Glimpsing, unwrap
 
 _PATH_COLOUR = "#ffcc00"
 _OUTLINE_COLOURS = ("#00e5ff", "#ff4fd8", "#7dff6b")
 
 
 def _denormalise(image: torch.Tensor, mean, std) -> np.ndarray:
-    c = image.shape[0]
-    m = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
-    if m.shape[0] not in (1, c) or s.shape[0] not in (1, c):
-        raise BioattnError(f"mean/std must have 1 or {c} values (one per channel)")
-    pixels = (image.detach().float().cpu() * s + m).clamp(0, 1)
-    if c == 1:
-        pixels = pixels.expand(3, -1, -1)
-    return pixels.permute(1, 2, 0).numpy()
+    return Pixels(mean, std).to_picture(image)
 
 
 def _to_pixels(points: torch.Tensor, height: int, width: int) -> np.ndarray:
@@ -43,15 +37,45 @@ def _to_pixels(points: torch.Tensor, height: int, width: int) -> np.ndarray:
 def _draw_path(ax, fixations: np.ndarray, upto: int, height: int, width: int) -> None:
     """Fixation path up to glimpse ``upto`` (inclusive), numbered from 1."""
     pts = fixations[: upto + 1]
-    ax.plot(pts[:, 0], pts[:, 1], "-", color=_PATH_COLOUR, lw=1.5, alpha=0.9)
+    from matplotlib import patheffects
+
+    ax.plot(pts[:, 0], pts[:, 1], "-", color=_PATH_COLOUR, lw=1.5, alpha=0.9, clip_on=False)
     for i, (x, y) in enumerate(pts):
         last = i == upto
         ax.plot(x, y, "o", ms=9 if last else 7, mfc=_PATH_COLOUR if last else "none",
-                mec=_PATH_COLOUR, mew=1.5)
-        ax.annotate(str(i + 1), (x, y), xytext=(4, -4), textcoords="offset points", color="white",
-                    fontsize=8, fontweight="bold")
+                mec=_PATH_COLOUR, mew=1.5, clip_on=False)
+        # the number goes on the side of the point that faces the image's centre, so it stays
+        # inside the picture at the edges
+        right = x < 0.75 * width
+        below = y < 0.8 * height
+        ax.annotate(str(i + 1), (x, y), xytext=(5 if right else -5, -5 if below else 5),
+                    textcoords="offset points", color="white", fontsize=8, fontweight="bold",
+                    ha="left" if right else "right", va="top" if below else "bottom",
+                    annotation_clip=False,
+                    path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
+
+
+def _outline_names(count: int) -> list[str]:
+    """Legend names of the outlines a glimpse model draws (one per glimpse kind)."""
+    if count == 1:
+        return ["field of each glimpse"]
+    if count == 2:
+        return ["outer field of each glimpse", "inner field (fovea) of each glimpse"]
+    return [f"field {k + 1} of each glimpse" for k in range(count)]
+
+
+def _outline_legend(ax, count: int) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=_PATH_COLOUR, marker="o", mfc="none", lw=1.5)]
+    names = ["fixation path (numbered)"]
+    handles += [Line2D([], [], color=_OUTLINE_COLOURS[k % len(_OUTLINE_COLOURS)], lw=1.0)
+                for k in range(count)]
+    names += _outline_names(count)
+    ax.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=7,
+              frameon=False, ncol=1, handlelength=1.8)
 
 
 def _draw_outlines(ax, outlines: list[np.ndarray], alpha: float = 0.9) -> None:
@@ -115,7 +139,7 @@ def plot_glimpses(
     ``.png`` suffix instead) then, with ``gif=True``, the GIF.
     """
     model = unwrap(model)
-    if not hasattr(model, "forward_glimpses") or not hasattr(model, "glimpse_images"):
+    if not isinstance(model, Glimpsing):
         raise BioattnError(f"{type(model).__name__} is not a glimpse model (no forward_glimpses)")
     if isinstance(image, torch.Tensor) and image.dim() == 4 and image.shape[0] == 1:
         image = image[0]
@@ -139,6 +163,8 @@ def plot_glimpses(
     if out_path.suffix.lower() == ".gif":
         gif_path, out_path = out_path, out_path.with_suffix(".png")
 
+    for target in [out_path] + ([gif_path] if gif else []):
+        check_output_file(target, "figure")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = image.detach().to(device, torch.float32)[None]
     height, width = x.shape[-2:]
@@ -146,7 +172,7 @@ def plot_glimpses(
     model.eval()
     try:
         with torch.no_grad():
-            g = model.forward_glimpses(x, steps=steps, return_maps=True)
+            g = model.forward_glimpses(x, glimpses=steps, return_maps=True)
             views = model.glimpse_images(x, g.fixations)
             outlines = [[_to_pixels(o[0], height, width)
                          for o in model.glimpse_outlines(g.fixations[t], (height, width))]
@@ -154,7 +180,6 @@ def plot_glimpses(
     finally:
         model.train(was_training)
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     picture = _denormalise(x[0], mean, std)
     fixations = _to_pixels(g.fixations[:, 0], height, width)
     predictions = [_prediction_text(g.logits[t, 0], class_names) for t in range(steps)]
@@ -162,8 +187,13 @@ def plot_glimpses(
     if map_step is not None and g.maps:
         maps = {name: m[map_step - 1, 0].float().cpu().numpy() for name, m in g.maps.items()}
 
+    # a model that never moves its eyes and sees the whole image each time (FF-CNN) has no
+    # fixation path: it is drawn as one view of the image
+    single_view = (len(views) == 1 and tuple(views[0].shape[-2:]) == (height, width)
+                   and bool((g.fixations[:, 0] == g.fixations[0, 0]).all())
+                   and all(torch.equal(views[0][t], views[0][0]) for t in range(steps)))
     written = [_write_strip(out_path, picture, fixations, outlines, views, predictions, maps, map_step,
-                            mean, std, height, width)]
+                            mean, std, height, width, single_view=single_view)]
     if gif:
         written.append(_write_gif(gif_path, picture, fixations, outlines, views,
                                   predictions, mean, std, height, width))
@@ -171,20 +201,29 @@ def plot_glimpses(
 
 
 def _write_strip(path: Path, picture, fixations, outlines, views, predictions, maps, map_step,
-                 mean, std, height, width) -> Path:
+                 mean, std, height, width, single_view: bool = False) -> Path:
     steps = len(predictions)
-    rows = len(views)
+    rows = 0 if single_view else len(views)
     cols = max(steps, 1)
     top_panels = 1 + len(maps)
-    fig = _canvas((max(1.5 * cols, 3.2 * top_panels), 3.4 + 1.7 * rows))
-    outer = fig.add_gridspec(2, 1, height_ratios=[2.0, 1.0 * rows], hspace=0.25)
-    top = outer[0].subgridspec(1, top_panels, wspace=0.15)
+    if single_view:
+        fig = _canvas((3.2 * top_panels, 3.6))
+        top = fig.add_gridspec(1, top_panels, wspace=0.15)
+    else:
+        kinds = len(outlines[0]) if outlines else 0
+        fig = _canvas((max(1.5 * cols, 3.2 * top_panels), 3.4 + 0.25 * (1 + kinds) + 1.7 * rows))
+        outer = fig.add_gridspec(2, 1, height_ratios=[2.0 + 0.15 * (1 + kinds), 1.0 * rows], hspace=0.25)
+        top = outer[0].subgridspec(1, top_panels, wspace=0.15)
     ax = fig.add_subplot(top[0])
     ax.imshow(picture, interpolation="bilinear")
-    for t in range(steps):
-        _draw_outlines(ax, outlines[t], alpha=0.25)
-    _draw_path(ax, fixations, steps - 1, height, width)
-    ax.set_title(f"fixation path ({steps} glimpses): {predictions[-1]}", fontsize=9)
+    if single_view:
+        ax.set_title(f"one view of the whole image, no fixations: {predictions[-1]}", fontsize=9)
+    else:
+        for t in range(steps):
+            _draw_outlines(ax, outlines[t], alpha=0.25)
+        _draw_path(ax, fixations, steps - 1, height, width)
+        ax.set_title(f"fixation path ({steps} glimpses): {predictions[-1]}", fontsize=9)
+        _outline_legend(ax, kinds)
     ax.set_xticks([])
     ax.set_yticks([])
     for i, (name, m) in enumerate(maps.items()):
@@ -192,17 +231,21 @@ def _write_strip(path: Path, picture, fixations, outlines, views, predictions, m
         axm.imshow(picture, interpolation="bilinear")
         axm.imshow(m, cmap="inferno", alpha=0.6, extent=(-0.5, width - 0.5, height - 0.5, -0.5),
                    interpolation="bilinear")
-        _draw_path(axm, fixations, min(map_step, steps) - 1, height, width)
-        axm.set_title(f"{name} after glimpse {map_step}", fontsize=9)
+        if not single_view:
+            _draw_path(axm, fixations, min(map_step, steps) - 1, height, width)
+        axm.set_title(f"{name} after glimpse {map_step}" if not single_view else name, fontsize=9)
         axm.set_xticks([])
         axm.set_yticks([])
+    if single_view:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"), what="figure")
+        return path
     bottom = outer[1].subgridspec(rows, cols, wspace=0.08, hspace=0.25)
     for r, view in enumerate(views):
         for t in range(steps):
             axg = fig.add_subplot(bottom[r, t])
             title = f"{t + 1}: {predictions[t]}" if r == 0 else None
             _show_glimpse(axg, view[t, 0], mean, std, title)
-    fig.savefig(path, format="png", bbox_inches="tight")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"), what="figure")
     return path
 
 
@@ -230,5 +273,6 @@ def _write_gif(path: Path, picture, fixations, outlines, views, predictions, mea
         for r, view in enumerate(views):
             _show_glimpse(fig.add_subplot(grid[1 + r]), view[t, 0], mean, std)
         frames.append(Image.fromarray(_render(fig)))
-    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+    atomic_write(path, lambda tmp: frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
+                                                 duration=frame_ms, loop=0), what="figure")
     return path

@@ -99,11 +99,9 @@ class FixationItem:
 
     def load_image(self) -> Image.Image:
         """The stimulus as an RGB PIL image."""
-        try:
-            with Image.open(self.image_path) as img:
-                return img.convert("RGB")
-        except (OSError, UnidentifiedImageError) as exc:
-            raise BioattnError(f"cannot read image {self.image_path}: {exc}") from None
+        from ..images import open_rgb
+
+        return open_rgb(self.image_path)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 import bioattn  # noqa: F401  (registers the models)
-from bioattn.attention.fixations import plot_glimpses
+from bioattn.attention.scanpaths import plot_glimpses
 from bioattn.errors import BioattnError
 from bioattn.models import create_model
 

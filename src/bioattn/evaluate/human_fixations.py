@@ -9,7 +9,7 @@ whose negatives share the same bias.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 
 from ..attention.metrics import average_scores, resize_map, score_all
-from ..data.fixations import FixationDataset, load_fixation_dataset
+from ..data.human_fixations import FixationDataset, load_fixation_dataset
 from ..errors import BioattnError
 
 #: Default width of the centre-bias Gaussian, as a fraction of the image's shorter side.
@@ -128,7 +128,7 @@ def evaluate_fixations(
 ) -> dict:
     """Score ``model``'s saliency maps against the human fixations under ``root``.
 
-    ``root`` is a fixation data set (see :func:`bioattn.data.fixations.load_fixation_dataset`).
+    ``root`` is a fixation data set (see :func:`bioattn.data.human_fixations.load_fixation_dataset`).
     Each image is resized (bilinear, no crop) to ``img_size`` (an int or (height, width)),
     normalised with ``mean``/``std`` (per RGB channel, on [0, 1] pixels) and passed to
     ``map_fn(model, x, size=(height, width))``, which returns the map as (1, h, w) or (h, w);

@@ -1,0 +1,769 @@
+"""Settings of bioattn's commands, declared once.
+
+Each command's settings are a dataclass whose fields carry, in their metadata, everything the
+command line needs: the help text, the flag name (``--<field-name>`` unless given), choices, a
+metavar, how a default of ``None`` resolves, and a check of the allowed values. ``bioattn.cli``
+builds every flag from these fields; the dataclasses check their values in ``__post_init__``, so
+the Python API and the command line refuse the same inputs with the same one-line message, which
+names the flag and the allowed range.
+
+This module imports neither torch, timm nor numpy at module level: the command line builds its
+parsers (``bioattn --help``) from it without loading them. A check that needs timm imports it
+when it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BioattnError
+
+# A check returns None when the value is allowed, else the allowed range as text
+# ("an integer >= 1"); the caller names the flag and the value.
+Check = Callable[[Any], "str | None"]
+
+
+def setting(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None,
+            choices: Iterable[str] | None = None, metavar: str | None = None,
+            resolves: str | None = None, check: Check | None = None,
+            parse: Callable[[str], Any] | None = None, factory: Callable[[], Any] | None = None,
+            group: str | None = None, positional: bool = False, repeat: bool = False,
+            nargs: str | None = None, cli_default: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with its command-line description.
+
+    ``help``: one sentence; ``flag``: the option (default ``--field-name``); ``choices``,
+    ``metavar``: as in argparse; ``resolves``: what a default of ``None`` means, shown as the
+    default; ``check``: the allowed values (see :data:`Check`); ``parse``: text -> value for the
+    command line (default: from the type); ``group``: the help section; ``positional``: an
+    argument without a flag; ``repeat``: the flag may be given several times (``parse`` then
+    receives the list); ``nargs``: as in argparse (``parse`` then applies to each item);
+    ``cli_default``: the command line's default where it differs from the
+    Python API's (e.g. data-loader workers).
+    """
+    metadata = {
+        "help": help, "flag": flag, "choices": tuple(choices) if choices is not None else None,
+        "metavar": metavar, "resolves": resolves, "check": check, "parse": parse, "group": group,
+        "positional": positional, "repeat": repeat, "nargs": nargs, "cli_default": cli_default,
+    }
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line name of a settings field."""
+    if f.metadata.get("positional"):
+        return f.name.upper()
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+# ------------------------------------------------------------------------------------------
+# checks
+# ------------------------------------------------------------------------------------------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def integer(low: int | None = None, high: int | None = None) -> Check:
+    """An integer in ``[low, high]`` (either bound may be open-ended)."""
+    if high is None:
+        text = "an integer" if low is None else f"an integer >= {low}"
+    else:
+        text = f"an integer from {low} to {high}"
+
+    def check(value):
+        if not _is_int(value) or (low is not None and value < low) or (high is not None and value > high):
+            return text
+        return None
+    return check
+
+
+def number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+           high_open: bool = False) -> Check:
+    """A finite number in the interval from ``low`` to ``high`` (open ends where said)."""
+    if low is not None and high is not None:
+        text = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        text = f"a number {'>' if low_open else '>='} {low:g}"
+    elif high is not None:
+        text = f"a number {'<' if high_open else '<='} {high:g}"
+    else:
+        text = "a finite number"
+
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return text
+        if low is not None and (value <= low if low_open else value < low):
+            return text
+        if high is not None and (value >= high if high_open else value > high):
+            return text
+        return None
+    return check
+
+
+def one_of(*allowed: str) -> Check:
+    def check(value):
+        return None if value in allowed else f"one of {', '.join(allowed)}"
+    return check
+
+
+def each(inner: Check, what: str = "a list") -> Check:
+    """A non-empty list whose every item passes ``inner``."""
+    def check(value):
+        if not isinstance(value, (list, tuple)) or not value:
+            return f"{what} of {inner(None) or 'values'}"
+        for item in value:
+            problem = inner(item)
+            if problem:
+                return f"{what} of {problem}"
+        return None
+    return check
+
+
+def _flag_words(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+# RandAugment policies as timm reads them: "rand" then dash-separated sections, each a key and
+# a number (m: magnitude, n: operations per image, mstd: magnitude noise, mmax: magnitude limit,
+# inc: increasing-strength operations, p: probability of each operation) or t<set> (a named
+# transform set).
+_RAND_SECTION = re.compile(r"^(?:(?:mstd|p)\d+(?:\.\d*)?|(?:mmax|inc|m|n)\d+|t\w+)$")
+
+
+def rand_augment(value: Any) -> str | None:
+    allowed = "'none' or a RandAugment policy such as rand-m9-mstd0.5-inc1 (sections m, n, mstd, mmax, inc, p)"
+    if not isinstance(value, str):
+        return allowed
+    if value.lower() == "none":
+        return None
+    parts = value.split("-")
+    if parts[0] != "rand" or not all(_RAND_SECTION.match(p) for p in parts[1:]):
+        return allowed
+    return None
+
+
+_SCHEDULERS = ("constant", "cosine", "multistep", "plateau", "poly", "rsqrt", "step", "tanh")
+
+
+def timm_optimizer(value: Any) -> str | None:
+    """An optimizer name timm's ``create_optimizer_v2`` knows (a ``lookahead_`` prefix allowed)."""
+    from timm.optim import list_optimizers  # timm is loaded only to check this setting
+
+    known = list_optimizers()
+    name = value.lower() if isinstance(value, str) else value
+    if isinstance(name, str) and name.startswith("lookahead_"):
+        name = name[len("lookahead_"):]
+    if name in known:
+        return None
+    return ("an optimizer timm knows, e.g. adamw, sgd, lamb, lion (all: python -c "
+            "'import timm.optim; print(timm.optim.list_optimizers())')")
+
+
+def output_path(kind: str) -> Check:
+    """A place to write a ``file`` or a ``directory``: not an existing thing of the other kind,
+    and its nearest existing folder writable (missing folders are created when writing)."""
+    def check(value):
+        if not isinstance(value, (str, os.PathLike)) or not str(value):
+            return f"a {kind} path"
+        path = Path(value).expanduser()
+        existing = _kind_of(path)
+        if existing == "directory" and kind == "file":
+            return "a file path, not an existing directory"
+        if existing == "file" and kind == "directory":
+            return "a directory path, not an existing file"
+        if existing not in (None, "file", "directory"):
+            return f"a {kind} path, not {existing}"
+        parent = path.parent
+        while not parent.exists():
+            if parent.parent == parent:
+                break
+            parent = parent.parent
+        if not parent.is_dir():
+            return f"a path whose parent is a directory ({parent} is a file)"
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return f"a path in a writable directory ({parent} is not writable)"
+        return None
+    return check
+
+
+def _kind_of(path: Path) -> str | None:
+    """``None`` (nothing there), ``file``, ``directory`` (links followed), or what else is there."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    return "a socket" if stat.S_ISSOCK(mode) else "a special file"
+
+
+def check_settings(settings: Any, deferred: Iterable[str] = ()) -> None:
+    """Check every field of ``settings`` against its metadata's check; the fields named in
+    ``deferred`` (checks that load a library) run after all the others."""
+    fields = [f for f in dataclasses.fields(settings) if f.metadata.get("check") is not None]
+    fields.sort(key=lambda f: f.name in deferred)
+    for f in fields:
+        value = getattr(settings, f.name)
+        if value is None:
+            continue
+        problem = f.metadata["check"](value)
+        if problem:
+            raise BioattnError(f"{flag_of(f)} must be {problem}; got {_flag_words(value)}")
+
+
+class _Settings:
+    """Base of the settings dataclasses: checks values on creation."""
+
+    _deferred_checks: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        check_settings(self, self._deferred_checks)
+
+
+# ------------------------------------------------------------------------------------------
+# parsing helpers (text -> value; used by the command line, and for strings given in Python)
+# ------------------------------------------------------------------------------------------
+def key_values(items: Iterable[str] | None) -> dict:
+    """``key=value`` pairs; values parsed as JSON when possible (numbers, booleans, lists)."""
+    import json
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise BioattnError(f"expected key=value, got '{item}'")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def parse_eps(text: str | float | Iterable) -> list[float]:
+    """``"1/255,2e-3"`` -> ``[0.00392..., 0.002]`` (fractions ``a/b`` allowed)."""
+    if isinstance(text, (int, float)):
+        return [float(text)]
+    if not isinstance(text, str):
+        return [float(v) for v in text]
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            if "/" in item:
+                num, den = item.split("/", 1)
+                value = float(num) / float(den)
+            else:
+                value = float(item)
+        except (ValueError, ZeroDivisionError):
+            raise BioattnError(f"bad eps '{item}' (expected a number or a fraction such as 1/255)") from None
+        out.append(value)
+    if not out:
+        raise BioattnError("no eps given")
+    return out
+
+
+def parse_one_eps(text: str) -> float:
+    values = parse_eps(text)
+    if len(values) != 1:
+        raise BioattnError(f"expected one number, got '{text}'")
+    return values[0]
+
+
+def parse_int_list(text: str | Iterable[int] | None, what: str) -> list[int] | None:
+    if text is None or not isinstance(text, str):
+        return None if text is None else [int(v) for v in text]
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BioattnError(f"bad {what} '{text}' (expected integers separated by commas)") from None
+
+
+def parse_names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def parse_on_off(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected on/off, got '{value}'")
+
+
+def parse_rgb(text: str) -> list[float]:
+    values = [float(v) for v in text.replace(",", " ").split()]
+    if len(values) != 3:
+        raise ValueError(f"expected 3 numbers (R,G,B), got '{text}'")
+    return values
+
+
+def _rgb(positive: bool) -> Check:
+    def check(value):
+        text = "3 finite numbers > 0 (R,G,B)" if positive else "3 finite numbers (R,G,B)"
+        if not isinstance(value, (list, tuple)) or len(value) != 3:
+            return text
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                return text
+            if positive and v <= 0:
+                return text
+        return None
+    return check
+
+
+# ------------------------------------------------------------------------------------------
+# models
+# ------------------------------------------------------------------------------------------
+@dataclass
+class ModelsSettings(_Settings):
+    """``bioattn models``: list the registered models."""
+
+    pattern: str = setting("", help="only names containing this text", positional=True)
+    num_classes: int | None = setting(None, help="count parameters for this many classes",
+                                      resolves="each model's own", check=integer(1))
+
+
+# ------------------------------------------------------------------------------------------
+# train
+# ------------------------------------------------------------------------------------------
+RECIPES: dict[str, dict[str, Any]] = {
+    "deit": dict(
+        epochs=300, base_lr=5e-4, min_lr=1e-5, warmup_lr=1e-6, warmup_epochs=5, weight_decay=0.05,
+        smoothing=0.1, mixup=0.8, cutmix=1.0, aa="rand-m9-mstd0.5-inc1", color_jitter=0.4,
+        reprob=0.25, hflip=0.5, repeated_aug=True, drop_path=0.1, model_ema=True,
+        model_ema_decay=0.99996, random_resized_crop=True,
+    ),
+    "small": dict(
+        epochs=10, base_lr=2e-3, min_lr=1e-5, warmup_lr=1e-6, warmup_epochs=1, weight_decay=0.05,
+        smoothing=0.1, mixup=0.0, cutmix=0.0, aa=None, color_jitter=0.0, reprob=0.0, hflip=0.0,
+        repeated_aug=False, drop_path=0.0, model_ema=False, model_ema_decay=0.999,
+        random_resized_crop=False,
+    ),
+}
+
+
+def _recipe(key: str) -> str:
+    """How a recipe setting left at None resolves, for the help text."""
+    def show(value):
+        if value is None:
+            return "none"
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    return "recipe: " + " / ".join(f"{show(r[key])} ({name})" for name, r in RECIPES.items())
+
+
+_FRACTION = number(0, 1)
+_NON_NEGATIVE = number(0)
+_POSITIVE = number(0, low_open=True)
+
+
+@dataclass
+class TrainConfig(_Settings):
+    """Settings of one training run (``bioattn train``; Python: ``bioattn.train.train``).
+
+    Settings left at ``None`` come from the recipe (:data:`RECIPES`): ``deit`` for image
+    folders, ``small`` for the embedded data (``recipe="auto"``). :meth:`explicit_settings`
+    tells which settings the user chose (on ``resume``, these must agree with the saved run).
+    """
+
+    model: str = setting("", help="registered model name (required unless --resume)",
+                         resolves="the resumed run's")
+    data: str = setting("embedded", help="'embedded', 'embedded:pair', 'embedded:<options>' or a "
+                        "folder with train/ and val/")
+    output: str | None = setting(None, help="run directory", resolves="runs/<model>-<time>",
+                                 check=output_path("directory"))
+    recipe: str = setting("auto", help="defaults of the settings left unset; auto: small for the "
+                          "embedded data, deit otherwise", choices=("auto", *RECIPES),
+                          check=one_of("auto", *RECIPES))
+    model_args: dict[str, Any] = setting(
+        help="extra model constructor argument (repeatable)", factory=dict, flag="--model-arg",
+        metavar="KEY=VALUE", repeat=True, parse=key_values)
+    img_size: int | None = setting(None, help="input image side in pixels",
+                                   resolves="the model's own", check=integer(8))
+    epochs: int | None = setting(None, help="number of epochs", resolves=_recipe("epochs"),
+                                 check=integer(1))
+    batch_size: int = setting(128, help="images per process per optimizer step", check=integer(1))
+    base_lr: float | None = setting(None, help="learning rate per 512 images (scaled by the global "
+                                    "batch size unless --lr is given)", resolves=_recipe("base_lr"),
+                                    check=_POSITIVE)
+    lr: float | None = setting(None, help="learning rate", resolves="base-lr x global batch / 512",
+                               check=_POSITIVE)
+    min_lr: float | None = setting(None, help="learning rate at the end of the schedule",
+                                   resolves=_recipe("min_lr"), check=_NON_NEGATIVE)
+    warmup_lr: float | None = setting(None, help="learning rate at the start of the warm-up",
+                                      resolves=_recipe("warmup_lr"), check=_NON_NEGATIVE)
+    warmup_epochs: int | None = setting(None, help="epochs of linear learning-rate warm-up",
+                                        resolves=_recipe("warmup_epochs"), check=integer(0))
+    weight_decay: float | None = setting(None, help="decoupled weight decay",
+                                         resolves=_recipe("weight_decay"), check=_NON_NEGATIVE)
+    opt: str = setting("adamw", help="optimizer: any timm optimizer name (sgd, adamw, lamb, ...)",
+                       check=timm_optimizer)
+    sched: str = setting("cosine", help="learning-rate schedule (timm scheduler)",
+                         choices=_SCHEDULERS, check=one_of(*_SCHEDULERS))
+    clip_grad: float | None = setting(None, help="clip the gradient norm to this value",
+                                      resolves="no clipping", check=_POSITIVE)
+    smoothing: float | None = setting(None, help="label smoothing", resolves=_recipe("smoothing"),
+                                      check=number(0, 1, high_open=True))
+    mixup: float | None = setting(None, help="mixup alpha (0: off)", resolves=_recipe("mixup"),
+                                  check=_NON_NEGATIVE)
+    cutmix: float | None = setting(None, help="cutmix alpha (0: off)", resolves=_recipe("cutmix"),
+                                   check=_NON_NEGATIVE)
+    mixup_prob: float = setting(1.0, help="probability of mixing a batch", check=_FRACTION)
+    mixup_switch_prob: float = setting(0.5, help="probability of cutmix instead of mixup when "
+                                       "both are on", check=_FRACTION)
+    aa: str | None = setting(None, help="RandAugment policy, e.g. rand-m9-mstd0.5-inc1 ('none': off)",
+                             resolves=_recipe("aa"), check=rand_augment)
+    color_jitter: float | None = setting(None, help="colour jitter strength",
+                                         resolves=_recipe("color_jitter"), check=_NON_NEGATIVE)
+    reprob: float | None = setting(None, help="random erasing probability",
+                                   resolves=_recipe("reprob"), check=_FRACTION)
+    hflip: float | None = setting(None, help="horizontal flip probability",
+                                  resolves=_recipe("hflip"), check=_FRACTION)
+    random_resized_crop: bool | None = setting(None, help="random resized crops of the training "
+                                               "images", resolves=_recipe("random_resized_crop"))
+    repeated_aug: bool | None = setting(None, help="repeated-augmentation sampler",
+                                        resolves=_recipe("repeated_aug"))
+    drop_path: float | None = setting(None, help="stochastic depth rate",
+                                      resolves=_recipe("drop_path"), check=number(0, 1, high_open=True))
+    model_ema: bool | None = setting(None, help="keep an exponential moving average of the weights",
+                                     resolves=_recipe("model_ema"))
+    model_ema_decay: float | None = setting(None, help="decay of the weight average",
+                                            resolves=_recipe("model_ema_decay"),
+                                            check=number(0, 1, high_open=True))
+    amp: bool = setting(True, help="mixed precision on CUDA")
+    amp_dtype: str = setting("float16", help="mixed-precision type", choices=("float16", "bfloat16"),
+                             check=one_of("float16", "bfloat16"))
+    device: str = setting("auto", help="auto, cpu, cuda or cuda:N")
+    seed: int = setting(0, help="random seed (every random draw of an epoch derives from it)",
+                        check=integer(0))
+    workers: int = setting(0, help="data-loader worker processes per process", check=integer(0))
+    resume: str | None = setting(None, help="run directory to continue", metavar="RUN_DIR")
+    overwrite: bool = setting(False, help="replace an existing run directory given as --output")
+    limit_train: int | None = setting(None, help="use only the first N training images",
+                                      resolves="all", metavar="N", check=integer(1))
+    limit_val: int | None = setting(None, help="use only the first N validation images",
+                                    resolves="all", metavar="N", check=integer(1))
+    skip_bad_images: bool = setting(False, help="skip and count unreadable images")
+    progress: bool = setting(True, help="no progress bar", flag="--no-progress")
+    tensorboard: bool = setting(True, help="no TensorBoard scalars", flag="--no-tensorboard")
+
+    _deferred_checks = ("opt",)
+
+    def explicit_settings(self) -> frozenset[str]:
+        """Names of the settings the user chose: those given on the command line, or (built in
+        Python) those that differ from their defaults."""
+        given = getattr(self, "_explicit", None)
+        if given is not None:
+            return given
+        return frozenset(f.name for f in dataclasses.fields(self)
+                         if getattr(self, f.name) != _default_of(f))
+
+    def resolved(self) -> TrainConfig:
+        """A copy with every recipe setting filled in."""
+        from .data import is_embedded
+
+        name = self.recipe
+        if name == "auto":
+            name = "small" if is_embedded(self.data) else "deit"
+        values = dataclasses.asdict(self)
+        for key, default in RECIPES[name].items():
+            if values.get(key) is None:
+                values[key] = default
+        values["recipe"] = name
+        out = TrainConfig(**values)
+        out._explicit = self.explicit_settings()
+        return out
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
+
+
+def with_explicit(settings: Any, names: Iterable[str]) -> Any:
+    """Record on ``settings`` which fields the user gave (see :meth:`TrainConfig.explicit_settings`)."""
+    settings._explicit = frozenset(names)
+    return settings
+
+
+# ------------------------------------------------------------------------------------------
+# eval
+# ------------------------------------------------------------------------------------------
+_BUDGET = number(0, 1, low_open=True)
+
+
+@dataclass
+class SuiteSettings(_Settings):
+    """Settings shared by the evaluation suites (each suite reads the ones it needs)."""
+
+    batch_size: int = setting(64, help="images per batch", check=integer(1))
+    workers: int = setting(0, help="data-loader workers, and processes generating corruptions",
+                           check=integer(0), cli_default=min(8, os.cpu_count() or 1),
+                           resolves="0 in Python; on the command line the number of CPUs, at most 8")
+    device: str = setting("auto", help="auto, cpu, cuda or cuda:N")
+    limit: int | None = setting(None, help="evaluate on N images (spread evenly over each data set)",
+                                resolves="all", metavar="N", check=integer(1))
+    seed: int = setting(0, help="random seed of the evaluation (noise, attacks, sampling models)",
+                        check=integer(0))
+    progress: bool = setting(True, help="no progress bars", flag="--no-progress")
+    # The number of readouts (predictions after a pass or a glimpse) a multi-readout model runs.
+    steps: int | None = setting(None, help="readouts (glimpses, passes) a multi-readout model runs",
+                                flag="--readouts", metavar="N", resolves="the model's own",
+                                check=integer(1))
+    skip_bad_images: bool = setting(False, help="skip and count unreadable images")
+    # corruptions / ImageNet benchmarks
+    corruptions: list[str] | None = setting(
+        None, help="comma-separated subset of the 15 corruptions", resolves="all",
+        parse=parse_names, group="corruptions and ImageNet benchmarks",
+        check=each(one_of(*"""gaussian_noise shot_noise impulse_noise defocus_blur glass_blur
+        motion_blur zoom_blur snow frost fog brightness contrast elastic_transform pixelate
+        jpeg_compression""".split()), "a list"))
+    severities: list[int] | None = setting(
+        None, help="comma-separated subset of severities 1-5", resolves="all",
+        parse=lambda text: parse_int_list(text, "severities"),
+        group="corruptions and ImageNet benchmarks", check=each(integer(1, 5), "a list"))
+    imagenet_c: str | None = setting(None, help="ImageNet-C root (<corruption>/<severity>/<wnid>/)",
+                                     metavar="DIR", group="corruptions and ImageNet benchmarks")
+    imagenet_a: str | None = setting(None, help="ImageNet-A root (<wnid>/)", metavar="DIR",
+                                     group="corruptions and ImageNet benchmarks")
+    imagenet_r: str | None = setting(None, help="ImageNet-R root (<wnid>/)", metavar="DIR",
+                                     group="corruptions and ImageNet benchmarks")
+    imagenet_sketch: str | None = setting(None, help="ImageNet-Sketch root (<wnid>/)", metavar="DIR",
+                                          group="corruptions and ImageNet benchmarks")
+    # attacks
+    eps: list[float] = setting(
+        help="comma-separated attack budgets, in (0, 1] for Linf and > 0 for L2; fractions "
+        "allowed (e.g. 1/255,2e-3)", factory=lambda: [1 / 255], parse=parse_eps, resolves="1/255",
+        group="attacks (pixels in [0,1]; defaults are the official settings)",
+        check=each(_POSITIVE, "a list"))
+    step_size: float | None = setting(
+        None, help="PGD step size (in (0, 1] for Linf)", resolves="eps/2", parse=parse_one_eps,
+        group="attacks (pixels in [0,1]; defaults are the official settings)", check=_POSITIVE)
+    attack_iters: int = setting(5, help="PGD iterations", check=integer(1),
+                                group="attacks (pixels in [0,1]; defaults are the official settings)")
+    restarts: int = setting(1, help="PGD random restarts", check=integer(1),
+                            group="attacks (pixels in [0,1]; defaults are the official settings)")
+    norm: str = setting("Linf", help="attack norm", choices=("Linf", "L2"), check=one_of("Linf", "L2"),
+                        group="attacks (pixels in [0,1]; defaults are the official settings)")
+    # The readout the attacks target (1-based).
+    attack_step: int | None = setting(
+        None, help="attack the prediction after this readout (1-based)", flag="--attack-readout",
+        metavar="N", resolves="the final one", check=integer(1),
+        group="attacks (pixels in [0,1]; defaults are the official settings)")
+    eot: int | None = setting(
+        None, help="EOT samples per gradient; models that sample get an extra EOT run",
+        resolves="1, and 10 for the extra run of models that sample", check=integer(1),
+        group="attacks (pixels in [0,1]; defaults are the official settings)")
+    autoattack_version: str = setting(
+        "standard", help="rand: the version for models that sample (EOT inside)",
+        choices=("standard", "rand"), check=one_of("standard", "rand"),
+        group="attacks (pixels in [0,1]; defaults are the official settings)")
+    # attention suites: the fixation data set folder, and the two-object data set for steering
+    # (default: the evaluated data set)
+    fixations: str | None = setting(None, help="human fixation data set (MIT1003 or SALICON-like)",
+                                    metavar="DIR", group="attention")
+    steering_data: Any = None
+
+    def validate(self) -> None:
+        if isinstance(self.eps, (str, int, float)):
+            self.eps = parse_eps(self.eps)
+        if isinstance(self.severities, str):
+            self.severities = parse_int_list(self.severities, "severities")
+        if isinstance(self.corruptions, str):
+            self.corruptions = parse_names(self.corruptions)
+        super().validate()
+        if self.norm == "Linf":
+            for name, values in (("eps", self.eps), ("step_size", [self.step_size])):
+                bad = [v for v in values if v is not None and _BUDGET(v)]
+                if bad:
+                    flag = flag_of(next(f for f in dataclasses.fields(self) if f.name == name))
+                    raise BioattnError(f"{flag} must be in (0, 1] for Linf attacks (pixels in [0, 1]); "
+                                       f"got {bad[0]:g}")
+        if self.attack_step is not None and self.steps is not None and self.attack_step > self.steps:
+            raise BioattnError(f"--attack-readout must be at most --readouts ({self.steps}); "
+                               f"got {self.attack_step}")
+
+    def check_readouts(self, multi_readout: bool, model_name: str) -> None:
+        """Refuse readouts a model cannot give: a single-readout model has exactly one (a
+        multi-readout model checks its own limit when it runs)."""
+        if multi_readout:
+            return
+        for name, value in (("steps", self.steps), ("attack_step", self.attack_step)):
+            if value is not None and value != 1:
+                flag = flag_of(next(f for f in dataclasses.fields(self) if f.name == name))
+                raise BioattnError(f"{flag} must be 1 for {model_name}, which gives a single "
+                                   f"readout; got {value}")
+
+
+SUITE_NAMES = (
+    "clean", "imagenet-c", "corruptions", "imagenet-a", "imagenet-r", "imagenet-sketch",
+    "fgsm", "pgd", "autoattack", "steering", "fixations", "glimpses",
+)
+
+
+@dataclass
+class EvalSettings(_Settings):
+    """``bioattn eval``: what to evaluate, on which data, and where to write the results
+    (Python: ``bioattn.evaluate.evaluate_checkpoint``); the suites' own settings are a
+    :class:`SuiteSettings`."""
+
+    checkpoint: str | None = setting(None, help="checkpoint directory, .safetensors or .pth",
+                                     resolves="random weights of --model")
+    model: str | None = setting(None, help="model name", resolves="the checkpoint's")
+    model_args: dict[str, Any] = setting(
+        help="model constructor argument for checkpoints without metadata (repeatable)",
+        factory=dict, flag="--model-arg", metavar="KEY=VALUE", repeat=True, parse=key_values)
+    data: str | None = setting(None, help="'embedded', 'embedded:pair' or a folder with train/ and "
+                               "val/ (needed by clean, corruptions, the attacks and glimpses)",
+                               resolves="none")
+    split: str = setting("val", help="split of --data", choices=("val", "test"), check=one_of("val", "test"))
+    suite: str = setting("clean", help=f"comma-separated suites: {', '.join(SUITE_NAMES)}",
+                         check=lambda v: None if parse_names(v) and all(
+                             s in SUITE_NAMES for s in parse_names(v)) else
+                         f"a comma-separated list of {', '.join(SUITE_NAMES)}")
+    out: str | None = setting(None, help="results JSON path (the .md table and .png plots go next "
+                              "to it)", resolves="print the table only", check=output_path("file"))
+    img_size: int | None = setting(None, help="input size", resolves="the checkpoint's",
+                                   check=integer(8))
+    baseline_checkpoint: str | None = setting(
+        None, help="baseline model for the corruptions suite's mCE", resolves="none",
+        group="corruptions and ImageNet benchmarks")
+    baseline_model: str | None = setting(
+        None, help="baseline model name (when its checkpoint has no metadata)",
+        resolves="the baseline checkpoint's", group="corruptions and ImageNet benchmarks")
+
+
+# ------------------------------------------------------------------------------------------
+# demo, report, attend, convert, data
+# ------------------------------------------------------------------------------------------
+@dataclass
+class DemoOptions(_Settings):
+    """``bioattn demo`` (Python: ``bioattn.demo.run_demo``)."""
+
+    out: str = setting("demo-report", help="report directory", check=output_path("directory"))
+    quick: bool = setting(False, help="tiny budget (about two minutes)")
+    retrain: bool = setting(False, help="train again even when checkpoints are cached")
+    models: list[str] | None = setting(None, help="comma-separated subset (labels or model names)",
+                                       resolves="all", parse=parse_names)
+    progress: bool = setting(True, help="no progress bars", flag="--no-progress")
+
+
+@dataclass
+class ReportSettings(_Settings):
+    """``bioattn report`` (Python: ``bioattn.evaluate.report.write_report``)."""
+
+    results: list[str] = setting(help="results JSON files written by bioattn eval", positional=True,
+                                 nargs="+")
+    out: str = setting(help="output directory", check=output_path("directory"))
+    stem: str = setting("report", help="file name stem of the outputs",
+                        check=lambda v: None if v and "/" not in v and v not in (".", "..")
+                        else "a file name without '/'")
+
+
+@dataclass
+class AttendSettings(_Settings):
+    """``bioattn attend`` (Python: ``bioattn.attention.plots.attend``)."""
+
+    image: str = setting(help="image file (any size: it is resized to the model's input)")
+    out: str = setting(help="figure file (.png, .pdf, .svg, .jpg)", check=output_path("file"))
+    model: str | None = setting(None, help="model name", resolves="the checkpoint's")
+    checkpoint: str | None = setting(None, help="bioattn checkpoint directory, .safetensors or "
+                                     "released .pth", resolves="random weights")
+    prior: list[str] = setting(help="add a top-down map steered by each class (index, or name if "
+                               "the checkpoint lists classes)", factory=list, metavar="CLASS",
+                               nargs="+")
+    prior_scale: float = setting(40.0, help="mask scale of class priors", check=_POSITIVE)
+    img_size: int | None = setting(None, help="build the model for this input size",
+                                   resolves="the checkpoint's or the model's", check=integer(8))
+    num_classes: int | None = setting(None, help="classes of a bare checkpoint's model",
+                                      resolves="the checkpoint's or the model's", check=integer(1))
+    readouts: int | None = setting(None, help="glimpse models: number of glimpses (readouts) to draw",
+                                   resolves="8", metavar="N", check=integer(1))
+    gif: bool = setting(False, help="glimpse models: also write an animated GIF")
+    model_args: dict[str, Any] = setting(
+        help="model constructor argument, e.g. attention=vars_d (repeatable)", factory=dict,
+        flag="--model-arg", metavar="KEY=VALUE", repeat=True, parse=key_values)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.checkpoint is None and self.model is None:
+            raise BioattnError("give --model (and --checkpoint for trained weights)")
+        try:
+            same = Path(self.image).resolve() == Path(self.out).resolve()
+        except OSError:
+            same = False
+        if same:
+            raise BioattnError(f"--out must differ from --image; both are {self.out}")
+
+
+@dataclass
+class ConvertSettings(_Settings):
+    """``bioattn convert`` (Python: ``bioattn.checkpoint.convert_checkpoint``)."""
+
+    src: str = setting(help="released checkpoint (.pth)", positional=True)
+    dst: str = setting(help="bioattn checkpoint directory to write", positional=True,
+                       check=output_path("directory"))
+    model: str = setting(help="model name, e.g. absvit_tiny_patch16_224")
+    num_classes: int | None = setting(None, help="classes of the checkpoint's head",
+                                      resolves="the model's", check=integer(1))
+    img_size: int | None = setting(None, help="input size the model was trained at",
+                                   resolves="the model's", check=integer(8))
+    mean: list[float] | None = setting(None, help="input mean R,G,B", resolves="the model's config",
+                                       parse=parse_rgb, check=_rgb(positive=False))
+    std: list[float] | None = setting(None, help="input standard deviation R,G,B (each > 0)",
+                                      resolves="the model's config", parse=parse_rgb,
+                                      check=_rgb(positive=True))
+    model_args: dict[str, Any] = setting(
+        help="model constructor argument, e.g. attention=vars_d for the VARS releases (repeatable)",
+        factory=dict, flag="--model-arg", metavar="KEY=VALUE", repeat=True, parse=key_values)
+    overwrite: bool = setting(False, help="replace an existing checkpoint directory at DST")
+
+
+_SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class DataGenerateSettings(_Settings):
+    """``bioattn data generate`` (Python: ``bioattn.data.embedded.ensure_cached``)."""
+
+    data: str = setting("embedded", help="'embedded', 'embedded:pair' or "
+                        "'embedded:size=96,train=5000,val=500,test=500,seed=3'", metavar="SPEC")
+    cache: str | None = setting(None, help="cache root", resolves="$BIOATTN_CACHE or ~/.cache/bioattn",
+                                metavar="DIR", check=output_path("directory"))
+    workers: int | None = setting(None, help="processes", resolves="one per CPU", check=integer(1))
+    force: bool = setting(False, help="generate again even if a valid copy exists")
+
+
+@dataclass
+class DataPreviewSettings(_Settings):
+    """``bioattn data preview`` (Python: ``bioattn.data.embedded.preview``)."""
+
+    out: str = setting(help="PNG file to write", check=output_path("file"))
+    data: str = setting("embedded", help="embedded spec", metavar="SPEC")
+    n: int = setting(16, help="number of images", check=integer(1))
+    split: str = setting("val", help="split to draw", choices=_SPLITS, check=one_of(*_SPLITS))

@@ -1,0 +1,112 @@
+"""Checks and ViT pieces that several model families share.
+
+* input and argument checks that raise one clear :class:`~bioattn.errors.BioattnError`;
+* the ViT token embedding (patch embedding, prefix tokens, position embedding), used by AbSViT
+  and by the VARS attention maps of DeiT-VARS;
+* :class:`ViTConventions`, a mixin for timm VisionTransformers with bioattn's input checks in
+  ``forward_features`` / ``forward_intermediates`` / ``reset_classifier``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from ..errors import BioattnError
+
+
+def model_name(model: nn.Module) -> str:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return cfg.get("architecture") or type(model).__name__
+
+
+def check_num_classes(num_classes: Any) -> int:
+    """``num_classes`` as an int, or a clear error unless it is a whole number >= 0."""
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 0:
+        raise BioattnError(f"num_classes must be a whole number >= 0 (0 removes the classifier); "
+                           f"got {num_classes!r}")
+    return int(num_classes)
+
+
+def take_indices(model: nn.Module, num_blocks: int, indices: int | Sequence[int] | None
+                 ) -> tuple[list[int], int]:
+    """Blocks whose outputs ``forward_intermediates`` returns, as timm reads ``indices``: None for
+    all, an int n for the last n, a sequence for those blocks (negative counts from the end).
+    Returns the sorted block indices and the largest."""
+    if indices is None:
+        take = list(range(num_blocks))
+    elif isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 < indices <= num_blocks:
+            raise BioattnError(f"{model_name(model)} has {num_blocks} blocks: ask for the last 1 to "
+                               f"{num_blocks}, got {indices}")
+        take = list(range(num_blocks - indices, num_blocks))
+    else:
+        take = []
+        for i in indices:
+            if not -num_blocks <= int(i) < num_blocks:
+                raise BioattnError(f"block index {i} out of range: {model_name(model)} has "
+                                   f"{num_blocks} blocks (0..{num_blocks - 1})")
+            take.append(int(i) % num_blocks)
+        if not take:
+            raise BioattnError("indices selects no block")
+    return take, max(take)
+
+
+def check_output_fmt(output_fmt: str, allowed: Sequence[str] = ("NCHW", "NLC")) -> None:
+    if output_fmt not in allowed:
+        raise BioattnError(f"output_fmt must be one of {', '.join(allowed)}; got '{output_fmt}'")
+
+
+def check_image_batch(model: VisionTransformer, x: torch.Tensor) -> None:
+    """Raise :class:`BioattnError` unless ``x`` is a batch of images the ViT accepts."""
+    if not torch.is_tensor(x) or x.ndim != 4:
+        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise BioattnError(f"{model_name(model)} expects a batch of images (B, C, H, W), got {shape}")
+    in_chans = model.patch_embed.proj.in_channels
+    expected = tuple(model.patch_embed.img_size)
+    got = tuple(x.shape[-2:])
+    if x.shape[1] != in_chans or (not getattr(model, "dynamic_img_size", False) and got != expected):
+        raise BioattnError(
+            f"{model_name(model)} expects {in_chans}x{expected[0]}x{expected[1]} images, "
+            f"got {x.shape[1]}x{got[0]}x{got[1]}: resize the input to {expected[0]}x{expected[1]}"
+        )
+
+
+def embed_tokens(model: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
+    """Patch embedding, prefix tokens and position embedding: the input of the first block."""
+    check_image_batch(model, x)
+    x = model.patch_embed(x)
+    x = model._pos_embed(x)
+    x = model.patch_drop(x)
+    return model.norm_pre(x)
+
+
+def token_grid(model: VisionTransformer, x: torch.Tensor) -> tuple[int, int]:
+    """The patch grid ``(h, w)`` of images ``x``."""
+    if getattr(model, "dynamic_img_size", False):
+        return tuple(model.patch_embed.dynamic_feat_size(tuple(x.shape[-2:])))
+    return tuple(model.patch_embed.grid_size)
+
+
+class ViTConventions:
+    """For subclasses of timm's VisionTransformer: clear errors for wrongly sized input, an
+    out-of-range ``forward_intermediates`` index or a negative class count; otherwise timm's
+    behaviour."""
+
+    def forward_features(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        check_image_batch(self, x)
+        return super().forward_features(x, *args, **kwargs)
+
+    def forward_intermediates(self, x: torch.Tensor, indices=None, *args: Any,
+                              output_fmt: str = "NCHW", **kwargs: Any):
+        check_image_batch(self, x)
+        check_output_fmt(output_fmt)
+        take_indices(self, len(self.blocks), indices)
+        return super().forward_intermediates(x, indices, *args, output_fmt=output_fmt, **kwargs)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        super().reset_classifier(check_num_classes(num_classes), global_pool)

@@ -1,0 +1,336 @@
+"""timm's model conventions, checked for every model bioattn registers.
+
+The ImageNet-size models with many wide blocks are built shallower here (two blocks) to keep the
+suite fast on a CPU: the classes, widths, patch grids and input sizes are the registered ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from timm.data import resolve_model_data_config
+from timm.models import group_parameters
+
+import bioattn  # noqa: F401  (registers the models)
+from bioattn.errors import BioattnError
+from bioattn.models import create_model, data_config, list_models
+from bioattn.models.rsrnn import GlimpseModel
+from bioattn.protocol import (
+    Glimpsing,
+    MapProducing,
+    ModelOutput,
+    MultiReadout,
+    ReadoutModel,
+    TopDownSteerable,
+    capable,
+    compute_loss,
+)
+
+NAMES = list_models()
+SHALLOW = {
+    "absvit_small_patch16_224": dict(depth=2),
+    "absvit_base_patch16_224": dict(depth=2),
+    "deit_small_patch16_224_vars_d": dict(depth=2),
+    "deit_base_patch16_224_vars_d": dict(depth=2),
+    "deit_small_patch16_224_vars_sd": dict(depth=2),
+    "deit_base_patch16_224_vars_sd": dict(depth=2),
+    "rvt_small": dict(depth=[2]),
+    "rvt_base": dict(depth=[2]),
+    "rvt_small_plus": dict(depth=[2]),
+    "rvt_base_plus": dict(depth=[2]),
+}
+TRANSFORMERS = [n for n in NAMES if n.startswith(("absvit_", "vit_", "rvt_", "deit_"))]
+GLIMPSE_POLICY = [n for n in NAMES if n.startswith(("rsrnn_", "retina_gru_", "crop_")) and n.endswith("_micro")]
+
+
+@functools.cache
+def _built(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model(name, **SHALLOW.get(name, {}))
+
+
+def build(name: str) -> torch.nn.Module:
+    """A fresh copy of the (shallow where listed) registered model."""
+    return copy.deepcopy(_built(name))
+
+
+def images(name: str, batch: int, side: int | None = None) -> torch.Tensor:
+    c, h, w = timm.get_pretrained_cfg(name).input_size
+    g = torch.Generator().manual_seed(batch)
+    return torch.randn(batch, c, side or h, side or w, generator=g)
+
+
+def fixation_parameters(model) -> set[str]:
+    return set(model.fixation_parameter_names()) if isinstance(model, GlimpseModel) else set()
+
+
+# ------------------------------------------------------------------------------------------
+# forward and backward
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_backward_gives_every_parameter_a_gradient(name):
+    """``model(x)`` is the logits tensor in train mode, at batch 1 and 2 and the cfg's input
+    size; ``model(x).mean().backward()`` reaches every parameter but a glimpse model's fixation
+    networks (their exception is tested with the full objective below)."""
+    model = build(name).train()
+    exempt = fixation_parameters(model)
+    for batch in (1, 2):
+        model.zero_grad(set_to_none=True)
+        out = model(images(name, batch))
+        assert torch.is_tensor(out) and out.shape == (batch, model.num_classes)
+        assert torch.isfinite(out).all()
+        out.mean().backward()
+        missing = {n for n, p in model.named_parameters() if p.grad is None}
+        assert missing == exempt, f"{name}: without gradient {sorted(missing ^ exempt)}"
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("name", GLIMPSE_POLICY)
+def test_fixation_networks_learn_from_the_full_objective(name):
+    """The documented exception: the fixation networks get no gradient from ``model(x)``, and a
+    gradient from bioattn's objective (``compute_loss`` on ``forward_readouts``)."""
+    model = build(name).train()
+    assert model.fixation_parameter_names()
+    x, y = images(name, 2), torch.tensor([0, 1])
+    out = ReadoutModel(model)(x)
+    assert isinstance(out, ModelOutput) and out.readout_logits.shape[0] == model.num_glimpses
+    compute_loss(model, out, y, torch.nn.CrossEntropyLoss()).backward()
+    for n, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), n
+    for n in model.fixation_parameter_names():
+        assert model.get_parameter(n).grad.abs().sum() > 0, n
+
+
+@pytest.mark.parametrize("name", ["absvit_micro_patch8_64", "rsrnn_micro"])
+def test_readout_model_is_the_training_forward(name):
+    model = build(name).train()
+    x = images(name, 2)
+    torch.manual_seed(0)
+    wrapped = ReadoutModel(model)(x)
+    torch.manual_seed(0)
+    direct = model.forward_readouts(x)
+    torch.testing.assert_close(wrapped.readout_logits, direct.readout_logits)
+    torch.manual_seed(0)
+    torch.testing.assert_close(model(x), direct.logits)
+
+
+# ------------------------------------------------------------------------------------------
+# classifier interface
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_classifier_interface(name):
+    model = build(name).eval()
+    cfg = model.pretrained_cfg
+    x = images(name, 2)
+    assert model.num_classes == cfg["num_classes"]
+    with torch.no_grad():
+        logits = model(x)
+        features = model.forward_features(x)
+        torch.testing.assert_close(model.forward_head(features), logits)
+        pooled = model.forward_head(features, pre_logits=True)
+        assert pooled.shape == (2, model.num_features)
+        assert model.get_classifier() is model.get_submodule(cfg["classifier"])
+        assert isinstance(model.get_submodule(cfg["first_conv"]), torch.nn.Conv2d)
+
+        with pytest.raises(BioattnError, match="num_classes must be a whole number >= 0"):
+            model.reset_classifier(-1)
+        model.reset_classifier(0)
+        assert model.num_classes == 0
+        torch.testing.assert_close(model(x), pooled)
+        model.reset_classifier(3)
+        assert model(x).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pretrained_cfg_is_complete(name):
+    cfg = timm.get_pretrained_cfg(name).to_dict()
+    for key in ("input_size", "interpolation", "crop_pct", "mean", "std", "first_conv", "classifier",
+                "num_classes", "fixed_input_size"):
+        assert cfg.get(key) is not None, f"{name}: {key}"
+    assert cfg.get("paper_name") or name.startswith(("rsrnn_", "ffcnn_")), name
+    if name.startswith(("absvit_", "rvt_", "deit_")):
+        assert cfg["paper_ids"].startswith("arXiv:") and cfg["origin_url"].startswith("https://github.com/")
+    resolved = data_config(name)
+    assert resolved["input_size"] == cfg["input_size"] and resolved["mean"] == cfg["mean"]
+
+
+@pytest.mark.parametrize("name", ["absvit_micro_patch8_64", "rvt_micro", "s3ta_micro"])
+def test_data_config_is_timms(name):
+    model = build(name)
+    assert data_config(model) == resolve_model_data_config(model) == data_config(name)
+    assert data_config(name, img_size=96)["input_size"] == (3, 96, 96)
+
+
+# ------------------------------------------------------------------------------------------
+# input sizes
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_fixed_input_size_is_declared_exactly_where_needed(name):
+    model = build(name).eval()
+    side = model.pretrained_cfg["input_size"][-1]
+    other = images(name, 1, side + 32)
+    with torch.no_grad():
+        if model.pretrained_cfg["fixed_input_size"]:
+            with pytest.raises(BioattnError, match=rf"{side}x{side}"):
+                model(other)
+        else:
+            out = model(other)
+            assert out.shape == (1, model.num_classes) and torch.isfinite(out).all()
+
+
+def test_deit_vars_d_resamples_its_position_embedding():
+    model = build("deit_tiny_patch16_224_vars_d").eval()
+    with torch.no_grad():
+        maps = model.attention_maps(images("deit_tiny_patch16_224_vars_d", 1, 160))
+    assert all(m.shape == (1, 10, 10) for m in maps.values())
+
+
+# ------------------------------------------------------------------------------------------
+# transformer families: optimiser groups, checkpointing, intermediates
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_weight_decay_groups_and_checkpointing(name):
+    model = build(name).train()
+    params = dict(model.named_parameters())
+    assert set(model.no_weight_decay()) <= set(params) | {"pos_embed", "cls_token", "dist_token", "reg_token"}
+    groups = group_parameters(model, model.group_matcher())
+    grouped = [n for names in groups.values() for n in names]
+    assert sorted(grouped) == sorted(params)
+    coarse = group_parameters(model, model.group_matcher(coarse=True))
+    assert sorted(n for names in coarse.values() for n in names) == sorted(params)
+
+    x = images(name, 2)
+    model.eval()  # deterministic, with autograd on
+    reference = model(x)
+    model.set_grad_checkpointing(True)
+    out = model(x)
+    torch.testing.assert_close(out, reference)
+    out.sum().backward()
+    assert all(p.grad is not None for p in params.values())
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_forward_intermediates_and_feature_info(name):
+    model = build(name).eval()
+    x = images(name, 1)
+    info = model.feature_info
+    with torch.no_grad():
+        final, inter = model.forward_intermediates(x)
+        assert len(inter) == len(info)
+        for t, spec in zip(inter, info):
+            assert t.shape == (1, spec["num_chs"], x.shape[-2] // spec["reduction"], x.shape[-1] // spec["reduction"])
+        assert model.get_submodule(info[-1]["module"]) is not None
+        last = model.forward_intermediates(x, indices=1, intermediates_only=True)
+        assert len(last) == 1
+        torch.testing.assert_close(last[0], inter[-1])
+        early = model.forward_intermediates(x, indices=[0], stop_early=True, intermediates_only=True)
+        torch.testing.assert_close(early[0], inter[0])
+        tokens = model.forward_intermediates(x, indices=[-1], output_fmt="NLC", intermediates_only=True) \
+            if not name.startswith("rvt_") else None
+        if tokens is not None:
+            assert tokens[0].shape[1] == inter[-1].shape[-2] * inter[-1].shape[-1]
+        torch.testing.assert_close(model.forward_head(final), model(x))
+    n = len(info)
+    for bad in ([n], [-n - 1], n + 1, 0):
+        with pytest.raises(BioattnError, match="out of range|blocks"):
+            model.forward_intermediates(x, indices=bad)
+
+
+def test_absvit_intermediates_of_both_passes():
+    model = build("absvit_micro_patch8_64").eval()
+    x = images("absvit_micro_patch8_64", 2)
+    with torch.no_grad():
+        top_down = model.forward_intermediates(x, indices=[-1], norm=True, output_fmt="NLC",
+                                               intermediates_only=True)[0]
+        feedforward = model.forward_intermediates(x, indices=[-1], norm=True, output_fmt="NLC",
+                                                  intermediates_only=True, top_down=False)[0]
+        torch.testing.assert_close(top_down, model.forward_features(x)[:, model.num_prefix_tokens:])
+        torch.testing.assert_close(feedforward, model.forward_feedforward(x)[:, model.num_prefix_tokens:])
+        assert not torch.allclose(top_down, feedforward)
+        prior = model.forward_intermediates(x, indices=[-1], norm=True, output_fmt="NLC",
+                                            intermediates_only=True, prior=torch.tensor([1, 2]), prior_scale=40)
+        assert not torch.allclose(prior[0], top_down)
+    with pytest.raises(BioattnError, match="cannot drop blocks"):
+        model.prune_intermediate_layers(2)
+
+
+@pytest.mark.parametrize("name", ["vit_micro_patch8_64", "rvt_tiny", "deit_tiny_patch16_224_vars_d"])
+def test_prune_intermediate_layers(name):
+    model = build(name).eval()
+    x = images(name, 1)
+    with torch.no_grad():
+        full = model.forward_intermediates(x, indices=[0], intermediates_only=True)[0]
+        kept = model.prune_intermediate_layers([0])
+        assert kept == [0]
+        pruned = model.forward_intermediates(x, indices=[0], intermediates_only=True)[0]
+    torch.testing.assert_close(pruned, full)
+    assert model.num_classes == 0
+
+
+# ------------------------------------------------------------------------------------------
+# the rest of the declared interface
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", [n for n in NAMES if n.startswith("deit_")])
+def test_fixed_random_features_are_buffers(name):
+    model = build(name)
+    attn = model.blocks[0].attn
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    for key in ("blocks.0.attn.rand_matrix", "blocks.0.attn.L"):
+        assert key not in params and key in buffers and key in model.state_dict()
+    assert not hasattr(attn, "dictionary")
+    fresh = build(name)
+    fresh.load_state_dict(model.state_dict(), strict=True)
+    assert torch.equal(fresh.blocks[0].attn.rand_matrix, attn.rand_matrix)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declared_capabilities(name):
+    model = _built(name)
+    readouts = name.startswith("absvit_") or isinstance(model, GlimpseModel)
+    assert capable(model, MultiReadout) is readouts
+    assert capable(model, Glimpsing) is isinstance(model, GlimpseModel)
+    assert capable(model, TopDownSteerable) is name.startswith("absvit_")
+    assert capable(model, MapProducing)
+    assert capable(ReadoutModel(model), MultiReadout) is readouts
+
+
+def test_rvt_global_pool_is_honoured():
+    model = build("rvt_micro").eval()
+    x = images("rvt_micro", 2)
+    with torch.no_grad():
+        pooled = model(x)
+        model.reset_classifier(model.num_classes, global_pool="")
+        maps = model(x)
+    assert maps.shape == (2, model.num_classes, 4, 4)
+    with pytest.raises(BioattnError, match="global_pool must be 'avg' or ''"):
+        model.reset_classifier(3, global_pool="max")
+    assert not torch.allclose(maps.mean(dim=(2, 3)), pooled)  # the norm comes before the pooling
+
+
+def test_s3ta_and_ffcnn_take_no_sampling_flag():
+    for name in ("s3ta_micro", "ffcnn_micro"):
+        with pytest.raises(BioattnError, match="eval_sample"):
+            create_model(name, eval_sample=True)
+
+
+def test_plain_loop_trains_a_glimpse_model():
+    """A timm-style step (``criterion(model(x), y)``) lowers the loss of a micro RS-RNN."""
+    torch.manual_seed(0)
+    model = create_model("rsrnn_micro", num_classes=2).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x = torch.randn(8, 3, 64, 64)
+    y = (x.mean(dim=(1, 2, 3)) > 0).long()
+    losses = []
+    for _ in range(5):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
