@@ -208,7 +208,7 @@ def test_a_bug_is_an_internal_error_with_a_way_to_the_traceback(monkeypatch, cap
     (lambda: SuiteSettings(eps=[5.0]), "--eps must be in (0, 1]"),
     (lambda: SuiteSettings(eps="1/255,2"), "--eps must be in (0, 1]"),
     (lambda: SuiteSettings(eot=0), "--eot must be an integer >= 1"),
-    (lambda: SuiteSettings(steps=2, attack_step=3), "--attack-readout must be at most --readouts"),
+    (lambda: SuiteSettings(readouts=2, attack_readout=3), "--attack-readout must be at most --readouts"),
     (lambda: ConvertSettings(src="a", dst="b", model="m", std=[0, 0, 0]), "--std"),
     (lambda: AttendSettings(image="a.png", out="b.png", model="m", prior_scale=float("nan")), "--prior-scale"),
 ])
@@ -227,7 +227,7 @@ def test_run_suites_refuses_readouts_a_model_lacks():
     model = create_model("vit_micro_patch8_64", num_classes=3)
     data = [(torch.zeros(3, 64, 64), 0)]
     with pytest.raises(BioattnError, match="--readouts must be 1 for"):
-        run_suites(model, data, ["clean"], mean=[0.5] * 3, std=[0.5] * 3, steps=4, progress=False)
+        run_suites(model, data, ["clean"], mean=[0.5] * 3, std=[0.5] * 3, readouts=4, progress=False)
     with pytest.raises(BioattnError, match="--eot must be an integer >= 1"):
         run_suites(model, data, ["clean"], mean=[0.5] * 3, std=[0.5] * 3, eot=0, progress=False)
 

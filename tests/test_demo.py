@@ -56,7 +56,7 @@ def test_quick_demo_trains_evaluates_and_writes_a_consistent_report(tmp_path):
     assert page.index("Findings") < page.index(HEATMAP) < page.index("<details>")
     assert page.count("<li>") >= 4 and "AbSViT" in page.split("</ul>")[0]
     images = [r for r in parser.refs if r.endswith((".png", ".gif"))]
-    assert any("attack_steps" in r for r in images) and any("corruptions" in r for r in images)
+    assert any("attack_readouts" in r for r in images) and any("corruptions" in r for r in images)
     assert any("absvit-pair" in r for r in images) and any("rs-rnn" in r for r in images)
     for ref in parser.refs:
         assert not ref.startswith(("http:", "https:", "//")), ref

@@ -242,7 +242,7 @@ def _run_attend(s: config.AttendSettings) -> int:
     model = load_model(s.checkpoint, s.model, num_classes=s.num_classes, **model_args)
     meta = read_meta(s.checkpoint) if s.checkpoint is not None else None
     out = attend(model, s.image, s.out, priors=s.prior, prior_scale=s.prior_scale, meta=meta,
-                 img_size=s.img_size, steps=s.readouts, gif=s.gif)
+                 img_size=s.img_size, glimpses=s.readouts, gif=s.gif)
     for path in out if isinstance(out, (list, tuple)) else [out]:
         print(f"wrote {path}")
     return 0

@@ -532,7 +532,7 @@ class SuiteSettings(_Settings):
                         check=integer(0))
     progress: bool = setting(True, help="no progress bars", flag="--no-progress")
     # The number of readouts (predictions after a pass or a glimpse) a multi-readout model runs.
-    steps: int | None = setting(None, help="readouts (glimpses, passes) a multi-readout model runs",
+    readouts: int | None = setting(None, help="readouts (glimpses, passes) a multi-readout model runs",
                                 flag="--readouts", metavar="N", resolves="the model's own",
                                 check=integer(1))
     skip_bad_images: bool = setting(False, help="skip and count unreadable images")
@@ -571,7 +571,7 @@ class SuiteSettings(_Settings):
     norm: str = setting("Linf", help="attack norm", choices=("Linf", "L2"), check=one_of("Linf", "L2"),
                         group="attacks (pixels in [0,1]; defaults are the official settings)")
     # The readout the attacks target (1-based).
-    attack_step: int | None = setting(
+    attack_readout: int | None = setting(
         None, help="attack the prediction after this readout (1-based)", flag="--attack-readout",
         metavar="N", resolves="the final one", check=integer(1),
         group="attacks (pixels in [0,1]; defaults are the official settings)")
@@ -604,16 +604,16 @@ class SuiteSettings(_Settings):
                     flag = flag_of(next(f for f in dataclasses.fields(self) if f.name == name))
                     raise BioattnError(f"{flag} must be in (0, 1] for Linf attacks (pixels in [0, 1]); "
                                        f"got {bad[0]:g}")
-        if self.attack_step is not None and self.steps is not None and self.attack_step > self.steps:
-            raise BioattnError(f"--attack-readout must be at most --readouts ({self.steps}); "
-                               f"got {self.attack_step}")
+        if self.attack_readout is not None and self.readouts is not None and self.attack_readout > self.readouts:
+            raise BioattnError(f"--attack-readout must be at most --readouts ({self.readouts}); "
+                               f"got {self.attack_readout}")
 
     def check_readouts(self, multi_readout: bool, model_name: str) -> None:
         """Refuse readouts a model cannot give: a single-readout model has exactly one (a
         multi-readout model checks its own limit when it runs)."""
         if multi_readout:
             return
-        for name, value in (("steps", self.steps), ("attack_step", self.attack_step)):
+        for name, value in (("readouts", self.readouts), ("attack_readout", self.attack_readout)):
             if value is not None and value != 1:
                 flag = flag_of(next(f for f in dataclasses.fields(self) if f.name == name))
                 raise BioattnError(f"{flag} must be 1 for {model_name}, which gives a single "

@@ -58,7 +58,7 @@ class DemoSettings:
     corruptions: tuple[str, ...] | None = None
     attack_images: int = 200
     glimpses: int = 8
-    attack_step: int = 4
+    attack_readout: int = 4
     attention_images: int = 300
     steering_images: int = 300
     gallery_images: int = 4
@@ -80,7 +80,7 @@ QUICK = DemoSettings(
     pair_data="embedded:pair,train=16,val=16,test=8",
     epochs=1, batch_size=32, eval_images=32, corruption_images=8,
     corruptions=("gaussian_noise", "motion_blur", "contrast", "jpeg_compression"),
-    attack_images=8, glimpses=4, attack_step=2, attention_images=8, steering_images=8,
+    attack_images=8, glimpses=4, attack_readout=2, attention_images=8, steering_images=8,
     gallery_images=1,
 )
 
@@ -164,8 +164,8 @@ def _gallery(label: str, model, meta: dict, test_set, pair_set, settings: DemoSe
         if capable(model, Glimpsing):
             from .attention.scanpaths import plot_glimpses
 
-            plot_glimpses(model, x, fig_dir / name, steps=settings.glimpses, mean=mean, std=std,
-                          class_names=classes, map_step=2 if label == "RS-RNN" and i == 0 else None)
+            plot_glimpses(model, x, fig_dir / name, glimpses=settings.glimpses, mean=mean, std=std,
+                          class_names=classes, map_glimpse=2 if label == "RS-RNN" and i == 0 else None)
             what = (f"fixation path over {settings.glimpses} glimpses"
                     if getattr(model, "learns_fixations", True)
                     else "one feedforward view of the whole image, no fixations")
@@ -288,7 +288,7 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
                           baseline=baseline_model, **common)
         attack_kw: dict[str, Any] = {}
         if glimpse:
-            attack_kw = {"steps": settings.glimpses, "attack_step": settings.attack_step}
+            attack_kw = {"readouts": settings.glimpses, "attack_readout": settings.attack_readout}
         attacks = run_suites(model, test_set, ["fgsm", "pgd"], limit=settings.attack_images,
                              **attack_kw, **common)
         results["results"].update(corr["results"])
@@ -301,10 +301,10 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
             results["results"]["steering"] = run_suites(
                 model, pair_set, ["steering"], limit=settings.steering_images, **common)["results"]["steering"]
         if glimpse:
-            steps_clean = run_suites(model, test_set, ["clean"], limit=settings.eval_images,
-                                     steps=max(16, settings.glimpses), **common)["results"]["clean"]
+            longer = run_suites(model, test_set, ["clean"], limit=settings.eval_images,
+                                readouts=max(16, settings.glimpses), **common)["results"]["clean"]
             results["results"]["glimpses"] = {
-                "per_glimpse_top1": steps_clean.get("per_readout_top1"),
+                "per_glimpse_top1": longer.get("per_readout_top1"),
             }
         eval_seconds = time.perf_counter() - t0
         timings[label] = {"train_s": train_seconds, "eval_s": eval_seconds}
@@ -377,7 +377,7 @@ def _attack_top1(results: dict, suite: str) -> float | None:
     if not runs:
         return None
     run = runs[0]
-    return run.get("attacked_step_top1") if run.get("attack_step") else run.get("top1")
+    return run.get("attacked_readout_top1") if run.get("attack_readout") else run.get("top1")
 
 
 def _scores(result: dict) -> dict[str, Any]:
@@ -540,7 +540,7 @@ def _write_html(out: Path, results_list: Sequence[dict], md: str, plots: list[st
         f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"><figcaption>{html.escape(p)}</figcaption></figure>'
         for p in plots)
     if figures:
-        figures = "<h2>Top-1 at every step under attack</h2>\n" + figures
+        figures = "<h2>Top-1 at every glimpse under attack</h2>\n" + figures
     from .evaluate.report import format_eps
 
     eps = sorted({run.get("eps") for r in results_list for suite in ("fgsm", "pgd")
@@ -580,9 +580,9 @@ p.about {{ color: #444; font-size: 0.9em; }}
 {heat}
 <div class="scroll">{_compact_table(results_list)}</div>
 <p class="about">Top-1 in %. Corrupted: mean over the corruptions; FGSM and PGD at eps {eps_text} (glimpse
-models: the prediction at glimpse {settings.attack_step} is attacked). Attention on object: share of
+models: the prediction at glimpse {settings.attack_readout} is attacked). Attention on object: share of
 the primary attention map's mass inside the object's mask.</p>
-<details><summary>All results: the full table, top-1 per corruption, per-step tables (also in report.md)</summary>
+<details><summary>All results: the full table, top-1 per corruption, per-readout tables (also in report.md)</summary>
 <div class="scroll">{_markdown_table_to_html(md)}</div>
 </details>
 {figures}

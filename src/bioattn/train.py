@@ -2,7 +2,7 @@
 
 ``train(TrainConfig(...))`` is the Python entry point; ``bioattn train`` parses its flags into a
 :class:`TrainConfig`. Launch on several processes with ``torchrun --nproc_per_node=N -m bioattn
-train ...``: each process takes ``batch_size`` images per step (DDP, distributed and
+train ...``: each process takes ``batch_size`` images per optimizer step (DDP, distributed and
 repeated-augmentation samplers), rank 0 logs and writes checkpoints.
 
 A run directory holds ``config.json``, ``log.jsonl`` (one record per epoch), ``tb/``

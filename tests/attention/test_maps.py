@@ -180,9 +180,9 @@ def test_attend_cli_end_to_end_and_errors(tmp_path, checkpoint_dir, capsys):
 def test_attend_hands_glimpse_models_to_plot_glimpses(tmp_path, monkeypatch):
     calls = {}
 
-    def plot_glimpses(model, image_tensor, out_path, steps=None, gif=False, mean=None, std=None,
+    def plot_glimpses(model, image_tensor, out_path, glimpses=None, gif=False, mean=None, std=None,
                       class_names=None):
-        calls.update(shape=tuple(image_tensor.shape), steps=steps, gif=gif, mean=tuple(mean),
+        calls.update(shape=tuple(image_tensor.shape), glimpses=glimpses, gif=gif, mean=tuple(mean),
                      std=tuple(std), class_names=class_names)
         return Path(out_path)
 
@@ -200,10 +200,10 @@ def test_attend_hands_glimpse_models_to_plot_glimpses(tmp_path, monkeypatch):
             return x
 
     image = _image(tmp_path / "photo.png")
-    out = plots.attend(Glimpser(), image, tmp_path / "g.png", steps=5, gif=True,
+    out = plots.attend(Glimpser(), image, tmp_path / "g.png", glimpses=5, gif=True,
                        meta={"classes": ["a", "b"]})
     assert out == tmp_path / "g.png"
-    assert calls == {"shape": (1, 3, 48, 48), "steps": 5, "gif": True, "mean": (0.5,) * 3,
+    assert calls == {"shape": (1, 3, 48, 48), "glimpses": 5, "gif": True, "mean": (0.5,) * 3,
                      "std": (0.5,) * 3, "class_names": ["a", "b"]}
     with pytest.raises(BioattnError, match="takes no --prior"):
         plots.attend(Glimpser(), image, tmp_path / "g.png", priors=["1"])

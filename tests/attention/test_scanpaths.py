@@ -22,7 +22,7 @@ def _image() -> torch.Tensor:
 
 def test_png_and_gif_for_rsrnn(tmp_path):
     model = create_model("rsrnn_micro", encoder_widths=(8, 12, 16)).train()
-    paths = plot_glimpses(model, _image(), tmp_path / "rsrnn.png", steps=3, gif=True, map_step=2,
+    paths = plot_glimpses(model, _image(), tmp_path / "rsrnn.png", glimpses=3, gif=True, map_glimpse=2,
                           class_names=[f"class {i}" for i in range(10)])
     assert [p.name for p in paths] == ["rsrnn.png", "rsrnn.gif"]
     with Image.open(paths[0]) as png:
@@ -36,12 +36,12 @@ def test_png_and_gif_for_rsrnn(tmp_path):
 
 def test_png_for_two_crop_and_covert_models(tmp_path):
     crop_d = create_model("crop_d_micro", encoder_widths=(8, 12, 16))
-    (png,) = plot_glimpses(crop_d, _image(), tmp_path / "crop_d.png", steps=2, mean=(0.5,), std=(0.25,))
+    (png,) = plot_glimpses(crop_d, _image(), tmp_path / "crop_d.png", glimpses=2, mean=(0.5,), std=(0.25,))
     with Image.open(png) as im:
         assert im.format == "PNG"
     s3ta = create_model("s3ta_micro", encoder_widths=(8, 12, 16))
     # a batch of one is accepted; a .gif name puts the strip next to it as .png
-    paths = plot_glimpses(s3ta, _image()[None], tmp_path / "s3ta.gif", steps=2, gif=True, map_step=-1)
+    paths = plot_glimpses(s3ta, _image()[None], tmp_path / "s3ta.gif", glimpses=2, gif=True, map_glimpse=-1)
     assert [p.name for p in paths] == ["s3ta.png", "s3ta.gif"]
     with Image.open(paths[0]) as png:
         assert png.format == "PNG"
@@ -53,10 +53,10 @@ def test_bad_input(tmp_path):
     model = create_model("rsrnn_micro", encoder_widths=(8, 12, 16))
     with pytest.raises(BioattnError, match=r"\(C, H, W\)"):
         plot_glimpses(model, _image()[None].expand(2, -1, -1, -1), tmp_path / "x.png")
-    with pytest.raises(BioattnError, match="map_step"):
-        plot_glimpses(model, _image(), tmp_path / "x.png", steps=3, map_step=4)
-    with pytest.raises(BioattnError, match="steps"):
-        plot_glimpses(model, _image(), tmp_path / "x.png", steps=0)
+    with pytest.raises(BioattnError, match="map_glimpse"):
+        plot_glimpses(model, _image(), tmp_path / "x.png", glimpses=3, map_glimpse=4)
+    with pytest.raises(BioattnError, match="glimpses"):
+        plot_glimpses(model, _image(), tmp_path / "x.png", glimpses=0)
     with pytest.raises(BioattnError, match="not a glimpse model"):
         plot_glimpses(torch.nn.Linear(3, 3), _image(), tmp_path / "x.png")
     with pytest.raises(BioattnError, match="smaller than the retina"):

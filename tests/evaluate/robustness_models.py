@@ -71,7 +71,7 @@ def halves_dataset(n: int = 64, seed: int = 2) -> TensorDataset:
 
 
 class GlimpseToy(nn.Module):
-    """A multi-step model that looks at one 4x4 patch per step and classifies by its brightness.
+    """A multi-readout model that looks at one 4x4 patch per readout and classifies by its brightness.
 
     Deterministic: step t looks at patch t. Stochastic (``stochastic=True``): each step looks at
     a random patch per image, like a glimpse model with random fixations. Step logits are not

@@ -132,21 +132,21 @@ def test_restarts_keep_every_example_the_first_restart_fooled(trained):
     assert fooled_three.sum() >= fooled_one.sum()
 
 
-def test_attack_targets_the_chosen_step():
-    """Step t of the toy sees only patch t: attacking step 1 breaks step 1 only."""
+def test_attack_targets_the_chosen_readout():
+    """Readout t of the toy sees only patch t: attacking readout 1 breaks readout 1 only."""
     x, y = uniform_pixels(32)
     loader = DataLoader(TensorDataset(normalise(x), y), batch_size=16)
     model = GlimpseToy(stochastic=False)
-    first = evaluate_attack(model, loader, PIXELS, "pgd", eps=0.04, attack_step=1)
+    first = evaluate_attack(model, loader, PIXELS, "pgd", eps=0.04, attack_readout=1)
     assert first["per_readout_clean_top1"] == [100.0] * 4
     assert first["per_readout_top1"][0] == 0.0
     assert first["per_readout_top1"][1:] == [100.0] * 3
-    assert first["attacked_step_top1"] == 0.0 and first["top1"] == 100.0
-    last = evaluate_attack(model, loader, PIXELS, "fgsm", eps=0.04, steps=6)
+    assert first["attacked_readout_top1"] == 0.0 and first["top1"] == 100.0
+    last = evaluate_attack(model, loader, PIXELS, "fgsm", eps=0.04, readouts=6)
     assert len(last["per_readout_top1"]) == 6
     assert last["per_readout_top1"][:5] == [100.0] * 5 and last["per_readout_top1"][5] == 0.0
-    with pytest.raises(BioattnError, match="attack step 9"):
-        evaluate_attack(model, loader, PIXELS, "pgd", eps=0.04, attack_step=9)
+    with pytest.raises(BioattnError, match="attack readout 9 is outside"):
+        evaluate_attack(model, loader, PIXELS, "pgd", eps=0.04, attack_readout=9)
 
 
 def test_eot_changes_the_estimate_on_random_fixations():

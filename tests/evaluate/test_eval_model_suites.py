@@ -74,7 +74,7 @@ def test_fixations_suite(absvit_ckpt, tmp_path, capsys):
     assert rc == 2 and "--fixations DIR" in capsys.readouterr().err
 
 
-def test_glimpse_model_attacked_at_one_step_with_eot(tmp_path, capsys):
+def test_glimpse_model_attacked_at_one_glimpse_with_eot(tmp_path, capsys):
     ckpt = _checkpoint(tmp_path / "rs", "rsrnn_micro", img_size=32, num_classes=10, eval_sample=True)
     out = tmp_path / "g.json"
     rc = main(["eval", "--checkpoint", str(ckpt), "--data", EMBEDDED, "--suite", "pgd", "--readouts", "4",
@@ -87,8 +87,8 @@ def test_glimpse_model_attacked_at_one_step_with_eot(tmp_path, capsys):
     assert [(run["eps"], run["eot"]) for run in pgd["runs"]] == [(2e-3, 1), (2e-3, 2), (5e-3, 1), (5e-3, 2)]
     for run in pgd["runs"]:
         assert len(run["per_readout_top1"]) == 4 and len(run["per_readout_clean_top1"]) == 4
-        assert run["attack_step"] == 2 and run["max_linf"] <= run["eps"] + 1e-6
-    assert (tmp_path / "g_attack_steps.png").exists()
+        assert run["attack_readout"] == 2 and run["max_linf"] <= run["eps"] + 1e-6
+    assert (tmp_path / "g_attack_readouts.png").exists()
 
 
 def test_random_weights_are_seeded_and_announced(capsys):

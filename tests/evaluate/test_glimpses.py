@@ -72,13 +72,13 @@ class _Data(torch.utils.data.Dataset):
 
 
 def test_shares_and_random_baseline():
-    out = fixations_on_mask_dataset(_LeftLooker(), _Data(), steps=4, batch_size=4)
+    out = fixations_on_mask_dataset(_LeftLooker(), _Data(), glimpses=4, batch_size=4)
     # x = -0.5 is column 2 of 8: inside the left half, outside the left quarter (columns 0-1)
     assert out["per_glimpse"] == pytest.approx([0.0, 50.0, 50.0, 50.0])
     assert out["learned"] == pytest.approx(50.0)
     assert out["random"] == pytest.approx(100 * (0.5 + 0.25) / 2)
     assert out["ratio"] == pytest.approx(50.0 / 37.5)
-    assert out["steps"] == 4 and out["n_images"] == 6 and out["learns_fixations"] is False
+    assert out["glimpses"] == 4 and out["n_images"] == 6 and out["learns_fixations"] is False
     assert fixations_on_mask_dataset(_LeftLooker(), _Data(), limit=3)["random"] == pytest.approx(50.0)
 
 
@@ -102,6 +102,6 @@ def test_glimpses_suite_on_embedded_data(tmp_path, capsys):
                "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     g = json.loads(out.read_text())["results"]["glimpses"]
-    assert g["steps"] == 5 and len(g["per_glimpse"]) == 5 and g["n_images"] == 6
+    assert g["glimpses"] == 5 and len(g["per_glimpse"]) == 5 and g["n_images"] == 6
     assert g["learns_fixations"] is True
     assert all(0 <= s <= 100 for s in g["per_glimpse"]) and 0 < g["random"] < 20

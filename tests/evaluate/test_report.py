@@ -1,4 +1,4 @@
-"""run_suites on multi-step models, the results file, and the side-by-side report."""
+"""run_suites on multi-readout models, the results file, and the side-by-side report."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def toy_data() -> TensorDataset:
 
 @pytest.fixture(scope="module")
 def glimpse_results(toy_data):
-    common = dict(mean=MEAN, std=STD, eps=[0.01, 0.04], steps=6, attack_step=2, progress=False,
+    common = dict(mean=MEAN, std=STD, eps=[0.01, 0.04], readouts=6, attack_readout=2, progress=False,
                   batch_size=8, device="cpu")
     fixed = run_suites(GlimpseToy(stochastic=False), toy_data, ["clean", "pgd"],
                        model_info={"label": "fixed fixations"}, **common)
@@ -33,18 +33,18 @@ def glimpse_results(toy_data):
     return fixed, random
 
 
-def test_run_suites_reports_every_step_under_attack(glimpse_results):
+def test_run_suites_reports_every_readout_under_attack(glimpse_results):
     fixed, random = glimpse_results
     assert fixed["results"]["clean"]["per_readout_top1"] == [100.0] * 6
     runs = fixed["results"]["pgd"]["runs"]
     assert [r["eps"] for r in runs] == [0.01, 0.04] and all(r["eot"] == 1 for r in runs)
     strong = runs[1]
-    assert strong["attack_step"] == 2 and len(strong["per_readout_top1"]) == 6
+    assert strong["attack_readout"] == 2 and len(strong["per_readout_top1"]) == 6
     assert strong["per_readout_top1"][1] == 0.0  # the attacked glimpse ...
     assert strong["per_readout_top1"][0] == 100.0 and strong["per_readout_top1"][2:] == [100.0] * 4  # ... only
     assert runs[0]["per_readout_top1"] == [100.0] * 6  # eps 0.01 is below the 0.02 margin
-    assert fixed["model"]["multi_step"] and not fixed["model"]["stochastic"]
-    assert fixed["settings"]["attack_step"] == 2 and fixed["seconds"]["pgd"] >= 0
+    assert fixed["model"]["multi_readout"] and not fixed["model"]["stochastic"]
+    assert fixed["settings"]["attack_readout"] == 2 and fixed["seconds"]["pgd"] >= 0
 
 
 def test_models_that_sample_get_an_eot_run_too(glimpse_results):
@@ -63,7 +63,7 @@ def test_run_suites_bad_input(toy_data):
     with pytest.raises(BioattnError, match="unknown evaluation setting"):
         run_suites(model, toy_data, ["clean"], progress=False, epsilon=0.1)
     with pytest.raises(BioattnError, match="--attack-readout must be at most --readouts"):
-        run_suites(model, toy_data, ["pgd"], mean=MEAN, std=STD, steps=4, attack_step=7, progress=False)
+        run_suites(model, toy_data, ["pgd"], mean=MEAN, std=STD, readouts=4, attack_readout=7, progress=False)
     with pytest.raises(BioattnError, match="needs two-object images"):
         run_suites(model, toy_data, ["steering"], progress=False)
 
@@ -81,10 +81,10 @@ def test_results_file_and_side_by_side_report(glimpse_results, tmp_path, capsys)
     assert rc == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "fixed fixations" in md and "random fixations" in md
-    assert "PGD eps=0.04 @step2 top1" in md and f"PGD EOT{DEFAULT_EOT} eps=0.04 @step2 top1" in md
+    assert "PGD eps=0.04 @readout2 top1" in md and f"PGD EOT{DEFAULT_EOT} eps=0.04 @readout2 top1" in md
     header = next(line for line in md.splitlines() if line.startswith("| model | clean top1"))
     assert header.count("|") >= 6
-    png = tmp_path / "rep" / "report_attack_steps.png"
+    png = tmp_path / "rep" / "report_attack_readouts.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "rep" / "report_corruptions.png").exists()  # nothing to plot
     assert "wrote" in capsys.readouterr().out
@@ -119,18 +119,18 @@ def test_format_eps():
     assert format_eps(2e-3) == "0.002"
 
 
-def test_per_step_clean_and_glimpse_tables():
+def test_per_readout_clean_and_glimpse_tables():
     results = [
         {"model": {"label": "glimpser"}, "results": {
             "clean": {"top1": 50.0, "per_readout_top1": [20.0, 35.0, 50.0]},
             "glimpses": {"per_glimpse": [6.0, 30.0, 40.0], "learned": 35.0, "random": 6.5,
-                         "ratio": 5.4, "steps": 3, "n_images": 10}}},
+                         "ratio": 5.4, "glimpses": 3, "n_images": 10}}},
         {"model": {"label": "one shot"}, "results": {"clean": {"top1": 40.0, "per_readout_top1": [40.0]}}},
     ]
     md = markdown_report(results)
-    clean = md.split("## Clean top-1 at every step")[1].split("##")[0]
+    clean = md.split("## Clean top-1 at every readout")[1].split("##")[0]
     assert "| glimpser | 20.00 | 35.00 | 50.00 |" in clean
-    assert "one shot" not in clean                  # a single step needs no per-step row
+    assert "one shot" not in clean                  # a single readout needs no per-readout row
     fix = md.split("## Fixations on the object's mask at every glimpse (%)")[1]
     assert "| model | 1 | 2 | 3 | after the first | uniform random |" in fix
     assert "| glimpser | 6.00 | 30.00 | 40.00 | 35.00 | 6.50 |" in fix

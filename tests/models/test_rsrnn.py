@@ -167,7 +167,7 @@ def test_shapes_and_protocol(name):
     assert default_glimpses == (1 if name.startswith("ffcnn") else 4)
 
 
-def test_rsrnn_maps_per_step():
+def test_rsrnn_maps_per_glimpse():
     m = _tiny("rsrnn_micro").eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -218,7 +218,7 @@ def test_replaying_a_scan_path():
 
 
 @pytest.mark.parametrize("name", MICRO)
-def test_gradient_reaches_the_input_at_every_step(name):
+def test_gradient_reaches_the_input_at_every_glimpse(name):
     m = _tiny(name).eval()
     x = torch.randn(2, 3, 64, 64, requires_grad=True)
     out = forward_readouts(m, x, readouts=3)
@@ -231,7 +231,7 @@ def test_gradient_reaches_the_input_at_every_step(name):
 # training
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", MICRO)
-def test_trains_a_step_under_the_protocol(name):
+def test_trains_an_optimizer_step_under_the_protocol(name):
     torch.manual_seed(0)
     m = _tiny(name).train()
     opt = torch.optim.SGD(m.parameters(), lr=0.1)

@@ -391,7 +391,7 @@ def test_micro_trains_with_each_attention(attention):
 # attention maps
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("attention", ["vars_d", "vars_sd"])
-def test_vars_maps_per_step_are_reconstruction_norms(attention):
+def test_vars_maps_per_iteration_are_reconstruction_norms(attention):
     torch.manual_seed(0)
     model = timm.create_model("rvt_micro", attention=attention, num_step=4).eval()
     x = torch.randn(2, 3, 64, 64)
@@ -437,7 +437,7 @@ def test_maps_through_the_shared_attention_helpers():
     assert up.shape == (2, 64, 64) and (up >= 0).all()
 
 
-def test_vars_s_maps_per_step():
+def test_vars_s_maps_per_iteration():
     torch.manual_seed(0)
     model = timm.create_model("rvt_micro", attention="vars_s").eval()
     maps = model.attention_maps(torch.randn(2, 3, 64, 64))

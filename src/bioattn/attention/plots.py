@@ -164,14 +164,14 @@ def attend(
     prior_scale: float = 40.0,
     meta: Mapping[str, Any] | None = None,
     img_size: int | None = None,
-    steps: int | None = None,
+    glimpses: int | None = None,
     gif: bool = False,
 ) -> Path:
     """Draw where ``model`` attends on the image at ``image_path`` into ``out_path``.
 
     ``priors`` (class indices, or names listed in ``meta["classes"]``) add one top-down map each
     for models that can be steered (AbSViT). Glimpse models are drawn by
-    :func:`bioattn.attention.scanpaths.plot_glimpses` with ``steps`` and ``gif``.
+    :func:`bioattn.attention.scanpaths.plot_glimpses` with ``glimpses`` and ``gif``.
     """
     inner = unwrap(model)
     out_path = Path(out_path)
@@ -197,9 +197,9 @@ def attend(
             raise BioattnError(f"{type(inner).__name__} is a glimpse model: it takes no --prior")
         from .scanpaths import plot_glimpses
 
-        return plot_glimpses(model, x, out_path, steps=steps or 8, gif=gif, mean=settings["mean"],
+        return plot_glimpses(model, x, out_path, glimpses=glimpses or 8, gif=gif, mean=settings["mean"],
                              std=settings["std"], class_names=(meta or {}).get("classes"))
-    if steps is not None or gif:
+    if glimpses is not None or gif:
         raise BioattnError("--readouts and --gif apply to glimpse models only")
     classes = (meta or {}).get("classes")
     kwargs: dict[str, Any] = {}

@@ -112,19 +112,19 @@ def plot_glimpses(
     model: nn.Module,
     image: torch.Tensor,
     out_path: str | Path,
-    steps: int | None = 8,
+    glimpses: int | None = 8,
     gif: bool = False,
-    map_step: int | None = None,
+    map_glimpse: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     class_names: Sequence[str] | None = None,
 ) -> list[Path]:
-    """Draw how ``model`` looks at ``image`` over ``steps`` glimpses.
+    """Draw how ``model`` looks at ``image`` over ``glimpses`` glimpses.
 
     The PNG at ``out_path`` shows the image with the fixation path (numbered, the field of every
     glimpse outlined faintly) and, below it, what each glimpse saw (one row per glimpse kind,
     e.g. the two crops of Crop-D) titled with the prediction after that glimpse. With
-    ``map_step`` (a glimpse number from 1 to ``steps``, or -1 for the last) it adds that
+    ``map_glimpse`` (a glimpse number from 1 to ``glimpses``, or -1 for the last) it adds that
     glimpse's maps over the image (RS-RNN: saliency, inhibition of return and the probability of
     the next fixation). With ``gif=True`` it also writes ``out_path`` with a ``.gif`` suffix: one
     frame per glimpse, the path so far and the current glimpse.
@@ -132,7 +132,7 @@ def plot_glimpses(
     ``image`` is one normalised image ``(C, H, W)`` (or a batch of one, ``(1, C, H, W)``) as
     the model takes it; ``mean``/``std`` undo the normalisation for display (default: the
     model's ``pretrained_cfg``, else the ImageNet values). For an image already in ``[0, 1]``
-    pass ``mean=(0,)`` and ``std=(1,)``. ``steps=None`` draws 8 glimpses. ``class_names`` label
+    pass ``mean=(0,)`` and ``std=(1,)``. ``glimpses=None`` draws 8 glimpses. ``class_names`` label
     the predictions. The model runs in eval mode (its mode is restored afterwards).
 
     Returns the written paths: the PNG (``out_path``; given a ``.gif`` name, the PNG takes the
@@ -146,15 +146,15 @@ def plot_glimpses(
     if not isinstance(image, torch.Tensor) or image.dim() != 3:
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise BioattnError(f"image must be one normalised image (C, H, W); got {shape}")
-    steps = 8 if steps is None else steps
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise BioattnError(f"steps must be an integer >= 1; got {steps!r}")
-    if map_step is not None:
-        if map_step == -1:
-            map_step = steps
-        if isinstance(map_step, bool) or not isinstance(map_step, int) or not 1 <= map_step <= steps:
+    glimpses = 8 if glimpses is None else glimpses
+    if isinstance(glimpses, bool) or not isinstance(glimpses, int) or glimpses < 1:
+        raise BioattnError(f"glimpses must be an integer >= 1; got {glimpses!r}")
+    if map_glimpse is not None:
+        if map_glimpse == -1:
+            map_glimpse = glimpses
+        if isinstance(map_glimpse, bool) or not isinstance(map_glimpse, int) or not 1 <= map_glimpse <= glimpses:
             raise BioattnError(
-                f"map_step must be a glimpse number from 1 to {steps} (or -1); got {map_step!r}")
+                f"map_glimpse must be a glimpse number from 1 to {glimpses} (or -1); got {map_glimpse!r}")
     cfg = getattr(model, "pretrained_cfg", None) or {}
     mean = mean if mean is not None else cfg.get("mean", (0.485, 0.456, 0.406))
     std = std if std is not None else cfg.get("std", (0.229, 0.224, 0.225))
@@ -172,27 +172,27 @@ def plot_glimpses(
     model.eval()
     try:
         with torch.no_grad():
-            g = model.forward_glimpses(x, glimpses=steps, return_maps=True)
+            g = model.forward_glimpses(x, glimpses=glimpses, return_maps=True)
             views = model.glimpse_images(x, g.fixations)
             outlines = [[_to_pixels(o[0], height, width)
                          for o in model.glimpse_outlines(g.fixations[t], (height, width))]
-                        for t in range(steps)]
+                        for t in range(glimpses)]
     finally:
         model.train(was_training)
 
     picture = _denormalise(x[0], mean, std)
     fixations = _to_pixels(g.fixations[:, 0], height, width)
-    predictions = [_prediction_text(g.logits[t, 0], class_names) for t in range(steps)]
+    predictions = [_prediction_text(g.logits[t, 0], class_names) for t in range(glimpses)]
     maps = {}
-    if map_step is not None and g.maps:
-        maps = {name: m[map_step - 1, 0].float().cpu().numpy() for name, m in g.maps.items()}
+    if map_glimpse is not None and g.maps:
+        maps = {name: m[map_glimpse - 1, 0].float().cpu().numpy() for name, m in g.maps.items()}
 
     # a model that never moves its eyes and sees the whole image each time (FF-CNN) has no
     # fixation path: it is drawn as one view of the image
     single_view = (len(views) == 1 and tuple(views[0].shape[-2:]) == (height, width)
                    and bool((g.fixations[:, 0] == g.fixations[0, 0]).all())
-                   and all(torch.equal(views[0][t], views[0][0]) for t in range(steps)))
-    written = [_write_strip(out_path, picture, fixations, outlines, views, predictions, maps, map_step,
+                   and all(torch.equal(views[0][t], views[0][0]) for t in range(glimpses)))
+    written = [_write_strip(out_path, picture, fixations, outlines, views, predictions, maps, map_glimpse,
                             mean, std, height, width, single_view=single_view)]
     if gif:
         written.append(_write_gif(gif_path, picture, fixations, outlines, views,
@@ -200,11 +200,11 @@ def plot_glimpses(
     return written
 
 
-def _write_strip(path: Path, picture, fixations, outlines, views, predictions, maps, map_step,
+def _write_strip(path: Path, picture, fixations, outlines, views, predictions, maps, map_glimpse,
                  mean, std, height, width, single_view: bool = False) -> Path:
-    steps = len(predictions)
+    n_glimpses = len(predictions)
     rows = 0 if single_view else len(views)
-    cols = max(steps, 1)
+    cols = max(n_glimpses, 1)
     top_panels = 1 + len(maps)
     if single_view:
         fig = _canvas((3.2 * top_panels, 3.6))
@@ -219,10 +219,10 @@ def _write_strip(path: Path, picture, fixations, outlines, views, predictions, m
     if single_view:
         ax.set_title(f"one view of the whole image, no fixations: {predictions[-1]}", fontsize=9)
     else:
-        for t in range(steps):
+        for t in range(n_glimpses):
             _draw_outlines(ax, outlines[t], alpha=0.25)
-        _draw_path(ax, fixations, steps - 1, height, width)
-        ax.set_title(f"fixation path ({steps} glimpses): {predictions[-1]}", fontsize=9)
+        _draw_path(ax, fixations, n_glimpses - 1, height, width)
+        ax.set_title(f"fixation path ({n_glimpses} glimpses): {predictions[-1]}", fontsize=9)
         _outline_legend(ax, kinds)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -232,8 +232,8 @@ def _write_strip(path: Path, picture, fixations, outlines, views, predictions, m
         axm.imshow(m, cmap="inferno", alpha=0.6, extent=(-0.5, width - 0.5, height - 0.5, -0.5),
                    interpolation="bilinear")
         if not single_view:
-            _draw_path(axm, fixations, min(map_step, steps) - 1, height, width)
-        axm.set_title(f"{name} after glimpse {map_step}" if not single_view else name, fontsize=9)
+            _draw_path(axm, fixations, min(map_glimpse, n_glimpses) - 1, height, width)
+        axm.set_title(f"{name} after glimpse {map_glimpse}" if not single_view else name, fontsize=9)
         axm.set_xticks([])
         axm.set_yticks([])
     if single_view:
@@ -241,7 +241,7 @@ def _write_strip(path: Path, picture, fixations, outlines, views, predictions, m
         return path
     bottom = outer[1].subgridspec(rows, cols, wspace=0.08, hspace=0.25)
     for r, view in enumerate(views):
-        for t in range(steps):
+        for t in range(n_glimpses):
             axg = fig.add_subplot(bottom[r, t])
             title = f"{t + 1}: {predictions[t]}" if r == 0 else None
             _show_glimpse(axg, view[t, 0], mean, std, title)

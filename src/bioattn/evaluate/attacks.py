@@ -3,8 +3,9 @@ expectation over transformation for models that sample), and AutoAttack through 
 
 Attacks take a model that maps pixels in [0, 1] to logits (see
 :class:`bioattn.evaluate.runtime.PixelModel`, which normalises inside and picks the attacked
-step of a multi-step model). Official settings (docs/evaluation.md): FGSM eps 1/255, one step of eps, no
-random start; PGD eps 1/255, step 0.5/255, 5 iterations, uniform random start; both L-inf.
+readout of a multi-readout model). Official settings (docs/evaluation.md): FGSM eps 1/255, one
+gradient step of eps, no random start; PGD eps 1/255, step 0.5/255, 5 iterations, uniform random
+start; both L-inf.
 """
 
 from __future__ import annotations
@@ -209,8 +210,8 @@ def evaluate_attack(
     norm: str = "Linf",
     restarts: int = 1,
     eot: int = 1,
-    attack_step: int | None = None,
-    steps: int | None = None,
+    attack_readout: int | None = None,
+    readouts: int | None = None,
     autoattack_version: str = "standard",
     device: torch.device | str = "cpu",
     seed: int = 0,
@@ -218,10 +219,11 @@ def evaluate_attack(
 ) -> dict:
     """Accuracy (percent) under ``attack`` on ``loader``'s normalised images.
 
-    The attack targets the prediction at ``attack_step`` (1-based; ``None`` = final) of a
-    model run for ``steps`` steps; the result lists clean and adversarial accuracy at every
-    step (``per_step_*``, one entry for plain models), the final prediction's (``clean_top1``,
-    ``top1``) and the attacked step's (``attacked_step_top1``).
+    The attack targets the prediction at ``attack_readout`` (1-based; ``None`` = final) of a
+    model run for ``readouts`` readouts (passes, glimpses); the result lists clean and
+    adversarial accuracy at every readout (``per_readout_*``, one entry for plain models), the
+    final prediction's (``clean_top1``, ``top1``) and the attacked readout's
+    (``attacked_readout_top1``).
     """
     if attack not in ATTACKS:
         raise BioattnError(f"unknown attack '{attack}' (known: {', '.join(ATTACKS)})")
@@ -234,7 +236,7 @@ def evaluate_attack(
     check_attack_args(eps, step_size if eps > 0 else None, iters, norm, restarts, eot)
     device = torch.device(device)
     model.eval()
-    target = PixelModel(model, pixels, step=attack_step, steps=steps).to(device)
+    target = PixelModel(model, pixels, readout=attack_readout, readouts=readouts).to(device)
     torch.manual_seed(seed)
     clean_hits = adv_hits = None
     seen = 0
@@ -243,24 +245,24 @@ def evaluate_attack(
         images, labels = images.to(device), labels.to(device)
         x = pixels.to_unit(images.float())
         with torch.no_grad():
-            clean_steps = target.all_readouts(x)
-        if attack_step is not None and not 1 <= attack_step <= clean_steps.shape[0]:
+            clean_readouts = target.all_readouts(x)
+        if attack_readout is not None and not 1 <= attack_readout <= clean_readouts.shape[0]:
             raise BioattnError(
-                f"attack step {attack_step} is outside the model's 1..{clean_steps.shape[0]} steps"
+                f"attack readout {attack_readout} is outside the model's 1..{clean_readouts.shape[0]} readouts"
             )
         if attack == "autoattack":
             x_adv = autoattack(target, x, labels, eps=eps, norm=norm,
-                               n_classes=clean_steps.shape[-1], version=autoattack_version, seed=seed)
+                               n_classes=clean_readouts.shape[-1], version=autoattack_version, seed=seed)
         else:
             x_adv = pgd(target, x, labels, eps=eps, step_size=step_size if eps > 0 else None,
                         iters=iters, norm=norm, random_start=random_start, restarts=restarts, eot=eot)
         with torch.no_grad():
-            adv_steps = target.all_readouts(x_adv)
+            adv_readouts = target.all_readouts(x_adv)
         delta = (x_adv - x).flatten(1)
         max_linf = max(max_linf, delta.abs().max().item() if delta.numel() else 0.0)
         max_l2 = max(max_l2, delta.norm(dim=1).max().item() if delta.numel() else 0.0)
-        c = (clean_steps.argmax(-1) == labels[None]).sum(dim=1).cpu()
-        a = (adv_steps.argmax(-1) == labels[None]).sum(dim=1).cpu()
+        c = (clean_readouts.argmax(-1) == labels[None]).sum(dim=1).cpu()
+        a = (adv_readouts.argmax(-1) == labels[None]).sum(dim=1).cpu()
         clean_hits = c if clean_hits is None else clean_hits + c
         adv_hits = a if adv_hits is None else adv_hits + a
         seen += labels.shape[0]
@@ -275,28 +277,28 @@ def evaluate_attack(
         "random_start": random_start,
         "restarts": restarts if attack != "autoattack" else 1,
         "eot": eot if attack != "autoattack" else 1,
-        "attack_step": attack_step,
-        "steps": steps,
+        "attack_readout": attack_readout,
+        "readouts": readouts,
         "n": seen,
         "max_linf": max_linf,
         "max_l2": max_l2,
     }
     if attack == "autoattack":
-        n_classes = clean_steps.shape[-1] if seen else 2
+        n_classes = clean_readouts.shape[-1] if seen else 2
         parts = [name for name, _ in autoattack_parts(target, max(eps, 1e-12), norm, n_classes,
                                                       autoattack_version, seed)]
         result.update(version=autoattack_version, parts=parts, step_size=None, iters=None,
                       random_start=None)
     if seen == 0:
-        return result | {"clean_top1": math.nan, "top1": math.nan, "attacked_step_top1": math.nan,
+        return result | {"clean_top1": math.nan, "top1": math.nan, "attacked_readout_top1": math.nan,
                          "per_readout_clean_top1": [], "per_readout_top1": []}
     per_clean = [100.0 * v / seen for v in clean_hits.tolist()]
     per_adv = [100.0 * v / seen for v in adv_hits.tolist()]
-    t = len(per_adv) - 1 if attack_step is None else attack_step - 1
+    t = len(per_adv) - 1 if attack_readout is None else attack_readout - 1
     result.update(
         clean_top1=per_clean[-1],
         top1=per_adv[-1],
-        attacked_step_top1=per_adv[t],
+        attacked_readout_top1=per_adv[t],
         per_readout_clean_top1=per_clean,
         per_readout_top1=per_adv,
     )

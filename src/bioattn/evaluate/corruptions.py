@@ -152,9 +152,9 @@ class _Counts:
         self.clean = 0
         self.hits: dict[tuple[str, int], int] = {}
 
-    def add(self, key, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: int | None) -> None:
+    def add(self, key, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, readouts: int | None) -> None:
         with torch.no_grad():
-            pred = forward_readouts(model, x, readouts=steps).logits.argmax(dim=1)
+            pred = forward_readouts(model, x, readouts=readouts).logits.argmax(dim=1)
         hits = int((pred == labels).sum().item())
         if key is None:
             self.clean += hits
@@ -194,7 +194,7 @@ def evaluate_corruptions(
     workers: int = 0,
     device: torch.device | str = "cpu",
     seed: int = 0,
-    steps: int | None = None,
+    readouts: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict:
     """Top-1 accuracy (percent) of ``model`` on ``loader``'s images under each corruption and
@@ -214,7 +214,7 @@ def evaluate_corruptions(
             labels_dev = labels.to(device)
             n = labels.shape[0]
             for name, m in models.items():
-                counts[name].add(None, m, images.to(device).float(), labels_dev, steps)
+                counts[name].add(None, m, images.to(device).float(), labels_dev, readouts)
             raw = pixels.to_uint8(images)
             seeds = {u: [image_seed(seed, u[0], u[1], seen + i) for i in range(n)] for u in units}
             window: deque = deque()
@@ -228,7 +228,7 @@ def evaluate_corruptions(
                 u, pending = window.popleft()
                 x = pixels.from_uint8(pending.result()).to(device)
                 for name, m in models.items():
-                    counts[name].add(u, m, x, labels_dev, steps)
+                    counts[name].add(u, m, x, labels_dev, readouts)
                 if progress is not None:
                     progress(n)
             seen += n

@@ -51,7 +51,7 @@ def fixations_on_mask(fixations: torch.Tensor, masks: torch.Tensor) -> torch.Ten
 def fixations_on_mask_dataset(
     model: nn.Module,
     dataset,
-    steps: int | None = None,
+    glimpses: int | None = None,
     limit: int | None = None,
     batch_size: int = 64,
     device: torch.device | str | None = None,
@@ -64,7 +64,7 @@ def fixations_on_mask_dataset(
 
     Returns, in %: ``per_glimpse`` (share at each glimpse), ``learned`` (mean over glimpses
     2..T), ``random`` (mean mask area: the expected share of uniformly random fixations) and
-    ``ratio`` (learned / random); plus ``steps``, ``n_images`` and ``learns_fixations`` (whether
+    ``ratio`` (learned / random); plus ``glimpses`` (how many were run), ``n_images`` and ``learns_fixations`` (whether
     the model has a trained fixation policy; models without one report where they look anyway,
     e.g. always the centre, or the centre of their soft attention).
     """
@@ -88,8 +88,8 @@ def fixations_on_mask_dataset(
             masks = torch.as_tensor(np.asarray(masks_all[start:stop]))
             if masks.ndim == 4:
                 masks = masks[:, 0]
-            glimpses = inner.forward_glimpses(x, glimpses=steps)
-            hits.append(fixations_on_mask(glimpses.fixations.cpu(), masks))
+            scan = inner.forward_glimpses(x, glimpses=glimpses)
+            hits.append(fixations_on_mask(scan.fixations.cpu(), masks))
             areas.append(masks.float().mean(dim=(-2, -1)))
             if progress is not None:
                 progress(stop - start)
@@ -104,7 +104,7 @@ def fixations_on_mask_dataset(
         "learned": learned,
         "random": random,
         "ratio": learned / random if random > 0 else float("nan"),
-        "steps": int(on_mask.shape[0]),
+        "glimpses": int(on_mask.shape[0]),
         "learns_fixations": bool(getattr(inner, "learns_fixations", False)),
         "n_images": n,
     }

@@ -12,7 +12,7 @@ from ..errors import BioattnError
 from ..fileio import atomic_write, atomic_write_text, check_output_file, output_folder
 
 PLOT_CORRUPTIONS = "corruptions.png"
-PLOT_STEPS = "attack_steps.png"
+PLOT_READOUTS = "attack_readouts.png"
 
 
 # ------------------------------------------------------------------------------------------
@@ -114,8 +114,8 @@ def attack_label(run: dict) -> str:
     if (run.get("eot") or 1) > 1:
         parts.append(f"EOT{run['eot']}")
     parts.append(f"eps={format_eps(run.get('eps'))}")
-    if run.get("attack_step"):
-        parts.append(f"@step{run['attack_step']}")
+    if run.get("attack_readout"):
+        parts.append(f"@readout{run['attack_readout']}")
     return " ".join(parts)
 
 
@@ -151,7 +151,7 @@ def summary_columns(results: dict) -> dict[str, float | None]:
         elif suite in ("fgsm", "pgd", "autoattack"):
             for run in r.get("runs", []):
                 # a run aimed at one step is summarised by that step's accuracy
-                key = "attacked_step_top1" if run.get("attack_step") else "top1"
+                key = "attacked_readout_top1" if run.get("attack_readout") else "top1"
                 cols[f"{attack_label(run)} top1"] = run.get(key)
         elif suite == "steering":
             # shares and win rates are fractions in the results; the table shows them in %
@@ -226,7 +226,7 @@ def _image_notes(labels: Sequence[str], results_list: Sequence[dict]) -> list[st
 
 def markdown_report(results_list: Sequence[dict]) -> str:
     """Markdown: a summary table (one row per model) with the images each suite used, then
-    per-corruption and per-step tables. Demo summaries stand for each of their models."""
+    per-corruption and per-readout tables. Demo summaries stand for each of their models."""
     results_list = expand_results(results_list)
     if not results_list:
         raise BioattnError("no results to report")
@@ -240,7 +240,7 @@ def markdown_report(results_list: Sequence[dict]) -> str:
                                           for lab, s in zip(labels, summaries)])
     lines += _image_notes(labels, results_list)
     lines += ["", "Top-1, errors, shares and win rates in %. Attacks: top-1 on adversarial images at the "
-              "attacked step (the final prediction unless @stepN); eps on [0, 1] pixels. mCE x100 "
+              "attacked readout (the final prediction unless @readoutN); eps on [0, 1] pixels. mCE x100 "
               "(ImageNet-C: normalised by AlexNet's errors; generated corruptions: by the baseline "
               "model's)."]
     for suite in ("imagenet-c", "corruptions"):
@@ -259,12 +259,12 @@ def markdown_report(results_list: Sequence[dict]) -> str:
         if rows:
             lines += ["", f"## {suite}: top-1 per corruption and severity", ""]
             lines += _table(header, rows)
-    lines += _per_step_table(
-        "Clean top-1 at every step",
+    lines += _per_readout_table(
+        "Clean top-1 at every readout",
         [(lab, (r.get("results", {}).get("clean") or {}).get("per_readout_top1"))
          for lab, r in zip(labels, results_list)])
     glimpses = [(lab, r.get("results", {}).get("glimpses")) for lab, r in zip(labels, results_list)]
-    lines += _per_step_table(
+    lines += _per_readout_table(
         "Fixations on the object's mask at every glimpse (%)",
         [(lab, g.get("per_glimpse")) for lab, g in glimpses if g],
         extra={lab: [_fmt(g.get("learned")), _fmt(g.get("random"))] for lab, g in glimpses if g},
@@ -277,7 +277,7 @@ def markdown_report(results_list: Sequence[dict]) -> str:
                     step_rows.append((lab, run))
     if step_rows:
         width = max(len(run["per_readout_top1"]) for _, run in step_rows)
-        lines += ["", "## Top-1 at every step under attack (clean in brackets)", ""]
+        lines += ["", "## Top-1 at every readout under attack (clean in brackets)", ""]
         rows = []
         for lab, run in step_rows:
             cells = [f"{_fmt(a)} ({_fmt(c)})" for a, c in zip(run["per_readout_top1"], run["per_readout_clean_top1"])]
@@ -286,10 +286,10 @@ def markdown_report(results_list: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _per_step_table(title: str, rows: Sequence[tuple[str, Sequence[float] | None]],
+def _per_readout_table(title: str, rows: Sequence[tuple[str, Sequence[float] | None]],
                     extra: dict[str, list[str]] | None = None,
                     extra_header: Sequence[str] = ()) -> list[str]:
-    """A section with one row per model and one column per step, for models with several steps."""
+    """A section with one row per model and one column per readout, for models with several."""
     rows = [(lab, values) for lab, values in rows if values and len(values) > 1]
     if not rows:
         return []
@@ -370,8 +370,8 @@ def plot_corruptions(results_list: Sequence[dict], path: str | Path) -> bool:
     return True
 
 
-def plot_attack_steps(results_list: Sequence[dict], path: str | Path) -> bool:
-    """Top-1 at every step (glimpse / pass) under attack, one panel per attack setting, one
+def plot_attack_readouts(results_list: Sequence[dict], path: str | Path) -> bool:
+    """Top-1 at every readout (pass / glimpse) under attack, one panel per attack setting, one
     colour per model (solid: attacked, dashed: clean). Returns False when no result has more
     than one step."""
     from matplotlib.lines import Line2D
@@ -402,8 +402,8 @@ def plot_attack_steps(results_list: Sequence[dict], path: str | Path) -> bool:
                     linestyle="--", color=color, alpha=0.6)
             if i not in used:
                 used.append(i)
-            if run.get("attack_step"):
-                ax.axvline(run["attack_step"], color="grey", linewidth=0.8, linestyle=":")
+            if run.get("attack_readout"):
+                ax.axvline(run["attack_readout"], color="grey", linewidth=0.8, linestyle=":")
         ax.set_title(title, fontsize=9)
         ax.set_ylim(-3, 103)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -430,7 +430,7 @@ def write_report(results_list: Sequence[dict], out_dir: str | Path, stem: str = 
     out_dir = Path(out_dir)
     written = [out_dir / f"{stem}.md"]
     corr = out_dir / f"{stem}_{PLOT_CORRUPTIONS}"
-    steps = out_dir / f"{stem}_{PLOT_STEPS}"
+    steps = out_dir / f"{stem}_{PLOT_READOUTS}"
     if out_dir.is_dir():
         for target in (written[0], corr, steps):
             check_output_file(target, "report file")
@@ -439,6 +439,6 @@ def write_report(results_list: Sequence[dict], out_dir: str | Path, stem: str = 
     atomic_write_text(written[0], text, what="report file")
     if plot_corruptions(results_list, corr):
         written.append(corr)
-    if plot_attack_steps(results_list, steps):
+    if plot_attack_readouts(results_list, steps):
         written.append(steps)
     return written

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.pixels import Pixels
 from ..errors import BioattnError
+from ..protocol import forward_readouts, has_readouts
 
 
 def make_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
@@ -36,37 +37,33 @@ def as_dataset(data) -> Dataset:
 
 class PixelModel(nn.Module):
     """``model`` taking pixels in [0, 1]: normalises inside, and answers with the logits of one
-    step of a multi-step model (``step`` 1-based; ``None`` = the final prediction).
+    readout of a multi-readout model (``readout`` 1-based; ``None`` = the final prediction).
 
-    ``steps`` sets how many steps (glimpses, passes) the model runs.
+    ``readouts`` sets how many readouts (passes, glimpses) the model runs.
     """
 
-    def __init__(self, model: nn.Module, pixels: Pixels, step: int | None = None,
-                 steps: int | None = None) -> None:
+    def __init__(self, model: nn.Module, pixels: Pixels, readout: int | None = None,
+                 readouts: int | None = None) -> None:
         super().__init__()
         self.model = model
         self.pixels = pixels
-        self.step = step
-        self.steps = steps
+        self.readout = readout
+        self.readouts = readouts
 
     def all_readouts(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of every step, ``(T, B, K)``."""
-        from ..protocol import forward_readouts
-
-        return forward_readouts(self.model, self.pixels.from_unit(x), readouts=self.steps).all_readouts()
+        """Logits of every readout, ``(T, B, K)``."""
+        return forward_readouts(self.model, self.pixels.from_unit(x), readouts=self.readouts).all_readouts()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from ..protocol import forward_readouts, has_readouts
-
-        if self.step is None and self.steps is None and not has_readouts(self.model):
+        if self.readout is None and self.readouts is None and not has_readouts(self.model):
             return self.model(self.pixels.from_unit(x))
-        out = forward_readouts(self.model, self.pixels.from_unit(x), readouts=self.steps)
-        if self.step is None:
+        out = forward_readouts(self.model, self.pixels.from_unit(x), readouts=self.readouts)
+        if self.readout is None:
             return out.logits
-        steps = out.all_readouts()
-        if not 1 <= self.step <= steps.shape[0]:
-            raise BioattnError(f"attack step {self.step} is outside the model's 1..{steps.shape[0]} steps")
-        return steps[self.step - 1]
+        every = out.all_readouts()
+        if not 1 <= self.readout <= every.shape[0]:
+            raise BioattnError(f"readout {self.readout} is outside the model's 1..{every.shape[0]} readouts")
+        return every[self.readout - 1]
 
 
 def is_stochastic(model: nn.Module) -> bool:

@@ -22,7 +22,7 @@ from torch import nn
 
 from .. import __version__
 from ..checkpoint import WEIGHTS, load_model, read_meta, resolve_checkpoint_dir
-from ..config import SuiteSettings, parse_eps, parse_int_list  # noqa: F401  (importable from here)
+from ..config import SUITE_NAMES, SuiteSettings, parse_eps, parse_int_list  # noqa: F401  (importable from here)
 from ..data import build_dataset, is_embedded
 from ..data.human_fixations import load_fixation_dataset
 from ..data.pixels import Pixels
@@ -50,10 +50,7 @@ from .mce import CORRUPTIONS, SEVERITIES, check_corruption_names, check_severiti
 from .report import write_report, write_results
 from .runtime import as_dataset, is_stochastic, make_loader
 
-SUITES = (
-    "clean", "imagenet-c", "corruptions", "imagenet-a", "imagenet-r", "imagenet-sketch",
-    "fgsm", "pgd", "autoattack", "steering", "fixations", "glimpses",
-)
+SUITES = SUITE_NAMES
 DATA_SUITES = ("clean", "corruptions", "fgsm", "pgd", "autoattack", "glimpses")
 DEFAULT_EOT = 10
 
@@ -143,7 +140,7 @@ def _model_info(model: nn.Module) -> dict:
         "class": type(inner).__name__,
         "num_params": sum(p.numel() for p in inner.parameters()),
         "num_classes": getattr(inner, "num_classes", None),
-        "multi_step": has_readouts(model),
+        "multi_readout": has_readouts(model),
         "stochastic": is_stochastic(model),
     }
 
@@ -261,19 +258,8 @@ class _Context:
 
 
 def _check_settings(s: SuiteSettings) -> None:
-
-    if s.batch_size < 1:
-        raise BioattnError(f"batch size must be >= 1, got {s.batch_size}")
-    if s.workers < 0:
-        raise BioattnError(f"workers must be >= 0, got {s.workers}")
-    if s.limit is not None and s.limit < 1:
-        raise BioattnError(f"limit must be >= 1, got {s.limit}")
-    if s.steps is not None and s.steps < 1:
-        raise BioattnError(f"steps must be >= 1, got {s.steps}")
-    if s.attack_step is not None and s.attack_step < 1:
-        raise BioattnError(f"attack step must be >= 1 (steps count from 1), got {s.attack_step}")
-    if s.attack_step is not None and s.steps is not None and s.attack_step > s.steps:
-        raise BioattnError(f"attack step {s.attack_step} is beyond the {s.steps} steps run")
+    """What the settings cannot check alone: the attack budgets against the attack's own limits
+    (:class:`SuiteSettings` validates each value when it is made)."""
     if not s.eps:
         raise BioattnError("no eps given for the attacks")
     for eps in s.eps:
@@ -295,7 +281,7 @@ def _run_clean(ctx: _Context, suite: str) -> dict:
 
     loader, n = ctx.loader()
     with progress_bar(suite, n, ctx.settings.progress) as advance:
-        return evaluate_clean(ctx.model, loader, ctx.device, progress=advance, readouts=ctx.settings.steps)
+        return evaluate_clean(ctx.model, loader, ctx.device, progress=advance, readouts=ctx.settings.readouts)
 
 
 def _run_corruptions(ctx: _Context, suite: str) -> dict:
@@ -308,7 +294,7 @@ def _run_corruptions(ctx: _Context, suite: str) -> dict:
     with progress_bar(suite, n * len(corruptions) * len(severities), s.progress) as advance:
         return evaluate_corruptions(ctx.model, loader, pixels, corruptions, severities,
                                     baseline=ctx.baseline, workers=s.workers, device=ctx.device,
-                                    seed=s.seed, steps=s.steps, progress=advance)
+                                    seed=s.seed, readouts=s.readouts, progress=advance)
 
 
 def _run_imagenet_c(ctx: _Context, suite: str) -> dict:
@@ -327,7 +313,7 @@ def _run_imagenet_c(ctx: _Context, suite: str) -> dict:
     counts: dict[str, dict[str, int]] = {}
     with progress_bar(suite, sum(n for _, n in loaders.values()), s.progress) as advance:
         for (c, sev), (loader, _) in loaders.items():
-            r = evaluate_classes(ctx.model, loader, None, ctx.device, s.steps, suite, advance)
+            r = evaluate_classes(ctx.model, loader, None, ctx.device, s.readouts, suite, advance)
             top1.setdefault(c, {})[str(sev)] = r["top1"]
             counts.setdefault(c, {})[str(sev)] = r["n"]
     return {"root": str(s.imagenet_c), "img_size": size, "n": counts, **summarise_imagenet_c(top1)}
@@ -347,7 +333,7 @@ def _run_imagenet_folder(ctx: _Context, suite: str) -> dict:
     indices = imagenet_subset_indices(suite)
     loader, n = ctx.loader(dataset)
     with progress_bar(suite, n, s.progress) as advance:
-        r = evaluate_classes(ctx.model, loader, indices, ctx.device, s.steps, suite, advance)
+        r = evaluate_classes(ctx.model, loader, indices, ctx.device, s.readouts, suite, advance)
     return {"root": str(root), "img_size": size,
             "classes": 1000 if indices is None else len(indices), **r}
 
@@ -369,7 +355,7 @@ def _run_attack(ctx: _Context, suite: str) -> dict:
                 runs.append(evaluate_attack(
                     ctx.model, loader, pixels, suite, float(eps),
                     step_size=s.step_size, iters=s.attack_iters, norm=s.norm, restarts=s.restarts,
-                    eot=eot, attack_step=s.attack_step, steps=s.steps,
+                    eot=eot, attack_readout=s.attack_readout, readouts=s.readouts,
                     autoattack_version=s.autoattack_version, device=ctx.device, seed=s.seed,
                     progress=advance,
                 ))
@@ -403,7 +389,7 @@ def _run_glimpses(ctx: _Context, suite: str) -> dict:
     s = ctx.settings
     n = len(ctx.dataset) if s.limit is None else min(len(ctx.dataset), s.limit)
     with progress_bar(suite, n, s.progress) as advance:
-        return glimpses.fixations_on_mask_dataset(ctx.model, ctx.dataset, steps=s.steps, limit=s.limit,
+        return glimpses.fixations_on_mask_dataset(ctx.model, ctx.dataset, glimpses=s.readouts, limit=s.limit,
                                                   batch_size=s.batch_size, device=ctx.device,
                                                   progress=advance)
 
