@@ -115,22 +115,92 @@ CASES = {
     "data without action": (["data"], "ACTION"),
     "models num classes 0": (["models", "--num-classes", "0"], "--num-classes must be an integer >= 1"),
     "unknown command": (["fly"], "fly"),
+    # issue 18: outputs that are links, devices or an existing run; settings a run or model lacks
+    "train output is an existing run": (TRAIN + ["--output", "{run}"],
+                                        "already exists (a run of test_vit for 1 epochs): pass --resume"),
+    "train resume with another model": (["train", "--resume", "{run}", "--model", "vit_micro_patch8_64"],
+                                        "--model vit_micro_patch8_64 conflicts with the resumed run"),
+    "train resume with another lr": (["train", "--resume", "{run}", "--lr", "1"],
+                                     "--lr 1.0 conflicts with the resumed run"),
+    "train resume a finished run": (["train", "--resume", "{run}"],
+                                    "has finished its 1 epochs: pass --epochs N with N > 1"),
+    "eval out is a symbolic link": (EVAL + ["--out", "{link}"], "--out must be a file path, not a symbolic link"),
+    "eval out is a device file": (EVAL + ["--out", os.devnull], "--out must be a file path, not a device file"),
+    "eval img size 0": (EVAL + ["--img-size", "0"], "--img-size must be an integer >= 8"),
+    "attend out is a symbolic link": (ATTEND + ["--out", "{link}"], "--out must be a file path, not a symbolic link"),
+    "attend out is a device file": (ATTEND + ["--out", os.devnull], "--out must be a file path, not a device file"),
+    "attend readouts on a single-readout model": (
+        ["attend", "--model", "test_vit", "--img-size", "32", "--image", "{image}", "--out", "map.png",
+         "--readouts", "3"], "--readouts and --gif apply to glimpse models only"),
+    "attend num classes twice": (ATTEND + ["--model-arg", "num_classes=3", "--num-classes", "4"],
+                                 "--num-classes 4 conflicts with --model-arg num_classes=3"),
+    "convert img size 0": (CONVERT + ["--img-size", "0"], "--img-size must be an integer >= 8"),
+    "report out is a device file": (["report", "a.json", "--out", os.devnull],
+                                    "--out must be a directory path, not a device file"),
+    "preview out is a symbolic link": (PREVIEW[:2] + ["--out", "{link}"],
+                                       "--out must be a file path, not a symbolic link"),
+    "preview out is a device file": (PREVIEW[:2] + ["--out", os.devnull],
+                                     "--out must be a file path, not a device file"),
 }
 
 
+def _finished_run(run: Path) -> Path:
+    """What ``train`` leaves after one epoch of test_vit, without its weights."""
+    import torch
+
+    (run / "last").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"model": "test_vit", "epochs": 1}))
+    (run / "log.jsonl").write_text(json.dumps({"epoch": 1}) + "\n")
+    torch.save({"epoch": 0}, run / "last" / "trainer_state.pt")
+    return run
+
+
 def _fill(args: list[str], tmp_path: Path) -> list[str]:
+    """The placeholders: {file} and {dir} exist, {link} links to {file}, {image} is a small
+    PNG, {run} a finished run of one epoch."""
     file = tmp_path / "existing.txt"
     file.write_text("keep me")
     folder = tmp_path / "existing-dir"
     folder.mkdir(exist_ok=True)
-    return [a.replace("{file}", str(file)).replace("{dir}", str(folder)) for a in args]
+    places = {"{file}": file, "{dir}": folder}
+    if any("{link}" in a for a in args):
+        places["{link}"] = tmp_path / "link.png"
+        places["{link}"].symlink_to(file)
+    if any("{image}" in a for a in args):
+        from PIL import Image
+
+        places["{image}"] = tmp_path / "photo.png"
+        Image.new("RGB", (40, 30), (200, 80, 20)).save(places["{image}"])
+    if any("{run}" in a for a in args):
+        places["{run}"] = _finished_run(tmp_path / "run")
+    filled = []
+    for a in args:
+        for key, path in places.items():
+            a = a.replace(key, str(path))
+        filled.append(a)
+    return filled
+
+
+def _snapshot(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root`` (links not followed): its kind and target or content."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            out[str(path)] = ("link", os.readlink(path))
+        elif path.is_file():
+            out[str(path)] = ("file", path.read_bytes())
+        else:
+            out[str(path)] = ("folder",)
+    return out
 
 
 @pytest.mark.parametrize("case", sorted(CASES), ids=lambda case: case.replace(" ", "-"))
 def test_bad_input_is_one_error_line(case, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args, expected = CASES[case]
-    assert cli.main(_fill(args, tmp_path)) == 2
+    args = _fill(args, tmp_path)
+    before = _snapshot(tmp_path)
+    assert cli.main(args) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if "error:" in line]
     assert len(errors) == 1, err
@@ -138,19 +208,53 @@ def test_bad_input_is_one_error_line(case, tmp_path, capsys, monkeypatch):
     assert expected in errors[0], err
     assert "Traceback" not in err
     assert (tmp_path / "existing.txt").read_text() == "keep me"
+    assert _snapshot(tmp_path) == before  # nothing written, replaced or removed
 
 
-def test_unwritable_output_directory(tmp_path, capsys):
-    if os.geteuid() == 0:
-        pytest.skip("root may write anywhere")
-    locked = tmp_path / "locked"
+# every command that writes, given a place in a folder it may not write to
+UNWRITABLE = {
+    "train": (TRAIN + ["--output", "{locked}/run"], "--output"),
+    "eval": (EVAL + ["--out", "{locked}/r.json"], "--out"),
+    "attend": (ATTEND + ["--out", "{locked}/map.png"], "--out"),
+    "report": (["report", "a.json", "--out", "{locked}/report"], "--out"),
+    "data preview": (PREVIEW[:2] + ["--out", "{locked}/preview.png"], "--out"),
+    "data generate": (["data", "generate", "--cache", "{locked}/cache"], "--cache"),
+    "demo": (["demo", "--out", "{locked}/demo"], "--out"),
+    "convert": (["convert", "release.pth", "{locked}/ck", "--model", "vit_micro_patch8_64"], "DST"),
+}
+
+
+@pytest.mark.parametrize("command", list(UNWRITABLE))
+def test_unwritable_output_directory(command, tmp_path, capsys):
+    import shutil
+    import tempfile
+
+    root = os.geteuid() == 0
+    # root writes anywhere: run the command as an unprivileged user (real and effective ids,
+    # which os.access checks), keeping root as the saved id to come back to
+    base = Path(tempfile.mkdtemp(prefix="bioattn-locked-")) if root else tmp_path
+    base.chmod(0o755)
+    locked = base / "locked"
     locked.mkdir()
-    locked.chmod(0o500)
+    locked.chmod(0o555)
+    args, flag = UNWRITABLE[command]
     try:
-        assert cli.main(EVAL + ["--out", str(locked / "r.json")]) == 2
+        if root:
+            os.setresuid(65534, 65534, 0)
+        try:
+            rc = cli.main([a.replace("{locked}", str(locked)) for a in args])
+        finally:
+            if root:
+                os.setresuid(0, 0, 0)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1, err
+        assert err[0].startswith(f"error: {flag} must be a path in a writable directory ({locked} is not "
+                                 "writable)"), err
+        assert list(locked.iterdir()) == []
     finally:
-        locked.chmod(0o700)
-    assert "--out must be a path in a writable directory" in capsys.readouterr().err
+        locked.chmod(0o755)
+        if base != tmp_path:
+            shutil.rmtree(base)
 
 
 # ------------------------------------------------------------------------------------------

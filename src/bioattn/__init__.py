@@ -3,7 +3,7 @@
 After ``import bioattn``, bioattn's models are registered with timm
 (``timm.create_model('absvit_tiny_patch16_224')``). Importing the package itself stays cheap: if
 timm is already imported the models are registered at once, otherwise as soon as timm is
-imported (a post-import hook on ``timm``). Submodules and ``BioattnError`` load on first use.
+imported (a post-import hook on ``timm``). Submodules load on first use.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-def __getattr__(name: str):
-    if name == "BioattnError":
-        from .errors import BioattnError
+from .errors import BioattnError  # noqa: E402  (cheap: no third-party imports)
 
-        return BioattnError
+__all__ = ["BioattnError", "__version__"]
+
+
+def __getattr__(name: str):
+    """Submodules load on first use (``bioattn.train``, ``bioattn.evaluate``, ...)."""
     if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

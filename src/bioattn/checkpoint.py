@@ -20,8 +20,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from . import __version__
 from .errors import BioattnError
 from .fileio import atomic_dir, check_output_dir
+from .models import create_model
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
@@ -159,7 +161,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], *,
 
 def model_meta(model_name: str, model_args: dict[str, Any], num_classes: int, classes=None,
                img_size: int | None = None, mean=None, std=None, **more: Any) -> dict[str, Any]:
-    from . import __version__
 
     meta = {
         "model": model_name,
@@ -188,7 +189,6 @@ def load_model(
     arguments, such as ``num_classes``). Without a checkpoint, returns a fresh model. The model
     comes back in eval mode (call ``.train()`` to train it further).
     """
-    from .models import create_model
 
     meta = read_meta(checkpoint) if checkpoint is not None else None
     args: dict[str, Any] = {}
@@ -251,7 +251,6 @@ def convert_checkpoint(src: str | Path, dst: str | Path, model_name: str, *, mea
     standard error) says so. The input normalisation recorded is ``mean``/``std`` if given,
     else the model's ``pretrained_cfg`` one (timm's own ``vit_*`` configs say 0.5, while
     checkpoints trained with the DeiT recipe expect ImageNet's mean/std: pass those then)."""
-    from .models import create_model
 
     check_checkpoint_target(dst, overwrite)
     state = read_state_dict(src)

@@ -169,6 +169,7 @@ class Command:
 
 
 def _run_models(s: config.ModelsSettings) -> int:
+    # on demand: the command line starts (and answers --help) without loading torch
     from .models import count_parameters, create_model, list_models
 
     names = list_models(s.pattern)
@@ -185,6 +186,7 @@ def _run_models(s: config.ModelsSettings) -> int:
 def _run_train(cfg: config.TrainConfig) -> int:
     if not cfg.model and not cfg.resume:
         raise BioattnError("--model is required (or --resume RUN_DIR)")
+    # on demand: the command line starts (and answers --help) without loading torch
     from .train import train
 
     result = train(cfg)
@@ -193,6 +195,7 @@ def _run_train(cfg: config.TrainConfig) -> int:
 
 
 def _run_demo(s: config.DemoOptions) -> int:
+    # on demand: the command line starts (and answers --help) without loading torch
     from .demo import run_demo
 
     summary = run_demo(s.out, quick=s.quick, retrain=s.retrain, models=s.models, progress=s.progress)
@@ -201,13 +204,13 @@ def _run_demo(s: config.DemoOptions) -> int:
 
 
 def _run_eval(target: config.EvalSettings, suite: config.SuiteSettings) -> int:
+    # on demand: the command line starts (and answers --help) without loading torch
     from .evaluate.report import markdown_report
     from .evaluate.suites import evaluate_checkpoint
 
-    if target.checkpoint is None:
-        if target.model is None:
-            raise BioattnError("give --checkpoint (or at least --model)")
-        print(f"warning: no --checkpoint: {target.model} has random weights", file=sys.stderr)
+    if target.checkpoint is None and target.model is None:
+        raise BioattnError("give --checkpoint (or at least --model)")
+    # without a checkpoint, evaluate_checkpoint seeds the random weights and says so (once)
     settings = {f.name: getattr(suite, f.name) for f in dataclasses.fields(suite)}
     results = evaluate_checkpoint(
         target.checkpoint, target.suite, model_name=target.model, model_args=target.model_args,
@@ -222,6 +225,7 @@ def _run_eval(target: config.EvalSettings, suite: config.SuiteSettings) -> int:
 
 
 def _run_report(s: config.ReportSettings) -> int:
+    # on demand: the command line starts (and answers --help) without loading torch
     from .evaluate.report import load_results, write_report
 
     results = [load_results(path) for path in s.results]
@@ -231,6 +235,7 @@ def _run_report(s: config.ReportSettings) -> int:
 
 
 def _run_attend(s: config.AttendSettings) -> int:
+    # on demand: the command line starts (and answers --help) without loading torch
     from .attention.plots import attend
     from .checkpoint import load_model, read_meta
 
@@ -239,7 +244,12 @@ def _run_attend(s: config.AttendSettings) -> int:
     model_args = dict(s.model_args)
     if s.img_size is not None:
         model_args["img_size"] = s.img_size
-    model = load_model(s.checkpoint, s.model, num_classes=s.num_classes, **model_args)
+    # --model-arg num_classes=N is the same setting as --num-classes N
+    num_classes = model_args.pop("num_classes", s.num_classes)
+    if s.num_classes is not None and num_classes != s.num_classes:
+        raise BioattnError(f"--num-classes {s.num_classes} conflicts with --model-arg "
+                           f"num_classes={num_classes}")
+    model = load_model(s.checkpoint, s.model, num_classes=num_classes, **model_args)
     meta = read_meta(s.checkpoint) if s.checkpoint is not None else None
     out = attend(model, s.image, s.out, priors=s.prior, prior_scale=s.prior_scale, meta=meta,
                  img_size=s.img_size, glimpses=s.readouts, gif=s.gif)
@@ -249,6 +259,7 @@ def _run_attend(s: config.AttendSettings) -> int:
 
 
 def _run_convert(s: config.ConvertSettings) -> int:
+    # on demand: the command line starts (and answers --help) without loading torch
     from .checkpoint import convert_checkpoint
 
     model_args = dict(s.model_args)
@@ -263,6 +274,7 @@ def _run_convert(s: config.ConvertSettings) -> int:
 
 
 def _run_data_generate(s: config.DataGenerateSettings) -> int:
+    # on demand: the command line starts (and answers --help) without loading torch
     import time
 
     from .data.embedded import EmbeddedSpec, cache_path, ensure_cached
@@ -280,6 +292,7 @@ def _run_data_generate(s: config.DataGenerateSettings) -> int:
 
 
 def _run_data_preview(s: config.DataPreviewSettings) -> int:
+    # on demand: the command line starts (and answers --help) without loading torch
     from .data.embedded import EmbeddedSpec, preview
 
     out = preview(EmbeddedSpec.parse(s.data), s.out, n=s.n, split=s.split)
@@ -354,6 +367,7 @@ def _add_command(sub, cmd: Command) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # on demand: the command line starts (and answers --help) without loading torch
     from . import __version__
 
     parser = _Parser(

@@ -15,9 +15,11 @@ when it runs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +157,9 @@ _SCHEDULERS = ("constant", "cosine", "multistep", "plateau", "poly", "rsqrt", "s
 
 def timm_optimizer(value: Any) -> str | None:
     """An optimizer name timm's ``create_optimizer_v2`` knows (a ``lookahead_`` prefix allowed)."""
-    from timm.optim import list_optimizers  # timm is loaded only to check this setting
+    # deferred: the settings module stays free of torch and timm (the command line starts without
+    # them); timm is loaded only to check this setting
+    from timm.optim import list_optimizers
 
     known = list_optimizers()
     name = value.lower() if isinstance(value, str) else value
@@ -174,6 +178,8 @@ def output_path(kind: str) -> Check:
         if not isinstance(value, (str, os.PathLike)) or not str(value):
             return f"a {kind} path"
         path = Path(value).expanduser()
+        if kind == "file" and path.is_symlink():
+            return "a file path, not a symbolic link (bioattn does not replace links)"
         existing = _kind_of(path)
         if existing == "directory" and kind == "file":
             return "a file path, not an existing directory"
@@ -196,7 +202,6 @@ def output_path(kind: str) -> Check:
 
 def _kind_of(path: Path) -> str | None:
     """``None`` (nothing there), ``file``, ``directory`` (links followed), or what else is there."""
-    import stat
 
     try:
         mode = path.stat().st_mode
@@ -244,7 +249,6 @@ class _Settings:
 # ------------------------------------------------------------------------------------------
 def key_values(items: Iterable[str] | None) -> dict:
     """``key=value`` pairs; values parsed as JSON when possible (numbers, booleans, lists)."""
-    import json
 
     out = {}
     for item in items or []:
@@ -482,6 +486,7 @@ class TrainConfig(_Settings):
 
     def resolved(self) -> TrainConfig:
         """A copy with every recipe setting filled in."""
+        # deferred: bioattn.data loads torch, which the settings module must not
         from .data import is_embedded
 
         name = self.recipe

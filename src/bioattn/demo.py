@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import html
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,11 +28,22 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 
-from .data.embedded import cache_root
+from .attention.maps import attention_maps, has_maps, saliency
+from .attention.metrics import auc_judd
+from .attention.plots import plot_attention
+from .attention.scanpaths import plot_glimpses
+from .checkpoint import load_model, read_meta
+from .data import build_dataset
+from .data.embedded import EmbeddedSpec, cache_root, generator_digest, load_embedded
 from .data.pixels import Pixels
 from .errors import BioattnError
+from .evaluate.report import PLOT_CORRUPTIONS, format_eps, markdown_report, nan_to_none, write_report
+from .evaluate.suites import run_suites
+from .fileio import atomic_write, atomic_write_text, check_output_file, output_folder
 from .protocol import Glimpsing, TopDownSteerable, capable
+from .train import TrainConfig, train
 
 DEMO_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("ViT", "vit_micro_patch8_64", {}),
@@ -68,7 +80,6 @@ class DemoSettings:
     def key(self) -> str:
         """Identifies the trained checkpoints: the training settings and the data generator's
         version (checkpoints trained on other images are not reused)."""
-        from .data.embedded import generator_digest
 
         train_part = {k: getattr(self, k) for k in ("data", "epochs", "batch_size", "base_lr", "seed")}
         train_part["data_generator"] = generator_digest()
@@ -95,7 +106,6 @@ REPORT_FILES = ("index.html", "report.md", "results.json")
 def _check_out(out: Path) -> None:
     """``out`` must be a new or empty folder, or hold an earlier demo report (replaced file by
     file); anything else is refused before the demo starts, so no one's files are replaced."""
-    from .fileio import check_output_file, output_folder
 
     try:
         output_folder(out, "report folder")
@@ -117,8 +127,6 @@ def mask_attention_scores(model, dataset, limit: int, batch_size: int = 64) -> d
     """How well a model's primary attention map finds the object: the share of the map's mass
     inside the object mask (chance: the mask's share of the image) and AUC-Judd with the mask's
     pixels as positives, averaged over images."""
-    from .attention.maps import saliency
-    from .attention.metrics import auc_judd
 
     arrays = dataset.arrays
     n = min(limit, len(dataset))
@@ -150,8 +158,6 @@ def mask_attention_scores(model, dataset, limit: int, batch_size: int = 64) -> d
 def _gallery(label: str, model, meta: dict, test_set, pair_set, settings: DemoSettings,
              fig_dir: Path) -> list[tuple[str, str]]:
     """Figures of where ``model`` looks, as (caption, file name relative to the report)."""
-    from .attention.maps import attention_maps, has_maps
-    from .attention.plots import plot_attention
 
     mean, std = meta["mean"], meta["std"]
     classes = meta.get("classes") or []
@@ -162,7 +168,6 @@ def _gallery(label: str, model, meta: dict, test_set, pair_set, settings: DemoSe
         x, y = test_set[i]
         name = f"{slug}-{i}.png"
         if capable(model, Glimpsing):
-            from .attention.scanpaths import plot_glimpses
 
             plot_glimpses(model, x, fig_dir / name, glimpses=settings.glimpses, mean=mean, std=std,
                           class_names=classes, map_glimpse=2 if label == "RS-RNN" and i == 0 else None)
@@ -198,8 +203,6 @@ def _gallery(label: str, model, meta: dict, test_set, pair_set, settings: DemoSe
 # ------------------------------------------------------------------------------------------
 def _train_or_load(label: str, name: str, args: dict, settings: DemoSettings, ckpt_root: Path,
                    retrain: bool, progress: bool, log) -> tuple[Any, dict, float]:
-    from .checkpoint import load_model, read_meta
-    from .train import TrainConfig, train
 
     run_dir = ckpt_root / _slug(label)
     seconds = 0.0
@@ -212,7 +215,6 @@ def _train_or_load(label: str, name: str, args: dict, settings: DemoSettings, ck
             log(f"{label}: using the cached checkpoint {run_dir / 'best'}")
             return model, read_meta(run_dir / "best"), seconds
     if run_dir.exists():
-        import shutil
 
         shutil.rmtree(run_dir)
     log(f"[bold]training {label}[/] ({name} {args or ''})")
@@ -232,16 +234,10 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
              models: Sequence[str] | None = None, progress: bool = True,
              settings: DemoSettings | None = None) -> dict[str, Any]:
     """Train (or load) and evaluate every demo model; write the report; return the results."""
-    from .data import build_dataset
-    from .data.embedded import EmbeddedSpec, load_embedded
-    from .evaluate.report import PLOT_CORRUPTIONS, markdown_report, nan_to_none, write_report
-    from .evaluate.suites import run_suites
-    from .fileio import atomic_write_text
 
     settings = settings or (QUICK if quick else DemoSettings())
     out = Path(out)
     _check_out(out)
-    from .fileio import output_folder
 
     fig_dir = output_folder(out / "figures", "figure folder")
     chosen = [m for m in DEMO_MODELS if models is None or m[0] in models or m[1] in models]
@@ -251,7 +247,6 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
 
     def log(message: str) -> None:
         if progress:
-            from rich.console import Console
 
             Console().print(message)
 
@@ -293,7 +288,6 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
                              **attack_kw, **common)
         results["results"].update(corr["results"])
         results["results"].update(attacks["results"])
-        from .attention.maps import has_maps
 
         if has_maps(model):
             results["results"]["attention"] = mask_attention_scores(model, test_set, settings.attention_images)
@@ -481,10 +475,10 @@ def findings(results_list: Sequence[dict]) -> list[str]:
 def plot_corruption_heatmap(results_list: Sequence[dict], path: Path) -> bool:
     """Models x corruptions heat map of top-1 (clean first, for reference); False (nothing
     written) when no result has corruption figures."""
+    # deferred: matplotlib loads in about a second; only figure writers need it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .fileio import atomic_write
 
     rows, labels, columns = [], [], None
     for r in results_list:
@@ -532,7 +526,6 @@ def _compact_table(results_list: Sequence[dict]) -> str:
 
 def _write_html(out: Path, results_list: Sequence[dict], md: str, plots: list[str],
                 gallery: list[tuple[str, str]], settings: DemoSettings, seconds: float) -> None:
-    from .fileio import atomic_write_text
 
     heatmap = plot_corruption_heatmap(results_list, out / HEATMAP)
     points = "\n".join(f"<li>{html.escape(sentence)}</li>" for sentence in findings(results_list))
@@ -541,7 +534,6 @@ def _write_html(out: Path, results_list: Sequence[dict], md: str, plots: list[st
         for p in plots)
     if figures:
         figures = "<h2>Top-1 at every glimpse under attack</h2>\n" + figures
-    from .evaluate.report import format_eps
 
     eps = sorted({run.get("eps") for r in results_list for suite in ("fgsm", "pgd")
                   for run in ((r.get("results") or {}).get(suite) or {}).get("runs", [])} - {None})

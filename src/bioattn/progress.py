@@ -8,6 +8,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+
 # In a log file a progress bar is redrawn as many lines; print a line at most this often instead.
 LOG_INTERVAL_S = 30.0
 
@@ -29,9 +33,6 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.enabled and self.stream.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-            from rich.progress import Progress as RichProgress
 
             self._bars = RichProgress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

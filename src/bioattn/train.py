@@ -34,16 +34,26 @@ from typing import Any
 
 import numpy as np
 import torch
+from timm.data import Mixup
+from timm.data.distributed_sampler import RepeatAugSampler
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3, NativeScaler
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from . import checkpoint as ckpt
 from .config import RECIPES, TrainConfig  # noqa: F401  (importable from here)
+from .data import Augmentation, build_dataset
 from .data.subsets import base_dataset, spread_subset
 from .distributed import DistInfo, all_reduce_sum, all_true, barrier, cleanup, init_distributed
 from .errors import BioattnError, NonFiniteLossError
 from .evaluate.accuracy import Accuracy
 from .fileio import atomic_dir, atomic_write_text
+from .models import create_model
+from .models import data_config as model_data_config
 from .progress import Progress
 from .protocol import ReadoutModel, after_train_step, compute_loss, final_logits, forward_readouts
 
@@ -198,9 +208,7 @@ class _Shard(Subset):
 def build_data(cfg: TrainConfig, info: DistInfo) -> TrainData:
     """Training and validation sets (optionally limited, evenly spread over the classes),
     the training sampler (distributed, or repeated augmentation) and both loaders."""
-    from timm.data.distributed_sampler import RepeatAugSampler
 
-    from .data import Augmentation, build_dataset
 
     dcfg = data_config(cfg.model, cfg.img_size)
     aug = Augmentation(
@@ -237,7 +245,6 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> TrainData:
 def data_config(model_name: str, img_size: int | None = None) -> dict[str, Any]:
     """Input size, normalisation and crop of a registered model (timm's data configuration,
     :func:`bioattn.models.data_config`)."""
-    from .models import data_config as model_data_config
 
     cfg = model_data_config(model_name, img_size)
     return {"img_size": cfg["input_size"][-1], "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]),
@@ -265,7 +272,6 @@ class Trainee:
 
 
 def _build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
-    from .models import create_model
 
     args = dict(cfg.model_args)
     args["num_classes"] = num_classes
@@ -291,11 +297,7 @@ def warmup_epochs(cfg: TrainConfig) -> int:
 def build_trainee(cfg: TrainConfig, data: TrainData, info: DistInfo) -> Trainee:
     """The model (seeded), its loss (soft targets with mixup/cutmix, label smoothing), the timm
     optimiser and per-update schedule, mixed precision and the EMA copy."""
-    from timm.data import Mixup
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
-    from timm.utils import ModelEmaV3, NativeScaler
+
 
     device = info.device
     num_classes = len(data.classes)
@@ -327,7 +329,6 @@ def build_trainee(cfg: TrainConfig, data: TrainData, info: DistInfo) -> Trainee:
 
     train_model: nn.Module = ReadoutModel(model)  # every readout and the auxiliary losses
     if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
 
         train_model = DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -525,6 +526,7 @@ def _train(cfg: TrainConfig, run_dir: Path, info: DistInfo, resume_state: dict |
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
         if cfg.tensorboard:
+            # deferred: tensorboard loads slowly and is off with --no-tensorboard
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(run_dir / "tb"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import types
 from pathlib import Path
 
@@ -186,8 +185,7 @@ def test_attend_hands_glimpse_models_to_plot_glimpses(tmp_path, monkeypatch):
                      std=tuple(std), class_names=class_names)
         return Path(out_path)
 
-    monkeypatch.setitem(sys.modules, "bioattn.attention.scanpaths",
-                        types.SimpleNamespace(plot_glimpses=plot_glimpses))
+    monkeypatch.setattr(plots, "plot_glimpses", plot_glimpses)
 
     class Glimpser(nn.Module):
         pretrained_cfg = {"input_size": (3, 48, 48), "mean": (0.5,) * 3, "std": (0.5,) * 3}

@@ -15,14 +15,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from ..errors import BioattnError
 from ..fileio import atomic_write, check_output_file, refuse_input_as_output
+from ..images import open_rgb
 from ..models import data_config
 from ..protocol import Glimpsing, unwrap
 from .maps import attention_maps, display_normalise, upsample
+from .scanpaths import plot_glimpses
 
 __all__ = ["input_settings", "load_image", "resolve_priors", "plot_attention", "attend"]
 
@@ -67,9 +70,7 @@ def load_image(path: str | Path, img_size: tuple[int, int], mean: Sequence[float
     """Read an image file: the model input ``(1, 3, h, w)`` (resized to ``img_size``,
     normalised) and the picture to draw, ``(H, W, 3)`` floats in [0, 1] (longest side at most
     :data:`DISPLAY_SIDE`)."""
-    from PIL import Image
 
-    from ..images import open_rgb
 
     img = open_rgb(path)
     h, w = img_size
@@ -109,6 +110,7 @@ def plot_attention(image: np.ndarray | torch.Tensor, maps: Mapping[str, torch.Te
     """Draw ``image`` ``(H, W, 3)`` in [0, 1] and each ``(h, w)`` map overlaid on it, upsampled
     to the image (display-normalised as the authors do unless ``normalise=False``); panels go in
     rows of at most :data:`MAX_COLUMNS`. Writes ``out_path`` (png, pdf, svg or jpg)."""
+    # deferred: matplotlib loads in about a second; only figure writers need it
     from matplotlib.figure import Figure
 
     out_path = Path(out_path)
@@ -195,7 +197,6 @@ def attend(
     if glimpse:
         if priors:
             raise BioattnError(f"{type(inner).__name__} is a glimpse model: it takes no --prior")
-        from .scanpaths import plot_glimpses
 
         return plot_glimpses(model, x, out_path, glimpses=glimpses or 8, gif=gif, mean=settings["mean"],
                              std=settings["std"], class_names=(meta or {}).get("classes"))

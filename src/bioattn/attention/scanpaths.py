@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from ..data.pixels import Pixels
@@ -37,6 +38,7 @@ def _to_pixels(points: torch.Tensor, height: int, width: int) -> np.ndarray:
 def _draw_path(ax, fixations: np.ndarray, upto: int, height: int, width: int) -> None:
     """Fixation path up to glimpse ``upto`` (inclusive), numbered from 1."""
     pts = fixations[: upto + 1]
+    # deferred: matplotlib loads in about a second; only figure writers need it
     from matplotlib import patheffects
 
     ax.plot(pts[:, 0], pts[:, 1], "-", color=_PATH_COLOUR, lw=1.5, alpha=0.9, clip_on=False)
@@ -67,6 +69,7 @@ def _outline_names(count: int) -> list[str]:
 
 
 def _outline_legend(ax, count: int) -> None:
+    # deferred: matplotlib loads in about a second; only figure writers need it
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=_PATH_COLOUR, marker="o", mfc="none", lw=1.5)]
@@ -100,6 +103,7 @@ def _prediction_text(logits: torch.Tensor, class_names: Sequence[str] | None) ->
 
 
 def _canvas(figsize):
+    # deferred: matplotlib loads in about a second; only figure writers need it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -256,7 +260,6 @@ def _render(fig) -> np.ndarray:
 
 def _write_gif(path: Path, picture, fixations, outlines, views, predictions, mean, std,
                height, width, frame_ms: int = 700) -> Path:
-    from PIL import Image
 
     frames = []
     for t in range(len(predictions)):

@@ -14,6 +14,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from ..errors import BioattnError
+from .embedded import EmbeddedDataset, EmbeddedSpec, load_embedded
 from .folders import ImageFolderDataset
 from .stats import IMAGENET_MEAN, IMAGENET_STD
 
@@ -55,6 +56,7 @@ class _Mapped(Dataset):
 
 def _embedded_uint8_transform(size: int, data_size: int, train: bool, aug: Augmentation | None):
     """Transform applied to the embedded images as uint8 CHW tensors, before normalising."""
+    # deferred: timm and torchvision load in seconds; reading the embedded data needs neither
     from torchvision.transforms import v2
 
     ops: list[Callable] = []
@@ -65,6 +67,7 @@ def _embedded_uint8_transform(size: int, data_size: int, train: bool, aug: Augme
             cj = aug.color_jitter
             ops.append(v2.ColorJitter(cj, cj, cj))
         if aug.auto_augment:
+            # deferred: timm and torchvision load in seconds; reading the embedded data needs neither
             from timm.data.auto_augment import rand_augment_transform
 
             ra = rand_augment_transform(aug.auto_augment, {"translate_const": int(size * 0.45)})
@@ -93,7 +96,6 @@ def build_dataset(
     ``num_classes``; embedded sets also expose their raw ``arrays`` (images, masks, boxes).
     """
     if is_embedded(spec):
-        from .embedded import EmbeddedDataset, EmbeddedSpec, load_embedded
 
         emb = EmbeddedSpec.parse(spec)
         arrays = load_embedded(emb, split, cache_dir=cache_dir)
@@ -103,6 +105,7 @@ def build_dataset(
         ds.classes = list(arrays.class_names)
         ds.num_classes = len(ds.classes)
         if train and aug is not None and aug.re_prob > 0:
+            # deferred: timm and torchvision load in seconds; reading the embedded data needs neither
             from timm.data.random_erasing import RandomErasing
 
             ds = _Mapped(ds, RandomErasing(aug.re_prob, mode=aug.re_mode, max_count=aug.re_count, device="cpu"))
@@ -117,6 +120,7 @@ def build_dataset(
             split_dir = root / "val"
         else:
             raise BioattnError(f"{root} has no '{split}' folder (expected {root}/train and {root}/val)")
+    # deferred: timm and torchvision load in seconds; reading the embedded data needs neither
     from timm.data import create_transform
 
     size = img_size or 224

@@ -932,6 +932,7 @@ _OUTLINES = ("#00e5ff", "#ff2bd6")
 def preview(spec: EmbeddedSpec, out_png: str | os.PathLike, n: int = 16, split: str = "val") -> Path:
     """Write a PNG grid of the first ``n`` images of a split, object outlines drawn on them and
     class names as titles (pairs: first object cyan, second magenta)."""
+    # deferred: matplotlib loads in about a second; only figure writers need it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

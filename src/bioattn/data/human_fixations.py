@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import BioattnError
+from ..images import open_rgb
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 LOSSY_SUFFIXES = frozenset({".jpg", ".jpeg"})
@@ -99,7 +100,6 @@ class FixationItem:
 
     def load_image(self) -> Image.Image:
         """The stimulus as an RGB PIL image."""
-        from ..images import open_rgb
 
         return open_rgb(self.image_path)
 

@@ -148,6 +148,7 @@ def autoattack_parts(model: nn.Module, eps: float, norm: str, n_classes: int, ve
                      seed: int) -> list[tuple[str, nn.Module]]:
     """The named torchattacks components of an AutoAttack version. Parts whose loss needs more
     classes than the model has are left out (targeted DLR needs 4, DLR 3)."""
+    # deferred: torchattacks is only needed by the attacks that use it
     import torchattacks
 
     # torchattacks aims at the (n_classes - 1) most likely other classes
@@ -179,6 +180,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 
     classes as targets) then Square (5000 queries), each run on the examples the previous ones
     did not break. ``rand`` (for models that sample): APGD-CE and APGD-DLR with 20 EOT samples
     per gradient."""
+    # deferred: torchattacks is only needed by the attacks that use it
     import torchattacks
 
     check_attack_args(eps, None, 1, norm)

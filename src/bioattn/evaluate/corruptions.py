@@ -21,6 +21,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -41,8 +42,8 @@ def image_seed(seed: int, corruption: str, severity: int, index: int) -> int:
 
 def corrupt_image(image: np.ndarray, corruption: str, severity: int, seed: int) -> np.ndarray:
     """One uint8 ``(H, W, 3)`` image corrupted by ``corruption`` at ``severity`` (1..5)."""
+    # deferred: imagecorruptions (and its scikit-image/scipy stack) is only needed for corruptions
     from imagecorruptions import corrupt
-    from PIL import Image
 
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise BioattnError(f"corruptions need uint8 (H, W, 3) images, got {image.dtype} {image.shape}")
@@ -69,6 +70,7 @@ def _corrupt_chunk(images: np.ndarray, corruption: str, severity: int, seeds: Se
 
 def _init_worker() -> None:
     try:
+        # deferred: OpenCV is only needed for corruptions
         import cv2
 
         cv2.setNumThreads(1)

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..attention.maps import saliency
 from ..attention.metrics import average_scores, resize_map, score_all
 from ..data.human_fixations import FixationDataset, load_fixation_dataset
 from ..errors import BioattnError
@@ -153,7 +154,7 @@ def evaluate_fixations(
     if n_other < 0:
         raise BioattnError(f"n_other must be >= 0, got {n_other}")
     if map_fn is None:
-        from ..attention.maps import saliency as map_fn
+        map_fn = saliency
 
     dataset = load_fixation_dataset(root, allow_unmatched=allow_unmatched)
     n = len(dataset) if limit is None else min(limit, len(dataset))

@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
 
+from ..data.folders import ImageFolderDataset
 from ..data.imagenet_classes import NUM_IMAGENET_CLASSES, imagenet_wnids, subset_indices
 from ..errors import BioattnError
 from ..protocol import forward_readouts, unwrap
@@ -33,7 +35,6 @@ CROP_PCT = 0.875  # resize the short side to img_size / 0.875 (256 for 224), the
 def eval_transform(img_size: int, mean: Sequence[float], std: Sequence[float], resize: bool = True):
     """Centre crop of ``img_size`` (after resizing the short side to ``img_size / 0.875`` when
     ``resize``), as a normalised tensor."""
-    from torchvision import transforms as T
 
     ops = []
     if resize:
@@ -45,7 +46,6 @@ def eval_transform(img_size: int, mean: Sequence[float], std: Sequence[float], r
 def wnid_folder(root: str | Path, transform, skip_bad_images: bool = False) -> Dataset:
     """Images under ``root/<wnid>/`` labelled with the wnid's index among the 1000 ImageNet
     classes. Folders that are not ImageNet-1k wnids are an error."""
-    from ..data.folders import ImageFolderDataset
 
     root = Path(root)
     if not root.is_dir():

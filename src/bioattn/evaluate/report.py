@@ -313,6 +313,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 # ------------------------------------------------------------------------------------------
 def _figure(nrows: int, ncols: int, width: float, height: float, sharey: bool = False):
     """A matplotlib figure with Agg output, built without pyplot (no global state, no GUI)."""
+    # deferred: matplotlib loads in about a second; only figure writers need it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -374,6 +375,7 @@ def plot_attack_readouts(results_list: Sequence[dict], path: str | Path) -> bool
     """Top-1 at every readout (pass / glimpse) under attack, one panel per attack setting, one
     colour per model (solid: attacked, dashed: clean). Returns False when no result has more
     than one step."""
+    # deferred: matplotlib loads in about a second; only figure writers need it
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.pixels import Pixels
 from ..errors import BioattnError
-from ..protocol import forward_readouts, has_readouts
+from ..protocol import forward_readouts, has_readouts, unwrap
 
 
 def make_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
@@ -69,7 +69,6 @@ class PixelModel(nn.Module):
 def is_stochastic(model: nn.Module) -> bool:
     """Whether the model samples at evaluation (random fixations): a true ``stochastic`` or
     ``eval_sample`` attribute on the model."""
-    from ..protocol import unwrap
 
     inner = unwrap(model)
     return bool(getattr(inner, "stochastic", False) or getattr(inner, "eval_sample", False))

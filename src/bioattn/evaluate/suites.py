@@ -30,6 +30,7 @@ from ..data.stats import IMAGENET_MEAN, IMAGENET_STD
 from ..data.subsets import spread_subset
 from ..distributed import resolve_device
 from ..errors import BioattnError
+from ..fileio import check_output_file, refuse_input_as_output
 from ..models import data_config
 from ..progress import progress_bar
 from ..protocol import has_readouts, unwrap
@@ -417,9 +418,11 @@ def evaluate_checkpoint(
     if checkpoint is None and model_name is None:
         raise BioattnError("give a checkpoint (--checkpoint) or at least a model name (--model)")
     if out is not None:  # refuse a bad results path before the evaluation, not after it
-        from ..fileio import check_output_file
-
         check_output_file(out, "results file")
+        # nor may the results replace a checkpoint's own files
+        inputs = [Path(p) for p in (checkpoint, baseline_checkpoint) if p is not None]
+        refuse_input_as_output(out, inputs + [f for p in inputs if p.is_dir() for f in p.iterdir()],
+                               "results file")
     meta = read_meta(checkpoint) if checkpoint is not None else None
     seed = int(settings.get("seed", 0))
     if checkpoint is None:
