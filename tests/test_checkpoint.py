@@ -118,3 +118,18 @@ def test_convert_says_so_on_standard_error_by_default(tmp_path, capsys):
     torch.save(timm.create_model("test_vit", num_classes=4, img_size=32).state_dict(), tmp_path / "bare.pth")
     ckpt.convert_checkpoint(tmp_path / "bare.pth", tmp_path / "ck", "test_vit", img_size=32)
     assert "num_classes=4" in capsys.readouterr().err
+
+
+def test_load_model_reads_the_class_count_of_a_bare_checkpoint(tmp_path, capsys):
+    torch.manual_seed(0)
+    released = ckpt.create_model("vit_micro_patch8_64", num_classes=5)
+    path = tmp_path / "released.pth"
+    torch.save({"model": released.state_dict()}, path)
+    model = ckpt.load_model(path, "vit_micro_patch8_64")
+    assert model.num_classes == 5 and not model.training
+    assert "num_classes=5, read from the checkpoint's head.weight" in capsys.readouterr().err
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), released.eval()(x))
+    with pytest.raises(BioattnError, match="does not fit"):
+        ckpt.load_model(path, "vit_micro_patch8_64", num_classes=7)

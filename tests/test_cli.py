@@ -98,3 +98,23 @@ def test_flags_are_built_from_the_settings_dataclasses():
 def test_no_command_prints_help_and_fails(capsys):
     assert main([]) == 2
     assert "usage: bioattn" in capsys.readouterr().err
+
+
+def test_attend_takes_the_number_of_classes_as_a_model_argument(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (200, 80, 20)).save(tmp_path / "photo.png")
+    args = ["attend", "--model", "test_vit", "--img-size", "32", "--image", str(tmp_path / "photo.png")]
+    assert main(args + ["--model-arg", "num_classes=3", "--out", str(tmp_path / "a.png")]) == 0
+    assert main(args + ["--model-arg", "num_classes=3", "--num-classes", "3", "--out", str(tmp_path / "b.png")]) == 0
+    assert (tmp_path / "a.png").is_file() and (tmp_path / "b.png").is_file()
+    assert "error" not in capsys.readouterr().err
+
+
+def test_readme_names_the_installed_uv_and_convert_model_arguments():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert ".tools/bin/uv run" in readme
+    assert "has no `--model-arg`" not in readme
+    assert "bioattn convert released/x.pth ckpt/vars_d --model rvt_tiny --model-arg attention=vars_d" in readme

@@ -74,7 +74,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_graph_sees_package_imports():
     graph = import_graph()
     assert "bioattn.fileio" in graph["bioattn.checkpoint"]
-    assert "bioattn.data.stats" in graph["bioattn.models.absvit"]
+    assert "bioattn.data.stats" in graph["bioattn.models.common"]
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -467,3 +467,132 @@ def test_a_full_disk_is_a_one_line_error_and_keeps_the_previous_file(tmp_path):
         atomic_write(target, full)
     one_line(info)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+# ------------------------------------------------------------------------------------------
+# issue 18: the command line on outputs that are inputs, links and interrupted writes
+# ------------------------------------------------------------------------------------------
+def test_eval_out_never_replaces_the_checkpoint_it_reads(tmp_path, capsys):
+    ck = write_checkpoint(tmp_path / "ck")
+    before = snapshot(tmp_path)
+    for name in (ckpt.WEIGHTS, ckpt.META):
+        assert main(["eval", "--checkpoint", str(ck), "--out", str(ck / name), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is the input" in err[0], err
+    assert main(["eval", "--checkpoint", str(ck / ckpt.WEIGHTS), "--model", MODEL,
+                 "--out", str(ck / ckpt.WEIGHTS), "--no-progress"]) == 2
+    assert "is the input" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before
+
+
+def test_report_into_a_linked_folder_keeps_the_link(tmp_path, capsys):
+    # a link to a folder is a folder to write into (as for mkdir -p); the link itself stays
+    results = write_results(RESULTS[0], tmp_path / "r.json")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert main(["report", str(results), "--out", str(tmp_path / "link")]) == 0
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "report.md").is_file()
+    # a link in the folder where the report's file goes is refused and left alone
+    (tmp_path / "real" / "mine.md").write_text("mine")
+    (tmp_path / "real" / "x.md").symlink_to(tmp_path / "real" / "mine.md")
+    before = snapshot(tmp_path)
+    assert main(["report", str(results), "--out", str(tmp_path / "real"), "--stem", "x"]) == 2
+    assert "is a symbolic link" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before
+
+
+def _partial_savefig(monkeypatch):
+    from matplotlib.figure import Figure
+
+    def partial(self, target, *args, **kwargs):
+        Path(target).write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", partial)
+
+
+SPEC = "embedded:size=32,train=6,val=4,test=4,seed=3"
+
+
+def test_interrupted_data_preview_keeps_the_previous_preview(tmp_path, monkeypatch, capsys):
+    png = tmp_path / "preview.png"
+    assert main(["data", "preview", "--data", SPEC, "--out", str(png), "--n", "2"]) == 0
+    before = snapshot(tmp_path)
+    _partial_savefig(monkeypatch)
+    assert main(["data", "preview", "--data", SPEC, "--out", str(png), "--n", "4"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: interrupted"
+    assert snapshot(tmp_path) == before
+
+
+def test_interrupted_data_generate_keeps_the_previous_cache(tmp_path, monkeypatch, capsys):
+    from bioattn.data import embedded
+
+    args = ["data", "generate", "--data", SPEC, "--cache", str(tmp_path), "--workers", "1"]
+    assert main(args) == 0
+    before = snapshot(tmp_path)
+    real = embedded._sha256
+
+    def interrupted(path):  # the arrays of the new copy are written, its manifest is not
+        real(path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embedded, "_sha256", interrupted)
+    assert main(args + ["--force"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: interrupted"
+    monkeypatch.undo()
+    assert snapshot(tmp_path) == before  # the old copy, and no temporary folder
+    assert main(args) == 0 and "found in the cache" in capsys.readouterr().out
+
+
+def test_interrupted_attend_keeps_the_previous_figure(tmp_path, monkeypatch, capsys):
+    image = _image(tmp_path / "a.png")
+    args = ["attend", "--model", MODEL, "--model-arg", "num_classes=3", "--img-size", "32",
+            "--image", str(image), "--out", str(tmp_path / "map.png")]
+    assert main(args) == 0
+    before = snapshot(tmp_path)
+    _partial_savefig(monkeypatch)
+    assert main(args) == 130
+    assert snapshot(tmp_path) == before
+
+
+def test_interrupted_eval_keeps_the_previous_results(tmp_path, monkeypatch, capsys):
+    import bioattn.fileio as fileio
+
+    # the embedded data has 10 classes
+    ck = ckpt.save_checkpoint(tmp_path / "ck", create_model(MODEL, img_size=32, num_classes=10),
+                              ckpt.model_meta(MODEL, {"img_size": 32, "num_classes": 10}, 10, img_size=32))
+    args = ["eval", "--checkpoint", str(ck), "--data", SPEC, "--suite", "clean", "--workers", "0",
+            "--no-progress", "--out", str(tmp_path / "res" / "r.json")]
+    assert main(args) == 0, capsys.readouterr().err
+    before = snapshot(tmp_path)
+
+    def interrupt(fd):  # the new copy is in its temporary file, not yet renamed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fileio.os, "fsync", interrupt)
+    assert main(args + ["--seed", "1"]) == 130
+    monkeypatch.undo()
+    assert snapshot(tmp_path) == before
+
+
+def test_interrupted_demo_page_keeps_the_previous_page(tmp_path, monkeypatch):
+    import bioattn.fileio as fileio
+    from bioattn import demo
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    settings = demo.QUICK
+    demo._write_html(out, RESULTS, "# report\n", [], [], settings, 1.0)
+    atomic_write_text(out / "results.json", "{}\n")
+    before = snapshot(tmp_path)
+
+    def interrupt(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fileio.os, "fsync", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        demo._write_html(out, [dict(RESULTS[0], model={"name": "other"})], "# other\n", [], [], settings, 2.0)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(out / "results.json", '{"models": []}\n')
+    monkeypatch.undo()
+    assert snapshot(tmp_path) == before

@@ -266,3 +266,35 @@ def test_warm_up_is_at_most_half_the_run():
     cfg = TrainConfig(model="m", epochs=1).resolved()
     assert cfg.warmup_epochs == 1 and warmup_epochs(cfg) == 0
     assert warmup_epochs(TrainConfig(model="m", data="/x", epochs=300).resolved()) == 5
+
+
+def test_disk_full_on_the_command_line_is_one_line_and_exit_status_2(image_folder, tmp_path, monkeypatch,
+                                                                     capsys):
+    real = ckpt.write_checkpoint_files
+
+    def disk_full_on_second_epoch(folder, model, meta):
+        if meta.get("epoch") == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(folder, model, meta)
+
+    monkeypatch.setattr(ckpt, "write_checkpoint_files", disk_full_on_second_epoch)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "test_vit", "--data", str(image_folder), "--output", str(run),
+                 "--img-size", "32", "--epochs", "2", "--batch-size", "8", "--warmup-epochs", "0",
+                 "--no-progress", "--no-tensorboard"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line for line in err if "error" in line.lower()] == [err[-1]] and "Traceback" not in "".join(err)
+    assert err[-1].startswith("error: ") and "No space left on device; the previous" in err[-1]
+    assert ckpt.read_meta(run / "last")["epoch"] == 1
+
+
+def test_a_run_folder_follows_the_umask(image_folder, tmp_path):
+    old = os.umask(0o022)
+    try:
+        train(_config(image_folder, tmp_path / "run", epochs=1, tensorboard=True))
+    finally:
+        os.umask(old)
+    paths = [tmp_path / "run", *(tmp_path / "run").rglob("*")]
+    assert len(paths) > 8
+    for path in paths:
+        assert (path.stat().st_mode & 0o777) == (0o755 if path.is_dir() else 0o644), path

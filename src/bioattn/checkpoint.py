@@ -186,8 +186,9 @@ def load_model(
 
     With a bioattn checkpoint directory, the model name and arguments come from its
     ``model.json``; a bare ``.safetensors``/``.pth`` needs ``model_name`` (and the model's
-    arguments, such as ``num_classes``). Without a checkpoint, returns a fresh model. The model
-    comes back in eval mode (call ``.train()`` to train it further).
+    arguments; ``num_classes``, when not given, is read from its classifier weight). Without a
+    checkpoint, returns a fresh model. The model comes back in eval mode (call ``.train()`` to
+    train it further).
     """
 
     meta = read_meta(checkpoint) if checkpoint is not None else None
@@ -208,9 +209,15 @@ def load_model(
     args.update(model_args)
     if num_classes is not None:
         args["num_classes"] = num_classes
+    if checkpoint is None:
+        return create_model(model_name, **args).eval()
+    if meta is None:  # a bare state dict: its classifier may give the number of classes
+        state = read_state_dict(checkpoint)
+        model, _ = model_for_state(model_name, state, args, what=f"checkpoint {checkpoint}")
+        model.load_state_dict(state, strict=True)
+        return model.eval()
     model = create_model(model_name, **args)
-    if checkpoint is not None:
-        load_weights(model, checkpoint)
+    load_weights(model, checkpoint)
     return model.eval()
 
 
@@ -239,6 +246,30 @@ def infer_num_classes(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple
     return (n, key) if n != getattr(model, "num_classes", n) else None
 
 
+def model_for_state(model_name: str, state: dict[str, torch.Tensor], model_args: dict[str, Any],
+                    what: str = "checkpoint", log=None) -> tuple[nn.Module, dict[str, Any]]:
+    """Build ``model_name`` so that the bare state dict ``state`` fits it; returns the model (not
+    yet loaded) and its arguments. Without ``num_classes`` in ``model_args``, the number of
+    classes is read from the state's classifier weight, and ``log`` (default: print to standard
+    error) says so once the state is known to fit."""
+    model = create_model(model_name, **model_args)
+    note = None
+    if "num_classes" not in model_args:
+        inferred = infer_num_classes(model, state)
+        if inferred is not None:
+            n, key = inferred
+            model_args = {**model_args, "num_classes": n}
+            model = create_model(model_name, **model_args)
+            note = f"note: num_classes={n}, read from the checkpoint's {key}"
+    check_state_dict(model, state, what=what)
+    if note is not None:
+        if log is None:
+            print(note, file=sys.stderr)
+        else:
+            log(note)
+    return model, model_args
+
+
 def convert_checkpoint(src: str | Path, dst: str | Path, model_name: str, *, mean=None, std=None,
                        overwrite: bool = False, log=None, **model_args: Any) -> Path:
     """Read a released checkpoint (``.pth`` with a ``model`` entry, or a bare state dict),
@@ -254,21 +285,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, model_name: str, *, mea
 
     check_checkpoint_target(dst, overwrite)
     state = read_state_dict(src)
-    model = create_model(model_name, **model_args)
-    note = None
-    if "num_classes" not in model_args:
-        inferred = infer_num_classes(model, state)
-        if inferred is not None:
-            n, key = inferred
-            model_args = {**model_args, "num_classes": n}
-            model = create_model(model_name, **model_args)
-            note = f"note: num_classes={n}, read from the checkpoint's {key}"
-    check_state_dict(model, state, what=f"checkpoint {src}")
-    if note is not None:  # said once the checkpoint fits the model built with it
-        if log is None:
-            print(note, file=sys.stderr)
-        else:
-            log(note)
+    model, model_args = model_for_state(model_name, state, model_args, what=f"checkpoint {src}", log=log)
     model.load_state_dict(state, strict=True)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     input_size = cfg.get("input_size")

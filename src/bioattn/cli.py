@@ -17,11 +17,12 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import config
+from . import __version__, config
 from .errors import BioattnError
 
 
@@ -275,8 +276,6 @@ def _run_convert(s: config.ConvertSettings) -> int:
 
 def _run_data_generate(s: config.DataGenerateSettings) -> int:
     # on demand: the command line starts (and answers --help) without loading torch
-    import time
-
     from .data.embedded import EmbeddedSpec, cache_path, ensure_cached
 
     spec = EmbeddedSpec.parse(s.data)
@@ -367,9 +366,6 @@ def _add_command(sub, cmd: Command) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # on demand: the command line starts (and answers --help) without loading torch
-    from . import __version__
-
     parser = _Parser(
         prog="bioattn", allow_abbrev=False,
         description="Brain-inspired visual attention (AbSViT, VARS, RS-RNN): train, evaluate "

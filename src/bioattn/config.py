@@ -19,13 +19,13 @@ import json
 import math
 import os
 import re
-import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import BioattnError
+from .fileio import kind_of_mode
 
 # A check returns None when the value is allowed, else the allowed range as text
 # ("an integer >= 1"); the caller names the flag and the value.
@@ -181,11 +181,11 @@ def output_path(kind: str) -> Check:
         if kind == "file" and path.is_symlink():
             return "a file path, not a symbolic link (bioattn does not replace links)"
         existing = _kind_of(path)
-        if existing == "directory" and kind == "file":
+        if existing == "a directory" and kind == "file":
             return "a file path, not an existing directory"
-        if existing == "file" and kind == "directory":
+        if existing == "a file" and kind == "directory":
             return "a directory path, not an existing file"
-        if existing not in (None, "file", "directory"):
+        if existing not in (None, "a file", "a directory"):
             return f"a {kind} path, not {existing}"
         parent = path.parent
         while not parent.exists():
@@ -201,21 +201,11 @@ def output_path(kind: str) -> Check:
 
 
 def _kind_of(path: Path) -> str | None:
-    """``None`` (nothing there), ``file``, ``directory`` (links followed), or what else is there."""
-
+    """``None`` (nothing there) or what is there, links followed ('a file', 'a directory', ...)."""
     try:
-        mode = path.stat().st_mode
+        return kind_of_mode(path.stat().st_mode)
     except OSError:
         return None
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device file"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    return "a socket" if stat.S_ISSOCK(mode) else "a special file"
 
 
 def check_settings(settings: Any, deferred: Iterable[str] = ()) -> None:
@@ -465,9 +455,10 @@ class TrainConfig(_Settings):
     workers: int = setting(0, help="data-loader worker processes per process", check=integer(0))
     resume: str | None = setting(None, help="run directory to continue", metavar="RUN_DIR")
     overwrite: bool = setting(False, help="replace an existing run directory given as --output")
-    limit_train: int | None = setting(None, help="use only the first N training images",
-                                      resolves="all", metavar="N", check=integer(1))
-    limit_val: int | None = setting(None, help="use only the first N validation images",
+    limit_train: int | None = setting(
+        None, help="use N training images, spread evenly over the set (every class keeps its share)",
+        resolves="all", metavar="N", check=integer(1))
+    limit_val: int | None = setting(None, help="use N validation images, spread evenly over the set",
                                     resolves="all", metavar="N", check=integer(1))
     skip_bad_images: bool = setting(False, help="skip and count unreadable images")
     progress: bool = setting(True, help="no progress bar", flag="--no-progress")

@@ -39,7 +39,9 @@ def current_umask() -> int:
     return mask
 
 
-def _kind(mode: int) -> str:
+def kind_of_mode(mode: int) -> str:
+    """What a file-system entry is, from its ``st_mode``: 'a file', 'a directory', 'a symbolic
+    link', 'a device file', ..."""
     if stat.S_ISLNK(mode):
         return "a symbolic link"
     if stat.S_ISDIR(mode):
@@ -94,7 +96,7 @@ def check_output_file(path: str | Path, what: str = "output") -> Path:
         if stat.S_ISDIR(st.st_mode):
             raise BioattnError(f"{what} {path} is a directory: give a file name")
         if not stat.S_ISREG(st.st_mode):
-            raise BioattnError(f"{what} {path} is {_kind(st.st_mode)}, not a regular file: "
+            raise BioattnError(f"{what} {path} is {kind_of_mode(st.st_mode)}, not a regular file: "
                                "bioattn replaces regular files only")
     _check_parent(path, what)
     return path
@@ -111,11 +113,11 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
             raise BioattnError(f"{what} {path} is a symbolic link: bioattn does not replace links "
                                "(give the path it points to, or another name)")
         if not stat.S_ISDIR(st.st_mode):
-            raise BioattnError(f"{what} {path} is {_kind(st.st_mode)}, not a directory")
+            raise BioattnError(f"{what} {path} is {kind_of_mode(st.st_mode)}, not a directory")
     old = _lstat(path.with_name(path.name + ".old"))
     if old is not None and not stat.S_ISDIR(old.st_mode):
         raise BioattnError(f"cannot write {what} {path}: {path.name}.old next to it is "
-                           f"{_kind(old.st_mode)}, not a directory (the previous copy goes there)")
+                           f"{kind_of_mode(old.st_mode)}, not a directory (the previous copy goes there)")
     _check_parent(path, what)
     return path
 
@@ -130,7 +132,7 @@ def output_folder(path: str | Path, what: str = "output folder") -> Path:
         return path
     st = _lstat(path)
     if st is not None:
-        raise BioattnError(f"{what} {path} is {_kind(st.st_mode)}, not a directory")
+        raise BioattnError(f"{what} {path} is {kind_of_mode(st.st_mode)}, not a directory")
     _check_parent(path, what)
     try:
         path.mkdir(parents=True, exist_ok=True)

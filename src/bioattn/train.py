@@ -167,7 +167,7 @@ def load_resume(config: TrainConfig) -> tuple[Path, TrainConfig, dict]:
             raise BioattnError(
                 f"{flag} {value} conflicts with the resumed run ({name} = {getattr(saved, name)!r} in "
                 f"{config_path}); a resumed run keeps its settings except "
-                f"{', '.join('--' + k for k in RESUME_OVERRIDES)}")
+                "--epochs, --device, --workers, --no-progress and --no-tensorboard")
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -62,3 +62,17 @@ def test_bad_input(tmp_path):
     with pytest.raises(BioattnError, match="smaller than the retina"):
         plot_glimpses(model, torch.zeros(3, 16, 16), tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_ffcnn_is_drawn_as_one_view_without_a_fixation_path(tmp_path, monkeypatch):
+    from bioattn.attention import scanpaths
+
+    paths = []
+    real = scanpaths._draw_path
+    monkeypatch.setattr(scanpaths, "_draw_path", lambda *a, **k: paths.append(1) or real(*a, **k))
+    ffcnn = create_model("ffcnn_micro", encoder_widths=(8, 12, 16))
+    (png,) = plot_glimpses(ffcnn, _image(), tmp_path / "ffcnn.png", glimpses=4)
+    assert png.is_file() and paths == []  # no fixation path for a model that sees the whole image
+    rsrnn = create_model("rsrnn_micro", encoder_widths=(8, 12, 16))
+    plot_glimpses(rsrnn, _image(), tmp_path / "rsrnn.png", glimpses=4)
+    assert paths  # a glimpse model's path is drawn

@@ -382,3 +382,12 @@ def test_cli_bad_spec(capsys):
     assert main(["data", "preview", "--data", "embedded:size=8", "--out", "x.png"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "between 32 and 224" in err and "\n" not in err
+
+
+def test_generator_fingerprint_ignores_comments_and_docstrings():
+    from bioattn.data.embedded import code_digest
+
+    source = 'def f(x):\n    """Doubles."""\n    return 2 * x  # twice\n'
+    assert code_digest(source) == code_digest('def f(x):\n    """Twice x."""\n\n    return 2 * x\n')
+    assert code_digest(source) == code_digest("def f(x):\n    return 2 * x\n")
+    assert code_digest(source) != code_digest('def f(x):\n    """Doubles."""\n    return 3 * x\n')

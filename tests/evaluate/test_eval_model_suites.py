@@ -114,3 +114,17 @@ def test_checkpoint_that_records_its_data_needs_no_data_flag(tmp_path, capsys):
     rc = main(["eval", "--checkpoint", str(ckpt), "--workers", "0", "--no-progress"])
     assert rc == 0
     assert f"evaluating on '{EMBEDDED}'" in capsys.readouterr().err
+
+
+def test_random_weights_on_the_command_line_are_announced_once_and_repeat(tmp_path, capsys):
+    args = ["eval", "--model", "vit_micro_patch8_64", "--data", "embedded:train=4,val=6,test=4",
+            "--workers", "0", "--no-progress"]
+    runs = []
+    for name in ("a.json", "b.json"):
+        assert main(args + ["--out", str(tmp_path / name)]) == 0
+        err = capsys.readouterr().err
+        assert [line for line in err.splitlines() if "random weights" in line] == [
+            "warning: no checkpoint: vit_micro_patch8_64 is evaluated with random weights (seed 0)"]
+        runs.append(json.loads((tmp_path / name).read_text()))
+    assert runs[0]["results"]["clean"] == runs[1]["results"]["clean"]
+    assert runs[0]["model"]["weights"] == "random (seed 0)"

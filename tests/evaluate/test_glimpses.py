@@ -79,7 +79,9 @@ def test_shares_and_random_baseline():
     assert out["random"] == pytest.approx(100 * (0.5 + 0.25) / 2)
     assert out["ratio"] == pytest.approx(50.0 / 37.5)
     assert out["glimpses"] == 4 and out["n_images"] == 6 and out["learns_fixations"] is False
-    assert fixations_on_mask_dataset(_LeftLooker(), _Data(), limit=3)["random"] == pytest.approx(50.0)
+    # a limit takes images spread over the set: 0, 2 (half masks) and 5 (a quarter mask)
+    limited = fixations_on_mask_dataset(_LeftLooker(), _Data(), limit=3)
+    assert limited["n_images"] == 3 and limited["random"] == pytest.approx(100 * (0.5 + 0.5 + 0.25) / 3)
 
 
 def test_needs_a_glimpse_model_and_masks():

@@ -8,6 +8,15 @@ from torch.utils.data import Dataset, Subset
 from ..errors import BioattnError
 
 
+def spread_indices(total: int, limit: int | None) -> list[int]:
+    """``limit`` indices out of ``range(total)``, spread evenly (all of them without a limit)."""
+    if limit is None or limit >= total:
+        return list(range(total))
+    if limit <= 0:
+        raise BioattnError(f"limit must be positive, got {limit}")
+    return np.unique(np.linspace(0, total - 1, num=limit).round().astype(int)).tolist()
+
+
 def spread_subset(dataset: Dataset, limit: int | None) -> Dataset:
     """At most ``limit`` items of ``dataset``, spread evenly over it.
 
@@ -17,10 +26,7 @@ def spread_subset(dataset: Dataset, limit: int | None) -> Dataset:
     """
     if limit is None or limit >= len(dataset):
         return dataset
-    if limit <= 0:
-        raise BioattnError(f"limit must be positive, got {limit}")
-    idx = np.unique(np.linspace(0, len(dataset) - 1, num=limit).round().astype(int))
-    subset = Subset(dataset, idx.tolist())
+    subset = Subset(dataset, spread_indices(len(dataset), limit))
     for attr in ("classes", "num_classes"):
         if hasattr(dataset, attr):
             setattr(subset, attr, getattr(dataset, attr))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.subsets import spread_indices
 from ..errors import BioattnError
 from ..protocol import Glimpsing, unwrap
 
@@ -60,7 +61,7 @@ def fixations_on_mask_dataset(
     """Per-glimpse share of fixations on the object mask for a glimpse model (one with
     ``forward_glimpses``) on an embedded data set (images from ``dataset[i]``, masks from
     ``dataset.arrays``; for two-object images, the first object's mask, the one labelled), on
-    its first ``limit`` images (as the steering score).
+    ``limit`` of its images spread evenly over it (as every suite chooses its images).
 
     Returns, in %: ``per_glimpse`` (share at each glimpse), ``learned`` (mean over glimpses
     2..T), ``random`` (mean mask area: the expected share of uniformly random fixations) and
@@ -74,7 +75,8 @@ def fixations_on_mask_dataset(
     masks_all = getattr(getattr(dataset, "arrays", None), "masks", None)
     if masks_all is None:
         raise BioattnError("fixation scores need images with object masks (data 'embedded')")
-    n = len(dataset) if limit is None else min(len(dataset), int(limit))
+    chosen = spread_indices(len(dataset), None if limit is None else int(limit))
+    n = len(chosen)
     if n < 1:
         raise BioattnError("fixation scores need at least one image")
     was_training = inner.training
@@ -83,9 +85,10 @@ def fixations_on_mask_dataset(
     hits, areas = [], []
     try:
         for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            x = torch.stack([dataset[i][0] for i in range(start, stop)]).to(device)
-            masks = torch.as_tensor(np.asarray(masks_all[start:stop]))
+            chunk = chosen[start:start + batch_size]
+            stop = start + len(chunk)
+            x = torch.stack([dataset[i][0] for i in chunk]).to(device)
+            masks = torch.as_tensor(np.asarray(masks_all)[chunk])
             if masks.ndim == 4:
                 masks = masks[:, 0]
             scan = inner.forward_glimpses(x, glimpses=glimpses)

@@ -19,6 +19,7 @@ from torch import nn
 from ..attention.maps import saliency
 from ..attention.metrics import average_scores, resize_map, score_all
 from ..data.human_fixations import FixationDataset, load_fixation_dataset
+from ..data.subsets import spread_indices
 from ..errors import BioattnError
 
 #: Default width of the centre-bias Gaussian, as a fraction of the image's shorter side.
@@ -139,7 +140,8 @@ def evaluate_fixations(
     fixations of ``n_other`` other images of the data set. AUC-Borji and sAUC draw their
     negatives from a generator seeded by ``(seed, image index, 1)``, the same for model and
     baseline. The model should already be on ``device``; maps are computed under
-    ``torch.no_grad()``. ``limit`` scores only the first images (in stem order).
+    ``torch.no_grad()``. ``limit`` scores that many images, spread evenly over the data set
+    (in stem order; as every suite chooses its images).
 
     Returns ``{"n_images", "n_unmatched", "model": {metric: mean}, "centre": {metric: mean},
     "model_n_nan": {metric: images skipped}, "centre_n_nan": {...}, "settings": {...}}`` plus
@@ -157,7 +159,8 @@ def evaluate_fixations(
         map_fn = saliency
 
     dataset = load_fixation_dataset(root, allow_unmatched=allow_unmatched)
-    n = len(dataset) if limit is None else min(limit, len(dataset))
+    chosen = spread_indices(len(dataset), limit)
+    n = len(chosen)
     others = _OtherFixations(dataset, n_other, seed)
     device = torch.device(device)
     model.eval()
@@ -165,7 +168,7 @@ def evaluate_fixations(
     model_scores: list[dict[str, float]] = []
     centre_scores: list[dict[str, float]] = []
     rows: list[dict] = []
-    for i in range(n):
+    for i in chosen:
         item = dataset[i]
         try:
             points, density = item.load_maps()

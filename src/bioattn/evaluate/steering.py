@@ -14,10 +14,12 @@ whichever object is prompted.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..attention.maps import display_normalise, upsample
+from ..data.subsets import spread_indices
 from ..errors import BioattnError
 from ..protocol import TopDownSteerable, unwrap
 
@@ -115,21 +117,23 @@ def steering_score_dataset(
 ) -> dict:
     """:func:`steering_score` on a two-object data set: an ``EmbeddedDataset`` built from
     ``embedded:pair`` arrays (normalised images from ``dataset[i]``, the two labels and masks
-    from ``dataset.arrays``), limited to its first ``limit`` images."""
+    from ``dataset.arrays``), on ``limit`` of its images spread evenly over it
+    (:func:`bioattn.data.subsets.spread_indices`, as every suite chooses its images)."""
     arrays = getattr(dataset, "arrays", None)
     labels = getattr(arrays, "labels", None)
     masks = getattr(arrays, "masks", None)
     if labels is None or masks is None or labels.ndim != 2 or masks.ndim != 4:
         raise BioattnError("the steering score needs two-object images with their masks (data 'embedded:pair')")
-    n = len(dataset) if limit is None else min(len(dataset), int(limit))
+    chosen = spread_indices(len(dataset), None if limit is None else int(limit))
+    n = len(chosen)
     parts = []
     for start in range(0, n, batch_size):
-        chunk = range(start, min(start + batch_size, n))
+        chunk = chosen[start:start + batch_size]
         images = torch.stack([dataset[i][0] for i in chunk])
         parts.append(steering_score(
             model, images,
-            torch.as_tensor(labels[chunk.start:chunk.stop]),
-            torch.as_tensor(masks[chunk.start:chunk.stop]),
+            torch.as_tensor(np.asarray(labels)[chunk]),
+            torch.as_tensor(np.asarray(masks)[chunk]),
             prior_scale=prior_scale, batch_size=batch_size, display=display, device=device,
         ))
     if not parts:

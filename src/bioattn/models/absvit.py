@@ -27,21 +27,21 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import Attention, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..data.stats import EMBEDDED_MEAN, EMBEDDED_STD
 from ..errors import BioattnError
 from ..protocol import ModelOutput
 from .common import (
+    MICRO_CFG,
     ViTConventions,
     check_image_batch,
     check_output_fmt,
     embed_tokens,
+    model_cfg,
     take_indices,
     token_grid,
 )
@@ -504,47 +504,20 @@ class AbSViT(ViTConventions, VisionTransformer):
 # registry
 # ------------------------------------------------------------------------------------------
 def _cfg(**kwargs: Any) -> dict[str, Any]:
-    """Input and head description (no downloadable weights: the authors' checkpoints are
-    converted with ``bioattn convert`` and loaded with ``--checkpoint``)."""
-    return {
-        "url": "",
-        "hf_hub_id": None,
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": None,
-        "crop_pct": 0.875,
-        "interpolation": "bicubic",
-        "fixed_input_size": True,
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "patch_embed.proj",
-        "classifier": "head",
-        "paper_ids": "arXiv:2303.13043",
-        "paper_name": "Top-Down Visual Attention from Analysis by Synthesis",
-        "origin_url": "https://github.com/bfshi/AbSViT",
-        **kwargs,
-    }
+    return model_cfg(fixed_input_size=True, first_conv="patch_embed.proj", classifier="head",
+                     paper_ids="arXiv:2303.13043",
+                     paper_name="Top-Down Visual Attention from Analysis by Synthesis",
+                     origin_url="https://github.com/bfshi/AbSViT", **kwargs)
 
-
-# Small models for 64x64 images with few classes: the embedded shape data set (10 classes,
-# normalised by its own per-channel statistics).
-_micro_cfg = dict(
-    num_classes=10,
-    input_size=(3, 64, 64),
-    crop_pct=1.0,
-    interpolation="bilinear",
-    mean=EMBEDDED_MEAN,
-    std=EMBEDDED_STD,
-)
 
 default_cfgs = generate_default_cfgs({
     "absvit_tiny_patch16_224": _cfg(),
     "absvit_small_patch16_224": _cfg(),
     "absvit_base_patch16_224": _cfg(),
     "absvit_tiny_patch8_224_gap": _cfg(),
-    "absvit_micro_patch8_64": _cfg(**_micro_cfg),
+    "absvit_micro_patch8_64": _cfg(**MICRO_CFG),
     "vit_tiny_patch8_224_gap": _cfg(),
-    "vit_micro_patch8_64": _cfg(**_micro_cfg),
+    "vit_micro_patch8_64": _cfg(**MICRO_CFG),
 })
 
 _TINY = dict(embed_dim=192, depth=12, num_heads=3)

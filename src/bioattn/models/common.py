@@ -4,7 +4,9 @@
 * the ViT token embedding (patch embedding, prefix tokens, position embedding), used by AbSViT
   and by the VARS attention maps of DeiT-VARS;
 * :class:`ViTConventions`, a mixin for timm VisionTransformers with bioattn's input checks in
-  ``forward_features`` / ``forward_intermediates`` / ``reset_classifier``.
+  ``forward_features`` / ``forward_intermediates`` / ``reset_classifier``;
+* :func:`model_cfg` and :data:`MICRO_CFG`, the parts of every family's ``pretrained_cfg``
+  that are the same.
 """
 
 from __future__ import annotations
@@ -16,7 +18,35 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from ..data.stats import EMBEDDED_MEAN, EMBEDDED_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import BioattnError
+
+
+def model_cfg(**kwargs: Any) -> dict[str, Any]:
+    """A ``pretrained_cfg`` for a model without downloadable weights (released checkpoints are
+    converted with ``bioattn convert`` or loaded with ``bioattn.checkpoint.load_weights``):
+    ImageNet-sized input (224 px, bicubic, crop 0.875, ImageNet statistics, 1000 classes) unless
+    ``kwargs`` say otherwise."""
+    return {
+        "url": "",
+        "hf_hub_id": None,
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": None,
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "fixed_input_size": False,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "notes": ("no downloadable weights: convert a released checkpoint with `bioattn convert`, "
+                  "or load it with bioattn.checkpoint.load_weights(model, path)",),
+        **kwargs,
+    }
+
+
+# The micro models: 64x64 images of the embedded shape data set (10 classes, its own statistics).
+MICRO_CFG: dict[str, Any] = dict(num_classes=10, input_size=(3, 64, 64), crop_pct=1.0,
+                                 interpolation="bilinear", mean=EMBEDDED_MEAN, std=EMBEDDED_STD)
 
 
 def model_name(model: nn.Module) -> str:

@@ -93,14 +93,12 @@ from typing import NamedTuple
 import timm
 import torch
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from ..data.stats import EMBEDDED_MEAN, EMBEDDED_STD
 from ..errors import BioattnError
 from ..protocol import ModelOutput, readout_loss
-from .common import check_num_classes
+from .common import MICRO_CFG, check_num_classes, model_cfg
 from .retina import Retina, check_fixations, coordinate_grid, falloff_for_field
 
 __all__ = [
@@ -1046,27 +1044,9 @@ class FFCNN(GlimpseModel):
 # registration with timm
 # ------------------------------------------------------------------------------------------
 def _cfg(first_conv: str, **kwargs) -> dict:
-    """ImageNet-sized input (224 px) unless ``kwargs`` say otherwise; no downloadable weights."""
-    return {
-        "url": "",
-        "hf_hub_id": None,
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": None,
-        "crop_pct": 0.875,
-        "interpolation": "bilinear",
-        "fixed_input_size": False,
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": first_conv,
-        "classifier": "head.fc",
-        "license": "apache-2.0",
-        **kwargs,
-    }
+    return model_cfg(**{"interpolation": "bilinear", "first_conv": first_conv, "classifier": "head.fc", **kwargs})
 
 
-# The micro models: 64x64 images of the embedded shape data set (10 classes, its own statistics).
-_MICRO_CFG = dict(num_classes=10, input_size=(3, 64, 64), crop_pct=1.0, mean=EMBEDDED_MEAN, std=EMBEDDED_STD)
 _S3TA_PAPER = dict(paper_ids="arXiv:1912.02184",
                    paper_name="Towards Robust Image Classification Using Sequential Attention Models")
 _RAM_PAPER = dict(paper_ids="arXiv:1406.6247", paper_name="Recurrent Models of Visual Attention")
@@ -1076,17 +1056,17 @@ _MICRO_CONV = "encoder.stage1.0.conv"
 _RESNET_CONV = "encoder.stage1.0"
 
 default_cfgs = generate_default_cfgs({
-    "rsrnn_micro": _cfg(_MICRO_CONV, **_MICRO_CFG),
+    "rsrnn_micro": _cfg(_MICRO_CONV, **MICRO_CFG),
     "rsrnn_resnet18": _cfg(_RESNET_CONV),
-    "retina_gru_micro": _cfg(_MICRO_CONV, **_MICRO_CFG, **_RAM_PAPER),
+    "retina_gru_micro": _cfg(_MICRO_CONV, **MICRO_CFG, **_RAM_PAPER),
     "retina_gru_resnet18": _cfg(_RESNET_CONV, **_RAM_PAPER),
-    "crop_s_micro": _cfg(_MICRO_CONV, **_MICRO_CFG, **_RAM_PAPER),
+    "crop_s_micro": _cfg(_MICRO_CONV, **MICRO_CFG, **_RAM_PAPER),
     "crop_s_resnet18": _cfg(_RESNET_CONV, **_RAM_PAPER),
-    "crop_d_micro": _cfg(_MICRO_CONV, **_MICRO_CFG, **_DRAM_PAPER),
+    "crop_d_micro": _cfg(_MICRO_CONV, **MICRO_CFG, **_DRAM_PAPER),
     "crop_d_resnet18": _cfg(_RESNET_CONV, **_DRAM_PAPER),
-    "s3ta_micro": _cfg("stage1.0.conv", **_MICRO_CFG, **_S3TA_PAPER),
+    "s3ta_micro": _cfg("stage1.0.conv", **MICRO_CFG, **_S3TA_PAPER),
     "s3ta_resnet18": _cfg("stage1.0", **_S3TA_PAPER),
-    "ffcnn_micro": _cfg(_MICRO_CONV, **_MICRO_CFG),
+    "ffcnn_micro": _cfg(_MICRO_CONV, **MICRO_CFG),
     "ffcnn_resnet18": _cfg(_RESNET_CONV),
 })
 

@@ -50,20 +50,20 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..data.stats import EMBEDDED_MEAN, EMBEDDED_STD
 from ..errors import BioattnError
 from .common import (
+    MICRO_CFG,
     ViTConventions,
     check_num_classes,
     check_output_fmt,
     embed_tokens,
+    model_cfg,
     take_indices,
     token_grid,
 )
@@ -1019,27 +1019,10 @@ class VARSVisionTransformer(ViTConventions, VisionTransformer):
 # timm registration
 # ------------------------------------------------------------------------------------------
 def _cfg(**kwargs: Any) -> dict[str, Any]:
-    cfg = {
-        "url": "",
-        "hf_hub_id": None,
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": None,
-        "crop_pct": 0.875,
-        "interpolation": "bicubic",
-        "fixed_input_size": False,
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "patch_embed.proj.0",
-        "classifier": "head",
-        "paper_ids": "arXiv:2204.10962",
-        "paper_name": "Visual Attention Emerges from Recurrent Sparse Reconstruction",
-        "origin_url": "https://github.com/bfshi/VARS",
-        "notes": ("no downloadable weights: load the authors' released .pth with "
-                  "bioattn.checkpoint.load_weights(model, path)",),
-    }
-    cfg.update(kwargs)
-    return cfg
+    return model_cfg(**{"first_conv": "patch_embed.proj.0", "classifier": "head",
+                        "paper_ids": "arXiv:2204.10962",
+                        "paper_name": "Visual Attention Emerges from Recurrent Sparse Reconstruction",
+                        "origin_url": "https://github.com/bfshi/VARS", **kwargs})
 
 
 _RVT_ARCHS: dict[str, dict[str, Any]] = {
@@ -1069,8 +1052,7 @@ default_cfgs = generate_default_cfgs({
     # the *_plus models learn an attention mask over the token pairs of a 14x14 grid
     **{name: _cfg(fixed_input_size=name.endswith("_plus"), **_RVT_PAPER) for name in _RVT_ARCHS
        if name != "rvt_micro"},
-    "rvt_micro": _cfg(input_size=(3, 64, 64), crop_pct=1.0, mean=EMBEDDED_MEAN,
-                      std=EMBEDDED_STD, **_RVT_PAPER),
+    "rvt_micro": _cfg(**MICRO_CFG, **_RVT_PAPER),
     **{f"{name}_{att}": _cfg(first_conv="patch_embed.proj", fixed_input_size=(att == "vars_sd"))
        for name in _DEIT_ARCHS for att in ("vars_d", "vars_sd")},
 })
