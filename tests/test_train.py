@@ -298,3 +298,10 @@ def test_a_run_folder_follows_the_umask(image_folder, tmp_path):
     assert len(paths) > 8
     for path in paths:
         assert (path.stat().st_mode & 0o777) == (0o755 if path.is_dir() else 0o644), path
+
+
+def test_schedule_never_rises_above_a_small_peak(image_folder, tmp_path):
+    # the recipe's floor (min_lr 1e-5) is above this peak: the schedule stays at or below it
+    train(_config(image_folder, tmp_path / "run", epochs=2, lr=1e-6))
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all(r["lr"] <= 1e-6 for r in records)

@@ -164,10 +164,12 @@ def load_resume(config: TrainConfig) -> tuple[Path, TrainConfig, dict]:
             continue
         if value != getattr(saved, name):
             flag = "--" + name.replace("_", "-")
+            had = getattr(saved, name)
+            had = (f"{name} = {had!r} in {config_path}" if had is not None
+                   else f"{name} not set in {config_path}: the recipe decided it")
             raise BioattnError(
-                f"{flag} {value} conflicts with the resumed run ({name} = {getattr(saved, name)!r} in "
-                f"{config_path}); a resumed run keeps its settings except "
-                "--epochs, --device, --workers, --no-progress and --no-tensorboard")
+                f"{flag} {value} conflicts with the resumed run ({had}); a resumed run keeps its "
+                "settings except --epochs, --device, --workers, --no-progress and --no-tensorboard")
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -307,7 +309,9 @@ def build_trainee(cfg: TrainConfig, data: TrainData, info: DistInfo) -> Trainee:
     lr = cfg.lr if cfg.lr is not None else cfg.base_lr * cfg.batch_size * info.world_size / 512
     optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay)
     scheduler, _ = create_scheduler_v2(
-        optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
+        # a small global batch can scale the peak below the recipe's floor: the schedule never rises
+        optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=min(cfg.min_lr, lr),
+        warmup_lr=min(cfg.warmup_lr, lr),
         warmup_epochs=warmup_epochs(cfg), step_on_epochs=False,
         updates_per_epoch=len(data.train_loader),
     )
