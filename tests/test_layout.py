@@ -85,3 +85,33 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_bioattn_imports_have_no_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, " -> ".join(cycle)
+
+
+ROOT = PACKAGE.parents[1]
+
+
+def _readme_layout() -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split("Project layout", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_layout_and_architecture_page_name_every_module():
+    layout = _readme_layout()
+    architecture = (ROOT / "docs" / "architecture.md").read_text()
+    missing_readme, missing_docs = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name != "__init__.py" and path.name not in layout:
+            missing_readme.append(str(path.relative_to(ROOT)))
+        dotted = module_name(path).removeprefix("bioattn.")
+        if path.name != "__init__.py" and dotted not in architecture and path.stem not in architecture:
+            missing_docs.append(dotted)
+    assert not missing_readme, f"README's layout lacks {missing_readme}"
+    assert not missing_docs, f"docs/architecture.md lacks {missing_docs}"
+
+
+def test_readme_layout_names_every_test_benchmark_and_doc():
+    layout = _readme_layout()
+    files = [*(ROOT / "tests").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"), *(ROOT / "docs").glob("*.md")]
+    missing = [str(p.relative_to(ROOT)) for p in files
+               if p.name not in ("__init__.py", "README.md") and p.name not in layout and p.stem not in layout]
+    assert not missing, f"README's layout lacks {missing}"
