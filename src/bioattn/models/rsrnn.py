@@ -1,6 +1,8 @@
 """RS-RNN, the retinal sampling recurrent network, and its glimpse-model baselines.
 
-RS-RNN is bioattn's own model (no paper or official code). The baselines follow: the recurrent
+RS-RNN follows "Human Eyes Inspired Recurrent Neural Networks are More Robust Against Adversarial
+Noises", Choi, Zhang, Han, Wang, Liu (arXiv 2206.07282; Neural Computation), which released no
+code: bioattn's implementation is its own reading of the paper. The baselines follow: the recurrent
 attention model, "Recurrent Models of Visual Attention", Mnih et al., NeurIPS 2014 (arXiv
 1406.6247); its multi-resolution glimpses, "Multiple Object Recognition with Visual Attention",
 Ba, Mnih, Kavukcuoglu, ICLR 2015 (arXiv 1412.7755); S3TA, "Towards Robust Image Classification
@@ -1047,6 +1049,9 @@ def _cfg(first_conv: str, **kwargs) -> dict:
     return model_cfg(**{"interpolation": "bilinear", "first_conv": first_conv, "classifier": "head.fc", **kwargs})
 
 
+_RSRNN_PAPER = dict(paper_ids="arXiv:2206.07282",
+                    paper_name="Human Eyes Inspired Recurrent Neural Networks are More Robust Against "
+                    "Adversarial Noises")
 _S3TA_PAPER = dict(paper_ids="arXiv:1912.02184",
                    paper_name="Towards Robust Image Classification Using Sequential Attention Models")
 _RAM_PAPER = dict(paper_ids="arXiv:1406.6247", paper_name="Recurrent Models of Visual Attention")
@@ -1056,8 +1061,8 @@ _MICRO_CONV = "encoder.stage1.0.conv"
 _RESNET_CONV = "encoder.stage1.0"
 
 default_cfgs = generate_default_cfgs({
-    "rsrnn_micro": _cfg(_MICRO_CONV, **MICRO_CFG),
-    "rsrnn_resnet18": _cfg(_RESNET_CONV),
+    "rsrnn_micro": _cfg(_MICRO_CONV, **MICRO_CFG, **_RSRNN_PAPER),
+    "rsrnn_resnet18": _cfg(_RESNET_CONV, **_RSRNN_PAPER),
     "retina_gru_micro": _cfg(_MICRO_CONV, **MICRO_CFG, **_RAM_PAPER),
     "retina_gru_resnet18": _cfg(_RESNET_CONV, **_RAM_PAPER),
     "crop_s_micro": _cfg(_MICRO_CONV, **MICRO_CFG, **_RAM_PAPER),
@@ -1066,8 +1071,8 @@ default_cfgs = generate_default_cfgs({
     "crop_d_resnet18": _cfg(_RESNET_CONV, **_DRAM_PAPER),
     "s3ta_micro": _cfg("stage1.0.conv", **MICRO_CFG, **_S3TA_PAPER),
     "s3ta_resnet18": _cfg("stage1.0", **_S3TA_PAPER),
-    "ffcnn_micro": _cfg(_MICRO_CONV, **MICRO_CFG),
-    "ffcnn_resnet18": _cfg(_RESNET_CONV),
+    "ffcnn_micro": _cfg(_MICRO_CONV, **MICRO_CFG, **_RSRNN_PAPER),
+    "ffcnn_resnet18": _cfg(_RESNET_CONV, **_RSRNN_PAPER),
 })
 
 # Architecture of each registered size; constructor keywords override these.
