@@ -103,7 +103,8 @@ def test_findings_follow_the_numbers():
         _model("ViT", 80.0, 50.0, 10.0, attention={"mask_share": 20.0, "mask_share_chance": 10.0}),
         _model("AbSViT", 80.0, 60.0, 30.0, steering=steering,
                attention={"mask_share": 40.0, "mask_share_chance": 10.0}),
-        _model("RS-RNN", 70.0, 40.0, 30.0, glimpses={"per_glimpse_top1": [30.0, 50.0, 70.0]}),
+        _model("RS-RNN", 70.0, 40.0, 30.0,
+               glimpses={"per_glimpse_top1": [30.0, 50.0, 70.0], "trained_glimpses": 2}),
         _model("FF-CNN", 72.0, 41.0, 30.5),
     ]
     text = " ".join(findings(results))
@@ -111,11 +112,14 @@ def test_findings_follow_the_numbers():
     assert "RS-RNN is about as robust as FF-CNN" in text
     assert "AbSViT looks at the object most (4.0x chance), ViT least (2.0x chance)" in text
     assert "Steering works" in text and "Looking longer helps RS-RNN" in text
+    assert "trained with 2 glimpses, its clean top-1 is 50.0% after 2 and 70.0% after 3" in text
     # the same sentences turn when the numbers do
     results[1] = _model("AbSViT", 80.0, 30.0, 5.0, steering=dict(steering, prompted_share=0.1, win_rate=0.5))
     results[2]["results"]["glimpses"]["per_glimpse_top1"] = [70.0, 50.0, 30.0]
+    results[3] = _model("FF-CNN", 72.0, 41.0, 10.0)
     text = " ".join(findings(results))
     assert "AbSViT is less robust than ViT" in text
+    assert "RS-RNN against FF-CNN: about as robust under corruptions, more robust under attack" in text
     assert "Steering does not work" in text and "Looking longer hurts RS-RNN" in text
 
 

@@ -299,6 +299,7 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
                                 readouts=max(16, settings.glimpses), **common)["results"]["clean"]
             results["results"]["glimpses"] = {
                 "per_glimpse_top1": longer.get("per_readout_top1"),
+                "trained_glimpses": settings.glimpses,
             }
         eval_seconds = time.perf_counter() - t0
         timings[label] = {"train_s": train_seconds, "eval_s": eval_seconds}
@@ -428,10 +429,9 @@ def findings(results_list: Sequence[dict]) -> list[str]:
         elif all(v == 0 for v in verdicts):
             verdict = f"{system} is about as robust as {base} (differences within two images)"
         else:
-            better = [w for w, v in zip(("under corruptions", "under attack"), verdicts) if v > 0]
-            worse = [w for w, v in zip(("under corruptions", "under attack"), verdicts) if v < 0]
-            verdict = (f"{system} against {base} is mixed: better {' and '.join(better) or 'nowhere'}, "
-                       f"worse {' and '.join(worse) or 'nowhere'}")
+            words = {1: "more robust", 0: "about as robust", -1: "less robust"}
+            verdict = f"{system} against {base}: " + ", ".join(
+                f"{words[v]} {w}" for w, v in zip(("under corruptions", "under attack"), verdicts))
         out.append(f"{verdict}: top-1 {', '.join(parts)} (clean {_pct(a['clean'])} vs {_pct(b['clean'])}).")
     looking = [(label, s["on_object"], s["object_area"]) for label, s in scores.items()
                if s["on_object"] is not None and s["object_area"]]
@@ -454,21 +454,26 @@ def findings(results_list: Sequence[dict]) -> list[str]:
                    f"prompted object and {other:.1f}% on the other one, and favours the prompted object "
                    f"in {win:.0f}% of {pairs} image-prompt pairs (50% is chance).")
     for label, r in by_label.items():
-        per = ((r.get("results") or {}).get("glimpses") or {}).get("per_glimpse_top1")
+        glimpses = (r.get("results") or {}).get("glimpses") or {}
+        per = glimpses.get("per_glimpse_top1")
         if not per or len(per) < 2 or label == "FF-CNN" or any(v is None for v in per):
             continue
-        first, last, best = per[0], per[-1], max(per)
-        tol = _noise(scores[label]["n_clean"])
-        change = _compare(last - first, tol)
+        # the question is whether looking beyond the glimpses it was trained with helps
+        trained = min(int(glimpses.get("trained_glimpses") or 1), len(per))
+        at_trained, last, best = per[trained - 1], per[-1], max(per)
+        if trained == len(per):
+            continue
+        change = _compare(last - at_trained, _noise(scores[label]["n_clean"]))
         lead = {1: "Looking longer helps", 0: "Looking longer does not help", -1: "Looking longer hurts"}[change]
-        out.append(f"{lead} {label}: clean top-1 is {first:.1f}% after one glimpse and {last:.1f}% after "
-                   f"{len(per)} (best {best:.1f}%, after glimpse {per.index(best) + 1}).")
+        out.append(f"{lead} {label}: trained with {trained} glimpses, its clean top-1 is {at_trained:.1f}% "
+                   f"after {trained} and {last:.1f}% after {len(per)} (best {best:.1f}%, after glimpse "
+                   f"{per.index(best) + 1}).")
     counts = [s["n_clean"] for s in scores.values() if s["n_clean"]]
     if counts:
         out.append(f"Scale: {max(counts)} test images for clean accuracy, "
                    f"{max([s['n_corrupted'] or 0 for s in scores.values()])} per corruption and "
                    f"{max([s['n_attack'] or 0 for s in scores.values()])} under attack; a difference "
-                   f"of {_noise(max(counts)):.0f} points or less on clean images is two images.")
+                   f"of {_noise(max(counts)):.1f} points or less on clean images is two images.")
     return out
 
 

@@ -409,7 +409,7 @@ def plot_attack_readouts(results_list: Sequence[dict], path: str | Path) -> bool
         ax.set_title(title, fontsize=9)
         ax.set_ylim(-3, 103)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("step (glimpse)")
+        ax.set_xlabel("readout (pass or glimpse)")
         ax.set_ylabel("top-1 (%)")
         ax.grid(alpha=0.3)
     for ax in axes.flat[n:]:
