@@ -83,16 +83,22 @@ def _check_parent(path: Path, what: str) -> None:
         raise BioattnError(f"cannot write {what} {path}: {ancestor} is not writable")
 
 
+def _existing_not_a_link(path: Path, what: str) -> os.stat_result | None:
+    """The ``lstat`` of what is at ``path`` (None if nothing); a symbolic link is refused."""
+    st = _lstat(path)
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        raise BioattnError(f"{what} {path} is a symbolic link: bioattn does not replace links "
+                           "(give the path it points to, or another name)")
+    return st
+
+
 def check_output_file(path: str | Path, what: str = "output") -> Path:
     """``path`` as a :class:`~pathlib.Path` if it can be written as a regular file; raises
     :class:`BioattnError` (one line, nothing touched) for a symbolic link, a directory, a device
     file, FIFO or socket, a parent path through a file, or an unwritable parent."""
     path = Path(path)
-    st = _lstat(path)
+    st = _existing_not_a_link(path, what)
     if st is not None:
-        if stat.S_ISLNK(st.st_mode):
-            raise BioattnError(f"{what} {path} is a symbolic link: bioattn does not replace links "
-                               "(give the path it points to, or another name)")
         if stat.S_ISDIR(st.st_mode):
             raise BioattnError(f"{what} {path} is a directory: give a file name")
         if not stat.S_ISREG(st.st_mode):
@@ -107,11 +113,8 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
     directory; raises :class:`BioattnError` for a symbolic link, a file, a device file, FIFO or
     socket, a parent path through a file, or an unwritable parent."""
     path = Path(path)
-    st = _lstat(path)
+    st = _existing_not_a_link(path, what)
     if st is not None:
-        if stat.S_ISLNK(st.st_mode):
-            raise BioattnError(f"{what} {path} is a symbolic link: bioattn does not replace links "
-                               "(give the path it points to, or another name)")
         if not stat.S_ISDIR(st.st_mode):
             raise BioattnError(f"{what} {path} is {kind_of_mode(st.st_mode)}, not a directory")
     old = _lstat(path.with_name(path.name + ".old"))
