@@ -190,6 +190,12 @@ def _apply_umask(folder: Path) -> None:
                     os.chmod(path, mode)
 
 
+def _write_error(exc: OSError, what: str, path: Path, had_copy: bool) -> BioattnError:
+    """A failed write's file-system error as one line, saying whether the previous copy survived."""
+    kept = "; the previous copy is intact" if had_copy else ""
+    return BioattnError(f"cannot write {what} {path}: {exc.strerror or exc}{kept}")
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None], what: str = "output") -> Path:
     """Write ``path`` through ``write(tmp_path)`` then rename, so a failed or interrupted write
     leaves the previous file untouched. The target is checked first (:func:`check_output_file`);
@@ -213,8 +219,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None], what: str = "ou
         if os.path.lexists(tmp):
             os.unlink(tmp)
         if isinstance(exc, OSError):
-            kept = "; the previous copy is intact" if existing is not None else ""
-            raise BioattnError(f"cannot write {what} {path}: {exc.strerror or exc}{kept}") from exc
+            raise _write_error(exc, what, path, existing is not None) from exc
         raise
     _fsync_dir(path.parent)
     return path
@@ -261,8 +266,7 @@ def atomic_dir(final: str | Path, fill: Callable[[Path], None], what: str = "out
         if not final.exists() and old.exists():
             os.replace(old, final)
         if isinstance(exc, OSError):
-            kept = "; the previous copy is intact" if existing is not None else ""
-            raise BioattnError(f"cannot write {what} {final}: {exc.strerror or exc}{kept}") from exc
+            raise _write_error(exc, what, final, existing is not None) from exc
         raise
     _fsync_dir(final.parent)
     return final

@@ -362,13 +362,20 @@ def plot_corruptions(results_list: Sequence[dict], path: str | Path) -> bool:
     for ax in axes.flat[:n]:
         for handle, name in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(name, handle)
-    handles, names = list(legend.values()), list(legend)
+    _legend_and_save(fig, list(legend.values()), list(legend), path, nrows, panel_height=2.6,
+                     left=0.06, right=0.99, wspace=0.08, hspace=0.6, legend_base=0.65)
+    return True
+
+
+def _legend_and_save(fig, handles, names, path, nrows: int, panel_height: float, left: float,
+                     right: float, wspace: float, hspace: float, legend_base: float) -> None:
+    """One legend under the panels (four entries a row), room left for it, and the PNG written."""
     legend_rows = math.ceil(len(names) / 4)
     fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=8)
-    fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.3 / (2.6 * nrows), wspace=0.08, hspace=0.6,
-                        bottom=min(0.45, (0.65 + 0.22 * legend_rows) / (2.6 * nrows)))
+    height = panel_height * nrows
+    fig.subplots_adjust(left=left, right=right, top=1 - 0.3 / height, wspace=wspace, hspace=hspace,
+                        bottom=min(0.45, (legend_base + 0.22 * legend_rows) / height))
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), what="plot")
-    return True
 
 
 def plot_attack_readouts(results_list: Sequence[dict], path: str | Path) -> bool:
@@ -417,11 +424,8 @@ def plot_attack_readouts(results_list: Sequence[dict], path: str | Path) -> bool
     handles = [Line2D([], [], color=f"C{i % 10}") for i in used]
     handles += [Line2D([], [], color="black"), Line2D([], [], color="black", linestyle="--")]
     names = [labels[i] for i in used] + ["attacked", "clean"]
-    legend_rows = math.ceil(len(names) / 4)
-    fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=8)
-    fig.subplots_adjust(left=0.08, right=0.98, top=1 - 0.3 / (3.2 * nrows), wspace=0.3, hspace=0.5,
-                        bottom=min(0.45, (0.7 + 0.22 * legend_rows) / (3.2 * nrows)))
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), what="plot")
+    _legend_and_save(fig, handles, names, path, nrows, panel_height=3.2,
+                     left=0.08, right=0.98, wspace=0.3, hspace=0.5, legend_base=0.7)
     return True
 
 

@@ -348,17 +348,8 @@ class Retina(nn.Module):
         return self._level_cache[key]
 
 
-def retina(
-    images: torch.Tensor,
-    fixations: torch.Tensor,
-    out_size: int,
-    fovea: float = 0.5,
-    falloff: float = 3.0,
-    scale: float = 1.0,
-    antialias: bool = True,
-    padding_mode: str = "zeros",
-) -> torch.Tensor:
+def retina(images: torch.Tensor, fixations: torch.Tensor, out_size: int, **settings) -> torch.Tensor:
     """Retinal images ``(B, C, out_size, out_size)`` of ``images (B, C, H, W)`` around
-    ``fixations (B, 2)`` (image coordinates in ``[-1, 1]``, x then y). See :class:`Retina`."""
-    return Retina(out_size, fovea=fovea, falloff=falloff, scale=scale, antialias=antialias,
-                  padding_mode=padding_mode)(images, fixations)
+    ``fixations (B, 2)`` (image coordinates in ``[-1, 1]``, x then y); ``settings`` are those of
+    :class:`Retina` (``fovea``, ``falloff``, ``scale``, ``antialias``, ``padding_mode``)."""
+    return Retina(out_size, **settings)(images, fixations)
