@@ -274,6 +274,18 @@ def _run_convert(s: config.ConvertSettings) -> int:
     return 0
 
 
+def _run_domains(s: config.DomainsSettings) -> int:
+    # on demand: the command line starts (and answers --help) without loading torch
+    from .domains import leave_one_domain_out, markdown_table
+
+    options = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)
+               if f.name not in ("models", "data", "out")}
+    results = leave_one_domain_out(s.models, s.data, s.out, **options)
+    print()
+    print(markdown_table(results), end="")
+    return 0
+
+
 def _run_data_generate(s: config.DataGenerateSettings) -> int:
     # on demand: the command line starts (and answers --help) without loading torch
     from .data.embedded import EmbeddedSpec, cache_path, ensure_cached
@@ -335,6 +347,14 @@ COMMANDS: tuple[Command, ...] = (
             "loaded with weights_only=True), check every key and shape against the named model, "
             "and write a bioattn checkpoint directory "
             "(Python: bioattn.checkpoint.convert_checkpoint).", (config.ConvertSettings,), _run_convert),
+    Command("domains", "domain generalisation: leave one domain out (PACS or the embedded styles)",
+            "For every model and every domain of --data: train on the other domains, keep the "
+            "epoch with the best top-1 on a validation split held out from them, and test it on "
+            "the held-out domain; write a table of top-1 per held-out domain and their mean "
+            "(results.json, results.md) and one run directory per model and domain under --out "
+            "(Python: bioattn.domains.leave_one_domain_out). Models: NAME or "
+            "NAME[KEY=VALUE,...], e.g. rvt_micro[attention=vars_d].",
+            (config.DomainsSettings,), _run_domains),
 )
 
 DATA_COMMANDS: tuple[Command, ...] = (

@@ -455,6 +455,10 @@ class TrainConfig(_Settings):
     workers: int = setting(0, help="data-loader worker processes per process", check=integer(0))
     resume: str | None = setting(None, help="run directory to continue", metavar="RUN_DIR")
     overwrite: bool = setting(False, help="replace an existing run directory given as --output")
+    init: str | None = setting(None, help="fine-tune from these weights (bioattn checkpoint directory, "
+                               ".safetensors or released .pth): every weight is loaded except a "
+                               "classifier of another number of classes", resolves="random weights",
+                               metavar="CHECKPOINT")
     limit_train: int | None = setting(
         None, help="use N training images, spread evenly over the set (every class keeps its share)",
         resolves="all", metavar="N", check=integer(1))
@@ -652,6 +656,114 @@ class EvalSettings(_Settings):
     baseline_model: str | None = setting(
         None, help="baseline model name (when its checkpoint has no metadata)",
         resolves="the baseline checkpoint's", group="corruptions and ImageNet benchmarks")
+
+
+# ------------------------------------------------------------------------------------------
+# domains: leave-one-domain-out
+# ------------------------------------------------------------------------------------------
+_MODEL_ENTRY = re.compile(r"^([A-Za-z0-9_.\-]+)(?:\[(.*)\])?$")
+
+
+def split_model_list(text: str) -> list[str]:
+    """``"a,b[k=1,j=2],c"`` -> ``["a", "b[k=1,j=2]", "c"]``: commas inside brackets stay."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+            continue
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        current += char
+    items.append(current)
+    return [item.strip() for item in items if item.strip()]
+
+
+def parse_model_entry(text: str) -> tuple[str, dict[str, Any]]:
+    """``"rvt_micro[attention=vars_d,num_step=3]"`` -> ``("rvt_micro", {"attention": "vars_d",
+    "num_step": 3})``: a model name, then optionally its constructor arguments in brackets
+    (values parsed as JSON when possible, as ``--model-arg`` does)."""
+    match = _MODEL_ENTRY.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise BioattnError(f"bad model entry {text!r} (expected NAME or NAME[KEY=VALUE,...], e.g. "
+                           "rvt_micro[attention=vars_d])")
+    name, inside = match.groups()
+    items = split_model_list(inside) if inside else []
+    if inside is not None and not items:
+        raise BioattnError(f"bad model entry {text!r}: empty brackets")
+    try:
+        return name, key_values(items)
+    except BioattnError as exc:
+        raise BioattnError(f"bad model entry {text!r}: {exc}") from None
+
+
+def _model_entries(value: Any) -> str | None:
+    allowed = "a comma-separated list of NAME or NAME[KEY=VALUE,...] (e.g. rvt_micro[attention=vars_d])"
+    if not isinstance(value, (list, tuple)) or not value:
+        return allowed
+    for item in value:
+        try:
+            parse_model_entry(item)
+        except BioattnError:
+            return allowed
+    return None
+
+
+@dataclass
+class DomainsSettings(_Settings):
+    """``bioattn domains``: leave-one-domain-out training and testing of several models
+    (Python: ``bioattn.domains.leave_one_domain_out``)."""
+
+    data: str = setting(help="PACS root (ROOT/<domain>/<class>/*), another folder of domain "
+                        "folders, or 'embedded[:options]' for the embedded generator's styles",
+                        metavar="ROOT")
+    models: list[str] = setting(
+        help="comma-separated models, each NAME or NAME[KEY=VALUE,...] with constructor arguments, "
+        "e.g. vit_micro_patch8_64,rvt_micro[attention=vars_d]", parse=split_model_list,
+        metavar="MODELS", check=_model_entries)
+    out: str = setting(help="output folder: results.json, results.md and one run directory per "
+                       "model and held-out domain (<out>/<model>/<domain>/)", metavar="DIR",
+                       check=output_path("directory"))
+    test_domains: list[str] | None = setting(
+        None, help="comma-separated held-out domains to run", resolves="every domain in turn",
+        parse=parse_names, metavar="DOMAINS", check=each(lambda v: None if isinstance(v, str) and v
+                                                       else "domain names", "a list"))
+    holdout: float = setting(0.2, help="share of each training domain's images held out for "
+                             "validation (selects the epoch; folders only: the embedded data has "
+                             "its own val split)", check=number(0, 1, low_open=True, high_open=True))
+    init: str | None = setting(None, help="fine-tune every model from this checkpoint (bioattn "
+                               "checkpoint directory or released .pth; a classifier of another "
+                               "number of classes is left out)", resolves="random weights",
+                               metavar="CHECKPOINT")
+    recipe: str = setting("small", help="training recipe of the settings left unset",
+                          choices=tuple(RECIPES), check=one_of(*RECIPES))
+    epochs: int | None = setting(None, help="epochs per run", resolves=_recipe("epochs"),
+                                 check=integer(1))
+    batch_size: int = setting(64, help="images per optimizer step", check=integer(1))
+    img_size: int | None = setting(None, help="input image side in pixels",
+                                   resolves="each model's own", check=integer(8))
+    lr: float | None = setting(None, help="learning rate", resolves="the recipe's base lr x batch / 512",
+                               check=_POSITIVE)
+    limit_train: int | None = setting(None, help="train on N images per run, spread evenly",
+                                      resolves="all", metavar="N", check=integer(1))
+    limit_val: int | None = setting(None, help="validate on N images per run, spread evenly",
+                                    resolves="all", metavar="N", check=integer(1))
+    limit_test: int | None = setting(None, help="test on N images of each held-out domain, spread "
+                                     "evenly", resolves="all", metavar="N", check=integer(1))
+    seed: int = setting(0, help="random seed of every run and of the validation split",
+                        check=integer(0))
+    device: str = setting("auto", help="auto, cpu, cuda or cuda:N")
+    workers: int = setting(0, help="data-loader worker processes", check=integer(0))
+    overwrite: bool = setting(False, help="train again where a run directory holds a run with "
+                              "other settings (finished runs with the same settings are reused)")
+    progress: bool = setting(True, help="no progress bars", flag="--no-progress")
+    tensorboard: bool = setting(True, help="no TensorBoard scalars", flag="--no-tensorboard")
+
+    def validate(self) -> None:
+        if isinstance(self.models, str):
+            self.models = split_model_list(self.models)
+        if isinstance(self.test_domains, str):
+            self.test_domains = parse_names(self.test_domains)
+        super().validate()
 
 
 # ------------------------------------------------------------------------------------------

@@ -291,6 +291,29 @@ def _build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[st
     return model, args
 
 
+def load_init_weights(model: nn.Module, path: str | Path) -> str:
+    """Load the weights at ``path`` (``--init``) into ``model`` for fine-tuning: every key must
+    fit, except a classifier of another number of classes, which keeps its fresh weights.
+    Returns a note saying what was loaded and what was left out."""
+    state = ckpt.read_state_dict(path)
+    left_out: list[str] = []
+    other = ckpt.infer_num_classes(model, state)
+    if other is not None:
+        classifier = other[1].rpartition(".")[0]
+        left_out = [k for k in state if k.rpartition(".")[0] == classifier]
+    own = model.state_dict()
+    fitted = {k: v for k, v in state.items() if k not in left_out}
+    fitted.update({k: own[k] for k in left_out if k in own})
+    ckpt.check_state_dict(model, fitted, what=f"--init {path}")
+    model.load_state_dict(fitted, strict=True)
+    loaded = len(state) - len(left_out)
+    if not left_out:
+        return f"--init {path}: loaded all {loaded} tensors"
+    return (f"--init {path}: loaded {loaded} tensors; left out {', '.join(left_out)} (a classifier "
+            f"for {other[0]} classes; this model has {getattr(model, 'num_classes', '?')}), which "
+            "starts from random weights")
+
+
 def warmup_epochs(cfg: TrainConfig) -> int:
     """The recipe's warm-up, at most half the run (a one-epoch run gets none)."""
     return min(cfg.warmup_epochs, cfg.epochs // 2)
@@ -305,6 +328,10 @@ def build_trainee(cfg: TrainConfig, data: TrainData, info: DistInfo) -> Trainee:
     num_classes = len(data.classes)
     seed_everything(cfg.seed)
     model, model_args = _build_model(cfg, num_classes)
+    if cfg.init:
+        note = load_init_weights(model, cfg.init)
+        if info.is_main:
+            print(f"note: {note}", file=sys.stderr)
     model.to(device)
     lr = cfg.lr if cfg.lr is not None else cfg.base_lr * cfg.batch_size * info.world_size / 512
     optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay)

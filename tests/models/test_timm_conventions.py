@@ -43,8 +43,14 @@ SHALLOW = {
     "rvt_base": dict(depth=[2]),
     "rvt_small_plus": dict(depth=[2]),
     "rvt_base_plus": dict(depth=[2]),
+    "gfnet_xs": dict(depth=2),
+    "gfnet_s": dict(depth=2),
+    "gfnet_b": dict(depth=2),
+    "gfnet_h_ti": dict(depth=[1, 1, 1, 1]),
+    "gfnet_h_s": dict(depth=[1, 1, 1, 1]),
+    "gfnet_h_b": dict(depth=[1, 1, 1, 1]),
 }
-TRANSFORMERS = [n for n in NAMES if n.startswith(("absvit_", "vit_", "rvt_", "deit_"))]
+TRANSFORMERS = [n for n in NAMES if n.startswith(("absvit_", "vit_", "rvt_", "deit_", "gfnet_"))]
 GLIMPSE_POLICY = [n for n in NAMES if n.startswith(("rsrnn_", "retina_gru_", "crop_")) and n.endswith("_micro")]
 
 
@@ -153,7 +159,7 @@ def test_pretrained_cfg_is_complete(name):
                 "num_classes", "fixed_input_size"):
         assert cfg.get(key) is not None, f"{name}: {key}"
     assert cfg.get("paper_name") or name.startswith(("rsrnn_", "ffcnn_")), name
-    if name.startswith(("absvit_", "rvt_", "deit_")):
+    if name.startswith(("absvit_", "rvt_", "deit_", "gfnet_")):
         assert cfg["paper_ids"].startswith("arXiv:") and cfg["origin_url"].startswith("https://github.com/")
     resolved = data_config(name)
     assert resolved["input_size"] == cfg["input_size"] and resolved["mean"] == cfg["mean"]

@@ -2,7 +2,9 @@
 
 ``build_dataset(spec, split, ...)`` is the one entry point. ``spec`` is ``embedded``,
 ``embedded:pair`` or ``embedded:<options>`` (see :class:`bioattn.data.embedded.EmbeddedSpec`),
-or the path of a folder holding ``train/`` and ``val/`` class folders.
+a domain spec ``domains:train=...,root=...`` (one leave-one-domain-out split, see
+:mod:`bioattn.data.domains`), or the path of a folder holding ``train/`` and ``val/`` class
+folders.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from ..errors import BioattnError
+from .domains import build_domain_dataset, is_domain_spec
 from .embedded import EmbeddedDataset, EmbeddedSpec, load_embedded
 from .folders import ImageFolderDataset
 from .stats import IMAGENET_MEAN, IMAGENET_STD
@@ -111,6 +114,16 @@ def build_dataset(
             ds = _Mapped(ds, RandomErasing(aug.re_prob, mode=aug.re_mode, max_count=aug.re_count, device="cpu"))
         return ds
 
+    if is_domain_spec(spec):
+        def one_embedded_domain(domain_spec: str, part_split: str) -> Dataset:
+            return build_dataset(domain_spec, part_split, img_size, mean, std, train=train, aug=aug,
+                                 skip_bad_images=skip_bad_images, cache_dir=cache_dir)
+
+        # domain images are resized whole (crop 1.0), not centre-cropped at the model's crop_pct
+        return build_domain_dataset(
+            spec, split, transform=_folder_transform(img_size or 224, mean, std, train, aug, 1.0),
+            embedded=one_embedded_domain, classes=classes, skip_bad_images=skip_bad_images)
+
     root = Path(spec)
     if not root.exists():
         raise BioattnError(f"data path not found: {root}")
@@ -120,13 +133,20 @@ def build_dataset(
             split_dir = root / "val"
         else:
             raise BioattnError(f"{root} has no '{split}' folder (expected {root}/train and {root}/val)")
+    transform = _folder_transform(img_size or 224, mean, std, train, aug, crop_pct)
+    return ImageFolderDataset(split_dir, transform=transform, classes=classes, skip_bad_images=skip_bad_images)
+
+
+def _folder_transform(size: int, mean, std, train: bool, aug: Augmentation | None,
+                      crop_pct: float | None) -> Callable:
+    """timm's transform of image files: the training augmentation ``aug`` when ``train``, else
+    a resize and centre crop at ``crop_pct``."""
     # deferred: timm and torchvision load in seconds; reading the embedded data needs neither
     from timm.data import create_transform
 
-    size = img_size or 224
     if train:
         a = aug or Augmentation()
-        transform = create_transform(
+        return create_transform(
             size,
             is_training=True,
             no_aug=not a.random_resized_crop and not a.auto_augment,
@@ -140,9 +160,7 @@ def build_dataset(
             mean=tuple(mean),
             std=tuple(std),
         )
-    else:
-        transform = create_transform(
-            size, is_training=False, interpolation="bicubic", mean=tuple(mean), std=tuple(std),
-            crop_pct=crop_pct,
-        )
-    return ImageFolderDataset(split_dir, transform=transform, classes=classes, skip_bad_images=skip_bad_images)
+    return create_transform(
+        size, is_training=False, interpolation="bicubic", mean=tuple(mean), std=tuple(std),
+        crop_pct=crop_pct,
+    )

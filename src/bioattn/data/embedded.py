@@ -9,6 +9,18 @@ are light (random hue, each channel in [0.5, 1]) on the dark field: shape shows 
 edge that a linear patch embedding can pick up, while colour says nothing about the class.
 Every image comes with the object's mask and box.
 
+The same scenes can be drawn in four styles, the *domains* of :data:`EMBEDDED_DOMAINS`
+(``embedded:domain=NAME``): ``photo`` (the look above made richer: a mottled, unevenly lit
+ground, shaded shapes with drop shadows and highlights), ``cartoon`` (flat saturated fills with
+dark outlines on a plain pale background), ``sketch`` (greyscale pencil contours and hatching
+on light paper) and ``painting`` (blotchy colours, brush streaks, soft blurred edges). For a
+given seed, split and index every domain shows the same classes, positions, sizes, rotations,
+distractors, masks and boxes: only the style differs, so that what is learnt of a shape in some
+domains can be tested in another (leave-one-domain-out). Specs without a domain keep the
+original look, cache key and pictures. The domains differ in their pixel statistics too (sketch
+and cartoon are light on average); that is part of the shift, and data sets normalise every
+domain with the same :data:`EMBEDDED_MEAN` / :data:`EMBEDDED_STD`.
+
 Images are a pure function of ``(seed, split, index)``: the result is the same whatever the number
 of worker processes or the range requested. :func:`load_embedded` generates a spec once into a
 cache folder (``$BIOATTN_CACHE``, default ``~/.cache/bioattn``) of ``.npy`` files that are
@@ -48,6 +60,9 @@ CLASS_NAMES: tuple[str, ...] = (
 )
 TEXTURE_NAMES: tuple[str, ...] = ("solid", "stripes", "checker", "noise", "split", "gradient")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+# The styles the same scenes can be drawn in (``embedded:domain=NAME``); see the "looks"
+# section below. Without a domain, images keep the original look.
+EMBEDDED_DOMAINS: tuple[str, ...] = ("photo", "cartoon", "sketch", "painting")
 
 # Bumped whenever the pictures for a given spec change; part of the cache key.
 GENERATOR_VERSION = 2
@@ -80,6 +95,8 @@ _SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
 _STREAM_IMAGE = 0x1A6E        # first word of each seed sequence, one per random stream
 _STREAM_LABELS = 0x1AB5
 _STREAM_GRAIN = 0x16A1
+_STREAM_STYLE = 0x1D0A        # the domain's own numbers (brush, paper, palette); one per domain
+_DOMAIN_CODES = {name: code for code, name in enumerate(EMBEDDED_DOMAINS, start=1)}
 _GRAIN_OFFSETS = 1 << 16
 _MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = 1
@@ -90,7 +107,12 @@ _MANIFEST_FORMAT = 1
 # ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EmbeddedSpec:
-    """What to generate: image side in pixels, split sizes, seed, one object or two."""
+    """What to generate: image side in pixels, split sizes, seed, one object or two, and the
+    style (``domain``, one of :data:`EMBEDDED_DOMAINS`; None keeps the original look).
+
+    Every domain draws the same scenes for the same seed, split and index (classes, positions,
+    sizes, rotations, distractors, masks and boxes); only the pixels' style differs.
+    """
 
     size: int = 64
     n_train: int = 20000
@@ -98,6 +120,7 @@ class EmbeddedSpec:
     n_test: int = 2000
     seed: int = 0
     pair: bool = False
+    domain: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("size", "n_train", "n_val", "n_test", "seed"):
@@ -116,6 +139,10 @@ class EmbeddedSpec:
         if not isinstance(self.pair, (bool, np.bool_)):
             raise BioattnError(f"embedded spec: pair must be True or False, got {self.pair!r}")
         object.__setattr__(self, "pair", bool(self.pair))
+        if self.domain is not None and (not isinstance(self.domain, str)
+                                        or self.domain not in EMBEDDED_DOMAINS):
+            raise BioattnError(f"unknown embedded domain {self.domain!r} "
+                               f"(choose from {', '.join(EMBEDDED_DOMAINS)})")
 
     # option name in spec strings -> field
     _OPTIONS: ClassVar[dict[str, str]] = {
@@ -124,8 +151,9 @@ class EmbeddedSpec:
 
     @classmethod
     def parse(cls, text: str) -> EmbeddedSpec:
-        """Parse ``embedded[:OPTION,...]`` where OPTION is ``pair`` or ``NAME=INT`` with NAME in
-        size, train, val, test, seed (e.g. ``embedded:pair,size=96,train=5000``)."""
+        """Parse ``embedded[:OPTION,...]`` where OPTION is ``pair``, ``domain=NAME`` (NAME in
+        :data:`EMBEDDED_DOMAINS`) or ``NAME=INT`` with NAME in size, train, val, test, seed
+        (e.g. ``embedded:pair,size=96,train=5000`` or ``embedded:domain=sketch,train=1200``)."""
         if not isinstance(text, str):
             raise BioattnError(f"an embedded data spec is a string, got {text!r}")
         text = text.strip()
@@ -143,6 +171,11 @@ class EmbeddedSpec:
                 if eq:
                     raise BioattnError(f"'pair' takes no value in '{text}' (write just 'pair')")
                 field, parsed = "pair", True
+            elif name == "domain":
+                if not eq or not value.strip():
+                    raise BioattnError(f"option 'domain' needs a value in '{text}' "
+                                       f"(one of {', '.join(EMBEDDED_DOMAINS)})")
+                field, parsed = "domain", value.strip()
             elif name in cls._OPTIONS:
                 if not eq or not value.strip():
                     raise BioattnError(f"option '{name}' needs a value in '{text}' (e.g. {name}=64)")
@@ -152,7 +185,7 @@ class EmbeddedSpec:
                     raise BioattnError(f"option '{name}' must be an integer, got '{value.strip()}'") from None
                 field = cls._OPTIONS[name]
             else:
-                known = ", ".join(["pair", *cls._OPTIONS])
+                known = ", ".join(["pair", "domain", *cls._OPTIONS])
                 raise BioattnError(f"unknown embedded option '{name or item}' (known: {known})")
             if field in kwargs:
                 raise BioattnError(f"option '{name}' given twice in '{text}'")
@@ -161,6 +194,8 @@ class EmbeddedSpec:
 
     def __str__(self) -> str:
         opts = ["pair"] if self.pair else []
+        if self.domain is not None:
+            opts.append(f"domain={self.domain}")
         default = EmbeddedSpec()
         for name, field in self._OPTIONS.items():
             if getattr(self, field) != getattr(default, field):
@@ -171,10 +206,20 @@ class EmbeddedSpec:
     def key(self) -> str:
         """Cache folder name: readable prefix plus a hash of every parameter and the generator
         version, so that any change gets its own folder."""
-        payload = json.dumps({**dataclasses.asdict(self), "version": GENERATOR_VERSION}, sort_keys=True)
+        payload = json.dumps({**self.record(), "version": GENERATOR_VERSION}, sort_keys=True)
         digest = hashlib.sha256(payload.encode()).hexdigest()[:12]
         kind = "pair" if self.pair else "single"
-        return f"embedded-v{GENERATOR_VERSION}-{kind}-{self.size}px-{digest}"
+        style = f"-{self.domain}" if self.domain is not None else ""
+        return f"embedded-v{GENERATOR_VERSION}-{kind}{style}-{self.size}px-{digest}"
+
+    def record(self) -> dict:
+        """The parameters as a dict, for the cache key and manifest. ``domain`` is left out when
+        it is None, so that specs without a domain keep the key (and caches) they had before
+        domains existed."""
+        fields = dataclasses.asdict(self)
+        if self.domain is None:
+            del fields["domain"]
+        return fields
 
     def split_size(self, split: str) -> int:
         _check_split(split)
@@ -449,6 +494,7 @@ class _Instances:
 
     def __init__(self, classes, cx, cy, radius, angle, w, size, image_rows=None):
         self.classes = np.asarray(classes, np.int64)
+        self.angle, self.size = angle, size
         # which image of the chunk each instance belongs to
         self.image_rows = np.arange(len(self.classes)) if image_rows is None else image_rows
         self.cx, self.cy = np.asarray(cx, np.float64), np.asarray(cy, np.float64)
@@ -465,6 +511,12 @@ class _Instances:
         inv_r = (1 / self.radius).astype(np.float32)[:, None, None]
         self.u = (c * self.dx + s * self.dy) * inv_r
         self.v = (s * self.dx - c * self.dy) * inv_r
+
+    def moved(self, dx=0.0, dy=0.0, scale=1.0, turn=0.0) -> _Instances:
+        """The same shapes shifted by ``(dx, dy)`` pixels, scaled and turned (radians), each in
+        its own window of the same side (``scale`` must leave the shape inside it)."""
+        return _Instances(self.classes, self.cx + dx, self.cy + dy, self.radius * scale,
+                          self.angle + turn, self.w, self.size, self.image_rows)
 
     def _window_view(self, canvas: np.ndarray):
         """Writeable view of every window of ``canvas`` (images, [C,] size, size) and the index
@@ -534,13 +586,19 @@ class _Instances:
         return out
 
 
+def _blend(instances: _Instances, canvas: np.ndarray, alpha, colour) -> None:
+    """Paint ``colour`` ((N, C, w, w) or (N, C, 1, 1)) over each instance's window with
+    coverage ``alpha`` (N, w, w)."""
+    window = instances.gather(canvas)                     # (N, C, w, w)
+    window += alpha[:, None] * (colour - window)
+    instances.scatter(canvas, window)
+
+
 def _composite(instances: _Instances, canvas: np.ndarray, alpha, c1, c2, mix) -> None:
     """Paint each instance, coloured ``c1 + _TEXTURE_CONTRAST * mix * (c2 - c1)``, with
     coverage ``alpha``."""
-    window = instances.gather(canvas)                     # (N, 3, w, w)
     colour = c1[:, :, None, None] + mix[:, None] * (_TEXTURE_CONTRAST * (c2 - c1))[:, :, None, None]
-    window += alpha[:, None] * (colour - window)
-    instances.scatter(canvas, window)
+    _blend(instances, canvas, alpha, colour)
 
 
 def _window_side(max_radius: float, size: int) -> int:
@@ -558,6 +616,33 @@ def _chunk_size(size: int) -> int:
     return max(8, int(128 * (64 / size) ** 2))
 
 
+@dataclass
+class _Layer:
+    """One shape per image of some rows of the chunk (a layer of fragments, or one object of
+    every image), with everything a look needs to paint it."""
+
+    inst: _Instances
+    sdf: np.ndarray               # signed distance in pixels, (N, w, w)
+    slot: int                     # the shape's place among an image's shapes: objects first
+    texture_kinds: np.ndarray     # (N,) index into TEXTURE_NAMES
+    texture_params: np.ndarray    # (N, 4)
+    noise_grid: np.ndarray        # (N, _NOISE_GRID, _NOISE_GRID)
+    colours: np.ndarray           # fragments: (N, 2, 3) uniforms; objects: (N, 2, candidates, 3)
+    is_object: bool
+    cut: tuple[np.ndarray, np.ndarray] | None = None   # fragments: the half-plane kept
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.inst.image_rows
+
+    def texture(self) -> np.ndarray:
+        return self.inst.texture(self.texture_kinds, self.texture_params, self.noise_grid)
+
+    def sdf_of(self, inst: _Instances) -> np.ndarray:
+        """The signed distance of this layer's shapes placed as ``inst`` (e.g. moved)."""
+        return inst.sdf() if self.cut is None else inst.sdf(*self.cut)
+
+
 def _render_chunk(spec: EmbeddedSpec, split: str, lo: int, hi: int) -> dict[str, np.ndarray]:
     """Images ``lo:hi`` of a split as arrays (the unit of work of the process pool)."""
     return _render(spec, split, lo, hi, with_distractors=True)
@@ -566,10 +651,12 @@ def _render_chunk(spec: EmbeddedSpec, split: str, lo: int, hi: int) -> dict[str,
 def _render(spec: EmbeddedSpec, split: str, lo: int, hi: int,
             with_distractors: bool = True) -> dict[str, np.ndarray]:
     """Draw the given images, all at once: background, then the distractor fragments layer by
-    layer, then the object(s). ``with_distractors=False`` leaves the fragments out and changes
-    nothing else (to check what they add)."""
+    layer, then the object(s), in the look of the spec's domain. ``with_distractors=False``
+    leaves the fragments out and changes nothing else (to check what they add)."""
     s, n_obj, n = spec.size, spec.n_objects, hi - lo
     rnd = _draw(spec, split, lo, hi)
+    look = _LOOKS[spec.domain]
+    style = _draw_style(spec, split, lo, hi, look.layout(n_obj))
     k, n_tex = len(CLASS_NAMES), len(TEXTURE_NAMES)
     rows = np.arange(n)
 
@@ -595,8 +682,8 @@ def _render(spec: EmbeddedSpec, split: str, lo: int, hi: int,
         centres[stuck, 0] = margin[stuck, 0, None]
         centres[stuck, 1] = (s - margin[stuck, 1])[:, None]
 
-    # --- background (N, 3, s, s): smooth colour field with brightness ripples
-    canvas = _background(_lerp(*_BACKGROUND_LEVELS, rnd["background"]), (rnd["detail"] - 0.5) * 0.25, s)
+    # --- background (N, C, s, s), in the look of the domain
+    canvas = look.background(rnd, style, s)
     noise_grids = rnd["noise_grids"]
     w_obj = _window_side(r_range[1] * s, s)
     w_dis = _window_side(_DISTRACTOR_RADIUS[1] * s, s)
@@ -617,11 +704,12 @@ def _render(spec: EmbeddedSpec, split: str, lo: int, hi: int,
         classes = np.minimum((p[sub, 0] * k).astype(np.int64), k - 1)
         inst = _Instances(classes, pos[sub, 0], pos[sub, 1], r_d[sub], p[sub, 2] * 2 * np.pi,
                           w_dis, s, image_rows=sub)
-        sdf = inst.sdf(cut_angle=p[sub, 3] * 2 * np.pi, cut_offset=_lerp(-0.35, 0.35, p[sub, 4]))
-        kinds = np.minimum((p[sub, 5] * n_tex).astype(np.int64), n_tex - 1)
-        mix = inst.texture(kinds, p[sub, 6:10], noise_grids[sub, n_obj + d])
-        colours = _lerp(*_FOREGROUND_LEVELS, rnd["dis_colours"][sub, d]).astype(np.float32)
-        _composite(inst, canvas, np.clip(0.5 - sdf, 0, 1), colours[:, 0], colours[:, 1], mix)
+        cut = (p[sub, 3] * 2 * np.pi, _lerp(-0.35, 0.35, p[sub, 4]))
+        look.paint(canvas, _Layer(
+            inst, inst.sdf(*cut), n_obj + d,
+            np.minimum((p[sub, 5] * n_tex).astype(np.int64), n_tex - 1), p[sub, 6:10],
+            noise_grids[sub, n_obj + d], rnd["dis_colours"][sub, d], is_object=False, cut=cut,
+        ), style)
 
     # --- objects on top, coloured to stand out from what surrounds them
     masks = np.zeros((n, n_obj, s, s), bool)
@@ -630,28 +718,13 @@ def _render(spec: EmbeddedSpec, split: str, lo: int, hi: int,
         inst = _Instances(labels[:, j], centres[:, j, 0], centres[:, j, 1], radius[:, j],
                           p[:, 1] * 2 * np.pi, w_obj, s)
         sdf = inst.sdf()
-        band = ((sdf > 0) & (sdf <= 2.5)).astype(np.float32)
-        under = inst.gather(canvas)                        # (n, 3, w, w)
-        around = np.einsum("ncij,nij->nc", under, band) / np.maximum(
-            band.sum(axis=(1, 2)), 1)[:, None]
-        picked = []
-        for c in range(2):
-            cand = _lerp(*_FOREGROUND_LEVELS, rnd["obj_colours"][:, j, c])   # (n, C, 3)
-            dist = np.linalg.norm(cand - around[:, None, :], axis=-1)
-            picked.append(cand[rows, _pick_first_ok(dist >= _MIN_CONTRAST, dist)].astype(np.float32))
-        kinds = np.minimum((p[:, 2] * n_tex).astype(np.int64), n_tex - 1)
-        mix = inst.texture(kinds, p[:, 3:7], noise_grids[:, j])
-        _composite(inst, canvas, np.clip(0.5 - sdf, 0, 1), picked[0], picked[1], mix)
+        look.paint(canvas, _Layer(
+            inst, sdf, j, np.minimum((p[:, 2] * n_tex).astype(np.int64), n_tex - 1), p[:, 3:7],
+            noise_grids[:, j], rnd["obj_colours"][:, j], is_object=True,
+        ), style)
         inst.scatter(masks[:, j], sdf <= 0)
 
-    # uniform grain in [-_PIXEL_GRAIN, _PIXEL_GRAIN], then rounding to 8 bits: after adding 0.5
-    # and clipping to [0, 255.5), the conversion's truncation is the floor
-    levels = _PIXEL_GRAIN * 255
-    canvas *= 255
-    canvas += rnd["grain"] * np.float32(2 * levels / 255) + np.float32(0.5 - levels)
-    np.clip(canvas, 0, 255.49, out=canvas)
-    images = canvas.astype(np.uint8).transpose(0, 2, 3, 1).copy()
-
+    images = look.finish(canvas, rnd, style)
     rows_any, cols_any = masks.any(axis=3), masks.any(axis=2)      # (n, n_obj, s)
     boxes = np.stack([cols_any.argmax(-1), rows_any.argmax(-1),
                       s - cols_any[..., ::-1].argmax(-1), s - rows_any[..., ::-1].argmax(-1)], axis=-1)
@@ -661,6 +734,291 @@ def _render(spec: EmbeddedSpec, split: str, lo: int, hi: int,
         for key in ("labels", "masks", "boxes"):
             out[key] = out[key][:, 0]
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# looks: how a scene's shapes are painted. The original look (no domain) and the domains.
+# ------------------------------------------------------------------------------------------
+def _draw_style(spec: EmbeddedSpec, split: str, lo: int, hi: int,
+                layout: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The domain's own uniform numbers for images ``lo:hi``, float32, laid out by ``layout``:
+    a stream per seed, split and domain in which image ``i`` owns the numbers from ``i * k`` on,
+    as in :func:`_draw` (so they too depend only on the seed, the split and the index)."""
+    if not layout:
+        return {}
+    sizes = [math.prod(shape) for shape in layout.values()]
+    k, n = sum(sizes), hi - lo
+    numbers = np.random.PCG64(np.random.SeedSequence(
+        [_STREAM_STYLE, spec.seed, _SPLIT_CODES[split], _DOMAIN_CODES[spec.domain]]))
+    numbers.advance(lo * k)                               # one 64-bit step per double
+    uniforms = np.random.Generator(numbers).random((n, k)).astype(np.float32)
+    out, start = {}, 0
+    for (key, shape), size in zip(layout.items(), sizes):
+        out[key] = uniforms[:, start:start + size].reshape(n, *shape)
+        start += size
+    return out
+
+
+def _contrasting_colours(layer: _Layer, canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An object's two colours: of its candidates (light, as fragments), the first that stands
+    out from the band of pixels just outside it, else the one that stands out most."""
+    sdf, rows = layer.sdf, np.arange(len(layer.sdf))
+    band = ((sdf > 0) & (sdf <= 2.5)).astype(np.float32)
+    under = layer.inst.gather(canvas)                        # (n, 3, w, w)
+    around = np.einsum("ncij,nij->nc", under, band) / np.maximum(
+        band.sum(axis=(1, 2)), 1)[:, None]
+    picked = []
+    for c in range(2):
+        cand = _lerp(*_FOREGROUND_LEVELS, layer.colours[:, c])   # (n, C, 3)
+        dist = np.linalg.norm(cand - around[:, None, :], axis=-1)
+        picked.append(cand[rows, _pick_first_ok(dist >= _MIN_CONTRAST, dist)].astype(np.float32))
+    return picked[0], picked[1]
+
+
+def _layer_colours(layer: _Layer, canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A shape's two colours as in the original look: fragments' drawn, objects' contrasting."""
+    if layer.is_object:
+        return _contrasting_colours(layer, canvas)
+    colours = _lerp(*_FOREGROUND_LEVELS, layer.colours).astype(np.float32)
+    return colours[:, 0], colours[:, 1]
+
+
+def _to_uint8(canvas: np.ndarray, grain: np.ndarray | None, amplitude: float) -> np.ndarray:
+    """(N, C, s, s) in [0, 1] to uint8 (N, s, s, C), with uniform grain of ``amplitude`` from
+    random bytes ``grain`` (None: no grain): after adding 0.5 and clipping to [0, 255.5), the
+    conversion's truncation is the floor."""
+    levels = amplitude * 255
+    canvas *= 255
+    if grain is None:
+        canvas += np.float32(0.5)
+    else:
+        canvas += grain * np.float32(2 * levels / 255) + np.float32(0.5 - levels)
+    np.clip(canvas, 0, 255.49, out=canvas)
+    return canvas.astype(np.uint8).transpose(0, 2, 3, 1).copy()
+
+
+def _offsets_from_centre(layer: _Layer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel of the windows, the offset from the shape's centre in units of its radius,
+    (N, 1, w) and (N, w, 1), and the radius in pixels (N, 1, 1)."""
+    r = layer.inst.radius.astype(np.float32)[:, None, None]
+    return layer.inst.dx / r, layer.inst.dy / r, r
+
+
+# Light falls from the upper left (image x right, y down), as a unit vector towards the light.
+_LIGHT = (-math.sqrt(0.5), -math.sqrt(0.5))
+_INK = np.array([0.06, 0.05, 0.08], np.float32)    # cartoon outlines
+
+
+def _hsv_to_rgb(hue: np.ndarray, saturation: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """(N,) hue, saturation and value in [0, 1] to (N, 3) RGB."""
+    k = (np.array([5, 3, 1], np.float32) + hue[:, None] * 6) % 6
+    return value[:, None] * (1 - saturation[:, None] * np.clip(np.minimum(k, 4 - k), 0, 1))
+
+
+def _blur(canvas: np.ndarray, passes: int) -> np.ndarray:
+    """``passes`` times the separable [1, 2, 1] / 4 filter over the last two axes (edges
+    repeated): a Gaussian of standard deviation ``sqrt(passes / 2)`` pixels."""
+    quarter, half = np.float32(0.25), np.float32(0.5)
+    for _ in range(passes):
+        for axis in (canvas.ndim - 1, canvas.ndim - 2):
+            def part(index, axis=axis):
+                return (slice(None),) * axis + (index,)
+            out = np.empty_like(canvas)
+            out[part(slice(1, -1))] = ((canvas[part(slice(None, -2))] + canvas[part(slice(2, None))]) * quarter
+                                       + canvas[part(slice(1, -1))] * half)
+            out[part(0)] = canvas[part(0)] * (1 - quarter) + canvas[part(1)] * quarter
+            out[part(-1)] = canvas[part(-1)] * (1 - quarter) + canvas[part(-2)] * quarter
+            canvas = out
+    return canvas
+
+
+class _Look:
+    """The original look (no domain): light shapes, textured with two colours, on a dark
+    smooth colour field with brightness ripples, and uniform pixel grain."""
+
+    def layout(self, n_obj: int) -> dict[str, tuple[int, ...]]:
+        """Shapes of the uniform numbers the look draws per image, besides the scene's own."""
+        return {}
+
+    def background(self, rnd: dict, style: dict, s: int) -> np.ndarray:
+        """The canvas before any shape is painted, (N, C, s, s) float32 in [0, 1]."""
+        return _background(_lerp(*_BACKGROUND_LEVELS, rnd["background"]), (rnd["detail"] - 0.5) * 0.25, s)
+
+    def paint(self, canvas: np.ndarray, layer: _Layer, style: dict) -> None:
+        c1, c2 = _layer_colours(layer, canvas)
+        _composite(layer.inst, canvas, np.clip(0.5 - layer.sdf, 0, 1), c1, c2, layer.texture())
+
+    def finish(self, canvas: np.ndarray, rnd: dict, style: dict) -> np.ndarray:
+        """The painted canvas as uint8 images (N, s, s, 3)."""
+        return _to_uint8(canvas, rnd["grain"], _PIXEL_GRAIN)
+
+
+class _PhotoLook(_Look):
+    """"photo": the original look made richer. The ground gets a fine mottled texture and an
+    illumination ramp; every shape casts a soft drop shadow, is shaded as a bevelled solid lit
+    from the upper left (bright rim towards the light, dark rim away from it, a gentle ramp
+    across it) and has a soft specular highlight."""
+
+    def layout(self, n_obj):
+        return {"mottle": (12, 12), "ramp": (2,)}
+
+    def background(self, rnd, style, s):
+        field = super().background(rnd, style, s)
+        field += ((_upsample(style["mottle"], s, s) - 0.5) * 0.14)[:, None]
+        angle = style["ramp"][:, 0] * 2 * np.pi
+        pos = (np.arange(s, dtype=np.float32) + 0.5) / s - 0.5
+        along = (np.cos(angle)[:, None, None] * pos[None, None, :]
+                 + np.sin(angle)[:, None, None] * pos[None, :, None])      # (N, s, s) in [-0.71, 0.71]
+        field *= (1 + along * _lerp(0.3, 0.8, style["ramp"][:, 1])[:, None, None])[:, None]
+        return np.clip(field, 0, 1, out=field)
+
+    def paint(self, canvas, layer, style):
+        inst, sdf = layer.inst, layer.sdf
+        r = inst.radius.astype(np.float32)[:, None, None]
+        # drop shadow, down and to the right, away from the light
+        offset = 0.14 * inst.radius
+        shadow = inst.moved(offset, offset)
+        s_sdf = layer.sdf_of(shadow)
+        px = inst.size / 64
+        darkness = 0.5 * np.clip((1.5 * px - s_sdf) / (3 * px), 0, 1)
+        window = shadow.gather(canvas)
+        window *= 1 - darkness[:, None]
+        shadow.scatter(canvas, window)
+        # textured colour, then shading
+        c1, c2 = _layer_colours(layer, canvas)
+        mix = layer.texture()
+        colour = c1[:, :, None, None] + mix[:, None] * (_TEXTURE_CONTRAST * (c2 - c1))[:, :, None, None]
+        gy, gx = np.gradient(sdf, axis=(1, 2))
+        norm = np.maximum(np.sqrt(gx * gx + gy * gy), 1e-3)
+        facing = (gx * _LIGHT[0] + gy * _LIGHT[1]) / norm                 # outward normal . light
+        rim = 1 - np.clip(-sdf / (0.35 * r), 0, 1)
+        u, v, _ = _offsets_from_centre(layer)
+        towards = np.clip(u * _LIGHT[0] + v * _LIGHT[1], -1, 1)
+        shade = 1 + 0.45 * rim * facing + 0.18 * towards
+        spot = np.exp(-((u - 0.4 * _LIGHT[0]) ** 2 + (v - 0.4 * _LIGHT[1]) ** 2) / 0.08)
+        colour = colour * shade[:, None] + (0.35 * spot)[:, None] * (1 - colour)
+        _blend(inst, canvas, np.clip(0.5 - sdf, 0, 1), np.clip(colour, 0, 1))
+
+
+class _CartoonLook(_Look):
+    """"cartoon": flat, saturated fills (random hue) with a dark outline and a hard-edged cel
+    shadow on the side away from the light, on a plain pale background; no grain."""
+
+    def layout(self, n_obj):
+        return {"paper": (3,), "fill": (n_obj + MAX_DISTRACTORS, 3)}
+
+    def background(self, rnd, style, s):
+        colour = _lerp(0.72, 0.96, style["paper"])                       # (N, 3)
+        return np.broadcast_to(colour[:, :, None, None], (len(colour), 3, s, s)).copy()
+
+    def paint(self, canvas, layer, style):
+        inst, sdf = layer.inst, layer.sdf
+        px = inst.size / 64
+        hsv = style["fill"][layer.rows, layer.slot]                     # (N, 3)
+        fill = _hsv_to_rgb(hsv[:, 0], _lerp(0.75, 1.0, hsv[:, 1]), _lerp(0.8, 1.0, hsv[:, 2]))
+        u, v, r = _offsets_from_centre(layer)
+        towards = (u * _LIGHT[0] + v * _LIGHT[1]) * r                     # pixels towards the light
+        shade = 1 - 0.22 * np.clip(0.5 - (towards + 0.3 * r), 0, 1)
+        colour = fill[:, :, None, None] * shade[:, None]
+        _blend(inst, canvas, np.clip(0.5 - sdf, 0, 1), colour)
+        width = 1.7 * px
+        outline = np.clip(width / 2 + 0.5 - np.abs(sdf), 0, 1)
+        _blend(inst, canvas, outline, _INK[None, :, None, None])
+
+    def finish(self, canvas, rnd, style):
+        return _to_uint8(canvas, None, 0.0)
+
+
+class _SketchLook(_Look):
+    """"sketch": grey pencil strokes on light paper. Each shape's contour is drawn twice, once
+    exactly and once slightly off (shifted, scaled, turned), with a pressure that varies along
+    it; some shapes are hatched inside with parallel lines. A shape hides the strokes beneath
+    it (its inside is paper). Greyscale: the three channels are equal."""
+
+    def layout(self, n_obj):
+        n_shapes = n_obj + MAX_DISTRACTORS
+        return {"paper": (1,), "fibres": (16, 16), "stroke": (n_shapes, 8),
+                "pressure": (n_shapes, 5, 5)}
+
+    def background(self, rnd, style, s):
+        paper = _lerp(0.87, 0.97, style["paper"][:, 0])
+        field = paper[:, None, None] + (_upsample(style["fibres"], s, s) - 0.5) * 0.05
+        return field[:, None].astype(np.float32)                        # (N, 1, s, s)
+
+    def paint(self, canvas, layer, style):
+        inst, sdf = layer.inst, layer.sdf
+        px = inst.size / 64
+        p = style["stroke"][layer.rows, layer.slot]                     # (N, 8)
+        paper = _lerp(0.87, 0.97, style["paper"][layer.rows, 0])
+        _blend(inst, canvas, np.clip(0.5 - sdf, 0, 1), paper[:, None, None, None])
+        width = 1.1 * px
+        line = np.clip(width / 2 + 0.5 - np.abs(sdf), 0, 1)
+        again = inst.moved((p[:, 0] - 0.5) * 1.6 * px, (p[:, 1] - 0.5) * 1.6 * px,
+                           scale=1 + (p[:, 2] - 0.5) * 0.08, turn=(p[:, 3] - 0.5) * 0.12)
+        second = np.clip(width / 2 + 0.5 - np.abs(layer.sdf_of(again)), 0, 1)
+        pressure = _lerp(0.55, 0.85, p[:, 4])[:, None, None] * (
+            0.55 + 0.45 * _upsample(style["pressure"][layer.rows, layer.slot], inst.w, inst.w))
+        # hatching: parallel lines inside, off the contour
+        angle = p[:, 5] * np.pi
+        along = np.cos(angle)[:, None, None] * inst.dx + np.sin(angle)[:, None, None] * inst.dy
+        period = _lerp(2.5, 4.0, p[:, 6])[:, None, None] * px
+        to_line = np.abs(np.mod(along / period, 1) - 0.5) * period
+        hatch = np.clip(0.4 * px + 0.5 - to_line, 0, 1) * np.clip(-sdf - 1.5 * px, 0, 1)
+        strength = np.clip(_lerp(-0.3, 0.6, p[:, 7]), 0, None)[:, None, None]   # a third unhatched
+        keep = (1 - pressure * line) * (1 - 0.7 * pressure * second) * (1 - strength * hatch)
+        window = inst.gather(canvas)
+        window *= keep[:, None]
+        inst.scatter(canvas, window)
+
+    def finish(self, canvas, rnd, style):
+        grey = _to_uint8(canvas, rnd["grain"][:, :1], 0.015)             # (N, s, s, 1)
+        return np.repeat(grey, 3, axis=-1)
+
+
+class _PaintingLook(_Look):
+    """"painting": colours laid on in blotches and brush strokes. The ground is a smooth field
+    of mid tones (lighter than the original look's) with strong colour blotches; each shape is
+    painted with its colours plus per-channel blotches, with a wobbly, soft edge; coloured brush
+    streaks (horizontal or vertical per image) then modulate the whole canvas, which is finally
+    blurred (edges soften over about two pixels)."""
+
+    def layout(self, n_obj):
+        n_shapes = n_obj + MAX_DISTRACTORS
+        return {"blotches": (3, 6, 6), "streaks": (3, 24, 6), "direction": (1,),
+                "shape_blotches": (n_shapes, 3, 4, 4), "wobble": (n_shapes, 5, 5)}
+
+    def background(self, rnd, style, s):
+        field = _background(_lerp(0.15, 0.5, rnd["background"]), (rnd["detail"] - 0.5) * 0.25, s)
+        field += (_upsample(style["blotches"], s, s) - 0.5) * 0.4
+        return np.clip(field, 0, 1, out=field)
+
+    def paint(self, canvas, layer, style):
+        inst, sdf = layer.inst, layer.sdf
+        px = inst.size / 64
+        c1, c2 = _layer_colours(layer, canvas)
+        mix = layer.texture()
+        colour = c1[:, :, None, None] + mix[:, None] * (_TEXTURE_CONTRAST * (c2 - c1))[:, :, None, None]
+        blotches = _upsample(style["shape_blotches"][layer.rows, layer.slot], inst.w, inst.w)
+        colour = np.clip(colour + (blotches - 0.5) * 0.3, 0, 1)
+        wobble = (_upsample(style["wobble"][layer.rows, layer.slot], inst.w, inst.w) - 0.5) * 2.5 * px
+        _blend(inst, canvas, np.clip(0.5 - (sdf + wobble) / (1.5 * px), 0, 1), colour)
+
+    def finish(self, canvas, rnd, style):
+        s = canvas.shape[-1]
+        vertical = style["direction"][:, 0] < 0.5
+        streaks = np.empty_like(canvas)                                   # (N, 3, s, s)
+        streaks[~vertical] = _upsample(style["streaks"][~vertical], s, s)   # along x
+        streaks[vertical] = _upsample(style["streaks"][vertical].swapaxes(-1, -2), s, s)
+        canvas *= 1 + (streaks - 0.5) * 0.4
+        canvas = _blur(canvas, max(1, round(2 * s / 64)))
+        return _to_uint8(np.clip(canvas, 0, 1), rnd["grain"], 0.01)
+
+
+_LOOKS: dict[str | None, _Look] = {
+    None: _Look(), "photo": _PhotoLook(), "cartoon": _CartoonLook(), "sketch": _SketchLook(),
+    "painting": _PaintingLook(),
+}
+assert set(_LOOKS) == {None, *EMBEDDED_DOMAINS}
 
 
 # ------------------------------------------------------------------------------------------
@@ -782,14 +1140,13 @@ def _write_cache(spec: EmbeddedSpec, folder: Path, workers: int | None) -> None:
         "generator_version": GENERATOR_VERSION,
         "generator_digest": generator_digest(),
         "key": spec.key,
-        "spec": dataclasses.asdict(spec),
+        "spec": spec.record(),
         "class_names": list(CLASS_NAMES),
         "splits": splits,
     }
     (folder / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
 
-@functools.cache
 @functools.cache
 def generator_digest() -> str:
     """Fingerprint of this module's code: a cache written by any other version of the generator
@@ -817,7 +1174,7 @@ def _read_manifest(spec: EmbeddedSpec, folder: Path) -> dict:
         raise ValueError(f"unreadable manifest ({exc.__class__.__name__})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != _MANIFEST_FORMAT:
         raise ValueError("manifest of an unknown format")
-    if manifest.get("spec") != dataclasses.asdict(spec) or manifest.get("generator_version") != GENERATOR_VERSION:
+    if manifest.get("spec") != spec.record() or manifest.get("generator_version") != GENERATOR_VERSION:
         raise ValueError("manifest describes another spec")
     if manifest.get("generator_digest") != generator_digest():
         raise ValueError("written by another version of the generator")
@@ -979,7 +1336,8 @@ def preview(spec: EmbeddedSpec, out_png: str | os.PathLike, n: int = 16, split: 
 
 
 __all__ = [
-    "CLASS_NAMES", "TEXTURE_NAMES", "SPLITS", "GENERATOR_VERSION", "generator_digest", "EMBEDDED_MEAN", "EMBEDDED_STD",
+    "CLASS_NAMES", "TEXTURE_NAMES", "SPLITS", "EMBEDDED_DOMAINS", "GENERATOR_VERSION", "generator_digest",
+    "EMBEDDED_MEAN", "EMBEDDED_STD",
     "EmbeddedSpec", "EmbeddedArrays", "EmbeddedDataset", "generate_split", "load_embedded",
     "ensure_cached", "cache_root", "cache_path", "preview",
 ]

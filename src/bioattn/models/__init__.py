@@ -2,6 +2,7 @@
 
 After ``import bioattn``, ``timm.create_model(name)`` builds any of them. One file per family:
 ``absvit`` (AbSViT and its ViT twins), ``vars`` (RVT backbone with VARS attention, VARS in ViT),
+``gfnet`` (GFNet, isotropic and hierarchical, with the global filter or a VARS mixer),
 ``rsrnn`` (RS-RNN and its glimpse-model baselines).
 """
 
@@ -16,9 +17,9 @@ from torch import nn
 
 from ..errors import BioattnError
 from ..protocol import unwrap
-from . import absvit, rsrnn, vars  # noqa: F401  (registers the models)
+from . import absvit, gfnet, rsrnn, vars  # noqa: F401  (registers the models)
 
-_FAMILIES = ("absvit", "vars", "rsrnn")
+_FAMILIES = ("absvit", "vars", "gfnet", "rsrnn")
 
 
 def list_models(pattern: str = "") -> list[str]:
