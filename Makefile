@@ -29,6 +29,8 @@ test-all: env
 bench: env
 	$(RUN) python benchmarks/bench_absvit.py --quick
 	$(RUN) python benchmarks/bench_vars.py --quick
+	$(RUN) python benchmarks/bench_gfnet.py --quick
+	$(RUN) python benchmarks/cli_startup.py
 
 clean:
 	rm -rf .venv .tools .pytest_cache runs demo-report
