@@ -161,7 +161,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], *,
 
 def model_meta(model_name: str, model_args: dict[str, Any], num_classes: int, classes=None,
                img_size: int | None = None, mean=None, std=None, **more: Any) -> dict[str, Any]:
-
     meta = {
         "model": model_name,
         "model_args": model_args,

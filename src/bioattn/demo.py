@@ -168,7 +168,6 @@ def _gallery(label: str, model, meta: dict, test_set, pair_set, settings: DemoSe
         x, y = test_set[i]
         name = f"{slug}-{i}.png"
         if capable(model, Glimpsing):
-
             plot_glimpses(model, x, fig_dir / name, glimpses=settings.glimpses, mean=mean, std=std,
                           class_names=classes, map_glimpse=2 if label == "RS-RNN" and i == 0 else None)
             what = (f"fixation path over {settings.glimpses} glimpses"
@@ -203,7 +202,6 @@ def _gallery(label: str, model, meta: dict, test_set, pair_set, settings: DemoSe
 # ------------------------------------------------------------------------------------------
 def _train_or_load(label: str, name: str, args: dict, settings: DemoSettings, ckpt_root: Path,
                    retrain: bool, progress: bool, log) -> tuple[Any, dict, float]:
-
     run_dir = ckpt_root / _slug(label)
     seconds = 0.0
     if not retrain and (run_dir / "best" / "model.safetensors").exists():
@@ -215,7 +213,6 @@ def _train_or_load(label: str, name: str, args: dict, settings: DemoSettings, ck
             log(f"{label}: using the cached checkpoint {run_dir / 'best'}")
             return model, read_meta(run_dir / "best"), seconds
     if run_dir.exists():
-
         shutil.rmtree(run_dir)
     log(f"[bold]training {label}[/] ({name} {args or ''})")
     t0 = time.perf_counter()
@@ -247,7 +244,6 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
 
     def log(message: str) -> None:
         if progress:
-
             Console().print(message)
 
     t_start = time.perf_counter()
@@ -531,7 +527,6 @@ def _compact_table(results_list: Sequence[dict]) -> str:
 
 def _write_html(out: Path, results_list: Sequence[dict], md: str, plots: list[str],
                 gallery: list[tuple[str, str]], settings: DemoSettings, seconds: float) -> None:
-
     heatmap = plot_corruption_heatmap(results_list, out / HEATMAP)
     points = "\n".join(f"<li>{html.escape(sentence)}</li>" for sentence in findings(results_list))
     figures = "\n".join(

@@ -33,7 +33,6 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.enabled and self.stream.isatty():
-
             self._bars = RichProgress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),

@@ -274,7 +274,6 @@ class Trainee:
 
 
 def _build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
-
     args = dict(cfg.model_args)
     args["num_classes"] = num_classes
     if cfg.img_size is not None:
@@ -360,7 +359,6 @@ def build_trainee(cfg: TrainConfig, data: TrainData, info: DistInfo) -> Trainee:
 
     train_model: nn.Module = ReadoutModel(model)  # every readout and the auxiliary losses
     if info.enabled:
-
         train_model = DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=bool(getattr(model, "has_unused_parameters", False)),

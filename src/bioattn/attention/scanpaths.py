@@ -260,7 +260,6 @@ def _render(fig) -> np.ndarray:
 
 def _write_gif(path: Path, picture, fixations, outlines, views, predictions, mean, std,
                height, width, frame_ms: int = 700) -> Path:
-
     frames = []
     for t in range(len(predictions)):
         fig = _canvas((3.2 + 1.9 * len(views), 3.4))

@@ -99,7 +99,6 @@ def build_dataset(
     ``num_classes``; embedded sets also expose their raw ``arrays`` (images, masks, boxes).
     """
     if is_embedded(spec):
-
         emb = EmbeddedSpec.parse(spec)
         arrays = load_embedded(emb, split, cache_dir=cache_dir)
         size = img_size or emb.size

@@ -133,7 +133,6 @@ def _resolve_img_size(model: nn.Module, img_size: int | None) -> int:
 
 
 def _model_info(model: nn.Module) -> dict:
-
     inner = unwrap(model)
     cfg = getattr(inner, "pretrained_cfg", None) or {}
     return {
@@ -279,14 +278,12 @@ def _jsonable_settings(s: SuiteSettings) -> dict:
 # suite runners
 # ------------------------------------------------------------------------------------------
 def _run_clean(ctx: _Context, suite: str) -> dict:
-
     loader, n = ctx.loader()
     with progress_bar(suite, n, ctx.settings.progress) as advance:
         return evaluate_clean(ctx.model, loader, ctx.device, progress=advance, readouts=ctx.settings.readouts)
 
 
 def _run_corruptions(ctx: _Context, suite: str) -> dict:
-
     s = ctx.settings
     corruptions = check_corruption_names(s.corruptions or CORRUPTIONS)
     severities = check_severities(s.severities or SEVERITIES)
@@ -299,7 +296,6 @@ def _run_corruptions(ctx: _Context, suite: str) -> dict:
 
 
 def _run_imagenet_c(ctx: _Context, suite: str) -> dict:
-
     s = ctx.settings
     if not s.imagenet_c:
         raise BioattnError("the imagenet-c suite needs the ImageNet-C folder (--imagenet-c DIR)")
@@ -340,7 +336,6 @@ def _run_imagenet_folder(ctx: _Context, suite: str) -> dict:
 
 
 def _run_attack(ctx: _Context, suite: str) -> dict:
-
     s = ctx.settings
     pixels = ctx.pixels()
     loader, n = ctx.loader()
