@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from bioattn.cli import main
-from bioattn.demo import DEMO_MODELS, HEATMAP, findings, run_demo
+from bioattn.demo import DEMO_MODELS, DOMAIN_MODELS, HEATMAP, domain_findings, findings, run_demo
 
 
 class _Refs(HTMLParser):
@@ -44,6 +44,12 @@ def test_quick_demo_trains_evaluates_and_writes_a_consistent_report(tmp_path):
     assert 0.0 <= by_label["AbSViT"]["steering"]["win_rate"] <= 1.0
     assert len(by_label["RS-RNN"]["glimpses"]["per_glimpse_top1"]) >= 16
     assert len(by_label["RS-RNN"]["pgd"]["runs"][0]["per_readout_top1"]) == 4
+    # the domain-generalisation table: every listed model, every held-out style
+    domains = summary["domains"]
+    assert [r["label"] for r in domains["rows"]] == list(DOMAIN_MODELS)
+    assert domains["test_domains"] == ["photo", "cartoon", "sketch", "painting"]
+    for row in domains["rows"]:
+        assert set(row["top1"]) == set(domains["test_domains"]) and 0.0 <= row["mean_top1"] <= 100.0
 
     for name in ("index.html", "report.md", "results.json"):
         assert (out / name).stat().st_size > 0
@@ -54,6 +60,7 @@ def test_quick_demo_trains_evaluates_and_writes_a_consistent_report(tmp_path):
     assert parser.tables >= 1
     # findings first, then the heat map; the long tables behind a link
     assert page.index("Findings") < page.index(HEATMAP) < page.index("<details>")
+    assert page.index("<details>") < page.index("Domain generalisation") and "Across styles" in page
     assert page.count("<li>") >= 4 and "AbSViT" in page.split("</ul>")[0]
     images = [r for r in parser.refs if r.endswith((".png", ".gif"))]
     assert any("attack_readouts" in r for r in images) and any("corruptions" in r for r in images)
@@ -137,3 +144,13 @@ def test_a_folder_of_other_files_is_not_used_for_the_report(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(other), "--no-progress"]) == 2
     assert "holds other files" in capsys.readouterr().err
     assert sorted(p.name for p in other.iterdir()) == ["thesis.tex"]
+
+
+def test_domain_findings_name_the_best_and_hardest():
+    domains = {"test_domains": ["photo", "sketch"], "rows": [
+        {"label": "ViT", "top1": {"photo": 30.0, "sketch": 10.0}, "mean_top1": 20.0},
+        {"label": "GFNet", "top1": {"photo": 50.0, "sketch": 20.0}, "mean_top1": 35.0}]}
+    (sentence,) = domain_findings(domains)
+    assert "GFNet transfers best (mean top-1 35.0%), ViT worst (20.0%)" in sentence
+    assert "the hardest style to reach is sketch (mean over models 15.0%)" in sentence
+    assert domain_findings(None) == []
