@@ -306,7 +306,7 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
                                 readouts=max(16, settings.glimpses), **common)["results"]["clean"]
             results["results"]["glimpses"] = {
                 "per_glimpse_top1": longer.get("per_readout_top1"),
-                "trained_glimpses": settings.glimpses,
+                "trained_glimpses": int(getattr(model, "num_glimpses", settings.glimpses)),
             }
         eval_seconds = time.perf_counter() - t0
         timings[label] = {"train_s": train_seconds, "eval_s": eval_seconds}
@@ -378,7 +378,7 @@ def _domain_table(domains: dict[str, Any] | None) -> str:
         + "".join(f"<td>{_pct(row['top1'].get(d))}</td>" for d in domains["test_domains"])
         + f"<td>{_pct(row['mean_top1'])}</td></tr>" for row in domains["rows"])
     images = ", ".join(f"{d} {n}" for d, n in domains["test_images"].items())
-    return ("<h2>Domain generalisation</h2>\n<table><thead><tr><th>held-out style</th>"
+    return ("<h2>Domain generalisation</h2>\n<table><thead><tr><th>model \\ held-out style</th>"
             + "".join(f"<th>{html.escape(h)}</th>" for h in heads) + f"</tr></thead><tbody>{body}</tbody></table>"
             f"\n<p class=\"about\">Top-1 in % on the held-out style (chance 10%; test images: {images}) "
             f"after fine-tuning each demo checkpoint for {domains['epochs']} epoch(s) on the other three "
