@@ -49,6 +49,16 @@ MICRO_CFG: dict[str, Any] = dict(num_classes=10, input_size=(3, 64, 64), crop_pc
                                  interpolation="bilinear", mean=EMBEDDED_MEAN, std=EMBEDDED_STD)
 
 
+def image_pair(size: int | Sequence[int]) -> tuple[int, int]:
+    """An image size as ``(height, width)``; one number means a square."""
+    if isinstance(size, int):
+        return (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise BioattnError(f"img_size must be an int or (height, width), got {size}")
+    return size  # type: ignore[return-value]
+
+
 def model_name(model: nn.Module) -> str:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return cfg.get("architecture") or type(model).__name__

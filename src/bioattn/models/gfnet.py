@@ -79,7 +79,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import BioattnError
-from .common import MICRO_CFG, check_num_classes, check_output_fmt, model_cfg, take_indices
+from .common import MICRO_CFG, check_num_classes, check_output_fmt, image_pair, model_cfg, take_indices
 from .vars import VARSSBlock, _check_vars_args, make_attention
 
 MIXERS = ("filter", "vars_s", "vars_d", "vars_sd")
@@ -95,15 +95,6 @@ MIXER_DEFAULTS: dict[str, dict[str, Any]] = {
 def _check_mixer(mixer: Any) -> None:
     if mixer not in MIXERS:
         raise BioattnError(f"unknown mixer {mixer!r}; choose one of {', '.join(MIXERS)}")
-
-
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2:
-        raise BioattnError(f"img_size must be an int or (height, width), got {size}")
-    return size  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------------
@@ -278,7 +269,7 @@ class _GFNetBase(nn.Module):
     def _setup_common(self, img_size: int | Sequence[int], patch_size: int, in_chans: int,
                       num_classes: int, mixer: str, global_pool: str, head_drop_rate: float) -> None:
         _check_mixer(mixer)
-        self.img_size = _pair(img_size)
+        self.img_size = image_pair(img_size)
         H, W = self.img_size
         if H % patch_size or W % patch_size or H < patch_size or W < patch_size:
             raise BioattnError(f"img_size {H}x{W} does not tile into {patch_size}x{patch_size} patches")
@@ -725,7 +716,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> _GFNetBase
     args.update(kwargs)
     _check_mixer(args.get("mixer", "filter"))
     cls = GFNetPyramid if variant.startswith("gfnet_h_") else GFNet
-    size = _pair(args.get("img_size", 224))
+    size = image_pair(args.get("img_size", 224))
     overlay = dict(args.pop("pretrained_cfg_overlay", None) or {})
     overlay.setdefault("input_size", (args.get("in_chans", 3), *size))
     return build_model_with_cfg(cls, variant, pretrained=False, pretrained_cfg_overlay=overlay, **args)

@@ -63,6 +63,7 @@ from .common import (
     check_num_classes,
     check_output_fmt,
     embed_tokens,
+    image_pair,
     model_cfg,
     take_indices,
     token_grid,
@@ -636,15 +637,6 @@ class Stage(nn.Module):
         return x.transpose(1, 2).reshape(B, C, H, W)
 
 
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2:
-        raise BioattnError(f"img_size must be an int or (height, width), got {size}")
-    return size  # type: ignore[return-value]
-
-
 class RVT(nn.Module):
     """RVT PoolingTransformer ("Towards Robust Vision Transformer") with a choice of attention.
 
@@ -685,7 +677,7 @@ class RVT(nn.Module):
             raise BioattnError("base_dims, depth and heads need one entry per stage")
         if stem_stride not in (4, 8, 16):
             raise BioattnError(f"stem_stride must be 4, 8 or 16, got {stem_stride}")
-        self.img_size = _pair(img_size)
+        self.img_size = image_pair(img_size)
         self.attention = attention
         self.stem_stride = stem_stride
         H, W = self.img_size
@@ -1077,7 +1069,7 @@ def _create_rvt(variant: str, pretrained: bool = False, **kwargs: Any) -> RVT:
     if attention in FIXED_GRID_ATTENTIONS or args.get("masked_blocks"):
         overlay = dict(args.pop("pretrained_cfg_overlay", None) or {})
         overlay.setdefault("fixed_input_size", True)
-        size = _pair(args.get("img_size", 224))
+        size = image_pair(args.get("img_size", 224))
         overlay.setdefault("input_size", (args.get("in_chans", 3), *size))
         args["pretrained_cfg_overlay"] = overlay
     return build_model_with_cfg(RVT, variant, pretrained=False, **args)
