@@ -175,7 +175,7 @@ def test_global_filter_is_a_circular_convolution():
 # VARS mixers
 # ------------------------------------------------------------------------------------------
 def test_vars_s_mixer_is_vars_s_blocks_reconstruction():
-    """The GFNet VARS-S mixer computes VARSSBlock.reconstruct, weight for weight."""
+    """The GFNet VARS-S mixer is the attention part of RVT's VARS-S block, weight for weight."""
     torch.manual_seed(0)
     block = VARSSBlock(8, (4, 4), lam=0.1, num_step=3)
     mixer = StaticFilterDictionary(8, (4, 4), lam=0.1, num_step=3)

@@ -40,10 +40,10 @@ fixed linear frequency response, VARS-S mixes them with the part of the input th
 over a filter dictionary can explain: an input-dependent, recurrent, competitive (shrinkage)
 filter, which is what VARS reads as attention. Without iterations or shrinkage (``num_step=0``,
 ``lam=0``) the mixer is linear and shift-equivariant on the grid, a global filter again (analysis,
-synthesis and ``kernel2`` composed). The computation is that of
-:class:`bioattn.models.vars.VARSSBlock` (its ``reconstruct``, DFT helpers and step-size update,
-reused as they are), without that block's BatchNorm, projection and MLP, which GFNet's own
-block supplies (LN2, MLP).
+synthesis and ``kernel2`` composed). The mixer is
+:class:`bioattn.models.vars.StaticFilterDictionary`, the attention part of RVT's
+:class:`~bioattn.models.vars.VARSSBlock`, without that block's BatchNorm, projection and MLP,
+which GFNet's own block supplies (LN2, MLP).
 
 ``"vars_d"`` / ``"vars_sd"``, :class:`bioattn.models.vars.VARSDAttention` /
 :class:`~bioattn.models.vars.VARSSDAttention` via ``make_attention`` (heads of 32 channels by
@@ -80,7 +80,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import BioattnError
 from .common import MICRO_CFG, check_num_classes, check_output_fmt, image_pair, model_cfg, take_indices
-from .vars import VARSSBlock, _check_vars_args, make_attention
+from .vars import StaticFilterDictionary, make_attention
 
 MIXERS = ("filter", "vars_s", "vars_d", "vars_sd")
 # lam and num_step of each VARS mixer when not given: those of RVT, but for VARS-S a threshold
@@ -124,51 +124,6 @@ class GlobalFilter(nn.Module):
         if self.record_maps:
             self.recorded_maps = OrderedDict([("filter response", out.detach().norm(dim=-1))])
         return out.to(x.dtype)
-
-
-class StaticFilterDictionary(nn.Module):
-    """VARS-S as a token mixer: sparse reconstruction of ``(B, N, C)`` tokens over a static
-    dictionary of global filters (5 per channel), followed by one more global filter.
-
-    Parameters and buffers, and the computation, are those of
-    :class:`~bioattn.models.vars.VARSSBlock`'s attention part: ``v`` (Linear C -> C),
-    ``kernel`` ``(C, 5, 1, h, w//2+1, 2)``, ``kernel2`` ``(C, 1, 1, h, w//2+1, 2)``, the step size
-    ``L`` (C,) refreshed every ``L_update_interval`` optimizer steps by ``after_train_step``;
-    ``forward`` is ``VARSSBlock.reconstruct``. See the module docstring for why this replaces
-    GFNet's global filter.
-    """
-
-    num_atoms = VARSSBlock.num_atoms
-    _filters = VARSSBlock._filters
-    update_L = VARSSBlock.update_L
-    after_train_step = VARSSBlock.after_train_step
-    reconstruct = VARSSBlock.reconstruct
-
-    def __init__(self, dim: int, grid: tuple[int, int], lam: float = 0.1, num_step: int = 3,
-                 L_update_interval: int = 100, L_update_rate: float = 0.1) -> None:
-        super().__init__()
-        _check_vars_args(lam, num_step)
-        self.dim = dim
-        self.grid = tuple(grid)
-        self.lam = lam
-        self.num_step = num_step
-        self.L_update_interval = L_update_interval
-        self.L_update_rate = L_update_rate
-        h, w = self.grid
-        freq = (h, w // 2 + 1)
-        self.v = nn.Linear(dim, dim)
-        kernel = torch.randn(dim, self.num_atoms, 1, *freq, 2)
-        # atoms of squared norm h*w/2 over their half spectrum, as VARSSBlock initialises them
-        atom_norm = kernel.pow(2).sum(dim=(2, 3, 4, 5), keepdim=True).sqrt()
-        self.kernel = nn.Parameter(kernel / atom_norm * math.sqrt(h * w / 2))
-        self.kernel2 = nn.Parameter(torch.randn(dim, 1, 1, *freq, 2) * 0.02)
-        self.register_buffer("L", torch.ones(dim))
-        self.record_maps = False
-        self.recorded_maps: OrderedDict[str, torch.Tensor] | None = None
-        self.update_L(1.0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.reconstruct(x)
 
 
 def make_mixer(mixer: str, dim: int, grid: tuple[int, int], *, num_heads: int | None = None,

@@ -446,8 +446,8 @@ def _make_dft_matrices(H: int, W: int, device: torch.device,
     return M.to(device=device, dtype=dtype), M_inv.to(device=device, dtype=dtype)
 
 
-class VARSSBlock(nn.Module):
-    """``vars_s``: a whole block whose attention is sparse reconstruction over a static
+class StaticFilterDictionary(nn.Module):
+    """The attention of ``vars_s``: sparse reconstruction of ``(B, N, C)`` tokens over a static
     convolutional dictionary, solved in the Fourier domain on the ``grid`` of tokens.
 
     Each channel c has a dictionary of 5 complex filters ``K_c`` (``kernel``,
@@ -460,19 +460,17 @@ class VARSSBlock(nn.Module):
       ``x = x - (conv(x, KK) - b) / L``, ``x = sign(x) relu(|x| - lam / L)``, with ``L`` (C,)
       an estimate of the largest singular value of KK over frequencies (a buffer, refreshed by
       :meth:`update_L`);
-    * ``r = conv(conv(x, K^H), kernel2)`` with a second learned filter per channel;
-    * ``y = x_in + proj(BN1(r))``, ``out = y + mlp(BN2(y))``.
+    * ``r = conv(conv(x, K^H), kernel2)`` with a second learned filter per channel.
 
     The transforms are dense DFT matrices (:func:`_dft_matrices`) applied to the flattened grid.
     ``after_train_step(global_step)`` calls ``update_L(L_update_rate)`` every
-    ``L_update_interval`` optimizer steps (0.1 and 100, as in the authors' trainer).
-    ``kernel_norm`` is kept for checkpoint compatibility and not used.
+    ``L_update_interval`` optimizer steps (0.1 and 100, as in the authors' trainer). RVT's
+    :class:`VARSSBlock` and GFNet's ``vars_s`` mixer are built on it.
     """
 
     num_atoms = 5
 
-    def __init__(self, dim: int, grid: tuple[int, int], mlp_ratio: float = 4.0,
-                 lam: float = 3.5, num_step: int = 3, drop: float = 0.0, drop_path: float = 0.0,
+    def __init__(self, dim: int, grid: tuple[int, int], lam: float = 3.5, num_step: int = 3,
                  L_update_interval: int = 100, L_update_rate: float = 0.1) -> None:
         super().__init__()
         _check_vars_args(lam, num_step)
@@ -484,19 +482,13 @@ class VARSSBlock(nn.Module):
         self.L_update_rate = L_update_rate
         H, W = self.grid
         freq = (H, W // 2 + 1)
-        self.norm1 = TokenBatchNorm(dim)
         self.v = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
         kernel = torch.randn(dim, self.num_atoms, 1, *freq, 2)
         # Gaussian atoms rescaled to squared norm H*W/2 over their half spectrum
         atom_norm = kernel.pow(2).sum(dim=(2, 3, 4, 5), keepdim=True).sqrt()
         self.kernel = nn.Parameter(kernel / atom_norm * math.sqrt(H * W / 2))
         self.kernel2 = nn.Parameter(torch.randn(dim, 1, 1, *freq, 2) * 0.02)
-        self.register_buffer("kernel_norm", torch.tensor(1.0))
         self.register_buffer("L", torch.ones(dim))
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = TokenBatchNorm(dim)
-        self.mlp = _make_mlp(dim, mlp_ratio, drop)
         self.record_maps = False
         self.recorded_maps: OrderedDict[str, torch.Tensor] | None = None
         self.update_L(1.0)
@@ -565,6 +557,28 @@ class VARSSBlock(nn.Module):
         # second filter acts on what is left.
         r = inv(K2.unsqueeze(1) * fwd(inv(synth(x))))  # (B, C, 1, N)
         return r[:, :, 0].transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reconstruct(x)
+
+
+class VARSSBlock(StaticFilterDictionary):
+    """``vars_s``: a whole RVT block whose attention is :class:`StaticFilterDictionary`:
+    ``y = x_in + proj(BN1(r))``, ``out = y + mlp(BN2(y))`` with BatchNorm over channels instead
+    of LayerNorm. ``kernel_norm`` is kept for checkpoint compatibility and not used.
+    """
+
+    def __init__(self, dim: int, grid: tuple[int, int], mlp_ratio: float = 4.0,
+                 lam: float = 3.5, num_step: int = 3, drop: float = 0.0, drop_path: float = 0.0,
+                 L_update_interval: int = 100, L_update_rate: float = 0.1) -> None:
+        super().__init__(dim, grid, lam=lam, num_step=num_step, L_update_interval=L_update_interval,
+                         L_update_rate=L_update_rate)
+        self.norm1 = TokenBatchNorm(dim)
+        self.proj = nn.Linear(dim, dim)
+        self.register_buffer("kernel_norm", torch.tensor(1.0))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = TokenBatchNorm(dim)
+        self.mlp = _make_mlp(dim, mlp_ratio, drop)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         y = x + self.drop_path(self.proj(self.norm1(self.reconstruct(x))))
