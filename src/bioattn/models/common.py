@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from timm.layers import trunc_normal_
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -57,6 +58,18 @@ def image_pair(size: int | Sequence[int]) -> tuple[int, int]:
     if len(size) != 2:
         raise BioattnError(f"img_size must be an int or (height, width), got {size}")
     return size  # type: ignore[return-value]
+
+
+def init_linear_and_norm(m: nn.Module) -> None:
+    """The ViT initialisation for ``model.apply``: linear weights from a truncated normal with
+    std 0.02 and zero biases, LayerNorms at identity."""
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
 
 
 def model_name(model: nn.Module) -> str:

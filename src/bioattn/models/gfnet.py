@@ -79,7 +79,15 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import BioattnError
-from .common import MICRO_CFG, check_num_classes, check_output_fmt, image_pair, model_cfg, take_indices
+from .common import (
+    MICRO_CFG,
+    check_num_classes,
+    check_output_fmt,
+    image_pair,
+    init_linear_and_norm,
+    model_cfg,
+    take_indices,
+)
 from .vars import StaticFilterDictionary, make_attention
 
 MIXERS = ("filter", "vars_s", "vars_d", "vars_sd")
@@ -243,16 +251,6 @@ class _GFNetBase(nn.Module):
         if global_pool not in ("avg", ""):
             raise BioattnError(f"GFNet pools by averaging tokens or not at all: global_pool must be "
                                f"'avg' or '', got '{global_pool}'")
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     # input
     def _check_input(self, x: torch.Tensor) -> None:
@@ -421,7 +419,7 @@ class GFNet(_GFNetBase):
         self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}")
                              for i in range(depth)]
         trunc_normal_(self.pos_embed, std=0.02)
-        self.apply(self._init_weights)
+        self.apply(init_linear_and_norm)
 
     def first_embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.patch_embed(x)
@@ -535,7 +533,7 @@ class GFNetPyramid(_GFNetBase):
         self.feature_info = [dict(num_chs=dim, reduction=patch_size * 2 ** s, module=f"blocks.{s}")
                              for s, dim in enumerate(embed_dim)]
         trunc_normal_(self.pos_embed, std=0.02)
-        self.apply(self._init_weights)
+        self.apply(init_linear_and_norm)
 
     def first_embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.patch_embed[0](x)
