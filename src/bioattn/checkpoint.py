@@ -24,6 +24,7 @@ from . import __version__
 from .errors import BioattnError
 from .fileio import atomic_dir, check_output_dir
 from .models import create_model
+from .models.common import check_state_dict
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
@@ -73,32 +74,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
-
-
-def _listing(items: list[str], limit: int = 10) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint") -> None:
-    """Raise :class:`BioattnError` unless ``state`` has exactly the model's keys and shapes."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    extra = [k for k in state if k not in expected]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys: {_listing(missing)}")
-    if extra:
-        problems.append(f"{len(extra)} unexpected keys: {_listing(extra)}")
-    if shapes:
-        problems.append(f"{len(shapes)} mis-shaped keys (checkpoint vs model): {_listing(shapes)}")
-    if problems:
-        raise BioattnError(f"{what} does not fit the model: " + "; ".join(problems))
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:

@@ -40,10 +40,9 @@ from .data import build_dataset, is_embedded
 from .data.domains import (
     DomainSpec,
     embedded_domain_spec,
-    embedded_domains,
     read_domain_folders,
 )
-from .data.embedded import EmbeddedSpec
+from .data.embedded import EMBEDDED_DOMAINS, EmbeddedSpec
 from .data.subsets import spread_subset
 from .distributed import resolve_device
 from .errors import BioattnError
@@ -116,7 +115,7 @@ def domain_source(data: str) -> DomainSource:
     if not isinstance(data, str) or not data:
         raise BioattnError("--data must be a PACS root, a folder of domain folders or 'embedded'")
     if is_embedded(data):
-        domains = embedded_domains()
+        domains = tuple(EMBEDDED_DOMAINS)
         EmbeddedSpec.parse(embedded_domain_spec(data, domains[0]))  # the options are checked here
         return DomainSource(data, domains, None, f"the embedded data ({data}), one domain per style")
     folders = read_domain_folders(data)

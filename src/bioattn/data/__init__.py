@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from ..errors import BioattnError
 from .domains import build_domain_dataset, is_domain_spec
-from .embedded import EmbeddedDataset, EmbeddedSpec, load_embedded
+from .embedded import EmbeddedDataset, EmbeddedSpec, is_embedded, load_embedded
 from .folders import ImageFolderDataset
 from .stats import IMAGENET_MEAN, IMAGENET_STD
 
@@ -34,10 +34,6 @@ class Augmentation:
     hflip: float = 0.0
     random_resized_crop: bool = True
     interpolation: str = "bicubic"
-
-
-def is_embedded(spec: str) -> bool:
-    return spec == "embedded" or spec.startswith("embedded:")
 
 
 class _Mapped(Dataset):

@@ -38,22 +38,14 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from ..errors import BioattnError
+from ..errors import BioattnError, listing
+from .embedded import EMBEDDED_DOMAINS, is_embedded
 from .folders import ImageFolderDataset, class_folders
 
 PACS_DOMAINS = ("photo", "art_painting", "cartoon", "sketch")
 PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
 DEFAULT_HOLDOUT = 0.2
 SPEC_PREFIX = "domains:"
-
-
-def _listing(names: Sequence[str], limit: int = 10) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _is_embedded(text: str) -> bool:
-    return text == "embedded" or text.startswith("embedded:")
 
 
 # ------------------------------------------------------------------------------------------
@@ -118,8 +110,8 @@ def read_domain_folders(root: str | Path) -> DomainFolders:
         missing = [c for c in everything if c not in classes]
         if missing:
             raise BioattnError(
-                f"class folder(s) {_listing(missing)} missing from domain '{domain}' ({root / domain}): "
-                f"every domain must have the same classes ({_listing(everything)})")
+                f"class folder(s) {listing(missing)} missing from domain '{domain}' ({root / domain}): "
+                f"every domain must have the same classes ({listing(everything)})")
     return DomainFolders(root, tuple(domains), tuple(everything), is_pacs, ignored)
 
 
@@ -145,17 +137,6 @@ def holdout_split(targets: Sequence[int], fraction: float, seed: int, domain: st
 # ------------------------------------------------------------------------------------------
 # the embedded styles
 # ------------------------------------------------------------------------------------------
-def embedded_domains() -> tuple[str, ...]:
-    """The embedded generator's domains (styles), :data:`bioattn.data.embedded.EMBEDDED_DOMAINS`."""
-    from . import embedded
-
-    names = getattr(embedded, "EMBEDDED_DOMAINS", None)
-    if not names:
-        raise BioattnError("this version of the embedded generator renders no domains "
-                           "(bioattn.data.embedded.EMBEDDED_DOMAINS is missing)")
-    return tuple(names)
-
-
 def embedded_domain_spec(base: str, domain: str) -> str:
     """The embedded spec of one domain: ``base`` (``embedded`` or ``embedded:<options>``) with
     ``domain=NAME`` added."""
@@ -209,7 +190,7 @@ class DomainSpec:
 
     @property
     def embedded(self) -> bool:
-        return _is_embedded(self.root)
+        return is_embedded(self.root)
 
     @classmethod
     def parse(cls, text: str) -> DomainSpec:
@@ -309,7 +290,7 @@ def build_domain_dataset(spec: str | DomainSpec, split: str, *, transform: Calla
         spec = DomainSpec.parse(spec)
     names = _split_domains(spec, split)
     if spec.embedded:
-        known = embedded_domains()
+        known = EMBEDDED_DOMAINS
         for name in (*spec.train, *([spec.test] if spec.test else [])):
             if name not in known:
                 raise BioattnError(f"unknown domain '{name}' of the embedded data (its domains: "
@@ -334,8 +315,8 @@ def build_domain_dataset(spec: str | DomainSpec, split: str, *, transform: Calla
             train_idx, held_idx = holdout_split(images.targets, spec.holdout, spec.seed, name)
             parts.append(Subset(images, train_idx if split == "train" else held_idx))
     if classes is not None and list(classes) != found:
-        raise BioattnError(f"the {split} domains' classes ({_listing(found)}) differ from the "
-                           f"training classes ({_listing(list(classes))})")
+        raise BioattnError(f"the {split} domains' classes ({listing(found)}) differ from the "
+                           f"training classes ({listing(list(classes))})")
     empty = [name for name, part in zip(names, parts) if len(part) == 0]
     if empty:
         raise BioattnError(f"the {split} split of domain(s) {', '.join(empty)} is empty (too few "

@@ -105,6 +105,11 @@ _MANIFEST_FORMAT = 1
 # ------------------------------------------------------------------------------------------
 # spec
 # ------------------------------------------------------------------------------------------
+def is_embedded(spec: str) -> bool:
+    """Whether a data spec names the embedded data set (``embedded`` or ``embedded:<options>``)."""
+    return spec == "embedded" or spec.startswith("embedded:")
+
+
 @dataclass(frozen=True)
 class EmbeddedSpec:
     """What to generate: image side in pixels, split sizes, seed, one object or two, and the

@@ -16,7 +16,7 @@ from PIL import Image
 from timm.data.readers.reader_image_folder import find_images_and_targets
 from torch.utils.data import Dataset, get_worker_info
 
-from ..errors import BioattnError
+from ..errors import BioattnError, listing
 from ..images import open_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -41,8 +41,7 @@ def class_folders(root: Path) -> list[str]:
         if not has_image:
             empty.append(name)
     if empty:
-        shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
-        raise BioattnError(f"empty class folder(s) in {root}: {shown}")
+        raise BioattnError(f"empty class folder(s) in {root}: {listing(empty)}")
     return classes
 
 

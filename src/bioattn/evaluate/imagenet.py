@@ -23,7 +23,7 @@ from torchvision import transforms as T
 
 from ..data.folders import ImageFolderDataset
 from ..data.imagenet_classes import NUM_IMAGENET_CLASSES, imagenet_wnids, subset_indices
-from ..errors import BioattnError
+from ..errors import BioattnError, listing
 from ..protocol import forward_readouts, unwrap
 from .accuracy import Accuracy
 from .corruptions import errors_from_top1, summarise_top1
@@ -57,8 +57,7 @@ def wnid_folder(root: str | Path, transform, skip_bad_images: bool = False) -> D
         raise BioattnError(f"no class folders in {root} (expected <wnid>/ folders such as n01440764/)")
     unknown = [f for f in folders if f not in known]
     if unknown:
-        shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-        raise BioattnError(f"{root} has folders that are not ImageNet-1k class wnids: {shown}")
+        raise BioattnError(f"{root} has folders that are not ImageNet-1k class wnids: {listing(unknown)}")
     return ImageFolderDataset(root, transform=transform, classes=list(wnids), skip_bad_images=skip_bad_images)
 
 

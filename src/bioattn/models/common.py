@@ -20,7 +20,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ..data.stats import EMBEDDED_MEAN, EMBEDDED_STD, IMAGENET_MEAN, IMAGENET_STD
-from ..errors import BioattnError
+from ..errors import BioattnError, listing
 
 
 def model_cfg(**kwargs: Any) -> dict[str, Any]:
@@ -70,6 +70,22 @@ def init_linear_and_norm(m: nn.Module) -> None:
     elif isinstance(m, nn.LayerNorm):
         nn.init.ones_(m.weight)
         nn.init.zeros_(m.bias)
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint",
+                     prefix: str = "") -> None:
+    """Raise :class:`BioattnError` unless ``state`` has exactly the model's keys and shapes (with
+    ``prefix``: the keys of ``state`` under it, against the model's keys with it)."""
+    expected = {prefix + k: tuple(v.shape) for k, v in model.state_dict().items()}
+    given = {k: tuple(v.shape) for k, v in state.items() if k.startswith(prefix)}
+    missing = [k for k in expected if k not in given]
+    extra = [k for k in given if k not in expected]
+    shapes = [f"{k} {given[k]} vs {expected[k]}" for k in expected if k in given and given[k] != expected[k]]
+    problems = [f"{len(items)} {kind}: {listing(items)}" for kind, items in (
+        ("missing keys", missing), ("unexpected keys", extra),
+        ("mis-shaped keys (checkpoint vs model)", shapes)) if items]
+    if problems:
+        raise BioattnError(f"{what} does not fit the model: " + "; ".join(problems))
 
 
 def model_name(model: nn.Module) -> str:

@@ -83,6 +83,7 @@ from .common import (
     MICRO_CFG,
     check_num_classes,
     check_output_fmt,
+    check_state_dict,
     image_pair,
     init_linear_and_norm,
     model_cfg,
@@ -269,6 +270,35 @@ class _GFNetBase(nn.Module):
         self._check_input(x)
         return self.pos_drop(self.first_embed(x) + self.pos_embed)
 
+    def _normed(self, i: int) -> bool:
+        """Whether ``forward_intermediates(norm=True)`` passes unit ``i``'s output through the
+        final norm."""
+        return True
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None,
+                              norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """timm's ``forward_intermediates`` over the units (blocks of the isotropic GFNet, stages
+        of the hierarchical one): each unit's output in ``indices`` (None: all, an int n: the last
+        n) as ``(B, C, h, w)`` maps (``NCHW``) or ``(B, N, C)`` tokens (``NLC``), through the final
+        norm if ``norm`` (the hierarchical GFNet: its last stage only). Returns the normalised last
+        tokens and the list (only the list with ``intermediates_only``)."""
+        check_output_fmt(output_fmt)
+        n = len(self.blocks)
+        take, last = take_indices(self, n, indices)
+        x = self._embed(x)
+        intermediates = []
+        for i in range(last + 1 if stop_early else n):
+            x = self._unit(i, x)
+            if i in take:
+                out = self.norm(x) if norm and self._normed(i) else x
+                if output_fmt == "NCHW":
+                    out = out.transpose(1, 2).reshape(out.shape[0], -1, *self._unit_grid(i))
+                intermediates.append(out)
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
     def _run(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
             return checkpoint(block, x, use_reentrant=False)
@@ -364,21 +394,7 @@ class _GFNetBase(nn.Module):
         module.adapt_state_dict(state, prefix)
         if not strict:
             return
-        own = module.state_dict()
-        ours = {prefix + k: tuple(v.shape) for k, v in own.items()}
-        theirs = {k: tuple(v.shape) for k, v in state.items() if k.startswith(prefix)}
-        problems = []
-        missing_keys = [k for k in ours if k not in theirs]
-        extra = [k for k in theirs if k not in ours]
-        shapes = [f"{k} {theirs[k]} vs {ours[k]}" for k in ours if k in theirs and theirs[k] != ours[k]]
-        for what, items in (("missing keys", missing_keys), ("unexpected keys", extra),
-                            ("mis-shaped keys (checkpoint vs model)", shapes)):
-            if items:
-                shown = ", ".join(items[:10]) + (f" and {len(items) - 10} more" if len(items) > 10 else "")
-                problems.append(f"{len(items)} {what}: {shown}")
-        if problems:
-            raise BioattnError("state dict does not fit this GFNet (another variant?): "
-                               + "; ".join(problems))
+        check_state_dict(module, state, "state dict (another variant?)", prefix=prefix)
 
 
 class GFNet(_GFNetBase):
@@ -445,29 +461,11 @@ class GFNet(_GFNetBase):
         return dict(stem=r"^pos_embed|^patch_embed",
                     blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
 
-    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None,
-                              norm: bool = False, stop_early: bool = False,
-                              output_fmt: str = "NCHW", intermediates_only: bool = False):
-        """timm's ``forward_intermediates``: the output of each block in ``indices`` (None: all,
-        an int n: the last n) as ``(B, C, h, w)`` maps (``NCHW``) or ``(B, N, C)`` tokens
-        (``NLC``), through the final norm if ``norm``. Returns the normalised last tokens and the
-        list (only the list with ``intermediates_only``)."""
-        check_output_fmt(output_fmt)
-        take, last = take_indices(self, len(self.blocks), indices)
-        x = self._embed(x)
-        h, w = self.grids[0]
-        stop = last + 1 if stop_early else len(self.blocks)
-        intermediates = []
-        for i in range(stop):
-            x = self._run(self.blocks[i], x)
-            if i in take:
-                out = self.norm(x) if norm else x
-                if output_fmt == "NCHW":
-                    out = out.transpose(1, 2).reshape(out.shape[0], -1, h, w)
-                intermediates.append(out)
-        if intermediates_only:
-            return intermediates
-        return self.norm(x), intermediates
+    def _unit(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        return self._run(self.blocks[i], x)
+
+    def _unit_grid(self, i: int) -> tuple[int, int]:
+        return self.grids[0]
 
     def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
@@ -578,28 +576,14 @@ class GFNetPyramid(_GFNetBase):
             blocks = [(r"^blocks\.(\d+)\.(\d+)", None), (r"^patch_embed\.([1-9]\d*)\.", (0,))]
         return dict(stem=r"^pos_embed|^patch_embed\.0\.", blocks=blocks + [(r"^norm", (99999,))])
 
-    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None,
-                              norm: bool = False, stop_early: bool = False,
-                              output_fmt: str = "NCHW", intermediates_only: bool = False):
-        """timm's ``forward_intermediates`` over the four stages: each stage's output in
-        ``indices`` as ``(B, C, h, w)`` maps or ``(B, N, C)`` tokens; ``norm`` applies the final
-        norm to the last stage's output."""
-        check_output_fmt(output_fmt)
-        take, last = take_indices(self, len(self.blocks), indices)
-        x = self._embed(x)
-        n_stages = len(self.blocks)
-        stop = last + 1 if stop_early else n_stages
-        intermediates = []
-        for s in range(stop):
-            x = self._stage(s, x)
-            if s in take:
-                out = self.norm(x) if norm and s == n_stages - 1 else x
-                if output_fmt == "NCHW":
-                    out = out.transpose(1, 2).reshape(out.shape[0], -1, *self.grids[s])
-                intermediates.append(out)
-        if intermediates_only:
-            return intermediates
-        return self.norm(x), intermediates
+    def _unit(self, s: int, x: torch.Tensor) -> torch.Tensor:
+        return self._stage(s, x)
+
+    def _unit_grid(self, s: int) -> tuple[int, int]:
+        return self.grids[s]
+
+    def _normed(self, s: int) -> bool:
+        return s == len(self.blocks) - 1  # the final norm is sized for the last stage
 
     def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
