@@ -191,7 +191,8 @@ def _run_train(cfg: config.TrainConfig) -> int:
     from .train import train
 
     result = train(cfg)
-    print(f"run directory: {result['run_dir']} (best val top-1 {result['best_val_top1']:.2f}%)")
+    best = result[f"best_{result['metric']}"]
+    print(f"run directory: {result['run_dir']} (best val {result['metric_label']} {best:.2f}%)")
     return 0
 
 

@@ -339,6 +339,49 @@ class ModelsSettings(_Settings):
 
 
 # ------------------------------------------------------------------------------------------
+# tasks
+# ------------------------------------------------------------------------------------------
+# What a model learns from a data set: one class per image, one class per pixel, or a set of
+# classes per image. ``bioattn.tasks`` holds what differs between them (data, loss, metrics).
+TASKS = ("classification", "segmentation", "multilabel")
+SEGMENTATION_SETS = ("voc", "ade20k", "cityscapes")
+MULTILABEL_SETS = ("coco",)
+
+
+def embedded_options(spec: str) -> list[str]:
+    """The option words of an embedded data spec (``embedded:seg,pair`` -> ``['seg', 'pair']``)."""
+    head, _, rest = spec.strip().partition(":")
+    if head != "embedded":
+        return []
+    return [item.strip().partition("=")[0].strip() for item in rest.split(",") if item.strip()]
+
+
+def task_of_data(spec: str) -> str:
+    """The task a data spec is made for: ``voc:``, ``ade20k:``, ``cityscapes:`` and
+    ``embedded:seg`` hold label maps (segmentation); ``coco:`` and ``embedded:multi`` hold
+    several classes per image (multilabel); everything else one class per image."""
+    prefix = spec.strip().partition(":")[0].lower()
+    options = embedded_options(spec)
+    if prefix in SEGMENTATION_SETS or "seg" in options:
+        return "segmentation"
+    if prefix in MULTILABEL_SETS or "multi" in options:
+        return "multilabel"
+    return "classification"
+
+
+def resolve_task(task: str, data: str) -> str:
+    """``task`` itself, or the data's task for ``auto``; a task the data cannot serve is refused."""
+    found = task_of_data(data)
+    if task == "auto":
+        return found
+    if task != found:
+        raise BioattnError(f"--task {task} needs {task} data; '{data}' holds {found} labels "
+                           "(segmentation: voc:ROOT, ade20k:ROOT, cityscapes:ROOT, embedded:seg; "
+                           "multilabel: coco:ROOT, embedded:multi)")
+    return task
+
+
+# ------------------------------------------------------------------------------------------
 # train
 # ------------------------------------------------------------------------------------------
 RECIPES: dict[str, dict[str, Any]] = {
@@ -346,13 +389,23 @@ RECIPES: dict[str, dict[str, Any]] = {
         epochs=300, base_lr=5e-4, min_lr=1e-5, warmup_lr=1e-6, warmup_epochs=5, weight_decay=0.05,
         smoothing=0.1, mixup=0.8, cutmix=1.0, aa="rand-m9-mstd0.5-inc1", color_jitter=0.4,
         reprob=0.25, hflip=0.5, repeated_aug=True, drop_path=0.1, model_ema=True,
-        model_ema_decay=0.99996, random_resized_crop=True,
+        model_ema_decay=0.99996, random_resized_crop=True, sched="cosine",
     ),
     "small": dict(
         epochs=10, base_lr=2e-3, min_lr=1e-5, warmup_lr=1e-6, warmup_epochs=1, weight_decay=0.05,
         smoothing=0.1, mixup=0.0, cutmix=0.0, aa=None, color_jitter=0.0, reprob=0.0, hflip=0.0,
         repeated_aug=False, drop_path=0.0, model_ema=False, model_ema_decay=0.999,
-        random_resized_crop=False,
+        random_resized_crop=False, sched="cosine",
+    ),
+    # UperNet segmentation as in mmsegmentation's set-up for ViT backbones: AdamW at 6e-5 for
+    # a global batch of 16 (base-lr is per 512 images), weight decay 0.01, poly decay to 0 after
+    # a linear warm-up; random scale 0.5-2 + crop, flips and photometric distortion of the
+    # images ("random-resized-crop" and "color-jitter" switch them for segmentation data).
+    "upernet": dict(
+        epochs=30, base_lr=6e-5 * 512 / 16, min_lr=0.0, warmup_lr=6e-11, warmup_epochs=2,
+        weight_decay=0.01, smoothing=0.0, mixup=0.0, cutmix=0.0, aa=None, color_jitter=0.4,
+        reprob=0.0, hflip=0.5, repeated_aug=False, drop_path=0.1, model_ema=False,
+        model_ema_decay=0.999, random_resized_crop=True, sched="poly",
     ),
 }
 
@@ -384,12 +437,18 @@ class TrainConfig(_Settings):
 
     model: str = setting("", help="registered model name (required unless --resume)",
                          resolves="the resumed run's")
-    data: str = setting("embedded", help="'embedded', 'embedded:pair', 'embedded:<options>' or a "
-                        "folder with train/ and val/")
+    data: str = setting("embedded", help="'embedded[:options]' (options seg, multi, pair, ...), a folder "
+                        "with train/ and val/, voc:ROOT, ade20k:ROOT, cityscapes:ROOT or coco:ROOT")
+    task: str = setting("auto", help="what to learn; auto: from the data (label maps: segmentation, "
+                        "several classes per image: multilabel)", choices=("auto", *TASKS),
+                        check=one_of("auto", *TASKS))
+    classes: str | None = setting(None, help="train on the classes listed in FILE (one folder name per "
+                                  "line) of an image-folder data set", resolves="every class folder",
+                                  metavar="FILE")
     output: str | None = setting(None, help="run directory", resolves="runs/<model>-<time>",
                                  check=output_path("directory"))
     recipe: str = setting("auto", help="defaults of the settings left unset; auto: small for the "
-                          "embedded data, deit otherwise", choices=("auto", *RECIPES),
+                          "embedded data, upernet for segmentation sets, deit otherwise", choices=("auto", *RECIPES),
                           check=one_of("auto", *RECIPES))
     model_args: dict[str, Any] = setting(
         help="extra model constructor argument (repeatable)", factory=dict, flag="--model-arg",
@@ -414,8 +473,8 @@ class TrainConfig(_Settings):
                                          resolves=_recipe("weight_decay"), check=_NON_NEGATIVE)
     opt: str = setting("adamw", help="optimizer: any timm optimizer name (sgd, adamw, lamb, ...)",
                        check=timm_optimizer)
-    sched: str = setting("cosine", help="learning-rate schedule (timm scheduler)",
-                         choices=_SCHEDULERS, check=one_of(*_SCHEDULERS))
+    sched: str | None = setting(None, help="learning-rate schedule (timm scheduler)",
+                                choices=_SCHEDULERS, check=one_of(*_SCHEDULERS), resolves=_recipe("sched"))
     clip_grad: float | None = setting(None, help="clip the gradient norm to this value",
                                       resolves="no clipping", check=_POSITIVE)
     smoothing: float | None = setting(None, help="label smoothing", resolves=_recipe("smoothing"),
@@ -470,6 +529,14 @@ class TrainConfig(_Settings):
 
     _deferred_checks = ("opt",)
 
+    def validate(self) -> None:
+        super().validate()
+        if self.data:
+            resolve_task(self.task, self.data)
+        if self.classes is not None and task_of_data(self.data) != "classification":
+            raise BioattnError("--classes selects class folders of an image-folder data set; "
+                               f"'{self.data}' is not one")
+
     def explicit_settings(self) -> frozenset[str]:
         """Names of the settings the user chose: those given on the command line, or (built in
         Python) those that differ from their defaults."""
@@ -486,12 +553,16 @@ class TrainConfig(_Settings):
 
         name = self.recipe
         if name == "auto":
-            name = "small" if is_embedded(self.data) else "deit"
+            if is_embedded(self.data):
+                name = "small"
+            else:
+                name = "upernet" if task_of_data(self.data) == "segmentation" else "deit"
         values = dataclasses.asdict(self)
         for key, default in RECIPES[name].items():
             if values.get(key) is None:
                 values[key] = default
         values["recipe"] = name
+        values["task"] = resolve_task(self.task, self.data)
         out = TrainConfig(**values)
         out._explicit = self.explicit_settings()
         return out
@@ -588,6 +659,14 @@ class SuiteSettings(_Settings):
     fixations: str | None = setting(None, help="human fixation data set (MIT1003 or SALICON-like)",
                                     metavar="DIR", group="attention")
     steering_data: Any = None
+    # segmentation: how a label map is predicted
+    inference: str = setting("whole", help="segment whole images, or by sliding windows of --slide-crop "
+                             "pixels", choices=("whole", "slide"), check=one_of("whole", "slide"),
+                             group="segmentation")
+    slide_crop: int | None = setting(None, help="sliding-window side", resolves="the model's input size",
+                                     check=integer(8), group="segmentation")
+    slide_stride: int | None = setting(None, help="sliding-window step", resolves="two thirds of the window",
+                                       check=integer(1), group="segmentation")
 
     def validate(self) -> None:
         if isinstance(self.eps, (str, int, float)):

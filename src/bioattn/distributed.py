@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -70,6 +71,26 @@ def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
+
+
+def all_reduce_tensor(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum a tensor over all processes (a copy; the input is left as it is)."""
+    if not info.enabled:
+        return tensor.clone()
+    out = tensor.detach().clone().to(info.device)
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def all_gather_tensors(tensors: list[torch.Tensor], info: DistInfo) -> list[list[torch.Tensor]]:
+    """Every process's ``tensors`` (on the CPU), in rank order: for figures that are not sums,
+    such as average precision, which needs every score."""
+    local = [t.detach().cpu() for t in tensors]
+    if not info.enabled:
+        return [local]
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, local)
+    return gathered
 
 
 def all_true(flag: bool, info: DistInfo) -> bool:

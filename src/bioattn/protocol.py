@@ -51,6 +51,8 @@ EXTRAS_KEYS: dict[str, str] = {
                  "fixation after the first",
     "entropies": "glimpse models with a fixation policy: entropy (T-1, B) of the policy at each "
                  "choice",
+    "aux_logits": "segmenters: the auxiliary head's per-pixel logits (B, K, H, W), trained with a "
+                  "smaller weight",
 }
 
 

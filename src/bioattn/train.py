@@ -36,7 +36,6 @@ import numpy as np
 import torch
 from timm.data import Mixup
 from timm.data.distributed_sampler import RepeatAugSampler
-from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, NativeScaler
@@ -46,16 +45,18 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from . import checkpoint as ckpt
 from .config import RECIPES, TrainConfig  # noqa: F401  (importable from here)
-from .data import Augmentation, build_dataset
+from .data import Augmentation
+from .data.folders import read_class_list
 from .data.subsets import base_dataset, spread_subset
 from .distributed import DistInfo, all_reduce_sum, all_true, barrier, cleanup, init_distributed
 from .errors import BioattnError, NonFiniteLossError
-from .evaluate.accuracy import Accuracy
 from .fileio import atomic_dir, atomic_write_text
 from .models import create_model
 from .models import data_config as model_data_config
+from .models.upernet import UperNetSegmenter, load_backbone_weights
 from .progress import Progress
 from .protocol import ReadoutModel, after_train_step, compute_loss, final_logits, forward_readouts
+from .tasks import Task, get_task
 
 
 # ------------------------------------------------------------------------------------------
@@ -191,6 +192,7 @@ def load_resume(config: TrainConfig) -> tuple[Path, TrainConfig, dict]:
 # ------------------------------------------------------------------------------------------
 @dataclass
 class TrainData:
+    task: Task
     train_set: Any
     val_set: Any
     classes: list[str]
@@ -208,22 +210,21 @@ class _Shard(Subset):
 
 
 def build_data(cfg: TrainConfig, info: DistInfo) -> TrainData:
-    """Training and validation sets (optionally limited, evenly spread over the classes),
-    the training sampler (distributed, or repeated augmentation) and both loaders."""
-
-
-    dcfg = data_config(cfg.model, cfg.img_size)
+    """The task's training and validation sets (optionally limited, evenly spread over the
+    set), the training sampler (distributed, or repeated augmentation) and both loaders."""
+    task = get_task(cfg.task)
+    dcfg = data_config(task.model_name(cfg.model), cfg.img_size)
     aug = Augmentation(
         auto_augment=None if (cfg.aa or "none").lower() == "none" else cfg.aa,
         color_jitter=cfg.color_jitter, re_prob=cfg.reprob, hflip=cfg.hflip,
         random_resized_crop=cfg.random_resized_crop,
     )
-    train_set = build_dataset(cfg.data, "train", dcfg["img_size"], dcfg["mean"], dcfg["std"],
-                              train=True, aug=aug, skip_bad_images=cfg.skip_bad_images)
+    chosen = read_class_list(cfg.classes) if cfg.classes else None
+    train_set = task.build_dataset(cfg.data, "train", dcfg, train=True, aug=aug, subset=chosen,
+                                   skip_bad_images=cfg.skip_bad_images)
     classes = list(train_set.classes)
-    val_set = build_dataset(cfg.data, "val", dcfg["img_size"], dcfg["mean"], dcfg["std"],
-                            train=False, skip_bad_images=cfg.skip_bad_images,
-                            crop_pct=dcfg["crop_pct"], classes=classes)
+    val_set = task.build_dataset(cfg.data, "val", dcfg, train=False, classes=classes, subset=chosen,
+                                 skip_bad_images=cfg.skip_bad_images)
     train_set = spread_subset(train_set, cfg.limit_train)
     val_set = spread_subset(val_set, cfg.limit_val)
     if len(train_set) < cfg.batch_size * info.world_size:
@@ -239,9 +240,11 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> TrainData:
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler,
                               num_workers=cfg.workers, drop_last=True,
                               pin_memory=info.device.type == "cuda")
-    val_loader = DataLoader(_Shard(val_set, info.rank, info.world_size), batch_size=cfg.batch_size,
+    # label maps evaluated at their own sizes do not stack into batches
+    val_batch = 1 if getattr(base_dataset(val_set), "sizes_vary", False) else cfg.batch_size
+    val_loader = DataLoader(_Shard(val_set, info.rank, info.world_size), batch_size=val_batch,
                             shuffle=False, num_workers=cfg.workers)
-    return TrainData(train_set, val_set, classes, dcfg, sampler, train_loader, val_loader)
+    return TrainData(task, train_set, val_set, classes, dcfg, sampler, train_loader, val_loader)
 
 
 def data_config(model_name: str, img_size: int | None = None) -> dict[str, Any]:
@@ -273,18 +276,18 @@ class Trainee:
     ema: Any
 
 
-def _build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
+def _build_model(cfg: TrainConfig, name: str, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
     args = dict(cfg.model_args)
     args["num_classes"] = num_classes
     if cfg.img_size is not None:
         args["img_size"] = cfg.img_size
     train_only = {"drop_path_rate": cfg.drop_path} if cfg.drop_path else {}
     try:
-        model = create_model(cfg.model, **args, **train_only)
+        model = create_model(name, **args, **train_only)
     except BioattnError as exc:
         if train_only and "drop_path_rate" in str(exc):
-            print(f"note: {cfg.model} has no drop-path; training without it", file=sys.stderr)
-            model = create_model(cfg.model, **args)
+            print(f"note: {name} has no drop-path; training without it", file=sys.stderr)
+            model = create_model(name, **args)
         else:
             raise
     return model, args
@@ -292,9 +295,13 @@ def _build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[st
 
 def load_init_weights(model: nn.Module, path: str | Path) -> str:
     """Load the weights at ``path`` (``--init``) into ``model`` for fine-tuning: every key must
-    fit, except a classifier of another number of classes, which keeps its fresh weights.
-    Returns a note saying what was loaded and what was left out."""
+    fit, except a classifier of another number of classes, which keeps its fresh weights. A
+    segmentation model takes a classification checkpoint into its backbone (position embedding
+    resized to its input size, the classifier left out). Returns a note saying what was loaded
+    and what was left out."""
     state = ckpt.read_state_dict(path)
+    if isinstance(model, UperNetSegmenter) and not any(k.startswith("decode_head.") for k in state):
+        return f"--init {path}: " + load_backbone_weights(model, state)
     left_out: list[str] = []
     other = ckpt.infer_num_classes(model, state)
     if other is not None:
@@ -324,9 +331,12 @@ def build_trainee(cfg: TrainConfig, data: TrainData, info: DistInfo) -> Trainee:
 
 
     device = info.device
+    task = data.task
     num_classes = len(data.classes)
+    if task.name != "classification" and (cfg.mixup > 0 or cfg.cutmix > 0):
+        raise BioattnError(f"--mixup and --cutmix mix one-class targets; set both to 0 for {task.name}")
     seed_everything(cfg.seed)
-    model, model_args = _build_model(cfg, num_classes)
+    model, model_args = _build_model(cfg, task.model_name(cfg.model), num_classes)
     if cfg.init:
         note = load_init_weights(model, cfg.init)
         if info.is_main:
@@ -351,13 +361,12 @@ def build_trainee(cfg: TrainConfig, data: TrainData, info: DistInfo) -> Trainee:
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
                       switch_prob=cfg.mixup_switch_prob, label_smoothing=cfg.smoothing,
                       num_classes=num_classes)
-        criterion: nn.Module = SoftTargetCrossEntropy()
-    elif cfg.smoothing > 0:
-        criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
-    else:
-        criterion = nn.CrossEntropyLoss()
+    criterion = task.criterion(cfg, num_classes)
 
     train_model: nn.Module = ReadoutModel(model)  # every readout and the auxiliary losses
+    if info.enabled and task.name == "segmentation":
+        # the heads' batch statistics over every process's crops, as in the reference set-up
+        train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
     if info.enabled:
         train_model = DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -379,7 +388,8 @@ def restore(trainee: Trainee, run_dir: Path, state: dict) -> tuple[int, int, flo
     if trainee.scaler is not None and state.get("scaler") is not None:
         trainee.scaler.load_state_dict(state["scaler"])
     set_rng_states(state["rng"])
-    return int(state["epoch"]) + 1, int(state["global_step"]), float(state["best_top1"])
+    best = state.get("best_score", state.get("best_top1", -1.0))  # older trainer states name it best_top1
+    return int(state["epoch"]) + 1, int(state["global_step"]), float(best)
 
 
 # ------------------------------------------------------------------------------------------
@@ -394,7 +404,7 @@ def train_one_epoch(cfg: TrainConfig, data: TrainData, t: Trainee, epoch: int, o
     data.sampler.set_epoch(epoch)
     t.train_model.train()
     task = progress.task(f"epoch {epoch + 1}/{cfg.epochs}", len(data.train_loader))
-    loss_sum = correct = seen = 0.0
+    loss_sum = hits = counted = seen = 0.0
     start = time.perf_counter()
     for images, targets in data.train_loader:
         images = images.to(info.device, non_blocking=True)
@@ -427,44 +437,54 @@ def train_one_epoch(cfg: TrainConfig, data: TrainData, t: Trainee, epoch: int, o
 
         n = images.shape[0]
         loss_sum += loss.item() * n
-        if t.mixup is None:
-            correct += (final_logits(output).argmax(-1) == hard_targets).sum().item()
+        score = None if t.mixup is not None else data.task.train_score(final_logits(output).detach(), hard_targets)
+        if score is not None:
+            hits, counted = hits + score[0], counted + score[1]
         seen += n
         rate = seen * info.world_size / max(time.perf_counter() - start, 1e-9)
-        acc = f" acc {100 * correct / seen:5.1f}%" if t.mixup is None else ""
+        acc = f" {data.task.train_score_label} {100 * hits / counted:5.1f}%" if counted else ""
         progress.update(task, info=f"loss {loss_sum / seen:.4f}{acc} "
                                    f"lr {t.optimizer.param_groups[0]['lr']:.2e} {rate:.0f} img/s")
     t.scheduler.step(epoch + 1)
     seconds = time.perf_counter() - start
-    loss_total, correct_total, seen_total = all_reduce_sum([loss_sum, correct, seen], info)
+    loss_total, hits_total, counted_total, seen_total = all_reduce_sum([loss_sum, hits, counted, seen], info)
     totals = {"train_loss": loss_total / seen_total, "lr": t.optimizer.param_groups[0]["lr"],
               "img_per_s": seen_total / seconds}
-    if t.mixup is None:
-        totals["train_top1"] = 100.0 * correct_total / seen_total
+    if counted_total:
+        name = "train_top1" if data.task.name == "classification" else "train_pixel_acc"
+        totals[name] = 100.0 * hits_total / counted_total
     return totals, optimizer_steps
 
 
 # ------------------------------------------------------------------------------------------
 # stage 4: validation
 # ------------------------------------------------------------------------------------------
-def evaluate_distributed(model: nn.Module, loader: DataLoader, info: DistInfo) -> dict[str, float]:
-    """Top-1/top-5/loss over this process's shard, summed over all processes."""
+def evaluate_distributed(model: nn.Module, loader: DataLoader, info: DistInfo, task: Task,
+                         num_classes: int) -> dict[str, Any]:
+    """The task's validation figures (top-1/top-5, mIoU, mAP, and the loss) over every
+    process's shard."""
     model.eval()
-    accuracy = Accuracy()
+    meter = task.meter(num_classes)
     with torch.no_grad():
         for images, targets in loader:
             images, targets = images.to(info.device), targets.to(info.device)
-            accuracy.update(forward_readouts(model, images).logits, targets)
-    return Accuracy.from_totals(all_reduce_sum(accuracy.totals(), info))
+            meter.update(forward_readouts(model, images).logits, targets)
+    return task.merged(meter, info)
 
 
-def validate(data: TrainData, t: Trainee, info: DistInfo) -> dict[str, float]:
-    """Validation top-1/top-5/loss of the model (and of its EMA copy)."""
-    val = evaluate_distributed(t.model, data.val_loader, info)
-    record = {"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"]}
+def _numbers(figures: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {f"{prefix}{k}": v for k, v in figures.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def validate(data: TrainData, t: Trainee, info: DistInfo) -> dict[str, Any]:
+    """The validation figures of the model (and of its EMA copy), e.g. ``val_top1``,
+    ``val_miou``, ``val_map``; per-class lists stay out of the epoch record."""
+    num_classes = len(data.classes)
+    record = _numbers(evaluate_distributed(t.model, data.val_loader, info, data.task, num_classes), "val_")
     if t.ema is not None:
-        ema_val = evaluate_distributed(t.ema.module, data.val_loader, info)
-        record.update({"ema_val_top1": ema_val["top1"], "ema_val_top5": ema_val["top5"]})
+        ema = evaluate_distributed(t.ema.module, data.val_loader, info, data.task, num_classes)
+        record.update(_numbers(ema, "ema_val_"))
     skipped = sum(getattr(base_dataset(ds), "skipped", lambda: 0)() for ds in (data.train_set, data.val_set))
     if skipped:
         record["skipped_images"] = skipped
@@ -490,7 +510,7 @@ def _save(run_dir: Path, name: str, model: nn.Module, meta: dict, trainer_state:
 
 
 def save_epoch(run_dir: Path, t: Trainee, meta: dict, record: dict, epoch: int, optimizer_steps: int,
-               best_top1: float, is_best: bool, writer) -> None:
+               best_score: float, is_best: bool, writer) -> None:
     """``last/`` with the trainer state, ``best/`` when validation improved, one line of
     ``log.jsonl`` and the TensorBoard scalars."""
     state = {
@@ -500,7 +520,7 @@ def save_epoch(run_dir: Path, t: Trainee, meta: dict, record: dict, epoch: int, 
         "scaler": t.scaler.state_dict() if t.scaler is not None else None,
         "epoch": epoch,
         "global_step": optimizer_steps,
-        "best_top1": best_top1,
+        "best_score": best_score,
         "rng": rng_states(),
     }
     epoch_meta = dict(meta, epoch=epoch + 1, metrics=record)
@@ -545,11 +565,13 @@ def _train(cfg: TrainConfig, run_dir: Path, info: DistInfo, resume_state: dict |
     seed_everything(cfg.seed)
     data = build_data(cfg, info)
     t = build_trainee(cfg, data, info)
-    start_epoch, optimizer_steps, best_top1 = 0, 0, -1.0
+    start_epoch, optimizer_steps, best_score = 0, 0, -1.0
     if resume_state is not None:
-        start_epoch, optimizer_steps, best_top1 = restore(t, run_dir, resume_state)
-    meta = ckpt.model_meta(cfg.model, t.model_args, len(data.classes), data.classes,
-                           data.input["img_size"], data.input["mean"], data.input["std"], data=cfg.data)
+        start_epoch, optimizer_steps, best_score = restore(t, run_dir, resume_state)
+    metric = f"val_{data.task.metric}"
+    meta = ckpt.model_meta(data.task.model_name(cfg.model), t.model_args, len(data.classes), data.classes,
+                           data.input["img_size"], data.input["mean"], data.input["std"], data=cfg.data,
+                           task=data.task.name)
     writer = None
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -568,17 +590,19 @@ def _train(cfg: TrainConfig, run_dir: Path, info: DistInfo, resume_state: dict |
             totals, optimizer_steps = train_one_epoch(cfg, data, t, epoch, optimizer_steps, run_dir,
                                                       progress, info)
             record = {"epoch": epoch + 1, "step": optimizer_steps, **totals, **validate(data, t, info)}
-            is_best = record["val_top1"] > best_top1
-            best_top1 = max(best_top1, record["val_top1"])
-            record["best_val_top1"] = best_top1
+            is_best = record[metric] > best_score
+            best_score = max(best_score, record[metric])
+            record[f"best_{metric}"] = best_score
             if info.is_main:
-                save_epoch(run_dir, t, meta, record, epoch, optimizer_steps, best_top1, is_best, writer)
-                progress.log(_epoch_message(record))
+                save_epoch(run_dir, t, meta, record, epoch, optimizer_steps, best_score, is_best, writer)
+                progress.log(_epoch_message(data.task, record))
             barrier(info)
     if writer is not None:
         writer.close()
-    return {"run_dir": str(run_dir), "metrics": record, "best_val_top1": best_top1,
-            "model": t.model, "ema": t.ema.module if t.ema is not None else None}
+    return {"run_dir": str(run_dir), "metrics": record, "task": data.task.name, "metric": metric,
+            "metric_label": data.task.metric_label,
+            f"best_{metric}": best_score, "model": t.model,
+            "ema": t.ema.module if t.ema is not None else None}
 
 
 def _start_message(cfg: TrainConfig, data: TrainData, t: Trainee, info: DistInfo, run_dir: Path,
@@ -595,8 +619,8 @@ def _start_message(cfg: TrainConfig, data: TrainData, t: Trainee, info: DistInfo
             f"{cfg.batch_size * info.world_size}, lr {t.lr:.2e}; writing {run_dir}")
 
 
-def _epoch_message(record: dict[str, Any]) -> str:
+def _epoch_message(task: Task, record: dict[str, Any]) -> str:
     skipped = record.get("skipped_images")
-    return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, val top-1 "
-            f"{record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}%, {record['img_per_s']:.0f} img/s"
+    return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, {task.summary(record)}, "
+            f"{record['img_per_s']:.0f} img/s"
             + (f", skipped {skipped} unreadable images" if skipped else ""))

@@ -88,12 +88,17 @@ def build_dataset(
     crop_pct: float | None = None,
     classes: list[str] | None = None,
     cache_dir: str | Path | None = None,
+    subset: list[str] | None = None,
 ) -> Dataset:
     """The ``split`` (``train``/``val``/``test``) of data set ``spec`` as normalised tensors.
 
     ``train=True`` applies the training augmentation ``aug``. The result has ``classes`` and
     ``num_classes``; embedded sets also expose their raw ``arrays`` (images, masks, boxes).
+    ``classes`` fixes the label order of a folder's classes; ``subset`` (a class list, see
+    :func:`bioattn.data.folders.read_class_list`) restricts a folder to those classes.
     """
+    if subset is not None and (is_embedded(spec) or is_domain_spec(spec)):
+        raise BioattnError(f"a class subset selects class folders of an image folder; '{spec}' is not one")
     if is_embedded(spec):
         emb = EmbeddedSpec.parse(spec)
         arrays = load_embedded(emb, split, cache_dir=cache_dir)
@@ -129,7 +134,8 @@ def build_dataset(
         else:
             raise BioattnError(f"{root} has no '{split}' folder (expected {root}/train and {root}/val)")
     transform = _folder_transform(img_size or 224, mean, std, train, aug, crop_pct)
-    return ImageFolderDataset(split_dir, transform=transform, classes=classes, skip_bad_images=skip_bad_images)
+    return ImageFolderDataset(split_dir, transform=transform, classes=classes, skip_bad_images=skip_bad_images,
+                              subset=subset)
 
 
 def _folder_transform(size: int, mean, std, train: bool, aug: Augmentation | None,

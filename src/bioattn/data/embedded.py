@@ -1,6 +1,7 @@
 """The embedded data set: procedurally generated shapes in clutter, made on the fly, no download.
 
-Each image shows one object (or two, in the pair variant) whose class is its *shape* only:
+Each image shows one object (two in the pair variant, one to three in the multi-object variant)
+whose class is its *shape* only:
 colour and texture are drawn per instance from the same distribution for every class. The object
 sits at a random position, scale and rotation on a dark, smooth random colour field strewn with at
 least four distractor fragments (smaller shapes cut by a half-plane), so that local features
@@ -8,6 +9,13 @@ mislead and a model has to look at the right place. As in Cluttered MNIST, objec
 are light (random hue, each channel in [0.5, 1]) on the dark field: shape shows as a brightness
 edge that a linear patch embedding can pick up, while colour says nothing about the class.
 Every image comes with the object's mask and box.
+
+Spec options name a *task* too (:data:`EMBEDDED_TASKS`): ``multi`` draws one to three objects
+of distinct classes per image (the number uniform; radii 0.10 to 0.21 of the side, so that three
+fit apart), for multi-label classification (:class:`EmbeddedMultiLabel`: multi-hot targets), the
+first object's class balanced as in the single variant; ``seg`` only marks that the data serve
+segmentation: it changes no image, and a ``seg`` spec shares its cache with the same spec
+without it.
 
 The same scenes can be drawn in four styles, the *domains* of :data:`EMBEDDED_DOMAINS`
 (``embedded:domain=NAME``): ``photo`` (the look above made richer: a mottled, unevenly lit
@@ -63,6 +71,9 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 # The styles the same scenes can be drawn in (``embedded:domain=NAME``); see the "looks"
 # section below. Without a domain, images keep the original look.
 EMBEDDED_DOMAINS: tuple[str, ...] = ("photo", "cartoon", "sketch", "painting")
+# What the data serve besides classifying one object (``embedded:seg``, ``embedded:multi``).
+EMBEDDED_TASKS: tuple[str, ...] = ("seg", "multi")
+MULTI_MAX_OBJECTS = 3          # objects per image of the multi variant: 1 to 3, uniformly
 
 # Bumped whenever the pictures for a given spec change; part of the cache key.
 GENERATOR_VERSION = 2
@@ -77,6 +88,8 @@ MIN_DISTRACTORS, MAX_DISTRACTORS = 4, 8
 # the image, which leaves room for pixelation at 32 px.
 _OBJECT_RADIUS = (0.14, 0.25)
 _PAIR_OBJECT_RADIUS = (0.12, 0.20)
+_MULTI_OBJECT_RADIUS = (0.10, 0.21)    # below a quarter of the side less a pixel (see _place_objects)
+_N_MULTI_LAYOUTS = 32   # candidate layouts (a position per object) of the multi variant
 _DISTRACTOR_RADIUS = (0.07, 0.14)
 _N_COLOUR_CANDIDATES = 6     # object colours are drawn until they stand out from their surround
 _MIN_CONTRAST = 0.4           # RGB distance in [0, 1] units
@@ -112,11 +125,18 @@ def is_embedded(spec: str) -> bool:
 
 @dataclass(frozen=True)
 class EmbeddedSpec:
-    """What to generate: image side in pixels, split sizes, seed, one object or two, and the
-    style (``domain``, one of :data:`EMBEDDED_DOMAINS`; None keeps the original look).
+    """What to generate: image side in pixels, split sizes, seed, one object or two, the style
+    (``domain``, one of :data:`EMBEDDED_DOMAINS`; None keeps the original look) and the task
+    (``task``, one of :data:`EMBEDDED_TASKS` or None).
 
     Every domain draws the same scenes for the same seed, split and index (classes, positions,
     sizes, rotations, distractors, masks and boxes); only the pixels' style differs.
+
+    ``task="multi"`` (spec option ``multi``) draws one to three objects per image (the number
+    uniform per image), of distinct classes, none overlapping another: its own images and cache.
+    ``task="seg"`` (option ``seg``) changes no image: a ``seg`` spec has the key, the cache and
+    the pictures of the same spec without it, and only tells the data's user it is for
+    segmentation. ``multi`` excludes ``pair`` (it has its own layout) and ``seg``.
     """
 
     size: int = 64
@@ -126,6 +146,7 @@ class EmbeddedSpec:
     seed: int = 0
     pair: bool = False
     domain: str | None = None
+    task: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("size", "n_train", "n_val", "n_test", "seed"):
@@ -148,17 +169,24 @@ class EmbeddedSpec:
                                         or self.domain not in EMBEDDED_DOMAINS):
             raise BioattnError(f"unknown embedded domain {self.domain!r} "
                                f"(choose from {', '.join(EMBEDDED_DOMAINS)})")
+        if self.task is not None and (not isinstance(self.task, str) or self.task not in EMBEDDED_TASKS):
+            raise BioattnError(f"unknown embedded task {self.task!r} (choose from {', '.join(EMBEDDED_TASKS)})")
+        if self.multi and self.pair:
+            raise BioattnError("embedded spec: 'multi' and 'pair' exclude each other "
+                               f"('multi' draws 1 to {MULTI_MAX_OBJECTS} objects per image)")
 
     # option name in spec strings -> field
     _OPTIONS: ClassVar[dict[str, str]] = {
         "size": "size", "train": "n_train", "val": "n_val", "test": "n_test", "seed": "seed",
     }
+    _FLAGS: ClassVar[tuple[str, ...]] = ("pair", *EMBEDDED_TASKS)
 
     @classmethod
     def parse(cls, text: str) -> EmbeddedSpec:
-        """Parse ``embedded[:OPTION,...]`` where OPTION is ``pair``, ``domain=NAME`` (NAME in
-        :data:`EMBEDDED_DOMAINS`) or ``NAME=INT`` with NAME in size, train, val, test, seed
-        (e.g. ``embedded:pair,size=96,train=5000`` or ``embedded:domain=sketch,train=1200``)."""
+        """Parse ``embedded[:OPTION,...]`` where OPTION is ``pair``, ``seg``, ``multi``,
+        ``domain=NAME`` (NAME in :data:`EMBEDDED_DOMAINS`) or ``NAME=INT`` with NAME in size,
+        train, val, test, seed (e.g. ``embedded:pair,size=96,train=5000``,
+        ``embedded:domain=sketch,train=1200``, ``embedded:seg,pair`` or ``embedded:multi``)."""
         if not isinstance(text, str):
             raise BioattnError(f"an embedded data spec is a string, got {text!r}")
         text = text.strip()
@@ -172,10 +200,15 @@ class EmbeddedSpec:
             item = item.strip()
             name, eq, value = item.partition("=")
             name = name.strip()
-            if name == "pair":
+            if name in cls._FLAGS:
                 if eq:
-                    raise BioattnError(f"'pair' takes no value in '{text}' (write just 'pair')")
-                field, parsed = "pair", True
+                    raise BioattnError(f"'{name}' takes no value in '{text}' (write just '{name}')")
+                if name in EMBEDDED_TASKS:
+                    if kwargs.get("task", name) != name:
+                        raise BioattnError(f"two tasks in '{text}': '{kwargs['task']}' and '{name}' (choose one)")
+                    field, parsed = "task", name
+                else:
+                    field, parsed = "pair", True
             elif name == "domain":
                 if not eq or not value.strip():
                     raise BioattnError(f"option 'domain' needs a value in '{text}' "
@@ -190,7 +223,7 @@ class EmbeddedSpec:
                     raise BioattnError(f"option '{name}' must be an integer, got '{value.strip()}'") from None
                 field = cls._OPTIONS[name]
             else:
-                known = ", ".join(["pair", "domain", *cls._OPTIONS])
+                known = ", ".join(["pair", "domain", *cls._OPTIONS, *EMBEDDED_TASKS])
                 raise BioattnError(f"unknown embedded option '{name or item}' (known: {known})")
             if field in kwargs:
                 raise BioattnError(f"option '{name}' given twice in '{text}'")
@@ -198,7 +231,9 @@ class EmbeddedSpec:
         return cls(**kwargs)
 
     def __str__(self) -> str:
-        opts = ["pair"] if self.pair else []
+        opts = [] if self.task is None else [self.task]
+        if self.pair:
+            opts.append("pair")
         if self.domain is not None:
             opts.append(f"domain={self.domain}")
         default = EmbeddedSpec()
@@ -213,17 +248,20 @@ class EmbeddedSpec:
         version, so that any change gets its own folder."""
         payload = json.dumps({**self.record(), "version": GENERATOR_VERSION}, sort_keys=True)
         digest = hashlib.sha256(payload.encode()).hexdigest()[:12]
-        kind = "pair" if self.pair else "single"
+        kind = "multi" if self.multi else "pair" if self.pair else "single"
         style = f"-{self.domain}" if self.domain is not None else ""
         return f"embedded-v{GENERATOR_VERSION}-{kind}{style}-{self.size}px-{digest}"
 
     def record(self) -> dict:
-        """The parameters as a dict, for the cache key and manifest. ``domain`` is left out when
-        it is None, so that specs without a domain keep the key (and caches) they had before
-        domains existed."""
+        """The parameters that decide the pictures, as a dict, for the cache key and manifest.
+        ``domain`` is left out when it is None, so that specs without a domain keep the key (and
+        caches) they had before domains existed; ``task`` is left out unless it is ``multi``
+        (``seg`` changes no picture, and specs without a task keep their key)."""
         fields = dataclasses.asdict(self)
         if self.domain is None:
             del fields["domain"]
+        if not self.multi:
+            del fields["task"]
         return fields
 
     def split_size(self, split: str) -> int:
@@ -231,8 +269,14 @@ class EmbeddedSpec:
         return {"train": self.n_train, "val": self.n_val, "test": self.n_test}[split]
 
     @property
+    def multi(self) -> bool:
+        """Whether images hold one to three objects (``task == "multi"``)."""
+        return self.task == "multi"
+
+    @property
     def n_objects(self) -> int:
-        return 2 if self.pair else 1
+        """Objects per image (the most, for ``multi``)."""
+        return MULTI_MAX_OBJECTS if self.multi else 2 if self.pair else 1
 
 
 def _check_split(split: str) -> None:
@@ -247,9 +291,12 @@ def _check_split(split: str) -> None:
 class EmbeddedArrays:
     """One split as numpy arrays (memory-mapped when loaded from the cache).
 
-    ``images`` uint8 (N, H, W, 3); ``labels`` int64 (N,) or (N, 2) for pairs; ``masks`` bool
-    (N, H, W) or (N, 2, H, W); ``boxes`` int64 (N, 4) or (N, 2, 4) as pixel ``x0, y0, x1, y1``
-    with exclusive ends (the mask lies in ``mask[y0:y1, x0:x1]``); ``n_distractors`` int64 (N,).
+    ``images`` uint8 (N, H, W, 3); ``labels`` int64 (N,), (N, 2) for pairs or (N, 3) for multi;
+    ``masks`` bool (N, H, W), (N, 2, H, W) or (N, 3, H, W); ``boxes`` int64 (N, 4), (N, 2, 4) or
+    (N, 3, 4) as pixel ``x0, y0, x1, y1`` with exclusive ends (the mask lies in
+    ``mask[y0:y1, x0:x1]``); ``n_distractors`` int64 (N,). Multi only: ``n_objects`` int64 (N,),
+    1 to 3; the objects are the first ``n_objects`` of each row, and the absent ones have label
+    -1, an empty mask and the box ``0, 0, 0, 0``.
     """
 
     images: np.ndarray
@@ -257,6 +304,7 @@ class EmbeddedArrays:
     masks: np.ndarray
     boxes: np.ndarray
     n_distractors: np.ndarray
+    n_objects: np.ndarray | None = None
     class_names: tuple[str, ...] = CLASS_NAMES
 
     def __len__(self) -> int:
@@ -264,25 +312,42 @@ class EmbeddedArrays:
 
     @property
     def pair(self) -> bool:
-        return self.labels.ndim == 2
+        """Whether every image holds two objects."""
+        return self.labels.ndim == 2 and self.n_objects is None
+
+    @property
+    def multi(self) -> bool:
+        """Whether images hold one to three objects."""
+        return self.n_objects is not None
 
     @property
     def targets(self) -> np.ndarray:
         """Classification target per image: the (first) object's class."""
-        return self.labels[:, 0] if self.pair else self.labels
+        return self.labels[:, 0] if self.labels.ndim == 2 else self.labels
+
+    def multi_hot(self) -> np.ndarray:
+        """float32 (N, K): 1 for every class shown in the image (multi-label targets)."""
+        labels = self.labels if self.labels.ndim == 2 else self.labels[:, None]
+        out = np.zeros((len(labels), len(self.class_names)), np.float32)
+        rows, slots = np.nonzero(labels >= 0)
+        out[rows, labels[rows, slots]] = 1
+        return out
 
 
 def _field_layout(spec: EmbeddedSpec) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
     """dtype and per-image shape of each array."""
     s = spec.size
-    obj = (spec.n_objects,) if spec.pair else ()
-    return {
+    obj = (spec.n_objects,) if spec.n_objects > 1 else ()
+    layout = {
         "images": (np.dtype(np.uint8), (s, s, 3)),
         "labels": (np.dtype(np.int64), obj),
         "masks": (np.dtype(bool), (*obj, s, s)),
         "boxes": (np.dtype(np.int64), (*obj, 4)),
         "n_distractors": (np.dtype(np.int64), ()),
     }
+    if spec.multi:
+        layout["n_objects"] = (np.dtype(np.int64), ())
+    return layout
 
 
 def _empty_arrays(spec: EmbeddedSpec, n: int) -> dict[str, np.ndarray]:
@@ -388,9 +453,10 @@ def _first_labels(spec: EmbeddedSpec, split: str, indices: np.ndarray) -> np.nda
     return out
 
 
-def _layout(n_obj: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of the uniform numbers each image draws, in drawing order."""
-    return {
+def _layout(n_obj: int, multi: bool = False) -> dict[str, tuple[int, ...]]:
+    """Shapes of the uniform numbers each image draws, in drawing order. The multi variant's own
+    numbers come last, so that the other variants keep theirs."""
+    layout = {
         "obj": (n_obj, 7),
         "obj_colours": (n_obj, 2, _N_COLOUR_CANDIDATES, 3),
         "positions": (_N_POSITION_CANDIDATES, 2),
@@ -403,6 +469,12 @@ def _layout(n_obj: int) -> dict[str, tuple[int, ...]]:
         "detail": (_DETAIL_GRID, _DETAIL_GRID),
         "noise_grids": (n_obj + MAX_DISTRACTORS, _NOISE_GRID, _NOISE_GRID),
     }
+    if multi:
+        layout["count"] = (1,)
+        layout["class_order"] = (len(CLASS_NAMES),)
+        layout["multi_layouts"] = (_N_MULTI_LAYOUTS, n_obj, 2)
+        layout["quadrants"] = (4,)
+    return layout
 
 
 def _stream(spec: EmbeddedSpec, split: str, kind: int) -> np.random.PCG64:
@@ -417,7 +489,7 @@ def _draw(spec: EmbeddedSpec, split: str, lo: int, hi: int) -> dict[str, np.ndar
     depend only on the seed, the split and its index. Its grain is a window of a fixed random
     byte sequence of the split, at an offset given by its last number.
     """
-    layout = _layout(spec.n_objects)
+    layout = _layout(spec.n_objects, spec.multi)
     sizes = [math.prod(shape) for shape in layout.values()]
     k, n, plane = sum(sizes) + 1, hi - lo, 3 * spec.size * spec.size
     numbers = _stream(spec, split, _STREAM_IMAGE)
@@ -648,6 +720,32 @@ class _Layer:
         return inst.sdf() if self.cut is None else inst.sdf(*self.cut)
 
 
+def _place_objects(radius: np.ndarray, margin: np.ndarray, span: np.ndarray, present: np.ndarray,
+                   layouts: np.ndarray, quadrants: np.ndarray, s: int) -> np.ndarray:
+    """Centres (n, n_obj, 2) of the multi variant's objects: the first of the candidate layouts
+    (uniforms (n, L, n_obj, 2), one position per object) where the present objects keep clear of
+    each other (unit disks 2 pixels apart), so that a layout is uniform among the clear ones.
+
+    Large objects sometimes find no clear candidate; such an image puts each object inside its
+    own quadrant of the image (drawn by ranking the uniforms ``quadrants`` (n, 4)), at the first
+    candidate's relative position there: clear by construction, as the object radii stay below
+    a quarter of the side less a pixel."""
+    n, n_obj = present.shape
+    cand = margin[:, None, :, None] + layouts * span[:, None, :, None]              # (n, L, n_obj, 2)
+    dist = np.linalg.norm(cand[:, :, :, None, :] - cand[:, :, None, :, :], axis=-1)  # (n, L, n_obj, n_obj)
+    need = radius[:, None, :, None] + radius[:, None, None, :] + 2.0
+    both = present[:, None, :, None] & present[:, None, None, :] & ~np.eye(n_obj, dtype=bool)
+    gap = np.where(both, dist - need, np.inf).min(axis=(2, 3))                       # (n, L)
+    ok = gap >= 0
+    centres = cand[np.arange(n), ok.argmax(axis=1)]
+    stuck = ~ok.any(axis=1)
+    corner = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], np.float64)[np.argsort(quadrants, axis=1)[:, :n_obj]]
+    in_quadrant = (corner * (s / 2) + margin[:, :, None]
+                   + layouts[:, 0] * (s / 2 - 2 * margin[:, :, None]))              # (n, n_obj, 2)
+    centres[stuck] = in_quadrant[stuck]
+    return centres
+
+
 def _render_chunk(spec: EmbeddedSpec, split: str, lo: int, hi: int) -> dict[str, np.ndarray]:
     """Images ``lo:hi`` of a split as arrays (the unit of work of the process pool)."""
     return _render(spec, split, lo, hi, with_distractors=True)
@@ -671,13 +769,25 @@ def _render(spec: EmbeddedSpec, split: str, lo: int, hi: int,
     if spec.pair:
         step = 1 + np.floor(rnd["second_label"][:, 0] * (k - 1)).astype(np.int64)
         labels[:, 1] = (labels[:, 0] + step) % k
-    r_range = _PAIR_OBJECT_RADIUS if spec.pair else _OBJECT_RADIUS
+    present = np.ones((n, n_obj), bool)
+    if spec.multi:
+        count = 1 + np.minimum((rnd["count"][:, 0] * n_obj).astype(np.int64), n_obj - 1)
+        present = np.arange(n_obj)[None, :] < count[:, None]
+        # the other objects' classes: a random order of the classes, the first one's put first
+        order_keys = rnd["class_order"].copy()
+        order_keys[rows, labels[:, 0]] = -1
+        labels[:, 1:] = np.argsort(order_keys, axis=1, kind="stable")[:, 1:n_obj]
+        labels[~present] = -1
+    r_range = _MULTI_OBJECT_RADIUS if spec.multi else _PAIR_OBJECT_RADIUS if spec.pair else _OBJECT_RADIUS
     obj = rnd["obj"]                                       # (n, n_obj, 7)
     radius = _lerp(*r_range, obj[..., 0]) * s              # (n, n_obj), pixels
     margin = radius + 1.0                                  # shapes fit in the unit disk
     span = s - 2 * margin
-    centres = np.empty((n, n_obj, 2))
-    centres[:, 0] = margin[:, :1] + rnd["positions"][:, 0] * span[:, :1]
+    if spec.multi:
+        centres = _place_objects(radius, margin, span, present, rnd["multi_layouts"], rnd["quadrants"], s)
+    else:
+        centres = np.empty((n, n_obj, 2))
+        centres[:, 0] = margin[:, :1] + rnd["positions"][:, 0] * span[:, :1]
     if spec.pair:
         cand = margin[:, 1, None, None] + rnd["positions"][:, 1:] * span[:, 1, None, None]
         dist = np.linalg.norm(cand - centres[:, :1], axis=-1)
@@ -701,7 +811,10 @@ def _render(spec: EmbeddedSpec, split: str, lo: int, hi: int,
         r_d = _lerp(*_DISTRACTOR_RADIUS, p[:, 1]) * s
         cand = rnd["dis_positions"][:, d] * s              # (n, M, 2)
         gap = (np.linalg.norm(cand[:, :, None, :] - centres[:, None, :, :], axis=-1)
-               - (0.95 * radius[:, None, :] + 0.6 * r_d[:, None, None])).min(axis=-1)
+               - (0.95 * radius[:, None, :] + 0.6 * r_d[:, None, None]))
+        if spec.multi:                                     # absent objects leave room
+            gap = np.where(present[:, None, :], gap, np.inf)
+        gap = gap.min(axis=-1)
         pos = cand[rows, _pick_first_ok(gap >= 0, gap)]
         sub = np.flatnonzero((d < n_dis) & with_distractors)
         if len(sub) == 0:
@@ -719,13 +832,18 @@ def _render(spec: EmbeddedSpec, split: str, lo: int, hi: int,
     # --- objects on top, coloured to stand out from what surrounds them
     masks = np.zeros((n, n_obj, s, s), bool)
     for j in range(n_obj):
-        p = obj[:, j]
-        inst = _Instances(labels[:, j], centres[:, j, 0], centres[:, j, 1], radius[:, j],
-                          p[:, 1] * 2 * np.pi, w_obj, s)
+        # the images showing object j: all of them, but in the multi variant
+        sub = np.flatnonzero(present[:, j]) if spec.multi else None
+        pick = slice(None) if sub is None else sub
+        if sub is not None and len(sub) == 0:
+            continue
+        p = obj[pick, j]
+        inst = _Instances(labels[pick, j], centres[pick, j, 0], centres[pick, j, 1], radius[pick, j],
+                          p[:, 1] * 2 * np.pi, w_obj, s, image_rows=sub)
         sdf = inst.sdf()
         look.paint(canvas, _Layer(
             inst, sdf, j, np.minimum((p[:, 2] * n_tex).astype(np.int64), n_tex - 1), p[:, 3:7],
-            noise_grids[:, j], rnd["obj_colours"][:, j], is_object=True,
+            noise_grids[pick, j], rnd["obj_colours"][pick, j], is_object=True,
         ), style)
         inst.scatter(masks[:, j], sdf <= 0)
 
@@ -733,9 +851,12 @@ def _render(spec: EmbeddedSpec, split: str, lo: int, hi: int,
     rows_any, cols_any = masks.any(axis=3), masks.any(axis=2)      # (n, n_obj, s)
     boxes = np.stack([cols_any.argmax(-1), rows_any.argmax(-1),
                       s - cols_any[..., ::-1].argmax(-1), s - rows_any[..., ::-1].argmax(-1)], axis=-1)
+    boxes[~present] = 0
     out = {"images": images, "labels": labels, "masks": masks, "boxes": boxes.astype(np.int64),
            "n_distractors": n_dis if with_distractors else np.zeros(n, np.int64)}
-    if not spec.pair:
+    if spec.multi:
+        out["n_objects"] = present.sum(axis=1).astype(np.int64)
+    if n_obj == 1:
         for key in ("labels", "masks", "boxes"):
             out[key] = out[key][:, 0]
     return out
@@ -1299,15 +1420,34 @@ class EmbeddedDataset(Dataset):
         return (x - self.mean) / self.std, int(self.targets[index])
 
 
+class EmbeddedMultiLabel(EmbeddedDataset):
+    """(normalised float image CHW, multi-hot float target (K,)) pairs: the target is 1 for the
+    class of every object in the image (multi-label classification; for the multi variant,
+    ``embedded:multi``, one to three distinct classes). Images, ``transform``, ``mean`` and
+    ``std`` are as in :class:`EmbeddedDataset`; ``label_matrix`` holds every target (N, K)."""
+
+    multilabel = True
+
+    def __init__(self, arrays: EmbeddedArrays, mean: Sequence[float] = EMBEDDED_MEAN,
+                 std: Sequence[float] = EMBEDDED_STD, transform: Callable | None = None):
+        super().__init__(arrays, mean=mean, std=std, transform=transform)
+        self.label_matrix = arrays.multi_hot()
+        self.num_classes = len(self.classes)
+
+    def __getitem__(self, index: int):
+        x, _ = super().__getitem__(index)
+        return x, torch.from_numpy(self.label_matrix[index].copy())
+
+
 # ------------------------------------------------------------------------------------------
 # preview
 # ------------------------------------------------------------------------------------------
-_OUTLINES = ("#00e5ff", "#ff2bd6")
+_OUTLINES = ("#00e5ff", "#ff2bd6", "#ffd000")
 
 
 def preview(spec: EmbeddedSpec, out_png: str | os.PathLike, n: int = 16, split: str = "val") -> Path:
     """Write a PNG grid of the first ``n`` images of a split, object outlines drawn on them and
-    class names as titles (pairs: first object cyan, second magenta)."""
+    class names as titles (several objects: first cyan, second magenta, third yellow)."""
     # deferred: matplotlib loads in about a second; only figure writers need it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -1327,12 +1467,15 @@ def preview(spec: EmbeddedSpec, out_png: str | os.PathLike, n: int = 16, split: 
         if i >= n:
             continue
         ax.imshow(arrays.images[i], interpolation="nearest")
-        masks = arrays.masks[i] if arrays.pair else arrays.masks[i][None]
-        labels = arrays.labels[i] if arrays.pair else arrays.labels[i][None]
-        for j, mask in enumerate(masks):
-            ax.contour(mask.astype(np.float32), levels=[0.5], colors=[_OUTLINES[j]], linewidths=1.0)
-        ax.set_title(" + ".join(CLASS_NAMES[c] for c in labels), fontsize=8)
-    title = f"{spec} ({split})" + ("   outlines: first cyan, second magenta" if spec.pair else "")
+        several = arrays.labels.ndim == 2
+        masks = arrays.masks[i] if several else arrays.masks[i][None]
+        labels = arrays.labels[i] if several else arrays.labels[i][None]
+        for j, (mask, label) in enumerate(zip(masks, labels)):
+            if label >= 0:
+                ax.contour(mask.astype(np.float32), levels=[0.5], colors=[_OUTLINES[j]], linewidths=1.0)
+        ax.set_title(" + ".join(CLASS_NAMES[c] for c in labels if c >= 0), fontsize=8)
+    outlines = {2: "first cyan, second magenta", 3: "first cyan, second magenta, third yellow"}
+    title = f"{spec} ({split})" + (f"   outlines: {outlines[spec.n_objects]}" if spec.n_objects > 1 else "")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     out = Path(out_png)
@@ -1343,6 +1486,7 @@ def preview(spec: EmbeddedSpec, out_png: str | os.PathLike, n: int = 16, split: 
 __all__ = [
     "CLASS_NAMES", "TEXTURE_NAMES", "SPLITS", "EMBEDDED_DOMAINS", "GENERATOR_VERSION", "generator_digest",
     "EMBEDDED_MEAN", "EMBEDDED_STD",
-    "EmbeddedSpec", "EmbeddedArrays", "EmbeddedDataset", "generate_split", "load_embedded",
+    "EMBEDDED_TASKS", "MULTI_MAX_OBJECTS",
+    "EmbeddedSpec", "EmbeddedArrays", "EmbeddedDataset", "EmbeddedMultiLabel", "generate_split", "load_embedded",
     "ensure_cached", "cache_root", "cache_path", "preview",
 ]

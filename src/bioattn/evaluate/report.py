@@ -134,9 +134,28 @@ def summary_columns(results: dict) -> dict[str, float | None]:
     for suite, r in res.items():
         if not isinstance(r, dict):
             continue
-        if suite == "clean":
+        if suite == "clean" and "miou" in r:
+            cols["mIoU"] = r.get("miou")
+            cols["pixel acc"] = r.get("pixel_acc")
+        elif suite == "clean" and "map" in r:
+            cols["mAP"] = r.get("map")
+            cols["mAP of label frequencies"] = r.get("label_frequency_map")
+            cols["F1 (overall)"] = r.get("f1_overall")
+            cols["F1 (per class)"] = r.get("cf1")
+        elif suite == "clean":
             cols["clean top1"] = r.get("top1")
             cols["clean top5"] = r.get("top5")
+        elif suite == "corruptions" and "mean_miou" in r:
+            cols["corrupted mIoU"] = r.get("mean_miou")
+        elif suite == "steering" and "gain" in r:
+            for key in ("first_with_prior", "first_without_prior", "second_with_prior", "second_without_prior",
+                        "gain"):
+                cols[f"steering {key.replace('_', ' ')} (IoU)"] = r.get(key)
+        elif suite == "glimpses" and "on_object" in r:
+            on = r.get("on_object") or []
+            small = r.get("on_small_object") or []
+            cols["fixations on an object, last glimpse (%)"] = on[-1] if on else None
+            cols["fixations on a small object, last glimpse (%)"] = small[-1] if small else None
         elif suite == "imagenet-c":
             cols["IN-C mCE"] = r.get("mce")
             cols["IN-C top1"] = r.get("mean_top1")
@@ -243,6 +262,7 @@ def markdown_report(results_list: Sequence[dict]) -> str:
               "attacked readout (the final prediction unless @readoutN); eps on [0, 1] pixels. mCE x100 "
               "(ImageNet-C: normalised by AlexNet's errors; generated corruptions: by the baseline "
               "model's)."]
+    lines += _dense_tables(labels, results_list)
     for suite in ("imagenet-c", "corruptions"):
         rows, header = [], None
         for lab, r in zip(labels, results_list):
@@ -284,6 +304,31 @@ def markdown_report(results_list: Sequence[dict]) -> str:
             rows.append([lab, attack_label(run)] + cells + [""] * (width - len(cells)))
         lines += _table(["model", "attack"] + [str(t + 1) for t in range(width)], rows)
     return "\n".join(lines) + "\n"
+
+
+def _dense_tables(labels: Sequence[str], results_list: Sequence[dict]) -> list[str]:
+    """Per-class tables of segmentation (IoU) and multi-label (AP) results, and mIoU per
+    corruption and severity."""
+    lines: list[str] = []
+    for lab, r in zip(labels, results_list):
+        res = r.get("results", {})
+        clean = res.get("clean") or {}
+        if clean.get("per_class"):
+            lines += ["", f"## {lab}: IoU and accuracy per class (%)", ""]
+            lines += _table(["class", "IoU", "acc"], [[row["class"], _fmt(row["iou"]), _fmt(row["acc"])]
+                                                     for row in clean["per_class"]])
+        if clean.get("per_class_ap") and "map" in clean:
+            names = r.get("model", {}).get("classes") or [str(i) for i in range(len(clean["per_class_ap"]))]
+            lines += ["", f"## {lab}: average precision per class (%)", ""]
+            lines += _table(["class", "AP"], [[n, _fmt(v)] for n, v in zip(names, clean["per_class_ap"])])
+        corr = res.get("corruptions") or {}
+        if corr.get("miou"):
+            severities = [f"s{s}" for s in next(iter(corr["miou"].values()))]
+            lines += ["", f"## {lab}: mIoU per corruption and severity (clean {_fmt(corr.get('clean_miou'))})", ""]
+            lines += _table(["corruption", *severities, "mean"],
+                            [[c, *[_fmt(v) for v in per.values()], _fmt(corr["corruption_miou"][c])]
+                             for c, per in corr["miou"].items()])
+    return lines
 
 
 def _per_readout_table(title: str, rows: Sequence[tuple[str, Sequence[float] | None]],

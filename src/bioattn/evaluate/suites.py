@@ -22,19 +22,22 @@ from torch import nn
 
 from .. import __version__
 from ..checkpoint import WEIGHTS, load_model, read_meta, resolve_checkpoint_dir
-from ..config import SUITE_NAMES, SuiteSettings, parse_eps, parse_int_list  # noqa: F401  (importable from here)
-from ..data import build_dataset, is_embedded
+from ..config import SUITE_NAMES, SuiteSettings, parse_eps, parse_int_list, task_of_data  # noqa: F401
+from ..data import is_embedded
+from ..data.embedded import EmbeddedSpec
 from ..data.human_fixations import load_fixation_dataset
 from ..data.pixels import Pixels
 from ..data.stats import IMAGENET_MEAN, IMAGENET_STD
-from ..data.subsets import spread_subset
+from ..data.subsets import base_dataset, spread_subset
 from ..distributed import resolve_device
 from ..errors import BioattnError
 from ..fileio import check_output_file, refuse_input_as_output
 from ..models import data_config
+from ..models.upernet import UperNetSegmenter
 from ..progress import progress_bar
 from ..protocol import has_readouts, unwrap
-from . import glimpses, human_fixations, steering
+from ..tasks import get_task
+from . import glimpses, human_fixations, multilabel, segmentation, steering
 from .attacks import check_attack_args, evaluate_attack
 from .clean import evaluate_clean
 from .corruptions import evaluate_corruptions
@@ -53,6 +56,27 @@ from .runtime import as_dataset, is_stochastic, make_loader
 
 SUITES = SUITE_NAMES
 DATA_SUITES = ("clean", "corruptions", "fgsm", "pgd", "autoattack", "glimpses")
+# The suites each task has: a segmenter is scored by mIoU (clean, corrupted, steered by a
+# prior); a multi-label model by mAP and F1 (and a glimpse model by where it fixates among the
+# objects).
+TASK_SUITES = {
+    "classification": SUITES,
+    "segmentation": ("clean", "corruptions", "steering"),
+    "multilabel": ("clean", "glimpses"),
+}
+
+
+def model_task(model: nn.Module, task: str | None = None) -> str:
+    """The task a model solves: segmentation for a segmenter, else ``task`` (default
+    classification)."""
+    if isinstance(unwrap(model), UperNetSegmenter):
+        if task not in (None, "segmentation"):
+            raise BioattnError(f"a segmentation model cannot be evaluated on {task} data")
+        return "segmentation"
+    if task == "segmentation":
+        raise BioattnError(f"{type(unwrap(model)).__name__} is not a segmentation model; segmentation "
+                           "data needs one (e.g. upernet_vit_micro_patch8_64, or bioattn train --task segmentation)")
+    return task or "classification"
 DEFAULT_EOT = 10
 
 
@@ -157,6 +181,7 @@ def run_suites(
     baseline: nn.Module | None = None,
     model_info: dict | None = None,
     settings: SuiteSettings | None = None,
+    task: str | None = None,
     **overrides: Any,
 ) -> dict:
     """Evaluate ``model`` on each suite; returns ``{"suites", "settings", "model",
@@ -168,7 +193,9 @@ def run_suites(
     (settings ``imagenet_c``, ``imagenet_a``...) at ``img_size`` (default: the model's).
     ``classes``: the model's class names, checked against ImageNet's for the ImageNet suites.
     ``baseline``: a second model for the ``corruptions`` suite's normalised errors.
-    Keyword ``overrides`` set :class:`SuiteSettings` fields.
+    ``task``: what the data's labels are (``classification``, ``segmentation``, ``multilabel``;
+    a segmenter is always scored on segmentation); each task has the suites of
+    :data:`TASK_SUITES`. Keyword ``overrides`` set :class:`SuiteSettings` fields.
     """
 
     settings = dataclasses.replace(settings or SuiteSettings())
@@ -183,6 +210,11 @@ def run_suites(
     if isinstance(settings.corruptions, str):
         settings.corruptions = [c.strip() for c in settings.corruptions.split(",") if c.strip()]
     suites = parse_suites(suites)
+    task = model_task(model, task)
+    unavailable = [s for s in suites if s not in TASK_SUITES[task]]
+    if unavailable:
+        raise BioattnError(f"suite(s) {', '.join(unavailable)} score classifiers; a {task} model has "
+                           f"{', '.join(TASK_SUITES[task])}")
     _check_settings(settings)
     settings.check_readouts(has_readouts(model), type(unwrap(model)).__name__)
     device = resolve_device(settings.device)
@@ -201,6 +233,7 @@ def run_suites(
     info.update(model_info or {})
     out: dict[str, Any] = {
         "bioattn_version": __version__,
+        "task": task,
         "suites": suites,
         "settings": _jsonable_settings(settings),
         "model": info,
@@ -225,7 +258,7 @@ def run_suites(
         "glimpses": _run_glimpses,
     }
     ctx = _Context(model=model, dataset=dataset, settings=settings, device=device, mean=mean, std=std,
-                   img_size=img_size, classes=classes, baseline=baseline)
+                   img_size=img_size, classes=classes, baseline=baseline, task=task)
     for suite in suites:
         start = time.perf_counter()
         torch.manual_seed(settings.seed)
@@ -245,11 +278,26 @@ class _Context:
     img_size: int | None
     classes: Any
     baseline: nn.Module | None
+    task: str = "classification"
 
     def loader(self, dataset=None):
         s = self.settings
         ds = spread_subset(dataset if dataset is not None else self.dataset, s.limit)
-        return make_loader(ds, s.batch_size, s.workers, self.device), len(ds)
+        # label maps evaluated at their own sizes do not stack into batches
+        batch = 1 if getattr(base_dataset(ds), "sizes_vary", False) else s.batch_size
+        return make_loader(ds, batch, s.workers, self.device), len(ds)
+
+    @property
+    def num_classes(self) -> int:
+        n = getattr(unwrap(self.model), "num_classes", None) or getattr(base_dataset(self.dataset), "num_classes", None)
+        if not isinstance(n, int):
+            raise BioattnError("the number of classes is unknown: the model has no num_classes")
+        return n
+
+    def segmentation_window(self) -> dict:
+        s = self.settings
+        crop = s.slide_crop or _resolve_img_size(self.model, self.img_size)
+        return {"mode": s.inference, "crop": crop, "stride": s.slide_stride}
 
     def pixels(self, need: str = "data") -> Pixels:
         mean, std = _resolve_norm_stats(self.model, self.dataset if need == "data" else None,
@@ -280,6 +328,11 @@ def _jsonable_settings(s: SuiteSettings) -> dict:
 def _run_clean(ctx: _Context, suite: str) -> dict:
     loader, n = ctx.loader()
     with progress_bar(suite, n, ctx.settings.progress) as advance:
+        if ctx.task == "segmentation":
+            return segmentation.evaluate_segmentation(ctx.model, loader, ctx.num_classes, device=ctx.device,
+                                                      progress=advance, **ctx.segmentation_window())
+        if ctx.task == "multilabel":
+            return multilabel.evaluate_multilabel(ctx.model, loader, ctx.num_classes, ctx.device, progress=advance)
         return evaluate_clean(ctx.model, loader, ctx.device, progress=advance, readouts=ctx.settings.readouts)
 
 
@@ -288,6 +341,11 @@ def _run_corruptions(ctx: _Context, suite: str) -> dict:
     corruptions = check_corruption_names(s.corruptions or CORRUPTIONS)
     severities = check_severities(s.severities or SEVERITIES)
     pixels = ctx.pixels()
+    if ctx.task == "segmentation":
+        return segmentation.segmentation_corruptions(
+            ctx.model, ctx.dataset, corruptions, severities, num_classes=ctx.num_classes, pixels=pixels,
+            batch_size=s.batch_size, limit=s.limit, workers=s.workers, seed=s.seed, device=ctx.device,
+            **ctx.segmentation_window())
     loader, n = ctx.loader()
     with progress_bar(suite, n * len(corruptions) * len(severities), s.progress) as advance:
         return evaluate_corruptions(ctx.model, loader, pixels, corruptions, severities,
@@ -361,7 +419,11 @@ def _run_attack(ctx: _Context, suite: str) -> dict:
 def _run_steering(ctx: _Context, suite: str) -> dict:
     data = ctx.settings.steering_data if ctx.settings.steering_data is not None else ctx.dataset
     if data is None:
-        raise BioattnError("the steering suite needs two-object images (data 'embedded:pair')")
+        pair = "embedded:seg,pair" if ctx.task == "segmentation" else "embedded:pair"
+        raise BioattnError(f"the steering suite needs two-object images (data '{pair}')")
+    if ctx.task == "segmentation":
+        return segmentation.steering_score(ctx.model, data, batch_size=ctx.settings.batch_size,
+                                           limit=ctx.settings.limit, device=ctx.device)
     return steering.steering_score_dataset(ctx.model, data, device=ctx.device, limit=ctx.settings.limit,
                                            batch_size=ctx.settings.batch_size)
 
@@ -384,6 +446,11 @@ def _run_fixations(ctx: _Context, suite: str) -> dict:
 def _run_glimpses(ctx: _Context, suite: str) -> dict:
     s = ctx.settings
     n = len(ctx.dataset) if s.limit is None else min(len(ctx.dataset), s.limit)
+    if ctx.task == "multilabel":
+        with progress_bar(suite, n, s.progress) as advance:
+            return multilabel.object_fixations_dataset(ctx.model, base_dataset(ctx.dataset), glimpses=s.readouts,
+                                                       limit=s.limit, batch_size=s.batch_size, device=ctx.device,
+                                                       progress=advance)
     with progress_bar(suite, n, s.progress) as advance:
         return glimpses.fixations_on_mask_dataset(ctx.model, ctx.dataset, glimpses=s.readouts, limit=s.limit,
                                                   batch_size=s.batch_size, device=ctx.device,
@@ -437,23 +504,24 @@ def evaluate_checkpoint(
     if mean is None or std is None:
         mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
     classes = meta.get("classes")
+    task = model_task(model, task_of_data(data) if data is not None else meta.get("task"))
 
     dataset = None
     if data is not None and any(s in DATA_SUITES for s in suites):
         folder_classes = None if is_embedded(data) else classes
-        dataset = build_dataset(data, split, img_size=img_size, mean=mean, std=std, train=False,
-                                skip_bad_images=bool(settings.get("skip_bad_images", False)),
-                                classes=folder_classes)
+        input_cfg = {"img_size": img_size, "mean": mean, "std": std, "crop_pct": None}
+        dataset = get_task(task).build_dataset(data, split, input_cfg, train=False, classes=folder_classes,
+                                               skip_bad_images=bool(settings.get("skip_bad_images", False)))
         n_model = getattr(model, "num_classes", None)
         n_data = getattr(dataset, "num_classes", None)
         if isinstance(n_model, int) and isinstance(n_data, int) and n_model != n_data:
             raise BioattnError(f"the model has {n_model} classes but data set '{data}' has {n_data}")
     if "steering" in suites and settings.get("steering_data") is None:
-        pair_spec = "embedded:pair"
-        if data is not None and is_embedded(data) and data != "embedded":
-            options = data.split(":", 1)[1]
-            pair_spec = data if "pair" in options.split(",") else f"embedded:pair,{options}"
-        settings["steering_data"] = build_dataset(pair_spec, split, img_size=img_size, mean=mean, std=std)
+        # the two-object variant of the evaluated embedded data (default: embedded:pair)
+        spec = EmbeddedSpec.parse(data) if data is not None and is_embedded(data) else EmbeddedSpec()
+        spec = dataclasses.replace(spec, pair=True, task="seg" if task == "segmentation" else None)
+        input_cfg = {"img_size": img_size, "mean": mean, "std": std, "crop_pct": None}
+        settings["steering_data"] = get_task(task).build_dataset(str(spec), split, input_cfg, train=False)
 
     baseline = None
     if baseline_checkpoint is not None or baseline_model is not None:
@@ -474,7 +542,7 @@ def evaluate_checkpoint(
         "std": list(std),
     }
     results = run_suites(model, dataset, suites, mean=mean, std=std, img_size=img_size,
-                         classes=classes, baseline=baseline, model_info=info, **settings)
+                         classes=classes, baseline=baseline, model_info=info, task=task, **settings)
     if baseline is not None:
         results["baseline_model"].update(checkpoint=str(baseline_checkpoint) if baseline_checkpoint else None,
                                          checkpoint_sha256=checkpoint_sha256(baseline_checkpoint))

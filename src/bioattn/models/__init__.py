@@ -3,7 +3,8 @@
 After ``import bioattn``, ``timm.create_model(name)`` builds any of them. One file per family:
 ``absvit`` (AbSViT and its ViT twins), ``vars`` (RVT backbone with VARS attention, VARS in ViT),
 ``gfnet`` (GFNet, isotropic and hierarchical, with the global filter or a VARS mixer),
-``rsrnn`` (RS-RNN and its glimpse-model baselines).
+``rsrnn`` (RS-RNN and its glimpse-model baselines), ``upernet`` (segmentation: a UperNet head on
+any of those backbones with feature maps).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from torch import nn
 
 from ..errors import BioattnError
 from ..protocol import unwrap
-from . import absvit, gfnet, rsrnn, vars  # noqa: F401  (registers the models)
+from . import absvit, gfnet, rsrnn, upernet, vars  # noqa: F401  (registers the models)
 
-_FAMILIES = ("absvit", "vars", "gfnet", "rsrnn")
+_FAMILIES = ("absvit", "vars", "gfnet", "rsrnn", "upernet")
 
 
 def list_models(pattern: str = "") -> list[str]:
@@ -31,7 +32,10 @@ def list_models(pattern: str = "") -> list[str]:
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` with a one-line error for unknown names or bad arguments."""
+    """``timm.create_model`` with a one-line error for unknown names or bad arguments;
+    ``upernet_<backbone>`` builds a segmenter on any backbone with feature maps."""
+    if not timm.is_model(name) and name.startswith(upernet.PREFIX):
+        return upernet.create_named_segmenter(name, **kwargs)
     if not timm.is_model(name):
         close = [n for n in timm.list_models(f"*{name.split('_')[0]}*")][:5]
         hint = f" (similar: {', '.join(close)})" if close else ""

@@ -394,13 +394,15 @@ class AbSViT(ViTConventions, VisionTransformer):
         top_down: bool = True,
         prior: torch.Tensor | None = None,
         prior_scale: float = 1.0,
+        record: list | None = None,
     ):
         """timm's ``forward_intermediates``: block outputs of the second (top-down) pass under
         ``prior``, or of the first (feedforward) pass with ``top_down=False``. The top-down pass
         needs the whole first pass, so ``stop_early`` shortens the second pass only. Returns the
         final normalised tokens and the list of block outputs (only the list with
         ``intermediates_only``); ``output_fmt`` is ``'NCHW'`` (patch tokens on the grid) or
-        ``'NLC'``."""
+        ``'NLC'``. A ``record`` list receives each block's ``(input, output)`` tokens of that
+        pass, for :meth:`variational_loss`."""
         check_image_batch(self, x)
         check_output_fmt(output_fmt)
         take, last = take_indices(self, len(self.blocks), indices)
@@ -413,7 +415,7 @@ class AbSViT(ViTConventions, VisionTransformer):
                 tokens = embed_tokens(self, x)
         stop = last + 1 if stop_early else None
         intermediates: list[torch.Tensor] = []
-        record: list = []
+        record = [] if record is None else record
         tokens = self.run_blocks(tokens, td_values, stop=stop, record=record)
         for i in take:
             out = record[i][1]

@@ -1,0 +1,362 @@
+"""Multi-label classification scores (COCO, ``embedded:multi``) and where glimpse models look
+among several objects.
+
+:class:`MultiLabelMeter` keeps every image's logits and multi-hot targets, and computes from
+them, for ``K`` classes and sigmoid scores ``p = sigmoid(logit)``:
+
+* ``map``: mean average precision, in %, over the classes with at least one positive image.
+  A class's AP is the area under its precision-recall curve as a step function,
+  ``sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds (scikit-learn's
+  ``average_precision_score``, torchmetrics' ``MultilabelAveragePrecision``): with distinct
+  scores, the mean over the class's positive images of the precision among the images ranked
+  at or above it. ``per_class_ap`` lists every class's AP in % (NaN without a positive).
+* At threshold 0.5 (an image is predicted positive for a class when ``p > 0.5``), with TP, FP
+  and FN counted per class ``k``: the per-class precision ``P_k = TP_k / (TP_k + FP_k)`` and
+  recall ``R_k = TP_k / (TP_k + FN_k)`` (0 when the denominator is 0) and the scores of the
+  multi-label literature, in %:
+
+  - ``cp``, ``cr``: the means of ``P_k`` and ``R_k`` over the classes with a positive image;
+    ``cf1 = 2 cp cr / (cp + cr)`` (CF1: the harmonic mean of the means);
+  - ``f1_per_class_mean``: the mean over the same classes of each class's own F1,
+    ``2 P_k R_k / (P_k + R_k)``;
+  - ``op``, ``or``: precision and recall of the counts summed over all classes, and
+    ``f1_overall = 2 op or / (op + or)`` (OF1, micro-averaged F1).
+* ``loss``: the mean binary cross-entropy with logits over all images and classes.
+
+Processes each hold a meter; :meth:`MultiLabelMeter.state` gives the tensors to gather and
+:meth:`MultiLabelMeter.from_states` (or :meth:`MultiLabelMeter.sync`) joins them.
+
+:func:`label_frequency_map` is the baseline that knows only how frequent each class is. Glimpse
+models are scored on images with several objects by :func:`fixations_on_objects`: the share of
+fixations landing on any object, and on a small one (under 5% of the image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import BioattnError
+from .glimpses import fixation_pixels
+
+__all__ = ["MultiLabelMeter", "ObjectFixations", "SMALL_OBJECT_AREA", "fixations_on_objects",
+           "label_frequency_map"]
+
+SMALL_OBJECT_AREA = 0.05   # objects covering less than this share of the image are "small"
+
+
+def _check_pair(logits: torch.Tensor, targets: torch.Tensor, num_classes: int | None = None) -> None:
+    if logits.ndim != 2 or targets.shape != logits.shape:
+        raise BioattnError(f"multi-label scores need logits and targets of the same shape (B, K), got "
+                           f"{tuple(logits.shape)} and {tuple(targets.shape)}")
+    if num_classes is not None and logits.shape[1] != num_classes:
+        raise BioattnError(f"expected {num_classes} classes, got logits of shape {tuple(logits.shape)}")
+    _check_multi_hot(targets)
+
+
+def _check_multi_hot(targets: torch.Tensor) -> None:
+    if targets.numel() and not ((targets == 0) | (targets == 1)).all():
+        raise BioattnError("multi-label targets must be multi-hot (every value 0 or 1)")
+
+
+def _average_precisions(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """AP (as a fraction) of every class (N, K) -> (K,), NaN for classes without a positive."""
+    # deferred: torchmetrics loads in about a second; only multi-label scores need it
+    from torchmetrics.functional.classification import multilabel_average_precision
+
+    out = torch.full((scores.shape[1],), float("nan"), dtype=torch.float64)
+    positive = targets.sum(dim=0) > 0
+    cols = positive.nonzero().flatten()
+    if len(cols):
+        ap = multilabel_average_precision(scores[:, cols], targets[:, cols].long(), num_labels=len(cols),
+                                          average="none")
+        out[cols] = ap.double()
+    return out
+
+
+def _percent(value: float) -> float:
+    return 100.0 * float(value)
+
+
+class MultiLabelMeter:
+    """Accumulates logits ``(B, K)`` and multi-hot targets ``(B, K)`` over batches and computes
+    the multi-label scores defined in the module's notes (:meth:`compute`)."""
+
+    def __init__(self, num_classes: int) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise BioattnError(f"num_classes must be a positive integer, got {num_classes!r}")
+        self.num_classes = num_classes
+        self._logits: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add a batch: ``logits`` (B, K) before the sigmoid, ``targets`` (B, K) of 0 and 1."""
+        _check_pair(logits, targets, self.num_classes)
+        self._logits.append(logits.detach().float().cpu())
+        self._targets.append(targets.detach().float().cpu())
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self._targets)
+
+    def state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, targets)``, both float32 (N, K) on the CPU: what to gather over processes."""
+        if not self._logits:
+            empty = torch.zeros(0, self.num_classes)
+            return empty, empty.clone()
+        if len(self._logits) > 1:   # keep one piece, so repeated calls do not copy again
+            self._logits, self._targets = [torch.cat(self._logits)], [torch.cat(self._targets)]
+        return self._logits[0], self._targets[0]
+
+    @classmethod
+    def from_states(cls, states: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                    num_classes: int | None = None) -> MultiLabelMeter:
+        """One meter holding every image of ``states`` (e.g. each process's :meth:`state`)."""
+        states = list(states)
+        if num_classes is None:
+            if not states:
+                raise BioattnError("from_states needs at least one state or num_classes")
+            num_classes = int(states[0][0].shape[1])
+        meter = cls(num_classes)
+        for logits, targets in states:
+            if len(logits):
+                meter.update(logits, targets)
+        return meter
+
+    def sync(self, gather: Callable[[tuple[torch.Tensor, torch.Tensor]], Sequence[tuple[torch.Tensor, torch.Tensor]]]
+             ) -> MultiLabelMeter:
+        """A meter over every process's images: ``gather`` maps this process's :meth:`state` to
+        the list of all processes' states (e.g. with ``torch.distributed.all_gather_object``)."""
+        return self.from_states(gather(self.state()), self.num_classes)
+
+    @torch.no_grad()
+    def compute(self) -> dict:
+        """``map``, ``per_class_ap``, ``cp``, ``cr``, ``cf1``, ``f1_per_class_mean``, ``op``,
+        ``or``, ``f1_overall`` (all in %), ``loss``, ``n`` (images) and ``n_scored_classes``
+        (classes with a positive image, over which the class means run)."""
+        # deferred: torchmetrics loads in about a second; only multi-label scores need it
+        from torchmetrics.functional.classification import (
+            multilabel_f1_score,
+            multilabel_precision,
+            multilabel_recall,
+        )
+
+        logits, targets = self.state()
+        n, k = logits.shape
+        nan = float("nan")
+        if n == 0:
+            return {"map": nan, "per_class_ap": [nan] * k, "cp": nan, "cr": nan, "cf1": nan,
+                    "f1_per_class_mean": nan, "op": nan, "or": nan, "f1_overall": nan, "loss": nan,
+                    "n": 0, "n_scored_classes": 0}
+        scores = torch.sigmoid(logits.double())      # double: fewer ties among saturated scores
+        ap = _average_precisions(scores, targets)
+        scored = targets.sum(dim=0) > 0
+        labels = targets.long()
+        common = dict(num_labels=k, threshold=0.5)
+        precision = multilabel_precision(scores, labels, average="none", **common).double()
+        recall = multilabel_recall(scores, labels, average="none", **common).double()
+        f1 = multilabel_f1_score(scores, labels, average="none", **common).double()
+        op = multilabel_precision(scores, labels, average="micro", **common).item()
+        orec = multilabel_recall(scores, labels, average="micro", **common).item()
+        if scored.any():
+            cp, cr = precision[scored].mean().item(), recall[scored].mean().item()
+            cf1 = 2 * cp * cr / (cp + cr) if cp + cr > 0 else 0.0
+            f1_mean = f1[scored].mean().item()
+            mean_ap = ap[scored].mean().item()
+        else:
+            cp = cr = cf1 = f1_mean = mean_ap = nan
+        return {
+            "map": _percent(mean_ap),
+            "per_class_ap": [_percent(v) for v in ap.tolist()],
+            "cp": _percent(cp),
+            "cr": _percent(cr),
+            "cf1": _percent(cf1),
+            "f1_per_class_mean": _percent(f1_mean),
+            "op": _percent(op),
+            "or": _percent(orec),
+            "f1_overall": _percent(multilabel_f1_score(scores, labels, average="micro", **common).item()),
+            "loss": F.binary_cross_entropy_with_logits(logits, targets).item(),
+            "n": int(n),
+            "n_scored_classes": int(scored.sum()),
+        }
+
+
+def label_frequency_map(targets: torch.Tensor) -> float:
+    """mAP (%) of the baseline that scores every image with the class frequencies of
+    ``targets`` (N, K): a class's score is the same for all images, so its AP is its prevalence
+    (the share of its positive images), and the baseline's mAP is the mean prevalence of the
+    classes with a positive image. (Frequencies measured on other data, e.g. the training set,
+    give the same ranking, hence the same mAP.)"""
+    targets = torch.as_tensor(targets).float()
+    if targets.ndim != 2 or len(targets) == 0:
+        raise BioattnError(f"targets must be (N, K) with N >= 1, got {tuple(targets.shape)}")
+    _check_multi_hot(targets)
+    scores = targets.double().mean(dim=0, keepdim=True).expand_as(targets).contiguous()
+    ap = _average_precisions(scores, targets)
+    scored = ~torch.isnan(ap)
+    return _percent(ap[scored].mean().item()) if scored.any() else float("nan")
+
+
+class ObjectFixations:
+    """Accumulates, per glimpse, how many fixations land on an object and on a small object
+    (under ``small_area`` of the image) of images with several objects (see
+    :func:`fixations_on_objects` for the inputs and the scores)."""
+
+    def __init__(self, small_area: float = SMALL_OBJECT_AREA) -> None:
+        if not 0 < small_area <= 1:
+            raise BioattnError(f"small_area is a share of the image in (0, 1], got {small_area}")
+        self.small_area = small_area
+        self.on_any: torch.Tensor | None = None        # (T,) fixations on an object
+        self.on_small: torch.Tensor | None = None      # (T,) fixations on a small object
+        self.n_images = 0
+        self.n_with_small = 0                          # images with a small object
+        self.area_any = 0.0                            # summed share of the image under objects
+        self.area_small = 0.0                          # the same under small objects
+
+    @torch.no_grad()
+    def update(self, fixations: torch.Tensor, masks: torch.Tensor, areas: torch.Tensor | None = None,
+               valid: torch.Tensor | None = None) -> None:
+        if fixations.ndim != 3 or fixations.shape[-1] != 2:
+            raise BioattnError(f"fixations must be (T, B, 2), got {tuple(fixations.shape)}")
+        b = fixations.shape[1]
+        if masks.ndim != 4 or masks.shape[0] != b:
+            raise BioattnError(f"object masks must be (B, M, H, W) with B = {b}, got {tuple(masks.shape)}")
+        masks = masks.bool()
+        m = masks.shape[1]
+        if valid is None:
+            valid = masks.flatten(2).any(dim=-1)
+        elif tuple(valid.shape) != (b, m):
+            raise BioattnError(f"valid must be (B, M) = {(b, m)}, got {tuple(valid.shape)}")
+        valid = valid.to(masks.device).bool()
+        if areas is None:
+            areas = masks.float().mean(dim=(-2, -1))
+        elif tuple(areas.shape) != (b, m):
+            raise BioattnError(f"areas must be (B, M) = {(b, m)}, got {tuple(areas.shape)}")
+        small = valid & (areas.to(masks.device).float() < self.small_area)
+        rows, cols = fixation_pixels(fixations.float().to(masks.device), masks.shape[-2], masks.shape[-1])
+        batch = torch.arange(b, device=masks.device).expand_as(rows)
+        hit = masks[batch, :, rows, cols] & valid[None]                     # (T, B, M)
+        on_any = hit.any(dim=-1).sum(dim=1).cpu()
+        on_small = (hit & small[None]).any(dim=-1).sum(dim=1).cpu()
+        if self.on_any is not None and len(self.on_any) != len(on_any):
+            raise BioattnError(f"every batch needs the same number of glimpses, got {len(on_any)} "
+                               f"after {len(self.on_any)}")
+        self.on_any = on_any if self.on_any is None else self.on_any + on_any
+        self.on_small = on_small if self.on_small is None else self.on_small + on_small
+        has_small = small.any(dim=1)
+        self.n_images += b
+        self.n_with_small += int(has_small.sum())
+        union = (masks & valid[..., None, None]).any(dim=1).float().mean(dim=(-2, -1))
+        union_small = (masks & small[..., None, None]).any(dim=1).float().mean(dim=(-2, -1))
+        self.area_any += float(union.sum())
+        self.area_small += float(union_small[has_small].sum())
+
+    def compute(self) -> dict:
+        """Per glimpse, in %: ``on_object`` (share of all images whose fixation lands on an
+        object) and ``on_small_object`` (share of the images holding a small object whose
+        fixation lands on one; NaN if none does); ``random_object`` and
+        ``random_small_object``, the same shares for a fixation drawn uniformly over the image
+        (the mean area the objects, or the small objects, cover); ``n_images`` and
+        ``n_images_with_small``."""
+        nan = float("nan")
+        if self.on_any is None or self.n_images == 0:
+            return {"on_object": [], "on_small_object": [], "random_object": nan, "random_small_object": nan,
+                    "n_images": 0, "n_images_with_small": 0}
+        with_small = self.n_with_small
+        return {
+            "on_object": (100.0 * self.on_any.double() / self.n_images).tolist(),
+            "on_small_object": ((100.0 * self.on_small.double() / with_small).tolist() if with_small
+                                else [nan] * len(self.on_small)),
+            "random_object": 100.0 * self.area_any / self.n_images,
+            "random_small_object": 100.0 * self.area_small / with_small if with_small else nan,
+            "n_images": self.n_images,
+            "n_images_with_small": with_small,
+        }
+
+
+def fixations_on_objects(fixations: torch.Tensor, masks: torch.Tensor, areas: torch.Tensor | None = None,
+                         valid: torch.Tensor | None = None, small_area: float = SMALL_OBJECT_AREA) -> dict:
+    """Where a glimpse model's fixations land among an image's objects.
+
+    ``fixations`` (T, B, 2): x, y in [-1, 1] (as :func:`bioattn.evaluate.glimpses.fixation_pixels`
+    reads them); ``masks`` (B, M, H, W): each object's mask, padded with empty ones; ``areas``
+    (B, M): each object's share of the image (default: its mask's; give the annotated area when
+    the masks are resampled); ``valid`` (B, M): which objects exist (default: those whose mask
+    has a pixel). An object is small when its area is under ``small_area`` (5%).
+
+    Returns the scores of :meth:`ObjectFixations.compute` (per glimpse, the share of fixations
+    on any object and on a small one, with their chance levels); to score many batches, or
+    images of different sizes one by one, update an :class:`ObjectFixations` instead.
+    """
+    meter = ObjectFixations(small_area)
+    meter.update(fixations, masks, areas, valid)
+    return meter.compute()
+
+
+# ------------------------------------------------------------------------------------------
+# data-set level evaluation
+# ------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_multilabel(model: torch.nn.Module, loader, num_classes: int, device: torch.device | str = "cpu",
+                        progress: Callable[[int], None] | None = None) -> dict:
+    """The :class:`MultiLabelMeter` scores of ``model``'s final logits on ``loader``
+    (``(images, multi-hot targets)`` batches), with ``label_frequency_map``: the mAP of scoring
+    every image by the classes' frequencies in these targets (the baseline a model must beat)."""
+    # deferred: the protocol module imports the models' capabilities; scoring logits needs none
+    from ..protocol import forward_readouts
+
+    device = torch.device(device)
+    meter = MultiLabelMeter(num_classes)
+    was_training = model.training
+    model.eval()
+    try:
+        for images, targets in loader:
+            meter.update(forward_readouts(model, images.to(device)).logits, targets.to(device))
+            if progress is not None:
+                progress(int(images.shape[0]))
+    finally:
+        model.train(was_training)
+    result = meter.compute()
+    result["label_frequency_map"] = label_frequency_map(meter.state()[1])
+    return result
+
+
+@torch.no_grad()
+def object_fixations_dataset(model: torch.nn.Module, dataset, glimpses: int | None = None,
+                             limit: int | None = None, batch_size: int = 64,
+                             device: torch.device | str | None = None,
+                             progress: Callable[[int], None] | None = None) -> dict:
+    """Per glimpse, the share of a glimpse model's fixations on any object and on a small one
+    (:class:`ObjectFixations`) over the images of an ``embedded:multi`` data set (images from
+    ``dataset[i]``, object masks and labels from ``dataset.arrays``), on ``limit`` of them spread
+    evenly over the set."""
+    # deferred: the protocol and subsets modules are needed only by this data-set walk
+    from ..data.subsets import spread_indices
+    from ..protocol import Glimpsing, unwrap
+
+    inner = unwrap(model)
+    if not isinstance(inner, Glimpsing):
+        raise BioattnError(f"fixation scores need a glimpse model; {type(inner).__name__} has no fixations")
+    arrays = getattr(dataset, "arrays", None)
+    if arrays is None or getattr(arrays, "masks", None) is None or arrays.masks.ndim != 4:
+        raise BioattnError("fixations on objects need images with several object masks (data 'embedded:multi')")
+    chosen = spread_indices(len(dataset), limit)
+    device = torch.device(device) if device is not None else next(inner.parameters()).device
+    meter = ObjectFixations()
+    was_training = inner.training
+    inner.eval()
+    try:
+        for start in range(0, len(chosen), batch_size):
+            chunk = list(chosen[start:start + batch_size])
+            x = torch.stack([dataset[i][0] for i in chunk]).to(device)
+            fixations = inner.forward_glimpses(x, glimpses=glimpses).fixations
+            masks = torch.as_tensor(arrays.masks[chunk])
+            valid = torch.as_tensor(arrays.labels[chunk]) >= 0
+            meter.update(fixations.cpu(), masks, valid=valid)
+            if progress is not None:
+                progress(len(chunk))
+    finally:
+        inner.train(was_training)
+    return meter.compute()

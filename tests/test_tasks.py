@@ -1,0 +1,79 @@
+"""The three tasks: which data serves which, the recipe each picks, and the task table."""
+
+from __future__ import annotations
+
+import pytest
+
+from bioattn.config import TASKS, TrainConfig, embedded_options, resolve_task, task_of_data
+from bioattn.errors import BioattnError
+
+
+@pytest.mark.parametrize("spec, task", [
+    ("embedded", "classification"),
+    ("embedded:pair,train=100", "classification"),
+    ("embedded:seg", "segmentation"),
+    ("embedded:pair,seg,size=32", "segmentation"),
+    ("embedded:multi", "multilabel"),
+    ("embedded:domain=sketch", "classification"),
+    ("voc:/data/VOCdevkit", "segmentation"),
+    ("ade20k:/data/ade", "segmentation"),
+    ("cityscapes:/data/cs", "segmentation"),
+    ("coco:/data/coco", "multilabel"),
+    ("/data/imagenet", "classification"),
+    ("domains:train=photo+cartoon,root=/x", "classification"),
+])
+def test_each_data_spec_serves_one_task(spec, task):
+    assert task_of_data(spec) == task
+    assert resolve_task("auto", spec) == task
+    assert resolve_task(task, spec) == task
+
+
+def test_embedded_options_are_the_option_words():
+    assert embedded_options("embedded:seg,pair,size=32") == ["seg", "pair", "size"]
+    assert embedded_options("embedded") == []
+    assert embedded_options("/data/embedded:seg") == []
+
+
+@pytest.mark.parametrize("task, data", [
+    ("segmentation", "embedded"), ("multilabel", "embedded:seg"), ("classification", "coco:/x"),
+])
+def test_a_task_the_data_cannot_serve_is_refused(task, data):
+    with pytest.raises(BioattnError, match=f"--task {task} needs {task} data"):
+        TrainConfig(model="vit_micro_patch8_64", data=data, task=task)
+
+
+def test_class_list_needs_an_image_folder():
+    with pytest.raises(BioattnError, match="--classes selects class folders"):
+        TrainConfig(model="vit_micro_patch8_64", data="embedded:seg", classes="list.txt")
+
+
+@pytest.mark.parametrize("data, recipe, sched, task", [
+    ("embedded", "small", "cosine", "classification"),
+    ("embedded:seg", "small", "cosine", "segmentation"),
+    ("voc:/data", "upernet", "poly", "segmentation"),
+    ("coco:/data", "deit", "cosine", "multilabel"),
+    ("/data/imagenet", "deit", "cosine", "classification"),
+])
+def test_auto_recipe_and_task_follow_the_data(data, recipe, sched, task):
+    cfg = TrainConfig(model="vit_micro_patch8_64", data=data).resolved()
+    assert (cfg.recipe, cfg.sched, cfg.task) == (recipe, sched, task)
+
+
+def test_upernet_recipe_is_the_reference_set_up_at_a_global_batch_of_16():
+    cfg = TrainConfig(model="vit_micro_patch8_64", data="voc:/data", batch_size=2).resolved()
+    # lr = base-lr x global batch / 512: 6e-5 for 16 images per step
+    assert cfg.base_lr * 16 / 512 == pytest.approx(6e-5)
+    assert (cfg.weight_decay, cfg.min_lr, cfg.mixup, cfg.cutmix, cfg.smoothing) == (0.01, 0.0, 0.0, 0.0, 0.0)
+
+
+def test_a_chosen_schedule_beats_the_recipe():
+    assert TrainConfig(model="m", data="voc:/d", sched="cosine").resolved().sched == "cosine"
+
+
+def test_task_table_covers_every_task():
+    from bioattn.tasks import get_task
+
+    assert tuple(get_task(t).name for t in TASKS) == TASKS
+    assert [get_task(t).metric for t in TASKS] == ["top1", "miou", "map"]
+    with pytest.raises(BioattnError, match="unknown task"):
+        get_task("detection")
