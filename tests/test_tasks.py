@@ -66,6 +66,14 @@ def test_upernet_recipe_is_the_reference_set_up_at_a_global_batch_of_16():
     assert (cfg.weight_decay, cfg.min_lr, cfg.mixup, cfg.cutmix, cfg.smoothing) == (0.01, 0.0, 0.0, 0.0, 0.0)
 
 
+def test_recipes_leave_one_class_settings_off_for_other_tasks():
+    cfg = TrainConfig(model="vit_micro_patch8_64", data="coco:/data").resolved()
+    assert cfg.recipe == "deit" and (cfg.mixup, cfg.cutmix, cfg.smoothing) == (0.0, 0.0, 0.0)
+    assert cfg.aa == "rand-m9-mstd0.5-inc1" and cfg.model_ema is True
+    chosen = TrainConfig(model="vit_micro_patch8_64", data="coco:/data", mixup=0.5).resolved()
+    assert chosen.mixup == 0.5  # refused by the trainer, with its reason, not silently dropped
+
+
 def test_a_chosen_schedule_beats_the_recipe():
     assert TrainConfig(model="m", data="voc:/d", sched="cosine").resolved().sched == "cosine"
 

@@ -38,6 +38,7 @@ from .checkpoint import load_model, read_meta
 from .data import build_dataset
 from .data.embedded import EmbeddedSpec, cache_root, generator_digest, load_embedded
 from .data.pixels import Pixels
+from .demo_tasks import QUICK_TASKS, TaskDemoSettings, multilabel_demo, segmentation_demo, task_findings, task_rows
 from .domains import leave_one_domain_out
 from .errors import BioattnError
 from .evaluate.report import PLOT_CORRUPTIONS, format_eps, markdown_report, nan_to_none, write_report
@@ -82,6 +83,7 @@ class DemoSettings:
     gallery_images: int = 4
     domain_data: str = "embedded:train=400,val=100,test=300"
     domain_epochs: int = 1
+    tasks: TaskDemoSettings = TaskDemoSettings()
     seed: int = 0
 
     @property
@@ -100,7 +102,7 @@ QUICK = DemoSettings(
     epochs=1, batch_size=32, eval_images=32, corruption_images=8,
     corruptions=("gaussian_noise", "motion_blur", "contrast", "jpeg_compression"),
     attack_images=8, glimpses=4, attack_readout=2, attention_images=8, steering_images=8,
-    gallery_images=1, domain_data="embedded:train=16,val=8,test=8",
+    gallery_images=1, domain_data="embedded:train=16,val=8,test=8", tasks=QUICK_TASKS,
 )
 
 
@@ -321,6 +323,11 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
     checkpoints = {label: ckpt_root / _slug(label) / "best" for label, _, _ in chosen}
     domains = domain_generalisation([m for m in chosen if m[0] in DOMAIN_MODELS], checkpoints, settings,
                                     ckpt_root / "domains", retrained, progress, log)
+    segmentation, seg_gallery = segmentation_demo(checkpoints, settings.tasks, ckpt_root, retrained, progress,
+                                                  log, fig_dir)
+    multilabel, multi_gallery = multilabel_demo(checkpoints, settings.tasks, ckpt_root, retrained, progress,
+                                                log, fig_dir)
+    gallery += seg_gallery + multi_gallery
     files = write_report(all_results, out, stem="report")
     total = time.perf_counter() - t_start
     summary = {
@@ -331,13 +338,20 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
         "timings": timings,
         "models": nan_to_none(all_results),
         "domains": nan_to_none(domains),
+        "segmentation": nan_to_none(segmentation),
+        "multilabel": nan_to_none(multilabel),
     }
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2, default=str) + "\n",
                       what="results file")
     plots = [p.name for p in files if p.suffix == ".png"]
     if len(settings.severities) < 2:  # one point per panel: the heat map shows the same numbers
         plots = [p for p in plots if not p.endswith(PLOT_CORRUPTIONS)]
-    _write_html(out, all_results, markdown_report(all_results), plots, gallery, settings, total, domains)
+    tasks_md = "\n".join(task_rows(segmentation, multilabel))
+    if tasks_md:
+        report_md = out / "report.md"
+        atomic_write_text(report_md, report_md.read_text(encoding="utf-8") + tasks_md + "\n", what="report file")
+    _write_html(out, all_results, markdown_report(all_results), plots, gallery, settings, total, domains,
+                tasks_md, task_findings(segmentation, multilabel))
     log(f"report written to {out / 'index.html'} in {total:.0f} s")
     return summary
 
@@ -601,10 +615,12 @@ def _compact_table(results_list: Sequence[dict]) -> str:
 
 def _write_html(out: Path, results_list: Sequence[dict], md: str, plots: list[str],
                 gallery: list[tuple[str, str]], settings: DemoSettings, seconds: float,
-                domains: dict[str, Any] | None = None) -> None:
+                domains: dict[str, Any] | None = None, tasks_md: str = "",
+                task_points: Sequence[str] = ()) -> None:
     heatmap = plot_corruption_heatmap(results_list, out / HEATMAP)
     points = "\n".join(f"<li>{html.escape(sentence)}</li>"
-                       for sentence in findings(results_list) + domain_findings(domains))
+                       for sentence in [*findings(results_list), *domain_findings(domains), *task_points])
+    tasks_html = f'<div class="scroll">{_markdown_table_to_html(tasks_md)}</div>' if tasks_md else ""
     figures = "\n".join(
         f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"><figcaption>{html.escape(p)}</figcaption></figure>'
         for p in plots)
@@ -654,6 +670,7 @@ the primary attention map's mass inside the object's mask.</p>
 <div class="scroll">{_markdown_table_to_html(md)}</div>
 </details>
 {_domain_table(domains)}
+{tasks_html}
 {figures}
 <h2>Attention gallery</h2>
 {tiles}

@@ -154,6 +154,18 @@ class SegmentationMeter:
         return segmentation_figures(self.confusion, self.loss_sum, self.loss_pixels)
 
 
+def constant_prediction_miou(dataset: Dataset, num_classes: int, label: int = 0, limit: int | None = None,
+                             ignore_index: int = IGNORE_INDEX) -> dict:
+    """The figures of predicting ``label`` (default: background) for every pixel of
+    ``dataset``'s label maps (on ``limit`` images spread evenly over it): the floor a
+    segmenter must rise above."""
+    meter = SegmentationMeter(num_classes, ignore_index)
+    for i in spread_indices(len(dataset), limit):
+        target = torch.as_tensor(dataset[i][1])[None]
+        meter.update(torch.full_like(target, int(label)), target)
+    return meter.compute()
+
+
 # ------------------------------------------------------------------------------------------
 # inference
 # ------------------------------------------------------------------------------------------
