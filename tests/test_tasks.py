@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bioattn.config import TASKS, TrainConfig, embedded_options, resolve_task, task_of_data
+from bioattn.config import TASKS, TrainConfig, resolve_task
 from bioattn.errors import BioattnError
+from bioattn.specs import embedded_options, task_of_data
 
 
 @pytest.mark.parametrize("spec, task", [
@@ -20,6 +21,7 @@ from bioattn.errors import BioattnError
     ("cityscapes:/data/cs", "segmentation"),
     ("coco:/data/coco", "multilabel"),
     ("/data/imagenet", "classification"),
+    ("coco", "classification"),
     ("domains:train=photo+cartoon,root=/x", "classification"),
 ])
 def test_each_data_spec_serves_one_task(spec, task):

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from bioattn.data import Augmentation
-from bioattn.data.coco import COCOMultiLabel, build_multilabel_dataset, is_multilabel_spec
+from bioattn.data.coco import COCOMultiLabel, build_multilabel_dataset
 from bioattn.data.embedded import EmbeddedMultiLabel
 from bioattn.errors import BioattnError
 
@@ -161,11 +161,10 @@ def test_pycocotools_progress_is_silenced(coco, capsys):
 # ------------------------------------------------------------------------------------------
 # build_multilabel_dataset
 # ------------------------------------------------------------------------------------------
-def test_spec_kinds():
-    assert is_multilabel_spec("coco:/data/coco")
-    assert is_multilabel_spec("embedded:multi") and is_multilabel_spec("embedded:size=32,multi")
-    for spec in ("embedded", "embedded:pair", "embedded:seg", "/data/imagenet", "coco", 3):
-        assert not is_multilabel_spec(spec), spec
+def test_builder_refuses_specs_without_label_sets(tmp_path):
+    for spec in ("embedded", "embedded:pair", "embedded:seg", "/data/imagenet", "coco"):
+        with pytest.raises(BioattnError, match="not a multi-label data spec"):
+            build_multilabel_dataset(spec, "train", cache_dir=tmp_path)
 
 
 def test_build_coco(coco):

@@ -21,9 +21,7 @@ from bioattn.data.segmentation import (
     _rgb_to_hsv,
     build_segmentation_dataset,
     embedded_label_map,
-    is_segmentation_spec,
     photometric_distortion,
-    split_task_option,
 )
 from bioattn.errors import BioattnError
 
@@ -291,17 +289,10 @@ def test_builder_reads_voc_ade_and_cityscapes(tmp_path):
         build_segmentation_dataset("imagenet:/x", "train", crop=16)
 
 
-def test_spec_helpers():
-    assert split_task_option("embedded:seg,pair,train=2000") == ("embedded:pair,train=2000", "seg")
-    assert split_task_option("embedded:seg") == ("embedded", "seg")
-    assert split_task_option("embedded:pair") == ("embedded:pair", None)
-    assert split_task_option("/data/imagenet") == ("/data/imagenet", None)
-    with pytest.raises(BioattnError, match=r"names 2 tasks"):
-        split_task_option("embedded:seg,multi")
-    assert is_segmentation_spec("voc:/data/voc") and is_segmentation_spec("ade20k:x")
-    assert is_segmentation_spec("cityscapes:x") and is_segmentation_spec("embedded:pair,seg")
-    assert not is_segmentation_spec("embedded:pair") and not is_segmentation_spec("/data/voc")
-    assert not is_segmentation_spec("embedded:multi")
+def test_builder_refuses_specs_without_label_maps(tmp_path):
+    for spec in ("embedded:pair", "embedded:multi", "/data/voc"):
+        with pytest.raises(BioattnError, match=r"not a segmentation (data )?spec"):
+            build_segmentation_dataset(spec, "train", crop=16, cache_dir=tmp_path)
 
 
 # ------------------------------------------------------------------------------------------

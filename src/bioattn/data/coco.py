@@ -42,11 +42,12 @@ from torch.utils.data import Dataset
 
 from ..errors import BioattnError
 from ..images import open_rgb
+from ..specs import task_of_data
 from . import Augmentation, _embedded_uint8_transform, _Mapped
 from .embedded import EmbeddedMultiLabel, EmbeddedSpec, is_embedded, load_embedded
 from .stats import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["COCO_SPLITS", "COCOMultiLabel", "build_multilabel_dataset", "is_multilabel_spec"]
+__all__ = ["COCO_SPLITS", "COCOMultiLabel", "build_multilabel_dataset"]
 
 COCO_SPLITS: tuple[str, ...] = ("train", "val")
 _TRAIN_CROP_SCALE = (0.5, 1.0)   # share of the image area a training crop keeps
@@ -191,19 +192,6 @@ class COCOMultiLabel(Dataset):
             return np.stack([self.coco.annToMask(a).astype(bool) for a in anns])
 
 
-def is_multilabel_spec(spec: str) -> bool:
-    """Whether a data spec names multi-label data: ``coco:ROOT`` or an embedded spec with the
-    ``multi`` option (checked by name only; the spec is parsed when the data are built)."""
-    if not isinstance(spec, str):
-        return False
-    spec = spec.strip()
-    if spec.startswith("coco:"):
-        return True
-    if is_embedded(spec):
-        return "multi" in (item.split("=", 1)[0].strip() for item in spec.partition(":")[2].split(","))
-    return False
-
-
 def _coco_transform(size: int, mean, std, train: bool, aug: Augmentation | None) -> Callable:
     """timm's transforms of COCO images: training crops that keep at least half the image, or
     the whole image resized to ``size`` x ``size`` (see the module's notes)."""
@@ -244,7 +232,7 @@ def build_multilabel_dataset(
     ``label_matrix`` (N, K) and ``multilabel = True``; embedded sets also expose their
     ``arrays`` (images, masks, boxes, labels with -1 for absent objects).
     """
-    if not isinstance(spec, str) or not is_multilabel_spec(spec):
+    if not isinstance(spec, str) or task_of_data(spec) != "multilabel":
         raise BioattnError(f"not a multi-label data spec: {spec!r} (expected 'coco:ROOT' or 'embedded:multi[,...]')")
     spec = spec.strip()
     if is_embedded(spec):

@@ -36,15 +36,16 @@ from torch.utils.data import Dataset
 
 from ..errors import BioattnError, listing
 from ..images import open_rgb
+from ..specs import SEGMENTATION_SETS, task_of_data
 from .embedded import CLASS_NAMES, EmbeddedArrays, EmbeddedSpec, is_embedded, load_embedded
 from .stats import EMBEDDED_MEAN, EMBEDDED_STD, IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "IGNORE_INDEX", "VOC_CLASSES", "ADE20K_CLASSES", "CITYSCAPES_CLASSES", "CITYSCAPES_ID_TO_TRAIN_ID",
-    "EMBEDDED_SEGMENTATION_CLASSES", "TASK_OPTIONS", "SEGMENTATION_SETS",
+    "EMBEDDED_SEGMENTATION_CLASSES",
     "SegmentationTransform", "photometric_distortion", "VOCSegmentation", "ADE20KSegmentation",
-    "CityscapesSegmentation", "EmbeddedSegmentation", "embedded_label_map", "split_task_option",
-    "is_segmentation_spec", "build_segmentation_dataset",
+    "CityscapesSegmentation", "EmbeddedSegmentation", "embedded_label_map",
+    "build_segmentation_dataset",
 ]
 
 IGNORE_INDEX = 255
@@ -94,9 +95,6 @@ _ADE20K_REDUCE_ZERO[IGNORE_INDEX] = IGNORE_INDEX
 
 EMBEDDED_SEGMENTATION_CLASSES: tuple[str, ...] = ("background", *CLASS_NAMES)
 
-# option words of an embedded spec that say which task its labels serve
-TASK_OPTIONS: tuple[str, ...] = ("seg", "multi")
-SEGMENTATION_SETS: tuple[str, ...] = ("voc", "ade20k", "cityscapes")
 
 # mmsegmentation's photometric distortion: brightness delta in 8-bit units, contrast and
 # saturation ranges, hue delta in OpenCV's hue units (180 to the full circle)
@@ -603,39 +601,6 @@ class EmbeddedSegmentation(Dataset):
 # ------------------------------------------------------------------------------------------
 # specs
 # ------------------------------------------------------------------------------------------
-def split_task_option(spec: str) -> tuple[str, str | None]:
-    """An embedded spec without its task word, and the word (``embedded:seg,pair`` ->
-    ``("embedded:pair", "seg")``); other specs come back as they are, with None."""
-    if not isinstance(spec, str):
-        raise BioattnError(f"a data spec is a string, got {spec!r}")
-    text = spec.strip()
-    if not is_embedded(text):
-        return spec, None
-    _, _, rest = text.partition(":")
-    items = [item.strip() for item in rest.split(",") if item.strip()]
-    tasks = [item for item in items if item in TASK_OPTIONS]
-    if len(tasks) > 1:
-        raise BioattnError(f"'{spec}' names {len(tasks)} tasks ({', '.join(tasks)}); give one at most")
-    kept = [item for item in items if item not in TASK_OPTIONS]
-    return "embedded" + (":" + ",".join(kept) if kept else ""), tasks[0] if tasks else None
-
-
-def is_segmentation_spec(spec: str) -> bool:
-    """Whether ``spec`` names a segmentation set (``voc:``, ``ade20k:``, ``cityscapes:`` or an
-    embedded spec with the option ``seg``)."""
-    if not isinstance(spec, str):
-        return False
-    head, sep, _ = spec.strip().partition(":")
-    if sep and head.lower() in SEGMENTATION_SETS:
-        return True
-    if is_embedded(spec.strip()):
-        try:
-            return split_task_option(spec)[1] == "seg"
-        except BioattnError:
-            return False
-    return False
-
-
 def build_segmentation_dataset(
     spec: str,
     split: str,
@@ -664,10 +629,9 @@ def build_segmentation_dataset(
     head, sep, rest = spec.strip().partition(":")
     kind = head.lower()
     if is_embedded(spec.strip()):
-        base_spec, task = split_task_option(spec)
-        if task != "seg":
+        if task_of_data(spec) != "segmentation":
             raise BioattnError(f"'{spec}' is not a segmentation spec (add the option 'seg': embedded:seg,...)")
-        emb = EmbeddedSpec.parse(base_spec)
+        emb = EmbeddedSpec.parse(spec)
         base_scale: tuple[int, int] = (emb.size, emb.size)
     elif sep and kind in SEGMENTATION_SETS:
         if not rest.strip():
