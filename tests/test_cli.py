@@ -69,7 +69,7 @@ def test_help_shows_effective_defaults():
 
     parsers = dict(_subcommand_parsers(build_parser()))
     train = " ".join(parsers["train"].format_help().split())
-    assert "(default: recipe: 300 (deit) / 10 (small))" in train
+    assert "(default: recipe: 300 (deit) / 10 (small) / 30 (upernet))" in train
     assert "(default: base-lr x global batch / 512)" in train
     evaluate = " ".join(parsers["eval"].format_help().split())
     assert "--readouts N" in evaluate and "--attack-readout N" in evaluate

@@ -38,7 +38,7 @@ def test_train_run_writes_logs_checkpoints_and_learns(image_folder, tmp_path):
     run = tmp_path / "run"
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]
-    assert all(r["img_per_s"] > 0 and r["train_loss"] > 0 for r in records)
+    assert all(r["img_per_s"] > 0 and r["train_loss"] > 0 and 0 <= r["data_wait"] < 1 for r in records)
     assert (run / "last" / ckpt.TRAINER_STATE).exists()
     assert (run / "best" / ckpt.WEIGHTS).exists() and not (run / "best" / ckpt.TRAINER_STATE).exists()
     assert any((run / "tb").iterdir())
@@ -203,6 +203,32 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(image_folder, tmp_
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
+def test_non_finite_loss_mid_epoch_stops_within_sync_every_steps(image_folder, tmp_path, monkeypatch):
+    # 24 images in batches of 4: 6 steps per epoch; the loss is read every 4 steps and at the end
+    import bioattn.train as tr
+
+    real = tr.compute_loss
+    calls = {"n": 0}
+    first_bad = 8  # epoch 2, its second step
+
+    def nan_from_step_eight(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] >= first_bad else loss
+
+    monkeypatch.setattr(tr, "compute_loss", nan_from_step_eight)
+    with pytest.raises(NonFiniteLossError, match=f"non-finite loss at epoch 2, optimizer step {first_bad}:"):
+        train(_config(image_folder, tmp_path / "run", epochs=3, batch_size=4, sync_every=4))
+    # stopped at the check after step 10 (the 4th of epoch 2): within 4 steps of the first bad one
+    assert calls["n"] == 10
+    assert ckpt.read_meta(tmp_path / "run" / "last")["epoch"] == 1
+    saved = ckpt.read_state_dict(tmp_path / "run" / "last")
+    assert all(torch.isfinite(v).all() for v in saved.values() if v.is_floating_point())
+    state = torch.load(tmp_path / "run" / "last" / ckpt.TRAINER_STATE, weights_only=True)
+    moments = [v for group in state["optimizer"]["state"].values() for v in group.values() if v.is_floating_point()]
+    assert moments and all(torch.isfinite(v).all() for v in moments)
+
+
 def test_disk_full_while_saving_keeps_previous_checkpoint(image_folder, tmp_path, monkeypatch):
     real = ckpt.write_checkpoint_files
     calls = {"n": 0}
@@ -256,8 +282,11 @@ def test_resume_refuses_conflicting_settings_and_finished_runs(image_folder, tmp
         train(TrainConfig(model="other", resume=str(run), progress=False))
     with pytest.raises(BioattnError, match=r"has finished its 1 epochs: pass --epochs N with N > 1"):
         train(TrainConfig(model="", resume=str(run), progress=False))
-    result = train(TrainConfig(model="test_vit", resume=str(run), epochs=2, progress=False, tensorboard=False))
+    # settings of speed alone may change on resuming
+    result = train(TrainConfig(model="test_vit", resume=str(run), epochs=2, sync_every=7, progress=False,
+                               tensorboard=False))
     assert result["metrics"]["epoch"] == 2
+    assert json.loads((run / "config.json").read_text())["sync_every"] == 7
 
 
 def test_warm_up_is_at_most_half_the_run():

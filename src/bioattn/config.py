@@ -26,6 +26,7 @@ from typing import Any
 
 from .errors import BioattnError
 from .fileio import kind_of_mode
+from .specs import TASKS, embedded_options, task_of_data  # noqa: F401  (importable from here)
 
 # A check returns None when the value is allowed, else the allowed range as text
 # ("an integer >= 1"); the caller names the flag and the value.
@@ -339,36 +340,8 @@ class ModelsSettings(_Settings):
 
 
 # ------------------------------------------------------------------------------------------
-# tasks
+# tasks (which data serves which task: bioattn.specs)
 # ------------------------------------------------------------------------------------------
-# What a model learns from a data set: one class per image, one class per pixel, or a set of
-# classes per image. ``bioattn.tasks`` holds what differs between them (data, loss, metrics).
-TASKS = ("classification", "segmentation", "multilabel")
-SEGMENTATION_SETS = ("voc", "ade20k", "cityscapes")
-MULTILABEL_SETS = ("coco",)
-
-
-def embedded_options(spec: str) -> list[str]:
-    """The option words of an embedded data spec (``embedded:seg,pair`` -> ``['seg', 'pair']``)."""
-    head, _, rest = spec.strip().partition(":")
-    if head != "embedded":
-        return []
-    return [item.strip().partition("=")[0].strip() for item in rest.split(",") if item.strip()]
-
-
-def task_of_data(spec: str) -> str:
-    """The task a data spec is made for: ``voc:``, ``ade20k:``, ``cityscapes:`` and
-    ``embedded:seg`` hold label maps (segmentation); ``coco:`` and ``embedded:multi`` hold
-    several classes per image (multilabel); everything else one class per image."""
-    prefix = spec.strip().partition(":")[0].lower()
-    options = embedded_options(spec)
-    if prefix in SEGMENTATION_SETS or "seg" in options:
-        return "segmentation"
-    if prefix in MULTILABEL_SETS or "multi" in options:
-        return "multilabel"
-    return "classification"
-
-
 def resolve_task(task: str, data: str) -> str:
     """``task`` itself, or the data's task for ``auto``; a task the data cannot serve is refused."""
     found = task_of_data(data)
@@ -410,6 +383,10 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+# Recipe settings that act on one-class targets: off for the other tasks unless chosen.
+_ONE_CLASS_SETTINGS = ("mixup", "cutmix", "smoothing")
+
+
 def _recipe(key: str) -> str:
     """How a recipe setting left at None resolves, for the help text."""
     def show(value):
@@ -421,6 +398,9 @@ def _recipe(key: str) -> str:
     return "recipe: " + " / ".join(f"{show(r[key])} ({name})" for name, r in RECIPES.items())
 
 
+AMP_DTYPES = ("auto", "float16", "bfloat16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+DECODE_PLACES = ("cpu", "gpu")
 _FRACTION = number(0, 1)
 _NON_NEGATIVE = number(0)
 _POSITIVE = number(0, low_open=True)
@@ -457,7 +437,8 @@ class TrainConfig(_Settings):
                                    resolves="the model's own", check=integer(8))
     epochs: int | None = setting(None, help="number of epochs", resolves=_recipe("epochs"),
                                  check=integer(1))
-    batch_size: int = setting(128, help="images per process per optimizer step", check=integer(1))
+    batch_size: int = setting(128, help="images per process per batch (per optimizer step unless "
+                              "--grad-accum is given)", check=integer(1))
     base_lr: float | None = setting(None, help="learning rate per 512 images (scaled by the global "
                                     "batch size unless --lr is given)", resolves=_recipe("base_lr"),
                                     check=_POSITIVE)
@@ -506,8 +487,29 @@ class TrainConfig(_Settings):
                                             resolves=_recipe("model_ema_decay"),
                                             check=number(0, 1, high_open=True))
     amp: bool = setting(True, help="mixed precision on CUDA")
-    amp_dtype: str = setting("float16", help="mixed-precision type", choices=("float16", "bfloat16"),
-                             check=one_of("float16", "bfloat16"))
+    amp_dtype: str = setting("auto", help="mixed-precision type; auto: bfloat16 where the GPU supports "
+                             "it, else float16 (with loss scaling)", choices=AMP_DTYPES,
+                             check=one_of(*AMP_DTYPES))
+    grad_accum: int = setting(1, help="micro-batches of --batch-size images per optimizer step (the "
+                              "gradients of K batches add up; the learning rate scales with K)",
+                              metavar="K", check=integer(1), group="training speed")
+    sync_every: int = setting(50, help="check the loss for NaN/inf (one host synchronisation) and "
+                              "update the progress bar every N steps and at the end of each epoch",
+                              metavar="N", check=integer(1), group="training speed")
+    compile: bool = setting(False, help="compile the model with torch.compile", group="training speed")
+    compile_mode: str = setting("default", help="torch.compile mode", choices=COMPILE_MODES,
+                                check=one_of(*COMPILE_MODES), group="training speed")
+    grad_checkpointing: bool = setting(False, help="recompute each block's activations in the "
+                                       "backward pass (less memory, about a third more compute)",
+                                       group="training speed")
+    prefetch: bool | None = setting(None, help="image folders: load batches as 8-bit images, copy "
+                                    "them to the GPU while the previous step runs and normalise and "
+                                    "randomly erase them there (timm's PrefetchLoader)",
+                                    resolves="on with CUDA, off on the CPU", group="training speed")
+    decode: str = setting("cpu", help="image folders: where JPEG files are decoded and augmented; gpu: "
+                          "the loader reads the files' bytes, the GPU decodes (nvJPEG) and applies the "
+                          "crop, flip, colour jitter, normalisation and random erasing (no RandAugment)",
+                          choices=DECODE_PLACES, check=one_of(*DECODE_PLACES), group="training speed")
     device: str = setting("auto", help="auto, cpu, cuda or cuda:N")
     seed: int = setting(0, help="random seed (every random draw of an epoch derives from it)",
                         check=integer(0))
@@ -536,6 +538,13 @@ class TrainConfig(_Settings):
         if self.classes is not None and task_of_data(self.data) != "classification":
             raise BioattnError("--classes selects class folders of an image-folder data set; "
                                f"'{self.data}' is not one")
+        if self.decode == "gpu":
+            if self.aa is not None and self.aa.lower() != "none":
+                raise BioattnError(f"--decode gpu does not run RandAugment (--aa {self.aa}, which works on "
+                                   "PIL images): pass --aa none, or --decode cpu")
+            if self.prefetch:
+                raise BioattnError("--decode gpu moves the files' bytes to the GPU itself: leave out "
+                                   "--prefetch on")
 
     def explicit_settings(self) -> frozenset[str]:
         """Names of the settings the user chose: those given on the command line, or (built in
@@ -558,11 +567,13 @@ class TrainConfig(_Settings):
             else:
                 name = "upernet" if task_of_data(self.data) == "segmentation" else "deit"
         values = dataclasses.asdict(self)
+        task = resolve_task(self.task, self.data)
         for key, default in RECIPES[name].items():
             if values.get(key) is None:
-                values[key] = default
+                # mixing and smoothing one-class targets has no meaning for label maps or label sets
+                values[key] = 0.0 if task != "classification" and key in _ONE_CLASS_SETTINGS else default
         values["recipe"] = name
-        values["task"] = resolve_task(self.task, self.data)
+        values["task"] = task
         out = TrainConfig(**values)
         out._explicit = self.explicit_settings()
         return out

@@ -102,6 +102,14 @@ def all_true(flag: bool, info: DistInfo) -> bool:
     return bool(t.item())
 
 
+def all_reduce_min_(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The element-wise minimum of ``tensor`` (on this process's device) over all processes,
+    in place; returns it."""
+    if info.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return tensor
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

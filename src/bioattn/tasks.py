@@ -65,8 +65,9 @@ class Task:
         """The figures of ``meter`` over every process's share of the data."""
         raise NotImplementedError
 
-    def train_score(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, float] | None:
-        """(hits, count) of a training batch for the progress bar, or None."""
+    def train_score(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[Any, Any] | None:
+        """(hits, count) of a training batch for the progress bar, or None. Tensors stay on the
+        batch's device, so that the trainer sums them without waiting for it."""
         return None
 
     train_score_label = "acc"
@@ -105,7 +106,7 @@ class Classification(Task):
     def train_score(self, logits, targets):
         if targets.ndim != 1:  # mixed (soft) targets
             return None
-        return float((logits.argmax(-1) == targets).sum()), float(targets.numel())
+        return (logits.argmax(-1) == targets).sum(), targets.numel()
 
     def summary(self, record):
         return (f"val top-1 {record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}%")
@@ -141,7 +142,7 @@ class Segmentation(Task):
 
     def train_score(self, logits, targets):
         valid = targets != IGNORE_INDEX
-        return float(((logits.argmax(1) == targets) & valid).sum()), float(valid.sum())
+        return ((logits.argmax(1) == targets) & valid).sum(), valid.sum()
 
     def summary(self, record):
         return f"val mIoU {record['val_miou']:.2f}%, pixel acc {record['val_pixel_acc']:.2f}%"

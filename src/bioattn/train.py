@@ -20,7 +20,9 @@ augmentation: the object covers a fifth of the image, so random crops would cut 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
 import json
 import math
 import random
@@ -36,19 +38,21 @@ import numpy as np
 import torch
 from timm.data import Mixup
 from timm.data.distributed_sampler import RepeatAugSampler
+from timm.data.loader import PrefetchLoader
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, NativeScaler
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, get_worker_info
 
 from . import checkpoint as ckpt
-from .config import RECIPES, TrainConfig  # noqa: F401  (importable from here)
-from .data import Augmentation
+from .config import RECIPES, TrainConfig, flag_of  # noqa: F401  (importable from here)
+from .data import Augmentation, is_domain_spec, is_embedded
 from .data.folders import read_class_list
+from .data.on_device import DecodeOnDevice, EncodedImages, collate_encoded
 from .data.subsets import base_dataset, spread_subset
-from .distributed import DistInfo, all_reduce_sum, all_true, barrier, cleanup, init_distributed
+from .distributed import DistInfo, all_reduce_min_, all_reduce_sum, barrier, cleanup, init_distributed
 from .errors import BioattnError, NonFiniteLossError
 from .fileio import atomic_dir, atomic_write_text
 from .models import create_model
@@ -95,8 +99,10 @@ def set_rng_states(states: dict[str, Any]) -> None:
 # the run directory: a new run never replaces another, a resumed run keeps its settings
 # ------------------------------------------------------------------------------------------
 RUN_FILES = ("config.json", "log.jsonl", "best", "last", "best.old", "last.old", "tb")
-# settings a resumed run takes from the command line; every other one comes from config.json
-RESUME_OVERRIDES = ("epochs", "device", "workers", "progress", "tensorboard")
+# settings a resumed run takes from the command line (they change how fast it trains, not what it
+# learns); every other one comes from config.json
+RESUME_OVERRIDES = ("epochs", "device", "workers", "progress", "tensorboard", "sync_every", "prefetch",
+                    "compile", "compile_mode", "grad_checkpointing")
 
 
 def _describe_run(run_dir: Path) -> str:
@@ -168,9 +174,10 @@ def load_resume(config: TrainConfig) -> tuple[Path, TrainConfig, dict]:
             had = getattr(saved, name)
             had = (f"{name} = {had!r} in {config_path}" if had is not None
                    else f"{name} not set in {config_path}: the recipe decided it")
+            allowed = ", ".join(flag_of(f) for f in dataclasses.fields(TrainConfig) if f.name in RESUME_OVERRIDES)
             raise BioattnError(
                 f"{flag} {value} conflicts with the resumed run ({had}); a resumed run keeps its "
-                "settings except --epochs, --device, --workers, --no-progress and --no-tensorboard")
+                f"settings except {allowed}")
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -214,10 +221,11 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> TrainData:
     set), the training sampler (distributed, or repeated augmentation) and both loaders."""
     task = get_task(cfg.task)
     dcfg = data_config(task.model_name(cfg.model), cfg.img_size)
+    feed = loader_kind(cfg, task, info.device)
     aug = Augmentation(
         auto_augment=None if (cfg.aa or "none").lower() == "none" else cfg.aa,
         color_jitter=cfg.color_jitter, re_prob=cfg.reprob, hflip=cfg.hflip,
-        random_resized_crop=cfg.random_resized_crop,
+        random_resized_crop=cfg.random_resized_crop, normalize=feed != "prefetch",
     )
     chosen = read_class_list(cfg.classes) if cfg.classes else None
     train_set = task.build_dataset(cfg.data, "train", dcfg, train=True, aug=aug, subset=chosen,
@@ -227,24 +235,109 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> TrainData:
                                  skip_bad_images=cfg.skip_bad_images)
     train_set = spread_subset(train_set, cfg.limit_train)
     val_set = spread_subset(val_set, cfg.limit_val)
-    if len(train_set) < cfg.batch_size * info.world_size:
+    if len(train_set) < cfg.batch_size * cfg.grad_accum * info.world_size:
+        accum = f" x {cfg.grad_accum} accumulated" if cfg.grad_accum > 1 else ""
         raise BioattnError(
             f"the training set has {len(train_set)} images, fewer than one global batch "
-            f"({cfg.batch_size} x {info.world_size} processes)"
+            f"({cfg.batch_size}{accum} x {info.world_size} processes)"
         )
     if cfg.repeated_aug:
         sampler = RepeatAugSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True)
     else:
         sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
                                      shuffle=True, seed=cfg.seed, drop_last=True)
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler,
-                              num_workers=cfg.workers, drop_last=True,
-                              pin_memory=info.device.type == "cuda")
+    train_loader = training_loader(cfg, feed, train_set, sampler, dcfg, aug, info)
     # label maps evaluated at their own sizes do not stack into batches
     val_batch = 1 if getattr(base_dataset(val_set), "sizes_vary", False) else cfg.batch_size
     val_loader = DataLoader(_Shard(val_set, info.rank, info.world_size), batch_size=val_batch,
-                            shuffle=False, num_workers=cfg.workers)
+                            shuffle=False, num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
     return TrainData(task, train_set, val_set, classes, dcfg, sampler, train_loader, val_loader)
+
+
+def loader_kind(cfg: TrainConfig, task: Task, device: torch.device) -> str:
+    """How training batches reach the device: ``decode`` (``--decode gpu``: the loader reads the
+    files' bytes, the device decodes and augments them, :class:`DecodeOnDevice`), ``prefetch``
+    (8-bit images copied on a side stream, normalised and erased on the device: timm's
+    ``PrefetchLoader``; ``--prefetch``, by default on with CUDA) or ``plain`` (the loader's
+    normalised batches). The first two need an image folder."""
+    folder = task.name == "classification" and not is_embedded(cfg.data) and not is_domain_spec(cfg.data)
+    if cfg.decode == "gpu":
+        if not folder:
+            raise BioattnError(f"--decode gpu decodes the JPEG files of an image-folder data set; "
+                               f"'{cfg.data}' is not one")
+        return "decode"
+    if cfg.prefetch and not folder:
+        raise BioattnError(f"--prefetch on loads 8-bit images of an image-folder data set; '{cfg.data}' "
+                           "is not one")
+    prefetch = cfg.prefetch if cfg.prefetch is not None else (folder and device.type == "cuda")
+    return "prefetch" if prefetch else "plain"
+
+
+class EpochSeeded(Dataset):
+    """``dataset`` whose loader workers re-seed their random generators when an epoch starts,
+    from the seed the main process set with :meth:`set_seed` (plus the worker's number).
+
+    An epoch's augmentation then depends only on (seed, epoch, rank, worker), also with
+    persistent workers, which live through every epoch: a resumed run draws what an
+    uninterrupted one would. Read in the main process (no workers), the data takes its draws
+    from the main process's generators, seeded per epoch by the trainer.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self._seed = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._seeded: int | None = None
+
+    def set_seed(self, seed: int) -> None:
+        self._seed[0] = seed % (2**63)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        worker = get_worker_info()
+        if worker is not None:
+            seed = int(self._seed[0])
+            if seed != self._seeded:
+                self._seeded = seed
+                seed_everything(epoch_seed(seed, 0, worker.id + 1))
+        return self.dataset[index]
+
+
+def training_loader(cfg: TrainConfig, feed: str, train_set: Dataset, sampler: Any, dcfg: dict[str, Any],
+                    aug: Augmentation, info: DistInfo) -> Any:
+    """The training batches as :func:`loader_kind` ``feed`` says: a DataLoader (workers kept
+    alive between epochs, pinned memory with CUDA, re-seeded per epoch by :class:`EpochSeeded`),
+    wrapped in timm's ``PrefetchLoader`` or in :class:`DecodeOnDevice`."""
+    cuda = info.device.type == "cuda"
+    images = train_set
+    if feed == "decode":
+        folder = base_dataset(train_set)
+        images = EncodedImages(folder)
+        if isinstance(train_set, Subset):
+            images = Subset(images, train_set.indices)
+    # the loader's own generator: its per-epoch draw leaves the trainer's random stream alone
+    loader = DataLoader(EpochSeeded(images), batch_size=cfg.batch_size, sampler=sampler,
+                        num_workers=cfg.workers, drop_last=True, pin_memory=cuda,
+                        persistent_workers=cfg.workers > 0, generator=torch.Generator(),
+                        collate_fn=collate_encoded if feed == "decode" else None)
+    if feed == "prefetch":
+        # as timm's transform: random erasing belongs to the augmenting recipe only
+        erase = aug.re_prob if (aug.random_resized_crop or aug.auto_augment) else 0.0
+        return PrefetchLoader(loader, mean=dcfg["mean"], std=dcfg["std"], device=info.device,
+                              re_prob=erase, re_mode=aug.re_mode, re_count=aug.re_count)
+    if feed == "decode":
+        return DecodeOnDevice(loader, base_dataset(images), dcfg["img_size"], dcfg["mean"], dcfg["std"], aug,
+                              info.device)
+    return loader
+
+
+def _seed_loader_workers(loader: Any, seed: int) -> None:
+    """Set the epoch's seed of the :class:`EpochSeeded` data set under ``loader``'s wrappers."""
+    while not isinstance(loader, DataLoader):
+        loader = loader.loader
+    if isinstance(loader.dataset, EpochSeeded):
+        loader.dataset.set_seed(seed)
 
 
 def data_config(model_name: str, img_size: int | None = None) -> dict[str, Any]:
@@ -265,7 +358,7 @@ class Trainee:
 
     model: nn.Module
     model_args: dict[str, Any]
-    train_model: nn.Module  # what the training step calls (DDP-wrapped when distributed)
+    train_model: nn.Module  # what the training step calls (DDP-wrapped when distributed, compiled on demand)
     criterion: nn.Module
     mixup: Any
     optimizer: torch.optim.Optimizer
@@ -274,6 +367,7 @@ class Trainee:
     autocast: dict[str, Any]
     scaler: Any
     ema: Any
+    ddp: DistributedDataParallel | None = None  # the DDP wrapper, whose no_sync skips a gradient all-reduce
 
 
 def _build_model(cfg: TrainConfig, name: str, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
@@ -325,11 +419,59 @@ def warmup_epochs(cfg: TrainConfig) -> int:
     return min(cfg.warmup_epochs, cfg.epochs // 2)
 
 
+def amp_dtype(setting: str, device: torch.device, bf16_supported: bool | None = None) -> torch.dtype:
+    """The mixed-precision type of ``--amp-dtype`` on ``device``: ``float16`` or ``bfloat16`` as
+    named; ``auto``: bfloat16 on a GPU that supports it (``bf16_supported``, by default
+    ``torch.cuda.is_bf16_supported()``), else float16. On other devices, which train in full
+    precision, bfloat16 (the type CPU autocast accepts)."""
+    if setting in ("float16", "bfloat16"):
+        return torch.float16 if setting == "float16" else torch.bfloat16
+    if setting != "auto":
+        raise BioattnError(f"--amp-dtype must be auto, float16 or bfloat16; got {setting!r}")
+    if device.type != "cuda":
+        return torch.bfloat16
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if bf16_supported else torch.float16
+
+
+def fused_optimizer_args(opt: str, device_type: str) -> dict[str, Any]:
+    """``{"fused": True}`` where timm's optimizer ``opt`` is a torch optimizer with a fused
+    kernel (AdamW, Adam, SGD) and the device is a GPU: one kernel updates every parameter, and
+    with loss scaling an inf/NaN gradient skips the step on the device; else no arguments."""
+    # deferred: timm's optimizer table is only needed here
+    from timm.optim import get_optimizer_class
+
+    if device_type != "cuda" or opt.lower().startswith("lookahead_"):
+        return {}
+    try:
+        cls = get_optimizer_class(opt.lower(), bind_defaults=False)
+    except (ValueError, KeyError):
+        return {}
+    fused_kernel = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
+    if isinstance(cls, type) and issubclass(cls, fused_kernel) and "fused" in inspect.signature(cls).parameters:
+        return {"fused": True}
+    return {}
+
+
+def enable_grad_checkpointing(model: nn.Module, name: str) -> None:
+    """Recompute the blocks' activations in the backward pass (``--grad-checkpointing``) through
+    the model's ``set_grad_checkpointing``; a model without it is refused."""
+    setter = getattr(model, "set_grad_checkpointing", None)
+    refused = (f"--grad-checkpointing: {name} has no gradient checkpointing (the transformer families "
+               "have it: ViT, AbSViT, RVT and VARS, GFNet)")
+    if setter is None:
+        raise BioattnError(refused)
+    try:
+        setter(True)
+    except (AssertionError, NotImplementedError):
+        raise BioattnError(refused) from None
+
+
 def build_trainee(cfg: TrainConfig, data: TrainData, info: DistInfo) -> Trainee:
     """The model (seeded), its loss (soft targets with mixup/cutmix, label smoothing), the timm
-    optimiser and per-update schedule, mixed precision and the EMA copy."""
-
-
+    optimiser (fused on GPUs) and per-update schedule, mixed precision, the EMA copy, and the
+    speed settings: gradient checkpointing, DDP, torch.compile."""
     device = info.device
     task = data.task
     num_classes = len(data.classes)
@@ -341,19 +483,22 @@ def build_trainee(cfg: TrainConfig, data: TrainData, info: DistInfo) -> Trainee:
         note = load_init_weights(model, cfg.init)
         if info.is_main:
             print(f"note: {note}", file=sys.stderr)
+    if cfg.grad_checkpointing:
+        enable_grad_checkpointing(model, cfg.model)
     model.to(device)
-    lr = cfg.lr if cfg.lr is not None else cfg.base_lr * cfg.batch_size * info.world_size / 512
-    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay)
+    lr = cfg.lr if cfg.lr is not None else cfg.base_lr * cfg.batch_size * cfg.grad_accum * info.world_size / 512
+    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay,
+                                    **fused_optimizer_args(cfg.opt, device.type))
     scheduler, _ = create_scheduler_v2(
         # a small global batch can scale the peak below the recipe's floor: the schedule never rises
         optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=min(cfg.min_lr, lr),
         warmup_lr=min(cfg.warmup_lr, lr),
         warmup_epochs=warmup_epochs(cfg), step_on_epochs=False,
-        updates_per_epoch=len(data.train_loader),
+        updates_per_epoch=len(data.train_loader) // cfg.grad_accum,
     )
     use_amp = cfg.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
-    scaler = NativeScaler() if use_amp and amp_dtype == torch.float16 else None
+    dtype = amp_dtype(cfg.amp_dtype, device)
+    scaler = NativeScaler() if use_amp and dtype == torch.float16 else None
     ema = ModelEmaV3(model, decay=cfg.model_ema_decay, device=device) if cfg.model_ema else None
 
     mixup = None
@@ -367,14 +512,17 @@ def build_trainee(cfg: TrainConfig, data: TrainData, info: DistInfo) -> Trainee:
     if info.enabled and task.name == "segmentation":
         # the heads' batch statistics over every process's crops, as in the reference set-up
         train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
+    ddp = None
     if info.enabled:
-        train_model = DistributedDataParallel(
+        train_model = ddp = DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=bool(getattr(model, "has_unused_parameters", False)),
         )
-    autocast = {"device_type": device.type, "dtype": amp_dtype, "enabled": use_amp}
+    if cfg.compile:
+        train_model = torch.compile(train_model, mode=cfg.compile_mode)
+    autocast = {"device_type": device.type, "dtype": dtype, "enabled": use_amp}
     return Trainee(model, model_args, train_model, criterion, mixup, optimizer, scheduler, lr,
-                   autocast, scaler, ema)
+                   autocast, scaler, ema, ddp)
 
 
 def restore(trainee: Trainee, run_dir: Path, state: dict) -> tuple[int, int, float]:
@@ -395,61 +543,138 @@ def restore(trainee: Trainee, run_dir: Path, state: dict) -> tuple[int, int, flo
 # ------------------------------------------------------------------------------------------
 # stage 3: one epoch
 # ------------------------------------------------------------------------------------------
+# An optimizer step number no run reaches: "no non-finite loss so far".
+_NO_BAD_STEP = 2**62
+
+
+class EpochMeter:
+    """An epoch's running figures, kept on the device so that a training step never waits for
+    the host: the loss summed over images, the training score's hits and count, and the first
+    optimizer step whose loss was not finite. :meth:`read` fetches them at once."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x images, hits, count
+        self.first_bad = torch.full((1,), _NO_BAD_STEP, dtype=torch.int64, device=device)
+
+    def add(self, loss: torch.Tensor, images: int, score: tuple[Any, Any] | None, step: int) -> None:
+        loss = loss.detach()
+        self.first_bad = torch.minimum(self.first_bad, torch.where(torch.isfinite(loss), _NO_BAD_STEP, step))
+        self.sums[0] += loss.double() * images
+        if score is not None:
+            self.sums[1] += score[0]
+            self.sums[2] += score[1]
+
+    def read(self, info: DistInfo) -> tuple[int | None, list[float]]:
+        """The first optimizer step with a non-finite loss on any process (None if there was
+        none) and this process's sums: one all-reduce and one host synchronisation."""
+        first = all_reduce_min_(self.first_bad.clone(), info)
+        values = torch.cat([first.double(), self.sums]).tolist()
+        return (int(values[0]) if values[0] < _NO_BAD_STEP else None), values[1:]
+
+
+def _gradient_sync(t: Trainee, last: bool) -> contextlib.AbstractContextManager:
+    """DDP all-reduces the gradients only on the last batch of an accumulated step."""
+    if t.ddp is None or last:
+        return contextlib.nullcontext()
+    return t.ddp.no_sync()
+
+
+def _backward(cfg: TrainConfig, t: Trainee, loss: torch.Tensor, last: bool) -> None:
+    """Add this batch's gradients (of ``loss / grad_accum``); on the last batch of a step, clip
+    and step the optimizer (through the loss scaler with float16)."""
+    if cfg.grad_accum > 1:
+        loss = loss / cfg.grad_accum
+    if t.scaler is not None:
+        t.scaler(loss, t.optimizer, clip_grad=cfg.clip_grad, parameters=t.model.parameters(), need_update=last)
+        return
+    loss.backward()
+    if last:
+        if cfg.clip_grad:
+            torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.clip_grad)
+        t.optimizer.step()
+
+
 def train_one_epoch(cfg: TrainConfig, data: TrainData, t: Trainee, epoch: int, optimizer_steps: int,
                     run_dir: Path, progress: Progress, info: DistInfo) -> tuple[dict[str, float], int]:
     """One pass over the training set; returns the epoch's totals (summed over processes) and
-    the number of optimizer steps taken so far. A non-finite loss on any process stops every
-    process with :class:`NonFiniteLossError`."""
-    seed_everything(epoch_seed(cfg.seed, epoch, info.rank))
+    the number of optimizer steps taken so far.
+
+    A step does not wait for the host: loss and score add up on the device (:class:`EpochMeter`),
+    and every ``sync_every`` optimizer steps, and at the end, one synchronisation and one
+    all-reduce read them, update the progress bar and check the loss. A non-finite loss on any
+    process stops every process with :class:`NonFiniteLossError` at that check, at most
+    ``sync_every`` steps after it; checkpoints are written only after an epoch whose every loss
+    was finite, so weights updated by a non-finite step are never saved. With ``grad_accum`` K,
+    K batches make one optimizer step (a last group of fewer than K batches is left out).
+    """
+    seed = epoch_seed(cfg.seed, epoch, info.rank)
+    seed_everything(seed)
+    _seed_loader_workers(data.train_loader, seed)
     data.sampler.set_epoch(epoch)
     t.train_model.train()
-    task = progress.task(f"epoch {epoch + 1}/{cfg.epochs}", len(data.train_loader))
-    loss_sum = hits = counted = seen = 0.0
+    t.optimizer.zero_grad(set_to_none=True)
+    accum = cfg.grad_accum
+    steps = len(data.train_loader) // accum
+    task = progress.task(f"epoch {epoch + 1}/{cfg.epochs}", steps)
+    meter = EpochMeter(info.device)
+    seen, shown, waited = 0, 0, 0.0
+    batches = iter(data.train_loader)
     start = time.perf_counter()
-    for images, targets in data.train_loader:
-        images = images.to(info.device, non_blocking=True)
-        targets = targets.to(info.device, non_blocking=True)
-        hard_targets = targets
-        if t.mixup is not None:
-            images, targets = t.mixup(images, targets)
-        with torch.autocast(**t.autocast):
-            output = t.train_model(images)
-            loss = compute_loss(t.train_model, output, targets, t.criterion)
-        if not all_true(bool(torch.isfinite(loss).item()), info):
+
+    def check(done: int) -> list[float]:
+        bad, sums = meter.read(info)
+        if bad is not None:
             kept = (f"the last good checkpoint is {run_dir / 'last'}" if (run_dir / "last").exists()
                     else "no checkpoint had been written yet")
             raise NonFiniteLossError(
-                f"non-finite loss at epoch {epoch + 1}, optimizer step {optimizer_steps + 1}: "
-                f"training stopped; {kept} (a lower --lr or --clip-grad may help)")
-        t.optimizer.zero_grad(set_to_none=True)
-        if t.scaler is not None:
-            t.scaler(loss, t.optimizer, clip_grad=cfg.clip_grad, parameters=t.model.parameters())
-        else:
-            loss.backward()
-            if cfg.clip_grad:
-                torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.clip_grad)
-            t.optimizer.step()
+                f"non-finite loss at epoch {epoch + 1}, optimizer step {bad}: training stopped; {kept} "
+                "(a lower --lr or --clip-grad may help)")
+        nonlocal shown
+        loss_sum, hits, counted = sums
+        elapsed = max(time.perf_counter() - start, 1e-9)
+        acc = f" {data.task.train_score_label} {100 * hits / counted:5.1f}%" if counted else ""
+        progress.update(task, advance=done - shown,
+                        info=f"loss {loss_sum / max(seen, 1):.4f}{acc} lr {t.optimizer.param_groups[0]['lr']:.2e} "
+                             f"{seen * info.world_size / elapsed:.0f} img/s, data wait {100 * waited / elapsed:.0f}%")
+        shown = done
+        return sums
+
+    for step in range(steps):
+        for micro in range(accum):
+            fetch = time.perf_counter()
+            images, targets = next(batches)
+            waited += time.perf_counter() - fetch
+            images = images.to(info.device, non_blocking=True)
+            targets = targets.to(info.device, non_blocking=True)
+            hard_targets = targets
+            if t.mixup is not None:
+                images, targets = t.mixup(images, targets)
+            last = micro == accum - 1
+            with _gradient_sync(t, last):
+                with torch.autocast(**t.autocast):
+                    output = t.train_model(images)
+                    loss = compute_loss(t.train_model, output, targets, t.criterion)
+                _backward(cfg, t, loss, last)
+            score = None if t.mixup is not None else data.task.train_score(final_logits(output).detach(), hard_targets)
+            meter.add(loss, images.shape[0], score, optimizer_steps + 1)
+            seen += images.shape[0]
         optimizer_steps += 1
+        t.optimizer.zero_grad(set_to_none=True)
         t.scheduler.step_update(num_updates=optimizer_steps)
         if t.ema is not None:
             t.ema.update(t.model, step=optimizer_steps)
         after_train_step(t.model, optimizer_steps)
-
-        n = images.shape[0]
-        loss_sum += loss.item() * n
-        score = None if t.mixup is not None else data.task.train_score(final_logits(output).detach(), hard_targets)
-        if score is not None:
-            hits, counted = hits + score[0], counted + score[1]
-        seen += n
-        rate = seen * info.world_size / max(time.perf_counter() - start, 1e-9)
-        acc = f" {data.task.train_score_label} {100 * hits / counted:5.1f}%" if counted else ""
-        progress.update(task, info=f"loss {loss_sum / seen:.4f}{acc} "
-                                   f"lr {t.optimizer.param_groups[0]['lr']:.2e} {rate:.0f} img/s")
+        if (step + 1) % cfg.sync_every == 0 and step + 1 < steps:
+            check(step + 1)
+    loss_sum, hits, counted = check(steps)
+    for _ in batches:  # batches short of a whole accumulated step: read, so the workers end the epoch idle
+        pass
     t.scheduler.step(epoch + 1)
     seconds = time.perf_counter() - start
-    loss_total, hits_total, counted_total, seen_total = all_reduce_sum([loss_sum, hits, counted, seen], info)
+    loss_total, hits_total, counted_total, seen_total, waited_total, seconds_total = all_reduce_sum(
+        [loss_sum, hits, counted, seen, waited, seconds], info)
     totals = {"train_loss": loss_total / seen_total, "lr": t.optimizer.param_groups[0]["lr"],
-              "img_per_s": seen_total / seconds}
+              "img_per_s": seen_total / seconds, "data_wait": waited_total / seconds_total}
     if counted_total:
         name = "train_top1" if data.task.name == "classification" else "train_pixel_acc"
         totals[name] = 100.0 * hits_total / counted_total
@@ -616,11 +841,13 @@ def _start_message(cfg: TrainConfig, data: TrainData, t: Trainee, info: DistInfo
     return (f"training {cfg.model} on {cfg.data} ({len(data.train_set)} train / {len(data.val_set)} val "
             f"images, {len(data.classes)} classes) for {cfg.epochs} epochs, recipe {cfg.recipe}{note}, "
             f"{info.world_size} process(es) on {info.device.type}, global batch "
-            f"{cfg.batch_size * info.world_size}, lr {t.lr:.2e}; writing {run_dir}")
+            f"{cfg.batch_size * cfg.grad_accum * info.world_size}"
+            f"{f' ({cfg.grad_accum} accumulated batches)' if cfg.grad_accum > 1 else ''}, lr {t.lr:.2e}; "
+            f"writing {run_dir}")
 
 
 def _epoch_message(task: Task, record: dict[str, Any]) -> str:
     skipped = record.get("skipped_images")
     return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, {task.summary(record)}, "
-            f"{record['img_per_s']:.0f} img/s"
+            f"{record['img_per_s']:.0f} img/s (data wait {100 * record['data_wait']:.0f}%)"
             + (f", skipped {skipped} unreadable images" if skipped else ""))

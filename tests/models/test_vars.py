@@ -527,3 +527,38 @@ def test_vars_attention_refuses_masks_it_cannot_apply():
     x = torch.randn(1, 4, 32)
     with pytest.raises(BioattnError, match="cannot apply an attention mask"):
         VARSDAttention(32, 2)(x, attn_mask=torch.zeros(4, 4))
+
+
+def _compile_backend_problem() -> str | None:
+    try:
+        torch.compile(lambda x: x * 2 + 1)(torch.ones(2))
+    except Exception as exc:  # inductor builds C++ on the CPU: no working compiler, no compile
+        return f"torch.compile cannot build on this machine: {str(exc).splitlines()[0]}"
+    return None
+
+
+@pytest.mark.parametrize("attention", ["vars_d", "vars_sd"])
+def test_compiled_sparse_coding_gives_the_same_outputs_and_gradients(attention):
+    problem = _compile_backend_problem()
+    if problem:
+        pytest.skip(problem)
+    from torch._dynamo.utils import counters
+
+    def run(compile_ista: bool):
+        torch.manual_seed(0)
+        model = timm.create_model("rvt_micro", attention=attention, compile_ista=compile_ista).train()
+        logits = model(torch.randn(2, 3, 64, 64))
+        logits.square().sum().backward()
+        return model, logits
+
+    plain, plain_logits = run(False)
+    counters.clear()
+    compiled, compiled_logits = run(True)
+    assert counters["stats"]["unique_graphs"] >= 1  # the sparse coding ran compiled
+    assert all(m.compile_ista for m in compiled.modules() if isinstance(m, VARSDAttention))
+    assert rel_err(compiled_logits, plain_logits) < 1e-5
+    # every gradient, relative to the largest (a conv bias before batch norm has none but rounding)
+    assert rel_err(torch.cat([p.grad.flatten() for p in compiled.parameters()]),
+                   torch.cat([p.grad.flatten() for p in plain.parameters()])) < 1e-5
+    with pytest.raises(BioattnError, match="compile_ista must be true or false, got 'yes'"):
+        VARSDAttention(32, 2, compile_ista="yes")

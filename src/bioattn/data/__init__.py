@@ -34,6 +34,9 @@ class Augmentation:
     hflip: float = 0.0
     random_resized_crop: bool = True
     interpolation: str = "bicubic"
+    # False: image folders give 8-bit (uint8) image tensors, left to the batch's consumer to
+    # normalise and randomly erase on its device (timm's PrefetchLoader)
+    normalize: bool = True
 
 
 class _Mapped(Dataset):
@@ -160,6 +163,7 @@ def _folder_transform(size: int, mean, std, train: bool, aug: Augmentation | Non
             re_count=a.re_count,
             mean=tuple(mean),
             std=tuple(std),
+            use_prefetcher=not a.normalize,
         )
     return create_transform(
         size, is_training=False, interpolation="bicubic", mean=tuple(mean), std=tuple(std),

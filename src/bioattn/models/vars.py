@@ -43,6 +43,8 @@ finest token grid, which holds most of the blocks).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -80,13 +82,16 @@ def _check_attention(attention: str, allowed: Sequence[str] = ATTENTIONS) -> Non
         raise BioattnError(f"unknown attention '{attention}'; choose one of {', '.join(allowed)}")
 
 
-def _check_vars_args(lam: float, num_step: int, rand_feat_dim_ratio: float | None = None) -> None:
+def _check_vars_args(lam: float, num_step: int, rand_feat_dim_ratio: float | None = None,
+                     compile_ista: bool = False) -> None:
     if not isinstance(num_step, int) or isinstance(num_step, bool) or num_step < 0:
         raise BioattnError(f"num_step must be a whole number >= 0, got {num_step!r}")
     if lam < 0:
         raise BioattnError(f"lam must be >= 0, got {lam!r}")
     if rand_feat_dim_ratio is not None and not rand_feat_dim_ratio > 0:
         raise BioattnError(f"rand_feat_dim_ratio must be > 0, got {rand_feat_dim_ratio!r}")
+    if not isinstance(compile_ista, bool):
+        raise BioattnError(f"compile_ista must be true or false, got {compile_ista!r}")
 
 
 def _merge_heads(x: torch.Tensor) -> torch.Tensor:
@@ -111,6 +116,54 @@ def random_features(u: torch.Tensor, rand_matrix: torch.Tensor) -> torch.Tensor:
 def soft_threshold(x: torch.Tensor, thresh: torch.Tensor | float, act=F.gelu) -> torch.Tensor:
     """``sign(x) * act(|x| - thresh)``: a (smooth, with GELU) shrinkage toward zero."""
     return torch.sign(x) * act(x.abs() - thresh)
+
+
+def ista_code(feats: torch.Tensor, values: torch.Tensor, W: torch.Tensor, eye: torch.Tensor,
+              learned_L: torch.Tensor, learned_lam: torch.Tensor, lam: float, num_step: int,
+              on_iteration=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sparse code of VARS-D/VARS-SD by unrolled ISTA (see :class:`VARSDAttention`).
+
+    ``feats`` F ``(n, N, a)`` (the unnormalised dictionary, n = images x heads), ``values``
+    ``(n, N, d)``, ``W`` the learned ``(a, a)`` metric, ``eye`` the ``(a, a)`` identity. Returns the
+    code ``x`` ``(n, a, d)`` and the inverse column norms ``s`` ``(n, a, 1)`` (``D x = F (s x)``).
+    Every operation is batched over the n image-heads (matrix products as single batched calls)
+    and nothing depends on the values on the host, so ``torch.compile`` takes the whole function
+    as one graph. ``on_iteration(t, x, s)`` sees the code after each iteration (t = 0: the first
+    thresholding of ``b``).
+    """
+    n, _, a = feats.shape
+    Ft = feats.transpose(1, 2)
+    raw_gram = torch.bmm(Ft, feats)  # F^T F, (n, a, a)
+    inv = raw_gram.diagonal(dim1=1, dim2=2).clamp_min(1e-24).rsqrt().unsqueeze(-1)  # (n, a, 1)
+    with torch.no_grad():  # L = max_row |G_row|_1 + 1, with |G_ij| = s_i |F^T F|_ij s_j
+        L = (inv * torch.bmm(raw_gram.abs(), inv)).amax(dim=1, keepdim=True) + 1  # (n, 1, 1)
+    rate = learned_L / L  # 1 / L'
+    thresh = learned_lam * lam
+    b = torch.bmm(Ft, values) * inv  # D^T v
+    gram_step = raw_gram * ((inv * rate) * inv.transpose(1, 2))  # G / L'
+    gram_w = (gram_step.reshape(n * a, a) @ W).view(n, a, a)
+    update = torch.baddbmm(eye, W.expand(n, a, a), gram_w, alpha=-1)  # I - W G W / L'
+    shift = b * rate  # b / L'
+    x = soft_threshold(b, thresh)
+    if on_iteration is not None:
+        on_iteration(0, x, inv)
+    thresh = thresh * rate
+    for t in range(num_step):
+        x = soft_threshold(torch.baddbmm(shift, update, x), thresh)
+        if on_iteration is not None:
+            on_iteration(t + 1, x, inv)
+    return x, inv
+
+
+_compiled_ista_code = None
+
+
+def compiled_ista_code():
+    """:func:`ista_code` compiled by ``torch.compile`` (once per process, on first use)."""
+    global _compiled_ista_code
+    if _compiled_ista_code is None:
+        _compiled_ista_code = torch.compile(ista_code, fullgraph=True)
+    return _compiled_ista_code
 
 
 class TokenBatchNorm(nn.Module):
@@ -237,7 +290,9 @@ class VARSDAttention(_TokenAttention):
       ``x = x - (G' x - b) / L'``, ``x = sign(x) gelu(|x| - lam'/L')``;
     * output ``proj(D x)`` with heads merged.
 
-    With ``num_step = 0`` the output is ``proj(D sign(b) gelu(|b| - lam'))``.
+    With ``num_step = 0`` the output is ``proj(D sign(b) gelu(|b| - lam'))``. ``compile_ista=True``
+    runs the sparse coding (:func:`ista_code`) compiled by ``torch.compile``, which fuses the
+    iterations' element-wise steps into a few kernels (same results to float rounding).
 
     Computed without forming D: with ``F = phi(q)`` and ``s`` the inverse column norms of F,
     ``G = diag(s) F^T F diag(s)``, ``b = diag(s) F^T v`` and ``D x = F (diag(s) x)``; an iteration is
@@ -247,11 +302,13 @@ class VARSDAttention(_TokenAttention):
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, lam: float = 0.3,
-                 num_step: int = 5, rand_feat_dim_ratio: float = 2, proj_drop: float = 0.0) -> None:
+                 num_step: int = 5, rand_feat_dim_ratio: float = 2, proj_drop: float = 0.0,
+                 compile_ista: bool = False) -> None:
         super().__init__(dim, num_heads)
-        _check_vars_args(lam, num_step, rand_feat_dim_ratio)
+        _check_vars_args(lam, num_step, rand_feat_dim_ratio, compile_ista)
         self.lam = lam
         self.num_step = num_step
+        self.compile_ista = compile_ista
         self.qkv = nn.Linear(dim, dim * 2, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
@@ -261,6 +318,7 @@ class VARSDAttention(_TokenAttention):
         self.learned_k = nn.Parameter(torch.eye(self.num_atoms))
         self.learned_lam = nn.Parameter(torch.ones(1))
         self.learned_L = nn.Parameter(torch.ones(1))
+        self.register_buffer("eye", torch.eye(self.num_atoms), persistent=False)
 
     @property
     def num_atoms(self) -> int:
@@ -274,38 +332,16 @@ class VARSDAttention(_TokenAttention):
     def sparse_code(self, feats: torch.Tensor, v: torch.Tensor,
                     on_iteration=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Unrolled ISTA for ``min_x |v - D x|^2 / 2 + lam' |x|_1`` (GELU shrinkage), with
-        ``D`` the column-normalised ``feats``.
-
-        Works on ``(B*h, ., .)`` batches; returns the code ``x`` ``(B*h, atoms, d)`` and the
-        inverse column norms ``s`` ``(B*h, atoms, 1)`` (so ``D x = feats @ (s * x)``).
-        ``on_iteration(t, x, s)`` sees the code after each ISTA iteration (t = 0: the first
-        thresholding of ``b``).
+        ``D`` the column-normalised ``feats`` ``(B, h, N, atoms)``: :func:`ista_code` (compiled
+        with ``compile_ista``, unless ``on_iteration`` watches the iterations) on ``(B*h, ., .)``
+        batches. Returns the code ``x`` ``(B*h, atoms, d)`` and the inverse column norms ``s``
+        ``(B*h, atoms, 1)`` (so ``D x = feats @ (s * x)``).
         """
         B, h, N, a = feats.shape
-        F3 = feats.reshape(B * h, N, a)
-        Ft = F3.transpose(1, 2)
-        raw_gram = torch.bmm(Ft, F3)  # F^T F, (Bh, a, a)
-        inv = raw_gram.diagonal(dim1=1, dim2=2).clamp_min(1e-24).rsqrt().unsqueeze(-1)  # (Bh, a, 1)
-        with torch.no_grad():  # L = max_row |G_row|_1 + 1, with |G_ij| = s_i |F^T F|_ij s_j
-            L = (inv * torch.bmm(raw_gram.abs(), inv)).amax(dim=1, keepdim=True) + 1  # (Bh, 1, 1)
-        rate = self.learned_L / L  # 1 / L'
-        lam = self.learned_lam * self.lam
-        b = torch.bmm(Ft, v.reshape(B * h, N, -1)) * inv  # D^T v
-        gram_step = raw_gram * ((inv * rate) * inv.transpose(1, 2))  # G / L'
-        W = self.learned_k
-        eye = torch.eye(a, dtype=feats.dtype, device=feats.device)
-        gram_w = (gram_step.reshape(B * h * a, a) @ W).view(B * h, a, a)
-        update = eye - torch.bmm(W.expand(B * h, a, a), gram_w)  # I - W G W / L'
-        shift = b * rate  # b / L'
-        thresh = lam * rate
-        x = soft_threshold(b, lam)
-        if on_iteration is not None:
-            on_iteration(0, x, inv)
-        for t in range(self.num_step):
-            x = soft_threshold(torch.baddbmm(shift, update, x), thresh)
-            if on_iteration is not None:
-                on_iteration(t + 1, x, inv)
-        return x, inv
+        solve = compiled_ista_code() if self.compile_ista and on_iteration is None else ista_code
+        return solve(feats.reshape(B * h, N, a), v.reshape(B * h, N, -1), self.learned_k,
+                     self.eye.to(feats.dtype), self.learned_L, self.learned_lam, self.lam, self.num_step,
+                     on_iteration)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
         self._refuse_mask(attn_mask)
@@ -338,11 +374,12 @@ class VARSSDAttention(VARSDAttention):
 
     def __init__(self, dim: int, num_heads: int, num_tokens: int, qkv_bias: bool = True,
                  lam: float = 0.3, num_step: int = 5, rand_feat_dim_ratio: float = 2,
-                 proj_drop: float = 0.0) -> None:
+                 proj_drop: float = 0.0, compile_ista: bool = False) -> None:
         if not num_tokens or num_tokens < 1:
             raise BioattnError("vars_sd needs the number of tokens (num_tokens) of its fixed grid")
         super().__init__(dim, num_heads, qkv_bias=qkv_bias, lam=lam, num_step=num_step,
-                         rand_feat_dim_ratio=rand_feat_dim_ratio, proj_drop=proj_drop)
+                         rand_feat_dim_ratio=rand_feat_dim_ratio, proj_drop=proj_drop,
+                         compile_ista=compile_ista)
         self.num_tokens = num_tokens
         self.kernel = nn.Parameter(torch.randn(1, num_heads, num_tokens, self.num_feat))
 
@@ -589,8 +626,9 @@ class VARSSBlock(StaticFilterDictionary):
 def make_attention(attention: str, dim: int, num_heads: int, *, num_tokens: int | None = None,
                    mask_tokens: int = 0, qkv_bias: bool = True, attn_drop: float = 0.0,
                    proj_drop: float = 0.0, lam: float = 0.3, num_step: int = 5,
-                   rand_feat_dim_ratio: float = 2) -> nn.Module:
-    """A token attention module by name (``self-att``, ``perf``, ``vars_d``, ``vars_sd``)."""
+                   rand_feat_dim_ratio: float = 2, compile_ista: bool = False) -> nn.Module:
+    """A token attention module by name (``self-att``, ``perf``, ``vars_d``, ``vars_sd``);
+    ``compile_ista`` compiles the sparse coding of vars_d/vars_sd (``torch.compile``)."""
     _check_attention(attention, TOKEN_ATTENTIONS)
     if attention == "self-att":
         return SelfAttention(dim, num_heads, qkv_bias=qkv_bias, mask_tokens=mask_tokens,
@@ -598,7 +636,7 @@ def make_attention(attention: str, dim: int, num_heads: int, *, num_tokens: int 
     if attention == "perf":
         return PerformerAttention(dim, num_heads, qkv_bias=qkv_bias, proj_drop=proj_drop)
     vars_kwargs = dict(qkv_bias=qkv_bias, lam=lam, num_step=num_step,
-                       rand_feat_dim_ratio=rand_feat_dim_ratio, proj_drop=proj_drop)
+                       rand_feat_dim_ratio=rand_feat_dim_ratio, proj_drop=proj_drop, compile_ista=compile_ista)
     if attention == "vars_d":
         return VARSDAttention(dim, num_heads, **vars_kwargs)
     return VARSSDAttention(dim, num_heads, num_tokens=num_tokens, **vars_kwargs)
@@ -633,8 +671,31 @@ class HeadPooling(nn.Module):
         return self.conv(x)
 
 
+@contextlib.contextmanager
+def _running_stats_kept(module: nn.Module):
+    """Leaves the batch-norm running statistics of ``module`` as they were on entering: the
+    recomputation of a block for gradient checkpointing must not count its batch a second time."""
+    norms = [m for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, count) in zip(norms, saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+
+
+def _recompute_contexts(block: nn.Module) -> tuple[contextlib.AbstractContextManager, ...]:
+    return contextlib.nullcontext(), _running_stats_kept(block)
+
+
 class Stage(nn.Module):
-    """``depth`` blocks on one token grid; takes and returns ``(B, C, H, W)`` maps."""
+    """``depth`` blocks on one token grid; takes and returns ``(B, C, H, W)`` maps. With
+    ``grad_checkpointing`` each block is recomputed in the backward pass (its batch norms'
+    running statistics updated once, as without)."""
 
     def __init__(self, blocks: list[nn.Module], grid: tuple[int, int]) -> None:
         super().__init__()
@@ -648,7 +709,11 @@ class Stage(nn.Module):
         x = x.flatten(2).transpose(1, 2)
         use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
         for blk in self.blocks:
-            x = checkpoint(blk, x, grid, use_reentrant=False) if use_checkpoint else blk(x, grid)
+            if use_checkpoint:
+                x = checkpoint(blk, x, grid, use_reentrant=False,
+                               context_fn=functools.partial(_recompute_contexts, blk))
+            else:
+                x = blk(x, grid)
         return x.transpose(1, 2).reshape(B, C, H, W)
 
 
@@ -660,7 +725,8 @@ class RVT(nn.Module):
     pool -> LayerNorm -> Linear. No position embedding, no class token.
 
     ``attention`` is one of ``self-att``, ``perf``, ``vars_s``, ``vars_d``, ``vars_sd``;
-    ``lam``, ``num_step`` (ISTA iterations), ``rand_feat_dim_ratio`` configure vars_d/vars_sd;
+    ``lam``, ``num_step`` (ISTA iterations), ``rand_feat_dim_ratio`` configure vars_d/vars_sd,
+    and ``compile_ista=True`` runs their sparse coding compiled by ``torch.compile``;
     vars_s uses its own ``s_lam`` (3.5) and ``s_num_step`` (3). vars_s and vars_sd learn
     dictionaries tied to the token grid, and the ``*_plus`` models a learned attention mask over
     its token pairs, so they only accept images of ``img_size``; the others run at any size.
@@ -675,14 +741,14 @@ class RVT(nn.Module):
                  mlp_ratio: float = 4.0, num_classes: int = 1000, in_chans: int = 3,
                  attention: str = "self-att", lam: float = 0.3, num_step: int = 5,
                  rand_feat_dim_ratio: float = 2, s_lam: float = 3.5, s_num_step: int = 3,
-                 masked_blocks: int = 0, stem_stride: int = 16, stem_chans: int = 32,
+                 compile_ista: bool = False, masked_blocks: int = 0, stem_stride: int = 16, stem_chans: int = 32,
                  drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  global_pool: str = "avg") -> None:
         super().__init__()
         _check_attention(attention)
         if attention in ("vars_d", "vars_sd"):
-            _check_vars_args(lam, num_step, rand_feat_dim_ratio)
+            _check_vars_args(lam, num_step, rand_feat_dim_ratio, compile_ista)
         if attention == "vars_s":
             _check_vars_args(s_lam, s_num_step)
         if global_pool not in ("avg", ""):
@@ -718,7 +784,8 @@ class RVT(nn.Module):
         index = 0
         self.transformers = nn.ModuleList()
         self.pools = nn.ModuleList()
-        vars_kwargs = dict(lam=lam, num_step=num_step, rand_feat_dim_ratio=rand_feat_dim_ratio)
+        vars_kwargs = dict(lam=lam, num_step=num_step, rand_feat_dim_ratio=rand_feat_dim_ratio,
+                           compile_ista=compile_ista)
         for s, (dim, n_blocks, n_heads) in enumerate(zip(dims, depth, heads)):
             blocks: list[nn.Module] = []
             for i in range(n_blocks):
@@ -919,7 +986,7 @@ def replace_attention(model: VisionTransformer, attention: str, **vars_kwargs: A
     """Swap the ``attn`` of every block of a timm VisionTransformer (ViT, DeiT) for ``attention``
     (``self-att``, ``perf``, ``vars_d`` or ``vars_sd``), in place; returns the model.
 
-    ``vars_kwargs``: ``lam``, ``num_step``, ``rand_feat_dim_ratio``. The new module keeps the
+    ``vars_kwargs``: ``lam``, ``num_step``, ``rand_feat_dim_ratio``, ``compile_ista``. The new module keeps the
     old one's weights where they mean the same thing: q and v rows of ``qkv`` (vars_d/vars_sd
     have no keys), all of ``qkv`` (self-att, perf) and ``proj``, so a pretrained ViT is a
     reasonable starting point for fine-tuning.
@@ -1000,10 +1067,10 @@ class VARSVisionTransformer(ViTConventions, VisionTransformer):
     """
 
     def __init__(self, attention: str = "vars_d", lam: float = 0.3, num_step: int = 5,
-                 rand_feat_dim_ratio: float = 2, **kwargs: Any) -> None:
+                 rand_feat_dim_ratio: float = 2, compile_ista: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         replace_attention(self, attention, lam=lam, num_step=num_step,
-                          rand_feat_dim_ratio=rand_feat_dim_ratio)
+                          rand_feat_dim_ratio=rand_feat_dim_ratio, compile_ista=compile_ista)
 
     def attention_maps(self, x: torch.Tensor, block: int = -1) -> OrderedDict[str, torch.Tensor]:
         return vit_attention_maps(self, x, block=block)
