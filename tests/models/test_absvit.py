@@ -59,7 +59,8 @@ def tiny_absvit(**kw) -> AbSViT:
 # ------------------------------------------------------------------------------------------
 # exactness
 # ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(p.stem for p in REFERENCE.glob("absvit_*.safetensors")))
+# the classifiers' golden files (the segmentation backbone's is tested in test_upernet.py)
+@pytest.mark.parametrize("name", ["absvit_avg", "absvit_token"])
 def test_absvit_reproduces_reference(name):
     model, config, ref = golden_model(name, "absvit_micro_patch8_64")
     assert isinstance(model, AbSViT) and model.global_pool == config["global_pool"]
