@@ -15,6 +15,8 @@ scored, pictured and summed up for the report.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -50,16 +52,22 @@ class TaskDemoSettings:
     """Budget of the segmentation and multi-label parts of the demo."""
 
     seg_data: str = "embedded:seg,train=2000,val=200,test=300"
-    multi_data: str = "embedded:multi,train=3000,val=300,test=300"
-    epochs: int = 2
-    batch_size: int = 64
-    base_lr: float = 8e-3
+    multi_data: str = "embedded:multi,train=2000,val=200,test=300"
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 3e-3
     eval_images: int = 300
     corruption_images: int = 100
     corruptions: tuple[str, ...] = ("gaussian_noise", "motion_blur", "fog", "jpeg_compression")
     severities: tuple[int, ...] = (3,)
     glimpses: int = 8
     gallery_images: int = 3
+
+    @property
+    def key(self) -> str:
+        """Identifies the fine-tuned checkpoints: the settings they were trained with."""
+        part = {k: getattr(self, k) for k in ("seg_data", "multi_data", "epochs", "batch_size", "lr")}
+        return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:12]
 
 
 QUICK_TASKS = TaskDemoSettings(
@@ -90,7 +98,7 @@ def _fine_tune(task: str, label: str, name: str, args: dict, data: str, init: Pa
     t0 = time.perf_counter()
     train(TrainConfig(
         model=name, data=data, output=str(run_dir), recipe="small", model_args=dict(args), init=str(init),
-        epochs=settings.epochs, batch_size=settings.batch_size, base_lr=settings.base_lr,
+        epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
         warmup_epochs=min(1, settings.epochs - 1), progress=progress, tensorboard=False,
         device="cpu" if not torch.cuda.is_available() else "auto",
     ))
@@ -111,9 +119,9 @@ def segmentation_demo(checkpoints: dict[str, Path], settings: TaskDemoSettings, 
     for label, name, args in SEGMENTATION_MODELS:
         if label not in checkpoints:
             continue
-        model, meta, seconds = _fine_tune("segmentation", label, name, args, settings.seg_data,
-                                          checkpoints[label], settings, ckpt_root / "segmentation" / _slug(label),
-                                          label in retrained, progress, log)
+        run_dir = ckpt_root / f"segmentation-{settings.key}" / _slug(label)
+        model, meta, seconds = _fine_tune("segmentation", label, name, args, settings.seg_data, checkpoints[label],
+                                          settings, run_dir, label in retrained, progress, log)
         t0 = time.perf_counter()
         test_set = task.build_dataset(settings.seg_data, "test", _input(meta), train=False)
         if "all_background" not in results:
@@ -173,9 +181,9 @@ def multilabel_demo(checkpoints: dict[str, Path], settings: TaskDemoSettings, ck
     for label, name, args in MULTILABEL_MODELS:
         if label not in checkpoints:
             continue
+        run_dir = ckpt_root / f"multilabel-{settings.key}" / _slug(label)
         model, meta, seconds = _fine_tune("multi-label", label, name, args, settings.multi_data, checkpoints[label],
-                                          settings, ckpt_root / "multilabel" / _slug(label), label in retrained,
-                                          progress, log)
+                                          settings, run_dir, label in retrained, progress, log)
         t0 = time.perf_counter()
         test_set = task.build_dataset(settings.multi_data, "test", _input(meta), train=False)
         common = dict(mean=meta["mean"], std=meta["std"], img_size=meta["img_size"], task="multilabel",
