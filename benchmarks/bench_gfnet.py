@@ -15,64 +15,43 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 
 import torch
 import torch.nn.functional as F
 
 import bioattn  # noqa: F401  (registers the models)
 from bioattn.models import create_model
+from timing import ModelRunner, time_rounds
 
 MIXERS = ("filter", "vars_s")
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+class Runner(ModelRunner):
+    """One GFNet-Ti with its eval batch, training batch and optimiser: ``step(mode)`` runs one
+    eval forward or one training step."""
 
+    eval_grad_mode = torch.inference_mode
 
-def time_eval(model: torch.nn.Module, x: torch.Tensor) -> float:
-    model.eval()
-    with torch.inference_mode():
-        sync(x.device)
-        start = time.perf_counter()
-        model(x)
-        sync(x.device)
-        return time.perf_counter() - start
+    def __init__(self, mixer: str, x_eval: torch.Tensor, x_train: torch.Tensor, y_train: torch.Tensor,
+                 depth: int | None) -> None:
+        super().__init__(x_eval.device)
+        torch.manual_seed(0)
+        kwargs = dict(num_classes=10, **({"depth": depth} if depth else {}))
+        self.model = create_model("gfnet_ti", mixer=mixer, **kwargs).to(self.device)
+        self.optimiser = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
+        self.x, self.x_train, self.y_train = x_eval, x_train, y_train
 
-
-def time_train(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor) -> float:
-    model.train()
-    sync(x.device)
-    start = time.perf_counter()
-    loss = F.cross_entropy(model(x), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    sync(x.device)
-    return time.perf_counter() - start
+    def loss(self) -> torch.Tensor:
+        return F.cross_entropy(self.model(self.x_train), self.y_train)
 
 
 def bench(device: torch.device, eval_bs: int, train_bs: int, rounds: int, depth: int | None) -> dict:
-    kwargs = dict(num_classes=10, **({"depth": depth} if depth else {}))
-    models, opts = {}, {}
-    for mixer in MIXERS:
-        torch.manual_seed(0)
-        models[mixer] = create_model("gfnet_ti", mixer=mixer, **kwargs).to(device)
-        opts[mixer] = torch.optim.SGD(models[mixer].parameters(), lr=1e-3, momentum=0.9)
     x_eval = torch.randn(eval_bs, 3, 224, 224, device=device)
     x_train = torch.randn(train_bs, 3, 224, 224, device=device)
     y_train = torch.randint(0, 10, (train_bs,), device=device)
-    for mixer in MIXERS:  # warm-up
-        time_eval(models[mixer], x_eval)
-        time_train(models[mixer], opts[mixer], x_train, y_train)
-    best_eval = {m: float("inf") for m in MIXERS}
-    best_train = {m: float("inf") for m in MIXERS}
-    for _ in range(rounds):
-        for mixer in MIXERS:
-            best_eval[mixer] = min(best_eval[mixer], time_eval(models[mixer], x_eval))
-            best_train[mixer] = min(best_train[mixer], time_train(models[mixer], opts[mixer], x_train, y_train))
+    runners = {mixer: Runner(mixer, x_eval, x_train, y_train, depth) for mixer in MIXERS}
+    best_eval = time_rounds(runners, "eval", rounds, reduce=min)
+    best_train = time_rounds(runners, "train", rounds, reduce=min)
     return {m: (eval_bs / best_eval[m], train_bs / best_train[m]) for m in MIXERS}
 
 

@@ -16,19 +16,33 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import torch
 
 import bioattn  # noqa: F401  (registers the models)
 from bioattn.models import create_model
 from bioattn.protocol import compute_loss
+from timing import ModelRunner, time_rounds
 
 MODELS = ["rsrnn_micro", "retina_gru_micro", "crop_s_micro", "crop_d_micro", "s3ta_micro", "ffcnn_micro"]
 BATCH = 128
 EPOCH = 20000
 EPOCH_LIMIT_S = 120.0
 RATIO_LIMIT = 5.0
+
+
+class Runner(ModelRunner):
+    """One micro model with its optimiser, on the CPU: ``step("train")`` runs one training step
+    on the shared batch."""
+
+    def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor, criterion: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = create_model(name).train()
+        self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        self.x, self.y, self.criterion = x, y, criterion
+
+    def loss(self) -> torch.Tensor:
+        return compute_loss(self.model, self.model.forward_readouts(self.x), self.y, self.criterion)
 
 
 def main(argv=None) -> int:
@@ -43,25 +57,8 @@ def main(argv=None) -> int:
     x = torch.randn(BATCH, 3, 64, 64)
     y = torch.randint(0, 10, (BATCH,))
     criterion = torch.nn.CrossEntropyLoss()
-    steps = {}
-    for name in MODELS:
-        model = create_model(name).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-        def step(model=model, opt=opt):
-            loss = compute_loss(model, model.forward_readouts(x), y, criterion)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        steps[name] = step
-    best = {name: float("inf") for name in MODELS}
-    for r in range(rounds + 1):
-        for name, step in steps.items():
-            t0 = time.perf_counter()
-            step()
-            if r > 0:  # the first round warms up
-                best[name] = min(best[name], time.perf_counter() - t0)
+    runners = {name: Runner(name, x, y, criterion) for name in MODELS}
+    best = time_rounds(runners, "train", rounds, reduce=min)
     print(f"{torch.get_num_threads()} threads, batch {BATCH}, fastest of {rounds} rounds")
     for name in MODELS:
         epoch = best[name] * EPOCH / BATCH

@@ -18,18 +18,15 @@ Target: the AbSViT segmenter at most 2.3x the ViT segmenter's time (eval and tra
 from __future__ import annotations
 
 import argparse
-import contextlib
-import statistics
 import sys
-import time
 
 import torch
 from timm.layers import use_fused_attn
-from torch.utils.flop_counter import FlopCounterMode
 
 import bioattn  # noqa: F401  (registers the models)
 from bioattn.models import create_model
 from bioattn.protocol import compute_loss
+from timing import ModelRunner, add_device_options, count_flops, parse_amp, parse_device, print_header, time_rounds
 
 LIMIT = 2.3
 MODES = ("eval", "train")
@@ -43,13 +40,13 @@ SIZES = {
 }
 
 
-class Runner:
+class Runner(ModelRunner):
     """One segmenter with its batch, targets, loss and optimiser: ``step(mode)`` runs one eval
     forward or one training step."""
 
-    def __init__(self, name: str, batch: int, device: torch.device, amp: bool):
+    def __init__(self, name: str, batch: int, device: torch.device, amp: torch.dtype | None):
+        super().__init__(device, amp)
         torch.manual_seed(0)
-        self.device = device
         self.model = create_model(name).to(device)
         h, w = self.model.img_size
         g = torch.Generator().manual_seed(0)
@@ -57,55 +54,20 @@ class Runner:
         self.y = torch.randint(0, self.model.num_classes, (batch, h, w), generator=g).to(device)
         self.criterion = torch.nn.CrossEntropyLoss(ignore_index=255)
         self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
-        self.amp = amp
 
-    def autocast(self):
-        if not self.amp:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-
-    def step(self, mode: str) -> None:
-        if mode == "eval":
-            self.model.eval()
-            with torch.no_grad(), self.autocast():
-                self.model(self.x)
-            return
-        self.model.train()
-        with self.autocast():
-            loss = compute_loss(self.model, self.model.forward_readouts(self.x), self.y, self.criterion)
-        self.optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimiser.step()
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+    def loss(self) -> torch.Tensor:
+        return compute_loss(self.model, self.model.forward_readouts(self.x), self.y, self.criterion)
 
     def eval_flops(self) -> int:
+        """FLOPs of one eval forward."""
         self.model.eval()
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            self.model(self.x)
-        return counter.get_total_flops()
-
-
-def median_seconds(runners: dict[str, Runner], mode: str, rounds: int) -> dict[str, float]:
-    """One warm-up step each, then ``rounds`` alternating rounds; each runner's median time."""
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for round_ in range(rounds + 1):
-        for name, runner in runners.items():
-            runner.sync()
-            start = time.perf_counter()
-            runner.step(mode)
-            runner.sync()
-            if round_ > 0:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+        with torch.no_grad():
+            return count_flops(self.model, self.x)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast to bfloat16")
+    add_device_options(parser, amps=("none", "bf16"), amp_help="autocast to bfloat16")
     parser.add_argument("--sizes", default="micro,tiny512", help="comma-separated: micro, tiny512")
     parser.add_argument("--batch", type=int, default=None, help="batch for every size (default: per size and device)")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default: per size and device)")
@@ -119,27 +81,23 @@ def main(argv=None) -> int:
         parser.error("--batch must be at least 2 (the heads' BatchNorm needs 2 images in training)")
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
+    device = parse_device(parser, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    amp = parse_amp(args.amp)
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"torch {torch.__version__}, {where}, amp {args.amp}, fused attention: {use_fused_attn()}")
-    header = (f"{'size':<14}{'batch':>6}  {'mode':<6}{'ViT img/s':>10}{'AbSViT img/s':>14}"
-              f"{'ratio':>7}{'FLOPs':>7}{'limit':>7}  ok")
-    print(header)
-    print("-" * len(header))
+    print_header(f"{'size':<14}{'batch':>6}  {'mode':<6}{'ViT img/s':>10}{'AbSViT img/s':>14}"
+                 f"{'ratio':>7}{'FLOPs':>7}{'limit':>7}  ok")
     all_ok = True
     for key in sizes:
         label, vit_name, absvit_name, batches, rounds = SIZES[key]
         batch = args.batch or batches[device.type]
-        runners = {"vit": Runner(vit_name, batch, device, args.amp == "bf16"),
-                   "absvit": Runner(absvit_name, batch, device, args.amp == "bf16")}
+        runners = {"vit": Runner(vit_name, batch, device, amp), "absvit": Runner(absvit_name, batch, device, amp)}
         flop_ratio = runners["absvit"].eval_flops() / runners["vit"].eval_flops()
         for mode in MODES:
-            seconds = median_seconds(runners, mode, args.repeats or rounds[device.type])
+            seconds = time_rounds(runners, mode, args.repeats or rounds[device.type])
             ratio = seconds["absvit"] / seconds["vit"]
             ok = ratio <= LIMIT
             all_ok &= ok

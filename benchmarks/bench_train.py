@@ -36,6 +36,7 @@ from bioattn.distributed import DistInfo
 from bioattn.progress import Progress
 from bioattn.protocol import compute_loss
 from bioattn.train import build_data, build_trainee, train_one_epoch
+from timing import print_header, sync
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 EPOCHS = 300
@@ -61,11 +62,6 @@ def write_jpegs(root: Path, images: int, classes: int = 10) -> Path:
             pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
     return root
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def model_alone(t, data, cfg: TrainConfig, device: torch.device, steps: int) -> float:
@@ -167,8 +163,7 @@ def main(argv=None) -> int:
         folder = write_jpegs(Path(tmp) / "data", args.batch_size * args.steps)
         for entry in entries:
             rows.append(bench_model(entry, folder, args, Path(tmp) / "run"))
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for r in rows:
         print(f"{r['model']:<34}{r['trainer']:>14.1f}{r['alone']:>13.1f}{100 * r['outside']:>14.0f}%"
               f"{100 * r['data_wait']:>10.0f}%{r['hours']:>15.1f}h")

@@ -20,7 +20,6 @@ VARS (VARS-D at most 1.5x self-attention, VARS-SD at most 2.2x, eval and trainin
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import time
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from bioattn.models.vars import _RVT_ARCHS, ATTENTIONS, RVT
+from timing import CPU, ModelRunner, add_device_options, parse_amp, parse_device, print_header, sync, time_rounds
 
 SIZES = {
     # name: (architecture, image size, eval batch, train batch) on the CPU; 128 and 128 on CUDA
@@ -44,9 +44,8 @@ REFERENCE = {
     ("rvt_tiny", "vars_sd"): (2.72, None), ("rvt_small", "vars_sd"): (3.44, None),
 }
 TARGETS = {"vars_d": 1.5, "vars_sd": 2.2}
-AMP = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 COMPILED = " (compiled)"
-CPU = torch.device("cpu")
+WARMUP = 2  # untimed rounds per mode (they also compile)
 
 
 def build(arch: str, attention: str, device: torch.device, num_classes: int = 10) -> RVT:
@@ -58,72 +57,36 @@ def build(arch: str, attention: str, device: torch.device, num_classes: int = 10
     return model.to(device)
 
 
-class Timer:
-    """Runs eval forwards and training steps under the chosen precision, timed to the device."""
+class Runner(ModelRunner):
+    """One RVT with its eval batch, training batch and optimiser: ``step(mode)`` runs one eval
+    forward or one training step under the chosen precision."""
 
-    def __init__(self, device: torch.device, amp: torch.dtype | None) -> None:
-        self.device = device
-        self.amp = amp
-        self.scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+    eval_grad_mode = torch.inference_mode
 
-    def autocast(self):
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp)
+    def __init__(self, model: RVT, x_eval: torch.Tensor, x_train: torch.Tensor, y_train: torch.Tensor,
+                 device: torch.device, amp: torch.dtype | None) -> None:
+        super().__init__(device, amp)
+        self.model = model
+        self.x, self.x_train, self.y_train = x_eval, x_train, y_train
+        self.optimiser = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def eval(self, model: RVT, x: torch.Tensor) -> float:
-        model.eval()
-        with torch.inference_mode(), self.autocast():
-            self.sync()
-            start = time.perf_counter()
-            model(x)
-            self.sync()
-            return time.perf_counter() - start
-
-    def train(self, model: RVT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
-        model.train()
-        self.sync()
-        start = time.perf_counter()
-        with self.autocast():
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(opt)
-            self.scaler.update()
-        else:
-            loss.backward()
-            opt.step()
-        self.sync()
-        return time.perf_counter() - start
+    def loss(self) -> torch.Tensor:
+        return F.cross_entropy(self.model(self.x_train), self.y_train)
 
 
-def bench_size(name: str, attentions: list[str], rounds: int, scale: float, timer: Timer) -> list[dict]:
+def bench_size(name: str, attentions: list[str], rounds: int, scale: float, device: torch.device,
+               amp: torch.dtype | None) -> list[dict]:
     arch, size, eval_bs, train_bs = SIZES[name]
-    if timer.device.type == "cuda":
+    if device.type == "cuda":
         eval_bs = train_bs = 128
     eval_bs = max(2, int(eval_bs * scale))
     train_bs = max(2, int(train_bs * scale))
-    device = timer.device
     x_eval = torch.randn(eval_bs, 3, size, size, device=device)
     x_train = torch.randn(train_bs, 3, size, size, device=device)
     y_train = torch.randint(0, 10, (train_bs,), device=device)
-    models = {a: build(arch, a, device) for a in attentions}
-    opts = {a: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for a, m in models.items()}
-    for a in attentions:  # warm-up (and compilation)
-        for _ in range(2):
-            timer.eval(models[a], x_eval)
-            timer.train(models[a], opts[a], x_train, y_train)
-    best_eval = {a: float("inf") for a in attentions}
-    best_train = {a: float("inf") for a in attentions}
-    for _ in range(rounds):
-        for a in attentions:
-            best_eval[a] = min(best_eval[a], timer.eval(models[a], x_eval))
-            best_train[a] = min(best_train[a], timer.train(models[a], opts[a], x_train, y_train))
+    runners = {a: Runner(build(arch, a, device), x_eval, x_train, y_train, device, amp) for a in attentions}
+    best_eval = time_rounds(runners, "eval", rounds, reduce=min, warmup=WARMUP)
+    best_train = time_rounds(runners, "train", rounds, reduce=min, warmup=WARMUP)
     rows = []
     ref = best_eval.get("self-att")
     ref_train = best_train.get("self-att")
@@ -131,7 +94,7 @@ def bench_size(name: str, attentions: list[str], rounds: int, scale: float, time
         base = a.removesuffix(COMPILED)
         rows.append(dict(
             size=f"{arch} ({size}px)", attention=a,
-            params=sum(p.numel() for p in models[a].parameters()) / 1e6,
+            params=sum(p.numel() for p in runners[a].model.parameters()) / 1e6,
             eval_ips=eval_bs / best_eval[a], train_ips=train_bs / best_train[a],
             eval_ratio=best_eval[a] / ref if ref else float("nan"),
             train_ratio=best_train[a] / ref_train if ref_train else float("nan"),
@@ -148,8 +111,7 @@ def print_table(rows: list[dict]) -> None:
     head = (f"{'model':<20} {'attention':<20} {'params':>8} {'eval img/s':>11} {'train img/s':>12} "
             f"{'eval / self-att':>16} {'train / self-att':>17} {'official eval':>14} {'official train':>15} "
             f"{'target':>7}")
-    print(head)
-    print("-" * len(head))
+    print_header(head)
     for r in rows:
         ref_eval, ref_train = r["reference"]
         print(f"{r['size']:<20} {r['attention']:<20} {r['params']:>7.2f}M {r['eval_ips']:>11.1f} "
@@ -166,8 +128,7 @@ def profile_forward(arch: str, size: int, batch: int, attention: str, rows: int,
         model(x)
         with profile(activities=activities) as prof:
             model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            sync(device)
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(f"\nprofile: {arch} {attention}, one forward pass of {batch} images")
     print(prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=44))
@@ -181,16 +142,12 @@ def main() -> None:
     parser.add_argument("--attentions", default=",".join(ATTENTIONS))
     parser.add_argument("--compile-ista", action="store_true",
                         help="also time vars_d and vars_sd with their sparse coding compiled")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--amp", choices=tuple(AMP), default="none",
-                        help="autocast type: bf16, fp16 (with loss scaling) or none (default)")
+    add_device_options(parser)
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no GPU is available")
+    device = parse_device(parser, args.device)
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda:0" if args.device == "cuda" else "cpu")
-    timer = Timer(device, AMP[args.amp])
+    amp = parse_amp(args.amp)
     attentions = args.attentions.split(",")
     if args.compile_ista:
         attentions += [a + COMPILED for a in ("vars_d", "vars_sd") if a in attentions]
@@ -201,7 +158,7 @@ def main() -> None:
     start = time.perf_counter()
     rows = []
     for name in args.sizes.split(","):
-        rows += bench_size(name, attentions, rounds, scale, timer)
+        rows += bench_size(name, attentions, rounds, scale, device, amp)
     print()
     print_table(rows)
     print(f"\n(best of {rounds} interleaved rounds; load average {os.getloadavg()[0]:.1f} at end; official: the "

@@ -598,6 +598,21 @@ def with_explicit(settings: Any, names: Iterable[str]) -> Any:
 # ------------------------------------------------------------------------------------------
 _BUDGET = number(0, 1, low_open=True)
 
+# Named evaluation protocols (``bioattn eval --preset``): the suites they add, the suite settings
+# they give to settings left at their defaults, and, for image folders, the side the images are
+# resized to and the centre crop the model sees.
+PRESETS: dict[str, dict[str, Any]] = {
+    # the RS-RNN paper (Choi et al., 2022): L-inf PGD through the first 4 glimpses, accuracy read
+    # at every glimpse up to 16
+    "rsrnn-pgd": {
+        "suites": ("pgd",),
+        "settings": {"eps": [1e-3, 2e-3, 3e-3, 5e-3], "step_ratio": 1 / 3, "attack_iters": 5,
+                     "restarts": 1, "norm": "Linf", "readouts": 16, "attack_readout": 4},
+        "folder_resize": 384,
+        "folder_crop": 336,
+    },
+}
+
 
 @dataclass
 class SuiteSettings(_Settings):
@@ -646,6 +661,10 @@ class SuiteSettings(_Settings):
     step_size: float | None = setting(
         None, help="PGD step size (in (0, 1] for Linf)", resolves="eps/2", parse=parse_one_eps,
         group="attacks (pixels in [0,1]; defaults are the official settings)", check=_POSITIVE)
+    step_ratio: float | None = setting(
+        None, help="PGD step size as a fraction of each eps (e.g. 1/3), instead of --step-size",
+        resolves="1/2", parse=parse_one_eps, check=number(0, 1, low_open=True),
+        group="attacks (pixels in [0,1]; defaults are the official settings)")
     attack_iters: int = setting(5, help="PGD iterations", check=integer(1),
                                 group="attacks (pixels in [0,1]; defaults are the official settings)")
     restarts: int = setting(1, help="PGD random restarts", check=integer(1),
@@ -664,6 +683,13 @@ class SuiteSettings(_Settings):
     autoattack_version: str = setting(
         "standard", help="rand: the version for models that sample (EOT inside)",
         choices=("standard", "rand"), check=one_of("standard", "rand"),
+        group="attacks (pixels in [0,1]; defaults are the official settings)")
+    preset: str | None = setting(
+        None, help="a named protocol; it sets the settings left at their defaults and adds its suite. "
+        "rsrnn-pgd: the RS-RNN paper's attack per glimpse (Linf PGD, 5 iterations, step eps/3, random "
+        "start, eps 1e-3,2e-3,3e-3,5e-3, aimed at glimpse 4, top-1 read at glimpses 1-16; suite pgd; "
+        "image folders resized to 384 and centre-cropped to 336)", choices=tuple(PRESETS),
+        resolves="none", check=one_of(*PRESETS),
         group="attacks (pixels in [0,1]; defaults are the official settings)")
     # attention suites: the fixation data set folder, and the two-object data set for steering
     # (default: the evaluated data set)
@@ -697,6 +723,34 @@ class SuiteSettings(_Settings):
         if self.attack_readout is not None and self.readouts is not None and self.attack_readout > self.readouts:
             raise BioattnError(f"--attack-readout must be at most --readouts ({self.readouts}); "
                                f"got {self.attack_readout}")
+        if self.step_size is not None and self.step_ratio is not None:
+            raise BioattnError(f"give --step-size or --step-ratio, not both; got {self.step_size:g} and "
+                               f"{self.step_ratio:g}")
+        self._preset_changes()
+
+    def with_preset(self) -> SuiteSettings:
+        """A copy with the values of the named ``preset`` (:data:`PRESETS`) in the settings left at
+        their defaults (itself without a preset). A preset's step ratio yields to a given
+        ``step_size``."""
+        changes = self._preset_changes()
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def _preset_changes(self) -> dict[str, Any]:
+        """The settings the preset fills in; refuses a combination the attack cannot run."""
+        if self.preset is None:
+            return {}
+        values = PRESETS[self.preset]["settings"]
+        changes = {f.name: values[f.name] for f in dataclasses.fields(self)
+                   if f.name in values and getattr(self, f.name) == _default_of(f)}
+        if self.step_size is not None:
+            changes.pop("step_ratio", None)
+        readouts = changes.get("readouts", self.readouts)
+        aimed = changes.get("attack_readout", self.attack_readout)
+        if readouts is not None and aimed is not None and aimed > readouts:
+            given = " and ".join(f"--{k.replace('_', '-')}" for k in ("readouts", "attack_readout") if k in changes)
+            raise BioattnError(f"--readouts {readouts} is smaller than --attack-readout {aimed} ({given} set by "
+                               f"--preset {self.preset}): the prediction the attack aims at must be among the readouts")
+        return changes
 
     def check_readouts(self, multi_readout: bool, model_name: str) -> None:
         """Refuse readouts a model cannot give: a single-readout model has exactly one (a

@@ -18,6 +18,8 @@ from bioattn.models.rsrnn import (
     fixation_density,
     gaussian_blobs,
     inhibition_of_return,
+    novelty,
+    pool_evidence,
 )
 from bioattn.protocol import ModelOutput, ReadoutModel, compute_loss, forward_readouts, has_readouts
 from conftest import run_processes
@@ -91,6 +93,120 @@ def test_sampler_mode_and_distribution():
     assert float((freq - probs).abs().sum()) / 2 < 0.02  # total variation distance
     chosen = torch.log(probs[rows * 5 + cols])
     torch.testing.assert_close(draws.log_prob, chosen, atol=1e-5, rtol=1e-5)
+
+
+def test_inhibition_of_return_fades_with_later_fixations():
+    g = 16
+    cells = [(2, 2), (13, 3), (8, 12)]  # (col, row), oldest first
+    past = torch.tensor([[[_cell_centre(c, g), _cell_centre(r, g)]] for c, r in cells])
+    sigmas = torch.full((3, 1), 0.1)
+    blobs = gaussian_blobs(past, sigmas, (g, g))[:, 0]
+    for decay in (0.0, 0.25, 0.6):
+        ior = inhibition_of_return(past, sigmas, (g, g), decay=decay)[0]
+        expected = (1 - blobs[0] * decay ** 2) * (1 - blobs[1] * decay) * (1 - blobs[2])
+        torch.testing.assert_close(ior, expected)
+        # the newest fixation is fully inhibited, an older one by decay^age
+        assert float(ior[12, 8]) < 1e-6
+        assert float(ior[3, 13]) == pytest.approx(1 - decay, abs=1e-4)
+        assert float(ior[2, 2]) == pytest.approx(1 - decay ** 2, abs=1e-4)
+    permanent = inhibition_of_return(past, sigmas, (g, g), decay=1.0)[0]
+    torch.testing.assert_close(permanent, inhibition_of_return(past, sigmas, (g, g))[0])
+    assert float(permanent[2, 2]) < 1e-6 and float(permanent[3, 13]) < 1e-6
+
+
+def _fixed_saliency(model, peaks: dict[tuple[int, int], float], background: float = 1.0) -> None:
+    """Make ``model`` choose its fixations from a fixed saliency map with the given peaks."""
+    def salience(state, fix, hw):
+        s = torch.full((fix.shape[0], model.map_size, model.map_size), background)
+        for (col, row), value in peaks.items():
+            s[:, row, col] = value
+        return s
+    model._salience = salience
+
+
+def test_a_fading_inhibition_of_return_lets_a_fixation_return():
+    """With a fixed saliency map peaked at A (and a weaker peak at B far away), permanent
+    inhibition never lets the model look at A again; a fading one brings it back."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 64)
+    a, b = (3, 4), (12, 11)
+    visits = {}
+    for decay in (1.0, 0.25):
+        m = _tiny("rsrnn_micro", ior_decay=decay).eval()
+        _fixed_saliency(m, {a: 12.0, b: 6.0})
+        with torch.no_grad():
+            fix = m.forward_glimpses(x, glimpses=8).fixations[:, 0]
+        cols = ((fix[:, 0] + 1) * 8).floor().long().tolist()
+        rows = ((fix[:, 1] + 1) * 8).floor().long().tolist()
+        visits[decay] = [t for t, cell in enumerate(zip(cols, rows)) if cell == a]
+    assert visits[1.0] == [1]  # chosen once, after the first glimpse, never again
+    assert visits[0.25][0] == 1 and len(visits[0.25]) >= 3
+
+
+def test_pooled_evidence_is_a_gated_mean_that_counts_each_place_once():
+    torch.manual_seed(0)
+    feats = torch.randn(4, 2, 6)
+    gates = torch.randn(4, 2)
+    places = torch.tensor([[[-0.5, -0.5]] * 2, [[0.5, -0.5]] * 2, [[0.5, 0.5]] * 2, [[-0.5, 0.5]] * 2])
+    ev = None
+    for t in range(4):
+        ev = pool_evidence(ev, feats[t], gates[t], places[t], width=0.0625)
+        weights = torch.softmax(gates[: t + 1], dim=0)
+        torch.testing.assert_close(ev.features, (weights[..., None] * feats[: t + 1]).sum(0))
+    # looking again at a place already counted adds (almost) nothing, whatever its gate
+    again = pool_evidence(ev, torch.randn(2, 6) * 100, torch.full((2,), 5.0), places[1], width=0.0625)
+    torch.testing.assert_close(again.features, ev.features, atol=1e-6, rtol=1e-5)
+    # a place next to a counted one is partly new; far from all of them, wholly new
+    near = novelty(torch.tensor([[-0.5 + 0.0625, -0.5]]), places[:, :1], 0.0625)
+    far = novelty(torch.tensor([[0.0, 0.0]]), places[:, :1], 0.0625)
+    assert 0.3 < float(near) < 0.5 and float(far) > 0.999
+    assert float(novelty(places[2, :1], places[:, :1], 0.0625)) == 0.0
+
+
+def test_evidence_readout_averages_the_state_readouts_of_new_places():
+    """With the gate at its start (zero), the evidence readout after glimpse t is the mean of the
+    state readouts of glimpses 1..t at new places, and a glimpse at a place already seen leaves
+    it unchanged; the state readout is the previous RS-RNN's prediction of the hidden state."""
+    torch.manual_seed(0)
+    evidence = _tiny("rsrnn_micro").eval()
+    state = _tiny("rsrnn_micro", readout="state").eval()
+    assert not hasattr(state, "evidence_gate")
+    missing, unexpected = state.load_state_dict(evidence.state_dict(), strict=False)
+    assert unexpected == ["evidence_gate.weight"] and not missing
+    x = torch.randn(2, 3, 64, 64)
+    path = torch.tensor([[0.0, 0.0], [0.5625, -0.5625], [-0.5625, 0.5625], [0.5625, -0.5625]])
+    with torch.no_grad():
+        pooled = evidence.forward_glimpses(x, fixations=path).logits
+        alone = state.forward_glimpses(x, fixations=path).logits
+    for t in range(3):
+        torch.testing.assert_close(pooled[t], alone[: t + 1].mean(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pooled[3], pooled[2], atol=1e-5, rtol=1e-5)  # glimpse 4 revisits glimpse 2
+    assert not torch.allclose(alone[3], alone[1])  # although the state has moved on
+
+
+def test_training_draws_the_number_of_glimpses_in_range():
+    m = _tiny("rsrnn_micro", train_glimpses=(2, 5)).train()
+    x = torch.randn(1, 3, 64, 64)
+    torch.manual_seed(0)
+    counts = [m.forward_readouts(x).readout_logits.shape[0] for _ in range(40)]
+    assert set(counts) == {2, 3, 4, 5}
+    assert m.forward_readouts(x, readouts=7).readout_logits.shape[0] == 7  # asked for: given
+    m.eval()
+    with torch.no_grad():
+        assert {m.forward_readouts(x).readout_logits.shape[0] for _ in range(5)} == {4}  # num_glimpses
+    fixed = _tiny("rsrnn_micro").train()
+    assert fixed.train_glimpses is None
+    assert {fixed.forward_readouts(x).readout_logits.shape[0] for _ in range(5)} == {4}
+    assert _tiny("rsrnn_micro", train_glimpses=(1, 3)).has_unused_parameters
+    assert not _tiny("rsrnn_micro", train_glimpses=(2, 6)).has_unused_parameters
+
+
+def test_defaults_of_looking_longer():
+    m = _tiny("rsrnn_micro")
+    assert (m.readout, m.ior_decay, m.train_glimpses) == ("evidence", 0.25, None)
+    for name in ("retina_gru_micro", "crop_s_micro", "crop_d_micro"):
+        baseline = _tiny(name)
+        assert (baseline.ior_decay, baseline.train_glimpses) == (1.0, None)
 
 
 # ------------------------------------------------------------------------------------------
@@ -168,7 +284,7 @@ def test_shapes_and_protocol(name):
 
 
 def test_rsrnn_maps_per_glimpse():
-    m = _tiny("rsrnn_micro").eval()
+    m = _tiny("rsrnn_micro", ior_decay=1.0).eval()  # permanent inhibition of return
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         g = m.forward_glimpses(x, glimpses=5, return_maps=True)
@@ -285,6 +401,29 @@ def test_soft_targets_and_policy_term():
     assert m.sigma_net.weight.grad.abs().sum() > 0
 
 
+def test_multi_label_policy_term_rewards_lower_binary_cross_entropy(monkeypatch):
+    torch.manual_seed(0)
+    m = _tiny("rsrnn_micro").train()
+    x = torch.randn(4, 3, 64, 64)
+    multi_hot = torch.tensor([[1, 0, 1, 0, 0], [0, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 0, 1]]).float()
+    out = m.forward_readouts(x)
+    seen = []
+    real = F.binary_cross_entropy_with_logits
+
+    def spy(logits, target, *args, **kwargs):
+        seen.append(kwargs.get("reduction", "mean"))
+        return real(logits, target, *args, **kwargs)
+
+    monkeypatch.setattr(F, "binary_cross_entropy_with_logits", spy)
+    loss = compute_loss(m, out, multi_hot, torch.nn.BCEWithLogitsLoss())
+    # the rewards are per-image binary cross-entropies, one per readout
+    assert seen.count("none") == out.readout_logits.shape[0]
+    plain = sum(real(r, multi_hot) for r in out.readout_logits) / out.readout_logits.shape[0]
+    assert torch.isfinite(loss) and float(loss.detach()) != pytest.approx(float(plain.detach()))
+    loss.backward()
+    assert m.saliency_net[0].weight.grad.abs().sum() > 0
+
+
 def test_policy_gradient_favours_fixations_that_helped():
     """Sample 0's second glimpse cut the loss, sample 1's raised it: the policy term raises the
     log-probability of sample 0's choice and lowers sample 1's."""
@@ -347,6 +486,14 @@ def test_bad_input():
         m(torch.randn(3, 64, 64))
     with pytest.raises(BioattnError, match="cannot build"):
         create_model("rsrnn_micro", not_an_argument=1)
+    with pytest.raises(BioattnError, match="readout must be one of evidence, state"):
+        _tiny("rsrnn_micro", readout="last")
+    for decay in (-0.1, 1.5):
+        with pytest.raises(BioattnError, match=r"ior_decay must be in \[0, 1\]"):
+            _tiny("rsrnn_micro", ior_decay=decay)
+    for bad in ((0, 3), (4, 2), (2, 3, 4), (1.5, 3), "2-6"):
+        with pytest.raises(BioattnError, match="train_glimpses must be None or"):
+            _tiny("crop_s_micro", train_glimpses=bad)
 
 
 # ------------------------------------------------------------------------------------------

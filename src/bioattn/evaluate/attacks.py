@@ -11,7 +11,7 @@ start; both L-inf.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,8 @@ from torch.utils.data import DataLoader
 
 from ..data.pixels import Pixels
 from ..errors import BioattnError
+from ..protocol import forward_readouts
+from .glimpses import ScanPaths
 from .runtime import PixelModel
 
 NORMS = ("Linf", "L2")
@@ -218,6 +220,8 @@ def evaluate_attack(
     device: torch.device | str = "cpu",
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    scan_paths: ScanPaths | None = None,
+    image_indices: Sequence[int] | None = None,
 ) -> dict:
     """Accuracy (percent) under ``attack`` on ``loader``'s normalised images.
 
@@ -226,6 +230,10 @@ def evaluate_attack(
     adversarial accuracy at every readout (``per_readout_*``, one entry for plain models), the
     final prediction's (``clean_top1``, ``top1``) and the attacked readout's
     (``attacked_readout_top1``).
+
+    ``scan_paths`` records a glimpse model's fixations on the clean and on the adversarial
+    images (suite ``attack``; condition ``clean`` or the attack setting, e.g. ``pgd eps=0.002``);
+    ``image_indices`` numbers the loader's images (default ``0, 1, ...``).
     """
     if attack not in ATTACKS:
         raise BioattnError(f"unknown attack '{attack}' (known: {', '.join(ATTACKS)})")
@@ -243,11 +251,22 @@ def evaluate_attack(
     clean_hits = adv_hits = None
     seen = 0
     max_linf = max_l2 = 0.0
+    condition = f"{attack}{f' EOT{eot}' if eot > 1 and attack != 'autoattack' else ''} eps={eps:g}"
+
+    def readouts_of(x_unit: torch.Tensor, what: str) -> torch.Tensor:
+        out = forward_readouts(model, pixels.from_unit(x_unit), readouts=readouts)
+        extras = out.extras or {}
+        if scan_paths is not None and "fixations" in extras and "sigmas" in extras:
+            ids = (range(seen, seen + x_unit.shape[0]) if image_indices is None
+                   else image_indices[seen:seen + x_unit.shape[0]])
+            scan_paths.add(attack, what, list(ids), extras["fixations"], extras["sigmas"], x_unit.shape[-2:])
+        return out.all_readouts()
+
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
         x = pixels.to_unit(images.float())
         with torch.no_grad():
-            clean_readouts = target.all_readouts(x)
+            clean_readouts = readouts_of(x, "clean")
         if attack_readout is not None and not 1 <= attack_readout <= clean_readouts.shape[0]:
             raise BioattnError(
                 f"attack readout {attack_readout} is outside the model's 1..{clean_readouts.shape[0]} readouts"
@@ -259,7 +278,7 @@ def evaluate_attack(
             x_adv = pgd(target, x, labels, eps=eps, step_size=step_size if eps > 0 else None,
                         iters=iters, norm=norm, random_start=random_start, restarts=restarts, eot=eot)
         with torch.no_grad():
-            adv_readouts = target.all_readouts(x_adv)
+            adv_readouts = readouts_of(x_adv, condition)
         delta = (x_adv - x).flatten(1)
         max_linf = max(max_linf, delta.abs().max().item() if delta.numel() else 0.0)
         max_l2 = max(max_l2, delta.norm(dim=1).max().item() if delta.numel() else 0.0)

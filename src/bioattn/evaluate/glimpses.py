@@ -8,21 +8,114 @@ score of a random policy; a learned policy must beat it. The first fixation is f
 
 Fixations are in image coordinates ``(x, y)`` in ``[-1, 1]`` (``grid_sample``'s convention with
 ``align_corners=False``: pixel ``j`` of ``W`` spans ``[2j/W - 1, 2(j+1)/W - 1)``).
+
+Scan paths as data: :class:`ScanPaths` collects every fixation the glimpse suites see (the
+``glimpses`` suite's and, per attack setting, the attack suites' on clean and adversarial images)
+and writes them as CSV, one row per fixation, with the columns of :data:`SCAN_PATH_COLUMNS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import csv
+import io
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
-from ..data.subsets import spread_indices
+from ..data.subsets import base_dataset, spread_indices
 from ..errors import BioattnError
+from ..fileio import atomic_write_text
 from ..protocol import Glimpsing, unwrap
 
-__all__ = ["fixation_pixels", "fixations_on_mask", "fixations_on_mask_dataset"]
+__all__ = ["fixation_pixels", "fixations_on_mask", "fixations_on_mask_dataset", "ScanPaths",
+           "SCAN_PATH_COLUMNS", "scan_paths_path"]
+
+# suite: the suite that ran the model; condition: "clean", or the attack setting of adversarial
+# images; image: index in the evaluated split; file: the image's path within an image folder
+# (empty for generated data); glimpse: 1-based; x, y: image coordinates in [-1, 1]; x_px, y_px:
+# the same point in pixels of the image the model saw (0 the centre of the first pixel); width:
+# the width σ of the region the glimpse covered, in image units (half the image width is 1)
+SCAN_PATH_COLUMNS = ("suite", "condition", "image", "file", "glimpse", "x", "y", "x_px", "y_px", "width")
+
+
+def scan_paths_path(results: str | Path) -> Path:
+    """Where the scan paths of a results file go: ``<stem>.fixations.csv`` next to it."""
+    results = Path(results)
+    return results.with_name(f"{results.stem}.fixations.csv")
+
+
+class ScanPaths:
+    """Fixations of a glimpse model collected by the evaluation suites, written as CSV."""
+
+    def __init__(self, dataset=None) -> None:
+        self._files = _file_names(dataset)
+        self._rows: list[tuple] = []
+        self._seen: set[tuple[str, str, int]] = set()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, suite: str, condition: str, images: Sequence[int], fixations: torch.Tensor,
+            widths: torch.Tensor, image_hw: Sequence[int]) -> None:
+        """Record fixations ``(T, B, 2)`` and widths ``(T, B)`` of the images with indices
+        ``images`` (``B`` of them), seen at ``image_hw``. An image already recorded under the same
+        suite and condition (e.g. the clean images of each attack budget) is kept once."""
+        fixations = fixations.detach().float().cpu()
+        widths = widths.detach().float().cpu()
+        if fixations.ndim != 3 or fixations.shape[-1] != 2 or widths.shape != fixations.shape[:2]:
+            raise BioattnError(f"scan paths need fixations (T, B, 2) and widths (T, B); got "
+                               f"{tuple(fixations.shape)} and {tuple(widths.shape)}")
+        if fixations.shape[1] != len(images):
+            raise BioattnError(f"{fixations.shape[1]} scan paths for {len(images)} images")
+        h, w = int(image_hw[0]), int(image_hw[1])
+        px = (fixations[..., 0] + 1) * (w / 2) - 0.5
+        py = (fixations[..., 1] + 1) * (h / 2) - 0.5
+        for b, index in enumerate(images):
+            key = (suite, condition, int(index))
+            if key in self._seen:
+                continue
+            self._seen.add(key)
+            name = self._files[index] if self._files is not None and index < len(self._files) else ""
+            for t in range(fixations.shape[0]):
+                self._rows.append((suite, condition, int(index), name, t + 1, float(fixations[t, b, 0]),
+                                   float(fixations[t, b, 1]), float(px[t, b]), float(py[t, b]),
+                                   float(widths[t, b])))
+
+    def rows(self) -> list[dict]:
+        """The fixations recorded so far, one dict per fixation (keys :data:`SCAN_PATH_COLUMNS`)."""
+        return [dict(zip(SCAN_PATH_COLUMNS, row)) for row in self._rows]
+
+    def write(self, path: str | Path) -> Path:
+        """Write the CSV (a header, then one row per fixation) in one atomic step."""
+        text = io.StringIO()
+        out = csv.writer(text, lineterminator="\n")
+        out.writerow(SCAN_PATH_COLUMNS)
+        for row in self._rows:
+            out.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+        return atomic_write_text(path, text.getvalue(), what="scan paths")
+
+
+def _file_names(dataset) -> list[str] | None:
+    """The image file of every index of ``dataset`` (relative to its folder), if it has files."""
+    if dataset is None or isinstance(dataset, Subset):  # a subset numbers its images anew
+        return None
+    base = base_dataset(dataset)  # wrappers (``.base``) keep the numbering
+    samples = getattr(base, "samples", None)
+    if not isinstance(samples, (list, tuple)) or len(samples) != len(dataset):
+        return None
+    root = getattr(base, "root", None)
+    names = []
+    for sample in samples:
+        path = Path(sample[0] if isinstance(sample, (list, tuple)) else sample)
+        try:
+            names.append(str(path.relative_to(root)) if root is not None else str(path))
+        except ValueError:
+            names.append(str(path))
+    return names
 
 
 def fixation_pixels(fixations: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,6 +150,7 @@ def fixations_on_mask_dataset(
     batch_size: int = 64,
     device: torch.device | str | None = None,
     progress: Callable[[int], None] | None = None,
+    scan_paths: ScanPaths | None = None,
 ) -> dict:
     """Per-glimpse share of fixations on the object mask for a glimpse model (one with
     ``forward_glimpses``) on an embedded data set (images from ``dataset[i]``, masks from
@@ -67,7 +161,8 @@ def fixations_on_mask_dataset(
     2..T), ``random`` (mean mask area: the expected share of uniformly random fixations) and
     ``ratio`` (learned / random); plus ``glimpses`` (how many were run), ``n_images`` and ``learns_fixations`` (whether
     the model has a trained fixation policy; models without one report where they look anyway,
-    e.g. always the centre, or the centre of their soft attention).
+    e.g. always the centre, or the centre of their soft attention). ``scan_paths`` records every
+    fixation (suite ``glimpses``, condition ``clean``).
     """
     inner = unwrap(model)
     if not isinstance(inner, Glimpsing):
@@ -92,6 +187,8 @@ def fixations_on_mask_dataset(
             if masks.ndim == 4:
                 masks = masks[:, 0]
             scan = inner.forward_glimpses(x, glimpses=glimpses)
+            if scan_paths is not None:
+                scan_paths.add("glimpses", "clean", chunk, scan.fixations, scan.sigmas, x.shape[-2:])
             hits.append(fixations_on_mask(scan.fixations.cpu(), masks))
             areas.append(masks.float().mean(dim=(-2, -1)))
             if progress is not None:

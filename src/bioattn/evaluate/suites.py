@@ -3,7 +3,9 @@
 Suites: ``clean``; ``imagenet-c`` (folder), ``corruptions`` (generated on the fly);
 ``imagenet-a``, ``imagenet-r``, ``imagenet-sketch`` (folders); ``fgsm``, ``pgd``,
 ``autoattack``; ``steering`` (AbSViT on two-object images) and ``fixations`` (saliency
-against human fixations).
+against human fixations); ``glimpses`` (where glimpse models look). A named ``preset``
+(:data:`bioattn.config.PRESETS`) adds its suite and fills the settings left at their defaults.
+The glimpse suites can write every fixation they see as CSV (``fixations_csv``).
 """
 
 from __future__ import annotations
@@ -22,25 +24,26 @@ from torch import nn
 
 from .. import __version__
 from ..checkpoint import WEIGHTS, load_model, read_meta, resolve_checkpoint_dir
-from ..config import SUITE_NAMES, SuiteSettings, parse_eps, parse_int_list, task_of_data  # noqa: F401
+from ..config import PRESETS, SUITE_NAMES, SuiteSettings, parse_eps, parse_int_list, task_of_data  # noqa: F401
 from ..data import is_embedded
 from ..data.embedded import EmbeddedSpec
 from ..data.human_fixations import load_fixation_dataset
 from ..data.pixels import Pixels
 from ..data.stats import IMAGENET_MEAN, IMAGENET_STD
-from ..data.subsets import base_dataset, spread_subset
+from ..data.subsets import base_dataset, spread_indices, spread_subset
 from ..distributed import resolve_device
 from ..errors import BioattnError
 from ..fileio import check_output_file, refuse_input_as_output
 from ..models import data_config
 from ..models.upernet import UperNetSegmenter
 from ..progress import progress_bar
-from ..protocol import has_readouts, unwrap
+from ..protocol import Glimpsing, has_readouts, unwrap
 from ..tasks import get_task
 from . import glimpses, human_fixations, multilabel, segmentation, steering
 from .attacks import check_attack_args, evaluate_attack
 from .clean import evaluate_clean
 from .corruptions import evaluate_corruptions
+from .glimpses import ScanPaths, scan_paths_path
 from .imagenet import (
     eval_transform,
     evaluate_classes,
@@ -182,6 +185,7 @@ def run_suites(
     model_info: dict | None = None,
     settings: SuiteSettings | None = None,
     task: str | None = None,
+    fixations_csv: str | Path | None = None,
     **overrides: Any,
 ) -> dict:
     """Evaluate ``model`` on each suite; returns ``{"suites", "settings", "model",
@@ -195,7 +199,10 @@ def run_suites(
     ``baseline``: a second model for the ``corruptions`` suite's normalised errors.
     ``task``: what the data's labels are (``classification``, ``segmentation``, ``multilabel``;
     a segmenter is always scored on segmentation); each task has the suites of
-    :data:`TASK_SUITES`. Keyword ``overrides`` set :class:`SuiteSettings` fields.
+    :data:`TASK_SUITES`. Keyword ``overrides`` set :class:`SuiteSettings` fields; a ``preset``
+    among them adds its suites. ``fixations_csv``: where the glimpse suites (``glimpses`` and the
+    attacks) of a glimpse model write every fixation (:class:`~bioattn.evaluate.glimpses.ScanPaths`;
+    the path is reported as ``fixations_csv``).
     """
 
     settings = dataclasses.replace(settings or SuiteSettings())
@@ -203,20 +210,25 @@ def run_suites(
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise BioattnError(f"unknown evaluation setting(s): {', '.join(unknown)}")
-    settings = dataclasses.replace(settings, **overrides)
+    settings = dataclasses.replace(settings, **overrides).with_preset()
     settings.eps = parse_eps(settings.eps)
     if isinstance(settings.severities, str):
         settings.severities = parse_int_list(settings.severities, "severities")
     if isinstance(settings.corruptions, str):
         settings.corruptions = [c.strip() for c in settings.corruptions.split(",") if c.strip()]
-    suites = parse_suites(suites)
+    suites = parse_suites(list(suites if not isinstance(suites, str) else suites.split(","))
+                          + list(PRESETS[settings.preset]["suites"] if settings.preset else ()))
     task = model_task(model, task)
     unavailable = [s for s in suites if s not in TASK_SUITES[task]]
     if unavailable:
         raise BioattnError(f"suite(s) {', '.join(unavailable)} score classifiers; a {task} model has "
                            f"{', '.join(TASK_SUITES[task])}")
     _check_settings(settings)
+    if settings.preset and not has_readouts(model):
+        raise BioattnError(f"--preset {settings.preset} reads the prediction after every glimpse: it needs a "
+                           f"glimpse model; {type(unwrap(model)).__name__} gives a single readout")
     settings.check_readouts(has_readouts(model), type(unwrap(model)).__name__)
+    _check_attack_readout(model, settings, suites)
     device = resolve_device(settings.device)
     model = model.to(device).eval()
     if baseline is not None:
@@ -257,14 +269,26 @@ def run_suites(
         "fixations": _run_fixations,
         "glimpses": _run_glimpses,
     }
+    scan_paths = ScanPaths(dataset) if fixations_csv is not None and isinstance(unwrap(model), Glimpsing) else None
     ctx = _Context(model=model, dataset=dataset, settings=settings, device=device, mean=mean, std=std,
-                   img_size=img_size, classes=classes, baseline=baseline, task=task)
+                   img_size=img_size, classes=classes, baseline=baseline, task=task, scan_paths=scan_paths)
     for suite in suites:
         start = time.perf_counter()
         torch.manual_seed(settings.seed)
         out["results"][suite] = runners[suite](ctx, suite)
         out["seconds"][suite] = round(time.perf_counter() - start, 3)
+    if scan_paths is not None and len(scan_paths):
+        out["fixations_csv"] = str(scan_paths.write(fixations_csv))
     return out
+
+
+def _check_attack_readout(model: nn.Module, s: SuiteSettings, suites: Sequence[str]) -> None:
+    """A glimpse model run for its own number of glimpses cannot be attacked at a later one."""
+    glimpses = s.readouts or getattr(unwrap(model), "num_glimpses", None)
+    attacks = [x for x in suites if x in ("fgsm", "pgd", "autoattack")]
+    if attacks and s.attack_readout is not None and isinstance(glimpses, int) and s.attack_readout > glimpses:
+        raise BioattnError(f"--attack-readout {s.attack_readout} is beyond the {glimpses} glimpses the model "
+                           "runs: raise --readouts")
 
 
 @dataclass
@@ -279,6 +303,7 @@ class _Context:
     classes: Any
     baseline: nn.Module | None
     task: str = "classification"
+    scan_paths: ScanPaths | None = None
 
     def loader(self, dataset=None):
         s = self.settings
@@ -311,7 +336,15 @@ def _check_settings(s: SuiteSettings) -> None:
     if not s.eps:
         raise BioattnError("no eps given for the attacks")
     for eps in s.eps:
-        check_attack_args(float(eps), s.step_size, s.attack_iters, s.norm, s.restarts, s.eot or 1)
+        check_attack_args(float(eps), _step_size(s, float(eps)), s.attack_iters, s.norm, s.restarts, s.eot or 1)
+
+
+def _step_size(s: SuiteSettings, eps: float) -> float | None:
+    """The PGD step for budget ``eps``: ``step_size``, else ``step_ratio * eps``, else the
+    attack's default (None)."""
+    if s.step_size is not None:
+        return s.step_size
+    return s.step_ratio * eps if s.step_ratio is not None else None
 
 
 def _jsonable_settings(s: SuiteSettings) -> dict:
@@ -397,6 +430,7 @@ def _run_attack(ctx: _Context, suite: str) -> dict:
     s = ctx.settings
     pixels = ctx.pixels()
     loader, n = ctx.loader()
+    indices = spread_indices(len(ctx.dataset), s.limit)
     stochastic = is_stochastic(ctx.model)
     eots = [1]
     if suite != "autoattack" and (stochastic or (s.eot or 1) > 1):
@@ -408,10 +442,10 @@ def _run_attack(ctx: _Context, suite: str) -> dict:
                 torch.manual_seed(s.seed)
                 runs.append(evaluate_attack(
                     ctx.model, loader, pixels, suite, float(eps),
-                    step_size=s.step_size, iters=s.attack_iters, norm=s.norm, restarts=s.restarts,
+                    step_size=_step_size(s, float(eps)), iters=s.attack_iters, norm=s.norm, restarts=s.restarts,
                     eot=eot, attack_readout=s.attack_readout, readouts=s.readouts,
                     autoattack_version=s.autoattack_version, device=ctx.device, seed=s.seed,
-                    progress=advance,
+                    progress=advance, scan_paths=ctx.scan_paths, image_indices=indices,
                 ))
     return {"stochastic": stochastic, "runs": runs}
 
@@ -454,7 +488,7 @@ def _run_glimpses(ctx: _Context, suite: str) -> dict:
     with progress_bar(suite, n, s.progress) as advance:
         return glimpses.fixations_on_mask_dataset(ctx.model, ctx.dataset, glimpses=s.readouts, limit=s.limit,
                                                   batch_size=s.batch_size, device=ctx.device,
-                                                  progress=advance)
+                                                  progress=advance, scan_paths=ctx.scan_paths)
 
 
 def evaluate_checkpoint(
@@ -474,9 +508,16 @@ def evaluate_checkpoint(
     """Load a checkpoint (model name and arguments from its metadata unless given), build the
     data set ``data`` (``embedded``, ``embedded:pair`` or an ImageNet-style folder) at the
     checkpoint's input size and normalisation, and run :func:`run_suites`. With ``out``, write
-    the results JSON there, and the Markdown table and plots next to it (same stem)."""
+    the results JSON there, and the Markdown table and plots next to it (same stem), and a glimpse
+    model's fixations as ``<stem>.fixations.csv``. A ``preset`` setting adds its suites and, for
+    an image folder evaluated without ``img_size``, resizes and centre-crops its images as the
+    preset says."""
 
-    suites = parse_suites(suites)
+    preset = settings.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise BioattnError(f"--preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+    suites = parse_suites(list(suites if not isinstance(suites, str) else suites.split(","))
+                          + list(PRESETS[preset]["suites"] if preset else ()))
     if checkpoint is None and model_name is None:
         raise BioattnError("give a checkpoint (--checkpoint) or at least a model name (--model)")
     if out is not None:  # refuse a bad results path before the evaluation, not after it
@@ -498,6 +539,10 @@ def evaluate_checkpoint(
         data = meta["data"]
         print(f"note: evaluating on '{data}', the data set the checkpoint was trained on "
               "(--data chooses another)", file=sys.stderr)
+    crop_pct = None
+    if preset is not None and img_size is None and data is not None and not is_embedded(data):
+        img_size = PRESETS[preset]["folder_crop"]
+        crop_pct = PRESETS[preset]["folder_crop"] / PRESETS[preset]["folder_resize"]
     img_size = img_size or meta.get("img_size") or _resolve_img_size(model, None)
     mean = meta.get("mean") or _pretrained(model, "mean")
     std = meta.get("std") or _pretrained(model, "std")
@@ -509,7 +554,7 @@ def evaluate_checkpoint(
     dataset = None
     if data is not None and any(s in DATA_SUITES for s in suites):
         folder_classes = None if is_embedded(data) else classes
-        input_cfg = {"img_size": img_size, "mean": mean, "std": std, "crop_pct": None}
+        input_cfg = {"img_size": img_size, "mean": mean, "std": std, "crop_pct": crop_pct}
         dataset = get_task(task).build_dataset(data, split, input_cfg, train=False, classes=folder_classes,
                                                skip_bad_images=bool(settings.get("skip_bad_images", False)))
         n_model = getattr(model, "num_classes", None)
@@ -538,16 +583,19 @@ def evaluate_checkpoint(
         "data": data,
         "split": split,
         "img_size": img_size,
+        **({"crop_pct": crop_pct} if crop_pct is not None else {}),
         "mean": list(mean),
         "std": list(std),
     }
     results = run_suites(model, dataset, suites, mean=mean, std=std, img_size=img_size,
-                         classes=classes, baseline=baseline, model_info=info, task=task, **settings)
+                         classes=classes, baseline=baseline, model_info=info, task=task,
+                         fixations_csv=scan_paths_path(out) if out is not None else None, **settings)
     if baseline is not None:
         results["baseline_model"].update(checkpoint=str(baseline_checkpoint) if baseline_checkpoint else None,
                                          checkpoint_sha256=checkpoint_sha256(baseline_checkpoint))
     if out is not None:
         out = Path(out)
         write_results(results, out)
-        results["files"] = [str(out)] + [str(p) for p in write_report([results], out.parent, stem=out.stem)]
+        results["files"] = ([str(out)] + [str(p) for p in write_report([results], out.parent, stem=out.stem)]
+                            + ([results["fixations_csv"]] if results.get("fixations_csv") else []))
     return results

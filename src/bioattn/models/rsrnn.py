@@ -18,7 +18,20 @@ RS-RNN (:class:`RSRNN`), per glimpse t with fixation ``l_t``:
 * retina: ``R_t = retina(I, l_t)`` (:mod:`bioattn.models.retina`), full resolution in the fovea,
   exponentially coarser and blurrier toward the periphery.
 * ventral stream: ``Encoder1(R_t)`` feeds a ConvGRU whose spatial hidden state ``H_t`` is the
-  recurrence; ``Encoder2(H_t)`` and a linear classifier give the logits of glimpse t.
+  recurrence; ``f_t = GAP(Encoder2(H_t))`` are the features of glimpse t. The classifier reads
+  (``readout``):
+
+  - ``"evidence"`` (default): the evidence pooled over the glimpses so far,
+    ``F_t = sum_{τ<=t} w_τ f_τ / sum_{τ<=t} w_τ`` with ``w_τ = exp(g(f_τ)) * novelty(l_τ)``: a
+    learned gate ``g`` (linear, no bias, zero at first, so the pool starts as the plain mean)
+    weighs each glimpse, and ``novelty(l_τ) = prod_{s<τ} (1 - exp(-|l_τ - l_s|^2 / (2 ρ^2)))``
+    with ``ρ = 1 / map_size`` (half a cell of the fixation grid) is 0 for a glimpse at a place
+    already fixated: each place counts once. The logits of glimpse t are ``fc(F_t)``;
+  - ``"state"``: ``fc(f_t)``, the current hidden state alone.
+
+  Looking longer then adds evidence from new places and cannot wash out what earlier glimpses
+  saw: a scan path that returns to places already seen leaves the prediction as it is, which
+  acts like a stop once the model has nothing new to look at.
   The hidden state lives on the retinal feature grid. Before each update it is *remapped* from
   the previous fixation's retinal frame into the new one (:meth:`Retina.remap`: every feature cell
   is moved to where its image location falls on the new retina), so evidence stays attached to the
@@ -29,8 +42,10 @@ RS-RNN (:class:`RSRNN`), per glimpse t with fixation ``l_t``:
   falls on, bilinearly; cells beyond the retina's field read the nearest edge of the field), then
   made non-negative with a softplus: ``S_t``. A σ network (pooled ``H_t``, linear, sigmoid into
   ``sigma_range``) gives ``σ_t``, the width of the region around ``l_t`` that glimpse t covered.
-  The inhibition-of-return map ``IOR_t(p) = prod_{τ<=t} (1 - exp(-|p - l_τ|^2 / (2 σ_τ^2)))``
-  is 0 at every past fixation and rises to 1 away from them. ``P_t = softmax2d(S_t * IOR_t)``
+  The inhibition-of-return map ``IOR_t(p) = prod_{τ<=t} (1 - d^(t-τ) exp(-|p - l_τ|^2 / (2 σ_τ^2)))``
+  is 0 at the current fixation and rises to 1 away from the fixations; an older fixation's
+  inhibition fades by ``d = ior_decay`` (0.25) per later glimpse, so the model can come back to
+  what matters (``ior_decay=1``: every past fixation stays inhibited for good). ``P_t = softmax2d(S_t * IOR_t)``
   over the grid cells; ``l_{t+1}`` is a sample of ``P_t`` in training and at evaluation with
   ``eval_sample=True``, else its mode. The next fixation is the centre of the chosen cell. The
   first fixation is ``initial_fixation`` (the image centre by default).
@@ -50,6 +65,14 @@ as a second one. The term is ``-policy_weight * mean(A_t log P_t(l_{t+1}))`` min
 ``entropy_weight`` times the policy's mean entropy (which keeps it exploring early on). The sampled
 fixations are not differentiable, everything else is: attacks reach the input through the
 retina's ``grid_sample`` at every glimpse.
+
+``train_glimpses=(lo, hi)`` draws the number of glimpses of each training batch uniformly from
+``lo..hi`` (default: always ``num_glimpses``).
+
+``readout="state", ior_decay=1`` is the paper's model read literally (the prediction of the
+current hidden state, permanent inhibition of return). Its accuracy falls beyond the glimpses it
+was trained with: permanent inhibition drives the fixations off the object and the state forgets
+it (docs/rsrnn.md compares the two on the embedded data).
 
 So the fixation networks (RS-RNN's saliency and σ networks, the baselines' location head; see
 :meth:`GlimpseModel.fixation_parameter_names`) learn from the policy term only: in a plain
@@ -106,8 +129,12 @@ from .retina import Retina, check_fixations, coordinate_grid, falloff_for_field
 __all__ = [
     "Glimpses", "FixationChoice", "GlimpseModel", "RSRNN", "RecurrentGlimpseNet", "S3TA", "FFCNN",
     "ConvGRUCell", "Encoder", "micro_encoder", "resnet_encoder", "gaussian_blobs",
-    "inhibition_of_return", "fixation_density", "choose_fixation",
+    "inhibition_of_return", "fixation_density", "choose_fixation", "Evidence", "novelty", "pool_evidence", "READOUTS",
 ]
+
+# What RS-RNN's classifier reads after glimpse t: "evidence", the features of glimpses 1..t
+# pooled with learned weights; "state", the features of the hidden state after glimpse t alone.
+READOUTS = ("evidence", "state")
 
 
 # ------------------------------------------------------------------------------------------
@@ -125,11 +152,17 @@ def gaussian_blobs(fixations: torch.Tensor, sigmas: torch.Tensor | float,
 
 
 def inhibition_of_return(fixations: torch.Tensor, sigmas: torch.Tensor | float,
-                         grid_hw: Sequence[int]) -> torch.Tensor:
-    """Inhibition of return ``(B, gh, gw)`` after the fixations ``(N, B, 2)`` with widths
-    ``(N, B)``: ``prod_n (1 - exp(-|p - l_n|^2 / (2 σ_n^2)))``, 0 at a past fixation, near 1 far
-    from all of them."""
-    return (1 - gaussian_blobs(fixations, sigmas, grid_hw)).prod(dim=0)
+                         grid_hw: Sequence[int], decay: float = 1.0) -> torch.Tensor:
+    """Inhibition of return ``(B, gh, gw)`` after the fixations ``(N, B, 2)`` (oldest first) with
+    widths ``(N, B)``: ``prod_n (1 - decay^(N-1-n) exp(-|p - l_n|^2 / (2 σ_n^2)))``. With
+    ``decay = 1`` it is 0 at every past fixation; with ``decay < 1`` only the newest fixation is
+    fully inhibited and an older one's inhibition fades by ``decay`` per later fixation, so the
+    place can be chosen again. Near 1 far from all fixations."""
+    blobs = gaussian_blobs(fixations, sigmas, grid_hw)
+    if decay != 1.0:
+        ages = torch.arange(blobs.shape[0] - 1, -1, -1, device=blobs.device, dtype=blobs.dtype)
+        blobs = blobs * (float(decay) ** ages)[:, None, None, None]
+    return (1 - blobs).prod(dim=0)
 
 
 def fixation_density(fixations: torch.Tensor, sigmas: torch.Tensor | float,
@@ -288,6 +321,21 @@ def _check_glimpses(glimpses) -> int:
     return glimpses
 
 
+def _check_train_glimpses(value) -> tuple[int, int] | None:
+    """``None`` or ``(min, max)`` glimpse counts with ``1 <= min <= max``."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = (value, value)
+    ok = (isinstance(value, (list, tuple)) and len(value) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+          and 1 <= value[0] <= value[1])
+    if not ok:
+        raise BioattnError(f"train_glimpses must be None or (min, max) glimpse counts with 1 <= min <= max; "
+                           f"got {value!r}")
+    return int(value[0]), int(value[1])
+
+
 def _check_input(x) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -311,6 +359,8 @@ class GlimpseModel(nn.Module):
     policy_weight: float = 0.0
     policy_discount: float = 0.5
     entropy_weight: float = 0.0
+    ior_decay: float = 1.0  # inhibition of return kept per later fixation (1: permanent)
+    train_glimpses: tuple[int, int] | None = None  # (min, max) glimpses drawn per training batch
 
     def _init_common(self, num_classes: int, num_glimpses: int, in_chans: int, img_size) -> None:
         self.num_classes = check_num_classes(num_classes)
@@ -323,10 +373,17 @@ class GlimpseModel(nn.Module):
         self.img_size = int(img_size)
 
     def _init_policy(self, eval_sample: bool, map_size: int, initial_fixation: Sequence[float],
-                     policy_weight: float, policy_discount: float, entropy_weight: float) -> None:
-        """Settings of a learned fixation policy: the grid it chooses on, the first fixation and
-        the weights of its objective."""
+                     policy_weight: float, policy_discount: float, entropy_weight: float,
+                     ior_decay: float = 1.0, train_glimpses: Sequence[int] | None = None) -> None:
+        """Settings of a learned fixation policy: the grid it chooses on, the first fixation, the
+        weights of its objective, how long inhibition of return lasts and the range of glimpse
+        counts drawn in training."""
         self.eval_sample = bool(eval_sample)
+        decay = float(ior_decay)
+        if not 0 <= decay <= 1:
+            raise BioattnError(f"ior_decay must be in [0, 1] (1: permanent inhibition); got {ior_decay}")
+        self.ior_decay = decay
+        self.train_glimpses = _check_train_glimpses(train_glimpses)
         if int(map_size) < 1:
             raise BioattnError(f"map_size must be >= 1; got {map_size}")
         self.map_size = int(map_size)
@@ -366,8 +423,9 @@ class GlimpseModel(nn.Module):
     def has_unused_parameters(self) -> bool:
         """Whether a training step leaves some parameters without gradient (DDP then needs
         ``find_unused_parameters=True``): the fixation policy learns only from its policy term,
-        which needs ``policy_weight > 0`` and at least 2 glimpses."""
-        return self.learns_fixations and (self.policy_weight == 0 or self.num_glimpses < 2)
+        which needs ``policy_weight > 0`` and at least 2 glimpses in every training pass."""
+        fewest = self.num_glimpses if self.train_glimpses is None else self.train_glimpses[0]
+        return self.learns_fixations and (self.policy_weight == 0 or fewest < 2)
 
     def compute_loss(self, output: ModelOutput | torch.Tensor, target: torch.Tensor,
                      criterion) -> torch.Tensor:
@@ -386,7 +444,11 @@ class GlimpseModel(nn.Module):
         with torch.no_grad():
             soft = target.dim() == 2
             tgt = target.float() if soft else target
-            ce = torch.stack([F.cross_entropy(r.float(), tgt, reduction="none") for r in readouts])
+            if isinstance(criterion, nn.BCEWithLogitsLoss):  # multi-label: one sigmoid per class
+                ce = torch.stack([F.binary_cross_entropy_with_logits(r.float(), tgt, reduction="none").mean(-1)
+                                  for r in readouts])
+            else:
+                ce = torch.stack([F.cross_entropy(r.float(), tgt, reduction="none") for r in readouts])
             gains = ce[:-1] - ce[1:]  # (T-1, B): how much each chosen glimpse lowered the loss
             returns = torch.zeros_like(gains)
             running = torch.zeros_like(gains[0])
@@ -436,6 +498,7 @@ class GlimpseModel(nn.Module):
         fix = (fixations[0] if fixations is not None
                else self.initial_fixation.to(x.device, torch.float32).expand(b, 2))
         state = prev_fix = ior = None
+        seen, widths = [], []  # fixations and widths so far, for a fading inhibition of return
         logits, fixes, sigmas, log_probs, entropies = [], [fix], [], [], []
         maps = {"saliency": [], "inhibition of return": [], "fixation probability": []}
         for t in range(glimpses):
@@ -445,9 +508,14 @@ class GlimpseModel(nn.Module):
             if t == glimpses - 1 and not return_maps:
                 break
             salient = self._salience(state, fix, hw)
-            # inhibition of return, one factor per fixation so far (a running product)
-            newest = inhibition_of_return(fix[None], sigma[None], grid)
-            ior = newest if ior is None else ior * newest
+            if self.ior_decay == 1.0:
+                # permanent inhibition of return, one factor per fixation so far (a running product)
+                newest = inhibition_of_return(fix[None], sigma[None], grid)
+                ior = newest if ior is None else ior * newest
+            else:  # each fixation's inhibition fades with the fixations made after it
+                seen.append(fix)
+                widths.append(sigma)
+                ior = inhibition_of_return(torch.stack(seen), torch.stack(widths), grid, self.ior_decay)
             choice = choose_fixation(salient * ior, sample)
             if return_maps:
                 maps["saliency"].append(salient.detach())
@@ -476,7 +544,14 @@ class GlimpseModel(nn.Module):
 
     # -- maps
     def _resolve_glimpses(self, glimpses) -> int:
-        return self.num_glimpses if glimpses is None else _check_glimpses(glimpses)
+        """``glimpses`` if given; else, in training with ``train_glimpses = (lo, hi)``, a count
+        drawn uniformly from ``lo..hi`` (torch's global generator); else ``num_glimpses``."""
+        if glimpses is not None:
+            return _check_glimpses(glimpses)
+        if self.training and self.train_glimpses is not None:
+            lo, hi = self.train_glimpses
+            return int(torch.randint(lo, hi + 1, ()).item()) if hi > lo else lo
+        return self.num_glimpses
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor, glimpses: int | None = None) -> OrderedDict[str, torch.Tensor]:
@@ -605,6 +680,12 @@ class RSRNN(GlimpseModel):
         initial_fixation: the first fixation (x, y).
         sigma_range: (min, max) IOR width in image units.
         policy_weight, policy_discount, entropy_weight: the policy objective (module docstring).
+        readout: ``"evidence"`` (the gated, novelty-weighted pool of the glimpses' features) or
+            ``"state"`` (the current hidden state's features); module docstring.
+        ior_decay: factor by which a past fixation's inhibition of return fades per later glimpse
+            (1: permanent).
+        train_glimpses: ``(min, max)``: draw the number of glimpses of each training batch from
+            this range (None: always ``num_glimpses``).
         drop_rate: dropout before the classifier; drop_path_rate: ResNet encoders only.
     """
 
@@ -635,13 +716,19 @@ class RSRNN(GlimpseModel):
         policy_weight: float = 1.0,
         policy_discount: float = 0.5,
         entropy_weight: float = 0.01,
+        readout: str = "evidence",
+        ior_decay: float = 0.25,
+        train_glimpses: Sequence[int] | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ):
         super().__init__()
         self._init_common(num_classes, num_glimpses, in_chans, img_size)
         self._init_policy(eval_sample, map_size, initial_fixation, policy_weight, policy_discount,
-                          entropy_weight)
+                          entropy_weight, ior_decay, train_glimpses)
+        if readout not in READOUTS:
+            raise BioattnError(f"readout must be one of {', '.join(READOUTS)}; got {readout!r}")
+        self.readout = readout
         retina_size = int(retina_size or self.img_size // 2)
         self.retina = _make_retina(retina_size, self.img_size, retina_fovea, retina_field,
                                    retina_falloff, retina_scale, retina_antialias)
@@ -654,6 +741,11 @@ class RSRNN(GlimpseModel):
             nn.Conv2d(max(8, c1 // 2), 1, 1),
         )
         self.sigma_net = nn.Linear(c1, 1)
+        if readout == "evidence":
+            # log-weight of each glimpse's evidence, zero at first (the plain mean over glimpses);
+            # no bias: the weights are normalised over the glimpses, a shared offset cancels
+            self.evidence_gate = nn.Linear(c2, 1, bias=False)
+            nn.init.zeros_(self.evidence_gate.weight)
         lo, hi = float(sigma_range[0]), float(sigma_range[1])
         if not 0 < lo < hi:
             raise BioattnError(f"sigma_range must be (min, max) with 0 < min < max; got {tuple(sigma_range)}")
@@ -686,14 +778,22 @@ class RSRNN(GlimpseModel):
     def _start(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.retina.pyramid(x)
 
-    def _glimpse(self, x, fix, prev_fix, h, pyramid):
+    def _glimpse(self, x, fix, prev_fix, state, pyramid):
+        h, evidence = state if state is not None else (None, None)
         feat = self.encoder.stage1(self.retina(x, fix, pyramid=pyramid, check=False))
         if h is not None and self.remap_state:
             h = self.retina.remap(h, prev_fix, fix, x.shape[-2:])
         h = self.gru(feat, h)
-        return h, self.head(self.encoder.stage2(h)), self._sigma(self._dorsal_input(h))
+        sigma = self._sigma(self._dorsal_input(h))
+        if self.readout == "state":
+            return (h, None), self.head(self.encoder.stage2(h)), sigma
+        pooled = self.encoder.stage2(h).mean(dim=(2, 3))
+        # the same place: the same cell of the fixation grid (half a cell is 1 / map_size)
+        evidence = pool_evidence(evidence, pooled, self.evidence_gate(pooled).squeeze(-1), fix, 1 / self.map_size)
+        return (h, evidence), self.head(evidence.features.to(pooled.dtype)), sigma
 
-    def _salience(self, h, fix, hw):
+    def _salience(self, state, fix, hw):
+        h = state[0]
         grid = (self.map_size, self.map_size)
         salient = self.retina.to_image_grid(self.saliency_net(self._dorsal_input(h)).float(), fix, hw, grid,
                                             padding_mode="border")
@@ -725,6 +825,46 @@ class RSRNN(GlimpseModel):
         return out
 
 
+class Evidence(NamedTuple):
+    """RS-RNN's pooled evidence after some glimpses: their features pooled with weights
+    ``exp(gate) * novelty``, kept as a running (max, weighted sum, sum of weights) so that each
+    glimpse adds in constant time, and the places already counted."""
+
+    top: torch.Tensor  # (B,) largest log-weight so far
+    total: torch.Tensor  # (B, C) sum of exp(log-weight - top) * features
+    weight: torch.Tensor  # (B,) sum of exp(log-weight - top)
+    places: torch.Tensor  # (N, B, 2) fixations counted so far
+
+    @property
+    def features(self) -> torch.Tensor:
+        """The pooled features ``(B, C)``."""
+        return self.total / self.weight[:, None]
+
+
+def novelty(fix: torch.Tensor, places: torch.Tensor, width: float) -> torch.Tensor:
+    """How new the place ``fix (B, 2)`` is after the fixations ``places (N, B, 2)``:
+    ``prod_n (1 - exp(-|fix - l_n|^2 / (2 width^2)))``, 0 at a place already fixated and near 1
+    more than a few ``width`` from all of them. ``(B,)``."""
+    d2 = (fix[None].float() - places.float()).pow(2).sum(-1)
+    return (1 - torch.exp(-d2 / (2 * float(width) ** 2))).prod(dim=0)
+
+
+def pool_evidence(evidence: Evidence | None, features: torch.Tensor, gate: torch.Tensor,
+                  fix: torch.Tensor, width: float) -> Evidence:
+    """Add one glimpse's ``features (B, C)``, made at ``fix (B, 2)``, to the pool. Its weight is
+    ``exp(gate) * novelty(fix)`` (after the earlier glimpses, with ``width``; 1 for the first)
+    and the pooled features are the weighted mean over the glimpses so far: a place looked at
+    again adds (almost) nothing, a new place adds in proportion to ``exp(gate)``."""
+    features, gate, fix = features.float(), gate.float(), fix.detach().float()
+    if evidence is None:
+        return Evidence(gate, features, torch.ones_like(gate), fix[None])
+    log_weight = gate + torch.log(novelty(fix, evidence.places, width).clamp(min=1e-12))
+    top = torch.maximum(evidence.top, log_weight)
+    old, new = torch.exp(evidence.top - top), torch.exp(log_weight - top)
+    return Evidence(top, evidence.total * old[:, None] + features * new[:, None], evidence.weight * old + new,
+                    torch.cat([evidence.places, fix[None]]))
+
+
 def _cell_index(fixations: torch.Tensor, grid_hw: Sequence[int]) -> torch.Tensor:
     """Index of the grid cell holding each fixation ``(B, 2)`` (row-major)."""
     gh, gw = int(grid_hw[0]), int(grid_hw[1])
@@ -745,7 +885,8 @@ class RecurrentGlimpseNet(GlimpseModel):
     the resolution; ``retina_scale`` sets the first crop's pixels per image pixel, the retina's
     fovea and field do not apply). ``ior_sigma`` is the fixed inhibition-of-return width (image
     units). The other arguments are :class:`RSRNN`'s; ``hidden_size`` is the GRU's width
-    (default twice Encoder2's channels).
+    (default twice Encoder2's channels). The baselines keep permanent inhibition of return
+    (``ior_decay=1``) and always train with ``num_glimpses`` glimpses unless told otherwise.
     """
 
     learns_fixations = True
@@ -774,13 +915,15 @@ class RecurrentGlimpseNet(GlimpseModel):
         policy_weight: float = 1.0,
         policy_discount: float = 0.5,
         entropy_weight: float = 0.01,
+        ior_decay: float = 1.0,
+        train_glimpses: Sequence[int] | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ):
         super().__init__()
         self._init_common(num_classes, num_glimpses, in_chans, img_size)
         self._init_policy(eval_sample, map_size, initial_fixation, policy_weight, policy_discount,
-                          entropy_weight)
+                          entropy_weight, ior_decay, train_glimpses)
         retina_size = int(retina_size or self.img_size // 2)
         _check_retina_size(retina_size, self.img_size)
         if glimpse == "retina":
