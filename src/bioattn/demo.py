@@ -5,9 +5,10 @@ side by side, and write a report page.
 self-attention, RVT with VARS-D, RS-RNN and FF-CNN on the embedded cluttered-shapes data, then
 scores each on clean images, the 15 corruptions, FGSM and PGD (per glimpse for the glimpse
 models), how much of its attention falls on the object, and AbSViT's top-down steering on
-two-object images. Trained checkpoints are cached (``$BIOATTN_CACHE/demo/<settings>``), so a second
-run only evaluates; ``retrain=True`` trains again. ``quick=True`` runs the same pipeline on a
-tiny budget (for tests).
+two-object images; then fine-tunes ViT and AbSViT as segmenters and ViT and RS-RNN as
+multi-label models (:mod:`bioattn.demo_tasks`). Trained checkpoints are cached
+(``$BIOATTN_CACHE/demo/<settings>``), so a second run only evaluates; ``retrain=True`` trains
+again. ``quick=True`` runs the same pipeline on a tiny budget (for tests).
 
 The report directory holds ``index.html`` (a static page: the table, the robustness plots and
 an attention gallery), ``report.md`` and ``results.json``.
