@@ -19,7 +19,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,24 @@ def _input(meta: dict) -> dict[str, Any]:
     return {"img_size": meta["img_size"], "mean": meta["mean"], "std": meta["std"], "crop_pct": None}
 
 
+def _fine_tuned_models(task_name: str, models: tuple[tuple[str, str, dict[str, Any]], ...], data: str,
+                       checkpoints: dict[str, Path], settings: TaskDemoSettings, ckpt_root: Path,
+                       retrained: set[str], progress: bool, log: Callable[[str], None]) -> Iterator[tuple]:
+    """For each of ``models`` whose demo classifier exists: the fine-tuned model, its metadata,
+    its training seconds, the test set and the settings every suite run shares."""
+    task = get_task(task_name)
+    for label, name, args in models:
+        if label not in checkpoints:
+            continue
+        run_dir = ckpt_root / f"{task_name}-{settings.key}" / _slug(label)
+        model, meta, seconds = _fine_tune(task_name, label, name, args, data, checkpoints[label], settings, run_dir,
+                                          label in retrained, progress, log)
+        test_set = task.build_dataset(data, "test", _input(meta), train=False)
+        common = dict(mean=meta["mean"], std=meta["std"], img_size=meta["img_size"], task=task_name,
+                      progress=progress, device="auto", model_info={"name": label, "model": meta["model"]})
+        yield label, args, model, meta, seconds, test_set, common
+
+
 def segmentation_demo(checkpoints: dict[str, Path], settings: TaskDemoSettings, ckpt_root: Path,
                       retrained: set[str], progress: bool, log: Callable[[str], None],
                       fig_dir: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
@@ -116,19 +134,13 @@ def segmentation_demo(checkpoints: dict[str, Path], settings: TaskDemoSettings, 
     task = get_task("segmentation")
     results: dict[str, Any] = {"data": settings.seg_data, "epochs": settings.epochs, "models": {}}
     gallery: list[tuple[str, str]] = []
-    for label, name, args in SEGMENTATION_MODELS:
-        if label not in checkpoints:
-            continue
-        run_dir = ckpt_root / f"segmentation-{settings.key}" / _slug(label)
-        model, meta, seconds = _fine_tune("segmentation", label, name, args, settings.seg_data, checkpoints[label],
-                                          settings, run_dir, label in retrained, progress, log)
+    for label, args, model, meta, seconds, test_set, common in _fine_tuned_models(
+            "segmentation", SEGMENTATION_MODELS, settings.seg_data, checkpoints, settings, ckpt_root, retrained,
+            progress, log):
         t0 = time.perf_counter()
-        test_set = task.build_dataset(settings.seg_data, "test", _input(meta), train=False)
         if "all_background" not in results:
             results["all_background"] = constant_prediction_miou(test_set, len(meta["classes"]),
                                                                  limit=settings.eval_images)["miou"]
-        common = dict(mean=meta["mean"], std=meta["std"], img_size=meta["img_size"], task="segmentation",
-                      progress=progress, device="auto", model_info={"name": label, "model": meta["model"]})
         scores = run_suites(model, test_set, ["clean"], limit=settings.eval_images, **common)["results"]
         scores.update(run_suites(model, test_set, ["corruptions"], limit=settings.corruption_images,
                                  corruptions=list(settings.corruptions), severities=list(settings.severities),
@@ -175,20 +187,13 @@ def multilabel_demo(checkpoints: dict[str, Path], settings: TaskDemoSettings, ck
                     retrained: set[str], progress: bool, log: Callable[[str], None],
                     fig_dir: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Fine-tune and score the multi-label models; returns the figures and the gallery."""
-    task = get_task("multilabel")
     results: dict[str, Any] = {"data": settings.multi_data, "epochs": settings.epochs, "models": {}}
     gallery: list[tuple[str, str]] = []
-    for label, name, args in MULTILABEL_MODELS:
-        if label not in checkpoints:
-            continue
-        run_dir = ckpt_root / f"multilabel-{settings.key}" / _slug(label)
-        model, meta, seconds = _fine_tune("multi-label", label, name, args, settings.multi_data, checkpoints[label],
-                                          settings, run_dir, label in retrained, progress, log)
+    for label, _, model, meta, seconds, test_set, common in _fine_tuned_models(
+            "multilabel", MULTILABEL_MODELS, settings.multi_data, checkpoints, settings, ckpt_root, retrained,
+            progress, log):
         t0 = time.perf_counter()
-        test_set = task.build_dataset(settings.multi_data, "test", _input(meta), train=False)
-        common = dict(mean=meta["mean"], std=meta["std"], img_size=meta["img_size"], task="multilabel",
-                      progress=progress, device="auto", limit=settings.eval_images,
-                      model_info={"name": label, "model": meta["model"]})
+        common["limit"] = settings.eval_images
         suites = ["clean", "glimpses"] if hasattr(model, "forward_glimpses") else ["clean"]
         readouts = {"readouts": settings.glimpses} if "glimpses" in suites else {}
         scores = run_suites(model, test_set, suites, **readouts, **common)["results"]
