@@ -79,3 +79,13 @@ def run_processes(fn, args: tuple, nprocs: int, timeout: float = 240.0, attempts
         warnings.warn(f"{nprocs} processes of {fn.__name__} still ran after {timeout:.0f} s "
                       f"(attempt {attempt} of {attempts}); killed", stacklevel=2)
     pytest.fail(f"{fn.__name__} in {nprocs} processes did not finish in {attempts} x {timeout:.0f} s")
+
+
+def compile_backend_problem() -> str | None:
+    """Why ``torch.compile`` cannot run here (None when it can): tests of compiled paths skip
+    with this reason only."""
+    try:
+        torch.compile(lambda x: x * 2 + 1)(torch.ones(2))
+    except Exception as exc:  # inductor builds C++ on the CPU: no working compiler, no compile
+        return f"torch.compile cannot build on this machine: {str(exc).splitlines()[0]}"
+    return None

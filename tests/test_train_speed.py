@@ -33,6 +33,7 @@ from bioattn.train import (
     seed_everything,
     train,
 )
+from conftest import compile_backend_problem
 
 
 def _config(data, out, **kw) -> TrainConfig:
@@ -112,16 +113,8 @@ def test_gradient_checkpointing_is_refused_for_a_model_without_it(image_folder, 
         train(_config(image_folder, tmp_path / "run", model="rsrnn_micro", img_size=None, grad_checkpointing=True))
 
 
-def _compile_backend_problem() -> str | None:
-    try:
-        torch.compile(lambda x: x * 2 + 1)(torch.ones(2))
-    except Exception as exc:  # inductor builds C++ on the CPU: no working compiler, no compile
-        return f"torch.compile cannot build on this machine: {str(exc).splitlines()[0]}"
-    return None
-
-
 def test_compiled_model_trains_an_epoch(image_folder, tmp_path):
-    problem = _compile_backend_problem()
+    problem = compile_backend_problem()
     if problem:
         pytest.skip(problem)
     from torch._dynamo.utils import counters

@@ -35,18 +35,25 @@ from .attention.maps import attention_maps, has_maps, saliency
 from .attention.metrics import auc_judd
 from .attention.plots import plot_attention
 from .attention.scanpaths import plot_glimpses
-from .checkpoint import load_model, read_meta
 from .data import build_dataset
 from .data.embedded import EmbeddedSpec, cache_root, generator_digest, load_embedded
 from .data.pixels import Pixels
-from .demo_tasks import QUICK_TASKS, TaskDemoSettings, multilabel_demo, segmentation_demo, task_findings, task_rows
+from .demo_tasks import (
+    QUICK_TASKS,
+    TaskDemoSettings,
+    multilabel_demo,
+    segmentation_demo,
+    task_findings,
+    task_rows,
+    train_or_load,
+)
 from .domains import leave_one_domain_out
 from .errors import BioattnError
 from .evaluate.report import PLOT_CORRUPTIONS, format_eps, markdown_report, nan_to_none, write_report
 from .evaluate.suites import run_suites
 from .fileio import atomic_write, atomic_write_text, check_output_file, output_folder
 from .protocol import Glimpsing, TopDownSteerable, capable
-from .train import TrainConfig, train
+from .train import TrainConfig
 
 DEMO_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("ViT", "vit_micro_patch8_64", {}),
@@ -213,29 +220,13 @@ def _gallery(label: str, model, meta: dict, test_set, pair_set, settings: DemoSe
 # ------------------------------------------------------------------------------------------
 def _train_or_load(label: str, name: str, args: dict, settings: DemoSettings, ckpt_root: Path,
                    retrain: bool, progress: bool, log) -> tuple[Any, dict, float]:
-    run_dir = ckpt_root / _slug(label)
-    seconds = 0.0
-    if not retrain and (run_dir / "best" / "model.safetensors").exists():
-        try:
-            model = load_model(run_dir / "best")
-        except BioattnError as exc:  # written by another version of the model code
-            log(f"{label}: the cached checkpoint cannot be used ({exc}); training again")
-        else:
-            log(f"{label}: using the cached checkpoint {run_dir / 'best'}")
-            return model, read_meta(run_dir / "best"), seconds
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    log(f"[bold]training {label}[/] ({name} {args or ''})")
-    t0 = time.perf_counter()
-    train(TrainConfig(
-        model=name, data=settings.data, output=str(run_dir), recipe="small", model_args=dict(args),
-        epochs=settings.epochs, batch_size=settings.batch_size, base_lr=settings.base_lr,
+    config = TrainConfig(
+        model=name, data=settings.data, output=str(ckpt_root / _slug(label)), recipe="small",
+        model_args=dict(args), epochs=settings.epochs, batch_size=settings.batch_size, base_lr=settings.base_lr,
         warmup_epochs=min(1, settings.epochs - 1), seed=settings.seed, progress=progress,
         tensorboard=False, device="cpu" if not torch.cuda.is_available() else "auto",
-    ))
-    seconds = time.perf_counter() - t0
-    model = load_model(run_dir / "best")
-    return model, read_meta(run_dir / "best"), seconds
+    )
+    return train_or_load(config, label, f"[bold]training {label}[/] ({name} {args or ''})", retrain, log)
 
 
 def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool = False,

@@ -31,6 +31,7 @@ from bioattn.models.vars import (
     vit_attention_maps,
 )
 from bioattn.protocol import after_train_step
+from conftest import compile_backend_problem
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference"
 TOL = 1e-5
@@ -529,17 +530,9 @@ def test_vars_attention_refuses_masks_it_cannot_apply():
         VARSDAttention(32, 2)(x, attn_mask=torch.zeros(4, 4))
 
 
-def _compile_backend_problem() -> str | None:
-    try:
-        torch.compile(lambda x: x * 2 + 1)(torch.ones(2))
-    except Exception as exc:  # inductor builds C++ on the CPU: no working compiler, no compile
-        return f"torch.compile cannot build on this machine: {str(exc).splitlines()[0]}"
-    return None
-
-
 @pytest.mark.parametrize("attention", ["vars_d", "vars_sd"])
 def test_compiled_sparse_coding_gives_the_same_outputs_and_gradients(attention):
-    problem = _compile_backend_problem()
+    problem = compile_backend_problem()
     if problem:
         pytest.skip(problem)
     from torch._dynamo.utils import counters
