@@ -31,6 +31,7 @@ from .errors import BioattnError
 from .evaluate.accuracy import Accuracy
 from .evaluate.multilabel import MultiLabelMeter
 from .evaluate.segmentation import SegmentationMeter
+from .models.upernet import segmenter_name
 
 IGNORE_INDEX = 255
 
@@ -125,9 +126,6 @@ class Segmentation(Task):
             photometric=train and a.color_jitter > 0, cache_dir=cache_dir)
 
     def model_name(self, name):
-        # deferred: the segmentation heads load segmentation-models-pytorch
-        from .models.upernet import segmenter_name
-
         return segmenter_name(name)
 
     def criterion(self, cfg, num_classes):

@@ -38,7 +38,9 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..data.subsets import spread_indices
 from ..errors import BioattnError
+from ..protocol import Glimpsing, forward_readouts, unwrap
 from .glimpses import fixation_pixels
 
 __all__ = ["MultiLabelMeter", "ObjectFixations", "SMALL_OBJECT_AREA", "fixations_on_objects",
@@ -304,9 +306,6 @@ def evaluate_multilabel(model: torch.nn.Module, loader, num_classes: int, device
     """The :class:`MultiLabelMeter` scores of ``model``'s final logits on ``loader``
     (``(images, multi-hot targets)`` batches), with ``label_frequency_map``: the mAP of scoring
     every image by the classes' frequencies in these targets (the baseline a model must beat)."""
-    # deferred: the protocol module imports the models' capabilities; scoring logits needs none
-    from ..protocol import forward_readouts
-
     device = torch.device(device)
     meter = MultiLabelMeter(num_classes)
     was_training = model.training
@@ -332,10 +331,6 @@ def object_fixations_dataset(model: torch.nn.Module, dataset, glimpses: int | No
     (:class:`ObjectFixations`) over the images of an ``embedded:multi`` data set (images from
     ``dataset[i]``, object masks and labels from ``dataset.arrays``), on ``limit`` of them spread
     evenly over the set."""
-    # deferred: the protocol and subsets modules are needed only by this data-set walk
-    from ..data.subsets import spread_indices
-    from ..protocol import Glimpsing, unwrap
-
     inner = unwrap(model)
     if not isinstance(inner, Glimpsing):
         raise BioattnError(f"fixation scores need a glimpse model; {type(inner).__name__} has no fixations")
