@@ -506,6 +506,10 @@ class TrainConfig(_Settings):
                                     "them to the GPU while the previous step runs and normalise and "
                                     "randomly erase them there (timm's PrefetchLoader)",
                                     resolves="on with CUDA, off on the CPU", group="training speed")
+    in_memory: bool | None = setting(None, help="embedded data: make the training batches in the main process "
+                                     "from the images held in memory, augmenting whole batches as tensors (off: "
+                                     "a data loader reads and augments one image at a time)",
+                                     resolves="on for the embedded data", group="training speed")
     decode: str = setting("cpu", help="image folders: where JPEG files are decoded and augmented; gpu: "
                           "the loader reads the files' bytes, the GPU decodes (nvJPEG) and applies the "
                           "crop, flip, colour jitter, normalisation and random erasing (no RandAugment)",

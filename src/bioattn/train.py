@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, ge
 from . import checkpoint as ckpt
 from .config import RECIPES, TrainConfig, flag_of  # noqa: F401  (importable from here)
 from .data import Augmentation, is_domain_spec, is_embedded
+from .data.batched import BatchRecipe, InMemoryBatches, in_memory_loader
 from .data.folders import read_class_list
 from .data.on_device import DecodeOnDevice, EncodedImages, collate_encoded
 from .data.subsets import base_dataset, spread_subset
@@ -306,10 +307,23 @@ class EpochSeeded(Dataset):
 
 def training_loader(cfg: TrainConfig, feed: str, train_set: Dataset, sampler: Any, dcfg: dict[str, Any],
                     aug: Augmentation, info: DistInfo) -> Any:
-    """The training batches as :func:`loader_kind` ``feed`` says: a DataLoader (workers kept
-    alive between epochs, pinned memory with CUDA, re-seeded per epoch by :class:`EpochSeeded`),
-    wrapped in timm's ``PrefetchLoader`` or in :class:`DecodeOnDevice`."""
+    """The training batches as :func:`loader_kind` ``feed`` says: for images held in memory (the
+    embedded data) whole batches made and augmented in the main process
+    (:class:`~bioattn.data.batched.InMemoryBatches`, unless ``--in-memory off``); else a
+    DataLoader (workers kept alive between epochs, pinned memory with CUDA, re-seeded per epoch
+    by :class:`EpochSeeded`), wrapped in timm's ``PrefetchLoader`` or in :class:`DecodeOnDevice`."""
     cuda = info.device.type == "cuda"
+    if feed == "plain" and cfg.in_memory is not False:
+        recipe = BatchRecipe(size=dcfg["img_size"], mean=dcfg["mean"], std=dcfg["std"],
+                             random_resized_crop=aug.random_resized_crop, hflip=aug.hflip,
+                             color_jitter=aug.color_jitter, auto_augment=aug.auto_augment, re_prob=aug.re_prob,
+                             re_mode=aug.re_mode, re_count=aug.re_count, interpolation=aug.interpolation)
+        batches = in_memory_loader(train_set, sampler, cfg.batch_size, recipe)
+        if batches is not None:
+            return batches
+        if cfg.in_memory:
+            raise BioattnError(f"--in-memory on makes batches of images held in memory (the embedded data); "
+                               f"'{cfg.data}' is read from files: leave out --in-memory")
     images = train_set
     if feed == "decode":
         folder = base_dataset(train_set)
@@ -333,7 +347,11 @@ def training_loader(cfg: TrainConfig, feed: str, train_set: Dataset, sampler: An
 
 
 def _seed_loader_workers(loader: Any, seed: int) -> None:
-    """Set the epoch's seed of the :class:`EpochSeeded` data set under ``loader``'s wrappers."""
+    """Set the epoch's seed of an in-memory loader, or of the :class:`EpochSeeded` data set under
+    ``loader``'s wrappers."""
+    if isinstance(loader, InMemoryBatches):
+        loader.set_seed(seed)
+        return
     while not isinstance(loader, DataLoader):
         loader = loader.loader
     if isinstance(loader.dataset, EpochSeeded):

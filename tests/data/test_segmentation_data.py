@@ -17,11 +17,11 @@ from bioattn.data.segmentation import (
     EmbeddedSegmentation,
     SegmentationTransform,
     VOCSegmentation,
-    _hsv_to_rgb,
-    _rgb_to_hsv,
     build_segmentation_dataset,
     embedded_label_map,
+    hsv_to_rgb,
     photometric_distortion,
+    rgb_to_hsv,
 )
 from bioattn.errors import BioattnError
 
@@ -383,14 +383,18 @@ def test_transform_refuses_a_label_of_another_size():
 
 
 def test_hsv_conversion_matches_matplotlib():
-    from matplotlib.colors import rgb_to_hsv
+    from matplotlib.colors import rgb_to_hsv as matplotlib_rgb_to_hsv
 
     rgb = torch.rand(3, 7, 9, generator=torch.Generator().manual_seed(0))
     rgb[:, 0, 0] = 0.5  # a grey pixel
-    hsv = _rgb_to_hsv(rgb)
-    expected = torch.from_numpy(rgb_to_hsv(rgb.permute(1, 2, 0).numpy())).permute(2, 0, 1)
+    hsv = rgb_to_hsv(rgb)
+    expected = torch.from_numpy(matplotlib_rgb_to_hsv(rgb.permute(1, 2, 0).numpy())).permute(2, 0, 1)
     torch.testing.assert_close(hsv, expected, atol=1e-5, rtol=0)
-    torch.testing.assert_close(_hsv_to_rgb(hsv), rgb, atol=1e-5, rtol=0)
+    torch.testing.assert_close(hsv_to_rgb(hsv), rgb, atol=1e-5, rtol=0)
+    # a batch converts image by image
+    batch = torch.stack([rgb, rgb.flip(-1)])
+    torch.testing.assert_close(rgb_to_hsv(batch), torch.stack([hsv, rgb_to_hsv(rgb.flip(-1))]))
+    torch.testing.assert_close(hsv_to_rgb(rgb_to_hsv(batch)), batch, atol=1e-5, rtol=0)
 
 
 def test_photometric_distortion_keeps_grey_grey_and_stays_in_range():

@@ -56,12 +56,17 @@ class _Mapped(Dataset):
         return self.fn(img), target
 
 
-def _embedded_uint8_transform(size: int, data_size: int, train: bool, aug: Augmentation | None):
-    """Transform applied to the embedded images as uint8 CHW tensors, before normalising."""
+def embedded_uint8_transform(size: int, data_size: int, train: bool, aug: Augmentation | None):
+    """Transform applied to the embedded images as uint8 CHW tensors, before normalising: for
+    training, as ``aug`` says, random resized crop (to ``size``), horizontal flip, colour jitter
+    and RandAugment; then resizing from ``data_size`` to ``size`` where the crop did not."""
     # deferred: timm and torchvision load in seconds; reading the embedded data needs neither
     from torchvision.transforms import v2
 
     ops: list[Callable] = []
+    cropped = train and aug is not None and aug.random_resized_crop
+    if cropped:
+        ops.append(v2.RandomResizedCrop((size, size), antialias=True))
     if train and aug is not None:
         if aug.hflip > 0:
             ops.append(v2.RandomHorizontalFlip(aug.hflip))
@@ -74,7 +79,7 @@ def _embedded_uint8_transform(size: int, data_size: int, train: bool, aug: Augme
 
             ra = rand_augment_transform(aug.auto_augment, {"translate_const": int(size * 0.45)})
             ops += [v2.ToPILImage(), ra, v2.PILToTensor()]
-    if size != data_size:
+    if size != data_size and not cropped:
         ops.append(v2.Resize((size, size), antialias=True))
     return v2.Compose(ops) if ops else None
 
@@ -106,7 +111,7 @@ def build_dataset(
         emb = EmbeddedSpec.parse(spec)
         arrays = load_embedded(emb, split, cache_dir=cache_dir)
         size = img_size or emb.size
-        transform = _embedded_uint8_transform(size, emb.size, train, aug)
+        transform = embedded_uint8_transform(size, emb.size, train, aug)
         ds: Dataset = EmbeddedDataset(arrays, mean=mean, std=std, transform=transform)
         ds.classes = list(arrays.class_names)
         ds.num_classes = len(ds.classes)

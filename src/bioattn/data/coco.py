@@ -43,7 +43,7 @@ from torch.utils.data import Dataset
 from ..errors import BioattnError
 from ..images import open_rgb
 from ..specs import task_of_data
-from . import Augmentation, _embedded_uint8_transform, _Mapped
+from . import Augmentation, _Mapped, embedded_uint8_transform
 from .embedded import EmbeddedMultiLabel, EmbeddedSpec, is_embedded, load_embedded
 from .stats import IMAGENET_MEAN, IMAGENET_STD
 
@@ -238,7 +238,7 @@ def build_multilabel_dataset(
     if is_embedded(spec):
         emb = EmbeddedSpec.parse(spec)
         arrays = load_embedded(emb, split, cache_dir=cache_dir)
-        transform = _embedded_uint8_transform(img_size or emb.size, emb.size, train, aug)
+        transform = embedded_uint8_transform(img_size or emb.size, emb.size, train, aug)
         ds: Dataset = EmbeddedMultiLabel(arrays, mean=mean, std=std, transform=transform)
         if train and aug is not None and aug.re_prob > 0:
             # deferred: timm loads in seconds; reading the embedded data does not need it

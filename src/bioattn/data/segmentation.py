@@ -27,6 +27,7 @@ normalisation (the label keeps its size; predictions are resized to it, as mmseg
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -98,11 +99,16 @@ EMBEDDED_SEGMENTATION_CLASSES: tuple[str, ...] = ("background", *CLASS_NAMES)
 
 # mmsegmentation's photometric distortion: brightness delta in 8-bit units, contrast and
 # saturation ranges, hue delta in OpenCV's hue units (180 to the full circle)
-_BRIGHTNESS_DELTA = 32.0
-_CONTRAST_RANGE = (0.5, 1.5)
-_SATURATION_RANGE = (0.5, 1.5)
-_HUE_DELTA = 18
-_CROP_TRIES = 10
+@dataclass(frozen=True)
+class PhotometricSettings:
+    brightness: float = 32.0
+    contrast: tuple[float, float] = (0.5, 1.5)
+    saturation: tuple[float, float] = (0.5, 1.5)
+    hue: int = 18
+
+
+PHOTOMETRIC = PhotometricSettings()
+CROP_TRIES = 10  # draws of a random crop before one with no dominating class is given up on
 
 # base scale (long side, short side) of mmsegmentation's configs for each set
 _BASE_SCALES = {"voc": (2048, 512), "ade20k": (2048, 512), "cityscapes": (2048, 1024)}
@@ -125,7 +131,7 @@ def _pair(value, name: str) -> tuple[int, int]:
     return pair
 
 
-def _rescaled_size(height: int, width: int, scale: tuple[int, int], ratio: float = 1.0) -> tuple[int, int]:
+def rescaled_size(height: int, width: int, scale: tuple[int, int], ratio: float = 1.0) -> tuple[int, int]:
     """``(h, w)`` after a keep-ratio rescale into ``scale * ratio`` (mmcv's rule: the long side
     at most the scale's larger number, the short side at most its smaller one)."""
     long_edge, short_edge = max(scale) * ratio, min(scale) * ratio
@@ -133,22 +139,23 @@ def _rescaled_size(height: int, width: int, scale: tuple[int, int], ratio: float
     return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
 
 
-def _rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
-    """``(3, H, W)`` RGB in [0, 1] -> HSV in [0, 1] (hue as a fraction of the circle)."""
-    r, g, b = rgb.unbind(0)
-    high, low = rgb.max(0).values, rgb.min(0).values
+def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """RGB in [0, 1], channels at dim -3 (``(3, H, W)`` or ``(B, 3, H, W)``) -> HSV in [0, 1]
+    (hue as a fraction of the circle)."""
+    r, g, b = rgb.unbind(-3)
+    high, low = rgb.max(-3).values, rgb.min(-3).values
     delta = high - low
     saturation = torch.where(high > 0, delta / high.clamp(min=1e-12), torch.zeros_like(high))
     safe = torch.where(delta > 0, delta, torch.ones_like(delta))
     hue = torch.where(high == r, (g - b) / safe,
                       torch.where(high == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
     hue = torch.where(delta > 0, torch.remainder(hue / 6.0, 1.0), torch.zeros_like(hue))
-    return torch.stack([hue, saturation, high])
+    return torch.stack([hue, saturation, high], -3)
 
 
-def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`_rgb_to_hsv`."""
-    hue, saturation, value = hsv.unbind(0)
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_hsv`."""
+    hue, saturation, value = hsv.unbind(-3)
     sector = torch.floor(hue * 6.0)
     frac = hue * 6.0 - sector
     sector = sector.long() % 6
@@ -160,7 +167,7 @@ def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     green = torch.stack([t, value, value, q, p, p])
     blue = torch.stack([p, p, t, value, value, q])
     index = sector[None]
-    return torch.stack([red.gather(0, index)[0], green.gather(0, index)[0], blue.gather(0, index)[0]])
+    return torch.stack([red.gather(0, index)[0], green.gather(0, index)[0], blue.gather(0, index)[0]], -3)
 
 
 def _uniform(low: float, high: float) -> float:
@@ -179,23 +186,23 @@ def photometric_distortion(image: torch.Tensor) -> torch.Tensor:
     [0, 255] after each step."""
     out = image.float()
     if _coin():
-        out = (out + _uniform(-_BRIGHTNESS_DELTA, _BRIGHTNESS_DELTA)).clamp(0, 255)
+        out = (out + _uniform(-PHOTOMETRIC.brightness, PHOTOMETRIC.brightness)).clamp(0, 255)
     contrast_first = _coin()
 
     def contrast(x: torch.Tensor) -> torch.Tensor:
-        return (x * _uniform(*_CONTRAST_RANGE)).clamp(0, 255) if _coin() else x
+        return (x * _uniform(*PHOTOMETRIC.contrast)).clamp(0, 255) if _coin() else x
 
     if contrast_first:
         out = contrast(out)
     change_saturation, change_hue = _coin(), _coin()
     if change_saturation or change_hue:
-        hsv = _rgb_to_hsv(out / 255.0)
+        hsv = rgb_to_hsv(out / 255.0)
         if change_saturation:
-            hsv[1] = (hsv[1] * _uniform(*_SATURATION_RANGE)).clamp(0, 1)
+            hsv[1] = (hsv[1] * _uniform(*PHOTOMETRIC.saturation)).clamp(0, 1)
         if change_hue:
-            shift = int(torch.randint(-_HUE_DELTA, _HUE_DELTA + 1, ()))
+            shift = int(torch.randint(-PHOTOMETRIC.hue, PHOTOMETRIC.hue + 1, ()))
             hsv[0] = torch.remainder(hsv[0] + shift / 180.0, 1.0)
-        out = (_hsv_to_rgb(hsv) * 255.0).clamp(0, 255)
+        out = (hsv_to_rgb(hsv) * 255.0).clamp(0, 255)
     if not contrast_first:
         out = contrast(out)
     return out
@@ -297,7 +304,7 @@ class SegmentationTransform:
         box = draw()
         if self.cat_max_ratio is None or self.cat_max_ratio >= 1:
             return box
-        for _ in range(_CROP_TRIES):
+        for _ in range(CROP_TRIES):
             top, left, h, w = box
             counts = torch.bincount(label[..., top:top + h, left:left + w].reshape(-1).long(), minlength=256)
             counts[self.ignore_index] = 0
@@ -319,7 +326,7 @@ class SegmentationTransform:
                                f"{tuple(img.shape[-2:])} (height, width)")
         if self.train:
             ratio = _uniform(*self.ratio_range)
-            size = list(_rescaled_size(*img.shape[-2:], self.scale, ratio))
+            size = list(rescaled_size(*img.shape[-2:], self.scale, ratio))
             img = TF.resize(img, size, antialias=True)
             mask = TF.resize(mask, size)  # a Mask is resized with nearest neighbours
             top, left, h, w = self._random_crop_box(mask)
@@ -329,7 +336,7 @@ class SegmentationTransform:
             pixels = photometric_distortion(img) if self.photometric else img.float()
         else:
             if self.scale is not None:
-                img = TF.resize(img, list(_rescaled_size(*img.shape[-2:], self.scale)), antialias=True)
+                img = TF.resize(img, list(rescaled_size(*img.shape[-2:], self.scale)), antialias=True)
             pixels = img.float()
         x = (pixels.as_subclass(torch.Tensor) / 255.0 - self._mean) / self._std
         target = mask.as_subclass(torch.Tensor)[0].long()
