@@ -119,8 +119,12 @@ def test_init_loads_every_weight_but_a_classifier_of_another_size(tmp_path):
     assert torch.equal(model.patch_embed.proj.weight, source.patch_embed.proj.weight)
     assert torch.equal(model.head.weight, head)
     other = create_model("vit_micro_patch8_64", num_classes=7, img_size=64)
+    note = load_init_weights(other, tmp_path / "release.pth")  # another input size: grid resampled
+    assert "position embedding resized from 4x4 to 8x8" in note
+    assert torch.equal(other.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+    wide = create_model("vit_micro_patch8_64", num_classes=7, img_size=32, embed_dim=48)
     with pytest.raises(BioattnError, match="does not fit the model"):
-        load_init_weights(other, tmp_path / "release.pth")  # another input size: refused
+        load_init_weights(wide, tmp_path / "release.pth")  # another model: refused
 
 
 # ------------------------------------------------------------------------------------------

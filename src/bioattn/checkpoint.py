@@ -6,7 +6,9 @@ The trainer adds ``trainer_state.pt`` (optimiser, scheduler, EMA, scaler, epoch,
 
 ``--checkpoint`` everywhere accepts such a directory, a bare ``.safetensors`` file, or a ``.pth``
 file as released by the authors (a dict whose ``model`` entry is the state dict, or a bare state
-dict), always read with ``torch.load(weights_only=True)``.
+dict), always read with ``torch.load(weights_only=True)``. Every loader here adapts the state dict
+to the model with the model family's ``checkpoint_filter_fn`` (the one timm's loader uses for
+``pretrained=True``), so a checkpoint of another image size has its grids resized.
 """
 
 from __future__ import annotations
@@ -23,13 +25,12 @@ from torch import nn
 from . import __version__
 from .errors import BioattnError
 from .fileio import atomic_dir, check_output_dir
-from .models import create_model
-from .models.common import check_state_dict
+from .models import checkpoint_filter_fn, create_model
+from .models.common import check_state_dict, classifier_mismatch, unwrap_state_dict
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
 TRAINER_STATE = "trainer_state.pt"
-_STATE_DICT_ENTRIES = ("model", "state_dict", "model_state_dict")
 
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:
@@ -64,22 +65,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or foreign file
         raise BioattnError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-    if isinstance(state, dict):
-        for entry in _STATE_DICT_ENTRIES:
-            if entry in state and isinstance(state[entry], dict):
-                state = state[entry]
-                break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise BioattnError(f"{path} holds no state dict of tensors")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
+    return unwrap_state_dict(state, what=str(path))
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load the weights at ``path`` into ``model`` strictly, with a clear error on mismatch."""
-    state = read_state_dict(path)
-    check_state_dict(model, state, what=f"checkpoint {path}")
+    """Load the weights at ``path`` into ``model`` strictly, adapted by the model family's
+    ``checkpoint_filter_fn``, with a clear error on mismatch."""
+    what = f"checkpoint {path}"
+    state = checkpoint_filter_fn(read_state_dict(path), model, what=what)
+    check_state_dict(model, state, what=what)
     model.load_state_dict(state, strict=True)
     return model
 
@@ -187,7 +181,7 @@ def load_model(
         return create_model(model_name, **args).eval()
     if meta is None:  # a bare state dict: its classifier may give the number of classes
         state = read_state_dict(checkpoint)
-        model, _ = model_for_state(model_name, state, args, what=f"checkpoint {checkpoint}")
+        model, _, state = model_for_state(model_name, state, args, what=f"checkpoint {checkpoint}")
         model.load_state_dict(state, strict=True)
         return model.eval()
     model = create_model(model_name, **args)
@@ -195,53 +189,32 @@ def load_model(
     return model.eval()
 
 
-def _classifier_key(model: nn.Module) -> str | None:
-    """The state-dict key of the classifier's weight (``head.weight``, ``fc.weight``, ...)."""
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    if isinstance(head, nn.Linear):
-        for name, module in model.named_modules():
-            if module is head:
-                return f"{name}.weight" if name else "weight"
-    num_classes = getattr(model, "num_classes", None)
-    last = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and module.out_features == num_classes:
-            last = f"{name}.weight"
-    return last
-
-
-def infer_num_classes(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, str] | None:
-    """``(classes, key)`` when the classifier weight in ``state`` has another number of classes
-    than ``model``'s, else None."""
-    key = _classifier_key(model)
-    if key is None or key not in state or state[key].ndim != 2:
-        return None
-    n = int(state[key].shape[0])
-    return (n, key) if n != getattr(model, "num_classes", n) else None
-
-
 def model_for_state(model_name: str, state: dict[str, torch.Tensor], model_args: dict[str, Any],
-                    what: str = "checkpoint", log=None) -> tuple[nn.Module, dict[str, Any]]:
+                    what: str = "checkpoint", log=None
+                    ) -> tuple[nn.Module, dict[str, Any], dict[str, torch.Tensor]]:
     """Build ``model_name`` so that the bare state dict ``state`` fits it; returns the model (not
-    yet loaded) and its arguments. Without ``num_classes`` in ``model_args``, the number of
-    classes is read from the state's classifier weight, and ``log`` (default: print to standard
-    error) says so once the state is known to fit."""
+    yet loaded), its arguments and the state adapted by its ``checkpoint_filter_fn``. Without
+    ``num_classes`` in ``model_args``, the number of classes is read from the state's classifier
+    weight, and ``log`` (default: print to standard error) says so once the state is known to
+    fit."""
     model = create_model(model_name, **model_args)
     note = None
     if "num_classes" not in model_args:
-        inferred = infer_num_classes(model, state)
+        inferred = classifier_mismatch(model, state)
         if inferred is not None:
-            n, key = inferred
+            n, keys = inferred
             model_args = {**model_args, "num_classes": n}
             model = create_model(model_name, **model_args)
-            note = f"note: num_classes={n}, read from the checkpoint's {key}"
+            weight = next((k for k in keys if k.endswith(".weight")), keys[0])
+            note = f"note: num_classes={n}, read from the checkpoint's {weight}"
+    state = checkpoint_filter_fn(state, model, what=what)
     check_state_dict(model, state, what=what)
     if note is not None:
         if log is None:
             print(note, file=sys.stderr)
         else:
             log(note)
-    return model, model_args
+    return model, model_args, state
 
 
 def convert_checkpoint(src: str | Path, dst: str | Path, model_name: str, *, mean=None, std=None,
@@ -259,7 +232,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, model_name: str, *, mea
 
     check_checkpoint_target(dst, overwrite)
     state = read_state_dict(src)
-    model, model_args = model_for_state(model_name, state, model_args, what=f"checkpoint {src}", log=log)
+    model, model_args, state = model_for_state(model_name, state, model_args, what=f"checkpoint {src}", log=log)
     model.load_state_dict(state, strict=True)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     input_size = cfg.get("input_size")

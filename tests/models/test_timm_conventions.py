@@ -1,12 +1,19 @@
 """timm's model conventions, checked for every model bioattn registers.
 
-The ImageNet-size models with many wide blocks are built shallower here (two blocks) to keep the
-suite fast on a CPU: the classes, widths, patch grids and input sizes are the registered ones.
+The first part runs the checks of timm's own model tests (``tests/test_models.py`` of
+pytorch-image-models: ``test_model_forward``, ``test_model_backward``,
+``test_model_default_cfgs``, ``test_model_default_cfgs_non_std``, and the ``features_only``
+wrapper of ``test_model_forward_features``) with the same assertions over bioattn's classifiers;
+the rest checks bioattn's further conventions.
+
+The ImageNet-size models are built shallower here (one or two blocks per stage) to keep the suite
+fast on a CPU: the classes, widths, patch grids and input sizes are the registered ones.
 """
 
 from __future__ import annotations
 
 import copy
+import fnmatch
 import functools
 
 import pytest
@@ -14,11 +21,13 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.data import resolve_model_data_config
+from timm.layers import get_channel_dim, get_spatial_dim
 from timm.models import group_parameters
 
 import bioattn  # noqa: F401  (registers the models)
 from bioattn.errors import BioattnError
 from bioattn.models import create_model, data_config, list_models
+from bioattn.models.common import embed_tokens
 from bioattn.models.rsrnn import GlimpseModel
 from bioattn.protocol import (
     Glimpsing,
@@ -34,16 +43,24 @@ from bioattn.protocol import (
 # every classifier (the segmenters, upernet_*, have their own tests in test_upernet.py)
 NAMES = [n for n in list_models() if not n.startswith("upernet_")]
 SHALLOW = {
+    "absvit_tiny_patch16_224": dict(depth=2),
     "absvit_small_patch16_224": dict(depth=2),
     "absvit_base_patch16_224": dict(depth=2),
+    "absvit_tiny_patch8_224_gap": dict(depth=2),
+    "vit_tiny_patch8_224_gap": dict(depth=2),
+    "deit_tiny_patch16_224_vars_d": dict(depth=2),
     "deit_small_patch16_224_vars_d": dict(depth=2),
     "deit_base_patch16_224_vars_d": dict(depth=2),
+    "deit_tiny_patch16_224_vars_sd": dict(depth=2),
     "deit_small_patch16_224_vars_sd": dict(depth=2),
     "deit_base_patch16_224_vars_sd": dict(depth=2),
+    "rvt_tiny": dict(depth=[2, 1]),
     "rvt_small": dict(depth=[2]),
     "rvt_base": dict(depth=[2]),
+    "rvt_tiny_plus": dict(depth=[2, 1]),
     "rvt_small_plus": dict(depth=[2]),
     "rvt_base_plus": dict(depth=[2]),
+    "gfnet_ti": dict(depth=2),
     "gfnet_xs": dict(depth=2),
     "gfnet_s": dict(depth=2),
     "gfnet_b": dict(depth=2),
@@ -77,24 +94,196 @@ def fixation_parameters(model) -> set[str]:
 
 
 # ------------------------------------------------------------------------------------------
-# forward and backward
+# timm's model tests
 # ------------------------------------------------------------------------------------------
+# timm's test_model_default_cfgs checks the unpooled NCHW feature maps against the cfg's
+# pool_size; models without such maps take test_model_default_cfgs_non_std instead. timm lists
+# 'vit_*' and 'deit*' there (ViT tokens); bioattn's other token models join them (AbSViT, a ViT;
+# GFNet, (B, N, C) tokens like timm's '*mixer_*' and 'resmlp_*'), and so do the glimpse models,
+# whose classifier reads a state vector, or (FF-CNN) pools inside its head.
+NON_STD_FILTERS = ["vit_*", "deit*", "absvit_*", "gfnet_*", "rsrnn_*", "retina_gru_*", "crop_*", "s3ta_*", "ffcnn_*"]
+NON_STD = [n for n in NAMES if any(fnmatch.fnmatch(n, f) for f in NON_STD_FILTERS)]
+STD = [n for n in NAMES if n not in NON_STD]
+# timm's input sizes: models of a flexible size run at most at these sides
+TARGET_FWD_SIZE = MAX_FWD_SIZE = 384
+TARGET_BWD_SIZE = 128
+MAX_BWD_SIZE = 320
+MAX_FWD_OUT_SIZE = 448
+
+
+def make(name: str, **kwargs) -> torch.nn.Module:
+    """``timm.create_model(name, **kwargs)``, shallower where listed in SHALLOW."""
+    torch.manual_seed(0)
+    return timm.create_model(name, **SHALLOW.get(name, {}), **kwargs)
+
+
+def input_size(model=None, name: str = "", target: int | None = None) -> tuple[int, int, int]:
+    """timm's choice of input size: the cfg's if fixed, else capped at ``target``."""
+    cfg = model.pretrained_cfg if model is not None else timm.get_pretrained_cfg(name).to_dict()
+    size = cfg["input_size"]
+    if cfg.get("fixed_input_size"):
+        return size
+    if cfg.get("min_input_size"):
+        return cfg["min_input_size"] if target and max(size) > target else size
+    return tuple(min(s, target) for s in size) if target and max(size) > target else size
+
+
+def test_the_model_lists_cover_every_classifier():
+    assert sorted(STD + NON_STD) == sorted(NAMES) and STD == [n for n in NAMES if n.startswith("rvt_")]
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_forward_backward_gives_every_parameter_a_gradient(name):
-    """``model(x)`` is the logits tensor in train mode, at batch 1 and 2 and the cfg's input
-    size; ``model(x).mean().backward()`` reaches every parameter but a glimpse model's fixation
-    networks (their exception is tested with the full objective below)."""
-    model = build(name).train()
+def test_model_forward(name):
+    """timm's test_model_forward: one image, no NaN; gradient checkpointing, where offered,
+    changes nothing."""
+    model = make(name, pretrained=False).eval()
+    size = input_size(model, target=TARGET_FWD_SIZE)
+    assert max(size) <= MAX_FWD_SIZE
+    inputs = torch.randn(1, *size)
+    outputs = model(inputs)
+    assert outputs.shape[0] == 1
+    assert not torch.isnan(outputs).any(), "Output included NaNs"
+    try:
+        model.set_grad_checkpointing()
+    except Exception:
+        pass  # not offered
+    else:
+        assert torch.allclose(outputs, model(inputs), rtol=1e-4, atol=1e-5), "Output does not match"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_backward(name):
+    """timm's test_model_backward: ``model(x).mean().backward()`` in train mode with 42 classes
+    reaches every parameter. The one exception: a glimpse model's fixation networks learn from
+    the policy term of bioattn's objective, not from the logits (tested below with the full
+    objective)."""
+    size = input_size(name=name, target=TARGET_BWD_SIZE)
+    assert max(size) <= MAX_BWD_SIZE
+    model = make(name, pretrained=False, num_classes=42)
     exempt = fixation_parameters(model)
-    for batch in (1, 2):
-        model.zero_grad(set_to_none=True)
-        out = model(images(name, batch))
-        assert torch.is_tensor(out) and out.shape == (batch, model.num_classes)
-        assert torch.isfinite(out).all()
-        out.mean().backward()
-        missing = {n for n, p in model.named_parameters() if p.grad is None}
-        assert missing == exempt, f"{name}: without gradient {sorted(missing ^ exempt)}"
-        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    num_params = sum(p.numel() for n, p in model.named_parameters() if n not in exempt)
+    model.train()
+    outputs = model(torch.randn(2, *size))
+    outputs.mean().backward()
+    for n, p in model.named_parameters():
+        if n not in exempt:
+            assert p.grad is not None, f"No gradient for {n}"
+    assert all(model.get_parameter(n).grad is None for n in exempt)
+    num_grad = sum(p.grad.numel() for n, p in model.named_parameters() if p.grad is not None)
+    assert model.num_classes == 42 and outputs.shape[-1] == 42
+    assert num_params == num_grad, "Some parameters are missing gradients"
+    assert not torch.isnan(outputs).any(), "Output included NaNs"
+
+
+def _classifier_and_first_conv_are_named(state_dict, cfg) -> None:
+    if cfg.get("num_classes"):
+        classifier = cfg["classifier"]
+        for c in (classifier,) if not isinstance(classifier, (tuple, list)) else classifier:
+            assert c + ".weight" in state_dict, f"{c} not in model params"
+    first_conv = cfg["first_conv"]
+    first_conv = (first_conv,) if isinstance(first_conv, str) else first_conv
+    assert isinstance(first_conv, (tuple, list))
+    for fc in first_conv:
+        assert fc + ".weight" in state_dict, f"{fc} not in model params"
+
+
+@pytest.mark.parametrize("name", STD)
+def test_model_default_cfgs(name):
+    """timm's test_model_default_cfgs: unpooled features on the cfg's pool_size grid with
+    num_features channels, pre-logits of head_hidden_size, pooling and classifier removable."""
+    model = make(name, pretrained=False).eval()
+    assert model.num_classes >= 0 and model.num_features > 0 and model.head_hidden_size > 0
+    state_dict = model.state_dict()
+    cfg = model.pretrained_cfg
+    pool_size = cfg["pool_size"]
+    size = cfg["input_size"]
+    output_fmt = getattr(model, "output_fmt", "NCHW")
+    spatial_axis = get_spatial_dim(output_fmt)
+    assert len(spatial_axis) == 2
+    feat_axis = get_channel_dim(output_fmt)
+    assert all(x <= MAX_FWD_OUT_SIZE for x in size)
+    input_tensor = torch.randn(1, *size)
+
+    outputs = model.forward_features(input_tensor)
+    outputs_pre = model.forward_head(outputs, pre_logits=True)
+    assert outputs.shape[spatial_axis[0]] == pool_size[0] and outputs.shape[spatial_axis[1]] == pool_size[1]
+    assert outputs.shape[feat_axis] == model.num_features
+    assert outputs_pre.shape[1] == model.head_hidden_size
+
+    model.reset_classifier(0)
+    assert model.num_classes == 0
+    outputs = model.forward(input_tensor)
+    assert len(outputs.shape) == 2 and outputs.shape[1] == model.head_hidden_size
+    assert outputs.shape == outputs_pre.shape
+
+    model.reset_classifier(0, "")
+    outputs = model.forward(input_tensor)
+    assert len(outputs.shape) == 4
+    assert outputs.shape[spatial_axis[0]] == pool_size[0] and outputs.shape[spatial_axis[1]] == pool_size[1]
+
+    unpooled = make(name, pretrained=False, num_classes=0, global_pool="").eval()
+    outputs = unpooled.forward(input_tensor)
+    assert len(outputs.shape) == 4
+    assert outputs.shape[spatial_axis[0]] == pool_size[0] and outputs.shape[spatial_axis[1]] == pool_size[1]
+    _classifier_and_first_conv_are_named(state_dict, cfg)
+
+
+@pytest.mark.parametrize("name", NON_STD)
+def test_model_default_cfgs_non_std(name):
+    """timm's test_model_default_cfgs_non_std: features with num_features channels (last axis of
+    tokens, axis 1 otherwise), pre-logits of head_hidden_size, classifier removable."""
+    model = make(name, pretrained=False).eval()
+    assert model.num_classes >= 0 and model.num_features > 0 and model.head_hidden_size > 0
+    state_dict = model.state_dict()
+    cfg = model.pretrained_cfg
+    size = input_size(model)
+    assert max(size) <= 320
+    input_tensor = torch.randn(1, *size)
+    feat_dim = getattr(model, "feature_dim", None)
+
+    outputs = model.forward_features(input_tensor)
+    outputs_pre = model.forward_head(outputs, pre_logits=True)
+    assert torch.is_tensor(outputs)
+    if feat_dim is None:
+        feat_dim = -1 if outputs.ndim == 3 else 1
+    assert outputs.shape[feat_dim] == model.num_features
+    assert outputs_pre.shape[1] == model.head_hidden_size
+
+    model.reset_classifier(0)
+    assert model.num_classes == 0
+    outputs = model.forward(input_tensor)
+    assert outputs.shape[feat_dim] == model.head_hidden_size
+    assert outputs.shape == outputs_pre.shape
+
+    headless = make(name, pretrained=False, num_classes=0).eval()
+    outputs = headless.forward(input_tensor)
+    assert outputs.shape[feat_dim] == headless.num_features
+    _classifier_and_first_conv_are_named(state_dict, cfg)
+
+
+FEATURE_MODELS = ["vit_micro_patch8_64", "absvit_micro_patch8_64", "rvt_micro", "deit_tiny_patch16_224_vars_d",
+                  "gfnet_micro", "gfnet_h_micro"]
+
+
+@pytest.mark.parametrize("name", FEATURE_MODELS)
+def test_features_only(name):
+    """``features_only=True`` wraps the model in timm's FeatureGetterNet over
+    ``forward_intermediates`` (timm's test_model_forward_features checks), and the maps are the
+    model's own intermediates."""
+    model = make(name, pretrained=False, features_only=True).eval()
+    channels, reductions = model.feature_info.channels(), model.feature_info.reduction()
+    assert len(channels) >= 2
+    size = input_size(model, target=96)
+    x = torch.randn(1, *size)
+    with torch.no_grad():
+        outputs = model(x)
+        plain = make(name, pretrained=False).eval()
+        expected = plain.forward_intermediates(x, indices=model.out_indices, intermediates_only=True)
+    assert len(outputs) == len(channels) == len(expected)
+    for c, r, o, e in zip(channels, reductions, outputs, expected):
+        assert o.shape == (1, c, -(-size[1] // r), -(-size[2] // r))
+        assert not torch.isnan(o).any()
+        torch.testing.assert_close(o, e)
 
 
 @pytest.mark.parametrize("name", GLIMPSE_POLICY)
@@ -190,11 +379,23 @@ def test_fixed_input_size_is_declared_exactly_where_needed(name):
             assert out.shape == (1, model.num_classes) and torch.isfinite(out).all()
 
 
-def test_deit_vars_d_resamples_its_position_embedding():
+@pytest.mark.parametrize("side", [160, 288])
+def test_deit_vars_d_resamples_its_position_embedding(side):
+    """At another image size the tokens entering the first block are the patch embedding plus
+    the 14x14 position embedding resized bicubically (timm's dynamic size: antialiased, class
+    token kept), computed here by hand with ``F.interpolate``; the maps are on the new grid."""
     model = build("deit_tiny_patch16_224_vars_d").eval()
+    x = images("deit_tiny_patch16_224_vars_d", 1, side)
+    grid = side // 16
     with torch.no_grad():
-        maps = model.attention_maps(images("deit_tiny_patch16_224_vars_d", 1, 160))
-    assert all(m.shape == (1, 10, 10) for m in maps.values())
+        patches = model.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        pos = model.pos_embed
+        cells = pos[:, 1:].reshape(1, 14, 14, -1).permute(0, 3, 1, 2)
+        resized = F.interpolate(cells, size=(grid, grid), mode="bicubic", align_corners=False, antialias=True)
+        expected = torch.cat([model.cls_token + pos[:, :1], patches + resized.flatten(2).transpose(1, 2)], dim=1)
+        torch.testing.assert_close(embed_tokens(model, x), expected)
+        maps = model.attention_maps(x)
+    assert all(m.shape == (1, grid, grid) for m in maps.values())
 
 
 # ------------------------------------------------------------------------------------------

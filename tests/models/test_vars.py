@@ -481,13 +481,31 @@ def test_replace_attention_in_vit_trains(attention):
 
 
 def test_registered_deit_with_vars():
+    """The registered DeiT-VARS computes DeiT's forward with the VARS-D attention in every block:
+    its logits equal a timm DeiT-Ti built by hand, its attention swapped by replace_attention and
+    given the same weights, and they change when the VARS attention's own parameters change."""
     torch.manual_seed(0)
-    model = timm.create_model("deit_tiny_patch16_224_vars_d", img_size=32, depth=2, num_classes=4)
-    assert all(isinstance(b.attn, VARSDAttention) for b in model.blocks)
-    model.eval()
-    x = torch.randn(1, 3, 32, 32)
-    assert model(x).shape == (1, 4)
-    assert model.saliency(x).shape == (1, 2, 2)
+    model = timm.create_model("deit_tiny_patch16_224_vars_d", img_size=32, depth=2, num_classes=4).eval()
+    by_hand = VisionTransformer(img_size=32, patch_size=16, embed_dim=192, depth=2, num_heads=3, num_classes=4,
+                                dynamic_img_size=True)
+    replace_attention(by_hand, "vars_d")
+    by_hand.load_state_dict(model.state_dict(), strict=True)
+    by_hand.eval()
+    x = torch.randn(2, 3, 32, 32)
+    calls = []
+    hooks = [b.attn.register_forward_hook(lambda *_: calls.append(1)) for b in model.blocks]
+    with torch.no_grad():
+        logits = model(x)
+        torch.testing.assert_close(logits, by_hand(x), rtol=0, atol=0)
+        assert len(calls) == len(model.blocks) == 2  # every block's VARS attention ran once
+        for hook in hooks:
+            hook.remove()
+        model.blocks[1].attn.learned_lam.mul_(3.0)  # a stronger shrinkage of the sparse code
+        assert (model(x) - logits).abs().max() > 1e-4
+        model.blocks[1].attn.learned_lam.div_(3.0)
+        model.blocks[0].attn.rand_matrix.copy_(torch.randn_like(model.blocks[0].attn.rand_matrix))
+        assert (model(x) - logits).abs().max() > 1e-4  # another dictionary of random features
+        assert model.saliency(x).shape == (2, 2, 2)
     model = replace_attention(_small_vit(), "self-att")
     assert isinstance(model.blocks[1].attn, SelfAttention)
 

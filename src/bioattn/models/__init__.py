@@ -5,6 +5,13 @@ After ``import bioattn``, ``timm.create_model(name)`` builds any of them. One fi
 ``gfnet`` (GFNet, isotropic and hierarchical, with the global filter or a VARS mixer),
 ``rsrnn`` (RS-RNN and its glimpse-model baselines), ``upernet`` (segmentation: a UperNet head on
 any of those backbones with feature maps).
+
+Weights: every registered model loads a checkpoint of itself with
+``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path))``: the
+authors' released ``.pth`` (``torch.load(weights_only=True)``, its ``model`` entry, their key
+layout) or a bioattn ``model.safetensors``. Each family's ``checkpoint_filter_fn`` adapts the
+state dict (timm's ``pretrained_filter_fn``); :func:`checkpoint_filter_fn` here picks the
+model's, for bioattn's own loaders.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import timm
+import torch
 from timm.data import resolve_data_config, resolve_model_data_config
 from timm.models import get_pretrained_cfg
 from torch import nn
@@ -46,6 +54,18 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         raise
     except TypeError as exc:
         raise BioattnError(f"cannot build {name}: {exc}") from None
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module, notes: list[str] | None = None,
+                         what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The state dict in ``state_dict`` (a loaded checkpoint) adapted to ``model`` by its family's
+    ``checkpoint_filter_fn`` (the segmenters', GFNet's, or the one for ViTs and models in
+    bioattn's layout) and checked to fit it, with a one-line error naming ``what`` otherwise;
+    ``notes`` receives what was resized or left out."""
+    model = unwrap(model)
+    if isinstance(model, upernet.UperNetSegmenter):
+        return upernet.checkpoint_filter_fn(state_dict, model, notes, what)
+    return upernet.backbone_checkpoint_filter(model)(state_dict, model, notes, what)
 
 
 def count_parameters(model: nn.Module) -> int:

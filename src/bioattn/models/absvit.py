@@ -11,7 +11,12 @@ its attention values. The decoders learn to reconstruct each block's input from 
 
 The backbone is timm's :class:`~timm.models.vision_transformer.VisionTransformer`; the
 state-dict layout equals the authors' released checkpoints (timm ViT keys plus ``prompt`` and
-``decoders.{l}.linear(2).weight``), so those load unchanged.
+``decoders.{l}.linear(2).weight``), so those load unchanged:
+``timm.create_model("absvit_base_patch16_224", pretrained=True,
+pretrained_cfg_overlay=dict(file="absvit_base.pth"))`` (the checkpoint filter,
+:func:`~bioattn.models.common.checkpoint_filter_fn`, unwraps the ``model`` entry and resamples a
+position embedding of another grid). ``features_only=True`` gives the blocks' outputs
+(``out_indices``, default the last 3) from ``forward_intermediates``.
 
 Registered with timm: ``absvit_{tiny,small,base}_patch16_224``, ``absvit_tiny_patch8_224_gap``,
 ``absvit_micro_patch8_64`` (for small 64x64 data sets), and the feedforward twins
@@ -40,6 +45,8 @@ from .common import (
     ViTConventions,
     check_image_batch,
     check_output_fmt,
+    check_weights_source,
+    checkpoint_filter_fn,
     embed_tokens,
     model_cfg,
     take_indices,
@@ -47,6 +54,7 @@ from .common import (
 )
 
 __all__ = [
+    "checkpoint_filter_fn",
     "AbSViT",
     "ViT",
     "TopDownAttention",
@@ -531,12 +539,14 @@ _MICRO = dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3, glo
 
 
 def _create(cls: type, variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> nn.Module:
-    if pretrained:
-        raise BioattnError(
-            f"no downloadable weights for {variant}: convert a released checkpoint with "
-            f"`bioattn convert SRC.pth DST --model {variant}` and pass DST with --checkpoint"
-        )
-    return build_model_with_cfg(cls, variant, pretrained=False, **dict(model_args, **kwargs))
+    check_weights_source(variant, pretrained, kwargs)
+    args = dict(model_args, **kwargs)
+    # features_only: the last 3 blocks' outputs through forward_intermediates; AbSViT keeps every block,
+    # since its top-down signal comes from the last
+    last = min(3, args["depth"])
+    feature_cfg = dict(out_indices=args.pop("out_indices", last), feature_cls="getter", prune=cls is not AbSViT)
+    return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                feature_cfg=feature_cfg, **args)
 
 
 @register_model

@@ -6,16 +6,24 @@
 * :class:`ViTConventions`, a mixin for timm VisionTransformers with bioattn's input checks in
   ``forward_features`` / ``forward_intermediates`` / ``reset_classifier``;
 * :func:`model_cfg` and :data:`MICRO_CFG`, the parts of every family's ``pretrained_cfg``
-  that are the same.
+  that are the same;
+* checkpoint adaptation: :func:`checkpoint_filter_fn`, the ``pretrained_filter_fn`` of the
+  families whose checkpoints need no more than unwrapping and a resampled ViT position
+  embedding (AbSViT and ViT, RVT and DeiT-VARS, the glimpse models), and the steps every
+  family's filter shares (:func:`unwrap_state_dict`, :func:`resample_pos_embed`,
+  :func:`fit_checkpoint`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Collection, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
-from timm.layers import trunc_normal_
+from timm.layers import resample_abs_pos_embed, trunc_normal_
+from timm.models import resolve_pretrained_cfg
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -24,10 +32,11 @@ from ..errors import BioattnError, listing
 
 
 def model_cfg(**kwargs: Any) -> dict[str, Any]:
-    """A ``pretrained_cfg`` for a model without downloadable weights (released checkpoints are
-    converted with ``bioattn convert`` or loaded with ``bioattn.checkpoint.load_weights``):
-    ImageNet-sized input (224 px, bicubic, crop 0.875, ImageNet statistics, 1000 classes) unless
-    ``kwargs`` say otherwise."""
+    """A ``pretrained_cfg`` for a model without downloadable weights (a released ``.pth`` or a
+    bioattn ``model.safetensors`` loads with ``timm.create_model(name, pretrained=True,
+    pretrained_cfg_overlay=dict(file=path))``, with ``bioattn.checkpoint.load_weights`` or after
+    ``bioattn convert``): ImageNet-sized input (224 px, bicubic, crop 0.875, ImageNet statistics,
+    1000 classes) unless ``kwargs`` say otherwise."""
     return {
         "url": "",
         "hf_hub_id": None,
@@ -39,8 +48,8 @@ def model_cfg(**kwargs: Any) -> dict[str, Any]:
         "fixed_input_size": False,
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
-        "notes": ("no downloadable weights: convert a released checkpoint with `bioattn convert`, "
-                  "or load it with bioattn.checkpoint.load_weights(model, path)",),
+        "notes": ("no downloadable weights: load a released .pth or a bioattn model.safetensors with "
+                  "pretrained=True, pretrained_cfg_overlay=dict(file=path)",),
         **kwargs,
     }
 
@@ -72,20 +81,33 @@ def init_linear_and_norm(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint",
-                     prefix: str = "") -> None:
-    """Raise :class:`BioattnError` unless ``state`` has exactly the model's keys and shapes (with
-    ``prefix``: the keys of ``state`` under it, against the model's keys with it)."""
-    expected = {prefix + k: tuple(v.shape) for k, v in model.state_dict().items()}
-    given = {k: tuple(v.shape) for k, v in state.items() if k.startswith(prefix)}
+def _state_dict_problems(model: nn.Module, state: dict[str, torch.Tensor], prefix: str = "",
+                         ignore: Collection[str] = ()) -> tuple[list[str], list[str], dict[str, str]]:
+    """Keys of the model missing from ``state``, keys of ``state`` the model lacks, and the
+    mis-shaped keys (each with ``"key (given) vs (expected)"``)."""
+    ignore = set(ignore)
+    expected = {prefix + k: tuple(v.shape) for k, v in model.state_dict().items() if prefix + k not in ignore}
+    given = {k: tuple(v.shape) for k, v in state.items() if k.startswith(prefix) and k not in ignore}
     missing = [k for k in expected if k not in given]
     extra = [k for k in given if k not in expected]
-    shapes = [f"{k} {given[k]} vs {expected[k]}" for k in expected if k in given and given[k] != expected[k]]
+    shapes = {k: f"{k} {given[k]} vs {expected[k]}" for k in expected if k in given and given[k] != expected[k]}
+    return missing, extra, shapes
+
+
+def _raise_problems(what: str, missing: list[str], extra: list[str], shapes: dict[str, str]) -> None:
     problems = [f"{len(items)} {kind}: {listing(items)}" for kind, items in (
         ("missing keys", missing), ("unexpected keys", extra),
-        ("mis-shaped keys (checkpoint vs model)", shapes)) if items]
+        ("mis-shaped keys (checkpoint vs model)", list(shapes.values()))) if items]
     if problems:
         raise BioattnError(f"{what} does not fit the model: " + "; ".join(problems))
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint",
+                     prefix: str = "", ignore: Collection[str] = ()) -> None:
+    """Raise :class:`BioattnError` unless ``state`` has exactly the model's keys and shapes (with
+    ``prefix``: the keys of ``state`` under it, against the model's keys with it); keys in
+    ``ignore`` are not compared."""
+    _raise_problems(what, *_state_dict_problems(model, state, prefix, ignore))
 
 
 def model_name(model: nn.Module) -> str:
@@ -179,3 +201,152 @@ class ViTConventions:
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         super().reset_classifier(check_num_classes(num_classes), global_pool)
+
+
+# ------------------------------------------------------------------------------------------
+# checkpoints: the steps every family's checkpoint_filter_fn shares
+# ------------------------------------------------------------------------------------------
+STATE_DICT_ENTRIES = ("model", "state_dict", "model_state_dict")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+
+
+def unwrap_state_dict(checkpoint: Any, what: str = "the checkpoint") -> dict[str, torch.Tensor]:
+    """The state dict in ``checkpoint``: its ``model`` entry (the authors' releases),
+    ``state_dict`` or ``model_state_dict`` where it has one, else the object itself, with the key
+    prefixes that DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) add taken off. A new
+    dict; a :class:`BioattnError` unless the object holds a dict of tensors."""
+    state = checkpoint
+    if isinstance(state, dict):
+        for entry in STATE_DICT_ENTRIES:
+            if isinstance(state.get(entry), dict):
+                state = state[entry]
+                break
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise BioattnError(f"{what} holds no state dict of tensors")
+    unwrapped = {}
+    for key, value in state.items():
+        while key.startswith(WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        unwrapped[key] = value
+    return unwrapped
+
+
+def classifier_names(model: nn.Module) -> tuple[str, ...]:
+    """The module names of the model's classifier: its ``pretrained_cfg``'s ``classifier``, else
+    the module ``get_classifier()`` returns."""
+    names = (getattr(model, "pretrained_cfg", None) or {}).get("classifier")
+    if names:
+        return (names,) if isinstance(names, str) else tuple(names)
+    head = model.get_classifier() if callable(getattr(model, "get_classifier", None)) else None
+    return tuple(name for name, module in model.named_modules() if head is not None and module is head and name)
+
+
+def classifier_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, list[str]] | None:
+    """``(classes, keys)`` when the classifier in ``state`` is for another number of classes than
+    the model's (a model without classifier has 0): that number and the classifier's keys."""
+    for name in classifier_names(model):
+        weight = state.get(f"{name}.weight")
+        if weight is None or weight.ndim < 2:
+            continue
+        classes = int(weight.shape[0])
+        if classes != getattr(model, "num_classes", classes):
+            return classes, [k for k in state if k.rpartition(".")[0] == name]
+    return None
+
+
+def _loader_drops_classifier(model: nn.Module) -> bool:
+    """Whether timm's ``load_pretrained`` leaves the classifier out: the model was built for
+    another number of classes than its ``pretrained_cfg`` says the weights are for."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return cfg.get("num_classes") is not None and cfg["num_classes"] != getattr(model, "num_classes", None)
+
+
+def fit_checkpoint(model: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint"
+                   ) -> dict[str, torch.Tensor]:
+    """The last step of every ``checkpoint_filter_fn``: the adapted ``state`` must fit the model
+    key for key and shape for shape, else a one-line :class:`BioattnError` names everything that
+    does not. A classifier for another number of classes is the one difference let through, and
+    only where timm's loader leaves it out (see :func:`_loader_drops_classifier`); so is an input
+    conv that differs in its input channels alone (timm's loader adapts it to ``in_chans``).
+    Returns ``state``."""
+    own = model.state_dict()
+    ignore: set[str] = set()
+    first_conv = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv") or ()
+    for name in (first_conv,) if isinstance(first_conv, str) else first_conv:
+        key = f"{name}.weight"
+        if key in state and key in own and state[key].ndim == own[key].ndim >= 2:
+            given, wanted = list(state[key].shape), list(own[key].shape)
+            given[1] = wanted[1] = 0
+            if given == wanted:
+                ignore.add(key)
+    missing, extra, shapes = _state_dict_problems(model, state, ignore=ignore)
+    other = classifier_mismatch(model, state)
+    classifier = set(other[1]) if other is not None else set()
+    classifier |= {k for name in classifier_names(model) for k in own if k.rpartition(".")[0] == name}
+    problems = (*missing, *extra, *shapes)
+    if all(k in classifier for k in problems):
+        if not problems or _loader_drops_classifier(model):
+            return state
+        if other is not None:
+            classes, keys = other
+            raise BioattnError(
+                f"{what} does not fit the model: its classifier ({keys[0]}) is for {classes} classes, the "
+                f"model's for {getattr(model, 'num_classes', '?')}; build the model with num_classes={classes} "
+                f"(with timm.create_model: pretrained_cfg_overlay=dict(file=..., num_classes={classes}))")
+    _raise_problems(what, missing, extra, shapes)
+    return state
+
+
+def resample_pos_embed(model: VisionTransformer, pos: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """A ViT position embedding of another (square) token grid resampled to the model's grid,
+    prefix tokens kept: bicubic, ``align_corners=False``, without antialiasing (mmsegmentation's
+    ``resize_pos_embed``, which the AbSViT authors' segmentation backbone applies). Returns the
+    embedding and a note."""
+    prefix = 0 if getattr(model, "no_embed_class", False) else int(getattr(model, "num_prefix_tokens", 0))
+    old = pos.shape[1] - prefix if pos.ndim == 3 else -1
+    side = math.isqrt(max(old, 0))
+    grid = tuple(int(g) for g in model.patch_embed.grid_size)
+    if pos.ndim != 3 or side * side != old or side == 0:
+        raise BioattnError(f"checkpoint's pos_embed {tuple(pos.shape)} is not a square token grid "
+                           f"with {prefix} prefix token(s)")
+    resized = resample_abs_pos_embed(pos, new_size=list(grid), old_size=[side, side], num_prefix_tokens=prefix,
+                                     interpolation="bicubic", antialias=False)
+    return resized, f"position embedding resized from {side}x{side} to {grid[0]}x{grid[1]}"
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module, notes: list[str] | None = None,
+                         what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """timm's ``pretrained_filter_fn`` for the families whose released checkpoints have bioattn's
+    layout (AbSViT and ViT, RVT and DeiT-VARS, the glimpse models; also any timm ViT): the state
+    dict unwrapped (:func:`unwrap_state_dict`), a ViT position embedding of another grid
+    resampled to the model's (:func:`resample_pos_embed`; a note appended to ``notes``), then
+    checked (:func:`fit_checkpoint`; ``what`` names the checkpoint in its errors)."""
+    state = unwrap_state_dict(state_dict, what)
+    own = model.state_dict()
+    pos = state.get("pos_embed")
+    if (isinstance(model, VisionTransformer) and pos is not None and "pos_embed" in own
+            and pos.shape != own["pos_embed"].shape and pos.shape[-1] == own["pos_embed"].shape[-1]):
+        state["pos_embed"], note = resample_pos_embed(model, pos)
+        if notes is not None:
+            notes.append(note)
+    return fit_checkpoint(model, state, what)
+
+
+def check_weights_source(variant: str, pretrained: bool, kwargs: dict[str, Any]) -> None:
+    """Before ``build_model_with_cfg(..., pretrained=True)``: the weights must come from somewhere,
+    ``pretrained_cfg_overlay=dict(file=...)`` (or a ``url``, ``hf_hub_id`` or in-memory
+    ``state_dict``), since no bioattn model has downloadable weights; a file must exist."""
+    if not pretrained:
+        return
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get("pretrained_cfg"),
+                                 pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"))
+    if not (cfg.file or cfg.url or cfg.hf_hub_id or cfg.state_dict):
+        raise BioattnError(
+            f"{variant} has no downloadable weights (bioattn ships no pretrained weights): give a checkpoint with "
+            "pretrained_cfg_overlay=dict(file=PATH) (the authors' .pth or a bioattn model.safetensors), or load "
+            "one with bioattn.checkpoint.load_weights, or convert one with `bioattn convert`")
+    path = Path(cfg.file) if cfg.file and not cfg.state_dict else None
+    if path is not None and path.is_dir():
+        raise BioattnError(f"{path} is a directory: give the checkpoint file in it (model.safetensors)")
+    if path is not None and not path.is_file():
+        raise BioattnError(f"checkpoint not found: {path}")

@@ -61,7 +61,13 @@ sized for the ``img_size`` the model is built with, so a model accepts only that
 another image size into a model with the global filter resizes it as the authors' fine-tuning
 code does: the position embedding bicubically over its token grid (``align_corners=False``),
 each ``complex_weight`` bicubically over its frequency grid, real and imaginary parts as separate
-channels, to ``(h, w//2+1)`` with ``align_corners=True`` (see :meth:`adapt_state_dict`).
+channels, to ``(h, w//2+1)`` with ``align_corners=True``. :func:`checkpoint_filter_fn` does this
+(after unwrapping the ``model`` entry of a released ``.pth``) for timm's loader
+(``timm.create_model("gfnet_h_ti", pretrained=True, pretrained_cfg_overlay=dict(file="gfnet-h-ti.pth"))``)
+and bioattn's, and ``model.load_state_dict`` does the same resizing.
+
+``features_only=True`` gives the outputs of the last 3 blocks (isotropic) or of every stage
+(hierarchical) from ``forward_intermediates``.
 """
 
 from __future__ import annotations
@@ -84,10 +90,13 @@ from .common import (
     check_num_classes,
     check_output_fmt,
     check_state_dict,
+    check_weights_source,
+    fit_checkpoint,
     image_pair,
     init_linear_and_norm,
     model_cfg,
     take_indices,
+    unwrap_state_dict,
 )
 from .vars import StaticFilterDictionary, make_attention
 
@@ -366,32 +375,11 @@ class _GFNetBase(nn.Module):
         return next(reversed(self.attention_maps(x, **where).values()))
 
     # checkpoints of another image size
-    def adapt_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
-        """``state`` with the position embedding and the global filters of a checkpoint of another
-        image size resized to this model's grids (in place; returned). Entries whose channel
-        count differs from the model's are left alone (the strict check then names them)."""
-        own = self.state_dict()
-        key = prefix + "pos_embed"
-        if key in state and state[key].ndim == 3 and state[key].shape != own["pos_embed"].shape:
-            pos = state[key]
-            side = math.isqrt(pos.shape[1])
-            if side * side == pos.shape[1] and pos.shape[2] == own["pos_embed"].shape[2]:
-                grid = _resize_grid(pos[0].reshape(side, side, -1), self.grids[0], align_corners=False)
-                state[key] = grid.reshape(1, -1, pos.shape[2])
-        for name, target in own.items():
-            key = prefix + name
-            if not name.endswith("filter.complex_weight") or key not in state:
-                continue
-            weight = state[key]
-            if weight.ndim == 4 and weight.shape != target.shape and weight.shape[2:] == target.shape[2:]:
-                state[key] = _resize_grid(weight, tuple(target.shape[:2]), align_corners=True)
-        return state
-
     @staticmethod
     def _adapt_on_load(module: _GFNetBase, state: dict[str, torch.Tensor], prefix: str,
                        local_metadata: Any, strict: bool, missing: list, unexpected: list,
                        errors: list) -> None:
-        module.adapt_state_dict(state, prefix)
+        resize_to_grids(module, state, prefix)
         if not strict:
             return
         check_state_dict(module, state, "state dict (another variant?)", prefix=prefix)
@@ -419,7 +407,7 @@ class GFNet(_GFNetBase):
         H, W = self.img_size
         grid = (H // patch_size, W // patch_size)
         self.grids = [grid]
-        self.num_features = self.embed_dim = embed_dim
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1], embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
@@ -508,7 +496,7 @@ class GFNetPyramid(_GFNetBase):
                 raise BioattnError(f"img_size {H}x{W} is too small for {len(embed_dim)} stages")
             self.grids.append(grid)
             grid = (grid[0] // 2, grid[1] // 2)
-        self.num_features = self.embed_dim = embed_dim[-1]
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim[-1]
         self.patch_embed = nn.ModuleList([PatchEmbed(in_chans, embed_dim[0], patch_size)])
         for s in range(1, len(embed_dim)):
             self.patch_embed.append(DownLayer(embed_dim[s - 1], embed_dim[s], self.grids[s - 1]))
@@ -593,13 +581,54 @@ class GFNetPyramid(_GFNetBase):
             self.blocks = self.blocks[: last + 1]
             self.patch_embed = self.patch_embed[: last + 1]
             self.feature_info = self.feature_info[: last + 1]
-            self.num_features = self.embed_dim = self.feature_info[-1]["num_chs"]
+            self.num_features = self.head_hidden_size = self.embed_dim = self.feature_info[-1]["num_chs"]
             prune_norm = True  # the final norm is sized for the dropped last stage
         if prune_norm:
             self.norm = nn.Identity()
         if prune_head:
             self.reset_classifier(0, "")
         return take
+
+
+# ------------------------------------------------------------------------------------------
+# checkpoints
+# ------------------------------------------------------------------------------------------
+def resize_to_grids(model: _GFNetBase, state: dict[str, torch.Tensor], prefix: str = "",
+                    notes: list[str] | None = None) -> None:
+    """Resize, in ``state`` (in place), the position embedding and the global filters of a
+    checkpoint of another image size to the model's grids, as the authors' fine-tuning code does
+    (see the module docstring); keys under ``prefix``. Entries whose channel count differs from
+    the model's are left alone (the strict check then names them)."""
+    own = model.state_dict()
+    key = prefix + "pos_embed"
+    before = tuple(state[key].shape) if key in state else None
+    if key in state and state[key].ndim == 3 and state[key].shape != own["pos_embed"].shape:
+        pos = state[key]
+        side = math.isqrt(pos.shape[1])
+        if side * side == pos.shape[1] and pos.shape[2] == own["pos_embed"].shape[2]:
+            grid = _resize_grid(pos[0].reshape(side, side, -1), model.grids[0], align_corners=False)
+            state[key] = grid.reshape(1, -1, pos.shape[2])
+    for name, target in own.items():
+        key = prefix + name
+        if not name.endswith("filter.complex_weight") or key not in state:
+            continue
+        weight = state[key]
+        if weight.ndim == 4 and weight.shape != target.shape and weight.shape[2:] == target.shape[2:]:
+            state[key] = _resize_grid(weight, tuple(target.shape[:2]), align_corners=True)
+    after = tuple(state[prefix + "pos_embed"].shape) if before is not None else None
+    if notes is not None and before is not None and before != after:
+        notes.append(f"position embedding and global filters resized ({before[1]} to {after[1]} tokens)")
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Any], model: _GFNetBase, notes: list[str] | None = None,
+                         what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """timm's ``pretrained_filter_fn`` for GFNet: the state dict of a released ``.pth`` (its
+    ``model`` entry) or a bioattn checkpoint, with the position embedding and the global filters
+    of another image size resized to the model's grids (:func:`resize_to_grids`; a note appended
+    to ``notes``), checked to fit the model (``what`` names the checkpoint in its errors)."""
+    state = unwrap_state_dict(state_dict, what)
+    resize_to_grids(model, state, notes=notes)
+    return fit_checkpoint(model, state, what)
 
 
 # ------------------------------------------------------------------------------------------
@@ -645,18 +674,19 @@ default_cfgs = generate_default_cfgs({
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> _GFNetBase:
-    if pretrained:
-        raise BioattnError(
-            f"{variant} has no downloadable weights: build it with pretrained=False and load the "
-            "authors' released .pth with bioattn.checkpoint.load_weights(model, path)")
+    check_weights_source(variant, pretrained, kwargs)
     args = dict(_ARCHS[variant])
     args.update(kwargs)
     _check_mixer(args.get("mixer", "filter"))
-    cls = GFNetPyramid if variant.startswith("gfnet_h_") else GFNet
+    hierarchical = variant.startswith("gfnet_h_")
+    cls = GFNetPyramid if hierarchical else GFNet
     size = image_pair(args.get("img_size", 224))
     overlay = dict(args.pop("pretrained_cfg_overlay", None) or {})
     overlay.setdefault("input_size", (args.get("in_chans", 3), *size))
-    return build_model_with_cfg(cls, variant, pretrained=False, pretrained_cfg_overlay=overlay, **args)
+    default_indices = tuple(range(len(args["depth"]))) if hierarchical else min(3, args["depth"])
+    feature_cfg = dict(out_indices=args.pop("out_indices", default_indices), feature_cls="getter")
+    return build_model_with_cfg(cls, variant, pretrained, pretrained_cfg_overlay=overlay,
+                                pretrained_filter_fn=checkpoint_filter_fn, feature_cfg=feature_cfg, **args)
 
 
 @register_model

@@ -123,7 +123,7 @@ from torch import nn
 
 from ..errors import BioattnError
 from ..protocol import ModelOutput, readout_loss
-from .common import MICRO_CFG, check_num_classes, model_cfg
+from .common import MICRO_CFG, check_num_classes, check_weights_source, checkpoint_filter_fn, model_cfg
 from .retina import Retina, check_fixations, coordinate_grid, falloff_for_field
 
 __all__ = [
@@ -580,6 +580,12 @@ class GlimpseModel(nn.Module):
     @property
     def num_features(self) -> int:
         """Width of the features the classifier reads."""
+        return self.head.in_features
+
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of ``forward_head(x, pre_logits=True)``: the classifier reads the features
+        directly."""
         return self.head.in_features
 
     def get_classifier(self) -> nn.Module:
@@ -1226,14 +1232,10 @@ _GLIMPSE_RESNET18 = dict(_RESNET18, retina_size=128, map_size=28)
 
 
 def _create(variant: str, cls, defaults: dict, pretrained: bool, kwargs: dict) -> nn.Module:
-    if pretrained:
-        raise BioattnError(
-            f"{variant} has no pretrained weights (nothing to download); build it with "
-            "pretrained=False and train it, or load a checkpoint with bioattn.checkpoint.load_model"
-        )
+    check_weights_source(variant, pretrained, kwargs)
     args = dict(defaults)
     args.update(kwargs)
-    return build_model_with_cfg(cls, variant, pretrained=False, **args)
+    return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **args)
 
 
 @register_model

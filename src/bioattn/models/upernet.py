@@ -41,7 +41,10 @@ ImageNet weights: :func:`load_backbone_weights` loads a classification checkpoin
 backbone, resizing a ViT position embedding of another grid as the authors' backbone does
 (mmseg's ``resize_pos_embed``: class token kept, grid resized bicubically with
 ``align_corners=False``). That is timm's ``resample_abs_pos_embed`` with ``antialias=False``
-(timm's default antialiasing changes the golden 4x4 -> 6x6 resize by up to 0.3).
+(timm's default antialiasing changes the golden 4x4 -> 6x6 resize by up to 0.3). The adaptation
+is :func:`checkpoint_filter_fn`, which timm's loader uses too: ``timm.create_model(name,
+pretrained=True, pretrained_cfg_overlay=dict(file=path))`` takes a segmenter's checkpoint, or a
+classifier's into the backbone.
 
 Top-down steering (AbSViT backbones): ``model(x, prior=..., prior_scale=...)`` passes the prior
 to the backbone's top-down pass; the paper trains and evaluates with the learned prompt
@@ -71,8 +74,7 @@ from typing import Any
 import timm
 import torch
 import torch.nn.functional as F
-from timm.layers import resample_abs_pos_embed
-from timm.models import generate_default_cfgs, register_model, resolve_pretrained_cfg
+from timm.models import generate_default_cfgs, load_pretrained, register_model, resolve_pretrained_cfg
 from torch import nn
 
 from ..data.stats import IMAGENET_MEAN, IMAGENET_STD
@@ -82,12 +84,17 @@ from . import absvit, gfnet, vars  # noqa: F401  (the backbones' cfgs are regist
 from .common import (
     MICRO_CFG,
     check_num_classes,
-    check_state_dict,
+    check_weights_source,
+    classifier_names,
+    fit_checkpoint,
     image_pair,
     model_cfg,
     model_name,
     take_indices,
+    unwrap_state_dict,
 )
+from .common import checkpoint_filter_fn as plain_checkpoint_filter_fn
+from .common import resample_pos_embed as resize_vit_pos_embed
 
 __all__ = [
     "UperNetSegmenter",
@@ -95,6 +102,7 @@ __all__ = [
     "FCNHead",
     "create_segmenter",
     "create_named_segmenter",
+    "checkpoint_filter_fn",
     "load_backbone_weights",
     "resize_vit_pos_embed",
     "segmenter_name",
@@ -483,63 +491,72 @@ def create_named_segmenter(name: str, pretrained_cfg: Any = None, pretrained_cfg
 # ------------------------------------------------------------------------------------------
 # ImageNet weights into the backbone
 # ------------------------------------------------------------------------------------------
-def resize_vit_pos_embed(backbone: nn.Module, pos: torch.Tensor) -> tuple[torch.Tensor, str]:
-    """A ViT position embedding of another (square) grid resized bicubically to the backbone's
-    grid, prefix tokens kept: mmseg's ``resize_pos_embed`` (``F.interpolate``, bicubic,
-    ``align_corners=False``, no antialiasing)."""
-    prefix = 0 if getattr(backbone, "no_embed_class", False) else int(getattr(backbone, "num_prefix_tokens", 0))
-    old = pos.shape[1] - prefix
-    side = math.isqrt(max(old, 0))
-    grid = tuple(int(g) for g in backbone.patch_embed.grid_size)
-    if pos.ndim != 3 or side * side != old:
-        raise BioattnError(f"checkpoint's pos_embed {tuple(pos.shape)} is not a square token grid "
-                           f"with {prefix} prefix token(s)")
-    resized = resample_abs_pos_embed(pos, new_size=list(grid), old_size=[side, side], num_prefix_tokens=prefix,
-                                     interpolation="bicubic", antialias=False)
-    return resized, f"position embedding resized from {side}x{side} to {grid[0]}x{grid[1]}"
+def backbone_checkpoint_filter(backbone: nn.Module):
+    """The ``checkpoint_filter_fn`` of the backbone's family: GFNet's (grids and global filters
+    resized), else the one for ViTs and models in bioattn's layout (position embedding resized)."""
+    return gfnet.checkpoint_filter_fn if isinstance(backbone, gfnet.GFNet | gfnet.GFNetPyramid) else \
+        plain_checkpoint_filter_fn
+
+
+def _is_segmenter_state(state: dict[str, torch.Tensor]) -> bool:
+    return any(k.startswith(("decode_head.", "auxiliary_head.")) for k in state)
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module, notes: list[str] | None = None,
+                         what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """timm's ``pretrained_filter_fn`` for the segmenters. A segmenter's checkpoint (it has
+    segmentation heads) must fit as it is. A classifier's (bioattn's or a release, keys
+    optionally under ``backbone.``) goes into the backbone through the backbone family's filter
+    (position embedding, a GFNet's global filters resized), its classifier left out unless the
+    backbone keeps one of the same shape for class priors; the segmentation heads keep the
+    model's own weights. ``notes`` receives what was loaded, resized and left out."""
+    model = unwrap(model)
+    state = unwrap_state_dict(state_dict, what)
+    if _is_segmenter_state(state):
+        return fit_checkpoint(model, state, what)
+    backbone = model.backbone
+    state = {k.removeprefix("backbone."): v for k, v in state.items()}
+    own = backbone.state_dict()
+    classifiers = classifier_names(backbone) or ("head",)
+
+    def in_classifier(key: str) -> bool:
+        return any(key.startswith(c + ".") for c in classifiers)
+
+    left_out = [k for k in state if in_classifier(k) and (k not in own or own[k].shape != state[k].shape)]
+    fitted = {k: v for k, v in state.items() if k not in left_out}
+    fresh = [k for k in own if k not in fitted and in_classifier(k)]
+    fitted.update({k: own[k] for k in fresh})
+    name = model_name(backbone)
+    backbone_notes: list[str] = []
+    fitted = backbone_checkpoint_filter(backbone)(fitted, backbone, backbone_notes,
+                                                  what=f"{what} for the {name} backbone")
+    if notes is not None:
+        notes.append(f"loaded {len(fitted) - len(fresh)} tensors into the {name} backbone")
+        notes.extend(backbone_notes)
+        if left_out:
+            notes.append(f"left out the classifier ({listing(left_out)})")
+    heads = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    return {**{f"backbone.{k}": v for k, v in fitted.items()}, **heads}
 
 
 def load_backbone_weights(segmenter: nn.Module, state_dict: dict[str, torch.Tensor]) -> str:
     """Load a classification checkpoint (bioattn's or a released one, in the backbone's layout,
-    keys optionally under ``backbone.``) into the segmenter's backbone: the position embedding
-    (and a GFNet's global filters) resized to the backbone's grid, the classifier left out
-    unless the backbone keeps one of the same shape for class priors. Every other key must fit.
-    Returns a one-line note of what was loaded and left out."""
+    keys optionally under ``backbone.``) into the segmenter's backbone with
+    :func:`checkpoint_filter_fn`: the position embedding (and a GFNet's global filters) resized to
+    the backbone's grid, the classifier left out unless the backbone keeps one of the same shape
+    for class priors. Every other key must fit. Returns a one-line note of what was loaded and
+    left out."""
     model = unwrap(segmenter)
     if not isinstance(model, UperNetSegmenter):
         raise BioattnError(f"load_backbone_weights needs a UperNetSegmenter, got {type(model).__name__}")
-    heads = [k for k in state_dict if k.startswith(("decode_head.", "auxiliary_head."))]
+    state = unwrap_state_dict(state_dict)
+    heads = [k for k in state if k.startswith(("decode_head.", "auxiliary_head."))]
     if heads:
         raise BioattnError(f"the checkpoint holds segmentation heads ({heads[0]}, ...): it is a segmenter's; "
                            "load it with load_state_dict")
-    backbone = model.backbone
-    state = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in state_dict.items()}
-    own = backbone.state_dict()
-    classifier = (getattr(backbone, "pretrained_cfg", None) or {}).get("classifier") or "head"
-    classifiers = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-    in_classifier = [k for k in state if any(k.startswith(c + ".") for c in classifiers)]
-    left_out = [k for k in in_classifier if k not in own or own[k].shape != state[k].shape]
-    notes = []
-    if "pos_embed" in state and "pos_embed" in own and state["pos_embed"].shape != own["pos_embed"].shape:
-        if callable(getattr(backbone, "adapt_state_dict", None)):
-            before = tuple(state["pos_embed"].shape)
-            state = backbone.adapt_state_dict(dict(state))
-            notes.append(f"position embedding and global filters resized ({before[1]} to "
-                         f"{own['pos_embed'].shape[1]} tokens)")
-        else:
-            state["pos_embed"], note = resize_vit_pos_embed(backbone, state["pos_embed"])
-            notes.append(note)
-    fitted = {k: v for k, v in state.items() if k not in left_out}
-    fitted.update({k: own[k] for k in own if k not in fitted and any(k.startswith(c + ".") for c in classifiers)})
-    check_state_dict(backbone, fitted, what=f"checkpoint for the {model_name(backbone)} backbone")
-    backbone.load_state_dict(fitted, strict=True)
-    loaded = len(fitted) - sum(1 for k in fitted if k not in state)
-    note = f"loaded {loaded} tensors into the {model_name(backbone)} backbone"
-    if notes:
-        note += "; " + "; ".join(notes)
-    if left_out:
-        note += f"; left out the classifier ({listing(left_out)})"
-    return note + "; the segmentation heads start from random weights"
+    notes: list[str] = []
+    model.load_state_dict(checkpoint_filter_fn(state, model, notes), strict=True)
+    return "; ".join(notes + ["the segmentation heads start from random weights"])
 
 
 # ------------------------------------------------------------------------------------------
@@ -556,11 +573,12 @@ default_cfgs = generate_default_cfgs({PREFIX + b: segmentation_cfg(b) for b in B
 
 
 def _create(backbone: str, pretrained: bool, kwargs: dict) -> UperNetSegmenter:
+    check_weights_source(PREFIX + backbone, pretrained, kwargs)
+    model = create_named_segmenter(PREFIX + backbone, **kwargs)
     if pretrained:
-        raise BioattnError(f"no downloadable weights for {PREFIX}{backbone}: build it and load ImageNet "
-                           "weights into its backbone with bioattn.models.upernet.load_backbone_weights "
-                           "(train --init)")
-    return create_named_segmenter(PREFIX + backbone, **kwargs)
+        load_pretrained(model, pretrained_cfg=model.pretrained_cfg, num_classes=model.num_classes,
+                        in_chans=model.in_chans, filter_fn=checkpoint_filter_fn)
+    return model
 
 
 @register_model

@@ -28,7 +28,12 @@ without sparsity. This module holds
   VisionTransformer (ViT, DeiT), and the registered ``deit_*_patch16_224_vars_{d,sd}`` models.
 
 State-dict keys follow the authors' released checkpoints, so those ``.pth`` files load with
-``strict=True`` (``bioattn.checkpoint.load_weights``).
+``strict=True``: ``timm.create_model("rvt_small", attention="vars_d", pretrained=True,
+pretrained_cfg_overlay=dict(file="vars_d_small.pth"))`` or ``bioattn.checkpoint.load_weights``
+(the checkpoint filter, :func:`~bioattn.models.common.checkpoint_filter_fn`, unwraps the
+``model`` entry and resamples a DeiT position embedding of another grid).
+``features_only=True`` gives RVT's stage outputs and DeiT-VARS's block outputs (``out_indices``,
+default every stage, the last 3 blocks) from ``forward_intermediates``.
 
 Attention maps (``model.attention_maps(x)``): for ``vars_d``/``vars_sd``/``vars_s`` one map per
 ISTA iteration, ``"iteration 0"`` (the first thresholding of ``b``) to ``"iteration T"``, where a
@@ -64,6 +69,8 @@ from .common import (
     ViTConventions,
     check_num_classes,
     check_output_fmt,
+    check_weights_source,
+    checkpoint_filter_fn,
     embed_tokens,
     image_pair,
     init_linear_and_norm,
@@ -773,7 +780,7 @@ class RVT(nn.Module):
         self.global_pool = global_pool
         self.grad_checkpointing = False
         dims = [b * h for b, h in zip(base_dims, heads)]
-        self.num_features = self.embed_dim = dims[-1]
+        self.num_features = self.head_hidden_size = self.embed_dim = dims[-1]
         self.patch_embed = ConvStem(in_chans, dims[0], stem_stride, stem_chans)
         self.patch_embed.img_size = self.img_size
         self.pos_drop = nn.Dropout(drop_rate)
@@ -930,7 +937,7 @@ class RVT(nn.Module):
             self.transformers = self.transformers[: last + 1]
             self.pools = self.pools[:last]
             self.feature_info = self.feature_info[: last + 1]
-            self.num_features = self.embed_dim = self.feature_info[-1]["num_chs"]
+            self.num_features = self.head_hidden_size = self.embed_dim = self.feature_info[-1]["num_chs"]
             prune_norm = True  # the final norm is sized for the dropped last stage
         if prune_norm:
             self.norm = nn.Identity()
@@ -1112,25 +1119,26 @@ _RVT_PAPER = dict(paper_ids="arXiv:2105.07926,arXiv:2204.10962",
                   paper_name="Towards Robust Vision Transformer",
                   origin_url="https://github.com/vtddggg/Robust-Vision-Transformer")
 
+def _rvt_pool_size(arch: dict[str, Any]) -> tuple[int, int]:
+    """The token grid of the last stage at the registered image size (``forward_features``)."""
+    side = arch.get("img_size", 224) // arch.get("stem_stride", 16)
+    for _ in arch["depth"][1:]:
+        side = (side + 1) // 2
+    return (side, side)
+
+
 default_cfgs = generate_default_cfgs({
     # the *_plus models learn an attention mask over the token pairs of a 14x14 grid
-    **{name: _cfg(fixed_input_size=name.endswith("_plus"), **_RVT_PAPER) for name in _RVT_ARCHS
-       if name != "rvt_micro"},
-    "rvt_micro": _cfg(**MICRO_CFG, **_RVT_PAPER),
+    **{name: _cfg(fixed_input_size=name.endswith("_plus"), pool_size=_rvt_pool_size(arch), **_RVT_PAPER)
+       for name, arch in _RVT_ARCHS.items() if name != "rvt_micro"},
+    "rvt_micro": _cfg(**MICRO_CFG, pool_size=_rvt_pool_size(_RVT_ARCHS["rvt_micro"]), **_RVT_PAPER),
     **{f"{name}_{att}": _cfg(first_conv="patch_embed.proj", fixed_input_size=(att == "vars_sd"))
        for name in _DEIT_ARCHS for att in ("vars_d", "vars_sd")},
 })
 
 
-def _no_pretrained(variant: str) -> None:
-    raise BioattnError(
-        f"{variant} has no downloadable weights: build it with pretrained=False and load the "
-        "authors' released .pth with bioattn.checkpoint.load_weights(model, path)")
-
-
 def _create_rvt(variant: str, pretrained: bool = False, **kwargs: Any) -> RVT:
-    if pretrained:
-        _no_pretrained(variant)
+    check_weights_source(variant, pretrained, kwargs)
     args = dict(_RVT_ARCHS[variant])
     args.update(kwargs)
     attention = args.get("attention", "self-att")
@@ -1144,7 +1152,10 @@ def _create_rvt(variant: str, pretrained: bool = False, **kwargs: Any) -> RVT:
         size = image_pair(args.get("img_size", 224))
         overlay.setdefault("input_size", (args.get("in_chans", 3), *size))
         args["pretrained_cfg_overlay"] = overlay
-    return build_model_with_cfg(RVT, variant, pretrained=False, **args)
+    stages = len(args["depth"])
+    feature_cfg = dict(out_indices=args.pop("out_indices", tuple(range(stages))), feature_cls="getter")
+    return build_model_with_cfg(RVT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                feature_cfg=feature_cfg, **args)
 
 
 @register_model
@@ -1191,14 +1202,15 @@ def rvt_micro(pretrained: bool = False, **kwargs: Any) -> RVT:
 
 
 def _create_vars_vit(variant: str, attention: str, pretrained: bool = False, **kwargs: Any):
-    if pretrained:
-        _no_pretrained(f"{variant}_{attention}")
+    name = f"{variant}_{attention}"
+    check_weights_source(name, pretrained, kwargs)
     args = dict(_DEIT_ARCHS[variant])
     if attention == "vars_d":
         args["dynamic_img_size"] = True
     args.update(kwargs)
-    return build_model_with_cfg(VARSVisionTransformer, f"{variant}_{attention}", pretrained=False,
-                                attention=attention, **args)
+    feature_cfg = dict(out_indices=args.pop("out_indices", min(3, args["depth"])), feature_cls="getter")
+    return build_model_with_cfg(VARSVisionTransformer, name, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                feature_cfg=feature_cfg, attention=attention, **args)
 
 
 @register_model
