@@ -56,8 +56,9 @@ from .data.subsets import base_dataset, spread_subset
 from .distributed import DistInfo, all_reduce_min_, all_reduce_sum, barrier, cleanup, init_distributed
 from .errors import BioattnError, NonFiniteLossError
 from .fileio import atomic_dir, atomic_write_text
-from .models import create_model
+from .models import checkpoint_filter_fn, create_model
 from .models import data_config as model_data_config
+from .models.common import classifier_mismatch
 from .models.upernet import UperNetSegmenter, load_backbone_weights
 from .progress import Progress
 from .protocol import ReadoutModel, after_train_step, compute_loss, final_logits, forward_readouts
@@ -409,25 +410,26 @@ def load_init_weights(model: nn.Module, path: str | Path) -> str:
     """Load the weights at ``path`` (``--init``) into ``model`` for fine-tuning: every key must
     fit, except a classifier of another number of classes, which keeps its fresh weights. A
     segmentation model takes a classification checkpoint into its backbone (position embedding
-    resized to its input size, the classifier left out). Returns a note saying what was loaded
-    and what was left out."""
+    resized to its input size, the classifier left out). The model family's
+    ``checkpoint_filter_fn`` adapts the state dict (grids of another image size resized). Returns
+    a note saying what was loaded, resized and left out."""
     state = ckpt.read_state_dict(path)
     if isinstance(model, UperNetSegmenter) and not any(k.startswith("decode_head.") for k in state):
         return f"--init {path}: " + load_backbone_weights(model, state)
-    left_out: list[str] = []
-    other = ckpt.infer_num_classes(model, state)
-    if other is not None:
-        classifier = other[1].rpartition(".")[0]
-        left_out = [k for k in state if k.rpartition(".")[0] == classifier]
+    other = classifier_mismatch(model, state)
+    left_out = other[1] if other is not None else []
     own = model.state_dict()
     fitted = {k: v for k, v in state.items() if k not in left_out}
     fitted.update({k: own[k] for k in left_out if k in own})
+    notes: list[str] = []
+    fitted = checkpoint_filter_fn(fitted, model, notes, what=f"--init {path}")
     ckpt.check_state_dict(model, fitted, what=f"--init {path}")
     model.load_state_dict(fitted, strict=True)
     loaded = len(state) - len(left_out)
+    resized = "".join(f"; {note}" for note in notes)
     if not left_out:
-        return f"--init {path}: loaded all {loaded} tensors"
-    return (f"--init {path}: loaded {loaded} tensors; left out {', '.join(left_out)} (a classifier "
+        return f"--init {path}: loaded all {loaded} tensors{resized}"
+    return (f"--init {path}: loaded {loaded} tensors{resized}; left out {', '.join(left_out)} (a classifier "
             f"for {other[0]} classes; this model has {getattr(model, 'num_classes', '?')}), which "
             "starts from random weights")
 
