@@ -525,18 +525,18 @@ def test_interrupted_data_preview_keeps_the_previous_preview(tmp_path, monkeypat
 
 
 def test_interrupted_data_generate_keeps_the_previous_cache(tmp_path, monkeypatch, capsys):
-    from bioattn.data import embedded
+    from bioattn.data.embedded import cache
 
     args = ["data", "generate", "--data", SPEC, "--cache", str(tmp_path), "--workers", "1"]
     assert main(args) == 0
     before = snapshot(tmp_path)
-    real = embedded._sha256
+    real = cache._sha256
 
     def interrupted(path):  # the arrays of the new copy are written, its manifest is not
         real(path)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(embedded, "_sha256", interrupted)
+    monkeypatch.setattr(cache, "_sha256", interrupted)
     assert main(args + ["--force"]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "error: interrupted"
     monkeypatch.undo()

@@ -16,9 +16,12 @@ from bioattn.data.embedded import (
     EmbeddedDataset,
     EmbeddedSpec,
     cache_path,
+    generate,
     generate_split,
     load_embedded,
     preview,
+    scene,
+    streams,
 )
 from bioattn.errors import BioattnError
 
@@ -107,11 +110,11 @@ def test_deterministic_whatever_workers_and_range():
 
 
 def test_random_numbers_depend_only_on_the_image_index():
-    whole = emb._draw(SMALL, "val", 0, 12)
-    part = emb._draw(SMALL, "val", 5, 9)
+    whole = streams.draw(SMALL, "val", 0, 12)
+    part = streams.draw(SMALL, "val", 5, 9)
     for key, value in part.items():
         np.testing.assert_array_equal(value, whole[key][5:9], err_msg=key)
-    other = emb._draw(SMALL, "test", 5, 9)
+    other = streams.draw(SMALL, "test", 5, 9)
     assert not np.array_equal(other["obj"], part["obj"])
     assert not np.array_equal(other["grain"], part["grain"])
 
@@ -184,7 +187,7 @@ def test_light_objects_on_a_dark_field(train):
     masks = train.masks[:100]
     inside = np.stack([img[m].mean(0) for img, m in zip(images, masks)])
     assert inside.min() > 0.45                       # texture mixes stay among light colours
-    without = emb._render(SMALL, "train", 0, 100, with_distractors=False)
+    without = scene.render(SMALL, "train", 0, 100, with_distractors=False)
     field = without["images"].astype(float) / 255
     outside = np.stack([img[~m].mean() for img, m in zip(field, masks)])
     assert outside.max() < 0.4                      # ripples add at most 0.03 around the field
@@ -194,8 +197,8 @@ def test_light_objects_on_a_dark_field(train):
 def test_at_least_four_distractors_are_drawn(train):
     assert (train.n_distractors >= emb.MIN_DISTRACTORS).all()
     assert (train.n_distractors <= emb.MAX_DISTRACTORS).all()
-    with_d = emb._render(SMALL, "train", 0, 40, with_distractors=True)
-    without = emb._render(SMALL, "train", 0, 40, with_distractors=False)
+    with_d = scene.render(SMALL, "train", 0, 40, with_distractors=True)
+    without = scene.render(SMALL, "train", 0, 40, with_distractors=False)
     np.testing.assert_array_equal(with_d["images"], train.images[:40])
     np.testing.assert_array_equal(without["masks"], with_d["masks"])
     changed = (np.abs(with_d["images"].astype(int) - without["images"]).max(axis=-1) > 20)
@@ -265,7 +268,7 @@ def test_cache_is_written_once_then_read(tmp_path, monkeypatch):
     def no_generation(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(emb, "_render_chunk", no_generation)
+    monkeypatch.setattr(generate, "render", no_generation)
     for split in ("train", "val", "test"):
         again = load_embedded(TINY, split, cache_dir=tmp_path)
         assert isinstance(again.images, np.memmap) and len(again) == TINY.split_size(split)
@@ -382,12 +385,3 @@ def test_cli_bad_spec(capsys):
     assert main(["data", "preview", "--data", "embedded:size=8", "--out", "x.png"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "between 32 and 224" in err and "\n" not in err
-
-
-def test_generator_fingerprint_ignores_comments_and_docstrings():
-    from bioattn.data.embedded import code_digest
-
-    source = 'def f(x):\n    """Doubles."""\n    return 2 * x  # twice\n'
-    assert code_digest(source) == code_digest('def f(x):\n    """Twice x."""\n\n    return 2 * x\n')
-    assert code_digest(source) == code_digest("def f(x):\n    return 2 * x\n")
-    assert code_digest(source) != code_digest('def f(x):\n    """Doubles."""\n    return 3 * x\n')

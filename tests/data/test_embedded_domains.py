@@ -17,8 +17,11 @@ from bioattn.data.embedded import (
     EMBEDDED_DOMAINS,
     EmbeddedSpec,
     cache_path,
+    generate,
     generate_split,
     load_embedded,
+    looks,
+    streams,
 )
 from bioattn.errors import BioattnError
 
@@ -162,8 +165,8 @@ def test_domains_are_deterministic(domain, drawn):
     other_seed = generate_split(EmbeddedSpec(n_train=20, seed=6, domain=domain), "train", workers=1)
     assert not np.array_equal(other_seed.images, one.images[:20])
     # the domain's own numbers, like the scene's, depend on the index only
-    whole = emb._draw_style(spec, "val", 0, 8, emb._LOOKS[domain].layout(1))
-    sub = emb._draw_style(spec, "val", 3, 6, emb._LOOKS[domain].layout(1))
+    whole = streams.draw_style(spec, "val", 0, 8, looks.LOOKS[domain].layout(1))
+    sub = streams.draw_style(spec, "val", 3, 6, looks.LOOKS[domain].layout(1))
     for key, value in sub.items():
         np.testing.assert_array_equal(value, whole[key][3:6], err_msg=key)
 
@@ -246,7 +249,7 @@ def test_each_domain_is_cached_under_its_own_key(tmp_path, monkeypatch):
     def no_generation(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(emb, "_render_chunk", no_generation)
+    monkeypatch.setattr(generate, "render", no_generation)
     images = [np.asarray(load_embedded(spec, "test", cache_dir=tmp_path).images) for spec in specs.values()]
     for a, b in itertools.combinations(images, 2):
         assert not np.array_equal(a, b)

@@ -17,6 +17,7 @@ from bioattn.data.embedded import (
     EmbeddedMultiLabel,
     EmbeddedSpec,
     cache_path,
+    generate,
     generate_split,
     load_embedded,
     preview,
@@ -109,7 +110,7 @@ def test_seg_reads_the_plain_cache(tmp_path, monkeypatch):
     def no_generation(*args, **kwargs):
         raise AssertionError("the plain spec's cache should have been used")
 
-    monkeypatch.setattr(emb, "_render_chunk", no_generation)
+    monkeypatch.setattr(generate, "render", no_generation)
     again = load_embedded(seg, "val", cache_dir=tmp_path)
     np.testing.assert_array_equal(again.images, first.images)
 
