@@ -577,12 +577,13 @@ def test_interrupted_eval_keeps_the_previous_results(tmp_path, monkeypatch, caps
 
 def test_interrupted_demo_page_keeps_the_previous_page(tmp_path, monkeypatch):
     import bioattn.fileio as fileio
-    from bioattn import demo
+    from bioattn.demo import QUICK
+    from bioattn.demo.page import write_html
 
     out = tmp_path / "demo"
     out.mkdir()
-    settings = demo.QUICK
-    demo._write_html(out, RESULTS, "# report\n", [], [], settings, 1.0)
+    settings = QUICK
+    write_html(out, RESULTS, "# report\n", [], [], settings, 1.0)
     atomic_write_text(out / "results.json", "{}\n")
     before = snapshot(tmp_path)
 
@@ -591,7 +592,7 @@ def test_interrupted_demo_page_keeps_the_previous_page(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fileio.os, "fsync", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        demo._write_html(out, [dict(RESULTS[0], model={"name": "other"})], "# other\n", [], [], settings, 2.0)
+        write_html(out, [dict(RESULTS[0], model={"name": "other"})], "# other\n", [], [], settings, 2.0)
     with pytest.raises(KeyboardInterrupt):
         atomic_write_text(out / "results.json", '{"models": []}\n')
     monkeypatch.undo()

@@ -1,0 +1,196 @@
+"""The demo's run: train (or load) every demo model, evaluate it, fine-tune across the embedded
+styles and for the two other tasks, and write the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from ..attention.maps import has_maps
+from ..data import build_dataset
+from ..data.embedded import EmbeddedSpec, cache_root, load_embedded
+from ..domains import leave_one_domain_out
+from ..errors import BioattnError
+from ..evaluate.object_attention import mask_attention_scores
+from ..evaluate.report import PLOT_CORRUPTIONS, markdown_report, nan_to_none, write_report
+from ..evaluate.suites import run_suites
+from ..fileio import atomic_write_text, check_output_file, output_folder
+from ..protocol import Glimpsing, TopDownSteerable, capable
+from .findings import task_findings
+from .gallery import attention_gallery
+from .page import task_rows, write_html
+from .settings import CORRUPTION_BASELINE, DEMO_MODELS, DOMAIN_MODELS, QUICK, DemoSettings
+from .tasks import multilabel_demo, segmentation_demo
+from .training import slug, train_classifier
+
+REPORT_FILES = ("index.html", "report.md", "results.json")
+
+
+def _check_out(out: Path) -> None:
+    """``out`` must be a new or empty folder, or hold an earlier demo report (replaced file by
+    file); anything else is refused before the demo starts, so no one's files are replaced."""
+
+    try:
+        output_folder(out, "report folder")
+    except BioattnError as exc:
+        raise BioattnError(f"cannot write the report to {out}: {exc}") from None
+    entries = {p.name for p in out.iterdir()}
+    if entries and not (entries & set(REPORT_FILES)):
+        raise BioattnError(f"cannot write the report to {out}: it holds other files and no earlier "
+                           "demo report (give a new or empty folder)")
+    for name in REPORT_FILES:
+        check_output_file(out / name, "report file")
+
+
+def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool = False,
+             models: Sequence[str] | None = None, progress: bool = True,
+             settings: DemoSettings | None = None) -> dict[str, Any]:
+    """Train (or load) and evaluate every demo model; write the report; return the results."""
+
+    settings = settings or (QUICK if quick else DemoSettings())
+    out = Path(out)
+    _check_out(out)
+
+    fig_dir = output_folder(out / "figures", "figure folder")
+    chosen = [m for m in DEMO_MODELS if models is None or m[0] in models or m[1] in models]
+    if not chosen:
+        raise BioattnError(f"no demo model matches {', '.join(models or [])} "
+                           f"(choose from {', '.join(m[0] for m in DEMO_MODELS)})")
+
+    def log(message: str) -> None:
+        if progress:
+            Console().print(message)
+
+    t_start = time.perf_counter()
+    log(f"[bold]bioattn demo[/]: data {settings.data}, {settings.epochs} epochs per model, "
+        f"{len(chosen)} models")
+    t0 = time.perf_counter()
+    for spec in (settings.data, settings.pair_data):
+        for split in ("train", "val", "test"):
+            load_embedded(EmbeddedSpec.parse(spec), split)
+    data_seconds = time.perf_counter() - t0
+    ckpt_root = cache_root() / "demo" / settings.key
+    torch.manual_seed(settings.seed)
+
+    all_results: list[dict] = []
+    gallery: list[tuple[str, str]] = []
+    timings: dict[str, dict[str, float]] = {}
+    baseline_model = None
+    retrained: set[str] = set()
+    for label, name, args in chosen:
+        model, meta, train_seconds = train_classifier(label, name, args, settings, ckpt_root, retrain,
+                                                      progress, log)
+        if train_seconds > 0:
+            retrained.add(label)
+        mean, std, size = meta["mean"], meta["std"], meta["img_size"]
+        test_set = build_dataset(settings.data, "test", size, mean, std)
+        pair_set = build_dataset(settings.pair_data, "test", size, mean, std)
+        glimpse = capable(model, Glimpsing)
+        t0 = time.perf_counter()
+        common = dict(mean=mean, std=std, img_size=size, classes=meta.get("classes"),
+                      model_info={"name": label, "model": name, "model_args": args},
+                      progress=progress, seed=settings.seed, device="auto")
+        results = run_suites(model, test_set, ["clean"], limit=settings.eval_images, **common)
+        corr = run_suites(model, test_set, ["corruptions"], limit=settings.corruption_images,
+                          severities=list(settings.severities),
+                          corruptions=list(settings.corruptions) if settings.corruptions else None,
+                          baseline=baseline_model, **common)
+        attack_kw: dict[str, Any] = {}
+        if glimpse:
+            attack_kw = {"readouts": settings.glimpses, "attack_readout": settings.attack_readout}
+        attacks = run_suites(model, test_set, ["fgsm", "pgd"], limit=settings.attack_images,
+                             **attack_kw, **common)
+        results["results"].update(corr["results"])
+        results["results"].update(attacks["results"])
+
+        if has_maps(model):
+            results["results"]["attention"] = mask_attention_scores(model, test_set, settings.attention_images)
+        if capable(model, TopDownSteerable):
+            results["results"]["steering"] = run_suites(
+                model, pair_set, ["steering"], limit=settings.steering_images, **common)["results"]["steering"]
+        if glimpse:
+            longer = run_suites(model, test_set, ["clean"], limit=settings.eval_images,
+                                readouts=max(16, settings.glimpses), **common)["results"]["clean"]
+            results["results"]["glimpses"] = {
+                "per_glimpse_top1": longer.get("per_readout_top1"),
+                "trained_glimpses": int(getattr(model, "num_glimpses", settings.glimpses)),
+            }
+        eval_seconds = time.perf_counter() - t0
+        timings[label] = {"train_s": train_seconds, "eval_s": eval_seconds}
+        results["model"] = dict(results.get("model") or {}, name=label)
+        all_results.append(results)
+        gallery += attention_gallery(label, model, meta, test_set, pair_set, settings, fig_dir)
+        if label == CORRUPTION_BASELINE:
+            baseline_model = model
+        top1 = results["results"]["clean"]["top1"]
+        log(f"{label}: clean top-1 {top1:.1f}% (train {train_seconds:.0f} s, eval {eval_seconds:.0f} s)")
+
+    checkpoints = {label: ckpt_root / slug(label) / "best" for label, _, _ in chosen}
+    domains = domain_generalisation([m for m in chosen if m[0] in DOMAIN_MODELS], checkpoints, settings,
+                                    ckpt_root / "domains", retrained, progress, log)
+    segmentation, seg_gallery = segmentation_demo(checkpoints, settings.tasks, ckpt_root, retrained, progress,
+                                                  log, fig_dir)
+    multilabel, multi_gallery = multilabel_demo(checkpoints, settings.tasks, ckpt_root, retrained, progress,
+                                                log, fig_dir)
+    gallery += seg_gallery + multi_gallery
+    files = write_report(all_results, out, stem="report")
+    total = time.perf_counter() - t_start
+    summary = {
+        "settings": dataclasses.asdict(settings),
+        "quick": quick,
+        "data_seconds": data_seconds,
+        "total_seconds": total,
+        "timings": timings,
+        "models": nan_to_none(all_results),
+        "domains": nan_to_none(domains),
+        "segmentation": nan_to_none(segmentation),
+        "multilabel": nan_to_none(multilabel),
+    }
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=2, default=str) + "\n",
+                      what="results file")
+    plots = [p.name for p in files if p.suffix == ".png"]
+    if len(settings.severities) < 2:  # one point per panel: the heat map shows the same numbers
+        plots = [p for p in plots if not p.endswith(PLOT_CORRUPTIONS)]
+    tasks_md = "\n".join(task_rows(segmentation, multilabel))
+    if tasks_md:
+        report_md = out / "report.md"
+        atomic_write_text(report_md, report_md.read_text(encoding="utf-8") + tasks_md + "\n", what="report file")
+    write_html(out, all_results, markdown_report(all_results), plots, gallery, settings, total, domains,
+               tasks_md, task_findings(segmentation, multilabel))
+    log(f"report written to {out / 'index.html'} in {total:.0f} s")
+    return summary
+
+
+def domain_generalisation(models: Sequence[tuple[str, str, dict[str, Any]]], checkpoints: dict[str, Path],
+                          settings: DemoSettings, root: Path, retrained: set[str], progress: bool,
+                          log) -> dict[str, Any] | None:
+    """The leave-one-domain-out table on the embedded data's four styles: every model is
+    fine-tuned from its demo checkpoint (trained on the default look) on three styles, the epoch
+    with the best validation top-1 is kept, and it is tested on the fourth style. Runs are cached
+    under ``root`` with the checkpoints (a retrained model's runs are redone)."""
+    if not models:
+        return None
+    rows, result = [], None
+    for label, name, args in models:
+        folder = root / slug(label)
+        if label in retrained and folder.exists():
+            shutil.rmtree(folder)
+        log(f"[bold]domain generalisation[/]: {label}")
+        result = leave_one_domain_out(
+            [(name, dict(args))], settings.domain_data, folder, log=None, init=str(checkpoints[label]),
+            epochs=settings.domain_epochs, batch_size=settings.batch_size, seed=settings.seed,
+            progress=progress, tensorboard=False, overwrite=True,
+            device="cpu" if not torch.cuda.is_available() else "auto")
+        row = dict(result["rows"][0], label=label)
+        rows.append(row)
+        log(f"{label}: mean top-1 on held-out styles {row['mean_top1']:.1f}%")
+    return {"data": settings.domain_data, "epochs": settings.domain_epochs,
+            "test_domains": result["test_domains"], "test_images": result["test_images"], "rows": rows}
