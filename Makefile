@@ -5,7 +5,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: env demo test test-all lint bench clean
+.PHONY: env demo test test-all lint bench zoo clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -16,6 +16,10 @@ env: $(if $(findstring .tools/bin/uv,$(UV)),.tools/bin/uv)
 
 demo: env
 	$(RUN) bioattn demo
+
+# the model zoo: trains every entry whose weights are missing or were made by other settings
+zoo: env
+	$(RUN) bioattn zoo
 
 test: env
 	$(RUN) pytest -n 2 --dist loadfile

@@ -16,6 +16,11 @@ augmenting, copying, waiting) and the time 300 ImageNet epochs (1,281,167 images
     python benchmarks/bench_train.py                                 # micro models (64 px) on the CPU
     python benchmarks/bench_train.py --size tiny --device cuda --amp bf16 --workers 8
     python benchmarks/bench_train.py --device cuda --decode gpu      # JPEGs decoded on the GPU
+    python benchmarks/bench_train.py --data embedded                 # the embedded data, every micro family
+
+With ``--data embedded`` the trainer reads the embedded data set (64-px images in memory, the
+demo's ``small`` recipe unless ``--recipe deit``) through its in-memory batches (``--in-memory
+off``: one image at a time through a data loader), for the micro model of every family.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ EPOCHS = 300
 DEVICES = 8
 MODELS = {
     "micro": "vit_micro_patch8_64,absvit_micro_patch8_64,rvt_micro[attention=vars_d]",
+    "embedded": "vit_micro_patch8_64,absvit_micro_patch8_64,rvt_micro,rvt_micro[attention=vars_d],"
+                "gfnet_micro,rsrnn_micro",
     "tiny": "vit_tiny_patch16_224,absvit_tiny_patch16_224,rvt_tiny[attention=vars_d]",
 }
 AMP = {"bf16": ("bfloat16", True), "fp16": ("float16", True), "none": ("auto", False)}
@@ -100,13 +107,15 @@ def model_alone(t, data, cfg: TrainConfig, device: torch.device, steps: int) -> 
     return cfg.batch_size / float(np.median(seconds))  # the median step: robust to other work on the CPU
 
 
-def bench_model(entry: str, folder: Path, args: argparse.Namespace, run_dir: Path) -> dict:
+def bench_model(entry: str, data: str, args: argparse.Namespace, run_dir: Path) -> dict:
     name, model_args = parse_model_entry(entry)
     amp_dtype, amp = AMP[args.amp]
-    recipe = {} if args.recipe == "deit" else {"recipe": "small"}
+    recipe = {"recipe": args.recipe}
     if args.decode == "gpu":
         recipe["aa"] = "none"  # RandAugment runs on PIL images only
-    cfg = TrainConfig(model=name, model_args=model_args, data=str(folder), batch_size=args.batch_size,
+    if args.in_memory is not None:
+        recipe["in_memory"] = args.in_memory == "on"
+    cfg = TrainConfig(model=name, model_args=model_args, data=data, batch_size=args.batch_size,
                       epochs=2, workers=args.workers, device=args.device, amp=amp, amp_dtype=amp_dtype,
                       decode=args.decode, compile=args.compile, sync_every=args.sync_every,
                       progress=False, tensorboard=False, **recipe).resolved()
@@ -137,7 +146,12 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per epoch (default 20 on CUDA, 6 on "
                         "the CPU)")
     parser.add_argument("--decode", choices=("cpu", "gpu"), default="cpu", help="where JPEGs are decoded")
-    parser.add_argument("--recipe", choices=("deit", "small"), default="deit", help="augmentation recipe")
+    parser.add_argument("--data", choices=("jpeg", "embedded"), default="jpeg",
+                        help="generated JPEGs of ImageNet's size in an image folder, or the embedded data")
+    parser.add_argument("--in-memory", choices=("on", "off"), default=None,
+                        help="embedded data: in-memory batches (default on) or a data loader")
+    parser.add_argument("--recipe", choices=("deit", "small"), default=None,
+                        help="augmentation recipe (default: deit for JPEGs, small for the embedded data)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--sync-every", type=int, default=50)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -148,21 +162,29 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.amp = args.amp or ("bf16" if cuda else "none")
+    embedded = args.data == "embedded"
+    if embedded and args.size != "micro":
+        parser.error("--data embedded: the embedded images are 64 px, for the micro models (--size micro)")
+    args.recipe = args.recipe or ("small" if embedded else "deit")
     args.batch_size = args.batch_size or {("micro", True): 64, ("tiny", True): 128,
                                           ("micro", False): 32, ("tiny", False): 8}[(args.size, cuda)]
     args.steps = args.steps or (20 if cuda else 6)
-    entries = split_model_list(args.models or MODELS[args.size])
+    entries = split_model_list(args.models or MODELS["embedded" if embedded else args.size])
     device_name = torch.cuda.get_device_name(0) if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__} on {device_name}; amp {args.amp}, batch {args.batch_size}, "
-          f"{args.steps} steps per epoch, {args.workers} workers, decode on {args.decode}, recipe {args.recipe}"
+          f"{args.steps} steps per epoch, {args.workers} workers, "
+          f"{'embedded data' + (', loader' if args.in_memory == 'off' else ', in memory') if embedded else 'JPEGs'}, "
+          f"decode on {args.decode}, recipe {args.recipe}"
           f"{', compiled' if args.compile else ''}")
     header = (f"{'model':<34}{'trainer img/s':>14}{'model img/s':>13}{'outside model':>15}{'data wait':>11}"
               f"{'300 ep x 8 dev':>16}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_jpegs(Path(tmp) / "data", args.batch_size * args.steps)
+        images = args.batch_size * args.steps
+        data = (f"embedded:train={images},val=16,test=16" if embedded
+                else str(write_jpegs(Path(tmp) / "data", images)))
         for entry in entries:
-            rows.append(bench_model(entry, folder, args, Path(tmp) / "run"))
+            rows.append(bench_model(entry, data, args, Path(tmp) / "run"))
     print_header(header)
     for r in rows:
         print(f"{r['model']:<34}{r['trainer']:>14.1f}{r['alone']:>13.1f}{100 * r['outside']:>14.0f}%"

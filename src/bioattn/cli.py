@@ -205,6 +205,15 @@ def _run_demo(s: config.DemoOptions) -> int:
     return 0
 
 
+def _run_zoo(s: config.ZooSettings) -> int:
+    # on demand: the command line starts (and answers --help) without loading torch
+    from .zoo.build import build_zoo
+
+    written = build_zoo(s.only, retrain=s.retrain, runs=s.runs, progress=s.progress)
+    print(f"zoo: {len(written)} entr{'y' if len(written) == 1 else 'ies'} written")
+    return 0
+
+
 def _run_eval(target: config.EvalSettings, suite: config.SuiteSettings) -> int:
     # on demand: the command line starts (and answers --help) without loading torch
     from .evaluate.report import markdown_report
@@ -328,6 +337,11 @@ COMMANDS: tuple[Command, ...] = (
             "glimpse models), attention on the object and AbSViT's steering, and write "
             "index.html, report.md and results.json (Python: bioattn.demo.run_demo). Trained "
             "checkpoints are cached: a second run only evaluates.", (config.DemoOptions,), _run_demo),
+    Command("zoo", "train the model zoo: micro models of every family on the embedded benchmark",
+            "Train each zoo entry from scratch with its recorded seed and settings and write its "
+            "folder under bioattn/zoo/ (float16 weights, checkpoint and timm metadata, the command, "
+            "the training log and the test figures); entries already made by their present "
+            "settings are kept (Python: bioattn.zoo.build.build_zoo).", (config.ZooSettings,), _run_zoo),
     Command("eval", "evaluate a checkpoint: clean accuracy, corruptions, ImageNet-A/R/Sketch, attacks",
             "Evaluate a model on several suites and write every figure to a JSON file, with a "
             "Markdown table and plots next to it (Python: bioattn.evaluate.evaluate_checkpoint, "

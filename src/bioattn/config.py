@@ -1016,6 +1016,20 @@ class DataGenerateSettings(_Settings):
 
 
 @dataclass
+class ZooSettings(_Settings):
+    """``bioattn zoo`` (Python: ``bioattn.zoo.build.build_zoo``)."""
+
+    only: list[str] | None = setting(None, help="comma-separated zoo entries to build", resolves="every entry",
+                                     parse=parse_names, metavar="ENTRIES")
+    retrain: bool = setting(False, help="train again even the entries whose weights were made by their "
+                            "present settings")
+    runs: str | None = setting(None, help="folder of the training runs (an interrupted build resumes them)",
+                               resolves="$BIOATTN_CACHE/zoo-runs", metavar="DIR",
+                               check=output_path("directory"))
+    progress: bool = setting(True, help="no progress bars", flag="--no-progress")
+
+
+@dataclass
 class DataPreviewSettings(_Settings):
     """``bioattn data preview`` (Python: ``bioattn.data.embedded.preview``)."""
 

@@ -832,9 +832,11 @@ def _train(cfg: TrainConfig, run_dir: Path, info: DistInfo, resume_state: dict |
         if info.is_main:
             progress.log(_start_message(cfg, data, t, info, run_dir, start_epoch))
         for epoch in range(start_epoch, cfg.epochs):
+            epoch_start = time.perf_counter()
             totals, optimizer_steps = train_one_epoch(cfg, data, t, epoch, optimizer_steps, run_dir,
                                                       progress, info)
             record = {"epoch": epoch + 1, "step": optimizer_steps, **totals, **validate(data, t, info)}
+            record["epoch_seconds"] = round(time.perf_counter() - epoch_start, 2)
             is_best = record[metric] > best_score
             best_score = max(best_score, record[metric])
             record[f"best_{metric}"] = best_score

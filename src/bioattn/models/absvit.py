@@ -51,6 +51,7 @@ from .common import (
     model_cfg,
     take_indices,
     token_grid,
+    zoo_cfgs,
 )
 
 __all__ = [
@@ -525,9 +526,9 @@ default_cfgs = generate_default_cfgs({
     "absvit_small_patch16_224": _cfg(),
     "absvit_base_patch16_224": _cfg(),
     "absvit_tiny_patch8_224_gap": _cfg(),
-    "absvit_micro_patch8_64": _cfg(**MICRO_CFG),
+    **zoo_cfgs("absvit_micro_patch8_64", _cfg(**MICRO_CFG)),
     "vit_tiny_patch8_224_gap": _cfg(),
-    "vit_micro_patch8_64": _cfg(**MICRO_CFG),
+    **zoo_cfgs("vit_micro_patch8_64", _cfg(**MICRO_CFG)),
 })
 
 _TINY = dict(embed_dim=192, depth=12, num_heads=3)

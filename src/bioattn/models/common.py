@@ -29,6 +29,7 @@ from torch import nn
 
 from ..data.stats import EMBEDDED_MEAN, EMBEDDED_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import BioattnError, listing
+from ..zoo import ZOO_TAG, zoo_weights
 
 
 def model_cfg(**kwargs: Any) -> dict[str, Any]:
@@ -57,6 +58,17 @@ def model_cfg(**kwargs: Any) -> dict[str, Any]:
 # The micro models: 64x64 images of the embedded shape data set (10 classes, its own statistics).
 MICRO_CFG: dict[str, Any] = dict(num_classes=10, input_size=(3, 64, 64), crop_pct=1.0,
                                  interpolation="bilinear", mean=EMBEDDED_MEAN, std=EMBEDDED_STD)
+
+
+def zoo_cfgs(name: str, cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``pretrained_cfg`` entries of a micro model: ``<name>.embedded``, the zoo's weights
+    trained on the embedded benchmark (:mod:`bioattn.zoo`), as its default tag when the zoo
+    has an entry for it, else the plain ``<name>``."""
+    weights = zoo_weights(name)
+    if weights is None:
+        return {name: cfg}
+    notes = ("weights of bioattn's zoo, trained on the embedded benchmark by `bioattn zoo`",)
+    return {f"{name}.{ZOO_TAG}": dict(cfg, file=str(weights), notes=notes)}
 
 
 def image_pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -346,6 +358,15 @@ def check_weights_source(variant: str, pretrained: bool, kwargs: dict[str, Any])
             "pretrained_cfg_overlay=dict(file=PATH) (the authors' .pth or a bioattn model.safetensors), or load "
             "one with bioattn.checkpoint.load_weights, or convert one with `bioattn convert`")
     path = Path(cfg.file) if cfg.file and not cfg.state_dict else None
+    if path is not None and cfg.tag == ZOO_TAG and path == zoo_weights(variant) and not path.is_file():
+        raise BioattnError(f"the zoo holds no weights for {variant} yet: train them with `bioattn zoo --only "
+                           f"{path.parent.name}` (or make zoo)")
+    if path is not None and cfg.source == "local-dir":
+        # timm's "local-dir:FOLDER" source: the folder's config.json and model.safetensors
+        if not (path / "model.safetensors").is_file():
+            raise BioattnError(f"no model.safetensors in {path} (a local-dir: model folder holds config.json "
+                               "and model.safetensors)")
+        return
     if path is not None and path.is_dir():
         raise BioattnError(f"{path} is a directory: give the checkpoint file in it (model.safetensors)")
     if path is not None and not path.is_file():

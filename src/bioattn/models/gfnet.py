@@ -97,6 +97,7 @@ from .common import (
     model_cfg,
     take_indices,
     unwrap_state_dict,
+    zoo_cfgs,
 )
 from .vars import StaticFilterDictionary, make_attention
 
@@ -671,7 +672,7 @@ def _cfg(name: str, **kwargs: Any) -> dict[str, Any]:
 
 default_cfgs = generate_default_cfgs({
     **{name: _cfg(name) for name in _ARCHS if not name.endswith("_micro")},
-    "gfnet_micro": _cfg("gfnet_micro", **MICRO_CFG),
+    **zoo_cfgs("gfnet_micro", _cfg("gfnet_micro", **MICRO_CFG)),
     "gfnet_h_micro": _cfg("gfnet_h_micro", **MICRO_CFG),
 })
 

@@ -123,7 +123,14 @@ from torch import nn
 
 from ..errors import BioattnError
 from ..protocol import ModelOutput, readout_loss
-from .common import MICRO_CFG, check_num_classes, check_weights_source, checkpoint_filter_fn, model_cfg
+from .common import (
+    MICRO_CFG,
+    check_num_classes,
+    check_weights_source,
+    checkpoint_filter_fn,
+    model_cfg,
+    zoo_cfgs,
+)
 from .retina import Retina, check_fixations, coordinate_grid, falloff_for_field
 
 __all__ = [
@@ -1210,17 +1217,17 @@ _MICRO_CONV = "encoder.stage1.0.conv"
 _RESNET_CONV = "encoder.stage1.0"
 
 default_cfgs = generate_default_cfgs({
-    "rsrnn_micro": _cfg(_MICRO_CONV, **MICRO_CFG, **_RSRNN_PAPER),
+    **zoo_cfgs("rsrnn_micro", _cfg(_MICRO_CONV, **MICRO_CFG, **_RSRNN_PAPER)),
     "rsrnn_resnet18": _cfg(_RESNET_CONV, **_RSRNN_PAPER),
-    "retina_gru_micro": _cfg(_MICRO_CONV, **MICRO_CFG, **_RAM_PAPER),
+    **zoo_cfgs("retina_gru_micro", _cfg(_MICRO_CONV, **MICRO_CFG, **_RAM_PAPER)),
     "retina_gru_resnet18": _cfg(_RESNET_CONV, **_RAM_PAPER),
-    "crop_s_micro": _cfg(_MICRO_CONV, **MICRO_CFG, **_RAM_PAPER),
+    **zoo_cfgs("crop_s_micro", _cfg(_MICRO_CONV, **MICRO_CFG, **_RAM_PAPER)),
     "crop_s_resnet18": _cfg(_RESNET_CONV, **_RAM_PAPER),
-    "crop_d_micro": _cfg(_MICRO_CONV, **MICRO_CFG, **_DRAM_PAPER),
+    **zoo_cfgs("crop_d_micro", _cfg(_MICRO_CONV, **MICRO_CFG, **_DRAM_PAPER)),
     "crop_d_resnet18": _cfg(_RESNET_CONV, **_DRAM_PAPER),
-    "s3ta_micro": _cfg("stage1.0.conv", **MICRO_CFG, **_S3TA_PAPER),
+    **zoo_cfgs("s3ta_micro", _cfg("stage1.0.conv", **MICRO_CFG, **_S3TA_PAPER)),
     "s3ta_resnet18": _cfg("stage1.0", **_S3TA_PAPER),
-    "ffcnn_micro": _cfg(_MICRO_CONV, **MICRO_CFG, **_RSRNN_PAPER),
+    **zoo_cfgs("ffcnn_micro", _cfg(_MICRO_CONV, **MICRO_CFG, **_RSRNN_PAPER)),
     "ffcnn_resnet18": _cfg(_RESNET_CONV, **_RSRNN_PAPER),
 })
 

@@ -77,6 +77,7 @@ from .common import (
     model_cfg,
     take_indices,
     token_grid,
+    zoo_cfgs,
 )
 
 ATTENTIONS = ("self-att", "perf", "vars_s", "vars_d", "vars_sd")
@@ -1131,7 +1132,7 @@ default_cfgs = generate_default_cfgs({
     # the *_plus models learn an attention mask over the token pairs of a 14x14 grid
     **{name: _cfg(fixed_input_size=name.endswith("_plus"), pool_size=_rvt_pool_size(arch), **_RVT_PAPER)
        for name, arch in _RVT_ARCHS.items() if name != "rvt_micro"},
-    "rvt_micro": _cfg(**MICRO_CFG, pool_size=_rvt_pool_size(_RVT_ARCHS["rvt_micro"]), **_RVT_PAPER),
+    **zoo_cfgs("rvt_micro", _cfg(**MICRO_CFG, pool_size=_rvt_pool_size(_RVT_ARCHS["rvt_micro"]), **_RVT_PAPER)),
     **{f"{name}_{att}": _cfg(first_conv="patch_embed.proj", fixed_input_size=(att == "vars_sd"))
        for name in _DEIT_ARCHS for att in ("vars_d", "vars_sd")},
 })

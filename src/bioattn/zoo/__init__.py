@@ -1,0 +1,125 @@
+"""The model zoo: micro models of every family trained on the embedded benchmark by bioattn's
+own trainer, their weights shipped with the package.
+
+Each entry of :data:`ZOO` names a model (registered name and constructor arguments), the data it
+is trained on and the training settings that differ from the recipe. ``bioattn zoo`` (Python:
+:func:`bioattn.zoo.build.build_zoo`) trains the entries from scratch with their recorded seeds
+and writes each into ``bioattn/zoo/<entry>/``:
+
+* ``model.safetensors``: the weights of the epoch with the best validation score, in float16;
+* ``model.json``: bioattn's checkpoint metadata (so the folder is a checkpoint for
+  ``bioattn eval --checkpoint`` and :func:`bioattn.checkpoint.load_model`);
+* ``config.json``: timm's model configuration (architecture, constructor arguments, input
+  settings), so that ``timm.create_model("local-dir:<folder>", pretrained=True)`` builds it;
+* ``train.json``: the command that made it, its seed, the training log of every epoch, the
+  training time and the test-split figures.
+
+The entry of a model without constructor arguments is also its pretrained tag
+``embedded``: ``timm.create_model("vit_micro_patch8_64.embedded", pretrained=True)``.
+
+This module only describes the zoo (no torch): the models' default configurations read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ZOO_DIR = Path(__file__).resolve().parent
+# the pretrained tag of the zoo's weights in timm's names (``<model>.embedded``)
+ZOO_TAG = "embedded"
+
+# the embedded benchmark: the default embedded data (20,000 training, 2,000 validation and
+# 2,000 test images of 64 px); the task variants draw the same way
+BENCHMARK = "embedded"
+SEGMENTATION_BENCHMARK = "embedded:seg"
+MULTILABEL_BENCHMARK = "embedded:multi"
+
+# training settings shared by the classifiers (differences from the ``small`` recipe)
+CLASSIFIER_SETTINGS: dict[str, Any] = dict(epochs=30, batch_size=128, base_lr=2e-3, warmup_epochs=2, hflip=0.5)
+SEGMENTER_SETTINGS: dict[str, Any] = dict(epochs=30, batch_size=16, recipe="upernet")
+MULTILABEL_SETTINGS: dict[str, Any] = dict(epochs=30, batch_size=128, base_lr=2e-3, warmup_epochs=2, hflip=0.5)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One zoo model: ``name`` (its folder), the registered ``model`` and its ``model_args``,
+    the ``data`` spec it is trained on, the training ``settings`` (``TrainConfig`` fields
+    besides model, data and seed) and the ``seed``."""
+
+    name: str
+    model: str
+    data: str = BENCHMARK
+    model_args: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=lambda: dict(CLASSIFIER_SETTINGS))
+    seed: int = 0
+    label: str = ""
+
+    @property
+    def folder(self) -> Path:
+        return ZOO_DIR / self.name
+
+    @property
+    def tagged(self) -> str | None:
+        """``<model>.embedded`` for an entry without constructor arguments, else None."""
+        return None if self.model_args else f"{self.model}.{ZOO_TAG}"
+
+    def is_built(self) -> bool:
+        return (self.folder / "model.safetensors").is_file() and (self.folder / "model.json").is_file()
+
+
+def _classifier(name: str, model: str, label: str, **model_args: Any) -> ZooEntry:
+    return ZooEntry(name, model, BENCHMARK, dict(model_args), dict(CLASSIFIER_SETTINGS), label=label)
+
+
+ZOO: tuple[ZooEntry, ...] = (
+    # AbSViT and its feedforward twin
+    _classifier("vit_micro_patch8_64", "vit_micro_patch8_64", "ViT"),
+    _classifier("absvit_micro_patch8_64", "absvit_micro_patch8_64", "AbSViT"),
+    # VARS in RVT (every attention), in a DeiT-style ViT, in GFNet
+    _classifier("rvt_micro", "rvt_micro", "RVT (self-attention)"),
+    _classifier("rvt_micro_vars_s", "rvt_micro", "RVT VARS-S", attention="vars_s"),
+    _classifier("rvt_micro_vars_d", "rvt_micro", "RVT VARS-D", attention="vars_d"),
+    _classifier("rvt_micro_vars_sd", "rvt_micro", "RVT VARS-SD", attention="vars_sd"),
+    _classifier("gfnet_micro", "gfnet_micro", "GFNet (global filter)"),
+    _classifier("gfnet_micro_vars_s", "gfnet_micro", "GFNet VARS-S", mixer="vars_s"),
+    # RS-RNN and its baselines
+    _classifier("rsrnn_micro", "rsrnn_micro", "RS-RNN"),
+    _classifier("ffcnn_micro", "ffcnn_micro", "FF-CNN"),
+    _classifier("crop_s_micro", "crop_s_micro", "Crop-S"),
+    _classifier("crop_d_micro", "crop_d_micro", "Crop-D"),
+    _classifier("retina_gru_micro", "retina_gru_micro", "Retina-GRU"),
+    _classifier("s3ta_micro", "s3ta_micro", "S3TA"),
+    # segmentation (UperNet) and multi-label recognition
+    ZooEntry("upernet_vit_micro_patch8_64", "upernet_vit_micro_patch8_64", SEGMENTATION_BENCHMARK,
+             settings=dict(SEGMENTER_SETTINGS), label="UperNet ViT"),
+    ZooEntry("upernet_absvit_micro_patch8_64", "upernet_absvit_micro_patch8_64", SEGMENTATION_BENCHMARK,
+             settings=dict(SEGMENTER_SETTINGS), label="UperNet AbSViT"),
+    ZooEntry("upernet_rvt_micro_vars_d", "upernet_rvt_micro", SEGMENTATION_BENCHMARK, {"attention": "vars_d"},
+             settings=dict(SEGMENTER_SETTINGS), label="UperNet RVT VARS-D"),
+    ZooEntry("multilabel_vit_micro_patch8_64", "vit_micro_patch8_64", MULTILABEL_BENCHMARK,
+             settings=dict(MULTILABEL_SETTINGS), label="ViT, multi-label"),
+    ZooEntry("multilabel_rsrnn_micro", "rsrnn_micro", MULTILABEL_BENCHMARK,
+             settings=dict(MULTILABEL_SETTINGS), label="RS-RNN, multi-label"),
+)
+
+
+def find_entry(name: str) -> ZooEntry:
+    """The zoo entry named ``name`` (or whose pretrained tag it is)."""
+    for entry in ZOO:
+        if name in (entry.name, entry.tagged):
+            return entry
+    # deferred: the error type is a leaf, but this module stays free of imports for the registry
+    from ..errors import BioattnError
+
+    raise BioattnError(f"no zoo entry named '{name}' (the zoo: {', '.join(e.name for e in ZOO)})")
+
+
+def zoo_weights(model: str) -> Path | None:
+    """The zoo's weight file of registered ``model`` built without constructor arguments (its
+    ``embedded`` pretrained tag), or None if the zoo has no such entry."""
+    for entry in ZOO:
+        if entry.model == model and not entry.model_args and entry.data == BENCHMARK:
+            return entry.folder / "model.safetensors"
+    return None

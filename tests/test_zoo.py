@@ -1,0 +1,143 @@
+"""The model zoo's builder: an entry trained by the trainer and written as float16 weights with
+bioattn's and timm's metadata, the command that made it and its log; loading it both ways;
+keeping entries made by their present settings; resuming an interrupted build."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors import safe_open
+
+import bioattn.zoo as zoo
+from bioattn import checkpoint as ckpt
+from bioattn.cli import build_parser, main, settings_from
+from bioattn.config import TrainConfig
+from bioattn.errors import BioattnError
+from bioattn.zoo.build import build_entry, build_zoo, command_line, is_current, train_config
+
+TINY = "embedded:size=32,train=64,val=16,test=16"
+
+
+@pytest.fixture
+def zoo_dir(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "zoo"
+    monkeypatch.setattr(zoo, "ZOO_DIR", folder)
+    return folder
+
+
+def _entry(**settings) -> zoo.ZooEntry:
+    base = dict(epochs=2, batch_size=16, img_size=32, hflip=0.5, lr=1e-3, warmup_epochs=0)
+    base.update(settings)
+    return zoo.ZooEntry("tiny_rvt", "rvt_micro", TINY, {"attention": "vars_d"}, base, seed=3, label="RVT VARS-D")
+
+
+def test_every_entry_has_its_own_folder_and_trains_with_valid_settings():
+    names = [e.name for e in zoo.ZOO]
+    assert len(set(names)) == len(names)
+    for entry in zoo.ZOO:
+        cfg = train_config(entry, Path("/nonexistent/run")).resolved()
+        assert cfg.model == entry.model and cfg.seed == entry.seed and cfg.data == entry.data
+    # the classifier entries of every family of the sources
+    models = {(e.model, tuple(sorted(e.model_args.items()))) for e in zoo.ZOO if e.data == zoo.BENCHMARK}
+    for wanted in [("vit_micro_patch8_64", ()), ("absvit_micro_patch8_64", ()), ("rvt_micro", ()),
+                   ("rvt_micro", (("attention", "vars_s"),)), ("rvt_micro", (("attention", "vars_d"),)),
+                   ("rvt_micro", (("attention", "vars_sd"),)), ("gfnet_micro", ()),
+                   ("gfnet_micro", (("mixer", "vars_s"),)), ("rsrnn_micro", ())]:
+        assert wanted in models
+    assert zoo.find_entry("vit_micro_patch8_64.embedded").name == "vit_micro_patch8_64"
+    with pytest.raises(BioattnError, match="no zoo entry named 'nope'"):
+        zoo.find_entry("nope")
+
+
+def test_the_recorded_command_trains_what_the_entry_says():
+    entry = _entry()
+    words = shlex.split(command_line(entry))
+    assert words[:2] == ["bioattn", "train"]
+    args = build_parser().parse_args(words[1:] + ["--output", "/tmp/x"])
+    from_command = settings_from(args, TrainConfig)
+    from_entry = train_config(entry, Path("/tmp/x"))
+    for name in ("model", "data", "model_args", "seed", "epochs", "batch_size", "img_size", "hflip", "lr",
+                 "warmup_epochs"):
+        assert getattr(from_command, name) == getattr(from_entry, name), name
+
+
+def test_a_built_entry_loads_as_a_checkpoint_and_through_timm(zoo_dir, tmp_path):
+    entry = _entry()
+    folder = build_entry(entry, tmp_path / "runs", log=lambda m: None)
+    assert folder == zoo_dir / "tiny_rvt"
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()} == {torch.float16}
+        assert f.metadata()["command"] == command_line(entry)
+    record = json.loads((folder / "train.json").read_text())
+    assert record["seed"] == 3 and len(record["log"]) == 2 and record["train_seconds"] > 0
+    assert 0 <= record["test"]["top1"] <= 100 and record["test"]["n"] == 16
+    assert record["validation"]["val_top1"] == max(r["val_top1"] for r in record["log"])
+
+    # the folder is a bioattn checkpoint, and timm builds it from its config.json
+    model = ckpt.load_model(folder)
+    assert model.num_classes == 10
+    through_timm = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(through_timm(x), model(x), rtol=0, atol=0)
+    # the weights are the run's best epoch, rounded to float16
+    best = ckpt.read_state_dict(tmp_path / "runs" / "tiny_rvt" / "best")
+    for key, value in model.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, best[key].half().float(), rtol=0, atol=0)
+    assert main(["eval", "--checkpoint", str(folder), "--data", TINY, "--suite", "clean", "--no-progress",
+                 "--out", str(tmp_path / "eval.json")]) == 0
+
+
+def test_entries_made_by_their_settings_are_kept_and_changed_ones_rebuilt(zoo_dir, tmp_path, monkeypatch):
+    entry = _entry(epochs=1)
+    monkeypatch.setattr(zoo, "ZOO", (entry,))
+    import bioattn.zoo.build as build
+
+    monkeypatch.setattr(build, "ZOO", (entry,))
+    assert len(build_zoo(runs=tmp_path / "runs", progress=False, log=lambda m: None)) == 1
+    assert is_current(entry)
+    stamp = (zoo_dir / "tiny_rvt" / "model.safetensors").stat().st_mtime_ns
+    assert build_zoo(runs=tmp_path / "runs", progress=False, log=lambda m: None) == []
+    assert (zoo_dir / "tiny_rvt" / "model.safetensors").stat().st_mtime_ns == stamp
+    changed = _entry(epochs=1, hflip=0.0)
+    assert not is_current(changed)
+    monkeypatch.setattr(build, "ZOO", (changed,))
+    assert len(build_zoo(runs=tmp_path / "runs", progress=False, log=lambda m: None)) == 1
+    assert "--hflip 0.0" in json.loads((zoo_dir / "tiny_rvt" / "train.json").read_text())["command"]
+
+
+def test_an_interrupted_build_resumes_its_run(zoo_dir, tmp_path, monkeypatch):
+    import bioattn.train as tr
+
+    entry = _entry(epochs=2)
+    real_save = tr._save
+
+    def dies_in_epoch_two(run_dir, name, model, meta, state):
+        if meta["epoch"] == 2:
+            raise KeyboardInterrupt
+        return real_save(run_dir, name, model, meta, state)
+
+    monkeypatch.setattr(tr, "_save", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        build_entry(entry, tmp_path / "runs", log=lambda m: None)
+    monkeypatch.setattr(tr, "_save", real_save)
+    said: list[str] = []
+    build_entry(entry, tmp_path / "runs", log=said.append)
+    assert any("resuming" in m for m in said)
+    assert len(json.loads((zoo_dir / "tiny_rvt" / "train.json").read_text())["log"]) == 2
+
+
+def test_micro_models_name_their_zoo_weights_as_the_default_pretrained_tag():
+    for entry in zoo.ZOO:
+        if entry.tagged is None or entry.data != zoo.BENCHMARK:
+            continue
+        cfg = timm.models.get_pretrained_cfg(entry.model)
+        assert cfg.tag == zoo.ZOO_TAG and cfg.file == str(entry.folder / "model.safetensors")
+        if not entry.is_built():
+            with pytest.raises(BioattnError, match=f"bioattn zoo --only {entry.name}"):
+                timm.create_model(entry.tagged, pretrained=True)
