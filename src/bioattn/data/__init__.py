@@ -9,8 +9,6 @@ folders.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -20,68 +18,7 @@ from .domains import build_domain_dataset, is_domain_spec
 from .embedded import EmbeddedDataset, EmbeddedSpec, is_embedded, load_embedded
 from .folders import ImageFolderDataset
 from .stats import IMAGENET_MEAN, IMAGENET_STD
-
-
-@dataclass
-class Augmentation:
-    """Training augmentation settings (the DeiT recipe's knobs)."""
-
-    auto_augment: str | None = None
-    color_jitter: float = 0.0
-    re_prob: float = 0.0
-    re_mode: str = "pixel"
-    re_count: int = 1
-    hflip: float = 0.0
-    random_resized_crop: bool = True
-    interpolation: str = "bicubic"
-    # False: image folders give 8-bit (uint8) image tensors, left to the batch's consumer to
-    # normalise and randomly erase on its device (timm's PrefetchLoader)
-    normalize: bool = True
-
-
-class _Mapped(Dataset):
-    """A data set whose images pass through ``fn`` after the base set's own transform."""
-
-    def __init__(self, base: Dataset, fn: Callable) -> None:
-        self.base, self.fn = base, fn
-        for attr in ("classes", "num_classes", "arrays"):
-            if hasattr(base, attr):
-                setattr(self, attr, getattr(base, attr))
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index):
-        img, target = self.base[index]
-        return self.fn(img), target
-
-
-def embedded_uint8_transform(size: int, data_size: int, train: bool, aug: Augmentation | None):
-    """Transform applied to the embedded images as uint8 CHW tensors, before normalising: for
-    training, as ``aug`` says, random resized crop (to ``size``), horizontal flip, colour jitter
-    and RandAugment; then resizing from ``data_size`` to ``size`` where the crop did not."""
-    # deferred: timm and torchvision load in seconds; reading the embedded data needs neither
-    from torchvision.transforms import v2
-
-    ops: list[Callable] = []
-    cropped = train and aug is not None and aug.random_resized_crop
-    if cropped:
-        ops.append(v2.RandomResizedCrop((size, size), antialias=True))
-    if train and aug is not None:
-        if aug.hflip > 0:
-            ops.append(v2.RandomHorizontalFlip(aug.hflip))
-        if aug.color_jitter > 0:
-            cj = aug.color_jitter
-            ops.append(v2.ColorJitter(cj, cj, cj))
-        if aug.auto_augment:
-            # deferred: timm and torchvision load in seconds; reading the embedded data needs neither
-            from timm.data.auto_augment import rand_augment_transform
-
-            ra = rand_augment_transform(aug.auto_augment, {"translate_const": int(size * 0.45)})
-            ops += [v2.ToPILImage(), ra, v2.PILToTensor()]
-    if size != data_size and not cropped:
-        ops.append(v2.Resize((size, size), antialias=True))
-    return v2.Compose(ops) if ops else None
+from .transforms import Augmentation, MapImages, embedded_uint8_transform, folder_transform
 
 
 def build_dataset(
@@ -119,7 +56,7 @@ def build_dataset(
             # deferred: timm and torchvision load in seconds; reading the embedded data needs neither
             from timm.data.random_erasing import RandomErasing
 
-            ds = _Mapped(ds, RandomErasing(aug.re_prob, mode=aug.re_mode, max_count=aug.re_count, device="cpu"))
+            ds = MapImages(ds, RandomErasing(aug.re_prob, mode=aug.re_mode, max_count=aug.re_count, device="cpu"))
         return ds
 
     if is_domain_spec(spec):
@@ -129,7 +66,7 @@ def build_dataset(
 
         # domain images are resized whole (crop 1.0), not centre-cropped at the model's crop_pct
         return build_domain_dataset(
-            spec, split, transform=_folder_transform(img_size or 224, mean, std, train, aug, 1.0),
+            spec, split, transform=folder_transform(img_size or 224, mean, std, train, aug, 1.0),
             embedded=one_embedded_domain, classes=classes, skip_bad_images=skip_bad_images)
 
     root = Path(spec)
@@ -141,36 +78,6 @@ def build_dataset(
             split_dir = root / "val"
         else:
             raise BioattnError(f"{root} has no '{split}' folder (expected {root}/train and {root}/val)")
-    transform = _folder_transform(img_size or 224, mean, std, train, aug, crop_pct)
+    transform = folder_transform(img_size or 224, mean, std, train, aug, crop_pct)
     return ImageFolderDataset(split_dir, transform=transform, classes=classes, skip_bad_images=skip_bad_images,
                               subset=subset)
-
-
-def _folder_transform(size: int, mean, std, train: bool, aug: Augmentation | None,
-                      crop_pct: float | None) -> Callable:
-    """timm's transform of image files: the training augmentation ``aug`` when ``train``, else
-    a resize and centre crop at ``crop_pct``."""
-    # deferred: timm and torchvision load in seconds; reading the embedded data needs neither
-    from timm.data import create_transform
-
-    if train:
-        a = aug or Augmentation()
-        return create_transform(
-            size,
-            is_training=True,
-            no_aug=not a.random_resized_crop and not a.auto_augment,
-            hflip=a.hflip,
-            color_jitter=a.color_jitter,
-            auto_augment=a.auto_augment,
-            interpolation=a.interpolation,
-            re_prob=a.re_prob,
-            re_mode=a.re_mode,
-            re_count=a.re_count,
-            mean=tuple(mean),
-            std=tuple(std),
-            use_prefetcher=not a.normalize,
-        )
-    return create_transform(
-        size, is_training=False, interpolation="bicubic", mean=tuple(mean), std=tuple(std),
-        crop_pct=crop_pct,
-    )

@@ -7,7 +7,7 @@ milliseconds per image. :class:`InMemoryBatches` instead gathers a batch's image
 indexing and augments the whole batch as tensors, in the main process:
 
 * classification and multi-label (:func:`augment_batch`), in the order of the loader's
-  transform (:func:`bioattn.data.embedded_uint8_transform`): random resized crop (timm's draw:
+  transform (:func:`bioattn.data.transforms.embedded_uint8_transform`): random resized crop (timm's draw:
   area 8-100% of the image, aspect ratio 3/4-4/3, ten tries then the centre), horizontal flip,
   colour jitter (brightness, contrast and saturation in a random order per image, torchvision's
   factors), RandAugment (per image, on PIL images: it has no batched form), resizing to the

@@ -43,9 +43,9 @@ from torch.utils.data import Dataset
 from ..errors import BioattnError
 from ..images import open_rgb
 from ..specs import task_of_data
-from . import Augmentation, _Mapped, embedded_uint8_transform
 from .embedded import EmbeddedMultiLabel, EmbeddedSpec, is_embedded, load_embedded
 from .stats import IMAGENET_MEAN, IMAGENET_STD
+from .transforms import Augmentation, MapImages, embedded_uint8_transform
 
 __all__ = ["COCO_SPLITS", "COCOMultiLabel", "build_multilabel_dataset"]
 
@@ -245,7 +245,7 @@ def build_multilabel_dataset(
             from timm.data.random_erasing import RandomErasing
 
             base = ds
-            ds = _Mapped(base, RandomErasing(aug.re_prob, mode=aug.re_mode, max_count=aug.re_count, device="cpu"))
+            ds = MapImages(base, RandomErasing(aug.re_prob, mode=aug.re_mode, max_count=aug.re_count, device="cpu"))
             ds.label_matrix, ds.multilabel = base.label_matrix, True
         return ds
 
