@@ -8,6 +8,7 @@ line at the command boundary; a bug is reported as an internal error.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -16,7 +17,15 @@ from pathlib import Path
 import pytest
 
 from bioattn import cli
-from bioattn.config import AttendSettings, ConvertSettings, SuiteSettings, TrainConfig
+from bioattn.config import (
+    AttendSettings,
+    ConvertSettings,
+    DomainsSettings,
+    EvalSettings,
+    SuiteSettings,
+    TrainConfig,
+    key_values,
+)
 from bioattn.errors import BioattnError
 
 TRAIN = ["train", "--model", "vit_micro_patch8_64"]
@@ -315,11 +324,51 @@ def test_a_bug_is_an_internal_error_with_a_way_to_the_traceback(monkeypatch, cap
     (lambda: SuiteSettings(readouts=2, attack_readout=3), "--attack-readout must be at most --readouts"),
     (lambda: ConvertSettings(src="a", dst="b", model="m", std=[0, 0, 0]), "--std"),
     (lambda: AttendSettings(image="a.png", out="b.png", model="m", prior_scale=float("nan")), "--prior-scale"),
+    # settings given twice, or that the task leaves unused
+    (lambda: TrainConfig(model="vit_micro_patch8_64", img_size=32, model_args={"img_size": 48}),
+     "--img-size 32 conflicts with --model-arg img_size=48"),
+    (lambda: TrainConfig(model="vit_micro_patch8_64", drop_path=0.1, model_args={"drop_path_rate": 0.3}),
+     "--drop-path 0.1 conflicts with --model-arg drop_path_rate=0.3"),
+    (lambda: TrainConfig(model="vit_micro_patch8_64", model_args={"img_size": "big"}),
+     "--model-arg img_size must be an integer >= 8"),
+    (lambda: TrainConfig(model="gfnet_micro", model_args={"mixer": "vars_s", "lam": float("nan")}), "(lam is nan)"),
+    (lambda: TrainConfig(model="vit_micro_patch8_64", data="embedded:seg", smoothing=0.1),
+     "--smoothing 0.1: segmentation training does not use it"),
+    (lambda: TrainConfig(model="vit_micro_patch8_64", data="coco:/data/coco", mixup=0.8, cutmix=1.0),
+     "--mixup 0.8, --cutmix 1.0: multilabel training does not use them"),
+    (lambda: TrainConfig(model="vit_micro_patch8_64", decode="gpu", aa="none", device="cpu"),
+     "--decode gpu decodes the images on the GPU; --device cpu has none"),
+    (lambda: TrainConfig(model="vit_micro_patch8_64", compile_mode="max-autotune"), "--compile-mode max-autotune"),
+    (lambda: SuiteSettings(inference="slide", slide_crop=32, slide_stride=48), "--slide-stride 48 is larger"),
+    (lambda: SuiteSettings(slide_stride=8), "--slide-stride set the sliding windows of --inference slide"),
+    (lambda: EvalSettings(model="m", model_args={"lam": float("inf")}), "(lam is inf)"),
+    (lambda: DomainsSettings(data="pacs", models=["gfnet_micro[lam=nan]"], out="dg"), "every argument a finite"),
 ])
 def test_python_settings_refuse_bad_values(make, expected):
     with pytest.raises(BioattnError, match=None) as info:
         make()
     assert expected in str(info.value)
+
+
+def test_a_setting_given_as_a_model_argument_is_recorded_as_the_setting():
+    # what a run records is what it ran: the data is read at the model argument's size
+    cfg = TrainConfig(model="vit_micro_patch8_64", model_args={"img_size": 48, "drop_path_rate": 0.2}).resolved()
+    assert cfg.img_size == 48 and cfg.drop_path == 0.2
+    assert cfg.model_args == {"img_size": 48, "drop_path_rate": 0.2}
+    agreed = TrainConfig(model="vit_micro_patch8_64", img_size=48, model_args={"img_size": 48}).resolved()
+    assert agreed.img_size == 48
+    # nan and inf are read as the numbers they name (and then refused as model arguments)
+    parsed = key_values(["lam=nan", "a=-inf", "b=1e-3", "c=vars_s", "d=[1, 2]"])
+    assert math.isnan(parsed["lam"]) and parsed["a"] == -math.inf
+    assert parsed["b"] == 1e-3 and parsed["c"] == "vars_s" and parsed["d"] == [1, 2]
+
+
+def test_the_recipe_leaves_unused_augmentation_off_for_segmentation():
+    # the deit recipe's RandAugment and random erasing would act on images without their label maps
+    cfg = TrainConfig(model="vit_micro_patch8_64", data="voc:/data/voc", recipe="deit").resolved()
+    assert (cfg.aa, cfg.reprob, cfg.mixup, cfg.cutmix, cfg.smoothing) == (None, 0.0, 0.0, 0.0, 0.0)
+    multi = TrainConfig(model="vit_micro_patch8_64", data="coco:/data/coco").resolved()
+    assert multi.aa == "rand-m9-mstd0.5-inc1" and multi.reprob == 0.25 and multi.mixup == 0.0
 
 
 def test_run_suites_refuses_readouts_a_model_lacks():
@@ -395,3 +444,313 @@ def test_results_of_the_matrix_are_recorded():
     commands = {args[0] for args, _ in CASES.values()}
     assert commands >= {"train", "eval", "attend", "convert", "report", "demo", "data", "models"}
     assert json.dumps(sorted(CASES))  # names are plain text
+    # the newer parts: every task, domains and class lists
+    names = " ".join(TASK_CASES)
+    for part in ("segmentation", "voc", "ade20k", "cityscapes", "multi-label", "coco", "domains", "class list",
+                 "eval", "model arg"):
+        assert part in names, part
+
+
+# ------------------------------------------------------------------------------------------
+# the newer parts: segmentation, multi-label, domains, class lists, the trainer's and the
+# evaluator's newer flags, and settings that contradict each other. Each case builds its
+# inputs in tmp_path, then must end in one error line with nothing in tmp_path written,
+# replaced or removed.
+# ------------------------------------------------------------------------------------------
+FAST = ["--epochs", "1", "--batch-size", "2", "--img-size", "32", "--device", "cpu", "--no-progress",
+        "--no-tensorboard"]
+TINY = "embedded:size=32,train=16,val=8,test=8"
+TINY_SEG = "embedded:seg,size=32,train=16,val=8,test=8"
+TINY_MULTI = "embedded:multi,size=32,train=16,val=8,test=8"
+DOMAINS = ["domains", "--models", "vit_micro_patch8_64"]
+
+
+def _png(path: Path, array) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.asarray(array, dtype=np.uint8)
+    Image.fromarray(array, "RGB" if array.ndim == 3 else "L").save(path)
+    return path
+
+
+def _voc(tmp: Path, label=None, val_label=None) -> Path:
+    """A VOC2012 tree of three 24x32 images (two train, one val); ``label`` / ``val_label``
+    replace the label map of the first training / the validation image."""
+    import numpy as np
+
+    base = tmp / "voc" / "VOCdevkit" / "VOC2012"
+    names = ["2007_000001", "2007_000002", "2007_000003"]
+    for i, name in enumerate(names):
+        _png(base / "JPEGImages" / f"{name}.jpg", np.full((24, 32, 3), 40 * i))
+        _png(base / "SegmentationClass" / f"{name}.png", np.tile(np.arange(32) % 3, (24, 1)))
+    lists = base / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / "train.txt").write_text("\n".join(names[:2]) + "\n")
+    (lists / "val.txt").write_text(names[2] + "\n")
+    for name, replaced in ((names[0], label), (names[2], val_label)):
+        if replaced is not None:
+            target = base / "SegmentationClass" / f"{name}.png"
+            if isinstance(replaced, bytes):
+                target.write_bytes(replaced)
+            else:
+                _png(target, replaced)
+    return tmp / "voc"
+
+
+def _dir(tmp: Path) -> Path:
+    """An empty data root (next to the run directory, not around it)."""
+    (tmp / "data").mkdir(exist_ok=True)
+    return tmp / "data"
+
+
+def _folder(tmp: Path) -> Path:
+    from conftest import make_image_folder
+
+    return make_image_folder(tmp / "images", classes=("a", "b"), per_class=4, size=16)
+
+
+def _class_list(tmp: Path, text: str | bytes) -> Path:
+    path = tmp / "classes.txt"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return path
+
+
+def _domain_root(tmp: Path, domains=("a", "b", "c"), classes=("x", "y"), per_class: int = 3) -> Path:
+    import numpy as np
+
+    root = tmp / "domains"
+    for d, domain in enumerate(domains):
+        for c, name in enumerate(classes):
+            for i in range(per_class):
+                _png(root / domain / name / f"{i}.png", np.full((12, 12, 3), 30 * c + 10 * d + i))
+    return root
+
+
+def _domains_root_without(tmp: Path, domain: str, class_name: str | None = None) -> Path:
+    import shutil
+
+    root = _domain_root(tmp)
+    for name in ([class_name] if class_name else ["x", "y"]):
+        shutil.rmtree(root / domain / name)
+        if class_name:
+            (root / domain / name).mkdir()  # an empty class folder stays
+    return root
+
+
+def _results_not_ours(tmp: Path, name: str) -> list[str]:
+    root = _domain_root(tmp)
+    (tmp / "dg").mkdir()
+    (tmp / "dg" / name).write_text('{"mine": true}\n' if name.endswith(".json") else "# my notes\n")
+    return DOMAINS + ["--data", str(root), "--out", str(tmp / "dg")] + FAST
+
+
+def _init_in_output(tmp: Path) -> list[str]:
+    import torch
+
+    run = tmp / "run"
+    (run / "best").mkdir(parents=True)
+    torch.save({}, run / "best" / "weights.pth")
+    (run / "config.json").write_text("{}")
+    return TRAIN + ["--data", TINY, "--output", str(run), "--overwrite", "--init",
+                    str(run / "best" / "weights.pth")] + FAST
+
+
+# name -> (function of tmp_path giving the arguments, text the error line must contain)
+TASK_CASES = {
+    # segmentation
+    "segmentation batch size 1": (lambda tmp: TRAIN + ["--data", TINY_SEG] + FAST + ["--batch-size", "1"],
+                                  "--batch-size 1: upernet_vit_micro_patch8_64 has batch normalisation"),
+    "segmenter on classification data": (
+        lambda tmp: ["train", "--model", "upernet_vit_micro_patch8_64", "--data", TINY] + FAST,
+        "--model upernet_vit_micro_patch8_64 is a segmentation model"),
+    "segmentation with RandAugment": (lambda tmp: TRAIN + ["--data", TINY_SEG, "--aa", "rand-m9"] + FAST,
+                                      "--aa 'rand-m9': segmentation training does not use it"),
+    "segmentation with random erasing": (lambda tmp: TRAIN + ["--data", TINY_SEG, "--reprob", "0.25"] + FAST,
+                                         "--reprob 0.25: segmentation training does not use it"),
+    "segmentation with label smoothing": (lambda tmp: TRAIN + ["--data", TINY_SEG, "--smoothing", "0.1"] + FAST,
+                                          "--smoothing 0.1: segmentation training does not use it"),
+    "segmentation with cutmix": (lambda tmp: TRAIN + ["--data", TINY_SEG, "--cutmix", "1"] + FAST,
+                                 "--cutmix 1.0: segmentation training does not use it"),
+    "segmentation task on classification data": (
+        lambda tmp: TRAIN + ["--data", TINY, "--task", "segmentation"] + FAST,
+        "--task segmentation needs segmentation data"),
+    "segmentation and multi-label in one spec": (lambda tmp: TRAIN + ["--data", "embedded:seg,multi"] + FAST,
+                                                 "two tasks in 'embedded:seg,multi'"),
+    "voc root without its layout": (lambda tmp: TRAIN + ["--data", f"voc:{_dir(tmp)}"] + FAST,
+                                    "VOCdevkit/VOC2012/JPEGImages"),
+    "voc val list empty": (
+        lambda tmp: (_voc(tmp), (tmp / "voc/VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt").write_text(""),
+                     TRAIN + ["--data", f"voc:{tmp / 'voc'}"] + FAST)[-1],
+        "val.txt lists no images"),
+    "voc label file missing": (
+        lambda tmp: (_voc(tmp), (tmp / "voc/VOCdevkit/VOC2012/SegmentationClass/2007_000003.png").unlink(),
+                     TRAIN + ["--data", f"voc:{tmp / 'voc'}"] + FAST)[-1],
+        "have no label file"),
+    "voc validation label not a PNG": (
+        lambda tmp: TRAIN + ["--data", f"voc:{_voc(tmp, val_label=b'not a png')}"] + FAST,
+        "cannot read label map"),
+    "voc validation label in RGB colours": (
+        lambda tmp: TRAIN + ["--data", f"voc:{_voc(tmp, val_label=[[[0, 128, 0]] * 32] * 24)}"] + FAST,
+        "has PIL mode RGB; expected class indices"),
+    "voc validation label with a class beyond the set": (
+        lambda tmp: TRAIN + ["--data", f"voc:{_voc(tmp, val_label=[[60] * 32] * 24)}"] + FAST,
+        "holds values 60 outside [0, 21)"),
+    "voc validation label of another size": (
+        lambda tmp: TRAIN + ["--data", f"voc:{_voc(tmp, val_label=[[1] * 12] * 10)}"] + FAST,
+        "is 12x10 but its image"),
+    "ade20k root without its layout": (lambda tmp: TRAIN + ["--data", f"ade20k:{_dir(tmp)}"] + FAST,
+                                       "does not have the expected layout"),
+    "cityscapes root without its layout": (lambda tmp: TRAIN + ["--data", f"cityscapes:{_dir(tmp)}"] + FAST,
+                                           "does not have the expected layout"),
+    "train output inside the voc root": (
+        lambda tmp: TRAIN + ["--data", f"voc:{_voc(tmp)}", "--output", str(tmp / "voc" / "run")] + FAST,
+        "--output " + "{tmp}/voc/run lies inside the data root"),
+    # multi-label
+    "multi-label with label smoothing": (lambda tmp: TRAIN + ["--data", TINY_MULTI, "--smoothing", "0.1"] + FAST,
+                                         "--smoothing 0.1: multilabel training does not use it"),
+    "multi-label with mixup": (lambda tmp: TRAIN + ["--data", TINY_MULTI, "--mixup", "0.8"] + FAST,
+                               "--mixup 0.8: multilabel training does not use it"),
+    "multi-label task on segmentation data": (lambda tmp: TRAIN + ["--data", TINY_SEG, "--task", "multilabel"] + FAST,
+                                              "--task multilabel needs multilabel data"),
+    "coco without annotations": (lambda tmp: TRAIN + ["--data", f"coco:{_dir(tmp)}"] + FAST,
+                                 "COCO annotation file not found"),
+    "coco annotations not JSON": (
+        lambda tmp: ((_dir(tmp) / "annotations").mkdir(),
+                     (tmp / "data/annotations/instances_train2017.json").write_text("{x"),
+                     TRAIN + ["--data", f"coco:{tmp / 'data'}"] + FAST)[-1],
+        "is not valid JSON"),
+    # class lists
+    "class list lists a class the folder lacks": (
+        lambda tmp: TRAIN + ["--data", str(_folder(tmp)), "--classes", str(_class_list(tmp, "a\nzebra\n"))] + FAST,
+        "lacks 1 of the 2 listed classes: zebra"),
+    "class list names a class twice": (
+        lambda tmp: TRAIN + ["--data", str(_folder(tmp)), "--classes", str(_class_list(tmp, "a\nb\na\n"))] + FAST,
+        "names 1 class(es) twice: 'a' (lines 1 and 3)"),
+    "class list names no class": (
+        lambda tmp: TRAIN + ["--data", str(_folder(tmp)), "--classes", str(_class_list(tmp, "# none\n\n"))] + FAST,
+        "names no class"),
+    "class list not UTF-8": (
+        lambda tmp: TRAIN + ["--data", str(_folder(tmp)), "--classes", str(_class_list(tmp, b"a\n\xff\xfeb\n"))]
+        + FAST, "is not UTF-8 text"),
+    "class list is a folder": (lambda tmp: TRAIN + ["--data", str(_folder(tmp)), "--classes", str(tmp)] + FAST,
+                               "cannot read class list"),
+    "class list missing": (lambda tmp: TRAIN + ["--data", str(_folder(tmp)), "--classes", str(tmp / "no.txt")] + FAST,
+                           "cannot read class list"),
+    "class list with segmentation data": (
+        lambda tmp: TRAIN + ["--data", TINY_SEG, "--classes", str(_class_list(tmp, "a\n"))] + FAST,
+        "--classes selects class folders of an image-folder data set"),
+    "class list with the embedded data": (
+        lambda tmp: TRAIN + ["--data", TINY, "--classes", str(_class_list(tmp, "a\n"))] + FAST,
+        "a class subset selects class folders of an image folder"),
+    # settings given twice, or that contradict each other or the machine
+    "model arg num_classes other than the data's": (
+        lambda tmp: TRAIN + ["--data", TINY, "--model-arg", "num_classes=5"] + FAST,
+        "--model-arg num_classes=5 conflicts with the data"),
+    "model arg img_size other than --img-size": (
+        lambda tmp: TRAIN + ["--data", TINY, "--model-arg", "img_size=48"] + FAST,
+        "--img-size 32 conflicts with --model-arg img_size=48"),
+    "model arg drop_path_rate other than --drop-path": (
+        lambda tmp: TRAIN + ["--data", TINY, "--model-arg", "drop_path_rate=0.2", "--drop-path", "0.1"] + FAST,
+        "--drop-path 0.1 conflicts with --model-arg drop_path_rate=0.2"),
+    "model arg lam nan": (
+        lambda tmp: ["train", "--model", "gfnet_micro", "--data", TINY, "--model-arg", "mixer=vars_s",
+                     "--model-arg", "lam=nan"] + FAST,
+        "--model-arg must be KEY=VALUE constructor arguments with finite numbers (lam is nan)"),
+    "model arg infinite": (lambda tmp: TRAIN + ["--data", TINY, "--model-arg", "drop_rate=inf"] + FAST,
+                           "(drop_rate is inf)"),
+    "decode gpu on the cpu": (lambda tmp: TRAIN + ["--data", str(_folder(tmp)), "--decode", "gpu", "--aa", "none"]
+                              + FAST, "--decode gpu decodes the images on the GPU; --device cpu has none"),
+    "compile mode without compile": (lambda tmp: TRAIN + ["--data", TINY, "--compile-mode", "max-autotune"] + FAST,
+                                     "--compile-mode max-autotune applies to a compiled model"),
+    "train output inside the image folder": (
+        lambda tmp: TRAIN + ["--data", str(_folder(tmp)), "--output", str(tmp / "images" / "train" / "run")] + FAST,
+        "lies inside the data folder"),
+    "init weights inside the output it replaces": (_init_in_output, "lies in the run directory"),
+    # evaluation flags
+    "eval slide inference on a classifier": (lambda tmp: EVAL + ["--inference", "slide", "--data", TINY],
+                                             "--inference slide sets how a segmentation model sees its images"),
+    "eval slide crop without slide inference": (lambda tmp: EVAL + ["--slide-crop", "32"],
+                                                "--slide-crop set the sliding windows of --inference slide"),
+    "eval slide stride larger than the crop": (
+        lambda tmp: EVAL + ["--inference", "slide", "--slide-crop", "32", "--slide-stride", "48"],
+        "--slide-stride 48 is larger than --slide-crop 32"),
+    "eval slide stride larger than the model's window": (
+        lambda tmp: ["eval", "--model", "upernet_vit_micro_patch8_64", "--model-arg", "img_size=32", "--inference",
+                     "slide", "--slide-stride", "48", "--data", "embedded:seg,size=64,train=16,val=8,test=8",
+                     "--limit", "2", "--workers", "0"],
+        "a sliding-window stride (48x48) larger than the window (32x32)"),
+    "eval slide crop 0": (lambda tmp: EVAL + ["--inference", "slide", "--slide-crop", "0"],
+                          "--slide-crop must be an integer >= 8"),
+    "eval segmenter on classification data": (
+        lambda tmp: ["eval", "--model", "upernet_vit_micro_patch8_64", "--data", TINY],
+        "a segmentation model cannot be evaluated on classification data"),
+    "eval classifier on segmentation data": (lambda tmp: EVAL + ["--data", TINY_SEG],
+                                             "is not a segmentation model"),
+    "eval attack on multi-label data": (lambda tmp: EVAL + ["--data", TINY_MULTI, "--suite", "pgd"],
+                                        "score classifiers; a multilabel model has clean, glimpses"),
+    "eval preset on a single-readout model": (lambda tmp: EVAL + ["--preset", "rsrnn-pgd", "--data", TINY],
+                                              "--preset rsrnn-pgd reads the prediction after every glimpse"),
+    "eval out inside the data folder": (
+        lambda tmp: EVAL + ["--data", str(_folder(tmp)), "--out", str(tmp / "images" / "val" / "r.json")],
+        "lies inside the data folder"),
+    "eval model arg nan": (lambda tmp: EVAL + ["--model-arg", "drop_rate=nan"], "(drop_rate is nan)"),
+    # domains
+    "domains multi-label data": (lambda tmp: DOMAINS + ["--data", TINY_MULTI, "--out", str(tmp / "dg")] + FAST,
+                                 "holds multilabel labels; leave-one-domain-out trains and tests classifiers"),
+    "domains segmentation data": (lambda tmp: DOMAINS + ["--data", TINY_SEG, "--out", str(tmp / "dg")] + FAST,
+                                  "holds segmentation labels"),
+    "domains embedded data with a domain": (
+        lambda tmp: DOMAINS + ["--data", "embedded:domain=sketch", "--out", str(tmp / "dg")] + FAST,
+        "give the embedded options without domain="),
+    "domains out inside the data root": (
+        lambda tmp: DOMAINS + ["--data", str(_domain_root(tmp)), "--out", str(tmp / "domains" / "dg")] + FAST,
+        "--out {tmp}/domains/dg lies inside the data root"),
+    "domains data root inside a run folder": (
+        lambda tmp: (_domain_root(tmp / "vit_micro_patch8_64"),
+                     DOMAINS + ["--data", str(tmp / "vit_micro_patch8_64" / "domains"), "--out", str(tmp)] + FAST)[-1],
+        "lies inside the run folder of vit_micro_patch8_64"),
+    "domains results.json it did not write": (lambda tmp: _results_not_ours(tmp, "results.json"),
+                                              "holds a results.json that bioattn domains did not write"),
+    "domains results.md it did not write": (lambda tmp: _results_not_ours(tmp, "results.md"),
+                                            "holds a results.md that bioattn domains did not write"),
+    "domains root with one domain": (
+        lambda tmp: DOMAINS + ["--data", str(_domain_root(tmp, domains=("only",))), "--out", str(tmp / "dg")] + FAST,
+        "holds one domain folder (only)"),
+    "domains root with an empty domain": (
+        lambda tmp: DOMAINS + ["--data", str(_domains_root_without(tmp, "b")), "--out", str(tmp / "dg")] + FAST,
+        "no class folders in {tmp}/domains/b"),
+    "domains class folder empty in one domain": (
+        lambda tmp: DOMAINS + ["--data", str(_domains_root_without(tmp, "b", "x")), "--out", str(tmp / "dg")] + FAST,
+        "empty class folder(s) in {tmp}/domains/b: x"),
+    "domains root is a file": (lambda tmp: DOMAINS + ["--data", str(_class_list(tmp, "a")), "--out", str(tmp / "dg")]
+                               + FAST, "domain-folder root {tmp}/classes.txt not a folder"),
+    "domains unknown test domain": (
+        lambda tmp: DOMAINS + ["--data", str(_domain_root(tmp)), "--out", str(tmp / "dg"), "--test-domains", "z"]
+        + FAST, "unknown domain 'z' in --test-domains"),
+    "domains holdout 1": (lambda tmp: DOMAINS + ["--data", str(_domain_root(tmp)), "--out", str(tmp / "dg"),
+                                                 "--holdout", "1"] + FAST, "--holdout must be a number in (0, 1)"),
+    "domains model argument nan": (
+        lambda tmp: ["domains", "--models", "gfnet_micro[mixer=vars_s,lam=nan]", "--data", str(_domain_root(tmp)),
+                     "--out", str(tmp / "dg")] + FAST, "every argument a finite number"),
+    "domains init missing": (
+        lambda tmp: DOMAINS + ["--data", str(_domain_root(tmp)), "--out", str(tmp / "dg"), "--init",
+                               str(tmp / "no.pth")] + FAST, "--init " + "{tmp}/no.pth not found"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TASK_CASES), ids=lambda case: case.replace(" ", "-"))
+def test_bad_input_of_the_newer_parts_is_one_error_line(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make, expected = TASK_CASES[case]
+    args = [str(a) for a in make(tmp_path)]
+    before = _snapshot(tmp_path)
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1, err
+    assert errors[0].startswith("error: "), err
+    assert expected.replace("{tmp}", str(tmp_path)) in errors[0], err
+    assert "Traceback" not in err
+    assert _snapshot(tmp_path) == before  # nothing written, replaced or removed

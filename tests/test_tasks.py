@@ -6,7 +6,7 @@ import pytest
 
 from bioattn.config import TASKS, TrainConfig, resolve_task
 from bioattn.errors import BioattnError
-from bioattn.specs import embedded_options, task_of_data
+from bioattn.specs import data_folders, embedded_options, task_of_data
 
 
 @pytest.mark.parametrize("spec, task", [
@@ -72,8 +72,9 @@ def test_recipes_leave_one_class_settings_off_for_other_tasks():
     cfg = TrainConfig(model="vit_micro_patch8_64", data="coco:/data").resolved()
     assert cfg.recipe == "deit" and (cfg.mixup, cfg.cutmix, cfg.smoothing) == (0.0, 0.0, 0.0)
     assert cfg.aa == "rand-m9-mstd0.5-inc1" and cfg.model_ema is True
-    chosen = TrainConfig(model="vit_micro_patch8_64", data="coco:/data", mixup=0.5).resolved()
-    assert chosen.mixup == 0.5  # refused by the trainer, with its reason, not silently dropped
+    # chosen, it is refused with its reason when the settings are made, not silently dropped
+    with pytest.raises(BioattnError, match="--mixup 0.5: multilabel training does not use it"):
+        TrainConfig(model="vit_micro_patch8_64", data="coco:/data", mixup=0.5)
 
 
 def test_a_chosen_schedule_beats_the_recipe():
@@ -87,3 +88,13 @@ def test_task_table_covers_every_task():
     assert [get_task(t).metric for t in TASKS] == ["top1", "miou", "map"]
     with pytest.raises(BioattnError, match="unknown task"):
         get_task("detection")
+
+
+def test_the_folders_a_data_spec_reads():
+    # no command writes into these (bioattn.fileio.refuse_output_inside)
+    assert data_folders("embedded:seg,size=32") == [] and data_folders("embedded") == []
+    assert data_folders("voc:/d/voc") == [("the data root", "/d/voc")]
+    assert data_folders("COCO: /d/coco") == [("the data root", "/d/coco")]
+    assert data_folders("domains:train=a+b,test=c,holdout=0.2,seed=0,root=/d/x,y") == [("the data root", "/d/x,y")]
+    assert data_folders("domains:train=photo,root=embedded:size=32") == []
+    assert data_folders("/d/imagenet") == [("the data folder", "/d/imagenet")]

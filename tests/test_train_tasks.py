@@ -95,8 +95,55 @@ def test_multilabel_run_trains_with_binary_cross_entropy_and_selects_by_map(tmp_
 
 
 def test_segmentation_refuses_mixup(tmp_path):
-    with pytest.raises(BioattnError, match="--mixup and --cutmix mix one-class targets"):
+    with pytest.raises(BioattnError, match="--mixup 0.8: segmentation training does not use it"):
         train(_config(SEG_DATA, tmp_path / "run", mixup=0.8))
+    assert not (tmp_path / "run").exists()
+
+
+def _voc_tree(root, height: int, width: int, n: int = 5):
+    """A VOC2012 tree of ``n`` ``height x width`` images (one for validation) whose label maps
+    mark the bright half of each image as class 1."""
+    import numpy as np
+    from PIL import Image
+
+    base = root / "VOCdevkit" / "VOC2012"
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (base / folder).mkdir(parents=True)
+    names = [f"2007_{i:06d}" for i in range(n)]
+    for i, name in enumerate(names):
+        label = np.zeros((height, width), np.uint8)
+        label[:, : width // 2 + i] = 1
+        Image.fromarray((label[..., None] * 180 + 30 + 5 * i).repeat(3, -1).astype(np.uint8)).save(
+            base / "JPEGImages" / f"{name}.jpg")
+        Image.fromarray(label, "L").save(base / "SegmentationClass" / f"{name}.png")
+    (base / "ImageSets/Segmentation/train.txt").write_text("\n".join(names[:-1]) + "\n")
+    (base / "ImageSets/Segmentation/val.txt").write_text(names[-1] + "\n")
+    return root
+
+
+def test_a_fixed_size_segmenter_is_validated_by_sliding_windows_of_its_size(tmp_path):
+    from bioattn.evaluate.segmentation import slide_inference
+    from bioattn.tasks import get_task
+
+    # validation images (40x56) larger than the model's input (32): a ViT backbone built for 32x32
+    # runs on windows of 32, two thirds of a window apart, as mmsegmentation tests it
+    root = _voc_tree(tmp_path / "voc", 40, 56)
+    result = train(_config(f"voc:{root}", tmp_path / "run", epochs=1, batch_size=2))
+    record = result["metrics"]
+    assert record["epoch"] == 1 and 0.0 <= record["val_miou"] <= 100.0 and record["val_pixel_acc"] > 0
+    model = result["model"].eval()
+    images = torch.randn(2, 3, 40, 56)
+    with pytest.raises(BioattnError, match="built for 32x32 inputs, got 40x56"):
+        model(images)
+    with torch.no_grad():
+        predicted = get_task("segmentation").predict(model, images, 21)
+        windows = slide_inference(model, images, (32, 32), (21, 21), 21)
+    assert predicted.shape == (2, 21, 40, 56)
+    torch.testing.assert_close(predicted, windows)
+    # images of the model's size are seen whole
+    with torch.no_grad():
+        whole = model(images[..., :32, :32])
+        torch.testing.assert_close(get_task("segmentation").predict(model, images[..., :32, :32], 21), whole)
 
 
 def test_class_list_trains_on_the_listed_folders_only(tmp_path):

@@ -238,19 +238,50 @@ class _Settings:
 # ------------------------------------------------------------------------------------------
 # parsing helpers (text -> value; used by the command line, and for strings given in Python)
 # ------------------------------------------------------------------------------------------
+# numbers JSON cannot write, read as the floats they name (model arguments then refuse them)
+_NON_FINITE_WORDS = {"nan": math.nan, "inf": math.inf, "+inf": math.inf, "-inf": -math.inf,
+                     "infinity": math.inf, "+infinity": math.inf, "-infinity": -math.inf}
+
+
 def key_values(items: Iterable[str] | None) -> dict:
-    """``key=value`` pairs; values parsed as JSON when possible (numbers, booleans, lists)."""
+    """``key=value`` pairs; values parsed as JSON when possible (numbers, booleans, lists), and
+    ``nan``/``inf`` as the floats they name."""
 
     out = {}
     for item in items or []:
         if "=" not in item:
             raise BioattnError(f"expected key=value, got '{item}'")
         key, value = item.split("=", 1)
+        if value.strip().lower() in _NON_FINITE_WORDS:
+            out[key] = _NON_FINITE_WORDS[value.strip().lower()]
+            continue
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether ``value`` (a number, or a list or mapping of them) holds a NaN or an infinity."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    return False
+
+
+def model_arguments(value: Any) -> str | None:
+    """Constructor arguments: a mapping from names to values, every number finite."""
+    allowed = "KEY=VALUE constructor arguments with finite numbers"
+    if not isinstance(value, dict) or not all(isinstance(k, str) and k for k in value):
+        return allowed
+    bad = [k for k, v in value.items() if _non_finite(v)]
+    if bad:
+        return f"{allowed} ({bad[0]} is {value[bad[0]]!r})"
+    return None
 
 
 def parse_eps(text: str | float | Iterable) -> list[float]:
@@ -432,7 +463,7 @@ class TrainConfig(_Settings):
                           check=one_of("auto", *RECIPES))
     model_args: dict[str, Any] = setting(
         help="extra model constructor argument (repeatable)", factory=dict, flag="--model-arg",
-        metavar="KEY=VALUE", repeat=True, parse=key_values)
+        metavar="KEY=VALUE", repeat=True, parse=key_values, check=model_arguments)
     img_size: int | None = setting(None, help="input image side in pixels",
                                    resolves="the model's own", check=integer(8))
     epochs: int | None = setting(None, help="number of epochs", resolves=_recipe("epochs"),
@@ -549,6 +580,52 @@ class TrainConfig(_Settings):
             if self.prefetch:
                 raise BioattnError("--decode gpu moves the files' bytes to the GPU itself: leave out "
                                    "--prefetch on")
+            if self.device == "cpu":
+                raise BioattnError("--decode gpu decodes the images on the GPU; --device cpu has none: "
+                                   "pass --decode cpu, or a CUDA --device")
+        self._check_model_args()
+        self._check_task_settings()
+        if not self.resume and not self.compile and self.compile_mode != "default":
+            raise BioattnError(f"--compile-mode {self.compile_mode} applies to a compiled model: add --compile, "
+                               "or leave out --compile-mode")
+
+    def _check_task_settings(self) -> None:
+        """Refuse settings the task would leave unused: mixing and smoothing act on one-class
+        targets (not label maps or label sets); RandAugment and random erasing, on images alone,
+        would part a segmentation image from its label map, so the segmentation data has neither."""
+        if not self.data:
+            return
+        task = resolve_task(self.task, self.data)
+        unused = [] if task == "classification" else [name for name in _ONE_CLASS_SETTINGS if getattr(self, name)]
+        if task == "segmentation":
+            if self.aa is not None and self.aa.lower() != "none":
+                unused.append("aa")
+            if self.reprob:
+                unused.append("reprob")
+        if unused:
+            fields = {f.name: f for f in dataclasses.fields(self)}
+            shown = ", ".join(f"{flag_of(fields[n])} {_flag_words(getattr(self, n))}" for n in unused)
+            them = "it" if len(unused) == 1 else "them"
+            raise BioattnError(f"{shown}: {task} training does not use {them}; leave {them} out")
+
+    # model constructor arguments that are trainer settings too: (argument, setting)
+    _SHARED_MODEL_ARGS = (("img_size", "img_size"), ("drop_path_rate", "drop_path"))
+
+    def _check_model_args(self) -> None:
+        """A model argument that is also a trainer setting must agree with it (the data is read at
+        ``img_size``; the trainer passes ``drop_path`` to the model). ``num_classes`` comes from the
+        data, which the trainer checks once it has read it."""
+        for arg, name in self._SHARED_MODEL_ARGS:
+            given, value = self.model_args.get(arg), getattr(self, name)
+            if given is None:
+                continue
+            problem = integer(8)(given) if arg == "img_size" else number(0, 1, high_open=True)(given)
+            if problem:
+                raise BioattnError(f"--model-arg {arg} must be {problem}; got {_flag_words(given)}")
+            if value is not None and given != value:
+                flag = flag_of(next(f for f in dataclasses.fields(self) if f.name == name))
+                raise BioattnError(f"{flag} {value} conflicts with --model-arg {arg}={given}: give the "
+                                   f"setting once, or both with the same value")
 
     def explicit_settings(self) -> frozenset[str]:
         """Names of the settings the user chose: those given on the command line, or (built in
@@ -572,10 +649,20 @@ class TrainConfig(_Settings):
                 name = "upernet" if task_of_data(self.data) == "segmentation" else "deit"
         values = dataclasses.asdict(self)
         task = resolve_task(self.task, self.data)
+        for arg, key in self._SHARED_MODEL_ARGS:
+            # the model argument decides the setting it shares, so that the run records what it ran
+            if values.get(key) is None and self.model_args.get(arg) is not None:
+                values[key] = self.model_args[arg]
         for key, default in RECIPES[name].items():
             if values.get(key) is None:
-                # mixing and smoothing one-class targets has no meaning for label maps or label sets
-                values[key] = 0.0 if task != "classification" and key in _ONE_CLASS_SETTINGS else default
+                # mixing and smoothing one-class targets has no meaning for label maps or label sets,
+                # and the segmentation data augments image and label map together (no RandAugment, no erasing)
+                if (task != "classification" and key in _ONE_CLASS_SETTINGS
+                        or task == "segmentation" and key == "reprob"):
+                    default = 0.0
+                elif task == "segmentation" and key == "aa":
+                    default = None
+                values[key] = default
         values["recipe"] = name
         values["task"] = task
         out = TrainConfig(**values)
@@ -730,6 +817,15 @@ class SuiteSettings(_Settings):
         if self.step_size is not None and self.step_ratio is not None:
             raise BioattnError(f"give --step-size or --step-ratio, not both; got {self.step_size:g} and "
                                f"{self.step_ratio:g}")
+        if self.inference != "slide":
+            given = [flag for flag, value in (("--slide-crop", self.slide_crop), ("--slide-stride", self.slide_stride))
+                     if value is not None]
+            if given:
+                raise BioattnError(f"{' and '.join(given)} set the sliding windows of --inference slide; "
+                                   f"--inference is {self.inference}")
+        if self.slide_crop is not None and self.slide_stride is not None and self.slide_stride > self.slide_crop:
+            raise BioattnError(f"--slide-stride {self.slide_stride} is larger than --slide-crop {self.slide_crop}: "
+                               "the windows would leave pixels between them; give a stride at most the crop")
         self._preset_changes()
 
     def with_preset(self) -> SuiteSettings:
@@ -785,7 +881,8 @@ class EvalSettings(_Settings):
     model: str | None = setting(None, help="model name", resolves="the checkpoint's")
     model_args: dict[str, Any] = setting(
         help="model constructor argument for checkpoints without metadata (repeatable)",
-        factory=dict, flag="--model-arg", metavar="KEY=VALUE", repeat=True, parse=key_values)
+        factory=dict, flag="--model-arg", metavar="KEY=VALUE", repeat=True, parse=key_values,
+        check=model_arguments)
     data: str | None = setting(None, help="'embedded', 'embedded:pair' or a folder with train/ and "
                                "val/ (needed by clean, corruptions, the attacks and glimpses)",
                                resolves="none")
@@ -850,9 +947,12 @@ def _model_entries(value: Any) -> str | None:
         return allowed
     for item in value:
         try:
-            parse_model_entry(item)
+            _, args = parse_model_entry(item)
         except BioattnError:
             return allowed
+        problem = model_arguments(args)
+        if problem:
+            return f"{allowed}, every argument a finite number where it is one ({item})"
     return None
 
 
@@ -930,6 +1030,20 @@ class DemoOptions(_Settings):
 
 
 @dataclass
+class ZooSettings(_Settings):
+    """``bioattn zoo`` (Python: ``bioattn.zoo.build.build_zoo``)."""
+
+    only: list[str] | None = setting(None, help="comma-separated zoo entries to build", resolves="every entry",
+                                     parse=parse_names, metavar="ENTRIES")
+    retrain: bool = setting(False, help="train again even the entries whose weights were made by their "
+                            "present settings")
+    runs: str | None = setting(None, help="folder of the training runs (an interrupted build resumes them)",
+                               resolves="$BIOATTN_CACHE/zoo-runs", metavar="DIR",
+                               check=output_path("directory"))
+    progress: bool = setting(True, help="no progress bars", flag="--no-progress")
+
+
+@dataclass
 class ReportSettings(_Settings):
     """``bioattn report`` (Python: ``bioattn.evaluate.report.write_report``)."""
 
@@ -963,7 +1077,8 @@ class AttendSettings(_Settings):
     gif: bool = setting(False, help="glimpse models: also write an animated GIF")
     model_args: dict[str, Any] = setting(
         help="model constructor argument, e.g. attention=vars_d (repeatable)", factory=dict,
-        flag="--model-arg", metavar="KEY=VALUE", repeat=True, parse=key_values)
+        flag="--model-arg", metavar="KEY=VALUE", repeat=True, parse=key_values,
+        check=model_arguments)
 
     def validate(self) -> None:
         super().validate()
@@ -996,7 +1111,8 @@ class ConvertSettings(_Settings):
                                       check=_rgb(positive=True))
     model_args: dict[str, Any] = setting(
         help="model constructor argument, e.g. attention=vars_d for the VARS releases (repeatable)",
-        factory=dict, flag="--model-arg", metavar="KEY=VALUE", repeat=True, parse=key_values)
+        factory=dict, flag="--model-arg", metavar="KEY=VALUE", repeat=True, parse=key_values,
+        check=model_arguments)
     overwrite: bool = setting(False, help="replace an existing checkpoint directory at DST")
 
 
@@ -1013,20 +1129,6 @@ class DataGenerateSettings(_Settings):
                                 metavar="DIR", check=output_path("directory"))
     workers: int | None = setting(None, help="processes", resolves="one per CPU", check=integer(1))
     force: bool = setting(False, help="generate again even if a valid copy exists")
-
-
-@dataclass
-class ZooSettings(_Settings):
-    """``bioattn zoo`` (Python: ``bioattn.zoo.build.build_zoo``)."""
-
-    only: list[str] | None = setting(None, help="comma-separated zoo entries to build", resolves="every entry",
-                                     parse=parse_names, metavar="ENTRIES")
-    retrain: bool = setting(False, help="train again even the entries whose weights were made by their "
-                            "present settings")
-    runs: str | None = setting(None, help="folder of the training runs (an interrupted build resumes them)",
-                               resolves="$BIOATTN_CACHE/zoo-runs", metavar="DIR",
-                               check=output_path("directory"))
-    progress: bool = setting(True, help="no progress bars", flag="--no-progress")
 
 
 @dataclass

@@ -47,13 +47,16 @@ from .data.subsets import spread_subset
 from .distributed import resolve_device
 from .errors import BioattnError
 from .evaluate.clean import evaluate_clean
-from .fileio import atomic_write_text, output_folder
+from .fileio import atomic_write_text, output_folder, refuse_output_inside
 from .models import create_model
+from .specs import task_of_data
 from .train import train
 
 PROTOCOL = ("leave-one-domain-out: train on the other domains, select the epoch with the best "
             "top-1 on a validation split held out from the training domains, test on the "
             "held-out domain")
+# the first words of results.md, by which a later call knows the table is its own
+TABLE_START = "Leave-one-domain-out top-1 (%)"
 # settings a reused or resumed run may differ in (they do not change what is trained)
 _RUN_ONLY = ("output", "resume", "overwrite", "device", "workers", "progress", "tensorboard")
 
@@ -115,6 +118,10 @@ def domain_source(data: str) -> DomainSource:
     if not isinstance(data, str) or not data:
         raise BioattnError("--data must be a PACS root, a folder of domain folders or 'embedded'")
     if is_embedded(data):
+        if task_of_data(data) != "classification":
+            raise BioattnError(f"--data {data} holds {task_of_data(data)} labels; leave-one-domain-out trains "
+                               "and tests classifiers (top-1): leave out the option "
+                               f"{'seg' if task_of_data(data) == 'segmentation' else 'multi'}")
         domains = tuple(EMBEDDED_DOMAINS)
         EmbeddedSpec.parse(embedded_domain_spec(data, domains[0]))  # the options are checked here
         return DomainSource(data, domains, None, f"the embedded data ({data}), one domain per style")
@@ -138,6 +145,39 @@ def _check_models(entries: list[ModelEntry], img_size: int | None, num_classes: 
             create_model(entry.name, **args)
         except BioattnError as exc:
             raise BioattnError(f"--models {entry.label}: {exc}") from None
+
+
+def _check_out(out: str, source: DomainSource, entries: list[ModelEntry]) -> None:
+    """Refuse an output folder inside the data root (its folders would be read as a domain by
+    the next run), a data root inside a run folder, and results files this command did not
+    write (they would be replaced)."""
+    if not is_embedded(source.root):
+        refuse_output_inside(out, [("the data root", source.root)], "--out")
+        for entry in entries:
+            run_folder = Path(out) / entry.folder
+            refuse_output_inside(source.root, [(f"the run folder of {entry.label}", run_folder)], "--data")
+    for name, ours in (("results.json", _written_here_json), ("results.md", _written_here_table)):
+        path = Path(out) / name
+        if (path.exists() or path.is_symlink()) and not ours(path):
+            raise BioattnError(f"--out {out} holds a {name} that bioattn domains did not write; it would be "
+                               "replaced: give another --out, or move that file")
+
+
+def _written_here_json(path: Path) -> bool:
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and saved.get("protocol") == PROTOCOL and not path.is_symlink()
+
+
+def _written_here_table(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = fh.readline()
+    except (OSError, ValueError):
+        return False
+    return first.startswith(TABLE_START) and not path.is_symlink()
 
 
 def _chosen_test_domains(source: DomainSource, test_domains: Sequence[str] | None) -> list[str]:
@@ -203,7 +243,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     selected with its validation top-1."""
     domains = results["test_domains"]
     lines = [
-        f"Leave-one-domain-out top-1 (%) on {results['source']}: each column is the held-out "
+        f"{TABLE_START} on {results['source']}: each column is the held-out "
         "domain; each model was trained on the other domains and tested at the epoch with the "
         f"best validation top-1 (validation: {results['validation']}).",
         "",
@@ -257,6 +297,7 @@ def leave_one_domain_out(models: str | Sequence[str | tuple[str, dict]], data: s
     _check_models(entries, settings.img_size, len(source.classes) if source.classes else None)
     if settings.init is not None and not Path(settings.init).exists():
         raise BioattnError(f"--init {settings.init} not found")
+    _check_out(settings.out, source, entries)
     out = output_folder(settings.out, "--out")
     say = log or (lambda message: None)
     if source.ignored:

@@ -158,6 +158,19 @@ def refuse_input_as_output(out: str | Path, inputs: Iterable[str | Path], what: 
                                "(bioattn never overwrites its input)")
 
 
+def refuse_output_inside(out: str | Path, inputs: Iterable[tuple[str, str | Path]], what: str = "output") -> None:
+    """Raise :class:`BioattnError` if ``out`` is one of the input folders of ``inputs``
+    (``(description, path)`` pairs) or lies inside one (links resolved): a command never writes
+    into what it reads, where its files would become part of the input of the next run."""
+    target = Path(out).expanduser().resolve()
+    for description, source in inputs:
+        folder = Path(source).expanduser().resolve()
+        if target == folder or folder in target.parents:
+            where = "is" if target == folder else "lies inside"
+            raise BioattnError(f"{what} {out} {where} {description} {source}: give a place outside it "
+                               "(bioattn never writes into its input)")
+
+
 def _make_parent(path: Path, what: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,8 @@ imported): the one place the spec prefixes and the embedded data's task words ar
 
 ``voc:ROOT``, ``ade20k:ROOT``, ``cityscapes:ROOT`` and ``embedded:seg[,...]`` hold label maps
 (segmentation); ``coco:ROOT`` and ``embedded:multi[,...]`` hold several classes per image
-(multilabel); every other spec one class per image (classification).
+(multilabel); every other spec one class per image (classification). :func:`data_folders` names
+the folders a spec reads, which no command may write into.
 """
 
 from __future__ import annotations
@@ -35,3 +36,19 @@ def task_of_data(spec: str) -> str:
     if prefix in MULTILABEL_SETS or "multi" in options:
         return "multilabel"
     return "classification"
+
+
+def data_folders(spec: str) -> list[tuple[str, str]]:
+    """The folders a data spec reads, as ``(description, path)`` pairs: none for the embedded
+    data, the root of ``voc:``, ``ade20k:``, ``cityscapes:`` and ``coco:`` specs and of a domain
+    spec (``domains:...,root=ROOT``, the root last), else the image folder itself."""
+    text = spec.strip()
+    head, sep, rest = text.partition(":")
+    if head == "embedded":
+        return []
+    if head == "domains" and sep:
+        root = rest[len("root="):] if rest.startswith("root=") else rest.partition(",root=")[2]
+        return [] if not root or root.partition(":")[0] == "embedded" else [("the data root", root)]
+    if sep and head.lower() in (*SEGMENTATION_SETS, *MULTILABEL_SETS):
+        return [("the data root", rest.strip())]
+    return [("the data folder", text)]

@@ -30,8 +30,9 @@ from .distributed import DistInfo, all_gather_tensors, all_reduce_sum, all_reduc
 from .errors import BioattnError
 from .evaluate.accuracy import Accuracy
 from .evaluate.multilabel import MultiLabelMeter
-from .evaluate.segmentation import SegmentationMeter
+from .evaluate.segmentation import SegmentationMeter, fitted_inference
 from .models.upernet import segmenter_name
+from .protocol import forward_readouts
 
 IGNORE_INDEX = 255
 
@@ -65,6 +66,10 @@ class Task:
     def merged(self, meter: Any, info: DistInfo) -> dict[str, Any]:
         """The figures of ``meter`` over every process's share of the data."""
         raise NotImplementedError
+
+    def predict(self, model: nn.Module, images: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """The logits of a validation batch, which the task's meter scores."""
+        return forward_readouts(model, images).logits
 
     def train_score(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[Any, Any] | None:
         """(hits, count) of a training batch for the progress bar, or None. Tensors stay on the
@@ -137,6 +142,11 @@ class Segmentation(Task):
     def merged(self, meter, info):
         return SegmentationMeter.from_totals(all_reduce_tensor(meter.totals(), info),
                                              ignore_index=IGNORE_INDEX)
+
+    def predict(self, model, images, num_classes):
+        # label maps are validated at their own sizes: a model built for one input size runs on
+        # sliding windows of that size, as mmsegmentation tests it
+        return fitted_inference(model, images, num_classes)
 
     def train_score(self, logits, targets):
         valid = targets != IGNORE_INDEX

@@ -55,13 +55,15 @@ from .data.on_device import DecodeOnDevice, EncodedImages, collate_encoded
 from .data.subsets import base_dataset, spread_subset
 from .distributed import DistInfo, all_reduce_min_, all_reduce_sum, barrier, cleanup, init_distributed
 from .errors import BioattnError, NonFiniteLossError
-from .fileio import atomic_dir, atomic_write_text
+from .fileio import atomic_dir, atomic_write_text, refuse_output_inside
 from .models import checkpoint_filter_fn, create_model
 from .models import data_config as model_data_config
 from .models.common import classifier_mismatch
+from .models.upernet import PREFIX as UPERNET_PREFIX
 from .models.upernet import UperNetSegmenter, load_backbone_weights
 from .progress import Progress
-from .protocol import ReadoutModel, after_train_step, compute_loss, final_logits, forward_readouts
+from .protocol import ReadoutModel, after_train_step, compute_loss, final_logits
+from .specs import data_folders
 from .tasks import Task, get_task
 
 
@@ -394,7 +396,8 @@ def _build_model(cfg: TrainConfig, name: str, num_classes: int) -> tuple[nn.Modu
     args["num_classes"] = num_classes
     if cfg.img_size is not None:
         args["img_size"] = cfg.img_size
-    train_only = {"drop_path_rate": cfg.drop_path} if cfg.drop_path else {}
+    # a drop_path_rate model argument equals --drop-path (TrainConfig checks): passed once
+    train_only = {"drop_path_rate": cfg.drop_path} if cfg.drop_path and "drop_path_rate" not in args else {}
     try:
         model = create_model(name, **args, **train_only)
     except BioattnError as exc:
@@ -713,7 +716,7 @@ def evaluate_distributed(model: nn.Module, loader: DataLoader, info: DistInfo, t
     with torch.no_grad():
         for images, targets in loader:
             images, targets = images.to(info.device), targets.to(info.device)
-            meter.update(forward_readouts(model, images).logits, targets)
+            meter.update(task.predict(model, images, num_classes), targets)
     return task.merged(meter, info)
 
 
@@ -782,6 +785,78 @@ def save_epoch(run_dir: Path, t: Trainee, meta: dict, record: dict, epoch: int, 
 
 
 # ------------------------------------------------------------------------------------------
+# checks before the first step: what would fail after minutes of work is refused at once
+# ------------------------------------------------------------------------------------------
+def check_settings_fit(cfg: TrainConfig, run_dir: Path, info: DistInfo) -> None:
+    """Refuse, before any data is read, settings that contradict the task, the device or the
+    files: a segmentation model on data without label maps, ``--decode gpu`` off the GPU, and a
+    run directory inside the data it reads or holding the ``--init`` weights it would replace."""
+    task = get_task(cfg.task)
+    if cfg.model.startswith(UPERNET_PREFIX) and task.name != "segmentation":
+        raise BioattnError(f"--model {cfg.model} is a segmentation model (per-pixel labels); '{cfg.data}' holds "
+                           f"{task.name} labels: give a classifier (e.g. {cfg.model[len(UPERNET_PREFIX):]}), "
+                           "or label-map data (voc:ROOT, ade20k:ROOT, cityscapes:ROOT, embedded:seg)")
+    if cfg.decode == "gpu" and info.device.type != "cuda":
+        raise BioattnError(f"--decode gpu decodes the images on the GPU; this run is on {info.device.type} "
+                           "(--device): pass --decode cpu, or a CUDA --device")
+    check_run_dir_keeps_inputs(cfg, run_dir)
+
+
+def check_run_dir_keeps_inputs(cfg: TrainConfig, run_dir: Path) -> None:
+    """Refuse a run directory inside the data the run reads, or holding the ``--init`` weights
+    (a new run clears its directory of an earlier run's files before it starts)."""
+    what = "--output" if cfg.output is not None else "the run directory"
+    refuse_output_inside(run_dir, data_folders(cfg.data), what)
+    if cfg.init and Path(cfg.init).exists():
+        init = Path(cfg.init).resolve()
+        target = run_dir.resolve()
+        if init == target or target in init.parents:
+            raise BioattnError(f"--init {cfg.init} lies in the run directory {run_dir}, whose checkpoints the "
+                               "run replaces: give another --output, or copy the weights elsewhere first")
+
+
+def check_run_fits(cfg: TrainConfig, data: TrainData, t: Trainee, info: DistInfo) -> None:
+    """Refuse, once data and model are built and before the first step, what would stop the run
+    later: a ``num_classes`` model argument other than the data's, a batch too small for the
+    model's batch normalisation, and a validation batch the model cannot score (checked on the
+    first one)."""
+    given = cfg.model_args.get("num_classes")
+    if given is not None and given != len(data.classes):
+        raise BioattnError(f"--model-arg num_classes={given} conflicts with the data: '{cfg.data}' has "
+                           f"{len(data.classes)} classes (the model is built for the data's classes; leave "
+                           "out num_classes)")
+    norms = [m for m in t.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    # segmentation runs share batch statistics over every process (SyncBatchNorm)
+    together = cfg.batch_size * (info.world_size if data.task.name == "segmentation" else 1)
+    if norms and together < 2:
+        raise BioattnError(f"--batch-size {cfg.batch_size}: {data.task.model_name(cfg.model)} has batch "
+                           "normalisation, which needs at least 2 images per training batch")
+    probe_validation(data, t, info)
+
+
+def probe_validation(data: TrainData, t: Trainee, info: DistInfo) -> None:
+    """Score the model on the first validation batch, so that a model that cannot run on the
+    validation images (or labels the meter refuses) stops the run before training, not after
+    the first epoch."""
+    batch = next(iter(data.val_loader), None)
+    if batch is None:
+        return
+    images, targets = batch
+    model = t.model
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            meter = data.task.meter(len(data.classes))
+            meter.update(data.task.predict(model, images.to(info.device), len(data.classes)),
+                         targets.to(info.device))
+    except BioattnError as exc:
+        raise BioattnError(f"validation would fail after the first epoch: {exc}") from None
+    finally:
+        model.train(was_training)
+
+
+# ------------------------------------------------------------------------------------------
 # the loop
 # ------------------------------------------------------------------------------------------
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -792,6 +867,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         run_dir, cfg, resume_state = load_resume(config)
     else:
         cfg = config.resolved()
+        if cfg.output is not None:  # before new_run_dir clears an earlier run's files there
+            check_run_dir_keeps_inputs(cfg, Path(cfg.output))
         run_dir = new_run_dir(cfg)
 
     info = init_distributed(cfg.device)
@@ -807,9 +884,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 
 def _train(cfg: TrainConfig, run_dir: Path, info: DistInfo, resume_state: dict | None) -> dict[str, Any]:
+    check_settings_fit(cfg, run_dir, info)
     seed_everything(cfg.seed)
     data = build_data(cfg, info)
     t = build_trainee(cfg, data, info)
+    check_run_fits(cfg, data, t, info)
     start_epoch, optimizer_steps, best_score = 0, 0, -1.0
     if resume_state is not None:
         start_epoch, optimizer_steps, best_score = restore(t, run_dir, resume_state)

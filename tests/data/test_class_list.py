@@ -44,6 +44,17 @@ def test_read_class_list_rejects_duplicates(tmp_path):
         read_class_list(path)
 
 
+def test_read_class_list_reads_a_file_that_starts_with_a_byte_order_mark(tmp_path, folder):
+    path = tmp_path / "classes.txt"
+    path.write_bytes("n03\r\nn01\r\n".encode("utf-8-sig"))  # as some editors save it
+    assert read_class_list(path) == ["n03", "n01"]
+    ds = ImageFolderDataset(folder, subset=read_class_list(path))
+    assert ds.classes == ["n01", "n03"] and len(ds) == 5
+    # only a leading mark is dropped: one inside a name is part of it
+    path.write_bytes("n03\n\ufeffn01\n".encode("utf-8"))
+    assert read_class_list(path) == ["n03", "\ufeffn01"]
+
+
 @pytest.mark.parametrize("text", ["", "# only a comment\n\n   \n"])
 def test_read_class_list_rejects_an_empty_list(tmp_path, text):
     path = tmp_path / "classes.txt"

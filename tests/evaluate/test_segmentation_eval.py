@@ -18,7 +18,9 @@ from bioattn.data.segmentation import EmbeddedSegmentation, embedded_label_map
 from bioattn.errors import BioattnError
 from bioattn.evaluate.segmentation import (
     SegmentationMeter,
+    built_size,
     evaluate_segmentation,
+    fitted_inference,
     palette,
     plot_segmentation,
     segmentation_corruptions,
@@ -158,6 +160,73 @@ def test_slide_equals_whole_for_a_translation_equivariant_model(size):
         slid = slide_inference(model, images, crop=16, stride=10, num_classes=5)
     assert whole.shape == slid.shape == (2, 5, *size)
     torch.testing.assert_close(slid, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_a_stride_larger_than_the_window_is_refused():
+    # such windows would leave columns of pixels between them unpredicted
+    with pytest.raises(BioattnError, match=r"stride \(24x24\) larger than the window \(16x16\).*--slide-stride"):
+        slide_windows(40, 40, 16, 24)
+    with pytest.raises(BioattnError, match=r"stride \(8x20\) larger than the window \(16x16\)"):
+        slide_inference(nn.Conv2d(3, 2, 1), torch.randn(1, 3, 40, 40), crop=16, stride=(8, 20), num_classes=2)
+    assert len(slide_windows(40, 40, 16, 16)) == 9  # a stride equal to the window tiles the image
+
+
+class _PlacedBias(nn.Module):
+    """Logits that depend on where a pixel lies in the window (not translation-equivariant),
+    with the batch sizes it was given."""
+
+    def __init__(self, crop: int = 16, classes: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, classes, 1)
+        self.bias = nn.Parameter(torch.randn(1, classes, crop, crop))
+        self.batches: list[int] = []
+
+    def forward(self, x):
+        self.batches.append(x.shape[0])
+        return self.conv(x) + self.bias
+
+
+def test_windows_go_through_the_model_together_with_the_same_logits():
+    torch.manual_seed(0)
+    model = _PlacedBias()
+    images = torch.randn(2, 3, 37, 55)  # 4 x 5 windows of 16, 10 apart
+    with torch.no_grad():
+        one_by_one = slide_inference(model, images, crop=16, stride=10, num_classes=3, images_per_pass=1)
+        assert model.batches == [2] * 20
+        model.batches.clear()
+        together = slide_inference(model, images, crop=16, stride=10, num_classes=3, images_per_pass=16)
+    assert model.batches == [16, 16, 8]  # 8 windows of the 2 images a pass
+    torch.testing.assert_close(together, one_by_one, atol=1e-6, rtol=1e-6)
+
+
+class _FixedSize(_PlacedBias):
+    """A segmenter that runs at 16x16 only, as a ViT backbone built for one size."""
+
+    img_size = (16, 16)
+    fixed_input_size = True
+
+    def forward(self, x):
+        if tuple(x.shape[-2:]) != self.img_size:
+            raise BioattnError(f"built for 16x16 inputs, got {x.shape[-2]}x{x.shape[-1]}")
+        return super().forward(x)
+
+
+def test_a_fixed_size_model_is_run_on_windows_of_its_size():
+    torch.manual_seed(0)
+    model = _FixedSize()
+    assert built_size(model) == (16, 16) and built_size(nn.Conv2d(3, 3, 1)) is None
+    images = torch.randn(1, 3, 37, 45)
+    with torch.no_grad():
+        with pytest.raises(BioattnError, match="built for 16x16"):
+            whole_inference(model, images)
+        # windows of the model's size, two thirds of a window (10 pixels) apart, as mmsegmentation
+        torch.testing.assert_close(fitted_inference(model, images, 3),
+                                   slide_inference(model, images, crop=16, stride=10, num_classes=3))
+        small = images[..., :16, :16]  # images of its size are seen whole
+        torch.testing.assert_close(fitted_inference(model, small, 3), model(small))
+        # a model that takes any size sees whole images
+        conv = nn.Conv2d(3, 3, 1)
+        torch.testing.assert_close(fitted_inference(conv, images, 3), conv(images))
 
 
 def test_whole_inference_resizes_coarse_logits():

@@ -31,11 +31,12 @@ _MAX_CONSECUTIVE_BAD = 50
 
 def read_class_list(path: str | os.PathLike) -> list[str]:
     """The class folder names listed in a text file, in file order: one per line, surrounding
-    spaces dropped; blank lines and ``#`` comments (to the end of the line) are ignored. A name
+    spaces dropped; blank lines and ``#`` comments (to the end of the line) are ignored; a UTF-8
+    byte-order mark (some editors start files with one) is not part of the first name. A name
     listed twice, or a file that lists none, is an error."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise BioattnError(f"class list {path} is not UTF-8 text") from None
     except OSError as exc:

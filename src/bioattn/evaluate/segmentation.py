@@ -26,12 +26,14 @@ from ..data.subsets import spread_indices
 from ..distributed import DistInfo, all_reduce_tensor
 from ..errors import BioattnError
 from ..fileio import atomic_write
+from ..protocol import unwrap
 from .corruptions import Corrupter, image_seed
 from .mce import CORRUPTIONS, check_corruption_names, check_severities
 
 __all__ = [
     "IGNORE_INDEX", "SegmentationMeter", "segmentation_figures", "whole_inference", "slide_windows",
-    "slide_inference", "evaluate_segmentation", "segmentation_corruptions", "steering_score", "palette",
+    "slide_inference", "built_size", "fitted_inference",
+    "evaluate_segmentation", "segmentation_corruptions", "steering_score", "palette",
     "plot_segmentation",
 ]
 
@@ -206,6 +208,10 @@ def slide_windows(height: int, width: int, crop, stride) -> list[tuple[int, int,
     (smaller than ``crop`` only where the image is)."""
     crop_h, crop_w = _pair(crop, "crop")
     stride_h, stride_w = _pair(stride, "stride")
+    if stride_h > crop_h or stride_w > crop_w:
+        raise BioattnError(f"a sliding-window stride ({stride_h}x{stride_w}) larger than the window "
+                           f"({crop_h}x{crop_w}) leaves pixels between the windows: give --slide-stride at "
+                           "most --slide-crop")
     rows = max(height - crop_h + stride_h - 1, 0) // stride_h + 1
     cols = max(width - crop_w + stride_w - 1, 0) // stride_w + 1
     windows = []
@@ -216,31 +222,58 @@ def slide_windows(height: int, width: int, crop, stride) -> list[tuple[int, int,
     return windows
 
 
-def slide_inference(model: Callable, images: torch.Tensor, crop, stride, num_classes: int) -> torch.Tensor:
+def slide_inference(model: Callable, images: torch.Tensor, crop, stride, num_classes: int,
+                    images_per_pass: int = 16) -> torch.Tensor:
     """Logits ``(B, K, H, W)`` from overlapping ``crop`` windows ``stride`` apart
     (:func:`slide_windows`): each window's logits (resized to the window) are summed into place
     and every pixel divided by the number of windows covering it. A window smaller than
     ``crop`` (the image is smaller) is padded with zeros at the bottom and right for the model
-    and its logits cut back."""
+    and its logits cut back. Several windows go through the model together, about
+    ``images_per_pass`` crops a pass."""
     if images.ndim != 4:
         raise BioattnError(f"images must be (B, C, H, W), got {tuple(images.shape)}")
     crop_h, crop_w = _pair(crop, "crop")
     batch, _, height, width = images.shape
     summed = images.new_zeros((batch, num_classes, height, width), dtype=torch.float32)
     count = images.new_zeros((1, 1, height, width), dtype=torch.float32)
-    for y0, y1, x0, x1 in slide_windows(height, width, (crop_h, crop_w), stride):
-        window = images[:, :, y0:y1, x0:x1]
-        pad_h, pad_w = crop_h - (y1 - y0), crop_w - (x1 - x0)
-        if pad_h > 0 or pad_w > 0:
-            window = F.pad(window, (0, pad_w, 0, pad_h))
-        logits = _logits(model, window, (crop_h, crop_w))
+    windows = slide_windows(height, width, (crop_h, crop_w), stride)
+    group = max(1, images_per_pass // batch)
+    for first in range(0, len(windows), group):
+        chosen = windows[first:first + group]
+        crops = []
+        for y0, y1, x0, x1 in chosen:
+            window = images[:, :, y0:y1, x0:x1]
+            pad_h, pad_w = crop_h - (y1 - y0), crop_w - (x1 - x0)
+            crops.append(F.pad(window, (0, pad_w, 0, pad_h)) if pad_h > 0 or pad_w > 0 else window)
+        logits = _logits(model, torch.cat(crops), (crop_h, crop_w))
         if logits.shape[1] != num_classes:
             raise BioattnError(f"the model gives {logits.shape[1]} classes, expected {num_classes}")
-        summed[:, :, y0:y1, x0:x1] += logits[:, :, :y1 - y0, :x1 - x0].float()
-        count[:, :, y0:y1, x0:x1] += 1
+        for i, (y0, y1, x0, x1) in enumerate(chosen):
+            summed[:, :, y0:y1, x0:x1] += logits[i * batch:(i + 1) * batch, :, :y1 - y0, :x1 - x0].float()
+            count[:, :, y0:y1, x0:x1] += 1
     if bool((count == 0).any()):  # pragma: no cover  (the windows cover every pixel by construction)
         raise BioattnError("sliding windows left pixels uncovered")
     return summed / count
+
+
+def built_size(model: nn.Module) -> tuple[int, int] | None:
+    """The input size ``(h, w)`` a segmenter only runs at (a ViT backbone's position embedding
+    built for one size), or None when it takes any size."""
+    model = unwrap(model)
+    size = getattr(model, "img_size", None)
+    if not getattr(model, "fixed_input_size", False) or size is None:
+        return None
+    return _pair(tuple(size) if not isinstance(size, int) else size, "img_size")
+
+
+def fitted_inference(model: nn.Module, images: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Logits ``(B, K, H, W)`` of ``images`` the way ``model`` can run: whole images, or, for a
+    model built for one input size (:func:`built_size`) given images of another size, sliding
+    windows of that size two thirds of a window apart (mmsegmentation's ``slide`` test mode)."""
+    size = built_size(model)
+    if size is None or tuple(images.shape[-2:]) == size:
+        return whole_inference(model, images)
+    return slide_inference(model, images, size, tuple(max(1, 2 * c // 3) for c in size), num_classes)
 
 
 def _inference(mode: str, crop, stride, num_classes: int) -> Callable[[Callable, torch.Tensor], torch.Tensor]:

@@ -33,11 +33,12 @@ from ..data.stats import IMAGENET_MEAN, IMAGENET_STD
 from ..data.subsets import base_dataset, spread_indices, spread_subset
 from ..distributed import resolve_device
 from ..errors import BioattnError
-from ..fileio import check_output_file, refuse_input_as_output
+from ..fileio import check_output_file, refuse_input_as_output, refuse_output_inside
 from ..models import data_config
 from ..models.upernet import UperNetSegmenter
 from ..progress import progress_bar
 from ..protocol import Glimpsing, has_readouts, unwrap
+from ..specs import data_folders
 from ..tasks import get_task
 from . import glimpses, human_fixations, multilabel, segmentation, steering
 from .attacks import check_attack_args, evaluate_attack
@@ -223,6 +224,9 @@ def run_suites(
     if unavailable:
         raise BioattnError(f"suite(s) {', '.join(unavailable)} score classifiers; a {task} model has "
                            f"{', '.join(TASK_SUITES[task])}")
+    if task != "segmentation" and settings.inference != "whole":
+        raise BioattnError(f"--inference {settings.inference} sets how a segmentation model sees its images; "
+                           f"{type(unwrap(model)).__name__} is a {task} model")
     _check_settings(settings)
     if settings.preset and not has_readouts(model):
         raise BioattnError(f"--preset {settings.preset} reads the prediction after every glimpse: it needs a "
@@ -539,6 +543,8 @@ def evaluate_checkpoint(
         data = meta["data"]
         print(f"note: evaluating on '{data}', the data set the checkpoint was trained on "
               "(--data chooses another)", file=sys.stderr)
+    if out is not None and data is not None:  # nor go into the data set, whose next reading would take them in
+        refuse_output_inside(out, data_folders(data), "--out")
     crop_pct = None
     if preset is not None and img_size is None and data is not None and not is_embedded(data):
         img_size = PRESETS[preset]["folder_crop"]
