@@ -16,8 +16,8 @@ from PIL import Image
 from bioattn.cli import main
 from bioattn.data import build_dataset
 from bioattn.data.domains import PACS_CLASSES, PACS_DOMAINS, DomainSpec, read_domain_folders
-from bioattn.domains import leave_one_domain_out, markdown_table
 from bioattn.errors import BioattnError
+from bioattn.generalisation import leave_one_domain_out, markdown_table
 from bioattn.models import create_model
 from bioattn.train import load_init_weights
 

@@ -286,7 +286,7 @@ def _run_convert(s: config.ConvertSettings) -> int:
 
 def _run_domains(s: config.DomainsSettings) -> int:
     # on demand: the command line starts (and answers --help) without loading torch
-    from .domains import leave_one_domain_out, markdown_table
+    from .generalisation import leave_one_domain_out, markdown_table
 
     options = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)
                if f.name not in ("models", "data", "out")}
@@ -367,7 +367,7 @@ COMMANDS: tuple[Command, ...] = (
             "epoch with the best top-1 on a validation split held out from them, and test it on "
             "the held-out domain; write a table of top-1 per held-out domain and their mean "
             "(results.json, results.md) and one run directory per model and domain under --out "
-            "(Python: bioattn.domains.leave_one_domain_out). Models: NAME or "
+            "(Python: bioattn.generalisation.leave_one_domain_out). Models: NAME or "
             "NAME[KEY=VALUE,...], e.g. rvt_micro[attention=vars_d].",
             (config.DomainsSettings,), _run_domains),
 )

@@ -959,7 +959,7 @@ def _model_entries(value: Any) -> str | None:
 @dataclass
 class DomainsSettings(_Settings):
     """``bioattn domains``: leave-one-domain-out training and testing of several models
-    (Python: ``bioattn.domains.leave_one_domain_out``)."""
+    (Python: ``bioattn.generalisation.leave_one_domain_out``)."""
 
     data: str = setting(help="PACS root (ROOT/<domain>/<class>/*), another folder of domain "
                         "folders, or 'embedded[:options]' for the embedded generator's styles",

@@ -17,12 +17,12 @@ from rich.console import Console
 from ..attention.maps import has_maps
 from ..data import build_dataset
 from ..data.embedded import EmbeddedSpec, cache_root, load_embedded
-from ..domains import leave_one_domain_out
 from ..errors import BioattnError
 from ..evaluate.object_attention import mask_attention_scores
 from ..evaluate.report import PLOT_CORRUPTIONS, markdown_report, nan_to_none, write_report
 from ..evaluate.suites import run_suites
 from ..fileio import atomic_write_text, check_output_file, output_folder
+from ..generalisation import leave_one_domain_out
 from ..protocol import Glimpsing, TopDownSteerable, capable
 from .findings import task_findings
 from .gallery import attention_gallery
