@@ -754,3 +754,17 @@ def test_bad_input_of_the_newer_parts_is_one_error_line(case, tmp_path, capsys, 
     assert expected.replace("{tmp}", str(tmp_path)) in errors[0], err
     assert "Traceback" not in err
     assert _snapshot(tmp_path) == before  # nothing written, replaced or removed
+
+
+@pytest.mark.parametrize("error", ["ValueError", "RuntimeError"])
+def test_a_value_or_runtime_error_raised_in_bioattns_own_code_is_an_internal_error(error, monkeypatch, capsys):
+    # a function whose code lies in the package, as a failed check or operation of bioattn's would
+    namespace: dict = {}
+    source = f"def fail(settings):\n    raise {error}('shapes (2, 3) and (4, 5) cannot be multiplied')\n"
+    exec(compile(source, cli.__file__, "exec"), namespace)
+    command = next(c for c in cli.COMMANDS if c.name == "models")
+    monkeypatch.setattr(command, "run", namespace["fail"])
+    monkeypatch.delenv("BIOATTN_DEBUG", raising=False)
+    assert cli.main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: internal error: {error}: shapes") and "BIOATTN_DEBUG=1" in err

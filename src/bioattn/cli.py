@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import __version__, config
@@ -442,12 +443,28 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if len(lines) == 1 else last
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _raised_in_bioattn(exc: BaseException) -> bool:
+    """Whether the innermost Python frame of ``exc``'s traceback is bioattn's own code."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return _PACKAGE_DIR in Path(tb.tb_frame.f_code.co_filename).resolve().parents
+
+
 def _is_external(exc: BaseException) -> bool:
-    """Errors that come from the input or the environment (files, images, memory, the
-    libraries' own argument checks) rather than from a bug in bioattn."""
-    if isinstance(exc, (OSError, ValueError, RuntimeError, MemoryError)):
+    """Errors that come from the input or the environment rather than from a bug in bioattn:
+    files, memory, safetensors' read and write errors, and the value and runtime errors that
+    a library raises in its own code (its argument checks). A ValueError or RuntimeError raised
+    in bioattn's own code, or by an operation it called directly, is a bug: bioattn checks what
+    it is given before it computes."""
+    if isinstance(exc, (OSError, MemoryError)) or type(exc).__name__ == "SafetensorError":
         return True
-    return type(exc).__name__ == "SafetensorError"  # safetensors' write and read errors
+    return isinstance(exc, (ValueError, RuntimeError)) and not _raised_in_bioattn(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
