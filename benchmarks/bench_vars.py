@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from bioattn.models.vars import _RVT_ARCHS, ATTENTIONS, RVT
+from bioattn.models.rvt import _RVT_ARCHS, RVT
+from bioattn.models.vars import ATTENTIONS
 from timing import CPU, ModelRunner, add_device_options, parse_amp, parse_device, print_header, sync, time_rounds
 
 SIZES = {

@@ -15,7 +15,7 @@ from bioattn.cli import main
 from bioattn.errors import BioattnError
 from bioattn.evaluate.glimpses import fixation_pixels, fixations_on_mask, fixations_on_mask_dataset
 from bioattn.models import create_model
-from bioattn.models.rsrnn import Glimpses
+from bioattn.models.glimpse import Glimpses
 
 
 def test_fixation_pixels_follow_grid_sample_convention():

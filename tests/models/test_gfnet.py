@@ -25,7 +25,8 @@ from bioattn.models.gfnet import (
     GlobalFilter,
     StaticFilterDictionary,
 )
-from bioattn.models.vars import VARSDAttention, VARSSBlock, VARSSDAttention
+from bioattn.models.rvt import VARSSBlock
+from bioattn.models.vars import VARSDAttention, VARSSDAttention
 from bioattn.protocol import MapProducing, after_train_step, capable
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference"

@@ -1,4 +1,4 @@
-"""RS-RNN and its baselines: dorsal-stream pieces, shapes, the protocol, training, DDP."""
+"""RS-RNN and its baselines (the glimpse models): dorsal-stream pieces, shapes, the protocol, training, DDP."""
 
 from __future__ import annotations
 
@@ -11,16 +11,14 @@ import bioattn  # noqa: F401  (registers the models)
 from bioattn.distributed import DistInfo, cleanup
 from bioattn.errors import BioattnError
 from bioattn.models import create_model
-from bioattn.models.rsrnn import (
-    RSRNN,
+from bioattn.models.glimpse import (
     GlimpseModel,
     choose_fixation,
     fixation_density,
     gaussian_blobs,
     inhibition_of_return,
-    novelty,
-    pool_evidence,
 )
+from bioattn.models.rsrnn import RSRNN, novelty, pool_evidence
 from bioattn.protocol import ModelOutput, ReadoutModel, compute_loss, forward_readouts, has_readouts
 from conftest import run_processes
 
@@ -213,7 +211,7 @@ def test_defaults_of_looking_longer():
 # registration
 # ------------------------------------------------------------------------------------------
 def test_registered_with_timm():
-    names = set(timm.list_models(module="rsrnn"))
+    names = {name for family in ("rsrnn", "ram", "s3ta") for name in timm.list_models(module=family)}
     assert set(MICRO + IMAGENET) <= names
     m = timm.create_model("rsrnn_micro")
     cfg = m.pretrained_cfg

@@ -28,7 +28,7 @@ import bioattn  # noqa: F401  (registers the models)
 from bioattn.errors import BioattnError
 from bioattn.models import create_model, data_config, list_models
 from bioattn.models.common import embed_tokens
-from bioattn.models.rsrnn import GlimpseModel
+from bioattn.models.glimpse import GlimpseModel
 from bioattn.protocol import (
     Glimpsing,
     MapProducing,

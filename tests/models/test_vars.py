@@ -20,12 +20,11 @@ import bioattn  # noqa: F401  (registers the models)
 from bioattn.checkpoint import load_weights
 from bioattn.errors import BioattnError
 from bioattn.models import list_models
+from bioattn.models.rvt import RVT, VARSSBlock
 from bioattn.models.vars import (
-    RVT,
     PerformerAttention,
     SelfAttention,
     VARSDAttention,
-    VARSSBlock,
     VARSSDAttention,
     replace_attention,
     vit_attention_maps,
@@ -342,9 +341,8 @@ def test_vars_s_step_size_refresh_follows_the_trainer_hook():
 # timm registration and the micro model
 # ------------------------------------------------------------------------------------------
 def test_registered_with_timm():
-    names = set(timm.list_models(module="vars"))
-    assert {"rvt_tiny", "rvt_small", "rvt_base", "rvt_tiny_plus", "rvt_micro",
-            "deit_small_patch16_224_vars_d"} <= names
+    assert {"rvt_tiny", "rvt_small", "rvt_base", "rvt_tiny_plus", "rvt_micro"} <= set(timm.list_models(module="rvt"))
+    assert "deit_small_patch16_224_vars_d" in timm.list_models(module="vars")
     assert "rvt_micro" in list_models("rvt")
     model = timm.create_model("rvt_micro", attention="vars_d", num_classes=10, num_step=2, lam=0.2)
     attn = model.transformers[0].blocks[0].attn

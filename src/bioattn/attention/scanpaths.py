@@ -2,7 +2,7 @@
 the next fixation.
 
 :func:`plot_glimpses` works with every model that has ``forward_glimpses`` and
-``glimpse_images`` (RS-RNN and its baselines in :mod:`bioattn.models.rsrnn`). It draws with
+``glimpse_images`` (RS-RNN and its baselines, :mod:`bioattn.models.glimpse`). It draws with
 matplotlib's Agg canvas (no display, no global backend change) and writes GIFs with PIL.
 """
 

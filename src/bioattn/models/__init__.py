@@ -1,10 +1,13 @@
 """bioattn's models, registered with timm on import.
 
 After ``import bioattn``, ``timm.create_model(name)`` builds any of them. One file per family:
-``absvit`` (AbSViT and its ViT twins), ``vars`` (RVT backbone with VARS attention, VARS in ViT),
-``gfnet`` (GFNet, isotropic and hierarchical, with the global filter or a VARS mixer),
-``rsrnn`` (RS-RNN and its glimpse-model baselines), ``upernet`` (segmentation: a UperNet head on
-any of those backbones with feature maps).
+``absvit`` (AbSViT and its ViT twins), ``vars`` (the VARS attentions, VARS in ViT/DeiT), ``rvt``
+(the RVT backbone with a choice of attention, VARS among them), ``gfnet`` (GFNet, isotropic and
+hierarchical, with the global filter or a VARS mixer), ``rsrnn`` (RS-RNN and its feedforward
+baseline FF-CNN), ``ram`` (the recurrent attention model baselines Retina, Crop-S and Crop-D),
+``s3ta`` (S3TA), ``upernet`` (segmentation: a UperNet head on any of those backbones with feature
+maps). ``glimpse`` holds what the glimpse models share, ``retina`` the retina of RS-RNN and its
+baselines, ``common`` the checks and ViT helpers of every family.
 
 Weights: every registered model loads a checkpoint of itself with
 ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path))``: the
@@ -26,9 +29,9 @@ from torch import nn
 
 from ..errors import BioattnError
 from ..protocol import unwrap
-from . import absvit, gfnet, rsrnn, upernet, vars  # noqa: F401  (registers the models)
+from . import absvit, gfnet, ram, rsrnn, rvt, s3ta, upernet, vars  # noqa: F401  (registers the models)
 
-_FAMILIES = ("absvit", "vars", "gfnet", "rsrnn", "upernet")
+_FAMILIES = ("absvit", "vars", "rvt", "gfnet", "rsrnn", "ram", "s3ta", "upernet")
 
 
 def list_models(pattern: str = "") -> list[str]:

@@ -42,7 +42,7 @@ filter, which is what VARS reads as attention. Without iterations or shrinkage (
 ``lam=0``) the mixer is linear and shift-equivariant on the grid, a global filter again (analysis,
 synthesis and ``kernel2`` composed). The mixer is
 :class:`bioattn.models.vars.StaticFilterDictionary`, the attention part of RVT's
-:class:`~bioattn.models.vars.VARSSBlock`, without that block's BatchNorm, projection and MLP,
+:class:`~bioattn.models.rvt.VARSSBlock`, without that block's BatchNorm, projection and MLP,
 which GFNet's own block supplies (LN2, MLP).
 
 ``"vars_d"`` / ``"vars_sd"``, :class:`bioattn.models.vars.VARSDAttention` /

@@ -80,7 +80,7 @@ from torch import nn
 from ..data.stats import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import BioattnError, listing
 from ..protocol import ModelOutput, TopDownSteerable, unwrap
-from . import absvit, gfnet, vars  # noqa: F401  (the backbones' cfgs are registered first)
+from . import absvit, gfnet, rvt, vars  # noqa: F401  (the backbones' cfgs are registered first)
 from .common import (
     MICRO_CFG,
     check_num_classes,
