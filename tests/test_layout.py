@@ -1,9 +1,12 @@
-"""The package's layout: bioattn's modules import each other without a cycle, counting imports
-inside functions too (so no cycle hides behind a deferred import)."""
+"""The package's layout: bioattn's modules import each other without a cycle and only from their
+own layer or the layers below it (the table of docs/architecture.md), counting imports inside
+functions too (so no cycle or upward import hides behind a deferred import)."""
 
 from __future__ import annotations
 
 import ast
+import fnmatch
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "bioattn"
@@ -92,6 +95,65 @@ ROOT = PACKAGE.parents[1]
 
 def _architecture_page() -> str:
     return (ROOT / "docs" / "architecture.md").read_text()
+
+
+def declared_layers(page: str) -> list[tuple[str, list[str]]]:
+    """The rows of the page's "| layer | modules |" table, top down: (layer, module patterns)."""
+    lines = page.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.replace(" ", "") == "|layer|modules|")
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        layer, modules = (cell.strip() for cell in line.strip().strip("|").split("|"))
+        rows.append((layer, re.findall(r"`([^`]+)`", modules)))
+    return rows
+
+
+def layer_of(module: str, rows: list[tuple[str, list[str]]]) -> int | None:
+    """The index of the row whose most specific pattern matches ``module`` (its own name before
+    any pattern with ``*``, a longer pattern before a shorter one); None when no row names it."""
+    best: tuple[tuple[bool, int], int] | None = None
+    for index, (_, patterns) in enumerate(rows):
+        for pattern in patterns:
+            if fnmatch.fnmatchcase(module, pattern):
+                rank = ("*" not in pattern, len(pattern))
+                if best is None or rank > best[0]:
+                    best = (rank, index)
+    return None if best is None else best[1]
+
+
+def upward_imports(graph: dict[str, set[str]], rows: list[tuple[str, list[str]]]) -> list[str]:
+    """Every import arrow from a module to one in a higher row, as text."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        own = layer_of(module, rows)
+        for target in sorted(targets):
+            above = layer_of(target, rows)
+            if own is not None and above is not None and above < own:
+                found.append(f"{module} ({rows[own][0]}) imports {target} ({rows[above][0]})")
+    return found
+
+
+def test_the_layer_reader_ranks_patterns_and_finds_upward_imports():
+    rows = [("top", ["pkg.app", "pkg.util.*"]), ("bottom", ["pkg.util.leaf", "pkg.*"])]
+    assert layer_of("pkg.util.x", rows) == 0       # pkg.util.* is longer than pkg.*
+    assert layer_of("pkg.util.leaf", rows) == 1    # the module's own name beats any pattern
+    assert layer_of("other", rows) is None
+    graph = {"pkg.app": {"pkg.util.leaf"}, "pkg.util.leaf": {"pkg.util.x"}, "pkg.util.x": set()}
+    assert upward_imports(graph, rows) == ["pkg.util.leaf (bottom) imports pkg.util.x (top)"]
+
+
+def test_every_module_is_in_a_declared_layer():
+    rows = declared_layers(_architecture_page())
+    assert [layer for layer, _ in rows][-1] == "leaves"
+    unplaced = [m for m in sorted(import_graph()) if layer_of(m, rows) is None]
+    assert not unplaced, f"docs/architecture.md's layer table names no row for {unplaced}"
+
+
+def test_no_module_imports_from_a_higher_layer():
+    arrows = upward_imports(import_graph(), declared_layers(_architecture_page()))
+    assert not arrows, "imports against the layers of docs/architecture.md:\n" + "\n".join(arrows)
 
 
 def test_architecture_page_names_every_module():

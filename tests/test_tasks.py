@@ -6,7 +6,8 @@ import pytest
 
 from bioattn.config import TASKS, TrainConfig, resolve_task
 from bioattn.errors import BioattnError
-from bioattn.specs import data_folders, embedded_options, task_of_data
+from bioattn.specs import data_folders, embedded_options
+from bioattn.tasks import task_of_data
 
 
 @pytest.mark.parametrize("spec, task", [
@@ -82,7 +83,7 @@ def test_a_chosen_schedule_beats_the_recipe():
 
 
 def test_task_table_covers_every_task():
-    from bioattn.tasks import get_task
+    from bioattn.tasks.registry import get_task
 
     assert tuple(get_task(t).name for t in TASKS) == TASKS
     assert [get_task(t).metric for t in TASKS] == ["top1", "miou", "map"]
@@ -98,3 +99,73 @@ def test_the_folders_a_data_spec_reads():
     assert data_folders("domains:train=a+b,test=c,holdout=0.2,seed=0,root=/d/x,y") == [("the data root", "/d/x,y")]
     assert data_folders("domains:train=photo,root=embedded:size=32") == []
     assert data_folders("/d/imagenet") == [("the data folder", "/d/imagenet")]
+
+
+def test_each_task_names_its_data_and_every_named_set_belongs_to_one_task():
+    from bioattn.specs import NAMED_SETS
+    from bioattn.tasks import TASK_SPECS
+
+    named = [prefix for spec in TASK_SPECS.values() for prefix in spec.data_sets]
+    assert sorted(named) == sorted(NAMED_SETS)
+    assert TASK_SPECS["segmentation"].data_hint() == "voc:ROOT, ade20k:ROOT, cityscapes:ROOT, embedded:seg"
+
+
+def test_the_settings_a_task_leaves_unused_are_off_in_its_recipe_and_refused_when_chosen():
+    cfg = TrainConfig(model="vit_micro_patch8_64", data="voc:/data", recipe="deit").resolved()
+    assert (cfg.mixup, cfg.cutmix, cfg.smoothing, cfg.aa, cfg.reprob) == (0.0, 0.0, 0.0, None, 0.0)
+    assert cfg.color_jitter == 0.4 and cfg.model_ema is True          # the rest of the recipe stays
+    with pytest.raises(BioattnError, match="--aa 'rand-m9': segmentation training does not use it"):
+        TrainConfig(model="vit_micro_patch8_64", data="embedded:seg", aa="rand-m9")
+    TrainConfig(model="vit_micro_patch8_64", data="embedded:seg", aa="none")   # off is not refused
+
+
+def test_the_evaluator_has_a_runner_for_every_suite_of_every_task():
+    from bioattn.evaluate.suites import RUNNERS, SUITES, task_suites
+    from bioattn.tasks.registry import get_task
+
+    for name in TASKS:
+        assert set(RUNNERS[name]) == set(task_suites(get_task(name))), name
+    assert task_suites(get_task("classification")) == SUITES
+
+
+def test_the_task_of_a_model_and_the_models_a_task_refuses():
+    import timm
+
+    from bioattn.tasks.registry import get_task, task_of_model
+
+    classifier = timm.create_model("vit_micro_patch8_64", num_classes=3)
+    segmenter = timm.create_model("upernet_vit_micro_patch8_64", num_classes=3)
+    assert task_of_model(classifier).name == "classification"
+    assert task_of_model(classifier, "multilabel").name == "multilabel"
+    assert task_of_model(segmenter).name == "segmentation"
+    with pytest.raises(BioattnError, match="a segmentation model cannot be evaluated on multilabel data"):
+        task_of_model(segmenter, "multilabel")
+    with pytest.raises(BioattnError, match="is not a segmentation model"):
+        task_of_model(classifier, "segmentation")
+    with pytest.raises(BioattnError, match="is a segmentation model"):
+        get_task("classification").check_model_name("upernet_vit_micro_patch8_64", "embedded")
+    get_task("segmentation").check_model_name("upernet_vit_micro_patch8_64", "embedded:seg")
+
+
+def test_batch_norm_needs_two_images_per_batch_shared_over_processes_where_the_task_syncs():
+    from torch import nn
+
+    from bioattn.tasks.registry import get_task
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    for name in TASKS:
+        with pytest.raises(BioattnError, match="needs at least 2 images per training batch"):
+            get_task(name).check_batch_norm(model, "m", batch_size=1, world_size=1)
+    get_task("segmentation").check_batch_norm(model, "m", batch_size=1, world_size=2)   # SyncBatchNorm
+    with pytest.raises(BioattnError, match="batch normalisation"):
+        get_task("classification").check_batch_norm(model, "m", batch_size=1, world_size=2)
+    get_task("classification").check_batch_norm(nn.Linear(2, 2), "m", batch_size=1, world_size=1)
+
+
+def test_the_settings_module_reads_the_tasks_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, bioattn.config, bioattn.tasks; "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
+    subprocess.run([sys.executable, "-c", code], check=True)

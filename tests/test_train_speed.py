@@ -22,7 +22,7 @@ from bioattn import checkpoint as ckpt
 from bioattn.data.on_device import DecodeOnDevice
 from bioattn.distributed import DistInfo
 from bioattn.errors import BioattnError
-from bioattn.tasks import get_task
+from bioattn.tasks.registry import get_task
 from bioattn.train import (
     EpochSeeded,
     TrainConfig,

@@ -123,7 +123,7 @@ def _voc_tree(root, height: int, width: int, n: int = 5):
 
 def test_a_fixed_size_segmenter_is_validated_by_sliding_windows_of_its_size(tmp_path):
     from bioattn.evaluate.segmentation import slide_inference
-    from bioattn.tasks import get_task
+    from bioattn.tasks.registry import get_task
 
     # validation images (40x56) larger than the model's input (32): a ViT backbone built for 32x32
     # runs on windows of 32, two thirds of a window apart, as mmsegmentation tests it

@@ -26,7 +26,8 @@ from typing import Any
 
 from .errors import BioattnError
 from .fileio import kind_of_mode
-from .specs import TASKS, embedded_options, task_of_data  # noqa: F401  (importable from here)
+from .specs import embedded_options  # noqa: F401  (importable from here)
+from .tasks import TASKS, resolve_task, task_of_data, task_spec  # noqa: F401  (importable from here)
 
 # A check returns None when the value is allowed, else the allowed range as text
 # ("an integer >= 1"); the caller names the flag and the value.
@@ -371,21 +372,6 @@ class ModelsSettings(_Settings):
 
 
 # ------------------------------------------------------------------------------------------
-# tasks (which data serves which task: bioattn.specs)
-# ------------------------------------------------------------------------------------------
-def resolve_task(task: str, data: str) -> str:
-    """``task`` itself, or the data's task for ``auto``; a task the data cannot serve is refused."""
-    found = task_of_data(data)
-    if task == "auto":
-        return found
-    if task != found:
-        raise BioattnError(f"--task {task} needs {task} data; '{data}' holds {found} labels "
-                           "(segmentation: voc:ROOT, ade20k:ROOT, cityscapes:ROOT, embedded:seg; "
-                           "multilabel: coco:ROOT, embedded:multi)")
-    return task
-
-
-# ------------------------------------------------------------------------------------------
 # train
 # ------------------------------------------------------------------------------------------
 RECIPES: dict[str, dict[str, Any]] = {
@@ -414,8 +400,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-# Recipe settings that act on one-class targets: off for the other tasks unless chosen.
-_ONE_CLASS_SETTINGS = ("mixup", "cutmix", "smoothing")
+# What a recipe setting is when a task leaves it unused (bioattn.tasks.TaskSpec.unused_settings).
+_OFF: dict[str, Any] = {"aa": None}
 
 
 def _recipe(key: str) -> str:
@@ -570,7 +556,7 @@ class TrainConfig(_Settings):
         super().validate()
         if self.data:
             resolve_task(self.task, self.data)
-        if self.classes is not None and task_of_data(self.data) != "classification":
+        if self.classes is not None and not task_spec(task_of_data(self.data)).image_folders:
             raise BioattnError("--classes selects class folders of an image-folder data set; "
                                f"'{self.data}' is not one")
         if self.decode == "gpu":
@@ -590,18 +576,13 @@ class TrainConfig(_Settings):
                                "or leave out --compile-mode")
 
     def _check_task_settings(self) -> None:
-        """Refuse settings the task would leave unused: mixing and smoothing act on one-class
-        targets (not label maps or label sets); RandAugment and random erasing, on images alone,
-        would part a segmentation image from its label map, so the segmentation data has neither."""
+        """Refuse settings the task would leave unused (:attr:`bioattn.tasks.TaskSpec.unused_settings`):
+        mixing and smoothing act on one-class targets (not label maps or label sets); RandAugment
+        and random erasing, on images alone, would part a segmentation image from its label map."""
         if not self.data:
             return
         task = resolve_task(self.task, self.data)
-        unused = [] if task == "classification" else [name for name in _ONE_CLASS_SETTINGS if getattr(self, name)]
-        if task == "segmentation":
-            if self.aa is not None and self.aa.lower() != "none":
-                unused.append("aa")
-            if self.reprob:
-                unused.append("reprob")
+        unused = task_spec(task).unused_given(self)
         if unused:
             fields = {f.name: f for f in dataclasses.fields(self)}
             shown = ", ".join(f"{flag_of(fields[n])} {_flag_words(getattr(self, n))}" for n in unused)
@@ -641,28 +622,21 @@ class TrainConfig(_Settings):
         # deferred: bioattn.data loads torch, which the settings module must not
         from .data import is_embedded
 
+        task = resolve_task(self.task, self.data)
+        unused = task_spec(task).unused_settings
         name = self.recipe
         if name == "auto":
-            if is_embedded(self.data):
-                name = "small"
-            else:
-                name = "upernet" if task_of_data(self.data) == "segmentation" else "deit"
+            name = "small" if is_embedded(self.data) else task_spec(task).recipe
         values = dataclasses.asdict(self)
-        task = resolve_task(self.task, self.data)
         for arg, key in self._SHARED_MODEL_ARGS:
             # the model argument decides the setting it shares, so that the run records what it ran
             if values.get(key) is None and self.model_args.get(arg) is not None:
                 values[key] = self.model_args[arg]
         for key, default in RECIPES[name].items():
             if values.get(key) is None:
-                # mixing and smoothing one-class targets has no meaning for label maps or label sets,
-                # and the segmentation data augments image and label map together (no RandAugment, no erasing)
-                if (task != "classification" and key in _ONE_CLASS_SETTINGS
-                        or task == "segmentation" and key == "reprob"):
-                    default = 0.0
-                elif task == "segmentation" and key == "aa":
-                    default = None
-                values[key] = default
+                # a setting the task leaves unused is off (mixing and smoothing one-class targets
+                # for label maps or label sets; RandAugment and erasing for label maps)
+                values[key] = _OFF.get(key, 0.0) if key in unused else default
         values["recipe"] = name
         values["task"] = task
         out = TrainConfig(**values)

@@ -49,7 +49,7 @@ from .errors import BioattnError
 from .evaluate.clean import evaluate_clean
 from .fileio import atomic_write_text, output_folder, refuse_output_inside
 from .models import create_model
-from .specs import task_of_data
+from .tasks import task_of_data
 from .train import train
 
 PROTOCOL = ("leave-one-domain-out: train on the other domains, select the epoch with the best "

@@ -59,12 +59,12 @@ from .fileio import atomic_dir, atomic_write_text, refuse_output_inside
 from .models import checkpoint_filter_fn, create_model
 from .models import data_config as model_data_config
 from .models.common import classifier_mismatch
-from .models.upernet import PREFIX as UPERNET_PREFIX
 from .models.upernet import UperNetSegmenter, load_backbone_weights
 from .progress import Progress
 from .protocol import ReadoutModel, after_train_step, compute_loss, final_logits
 from .specs import data_folders
-from .tasks import Task, get_task
+from .tasks.base import Task
+from .tasks.registry import get_task
 
 
 # ------------------------------------------------------------------------------------------
@@ -264,7 +264,7 @@ def loader_kind(cfg: TrainConfig, task: Task, device: torch.device) -> str:
     (8-bit images copied on a side stream, normalised and erased on the device: timm's
     ``PrefetchLoader``; ``--prefetch``, by default on with CUDA) or ``plain`` (the loader's
     normalised batches). The first two need an image folder."""
-    folder = task.name == "classification" and not is_embedded(cfg.data) and not is_domain_spec(cfg.data)
+    folder = task.spec.image_folders and not is_embedded(cfg.data) and not is_domain_spec(cfg.data)
     if cfg.decode == "gpu":
         if not folder:
             raise BioattnError(f"--decode gpu decodes the JPEG files of an image-folder data set; "
@@ -498,8 +498,7 @@ def build_trainee(cfg: TrainConfig, data: TrainData, info: DistInfo) -> Trainee:
     device = info.device
     task = data.task
     num_classes = len(data.classes)
-    if task.name != "classification" and (cfg.mixup > 0 or cfg.cutmix > 0):
-        raise BioattnError(f"--mixup and --cutmix mix one-class targets; set both to 0 for {task.name}")
+    task.check_settings(cfg)
     seed_everything(cfg.seed)
     model, model_args = _build_model(cfg, task.model_name(cfg.model), num_classes)
     if cfg.init:
@@ -532,8 +531,8 @@ def build_trainee(cfg: TrainConfig, data: TrainData, info: DistInfo) -> Trainee:
     criterion = task.criterion(cfg, num_classes)
 
     train_model: nn.Module = ReadoutModel(model)  # every readout and the auxiliary losses
-    if info.enabled and task.name == "segmentation":
-        # the heads' batch statistics over every process's crops, as in the reference set-up
+    if info.enabled and task.spec.sync_batchnorm:
+        # the batch statistics over every process's images (segmentation heads, as in the reference set-up)
         train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
     ddp = None
     if info.enabled:
@@ -655,7 +654,7 @@ def train_one_epoch(cfg: TrainConfig, data: TrainData, t: Trainee, epoch: int, o
         nonlocal shown
         loss_sum, hits, counted = sums
         elapsed = max(time.perf_counter() - start, 1e-9)
-        acc = f" {data.task.train_score_label} {100 * hits / counted:5.1f}%" if counted else ""
+        acc = f" {data.task.spec.train_score_label} {100 * hits / counted:5.1f}%" if counted else ""
         progress.update(task, advance=done - shown,
                         info=f"loss {loss_sum / max(seen, 1):.4f}{acc} lr {t.optimizer.param_groups[0]['lr']:.2e} "
                              f"{seen * info.world_size / elapsed:.0f} img/s, data wait {100 * waited / elapsed:.0f}%")
@@ -699,8 +698,7 @@ def train_one_epoch(cfg: TrainConfig, data: TrainData, t: Trainee, epoch: int, o
     totals = {"train_loss": loss_total / seen_total, "lr": t.optimizer.param_groups[0]["lr"],
               "img_per_s": seen_total / seconds, "data_wait": waited_total / seconds_total}
     if counted_total:
-        name = "train_top1" if data.task.name == "classification" else "train_pixel_acc"
-        totals[name] = 100.0 * hits_total / counted_total
+        totals[f"train_{data.task.spec.train_score}"] = 100.0 * hits_total / counted_total
     return totals, optimizer_steps
 
 
@@ -791,11 +789,7 @@ def check_settings_fit(cfg: TrainConfig, run_dir: Path, info: DistInfo) -> None:
     """Refuse, before any data is read, settings that contradict the task, the device or the
     files: a segmentation model on data without label maps, ``--decode gpu`` off the GPU, and a
     run directory inside the data it reads or holding the ``--init`` weights it would replace."""
-    task = get_task(cfg.task)
-    if cfg.model.startswith(UPERNET_PREFIX) and task.name != "segmentation":
-        raise BioattnError(f"--model {cfg.model} is a segmentation model (per-pixel labels); '{cfg.data}' holds "
-                           f"{task.name} labels: give a classifier (e.g. {cfg.model[len(UPERNET_PREFIX):]}), "
-                           "or label-map data (voc:ROOT, ade20k:ROOT, cityscapes:ROOT, embedded:seg)")
+    get_task(cfg.task).check_model_name(cfg.model, cfg.data)
     if cfg.decode == "gpu" and info.device.type != "cuda":
         raise BioattnError(f"--decode gpu decodes the images on the GPU; this run is on {info.device.type} "
                            "(--device): pass --decode cpu, or a CUDA --device")
@@ -825,12 +819,7 @@ def check_run_fits(cfg: TrainConfig, data: TrainData, t: Trainee, info: DistInfo
         raise BioattnError(f"--model-arg num_classes={given} conflicts with the data: '{cfg.data}' has "
                            f"{len(data.classes)} classes (the model is built for the data's classes; leave "
                            "out num_classes)")
-    norms = [m for m in t.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    # segmentation runs share batch statistics over every process (SyncBatchNorm)
-    together = cfg.batch_size * (info.world_size if data.task.name == "segmentation" else 1)
-    if norms and together < 2:
-        raise BioattnError(f"--batch-size {cfg.batch_size}: {data.task.model_name(cfg.model)} has batch "
-                           "normalisation, which needs at least 2 images per training batch")
+    data.task.check_batch_norm(t.model, data.task.model_name(cfg.model), cfg.batch_size, info.world_size)
     probe_validation(data, t, info)
 
 

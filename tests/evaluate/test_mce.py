@@ -9,7 +9,6 @@ import torch
 
 from bioattn.data.imagenet_classes import imagenet_wnids, subset_indices, subset_wnids
 from bioattn.errors import BioattnError
-from bioattn.evaluate.accuracy import restrict_logits, topk_predictions
 from bioattn.evaluate.imagenet import summarise_imagenet_c
 from bioattn.evaluate.mce import (
     ALEXNET_ERRORS,
@@ -20,6 +19,7 @@ from bioattn.evaluate.mce import (
     mce,
     relative_mce,
 )
+from bioattn.metrics.accuracy import restrict_logits, topk_predictions
 
 
 def test_alexnet_table_is_the_benchmark_one():

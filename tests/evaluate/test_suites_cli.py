@@ -16,9 +16,9 @@ from PIL import Image
 from bioattn.checkpoint import model_meta, save_checkpoint
 from bioattn.cli import main
 from bioattn.data.imagenet_classes import imagenet_wnids, subset_indices, subset_wnids
-from bioattn.evaluate.accuracy import topk_predictions
 from bioattn.evaluate.imagenet import eval_transform
 from bioattn.evaluate.mce import ALEXNET_ERRORS, CORRUPTIONS
+from bioattn.metrics.accuracy import topk_predictions
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SIZE = 32

@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 
 from ..errors import BioattnError
 from ..images import open_rgb
-from ..specs import task_of_data
+from ..tasks.spec import MULTILABEL
 from .embedded import EmbeddedMultiLabel, EmbeddedSpec, is_embedded, load_embedded
 from .stats import IMAGENET_MEAN, IMAGENET_STD
 from .transforms import Augmentation, MapImages, embedded_uint8_transform
@@ -232,7 +232,7 @@ def build_multilabel_dataset(
     ``label_matrix`` (N, K) and ``multilabel = True``; embedded sets also expose their
     ``arrays`` (images, masks, boxes, labels with -1 for absent objects).
     """
-    if not isinstance(spec, str) or task_of_data(spec) != "multilabel":
+    if not isinstance(spec, str) or not MULTILABEL.holds(spec):
         raise BioattnError(f"not a multi-label data spec: {spec!r} (expected 'coco:ROOT' or 'embedded:multi[,...]')")
     spec = spec.strip()
     if is_embedded(spec):

@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 
 from ..errors import BioattnError, listing
 from ..images import open_rgb
-from ..specs import SEGMENTATION_SETS, task_of_data
+from ..tasks.spec import SEGMENTATION
 from .embedded import CLASS_NAMES, EmbeddedArrays, EmbeddedSpec, is_embedded, load_embedded
 from .stats import EMBEDDED_MEAN, EMBEDDED_STD, IMAGENET_MEAN, IMAGENET_STD
 
@@ -636,11 +636,11 @@ def build_segmentation_dataset(
     head, sep, rest = spec.strip().partition(":")
     kind = head.lower()
     if is_embedded(spec.strip()):
-        if task_of_data(spec) != "segmentation":
+        if not SEGMENTATION.holds(spec):
             raise BioattnError(f"'{spec}' is not a segmentation spec (add the option 'seg': embedded:seg,...)")
         emb = EmbeddedSpec.parse(spec)
         base_scale: tuple[int, int] = (emb.size, emb.size)
-    elif sep and kind in SEGMENTATION_SETS:
+    elif sep and kind in SEGMENTATION.data_sets:
         if not rest.strip():
             raise BioattnError(f"'{spec}' needs a folder: {kind}:ROOT")
         base_scale = _BASE_SCALES[kind]

@@ -27,7 +27,7 @@ from ..data.embedded import EmbeddedSpec
 from ..evaluate.segmentation import constant_prediction_miou, plot_segmentation
 from ..evaluate.suites import run_suites
 from ..protocol import Glimpsing, capable
-from ..tasks import get_task
+from ..tasks.registry import get_task
 from .settings import TaskDemoSettings
 from .training import fine_tune, slug
 

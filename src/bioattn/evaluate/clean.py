@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..metrics.accuracy import Accuracy
 from ..protocol import forward_readouts
-from .accuracy import Accuracy
 
 
 @torch.no_grad()

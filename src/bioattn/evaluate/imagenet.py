@@ -24,8 +24,8 @@ from torchvision import transforms as T
 from ..data.folders import ImageFolderDataset
 from ..data.imagenet_classes import NUM_IMAGENET_CLASSES, imagenet_wnids, subset_indices
 from ..errors import BioattnError, listing
+from ..metrics.accuracy import Accuracy
 from ..protocol import forward_readouts, unwrap
-from .accuracy import Accuracy
 from .corruptions import errors_from_top1, summarise_top1
 from .mce import CORRUPTIONS, SEVERITIES, check_corruption_names, check_severities, mce
 

@@ -1,12 +1,6 @@
-"""Semantic segmentation evaluation: mIoU from a confusion matrix, whole and sliding-window
-inference, robustness to corruptions, steering by a class prior, and pictures.
-
-mIoU follows mmsegmentation: one ``K x K`` confusion matrix (rows: ground truth, columns:
-prediction) is summed over the whole set, pixels labelled ``ignore_index`` (255) left out; the
-IoU of class ``k`` is ``TP / (TP + FP + FN)``, NaN when the class is in neither the labels nor
-the predictions, and the mean leaves NaN classes out. Pixel accuracy is the matrix's trace over
-its sum; the class accuracy ``TP / (TP + FN)`` is NaN for classes absent from the labels, and
-their mean (``mean_acc``) leaves those out. Figures are in percent.
+"""Semantic segmentation evaluation: mIoU (:class:`bioattn.metrics.SegmentationMeter`) by whole
+or sliding-window inference (:mod:`bioattn.tasks.segmentation`), robustness to corruptions,
+steering by a class prior, and pictures. Figures are in percent.
 """
 
 from __future__ import annotations
@@ -17,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -26,7 +19,15 @@ from ..data.subsets import spread_indices
 from ..distributed import DistInfo, all_reduce_tensor
 from ..errors import BioattnError
 from ..fileio import atomic_write
-from ..protocol import unwrap
+from ..metrics.segmentation import IGNORE_INDEX, SegmentationMeter, nanmean, segmentation_figures
+from ..tasks.segmentation import (
+    built_size,
+    fitted_inference,
+    slide_inference,
+    slide_stride,
+    slide_windows,
+    whole_inference,
+)
 from .corruptions import Corrupter, image_seed
 from .mce import CORRUPTIONS, check_corruption_names, check_severities
 
@@ -37,123 +38,8 @@ __all__ = [
     "plot_segmentation",
 ]
 
-IGNORE_INDEX = 255
 _FORMATS = {".png", ".pdf", ".svg", ".jpg", ".jpeg"}
 _IGNORE_COLOUR = (255, 255, 255)
-
-
-# ------------------------------------------------------------------------------------------
-# the meter
-# ------------------------------------------------------------------------------------------
-def _nanmean(values: torch.Tensor) -> float:
-    kept = values[~torch.isnan(values)]
-    return float(kept.mean()) if kept.numel() else math.nan
-
-
-def segmentation_figures(confusion: torch.Tensor, loss_sum: float = 0.0, loss_pixels: float = 0.0) -> dict:
-    """mIoU, pixel accuracy, mean class accuracy and per-class IoU / accuracy (percent) of a
-    ``K x K`` confusion matrix (rows: ground truth); ``loss`` (mean cross-entropy per labelled
-    pixel) when ``loss_pixels`` is positive."""
-    cm = confusion.detach().double().cpu()
-    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
-        raise BioattnError(f"a confusion matrix must be square, got {tuple(cm.shape)}")
-    hits = cm.diagonal()
-    truth, predicted = cm.sum(1), cm.sum(0)
-    union = truth + predicted - hits
-    nan = torch.full_like(hits, math.nan)
-    iou = torch.where(union > 0, hits / union.clamp(min=1), nan)
-    acc = torch.where(truth > 0, hits / truth.clamp(min=1), nan)
-    total = float(cm.sum())
-    out = {
-        "miou": 100.0 * _nanmean(iou),
-        "pixel_acc": 100.0 * float(hits.sum()) / total if total else math.nan,
-        "mean_acc": 100.0 * _nanmean(acc),
-        "per_class_iou": (100.0 * iou).tolist(),
-        "per_class_acc": (100.0 * acc).tolist(),
-        "n_pixels": int(total),
-    }
-    if loss_pixels > 0:
-        out["loss"] = float(loss_sum) / float(loss_pixels)
-    return out
-
-
-class SegmentationMeter:
-    """Accumulates the confusion matrix of ``num_classes`` classes (int64, on the device of the
-    first update) and, when given logits, the summed pixel-wise cross-entropy.
-
-    ``update(output, target)`` takes logits ``(B, K, h, w)`` (resized bilinearly to the
-    target's size when they differ; the class is their arg-max) or class predictions
-    ``(B, H, W)``, and targets ``(B, H, W)`` in ``[0, K)`` or ``ignore_index``.
-    """
-
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise BioattnError(f"num_classes must be a positive integer, got {num_classes!r}")
-        self.num_classes = num_classes
-        self.ignore_index = int(ignore_index)
-        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-        self.loss_sum = 0.0
-        self.loss_pixels = 0
-
-    @torch.no_grad()
-    def update(self, output: torch.Tensor, target: torch.Tensor) -> None:
-        k = self.num_classes
-        if target.ndim != 3:
-            raise BioattnError(f"segmentation targets must be (B, H, W), got {tuple(target.shape)}")
-        if output.ndim == 4:
-            if output.shape[1] != k:
-                raise BioattnError(f"logits have {output.shape[1]} classes, the meter {k}")
-            if output.shape[0] != target.shape[0]:
-                raise BioattnError(f"{output.shape[0]} logit maps for {target.shape[0]} targets")
-            logits = output.float()
-            if logits.shape[-2:] != target.shape[-2:]:
-                logits = F.interpolate(logits, size=tuple(target.shape[-2:]), mode="bilinear", align_corners=False)
-            prediction = logits.argmax(1)
-        elif output.ndim == 3:
-            logits, prediction = None, output
-        else:
-            raise BioattnError(f"segmentation output must be logits (B, K, H, W) or classes (B, H, W), "
-                               f"got {tuple(output.shape)}")
-        if prediction.shape != target.shape:
-            raise BioattnError(f"predictions {tuple(prediction.shape)} and targets {tuple(target.shape)} "
-                               "differ in shape")
-        target = target.to(prediction.device).long()
-        valid = target != self.ignore_index
-        truth, predicted = target[valid], prediction[valid].long()
-        if truth.numel() and (int(truth.min()) < 0 or int(truth.max()) >= k):
-            bad = truth[(truth < 0) | (truth >= k)]
-            raise BioattnError(f"target holds label {int(bad[0])}, outside [0, {k}) and not the ignore index "
-                               f"{self.ignore_index}")
-        if predicted.numel() and (int(predicted.min()) < 0 or int(predicted.max()) >= k):
-            raise BioattnError(f"predictions hold classes outside [0, {k})")
-        if self.confusion.device != prediction.device:
-            self.confusion = self.confusion.to(prediction.device)
-        self.confusion += torch.bincount(truth * k + predicted, minlength=k * k).view(k, k)
-        if logits is not None:
-            self.loss_sum += float(F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="sum"))
-            self.loss_pixels += int(truth.numel())
-
-    def totals(self) -> torch.Tensor:
-        """What to sum over processes: a float64 vector of the ``K * K`` confusion counts (row
-        by row) followed by the summed loss and the number of pixels it covers."""
-        loss = torch.tensor([self.loss_sum, float(self.loss_pixels)], dtype=torch.float64,
-                            device=self.confusion.device)
-        return torch.cat([self.confusion.reshape(-1).double(), loss])
-
-    @staticmethod
-    def from_totals(totals: torch.Tensor | Sequence[float], ignore_index: int = IGNORE_INDEX) -> dict:
-        """:meth:`compute`'s figures from (summed) :meth:`totals`."""
-        flat = torch.as_tensor(totals, dtype=torch.float64).detach().cpu().reshape(-1)
-        k = math.isqrt(max(flat.numel() - 2, 0))
-        if k < 1 or k * k + 2 != flat.numel():
-            raise BioattnError(f"segmentation totals must hold K*K + 2 numbers, got {flat.numel()}")
-        return segmentation_figures(flat[:k * k].view(k, k), float(flat[-2]), float(flat[-1]))
-
-    def compute(self) -> dict:
-        """``miou``, ``pixel_acc``, ``mean_acc`` (percent), ``per_class_iou`` and
-        ``per_class_acc`` (percent, NaN for absent classes), ``n_pixels`` and, when logits were
-        given, ``loss`` (mean cross-entropy per labelled pixel)."""
-        return segmentation_figures(self.confusion, self.loss_sum, self.loss_pixels)
 
 
 def constant_prediction_miou(dataset: Dataset, num_classes: int, label: int = 0, limit: int | None = None,
@@ -171,118 +57,13 @@ def constant_prediction_miou(dataset: Dataset, num_classes: int, label: int = 0,
 # ------------------------------------------------------------------------------------------
 # inference
 # ------------------------------------------------------------------------------------------
-def _pair(value, name: str) -> tuple[int, int]:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        pair = (int(value), int(value))
-    elif isinstance(value, Sequence) and len(value) == 2:
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise BioattnError(f"{name} must be an integer or a pair (h, w), got {value!r}")
-    if min(pair) < 1:
-        raise BioattnError(f"{name} must be positive, got {value!r}")
-    return pair
-
-
-def _logits(model: Callable, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``model(images)`` as logits ``(B, K, *size)`` (resized bilinearly when the model's output
-    is smaller or larger)."""
-    out = model(images)
-    if not torch.is_tensor(out) or out.ndim != 4 or out.shape[0] != images.shape[0]:
-        shown = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
-        raise BioattnError(f"a segmentation model must return logits (B, K, H, W), got {shown}")
-    if tuple(out.shape[-2:]) != tuple(size):
-        out = F.interpolate(out.float(), size=tuple(size), mode="bilinear", align_corners=False)
-    return out
-
-
-def whole_inference(model: Callable, images: torch.Tensor) -> torch.Tensor:
-    """Logits of whole images ``(B, 3, H, W)``, at the input size ``(B, K, H, W)``."""
-    if images.ndim != 4:
-        raise BioattnError(f"images must be (B, C, H, W), got {tuple(images.shape)}")
-    return _logits(model, images, tuple(images.shape[-2:]))
-
-
-def slide_windows(height: int, width: int, crop, stride) -> list[tuple[int, int, int, int]]:
-    """mmsegmentation's sliding windows ``(y0, y1, x0, x1)`` over an image: a grid of steps of
-    ``stride``, each window ``crop`` in size and moved back inside the image at the borders
-    (smaller than ``crop`` only where the image is)."""
-    crop_h, crop_w = _pair(crop, "crop")
-    stride_h, stride_w = _pair(stride, "stride")
-    if stride_h > crop_h or stride_w > crop_w:
-        raise BioattnError(f"a sliding-window stride ({stride_h}x{stride_w}) larger than the window "
-                           f"({crop_h}x{crop_w}) leaves pixels between the windows: give --slide-stride at "
-                           "most --slide-crop")
-    rows = max(height - crop_h + stride_h - 1, 0) // stride_h + 1
-    cols = max(width - crop_w + stride_w - 1, 0) // stride_w + 1
-    windows = []
-    for r in range(rows):
-        for c in range(cols):
-            y1, x1 = min(r * stride_h + crop_h, height), min(c * stride_w + crop_w, width)
-            windows.append((max(y1 - crop_h, 0), y1, max(x1 - crop_w, 0), x1))
-    return windows
-
-
-def slide_inference(model: Callable, images: torch.Tensor, crop, stride, num_classes: int,
-                    images_per_pass: int = 16) -> torch.Tensor:
-    """Logits ``(B, K, H, W)`` from overlapping ``crop`` windows ``stride`` apart
-    (:func:`slide_windows`): each window's logits (resized to the window) are summed into place
-    and every pixel divided by the number of windows covering it. A window smaller than
-    ``crop`` (the image is smaller) is padded with zeros at the bottom and right for the model
-    and its logits cut back. Several windows go through the model together, about
-    ``images_per_pass`` crops a pass."""
-    if images.ndim != 4:
-        raise BioattnError(f"images must be (B, C, H, W), got {tuple(images.shape)}")
-    crop_h, crop_w = _pair(crop, "crop")
-    batch, _, height, width = images.shape
-    summed = images.new_zeros((batch, num_classes, height, width), dtype=torch.float32)
-    count = images.new_zeros((1, 1, height, width), dtype=torch.float32)
-    windows = slide_windows(height, width, (crop_h, crop_w), stride)
-    group = max(1, images_per_pass // batch)
-    for first in range(0, len(windows), group):
-        chosen = windows[first:first + group]
-        crops = []
-        for y0, y1, x0, x1 in chosen:
-            window = images[:, :, y0:y1, x0:x1]
-            pad_h, pad_w = crop_h - (y1 - y0), crop_w - (x1 - x0)
-            crops.append(F.pad(window, (0, pad_w, 0, pad_h)) if pad_h > 0 or pad_w > 0 else window)
-        logits = _logits(model, torch.cat(crops), (crop_h, crop_w))
-        if logits.shape[1] != num_classes:
-            raise BioattnError(f"the model gives {logits.shape[1]} classes, expected {num_classes}")
-        for i, (y0, y1, x0, x1) in enumerate(chosen):
-            summed[:, :, y0:y1, x0:x1] += logits[i * batch:(i + 1) * batch, :, :y1 - y0, :x1 - x0].float()
-            count[:, :, y0:y1, x0:x1] += 1
-    if bool((count == 0).any()):  # pragma: no cover  (the windows cover every pixel by construction)
-        raise BioattnError("sliding windows left pixels uncovered")
-    return summed / count
-
-
-def built_size(model: nn.Module) -> tuple[int, int] | None:
-    """The input size ``(h, w)`` a segmenter only runs at (a ViT backbone's position embedding
-    built for one size), or None when it takes any size."""
-    model = unwrap(model)
-    size = getattr(model, "img_size", None)
-    if not getattr(model, "fixed_input_size", False) or size is None:
-        return None
-    return _pair(tuple(size) if not isinstance(size, int) else size, "img_size")
-
-
-def fitted_inference(model: nn.Module, images: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Logits ``(B, K, H, W)`` of ``images`` the way ``model`` can run: whole images, or, for a
-    model built for one input size (:func:`built_size`) given images of another size, sliding
-    windows of that size two thirds of a window apart (mmsegmentation's ``slide`` test mode)."""
-    size = built_size(model)
-    if size is None or tuple(images.shape[-2:]) == size:
-        return whole_inference(model, images)
-    return slide_inference(model, images, size, tuple(max(1, 2 * c // 3) for c in size), num_classes)
-
-
 def _inference(mode: str, crop, stride, num_classes: int) -> Callable[[Callable, torch.Tensor], torch.Tensor]:
     if mode == "whole":
         return whole_inference
     if mode == "slide":
         if crop is None:
             raise BioattnError("slide inference needs a crop size")
-        stride = stride if stride is not None else tuple(max(1, 2 * c // 3) for c in _pair(crop, "crop"))
+        stride = stride if stride is not None else slide_stride(crop)
         return lambda model, images: slide_inference(model, images, crop, stride, num_classes)
     raise BioattnError(f"unknown inference mode '{mode}' (choose from whole, slide)")
 
@@ -495,10 +276,10 @@ def steering_score(
                 raise BioattnError(f"steering images are {tuple(x.shape[-2:])} but their masks "
                                    f"{tuple(masks.shape[-2:])}: evaluate at the data's own size")
             visible = torch.stack([masks[:, 0] & ~masks[:, 1], masks[:, 1]], dim=1)
-            unprompted = _logits(lambda t: fn(t, None), x, tuple(x.shape[-2:])).argmax(1)
+            unprompted = whole_inference(lambda t: fn(t, None), x).argmax(1)
             for j in (0, 1):
                 seg_class = labels[:, j] + 1
-                prompted = _logits(lambda t, p=labels[:, j]: fn(t, p), x, tuple(x.shape[-2:])).argmax(1)
+                prompted = whole_inference(lambda t, p=labels[:, j]: fn(t, p), x).argmax(1)
                 for with_prior, prediction in ((True, prompted), (False, unprompted)):
                     found = prediction == seg_class[:, None, None]
                     inter = (found & visible[:, j]).sum(dim=(-2, -1)).double()
@@ -508,9 +289,9 @@ def steering_score(
     finally:
         if model is not None:
             model.train(was_training)
-    means = {key: 100.0 * _nanmean(torch.cat(values)) for key, values in ious.items()}
-    both_with = 100.0 * _nanmean(torch.cat(ious[(0, True)] + ious[(1, True)]))
-    both_without = 100.0 * _nanmean(torch.cat(ious[(0, False)] + ious[(1, False)]))
+    means = {key: 100.0 * nanmean(torch.cat(values)) for key, values in ious.items()}
+    both_with = 100.0 * nanmean(torch.cat(ious[(0, True)] + ious[(1, True)]))
+    both_without = 100.0 * nanmean(torch.cat(ious[(0, False)] + ious[(1, False)]))
     return {
         "first_with_prior": means[(0, True)],
         "first_without_prior": means[(0, False)],

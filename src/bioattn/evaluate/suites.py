@@ -35,11 +35,11 @@ from ..distributed import resolve_device
 from ..errors import BioattnError
 from ..fileio import check_output_file, refuse_input_as_output, refuse_output_inside
 from ..models import data_config
-from ..models.upernet import UperNetSegmenter
 from ..progress import progress_bar
 from ..protocol import Glimpsing, has_readouts, unwrap
 from ..specs import data_folders
-from ..tasks import get_task
+from ..tasks.base import Task
+from ..tasks.registry import task_of_model
 from . import glimpses, human_fixations, multilabel, segmentation, steering
 from .attacks import check_attack_args, evaluate_attack
 from .clean import evaluate_clean
@@ -60,28 +60,12 @@ from .runtime import as_dataset, is_stochastic, make_loader
 
 SUITES = SUITE_NAMES
 DATA_SUITES = ("clean", "corruptions", "fgsm", "pgd", "autoattack", "glimpses")
-# The suites each task has: a segmenter is scored by mIoU (clean, corrupted, steered by a
-# prior); a multi-label model by mAP and F1 (and a glimpse model by where it fixates among the
-# objects).
-TASK_SUITES = {
-    "classification": SUITES,
-    "segmentation": ("clean", "corruptions", "steering"),
-    "multilabel": ("clean", "glimpses"),
-}
-
-
-def model_task(model: nn.Module, task: str | None = None) -> str:
-    """The task a model solves: segmentation for a segmenter, else ``task`` (default
-    classification)."""
-    if isinstance(unwrap(model), UperNetSegmenter):
-        if task not in (None, "segmentation"):
-            raise BioattnError(f"a segmentation model cannot be evaluated on {task} data")
-        return "segmentation"
-    if task == "segmentation":
-        raise BioattnError(f"{type(unwrap(model)).__name__} is not a segmentation model; segmentation "
-                           "data needs one (e.g. upernet_vit_micro_patch8_64, or bioattn train --task segmentation)")
-    return task or "classification"
 DEFAULT_EOT = 10
+
+
+def task_suites(task: Task) -> tuple[str, ...]:
+    """The suites that score ``task``'s models (:attr:`bioattn.tasks.TaskSpec.suites`)."""
+    return task.spec.suites if task.spec.suites is not None else SUITES
 
 
 def parse_suites(suites: str | Sequence[str]) -> list[str]:
@@ -199,8 +183,8 @@ def run_suites(
     ``classes``: the model's class names, checked against ImageNet's for the ImageNet suites.
     ``baseline``: a second model for the ``corruptions`` suite's normalised errors.
     ``task``: what the data's labels are (``classification``, ``segmentation``, ``multilabel``;
-    a segmenter is always scored on segmentation); each task has the suites of
-    :data:`TASK_SUITES`. Keyword ``overrides`` set :class:`SuiteSettings` fields; a ``preset``
+    a segmenter is always scored on segmentation); each task has its own suites
+    (:attr:`bioattn.tasks.TaskSpec.suites`). Keyword ``overrides`` set :class:`SuiteSettings` fields; a ``preset``
     among them adds its suites. ``fixations_csv``: where the glimpse suites (``glimpses`` and the
     attacks) of a glimpse model write every fixation (:class:`~bioattn.evaluate.glimpses.ScanPaths`;
     the path is reported as ``fixations_csv``).
@@ -219,14 +203,14 @@ def run_suites(
         settings.corruptions = [c.strip() for c in settings.corruptions.split(",") if c.strip()]
     suites = parse_suites(list(suites if not isinstance(suites, str) else suites.split(","))
                           + list(PRESETS[settings.preset]["suites"] if settings.preset else ()))
-    task = model_task(model, task)
-    unavailable = [s for s in suites if s not in TASK_SUITES[task]]
+    scored = task_of_model(model, task)
+    unavailable = [s for s in suites if s not in task_suites(scored)]
     if unavailable:
-        raise BioattnError(f"suite(s) {', '.join(unavailable)} score classifiers; a {task} model has "
-                           f"{', '.join(TASK_SUITES[task])}")
-    if task != "segmentation" and settings.inference != "whole":
+        raise BioattnError(f"suite(s) {', '.join(unavailable)} score classifiers; a {scored.name} model has "
+                           f"{', '.join(task_suites(scored))}")
+    if not scored.spec.per_pixel and settings.inference != "whole":
         raise BioattnError(f"--inference {settings.inference} sets how a segmentation model sees its images; "
-                           f"{type(unwrap(model)).__name__} is a {task} model")
+                           f"{type(unwrap(model)).__name__} is a {scored.name} model")
     _check_settings(settings)
     if settings.preset and not has_readouts(model):
         raise BioattnError(f"--preset {settings.preset} reads the prediction after every glimpse: it needs a "
@@ -249,7 +233,7 @@ def run_suites(
     info.update(model_info or {})
     out: dict[str, Any] = {
         "bioattn_version": __version__,
-        "task": task,
+        "task": scored.name,
         "suites": suites,
         "settings": _jsonable_settings(settings),
         "model": info,
@@ -259,23 +243,10 @@ def run_suites(
     }
     if baseline is not None:
         out["baseline_model"] = _model_info(baseline)
-    runners = {
-        "clean": _run_clean,
-        "imagenet-c": _run_imagenet_c,
-        "corruptions": _run_corruptions,
-        "imagenet-a": _run_imagenet_folder,
-        "imagenet-r": _run_imagenet_folder,
-        "imagenet-sketch": _run_imagenet_folder,
-        "fgsm": _run_attack,
-        "pgd": _run_attack,
-        "autoattack": _run_attack,
-        "steering": _run_steering,
-        "fixations": _run_fixations,
-        "glimpses": _run_glimpses,
-    }
+    runners = RUNNERS[scored.name]
     scan_paths = ScanPaths(dataset) if fixations_csv is not None and isinstance(unwrap(model), Glimpsing) else None
     ctx = _Context(model=model, dataset=dataset, settings=settings, device=device, mean=mean, std=std,
-                   img_size=img_size, classes=classes, baseline=baseline, task=task, scan_paths=scan_paths)
+                   img_size=img_size, classes=classes, baseline=baseline, task=scored, scan_paths=scan_paths)
     for suite in suites:
         start = time.perf_counter()
         torch.manual_seed(settings.seed)
@@ -306,7 +277,7 @@ class _Context:
     img_size: int | None
     classes: Any
     baseline: nn.Module | None
-    task: str = "classification"
+    task: Task
     scan_paths: ScanPaths | None = None
 
     def loader(self, dataset=None):
@@ -365,24 +336,39 @@ def _jsonable_settings(s: SuiteSettings) -> dict:
 def _run_clean(ctx: _Context, suite: str) -> dict:
     loader, n = ctx.loader()
     with progress_bar(suite, n, ctx.settings.progress) as advance:
-        if ctx.task == "segmentation":
-            return segmentation.evaluate_segmentation(ctx.model, loader, ctx.num_classes, device=ctx.device,
-                                                      progress=advance, **ctx.segmentation_window())
-        if ctx.task == "multilabel":
-            return multilabel.evaluate_multilabel(ctx.model, loader, ctx.num_classes, ctx.device, progress=advance)
         return evaluate_clean(ctx.model, loader, ctx.device, progress=advance, readouts=ctx.settings.readouts)
+
+
+def _run_segmentation_clean(ctx: _Context, suite: str) -> dict:
+    loader, n = ctx.loader()
+    with progress_bar(suite, n, ctx.settings.progress) as advance:
+        return segmentation.evaluate_segmentation(ctx.model, loader, ctx.num_classes, device=ctx.device,
+                                                  progress=advance, **ctx.segmentation_window())
+
+
+def _run_multilabel_clean(ctx: _Context, suite: str) -> dict:
+    loader, n = ctx.loader()
+    with progress_bar(suite, n, ctx.settings.progress) as advance:
+        return multilabel.evaluate_multilabel(ctx.model, loader, ctx.num_classes, ctx.device, progress=advance)
+
+
+def _corruptions_chosen(s: SuiteSettings) -> tuple[list[str], list[int]]:
+    return check_corruption_names(s.corruptions or CORRUPTIONS), check_severities(s.severities or SEVERITIES)
+
+
+def _run_segmentation_corruptions(ctx: _Context, suite: str) -> dict:
+    s = ctx.settings
+    corruptions, severities = _corruptions_chosen(s)
+    return segmentation.segmentation_corruptions(
+        ctx.model, ctx.dataset, corruptions, severities, num_classes=ctx.num_classes, pixels=ctx.pixels(),
+        batch_size=s.batch_size, limit=s.limit, workers=s.workers, seed=s.seed, device=ctx.device,
+        **ctx.segmentation_window())
 
 
 def _run_corruptions(ctx: _Context, suite: str) -> dict:
     s = ctx.settings
-    corruptions = check_corruption_names(s.corruptions or CORRUPTIONS)
-    severities = check_severities(s.severities or SEVERITIES)
+    corruptions, severities = _corruptions_chosen(s)
     pixels = ctx.pixels()
-    if ctx.task == "segmentation":
-        return segmentation.segmentation_corruptions(
-            ctx.model, ctx.dataset, corruptions, severities, num_classes=ctx.num_classes, pixels=pixels,
-            batch_size=s.batch_size, limit=s.limit, workers=s.workers, seed=s.seed, device=ctx.device,
-            **ctx.segmentation_window())
     loader, n = ctx.loader()
     with progress_bar(suite, n * len(corruptions) * len(severities), s.progress) as advance:
         return evaluate_corruptions(ctx.model, loader, pixels, corruptions, severities,
@@ -454,16 +440,21 @@ def _run_attack(ctx: _Context, suite: str) -> dict:
     return {"stochastic": stochastic, "runs": runs}
 
 
-def _run_steering(ctx: _Context, suite: str) -> dict:
+def _steering_data(ctx: _Context) -> Any:
     data = ctx.settings.steering_data if ctx.settings.steering_data is not None else ctx.dataset
     if data is None:
-        pair = "embedded:seg,pair" if ctx.task == "segmentation" else "embedded:pair"
-        raise BioattnError(f"the steering suite needs two-object images (data '{pair}')")
-    if ctx.task == "segmentation":
-        return segmentation.steering_score(ctx.model, data, batch_size=ctx.settings.batch_size,
-                                           limit=ctx.settings.limit, device=ctx.device)
-    return steering.steering_score_dataset(ctx.model, data, device=ctx.device, limit=ctx.settings.limit,
-                                           batch_size=ctx.settings.batch_size)
+        raise BioattnError(f"the steering suite needs two-object images (data '{ctx.task.spec.steering_data}')")
+    return data
+
+
+def _run_steering(ctx: _Context, suite: str) -> dict:
+    return steering.steering_score_dataset(ctx.model, _steering_data(ctx), device=ctx.device,
+                                           limit=ctx.settings.limit, batch_size=ctx.settings.batch_size)
+
+
+def _run_segmentation_steering(ctx: _Context, suite: str) -> dict:
+    return segmentation.steering_score(ctx.model, _steering_data(ctx), batch_size=ctx.settings.batch_size,
+                                       limit=ctx.settings.limit, device=ctx.device)
 
 
 def _run_fixations(ctx: _Context, suite: str) -> dict:
@@ -484,15 +475,34 @@ def _run_fixations(ctx: _Context, suite: str) -> dict:
 def _run_glimpses(ctx: _Context, suite: str) -> dict:
     s = ctx.settings
     n = len(ctx.dataset) if s.limit is None else min(len(ctx.dataset), s.limit)
-    if ctx.task == "multilabel":
-        with progress_bar(suite, n, s.progress) as advance:
-            return multilabel.object_fixations_dataset(ctx.model, base_dataset(ctx.dataset), glimpses=s.readouts,
-                                                       limit=s.limit, batch_size=s.batch_size, device=ctx.device,
-                                                       progress=advance)
     with progress_bar(suite, n, s.progress) as advance:
         return glimpses.fixations_on_mask_dataset(ctx.model, ctx.dataset, glimpses=s.readouts, limit=s.limit,
                                                   batch_size=s.batch_size, device=ctx.device,
                                                   progress=advance, scan_paths=ctx.scan_paths)
+
+
+def _run_multilabel_glimpses(ctx: _Context, suite: str) -> dict:
+    s = ctx.settings
+    n = len(ctx.dataset) if s.limit is None else min(len(ctx.dataset), s.limit)
+    with progress_bar(suite, n, s.progress) as advance:
+        return multilabel.object_fixations_dataset(ctx.model, base_dataset(ctx.dataset), glimpses=s.readouts,
+                                                   limit=s.limit, batch_size=s.batch_size, device=ctx.device,
+                                                   progress=advance)
+
+
+# The runner of each suite a task has (bioattn.tasks.TaskSpec.suites): a classifier is scored by
+# top-1; a segmenter by mIoU (clean, corrupted, steered by a prior); a multi-label model by mAP
+# and F1, and a glimpse model by where it fixates among the objects.
+_IMAGENET_FOLDERS = {suite: _run_imagenet_folder for suite in ("imagenet-a", "imagenet-r", "imagenet-sketch")}
+_ATTACKS = {suite: _run_attack for suite in ("fgsm", "pgd", "autoattack")}
+RUNNERS: dict[str, dict[str, Any]] = {
+    "classification": {"clean": _run_clean, "imagenet-c": _run_imagenet_c, "corruptions": _run_corruptions,
+                       **_IMAGENET_FOLDERS, **_ATTACKS, "steering": _run_steering, "fixations": _run_fixations,
+                       "glimpses": _run_glimpses},
+    "segmentation": {"clean": _run_segmentation_clean, "corruptions": _run_segmentation_corruptions,
+                     "steering": _run_segmentation_steering},
+    "multilabel": {"clean": _run_multilabel_clean, "glimpses": _run_multilabel_glimpses},
+}
 
 
 def evaluate_checkpoint(
@@ -555,24 +565,25 @@ def evaluate_checkpoint(
     if mean is None or std is None:
         mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
     classes = meta.get("classes")
-    task = model_task(model, task_of_data(data) if data is not None else meta.get("task"))
+    task = task_of_model(model, task_of_data(data) if data is not None else meta.get("task"))
 
     dataset = None
     if data is not None and any(s in DATA_SUITES for s in suites):
         folder_classes = None if is_embedded(data) else classes
         input_cfg = {"img_size": img_size, "mean": mean, "std": std, "crop_pct": crop_pct}
-        dataset = get_task(task).build_dataset(data, split, input_cfg, train=False, classes=folder_classes,
+        dataset = task.build_dataset(data, split, input_cfg, train=False, classes=folder_classes,
                                                skip_bad_images=bool(settings.get("skip_bad_images", False)))
         n_model = getattr(model, "num_classes", None)
         n_data = getattr(dataset, "num_classes", None)
         if isinstance(n_model, int) and isinstance(n_data, int) and n_model != n_data:
             raise BioattnError(f"the model has {n_model} classes but data set '{data}' has {n_data}")
-    if "steering" in suites and settings.get("steering_data") is None:
-        # the two-object variant of the evaluated embedded data (default: embedded:pair)
+    if "steering" in suites and settings.get("steering_data") is None and task.spec.steering_data is not None:
+        # the two-object variant of the evaluated embedded data (default: the task's steering data)
         spec = EmbeddedSpec.parse(data) if data is not None and is_embedded(data) else EmbeddedSpec()
-        spec = dataclasses.replace(spec, pair=True, task="seg" if task == "segmentation" else None)
+        steering_spec = EmbeddedSpec.parse(task.spec.steering_data)
+        spec = dataclasses.replace(spec, pair=steering_spec.pair, task=steering_spec.task)
         input_cfg = {"img_size": img_size, "mean": mean, "std": std, "crop_pct": None}
-        settings["steering_data"] = get_task(task).build_dataset(str(spec), split, input_cfg, train=False)
+        settings["steering_data"] = task.build_dataset(str(spec), split, input_cfg, train=False)
 
     baseline = None
     if baseline_checkpoint is not None or baseline_model is not None:
@@ -594,7 +605,7 @@ def evaluate_checkpoint(
         "std": list(std),
     }
     results = run_suites(model, dataset, suites, mean=mean, std=std, img_size=img_size,
-                         classes=classes, baseline=baseline, model_info=info, task=task,
+                         classes=classes, baseline=baseline, model_info=info, task=task.name,
                          fixations_csv=scan_paths_path(out) if out is not None else None, **settings)
     if baseline is not None:
         results["baseline_model"].update(checkpoint=str(baseline_checkpoint) if baseline_checkpoint else None,
