@@ -658,6 +658,14 @@ TASK_CASES = {
         lambda tmp: ["train", "--model", "gfnet_micro", "--data", TINY, "--model-arg", "mixer=vars_s",
                      "--model-arg", "lam=nan"] + FAST,
         "--model-arg must be KEY=VALUE constructor arguments with finite numbers (lam is nan)"),
+    "model arg lam not a number": (
+        lambda tmp: ["train", "--model", "gfnet_micro", "--data", TINY, "--model-arg", "mixer=vars_s",
+                     "--model-arg", "lam=abc"] + FAST,
+        "lam must be a number >= 0, got 'abc'"),
+    "model arg lam not a number, unused by the attention": (
+        lambda tmp: ["train", "--model", "rvt_micro", "--data", TINY, "--model-arg", "attention=vars_s",
+                     "--model-arg", "lam=abc"] + FAST,
+        "lam must be a number >= 0, got 'abc'"),
     "model arg infinite": (lambda tmp: TRAIN + ["--data", TINY, "--model-arg", "drop_rate=inf"] + FAST,
                            "(drop_rate is inf)"),
     "decode gpu on the cpu": (lambda tmp: TRAIN + ["--data", str(_folder(tmp)), "--decode", "gpu", "--aa", "none"]

@@ -260,10 +260,9 @@ class RVT(nn.Module):
                  global_pool: str = "avg") -> None:
         super().__init__()
         check_attention(attention)
-        if attention in ("vars_d", "vars_sd"):
-            check_vars_args(lam, num_step, rand_feat_dim_ratio, compile_ista)
-        if attention == "vars_s":
-            check_vars_args(s_lam, s_num_step)
+        # every VARS argument is checked, also those the chosen attention leaves unused
+        check_vars_args(lam, num_step, rand_feat_dim_ratio, compile_ista)
+        check_vars_args(s_lam, s_num_step)
         if global_pool not in ("avg", ""):
             raise BioattnError(
                 f"RVT pools by averaging tokens: global_pool must be 'avg', got '{global_pool}'")
