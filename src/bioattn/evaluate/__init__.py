@@ -3,8 +3,8 @@
 ``run_suites(model, data, suites=[...], mean=..., std=...)`` runs any of the suites listed in
 :data:`SUITES` and returns every figure in one dict; ``evaluate_checkpoint(checkpoint, suites,
 data=...)`` does the same from a checkpoint and a data set name (what ``bioattn eval`` calls).
-The names are imported from :mod:`bioattn.evaluate.suites` when first used, so that the
-trainer can use :mod:`bioattn.evaluate.accuracy` without loading every suite.
+The names are imported from :mod:`bioattn.evaluate.suites` when first used, so that importing
+one evaluation module does not load every suite.
 """
 
 from __future__ import annotations
