@@ -49,7 +49,7 @@ from .errors import BioattnError
 from .evaluate.clean import evaluate_clean
 from .fileio import atomic_write_text, output_folder, refuse_output_inside
 from .models import create_model
-from .tasks import task_of_data
+from .tasks.spec import CLASSIFICATION, task_of_data, task_spec
 from .train import train
 
 PROTOCOL = ("leave-one-domain-out: train on the other domains, select the epoch with the best "
@@ -118,10 +118,10 @@ def domain_source(data: str) -> DomainSource:
     if not isinstance(data, str) or not data:
         raise BioattnError("--data must be a PACS root, a folder of domain folders or 'embedded'")
     if is_embedded(data):
-        if task_of_data(data) != "classification":
-            raise BioattnError(f"--data {data} holds {task_of_data(data)} labels; leave-one-domain-out trains "
-                               "and tests classifiers (top-1): leave out the option "
-                               f"{'seg' if task_of_data(data) == 'segmentation' else 'multi'}")
+        labels = task_spec(task_of_data(data))
+        if labels is not CLASSIFICATION:
+            raise BioattnError(f"--data {data} holds {labels.name} labels; leave-one-domain-out trains "
+                               f"and tests classifiers (top-1): leave out the option {labels.embedded_option}")
         domains = tuple(EMBEDDED_DOMAINS)
         EmbeddedSpec.parse(embedded_domain_spec(data, domains[0]))  # the options are checked here
         return DomainSource(data, domains, None, f"the embedded data ({data}), one domain per style")
