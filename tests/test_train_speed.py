@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bioattn import checkpoint as ckpt
 from bioattn.data.on_device import DecodeOnDevice
+from bioattn.data.subsets import base_dataset
 from bioattn.distributed import DistInfo
 from bioattn.errors import BioattnError
 from bioattn.tasks.registry import get_task
@@ -245,16 +246,27 @@ def test_jpeg_batches_decoded_on_the_device_take_the_augmentation_recipe(tmp_pat
     assert all(((x < low - 1e-3) | (x > high + 1e-3)).any() for x, _ in erased)
 
 
-def test_training_with_jpegs_decoded_on_the_device_skips_and_counts_a_corrupt_file(tmp_path):
+def test_batches_of_jpegs_decoded_on_the_device_skip_and_count_a_corrupt_file(tmp_path):
+    # the trainer runs this path on a GPU only; its batches are built the same way on the CPU here
     data = _jpeg_folder(tmp_path / "jpegs")
     bad = data / "train" / "b" / "b_bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not a JPEG")
     settings = dict(aa="none", decode="gpu", batch_size=6, epochs=1)
+    info = DistInfo(device=torch.device("cpu"))
+
+    refused = build_data(_config(data, tmp_path / "refused", **settings).resolved(), info)
     with pytest.raises(BioattnError, match="cannot decode image .*b_bad.jpg"):
-        train(_config(data, tmp_path / "refused", **settings))
-    result = train(_config(data, tmp_path / "run", skip_bad_images=True, **settings))
-    assert math.isfinite(result["metrics"]["train_loss"])
-    assert result["metrics"]["skipped_images"] == 1
+        for _ in refused.train_loader:
+            pass
+    skipping = build_data(_config(data, tmp_path / "run", skip_bad_images=True, **settings).resolved(), info)
+    assert isinstance(skipping.train_loader, DecodeOnDevice)
+    for images, targets in skipping.train_loader:
+        assert bool(torch.isfinite(images).all()) and len(images) == len(targets)
+    assert base_dataset(skipping.train_set).skipped() == 1
+
+    # the trainer itself refuses this path off the GPU
+    with pytest.raises(BioattnError, match="--decode gpu decodes the images on the GPU"):
+        train(_config(data, tmp_path / "cpu", **settings))
 
 
 def test_decoding_on_the_device_refuses_randaugment(tmp_path):
