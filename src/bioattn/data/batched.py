@@ -33,13 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from .embedded import EmbeddedDataset, EmbeddedMultiLabel
+from .embedded import EmbeddedDataset
 from .segmentation import (
     CROP_TRIES,
     PHOTOMETRIC,
     EmbeddedSegmentation,
     SegmentationTransform,
-    embedded_label_map,
     hsv_to_rgb,
     rescaled_size,
     rgb_to_hsv,
@@ -51,15 +50,13 @@ from .segmentation import (
 
 
 class InMemorySource:
-    """The images ``(N, H, W, 3)`` uint8 and targets of an in-memory data set, by index."""
+    """The images ``(N, H, W, 3)`` uint8 and targets of an in-memory data set, by index (the
+    targets as each part's data set gives them: :meth:`targets_of`)."""
 
     def __init__(self, parts: Sequence[tuple[Dataset, np.ndarray]]) -> None:
         # each part: an embedded data set and the indices of its items taken, in order
         self.parts = list(parts)
         self.offsets = np.cumsum([0] + [len(idx) for _, idx in self.parts])
-        base = self.parts[0][0]
-        self.kind = ("segmentation" if isinstance(base, EmbeddedSegmentation)
-                     else "multilabel" if isinstance(base, EmbeddedMultiLabel) else "classification")
         sizes = {ds.arrays.images.shape[1:3] for ds, _ in self.parts}
         if len(sizes) != 1:
             raise ValueError(f"in-memory parts differ in image size: {sorted(sizes)}")
@@ -89,12 +86,7 @@ class InMemorySource:
             ds = self.parts[p][0]
             order = np.argsort(rows, kind="stable")  # a memory map reads faster in file order
             images[where[order]] = ds.arrays.images[rows[order]]
-            if self.kind == "segmentation":
-                part = np.stack([embedded_label_map(ds.arrays, int(i)) for i in rows])
-            elif self.kind == "multilabel":
-                part = ds.label_matrix[rows]
-            else:
-                part = ds.targets[rows]
+            part = ds.targets_of(rows)
             if targets is None:
                 targets = np.empty((n, *part.shape[1:]), part.dtype)
             targets[where] = part
@@ -434,9 +426,9 @@ def in_memory_loader(dataset: Dataset, sampler: Any, batch_size: int, recipe: Ba
     source = in_memory_source(dataset)
     if source is None:
         return None
-    if source.kind == "segmentation":
-        transform = source.parts[0][0].transform
-        if not getattr(transform, "train", False):
+    transform = getattr(source.parts[0][0], "transform", None)
+    if isinstance(transform, SegmentationTransform):
+        if not transform.train:
             return None
 
         def make(images, labels, g):

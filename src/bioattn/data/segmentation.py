@@ -597,6 +597,10 @@ class EmbeddedSegmentation(Dataset):
     def __len__(self) -> int:
         return len(self.arrays)
 
+    def targets_of(self, rows: np.ndarray) -> np.ndarray:
+        """The label maps of items ``rows``, ``(len(rows), H, W)`` uint8."""
+        return np.stack([self.label_map(int(i)) for i in rows])
+
     def label_map(self, index: int) -> np.ndarray:
         return embedded_label_map(self.arrays, index)
 

@@ -38,6 +38,10 @@ class EmbeddedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
+    def targets_of(self, rows: np.ndarray) -> np.ndarray:
+        """The targets of items ``rows`` as one array (class indices)."""
+        return self.targets[rows]
+
     def __getitem__(self, index: int):
         image = torch.from_numpy(np.array(self.arrays.images[index], copy=True)).permute(2, 0, 1)
         if self.transform is not None:
@@ -59,6 +63,10 @@ class EmbeddedMultiLabel(EmbeddedDataset):
         super().__init__(arrays, mean=mean, std=std, transform=transform)
         self.label_matrix = arrays.multi_hot()
         self.num_classes = len(self.classes)
+
+    def targets_of(self, rows: np.ndarray) -> np.ndarray:
+        """The multi-hot targets of items ``rows``, ``(len(rows), K)``."""
+        return self.label_matrix[rows]
 
     def __getitem__(self, index: int):
         x, _ = super().__getitem__(index)
