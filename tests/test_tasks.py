@@ -120,12 +120,12 @@ def test_the_settings_a_task_leaves_unused_are_off_in_its_recipe_and_refused_whe
 
 
 def test_the_evaluator_has_a_runner_for_every_suite_of_every_task():
-    from bioattn.evaluate.suites import RUNNERS, SUITES, task_suites
+    from bioattn.evaluate.suites import RUNNERS, SUITE_NAMES, task_suites
     from bioattn.tasks.registry import get_task
 
     for name in TASKS:
         assert set(RUNNERS[name]) == set(task_suites(get_task(name))), name
-    assert task_suites(get_task("classification")) == SUITES
+    assert task_suites(get_task("classification")) == SUITE_NAMES
 
 
 def test_the_task_of_a_model_and_the_models_a_task_refuses():

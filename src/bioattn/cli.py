@@ -223,12 +223,11 @@ def _run_eval(target: config.EvalSettings, suite: config.SuiteSettings) -> int:
     if target.checkpoint is None and target.model is None:
         raise BioattnError("give --checkpoint (or at least --model)")
     # without a checkpoint, evaluate_checkpoint seeds the random weights and says so (once)
-    settings = {f.name: getattr(suite, f.name) for f in dataclasses.fields(suite)}
     results = evaluate_checkpoint(
         target.checkpoint, target.suite, model_name=target.model, model_args=target.model_args,
         data=target.data, split=target.split, img_size=target.img_size,
         baseline_checkpoint=target.baseline_checkpoint, baseline_model=target.baseline_model,
-        out=target.out, **settings,
+        out=target.out, settings=suite,
     )
     print(markdown_report([results]), end="")
     for path in results.get("files", []):

@@ -186,3 +186,23 @@ def test_clean_suite_from_checkpoint_metadata(tmp_path, capsys):
     r = json.loads(out.read_text())
     assert r["results"]["clean"]["n"] == 8 and r["model"]["split"] == "test"
     assert set(r["results"]["clean"]) >= {"top1", "top5", "loss"}
+
+
+def test_settings_object_and_keywords_evaluate_alike(tmp_path):
+    from bioattn.config import SuiteSettings
+    from bioattn.errors import BioattnError
+    from bioattn.evaluate import evaluate_checkpoint
+
+    ckpt = _checkpoint(tmp_path / "emb", 10)
+    given = SuiteSettings(limit=4, eps=[2 / 255], progress=False)
+    by_object = evaluate_checkpoint(ckpt, "clean", data=EMBEDDED, settings=given)
+    by_keywords = evaluate_checkpoint(ckpt, "clean", data=EMBEDDED, limit=4, eps="2/255", progress=False)
+    assert by_object["settings"] == by_keywords["settings"]
+    assert by_object["results"]["clean"] == by_keywords["results"]["clean"]
+    assert by_object["results"]["clean"]["n"] == 4
+    # keywords replace the object's values; the object itself keeps its own
+    both = evaluate_checkpoint(ckpt, "clean", data=EMBEDDED, settings=given, limit=6)
+    assert both["results"]["clean"]["n"] == 6 and both["settings"]["eps"] == [2 / 255]
+    assert given.limit == 4
+    with pytest.raises(BioattnError, match="unknown evaluation setting"):
+        evaluate_checkpoint(ckpt, "clean", data=EMBEDDED, settings=given, limits=6)

@@ -1,7 +1,7 @@
 """Evaluation: clean accuracy and the robustness suites.
 
 ``run_suites(model, data, suites=[...], mean=..., std=...)`` runs any of the suites listed in
-:data:`SUITES` and returns every figure in one dict; ``evaluate_checkpoint(checkpoint, suites,
+:data:`SUITE_NAMES` and returns every figure in one dict; ``evaluate_checkpoint(checkpoint, suites,
 data=...)`` does the same from a checkpoint and a data set name (what ``bioattn eval`` calls).
 The names are imported from :mod:`bioattn.evaluate.suites` when first used, so that importing
 one evaluation module does not load every suite.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["SUITES", "SuiteSettings", "evaluate_checkpoint", "run_suites"]
+__all__ = ["SUITE_NAMES", "SuiteSettings", "evaluate_checkpoint", "run_suites"]
 
 
 def __getattr__(name: str):

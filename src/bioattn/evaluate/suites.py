@@ -24,7 +24,7 @@ from torch import nn
 
 from .. import __version__
 from ..checkpoint import WEIGHTS, load_model, read_meta, resolve_checkpoint_dir
-from ..config import PRESETS, SUITE_NAMES, SuiteSettings, parse_eps, parse_int_list, task_of_data  # noqa: F401
+from ..config import PRESETS, SUITE_NAMES, SuiteSettings, parse_eps, parse_int_list, suite_settings, task_of_data
 from ..data import is_embedded
 from ..data.embedded import EmbeddedSpec
 from ..data.human_fixations import load_fixation_dataset
@@ -58,14 +58,13 @@ from .mce import CORRUPTIONS, SEVERITIES, check_corruption_names, check_severiti
 from .report import write_report, write_results
 from .runtime import as_dataset, is_stochastic, make_loader
 
-SUITES = SUITE_NAMES
 DATA_SUITES = ("clean", "corruptions", "fgsm", "pgd", "autoattack", "glimpses")
 DEFAULT_EOT = 10
 
 
 def task_suites(task: Task) -> tuple[str, ...]:
     """The suites that score ``task``'s models (:attr:`bioattn.tasks.TaskSpec.suites`)."""
-    return task.spec.suites if task.spec.suites is not None else SUITES
+    return task.spec.suites if task.spec.suites is not None else SUITE_NAMES
 
 
 def parse_suites(suites: str | Sequence[str]) -> list[str]:
@@ -76,8 +75,8 @@ def parse_suites(suites: str | Sequence[str]) -> list[str]:
     for s in suites:
         if not s:
             continue
-        if s not in SUITES:
-            raise BioattnError(f"unknown suite '{s}' (known: {', '.join(SUITES)})")
+        if s not in SUITE_NAMES:
+            raise BioattnError(f"unknown suite '{s}' (known: {', '.join(SUITE_NAMES)})")
         if s not in out:
             out.append(s)
     if not out:
@@ -184,18 +183,14 @@ def run_suites(
     ``baseline``: a second model for the ``corruptions`` suite's normalised errors.
     ``task``: what the data's labels are (``classification``, ``segmentation``, ``multilabel``;
     a segmenter is always scored on segmentation); each task has its own suites
-    (:attr:`bioattn.tasks.TaskSpec.suites`). Keyword ``overrides`` set :class:`SuiteSettings` fields; a ``preset``
-    among them adds its suites. ``fixations_csv``: where the glimpse suites (``glimpses`` and the
+    (:attr:`bioattn.tasks.TaskSpec.suites`). ``settings`` (a :class:`SuiteSettings`) and keyword ``overrides``
+    naming its fields, which replace its values, are the suites' settings (:func:`bioattn.config.suite_settings`);
+    a ``preset`` among them adds its suites. ``fixations_csv``: where the glimpse suites (``glimpses`` and the
     attacks) of a glimpse model write every fixation (:class:`~bioattn.evaluate.glimpses.ScanPaths`;
     the path is reported as ``fixations_csv``).
     """
 
-    settings = dataclasses.replace(settings or SuiteSettings())
-    known = {f.name for f in dataclasses.fields(SuiteSettings)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise BioattnError(f"unknown evaluation setting(s): {', '.join(unknown)}")
-    settings = dataclasses.replace(settings, **overrides).with_preset()
+    settings = suite_settings(settings, **overrides).with_preset()
     settings.eps = parse_eps(settings.eps)
     if isinstance(settings.severities, str):
         settings.severities = parse_int_list(settings.severities, "severities")
@@ -517,19 +512,20 @@ def evaluate_checkpoint(
     baseline_checkpoint: str | Path | None = None,
     baseline_model: str | None = None,
     out: str | Path | None = None,
-    **settings: Any,
+    settings: SuiteSettings | None = None,
+    **overrides: Any,
 ) -> dict:
     """Load a checkpoint (model name and arguments from its metadata unless given), build the
     data set ``data`` (``embedded``, ``embedded:pair`` or an ImageNet-style folder) at the
     checkpoint's input size and normalisation, and run :func:`run_suites`. With ``out``, write
     the results JSON there, and the Markdown table and plots next to it (same stem), and a glimpse
-    model's fixations as ``<stem>.fixations.csv``. A ``preset`` setting adds its suites and, for
+    model's fixations as ``<stem>.fixations.csv``. ``settings`` and keyword ``overrides`` are the
+    suites' settings, as for :func:`run_suites`. A ``preset`` setting adds its suites and, for
     an image folder evaluated without ``img_size``, resizes and centre-crops its images as the
     preset says."""
 
-    preset = settings.get("preset")
-    if preset is not None and preset not in PRESETS:
-        raise BioattnError(f"--preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+    settings = suite_settings(settings, **overrides)
+    preset = settings.preset
     suites = parse_suites(list(suites if not isinstance(suites, str) else suites.split(","))
                           + list(PRESETS[preset]["suites"] if preset else ()))
     if checkpoint is None and model_name is None:
@@ -541,7 +537,7 @@ def evaluate_checkpoint(
         refuse_input_as_output(out, inputs + [f for p in inputs if p.is_dir() for f in p.iterdir()],
                                "results file")
     meta = read_meta(checkpoint) if checkpoint is not None else None
-    seed = int(settings.get("seed", 0))
+    seed = settings.seed
     if checkpoint is None:
         # reproducible random weights, and said so: the figures measure an untrained model
         torch.manual_seed(seed)
@@ -572,18 +568,19 @@ def evaluate_checkpoint(
         folder_classes = None if is_embedded(data) else classes
         input_cfg = {"img_size": img_size, "mean": mean, "std": std, "crop_pct": crop_pct}
         dataset = task.build_dataset(data, split, input_cfg, train=False, classes=folder_classes,
-                                               skip_bad_images=bool(settings.get("skip_bad_images", False)))
+                                               skip_bad_images=settings.skip_bad_images)
         n_model = getattr(model, "num_classes", None)
         n_data = getattr(dataset, "num_classes", None)
         if isinstance(n_model, int) and isinstance(n_data, int) and n_model != n_data:
             raise BioattnError(f"the model has {n_model} classes but data set '{data}' has {n_data}")
-    if "steering" in suites and settings.get("steering_data") is None and task.spec.steering_data is not None:
+    if "steering" in suites and settings.steering_data is None and task.spec.steering_data is not None:
         # the two-object variant of the evaluated embedded data (default: the task's steering data)
         spec = EmbeddedSpec.parse(data) if data is not None and is_embedded(data) else EmbeddedSpec()
         steering_spec = EmbeddedSpec.parse(task.spec.steering_data)
         spec = dataclasses.replace(spec, pair=steering_spec.pair, task=steering_spec.task)
         input_cfg = {"img_size": img_size, "mean": mean, "std": std, "crop_pct": None}
-        settings["steering_data"] = task.build_dataset(str(spec), split, input_cfg, train=False)
+        steering_data = task.build_dataset(str(spec), split, input_cfg, train=False)
+        settings = dataclasses.replace(settings, steering_data=steering_data)
 
     baseline = None
     if baseline_checkpoint is not None or baseline_model is not None:
@@ -606,7 +603,7 @@ def evaluate_checkpoint(
     }
     results = run_suites(model, dataset, suites, mean=mean, std=std, img_size=img_size,
                          classes=classes, baseline=baseline, model_info=info, task=task.name,
-                         fixations_csv=scan_paths_path(out) if out is not None else None, **settings)
+                         fixations_csv=scan_paths_path(out) if out is not None else None, settings=settings)
     if baseline is not None:
         results["baseline_model"].update(checkpoint=str(baseline_checkpoint) if baseline_checkpoint else None,
                                          checkpoint_sha256=checkpoint_sha256(baseline_checkpoint))
