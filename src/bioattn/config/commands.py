@@ -205,7 +205,7 @@ class AttendSettings(Settings):
                                    resolves="the checkpoint's or the model's", check=integer(8))
     num_classes: int | None = setting(None, help="classes of a bare checkpoint's model",
                                       resolves="the checkpoint's or the model's", check=integer(1))
-    readouts: int | None = setting(None, help="glimpse models: number of glimpses (readouts) to draw",
+    readouts: int | None = setting(None, help="glimpse models: number of glimpses to draw (one readout each)",
                                    resolves="8", metavar="N", check=integer(1))
     gif: bool = setting(False, help="glimpse models: also write an animated GIF")
     model_args: dict[str, Any] = setting(

@@ -58,7 +58,8 @@ class SuiteSettings(Settings):
     seed: int = setting(0, help="random seed of the evaluation (noise, attacks, sampling models)",
                         check=integer(0))
     progress: bool = setting(True, help="no progress bars", flag="--no-progress")
-    # The number of readouts (predictions after a pass or a glimpse) a multi-readout model runs.
+    # The number of readouts (predictions after a pass or a glimpse) a multi-readout model runs; for a
+    # glimpse model, its number of glimpses (readouts, glimpses and num_glimpses: docs/evaluation.md).
     readouts: int | None = setting(None, help="readouts (glimpses, passes) a multi-readout model runs",
                                 flag="--readouts", metavar="N", resolves="the model's own",
                                 check=integer(1))
