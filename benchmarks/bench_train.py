@@ -38,9 +38,10 @@ from PIL import Image
 
 from bioattn.config import TrainConfig, parse_model_entry, split_model_list
 from bioattn.distributed import DistInfo
+from bioattn.loaders import build_data
 from bioattn.progress import Progress
 from bioattn.protocol import compute_loss
-from bioattn.train import build_data, build_trainee, train_one_epoch
+from bioattn.train import build_trainee, train_one_epoch
 from timing import print_header, sync
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
@@ -73,7 +74,7 @@ def write_jpegs(root: Path, images: int, classes: int = 10) -> Path:
 
 def model_alone(t, data, cfg: TrainConfig, device: torch.device, steps: int) -> float:
     """Images/s of forward, backward and optimizer step on one batch held on the device."""
-    size = data.input["img_size"]
+    size = data.input.img_size
     x = torch.randn(cfg.batch_size, 3, size, size, device=device)
     y = torch.randint(0, len(data.classes), (cfg.batch_size,), device=device)
     if t.mixup is not None:

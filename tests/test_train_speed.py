@@ -23,17 +23,10 @@ from bioattn.data.on_device import DecodeOnDevice
 from bioattn.data.subsets import base_dataset
 from bioattn.distributed import DistInfo
 from bioattn.errors import BioattnError
+from bioattn.loaders import EpochSeeded, build_data, loader_kind
+from bioattn.randomness import seed_everything
 from bioattn.tasks.registry import get_task
-from bioattn.train import (
-    EpochSeeded,
-    TrainConfig,
-    amp_dtype,
-    build_data,
-    fused_optimizer_args,
-    loader_kind,
-    seed_everything,
-    train,
-)
+from bioattn.train import TrainConfig, amp_dtype, fused_optimizer_args, train
 from conftest import compile_backend_problem
 
 
@@ -232,8 +225,8 @@ def test_jpeg_batches_decoded_on_the_device_take_the_augmentation_recipe(tmp_pat
                     hflip=0.5, random_resized_crop=True, repeated_aug=False)
     cfg = TrainConfig(**settings, reprob=0.0, decode="gpu").resolved()
     normalisation = build_data(cfg, DistInfo()).input
-    mean = torch.tensor(normalisation["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(normalisation["std"]).view(1, 3, 1, 1)
+    mean = torch.tensor(normalisation.mean).view(1, 3, 1, 1)
+    std = torch.tensor(normalisation.std).view(1, 3, 1, 1)
     low, high = (0 - mean) / std, (1 - mean) / std
     _, first = _first_epoch(cfg)
     _, again = _first_epoch(cfg)

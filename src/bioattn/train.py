@@ -9,7 +9,8 @@ A run directory holds ``config.json``, ``log.jsonl`` (one record per epoch), ``t
 (TensorBoard scalars), and the checkpoints ``last/`` and ``best/`` (see
 :mod:`bioattn.checkpoint`; ``last/`` also holds the trainer state). ``resume=<run dir>``
 continues a run; every random draw of an epoch is seeded from (seed, epoch, rank), so a run that
-was killed and resumed ends with the same weights as one never interrupted.
+was killed and resumed ends with the same weights as one never interrupted. The run directory is
+managed by :mod:`bioattn.runs`; stage 1, the data sets and loaders, is :mod:`bioattn.loaders`.
 
 Recipes: settings left at ``None`` come from a recipe. ``deit`` is described in docs/training.md (300 epochs, AdamW
 lr 5e-4 x batch/512, warmup 5, RandAugment, mixup/cutmix, random erasing, repeated augmentation,
@@ -25,8 +26,6 @@ import dataclasses
 import inspect
 import json
 import math
-import random
-import shutil
 import sys
 import time
 import traceback
@@ -34,340 +33,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from timm.data import Mixup
-from timm.data.distributed_sampler import RepeatAugSampler
-from timm.data.loader import PrefetchLoader
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, NativeScaler
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, get_worker_info
+from torch.utils.data import DataLoader
 
 from . import checkpoint as ckpt
-from .config import RECIPES, TrainConfig, flag_of  # noqa: F401  (importable from here)
-from .data import Augmentation, is_domain_spec, is_embedded
-from .data.batched import BatchRecipe, InMemoryBatches, in_memory_loader
-from .data.folders import read_class_list
-from .data.on_device import DecodeOnDevice, EncodedImages, collate_encoded
-from .data.subsets import base_dataset, spread_subset
+from .config import TrainConfig
+from .data.subsets import base_dataset
 from .distributed import DistInfo, all_reduce_min_, all_reduce_sum, barrier, cleanup, init_distributed
 from .errors import BioattnError, NonFiniteLossError
-from .fileio import atomic_dir, atomic_write_text, refuse_output_inside
+from .fileio import atomic_dir, atomic_write_text
+from .loaders import TrainData, build_data, seed_loader_workers
 from .models import checkpoint_filter_fn, create_model
-from .models import data_config as model_data_config
 from .models.common import classifier_mismatch
 from .models.upernet import UperNetSegmenter, load_backbone_weights
 from .progress import Progress
 from .protocol import ReadoutModel, after_train_step, compute_loss, final_logits
-from .specs import data_folders
+from .randomness import epoch_seed, rng_states, seed_everything, set_rng_states
+from .runs import check_run_dir_keeps_inputs, load_resume, new_run_dir
 from .tasks.base import Task
 from .tasks.registry import get_task
-
-
-# ------------------------------------------------------------------------------------------
-# randomness
-# ------------------------------------------------------------------------------------------
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**63)
-
-
-def rng_states() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    random.setstate(states["python"])
-    kind, keys, *rest = states["numpy"]
-    np.random.set_state((kind, keys.numpy(), *rest))
-    torch.set_rng_state(states["torch"])
-    if states.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-# ------------------------------------------------------------------------------------------
-# the run directory: a new run never replaces another, a resumed run keeps its settings
-# ------------------------------------------------------------------------------------------
-RUN_FILES = ("config.json", "log.jsonl", "best", "last", "best.old", "last.old", "tb")
-# settings a resumed run takes from the command line (they change how fast it trains, not what it
-# learns); every other one comes from config.json
-RESUME_OVERRIDES = ("epochs", "device", "workers", "progress", "tensorboard", "sync_every", "prefetch",
-                    "compile", "compile_mode", "grad_checkpointing")
-
-
-def _describe_run(run_dir: Path) -> str:
-    try:
-        saved = json.loads((run_dir / "config.json").read_text())
-        return f"a run of {saved.get('model')} for {saved.get('epochs')} epochs"
-    except (OSError, ValueError):
-        return "not a bioattn run"
-
-
-def new_run_dir(cfg: TrainConfig) -> Path:
-    """The directory of a new run: ``cfg.output``, or ``runs/<model>-<time>`` (with a suffix if
-    that exists). An existing, non-empty ``output`` is refused unless ``cfg.overwrite``, in
-    which case the previous run's files are removed first (and nothing else in the folder)."""
-    if cfg.output is None:
-        base = Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir, n = base, 1
-        while run_dir.exists():
-            n += 1
-            run_dir = base.with_name(f"{base.name}-{n}")
-        return run_dir
-    run_dir = Path(cfg.output)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise BioattnError(f"--output {run_dir} is a file, not a run directory")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        if not cfg.overwrite:
-            raise BioattnError(
-                f"--output {run_dir} already exists ({_describe_run(run_dir)}): pass --resume {run_dir} "
-                f"to continue it, --overwrite to replace it, or another --output")
-        for name in RUN_FILES:
-            path = run_dir / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
-    return run_dir
-
-
-def load_resume(config: TrainConfig) -> tuple[Path, TrainConfig, dict]:
-    """The run directory, settings and trainer state of the run ``config.resume`` names.
-
-    The saved settings stay; ``epochs``, ``device``, ``workers``, ``progress`` and
-    ``tensorboard`` may be given anew. Any other setting given with a different value is
-    refused, since silently ignoring it would train something other than what was asked.
-    """
-    run_dir = Path(config.resume)
-    if run_dir.name in ("last", "last.old") or (run_dir / ckpt.WEIGHTS).exists():
-        run_dir = run_dir.parent
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise BioattnError(f"cannot resume: {config_path} not found")
-    last = ckpt.resolve_checkpoint_dir(run_dir / "last")
-    state_path = last / ckpt.TRAINER_STATE
-    if not state_path.exists():
-        raise BioattnError(f"cannot resume: no trainer state in {last}")
-    try:
-        saved_values = json.loads(config_path.read_text())
-        saved = TrainConfig(**saved_values)
-    except (ValueError, TypeError) as exc:
-        raise BioattnError(f"cannot resume: {config_path} is not a bioattn run config ({exc})") from None
-    for name in sorted(config.explicit_settings()):
-        value = getattr(config, name)
-        if name in RESUME_OVERRIDES or name in ("resume", "overwrite"):
-            continue
-        if name == "output" and Path(value).resolve() == run_dir.resolve():
-            continue
-        if value != getattr(saved, name):
-            flag = "--" + name.replace("_", "-")
-            had = getattr(saved, name)
-            had = (f"{name} = {had!r} in {config_path}" if had is not None
-                   else f"{name} not set in {config_path}: the recipe decided it")
-            allowed = ", ".join(flag_of(f) for f in dataclasses.fields(TrainConfig) if f.name in RESUME_OVERRIDES)
-            raise BioattnError(
-                f"{flag} {value} conflicts with the resumed run ({had}); a resumed run keeps its "
-                f"settings except {allowed}")
-    try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise BioattnError(f"cannot read trainer state {state_path}: {exc}".splitlines()[0]) from None
-    overrides = {k: getattr(config, k) for k in RESUME_OVERRIDES if k != "epochs"}
-    if config.epochs is not None:
-        overrides["epochs"] = config.epochs
-    cfg = dataclasses.replace(saved, resume=None, **overrides).resolved()
-    done = int(state["epoch"]) + 1
-    if done >= cfg.epochs:
-        raise BioattnError(
-            f"{run_dir} has finished its {cfg.epochs} epochs: pass --epochs N with N > {cfg.epochs} "
-            "to train it further")
-    return run_dir, cfg, state
-
-
-# ------------------------------------------------------------------------------------------
-# stage 1: data
-# ------------------------------------------------------------------------------------------
-@dataclass
-class TrainData:
-    task: Task
-    train_set: Any
-    val_set: Any
-    classes: list[str]
-    input: dict[str, Any]  # img_size, mean, std, crop_pct
-    sampler: Any
-    train_loader: DataLoader
-    val_loader: DataLoader
-
-
-class _Shard(Subset):
-    """Every ``world``-th sample from ``rank`` on: an evaluation shard without padding."""
-
-    def __init__(self, ds, rank: int, world: int) -> None:
-        super().__init__(ds, range(rank, len(ds), world))
-
-
-def build_data(cfg: TrainConfig, info: DistInfo) -> TrainData:
-    """The task's training and validation sets (optionally limited, evenly spread over the
-    set), the training sampler (distributed, or repeated augmentation) and both loaders."""
-    task = get_task(cfg.task)
-    dcfg = data_config(task.model_name(cfg.model), cfg.img_size)
-    feed = loader_kind(cfg, task, info.device)
-    aug = Augmentation(
-        auto_augment=None if (cfg.aa or "none").lower() == "none" else cfg.aa,
-        color_jitter=cfg.color_jitter, re_prob=cfg.reprob, hflip=cfg.hflip,
-        random_resized_crop=cfg.random_resized_crop, normalize=feed != "prefetch",
-    )
-    chosen = read_class_list(cfg.classes) if cfg.classes else None
-    train_set = task.build_dataset(cfg.data, "train", dcfg, train=True, aug=aug, subset=chosen,
-                                   skip_bad_images=cfg.skip_bad_images)
-    classes = list(train_set.classes)
-    val_set = task.build_dataset(cfg.data, "val", dcfg, train=False, classes=classes, subset=chosen,
-                                 skip_bad_images=cfg.skip_bad_images)
-    train_set = spread_subset(train_set, cfg.limit_train)
-    val_set = spread_subset(val_set, cfg.limit_val)
-    if len(train_set) < cfg.batch_size * cfg.grad_accum * info.world_size:
-        accum = f" x {cfg.grad_accum} accumulated" if cfg.grad_accum > 1 else ""
-        raise BioattnError(
-            f"the training set has {len(train_set)} images, fewer than one global batch "
-            f"({cfg.batch_size}{accum} x {info.world_size} processes)"
-        )
-    if cfg.repeated_aug:
-        sampler = RepeatAugSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True)
-    else:
-        sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
-                                     shuffle=True, seed=cfg.seed, drop_last=True)
-    train_loader = training_loader(cfg, feed, train_set, sampler, dcfg, aug, info)
-    # label maps evaluated at their own sizes do not stack into batches
-    val_batch = 1 if getattr(base_dataset(val_set), "sizes_vary", False) else cfg.batch_size
-    val_loader = DataLoader(_Shard(val_set, info.rank, info.world_size), batch_size=val_batch,
-                            shuffle=False, num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
-    return TrainData(task, train_set, val_set, classes, dcfg, sampler, train_loader, val_loader)
-
-
-def loader_kind(cfg: TrainConfig, task: Task, device: torch.device) -> str:
-    """How training batches reach the device: ``decode`` (``--decode gpu``: the loader reads the
-    files' bytes, the device decodes and augments them, :class:`DecodeOnDevice`), ``prefetch``
-    (8-bit images copied on a side stream, normalised and erased on the device: timm's
-    ``PrefetchLoader``; ``--prefetch``, by default on with CUDA) or ``plain`` (the loader's
-    normalised batches). The first two need an image folder."""
-    folder = task.spec.image_folders and not is_embedded(cfg.data) and not is_domain_spec(cfg.data)
-    if cfg.decode == "gpu":
-        if not folder:
-            raise BioattnError(f"--decode gpu decodes the JPEG files of an image-folder data set; "
-                               f"'{cfg.data}' is not one")
-        return "decode"
-    if cfg.prefetch and not folder:
-        raise BioattnError(f"--prefetch on loads 8-bit images of an image-folder data set; '{cfg.data}' "
-                           "is not one")
-    prefetch = cfg.prefetch if cfg.prefetch is not None else (folder and device.type == "cuda")
-    return "prefetch" if prefetch else "plain"
-
-
-class EpochSeeded(Dataset):
-    """``dataset`` whose loader workers re-seed their random generators when an epoch starts,
-    from the seed the main process set with :meth:`set_seed` (plus the worker's number).
-
-    An epoch's augmentation then depends only on (seed, epoch, rank, worker), also with
-    persistent workers, which live through every epoch: a resumed run draws what an
-    uninterrupted one would. Read in the main process (no workers), the data takes its draws
-    from the main process's generators, seeded per epoch by the trainer.
-    """
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-        self._seed = torch.zeros(1, dtype=torch.int64).share_memory_()
-        self._seeded: int | None = None
-
-    def set_seed(self, seed: int) -> None:
-        self._seed[0] = seed % (2**63)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        worker = get_worker_info()
-        if worker is not None:
-            seed = int(self._seed[0])
-            if seed != self._seeded:
-                self._seeded = seed
-                seed_everything(epoch_seed(seed, 0, worker.id + 1))
-        return self.dataset[index]
-
-
-def training_loader(cfg: TrainConfig, feed: str, train_set: Dataset, sampler: Any, dcfg: dict[str, Any],
-                    aug: Augmentation, info: DistInfo) -> Any:
-    """The training batches as :func:`loader_kind` ``feed`` says: for images held in memory (the
-    embedded data) whole batches made and augmented in the main process
-    (:class:`~bioattn.data.batched.InMemoryBatches`, unless ``--in-memory off``); else a
-    DataLoader (workers kept alive between epochs, pinned memory with CUDA, re-seeded per epoch
-    by :class:`EpochSeeded`), wrapped in timm's ``PrefetchLoader`` or in :class:`DecodeOnDevice`."""
-    cuda = info.device.type == "cuda"
-    if feed == "plain" and cfg.in_memory is not False:
-        recipe = BatchRecipe(size=dcfg["img_size"], mean=dcfg["mean"], std=dcfg["std"],
-                             random_resized_crop=aug.random_resized_crop, hflip=aug.hflip,
-                             color_jitter=aug.color_jitter, auto_augment=aug.auto_augment, re_prob=aug.re_prob,
-                             re_mode=aug.re_mode, re_count=aug.re_count, interpolation=aug.interpolation)
-        batches = in_memory_loader(train_set, sampler, cfg.batch_size, recipe)
-        if batches is not None:
-            return batches
-        if cfg.in_memory:
-            raise BioattnError(f"--in-memory on makes batches of images held in memory (the embedded data); "
-                               f"'{cfg.data}' is read from files: leave out --in-memory")
-    images = train_set
-    if feed == "decode":
-        folder = base_dataset(train_set)
-        images = EncodedImages(folder)
-        if isinstance(train_set, Subset):
-            images = Subset(images, train_set.indices)
-    # the loader's own generator: its per-epoch draw leaves the trainer's random stream alone
-    loader = DataLoader(EpochSeeded(images), batch_size=cfg.batch_size, sampler=sampler,
-                        num_workers=cfg.workers, drop_last=True, pin_memory=cuda,
-                        persistent_workers=cfg.workers > 0, generator=torch.Generator(),
-                        collate_fn=collate_encoded if feed == "decode" else None)
-    if feed == "prefetch":
-        # as timm's transform: random erasing belongs to the augmenting recipe only
-        erase = aug.re_prob if (aug.random_resized_crop or aug.auto_augment) else 0.0
-        return PrefetchLoader(loader, mean=dcfg["mean"], std=dcfg["std"], device=info.device,
-                              re_prob=erase, re_mode=aug.re_mode, re_count=aug.re_count)
-    if feed == "decode":
-        return DecodeOnDevice(loader, base_dataset(images), dcfg["img_size"], dcfg["mean"], dcfg["std"], aug,
-                              info.device)
-    return loader
-
-
-def _seed_loader_workers(loader: Any, seed: int) -> None:
-    """Set the epoch's seed of an in-memory loader, or of the :class:`EpochSeeded` data set under
-    ``loader``'s wrappers."""
-    if isinstance(loader, InMemoryBatches):
-        loader.set_seed(seed)
-        return
-    while not isinstance(loader, DataLoader):
-        loader = loader.loader
-    if isinstance(loader.dataset, EpochSeeded):
-        loader.dataset.set_seed(seed)
-
-
-def data_config(model_name: str, img_size: int | None = None) -> dict[str, Any]:
-    """Input size, normalisation and crop of a registered model (timm's data configuration,
-    :func:`bioattn.models.data_config`)."""
-
-    cfg = model_data_config(model_name, img_size)
-    return {"img_size": cfg["input_size"][-1], "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]),
-            "crop_pct": cfg["crop_pct"]}
 
 
 # ------------------------------------------------------------------------------------------
@@ -631,7 +321,7 @@ def train_one_epoch(cfg: TrainConfig, data: TrainData, t: Trainee, epoch: int, o
     """
     seed = epoch_seed(cfg.seed, epoch, info.rank)
     seed_everything(seed)
-    _seed_loader_workers(data.train_loader, seed)
+    seed_loader_workers(data.train_loader, seed)
     data.sampler.set_epoch(epoch)
     t.train_model.train()
     t.optimizer.zero_grad(set_to_none=True)
@@ -796,19 +486,6 @@ def check_settings_fit(cfg: TrainConfig, run_dir: Path, info: DistInfo) -> None:
     check_run_dir_keeps_inputs(cfg, run_dir)
 
 
-def check_run_dir_keeps_inputs(cfg: TrainConfig, run_dir: Path) -> None:
-    """Refuse a run directory inside the data the run reads, or holding the ``--init`` weights
-    (a new run clears its directory of an earlier run's files before it starts)."""
-    what = "--output" if cfg.output is not None else "the run directory"
-    refuse_output_inside(run_dir, data_folders(cfg.data), what)
-    if cfg.init and Path(cfg.init).exists():
-        init = Path(cfg.init).resolve()
-        target = run_dir.resolve()
-        if init == target or target in init.parents:
-            raise BioattnError(f"--init {cfg.init} lies in the run directory {run_dir}, whose checkpoints the "
-                               "run replaces: give another --output, or copy the weights elsewhere first")
-
-
 def check_run_fits(cfg: TrainConfig, data: TrainData, t: Trainee, info: DistInfo) -> None:
     """Refuse, once data and model are built and before the first step, what would stop the run
     later: a ``num_classes`` model argument other than the data's, a batch too small for the
@@ -883,7 +560,7 @@ def _train(cfg: TrainConfig, run_dir: Path, info: DistInfo, resume_state: dict |
         start_epoch, optimizer_steps, best_score = restore(t, run_dir, resume_state)
     metric = f"val_{data.task.metric}"
     meta = ckpt.model_meta(data.task.model_name(cfg.model), t.model_args, len(data.classes), data.classes,
-                           data.input["img_size"], data.input["mean"], data.input["std"], data=cfg.data,
+                           data.input.img_size, data.input.mean, data.input.std, data=cfg.data,
                            task=data.task.name)
     writer = None
     if info.is_main:

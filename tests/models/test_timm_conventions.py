@@ -29,6 +29,7 @@ from bioattn.errors import BioattnError
 from bioattn.models import create_model, data_config, list_models
 from bioattn.models.common import embed_tokens
 from bioattn.models.glimpse import GlimpseModel
+from bioattn.models.inputs import InputConfig
 from bioattn.protocol import (
     Glimpsing,
     MapProducing,
@@ -360,6 +361,15 @@ def test_data_config_is_timms(name):
     model = build(name)
     assert data_config(model) == resolve_model_data_config(model) == data_config(name)
     assert data_config(name, img_size=96)["input_size"] == (3, 96, 96)
+
+
+def test_input_config_reads_the_models_data_config():
+    cfg = data_config("absvit_micro_patch8_64")
+    inputs = InputConfig.of_model("absvit_micro_patch8_64")
+    assert inputs == InputConfig(cfg["input_size"][-1], tuple(cfg["mean"]), tuple(cfg["std"]), cfg["crop_pct"])
+    assert InputConfig.of_model("absvit_micro_patch8_64", 96).img_size == 96
+    meta = {"img_size": 48, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]}
+    assert InputConfig.of_meta(meta) == InputConfig(48, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), None)
 
 
 # ------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from ..attention.scanpaths import plot_glimpses
 from ..data.embedded import EmbeddedSpec
 from ..evaluate.segmentation import constant_prediction_miou, plot_segmentation
 from ..evaluate.suites import run_suites
+from ..models.inputs import InputConfig
 from ..protocol import Glimpsing, capable
 from ..tasks.registry import get_task
 from .settings import TaskDemoSettings
@@ -41,10 +42,6 @@ MULTILABEL_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
-def _input(meta: dict) -> dict[str, Any]:
-    return {"img_size": meta["img_size"], "mean": meta["mean"], "std": meta["std"], "crop_pct": None}
-
-
 def _fine_tuned_models(task_name: str, models: tuple[tuple[str, str, dict[str, Any]], ...], data: str,
                        checkpoints: dict[str, Path], settings: TaskDemoSettings, ckpt_root: Path,
                        retrained: set[str], progress: bool, log: Callable[[str], None]) -> Iterator[tuple]:
@@ -57,7 +54,7 @@ def _fine_tuned_models(task_name: str, models: tuple[tuple[str, str, dict[str, A
         run_dir = ckpt_root / f"{task_name}-{settings.key}" / slug(label)
         model, meta, seconds = fine_tune(task_name, label, name, args, data, checkpoints[label], settings, run_dir,
                                          label in retrained, progress, log)
-        test_set = task.build_dataset(data, "test", _input(meta), train=False)
+        test_set = task.build_dataset(data, "test", InputConfig.of_meta(meta), train=False)
         common = dict(mean=meta["mean"], std=meta["std"], img_size=meta["img_size"], task=task_name,
                       progress=progress, device="auto", model_info={"name": label, "model": meta["model"]})
         yield label, args, model, meta, seconds, test_set, common
@@ -84,7 +81,7 @@ def segmentation_demo(checkpoints: dict[str, Path], settings: TaskDemoSettings, 
         pair_set = None
         if args.get("prior_classes"):  # a backbone classifier to steer with
             spec = dataclasses.replace(EmbeddedSpec.parse(settings.seg_data), pair=True)
-            pair_set = task.build_dataset(str(spec), "test", _input(meta), train=False)
+            pair_set = task.build_dataset(str(spec), "test", InputConfig.of_meta(meta), train=False)
             scores.update(run_suites(model, None, ["steering"], limit=settings.eval_images, steering_data=pair_set,
                                      **common)["results"])
         results["models"][label] = {"results": scores, "train_s": seconds, "eval_s": time.perf_counter() - t0}

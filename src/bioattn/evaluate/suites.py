@@ -35,6 +35,7 @@ from ..distributed import resolve_device
 from ..errors import BioattnError
 from ..fileio import check_output_file, refuse_input_as_output, refuse_output_inside
 from ..models import data_config
+from ..models.inputs import InputConfig
 from ..progress import progress_bar
 from ..protocol import Glimpsing, has_readouts, unwrap
 from ..specs import data_folders
@@ -566,8 +567,8 @@ def evaluate_checkpoint(
     dataset = None
     if data is not None and any(s in DATA_SUITES for s in suites):
         folder_classes = None if is_embedded(data) else classes
-        input_cfg = {"img_size": img_size, "mean": mean, "std": std, "crop_pct": crop_pct}
-        dataset = task.build_dataset(data, split, input_cfg, train=False, classes=folder_classes,
+        inputs = InputConfig(img_size, tuple(mean), tuple(std), crop_pct)
+        dataset = task.build_dataset(data, split, inputs, train=False, classes=folder_classes,
                                                skip_bad_images=settings.skip_bad_images)
         n_model = getattr(model, "num_classes", None)
         n_data = getattr(dataset, "num_classes", None)
@@ -578,8 +579,8 @@ def evaluate_checkpoint(
         spec = EmbeddedSpec.parse(data) if data is not None and is_embedded(data) else EmbeddedSpec()
         steering_spec = EmbeddedSpec.parse(task.spec.steering_data)
         spec = dataclasses.replace(spec, pair=steering_spec.pair, task=steering_spec.task)
-        input_cfg = {"img_size": img_size, "mean": mean, "std": std, "crop_pct": None}
-        steering_data = task.build_dataset(str(spec), split, input_cfg, train=False)
+        inputs = InputConfig(img_size, tuple(mean), tuple(std))
+        steering_data = task.build_dataset(str(spec), split, inputs, train=False)
         settings = dataclasses.replace(settings, steering_data=steering_data)
 
     baseline = None

@@ -7,7 +7,8 @@ hierarchical, with the global filter or a VARS mixer), ``rsrnn`` (RS-RNN and its
 baseline FF-CNN), ``ram`` (the recurrent attention model baselines Retina, Crop-S and Crop-D),
 ``s3ta`` (S3TA), ``upernet`` (segmentation: a UperNet head on any of those backbones with feature
 maps). ``glimpse`` holds what the glimpse models share, ``retina`` the retina of RS-RNN and its
-baselines, ``common`` the checks and ViT helpers of every family.
+baselines, ``common`` the checks and ViT helpers of every family, ``inputs`` the input a model
+takes (size, normalisation, evaluation crop).
 
 Weights: every registered model loads a checkpoint of itself with
 ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path))``: the

@@ -15,6 +15,7 @@ from ..config import TrainConfig
 from ..data import Augmentation
 from ..distributed import DistInfo
 from ..errors import BioattnError
+from ..models.inputs import InputConfig
 from ..models.upernet import PREFIX as SEGMENTER_PREFIX
 from ..models.upernet import UperNetSegmenter
 from ..protocol import forward_readouts, unwrap
@@ -41,11 +42,11 @@ class Task:
         return self.spec.metric_label
 
     # ---- data, loss, figures ---------------------------------------------------------------
-    def build_dataset(self, spec: str, split: str, input: dict[str, Any], train: bool,
+    def build_dataset(self, spec: str, split: str, input: InputConfig, train: bool,
                       aug: Augmentation | None = None, classes: Sequence[str] | None = None,
                       subset: Sequence[str] | None = None, skip_bad_images: bool = False, cache_dir=None):
-        """The ``split`` of data set ``spec`` at the model's ``input`` settings (``img_size``,
-        ``mean``, ``std``, ``crop_pct``), augmented by ``aug`` when ``train``. ``classes`` fixes
+        """The ``split`` of data set ``spec`` at the model's ``input`` (size, normalisation,
+        evaluation crop), augmented by ``aug`` when ``train``. ``classes`` fixes
         the label order; ``subset`` restricts an image folder to some classes."""
         raise NotImplementedError
 

@@ -19,9 +19,9 @@ class Classification(Task):
 
     def build_dataset(self, spec, split, input, train, aug=None, classes=None, subset=None,
                       skip_bad_images=False, cache_dir=None):
-        return build_dataset(spec, split, input["img_size"], input["mean"], input["std"], train=train,
+        return build_dataset(spec, split, input.img_size, input.mean, input.std, train=train,
                              aug=aug if train else None, skip_bad_images=skip_bad_images,
-                             crop_pct=None if train else input["crop_pct"], classes=classes,
+                             crop_pct=None if train else input.crop_pct, classes=classes,
                              cache_dir=cache_dir, subset=list(subset) if subset is not None else None)
 
     def criterion(self, cfg, num_classes):

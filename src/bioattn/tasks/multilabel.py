@@ -18,7 +18,7 @@ class MultiLabel(Task):
 
     def build_dataset(self, spec, split, input, train, aug=None, classes=None, subset=None,
                       skip_bad_images=False, cache_dir=None):
-        return build_multilabel_dataset(spec, split, input["img_size"], input["mean"], input["std"],
+        return build_multilabel_dataset(spec, split, input.img_size, input.mean, input.std,
                                         train=train, aug=aug if train else None, cache_dir=cache_dir)
 
     def criterion(self, cfg, num_classes):

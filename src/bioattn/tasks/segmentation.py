@@ -35,7 +35,7 @@ class Segmentation(Task):
                       skip_bad_images=False, cache_dir=None):
         a = aug or Augmentation()
         return build_segmentation_dataset(
-            spec, split, crop=input["img_size"], mean=input["mean"], std=input["std"], train=train,
+            spec, split, crop=input.img_size, mean=input.mean, std=input.std, train=train,
             scale_jitter=train and a.random_resized_crop, hflip=a.hflip if train else 0.0,
             photometric=train and a.color_jitter > 0, cache_dir=cache_dir)
 
