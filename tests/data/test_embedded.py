@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from bioattn.cli import main
 from bioattn.data import embedded as emb
@@ -359,11 +360,23 @@ def test_dataset_rejects_bad_statistics(train):
 # ------------------------------------------------------------------------------------------
 # preview and CLI
 # ------------------------------------------------------------------------------------------
-def test_preview_writes_png(tmp_path):
-    for spec, name in ((TINY, "single.png"), (PAIR, "pair.png")):
-        out = preview(spec, tmp_path / name, n=5)
-        data = out.read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+def _has_colour(png, rgb, tolerance: int = 40) -> bool:
+    pixels = np.asarray(Image.open(png).convert("RGB")).astype(np.int16)
+    return bool((np.abs(pixels - np.array(rgb)).max(axis=-1) < tolerance).any())
+
+
+def test_preview_draws_the_images_with_their_outlines(tmp_path):
+    cyan, magenta = (0x00, 0xE5, 0xFF), (0xFF, 0x2B, 0xD6)  # first and second object's outline
+    single = preview(TINY, tmp_path / "single.png", n=5)
+    pair = preview(PAIR, tmp_path / "pair.png", n=5)
+    more = preview(TINY, tmp_path / "more.png", n=16)
+    for png in (single, pair, more):
+        with Image.open(png) as img:
+            assert img.format == "PNG" and min(img.size) > 100
+    assert _has_colour(single, cyan) and not _has_colour(single, magenta)
+    assert _has_colour(pair, cyan) and _has_colour(pair, magenta)
+    # sixteen images need a larger grid than five
+    assert np.prod(Image.open(more).size) > np.prod(Image.open(single).size)
     with pytest.raises(BioattnError, match="at least 1"):
         preview(TINY, tmp_path / "none.png", n=0)
 

@@ -56,8 +56,13 @@ def _grow(mask: np.ndarray, steps: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 # spec
 # ------------------------------------------------------------------------------------------
-def test_domain_names():
-    assert EMBEDDED_DOMAINS == ("photo", "cartoon", "sketch", "painting")
+def test_every_domain_name_draws_with_its_own_look():
+    # each name a spec accepts selects a look of its own class, none of them the original look
+    kinds = {domain: type(looks.LOOKS[domain]) for domain in EMBEDDED_DOMAINS}
+    assert len(set(kinds.values())) == len(EMBEDDED_DOMAINS)
+    assert type(looks.LOOKS[None]) not in kinds.values()
+    with pytest.raises(BioattnError, match="unknown embedded domain 'oil'"):
+        EmbeddedSpec(domain="oil")
 
 
 @pytest.mark.parametrize("domain", EMBEDDED_DOMAINS)
