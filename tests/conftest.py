@@ -3,6 +3,7 @@ several processes (distributed training) that cannot hang the suite."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -89,3 +90,24 @@ def compile_backend_problem() -> str | None:
     except Exception as exc:  # inductor builds C++ on the CPU: no working compiler, no compile
         return f"torch.compile cannot build on this machine: {str(exc).splitlines()[0]}"
     return None
+
+
+@contextlib.contextmanager
+def killed_before_saving_epoch(monkeypatch, epoch: int = 2):
+    """Within the block, training stops with KeyboardInterrupt once epoch ``epoch`` is trained
+    and before its checkpoint is written, as a kill mid-run would; afterwards saving works
+    again."""
+    import bioattn.train as tr
+
+    real_save = tr._save
+
+    def dies(run_dir, name, model, meta, state):
+        if meta["epoch"] == epoch:
+            raise KeyboardInterrupt
+        return real_save(run_dir, name, model, meta, state)
+
+    monkeypatch.setattr(tr, "_save", dies)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(tr, "_save", real_save)

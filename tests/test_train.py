@@ -13,7 +13,7 @@ from bioattn import checkpoint as ckpt
 from bioattn.cli import main
 from bioattn.errors import BioattnError, NonFiniteLossError
 from bioattn.train import TrainConfig, train
-from conftest import make_image_folder, run_processes
+from conftest import killed_before_saving_epoch, make_image_folder, run_processes
 
 
 def _config(data, out, **kw) -> TrainConfig:
@@ -55,21 +55,10 @@ def test_killed_then_resumed_run_ends_with_the_same_weights(image_folder, tmp_pa
     uninterrupted = tmp_path / "full"
     train(_config(image_folder, uninterrupted, epochs=3))
 
-    import bioattn.train as tr
-
-    real_save = tr._save
-
-    def dies_in_epoch_two(run_dir, name, model, meta, state):
-        if meta["epoch"] == 2:  # epoch 2 trained, its checkpoint not yet written: a kill mid-way
-            raise KeyboardInterrupt
-        return real_save(run_dir, name, model, meta, state)
-
-    monkeypatch.setattr(tr, "_save", dies_in_epoch_two)
     interrupted = tmp_path / "interrupted"
-    with pytest.raises(KeyboardInterrupt):
+    with killed_before_saving_epoch(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
         train(_config(image_folder, interrupted, epochs=3))
     assert ckpt.read_meta(interrupted / "last")["epoch"] == 1
-    monkeypatch.setattr(tr, "_save", real_save)
     torch.manual_seed(1234)  # a resumed process starts from another random state
     train(TrainConfig(model="", resume=str(interrupted), progress=False, tensorboard=False))
     _assert_same_weights(_weights(uninterrupted / "last"), _weights(interrupted / "last"))

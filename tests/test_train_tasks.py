@@ -13,7 +13,7 @@ from bioattn.cli import main
 from bioattn.errors import BioattnError
 from bioattn.evaluate.suites import evaluate_checkpoint
 from bioattn.train import TrainConfig, train
-from conftest import make_image_folder
+from conftest import killed_before_saving_epoch, make_image_folder
 
 SEG_DATA = "embedded:seg,size=32,train=64,val=16,test=16"
 MULTI_DATA = "embedded:multi,size=32,train=64,val=32,test=16"
@@ -60,19 +60,8 @@ def test_segmentation_run_killed_then_resumed_ends_with_the_same_weights(tmp_pat
     kw = dict(random_resized_crop=True, hflip=0.5, color_jitter=0.4)
     full = train(_config(SEG_DATA, tmp_path / "full", **kw))
 
-    import bioattn.train as tr
-
-    real_save = tr._save
-
-    def dies_in_epoch_two(run_dir, name, model, meta, state):
-        if meta["epoch"] == 2:
-            raise KeyboardInterrupt
-        return real_save(run_dir, name, model, meta, state)
-
-    monkeypatch.setattr(tr, "_save", dies_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_before_saving_epoch(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
         train(_config(SEG_DATA, tmp_path / "cut", **kw))
-    monkeypatch.setattr(tr, "_save", real_save)
     torch.manual_seed(1234)
     resumed = train(TrainConfig(resume=str(tmp_path / "cut"), progress=False, tensorboard=False))
     assert resumed["best_val_miou"] == pytest.approx(full["best_val_miou"])

@@ -19,6 +19,7 @@ from bioattn.cli import build_parser, main, settings_from
 from bioattn.config import TrainConfig
 from bioattn.errors import BioattnError
 from bioattn.zoo.build import build_entry, build_zoo, command_line, is_current, train_config
+from conftest import killed_before_saving_epoch
 
 TINY = "embedded:size=32,train=64,val=16,test=16"
 
@@ -112,20 +113,9 @@ def test_entries_made_by_their_settings_are_kept_and_changed_ones_rebuilt(zoo_di
 
 
 def test_an_interrupted_build_resumes_its_run(zoo_dir, tmp_path, monkeypatch):
-    import bioattn.train as tr
-
     entry = _entry(epochs=2)
-    real_save = tr._save
-
-    def dies_in_epoch_two(run_dir, name, model, meta, state):
-        if meta["epoch"] == 2:
-            raise KeyboardInterrupt
-        return real_save(run_dir, name, model, meta, state)
-
-    monkeypatch.setattr(tr, "_save", dies_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_before_saving_epoch(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
         build_entry(entry, tmp_path / "runs", log=lambda m: None)
-    monkeypatch.setattr(tr, "_save", real_save)
     said: list[str] = []
     build_entry(entry, tmp_path / "runs", log=said.append)
     assert any("resuming" in m for m in said)

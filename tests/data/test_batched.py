@@ -32,6 +32,7 @@ from bioattn.data.stats import EMBEDDED_MEAN, EMBEDDED_STD
 from bioattn.data.subsets import spread_subset
 from bioattn.errors import BioattnError
 from bioattn.train import TrainConfig, train
+from conftest import killed_before_saving_epoch
 
 DATA = "embedded:size=32,train=40,val=8,test=8"
 
@@ -282,19 +283,8 @@ def test_killed_then_resumed_in_memory_run_ends_with_the_same_weights(tmp_path, 
     full = train(_config(tmp_path / "full"))
     assert full["metrics"]["data_wait"] < 1.0
 
-    import bioattn.train as tr
-
-    real_save = tr._save
-
-    def dies_in_epoch_two(run_dir, name, model, meta, state):
-        if meta["epoch"] == 2:
-            raise KeyboardInterrupt
-        return real_save(run_dir, name, model, meta, state)
-
-    monkeypatch.setattr(tr, "_save", dies_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_before_saving_epoch(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
         train(_config(tmp_path / "cut"))
-    monkeypatch.setattr(tr, "_save", real_save)
     torch.manual_seed(4321)
     train(TrainConfig(resume=str(tmp_path / "cut"), progress=False, tensorboard=False))
     a = ckpt.read_state_dict(tmp_path / "full" / "last")
