@@ -64,17 +64,16 @@ def check_attention(attention: str, allowed: Sequence[str] = ATTENTIONS) -> None
         raise BioattnError(f"unknown attention '{attention}'; choose one of {', '.join(allowed)}")
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def check_vars_args(lam: float, num_step: int, rand_feat_dim_ratio: float | None = None,
                      compile_ista: bool = False) -> None:
     if not isinstance(num_step, int) or isinstance(num_step, bool) or num_step < 0:
         raise BioattnError(f"num_step must be a whole number >= 0, got {num_step!r}")
-    if not _is_number(lam) or not lam >= 0:
+    number = (int, float)  # bool excluded below; a finite int or float
+    if not isinstance(lam, number) or isinstance(lam, bool) or not 0 <= lam < math.inf:
         raise BioattnError(f"lam must be a number >= 0, got {lam!r}")
-    if rand_feat_dim_ratio is not None and (not _is_number(rand_feat_dim_ratio) or not rand_feat_dim_ratio > 0):
+    if rand_feat_dim_ratio is not None and (not isinstance(rand_feat_dim_ratio, number)
+                                            or isinstance(rand_feat_dim_ratio, bool)
+                                            or not 0 < rand_feat_dim_ratio < math.inf):
         raise BioattnError(f"rand_feat_dim_ratio must be a number > 0, got {rand_feat_dim_ratio!r}")
     if not isinstance(compile_ista, bool):
         raise BioattnError(f"compile_ista must be true or false, got {compile_ista!r}")
