@@ -69,6 +69,10 @@ class ZooEntry:
         return (self.folder / "model.safetensors").is_file() and (self.folder / "model.json").is_file()
 
 
+# the micro ViT's layout (``vit_micro_patch8_64``), for a DeiT-style ViT with VARS-D attention
+MICRO_VIT: dict[str, Any] = dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3, global_pool="avg")
+
+
 def _classifier(name: str, model: str, label: str, **model_args: Any) -> ZooEntry:
     return ZooEntry(name, model, BENCHMARK, dict(model_args), dict(CLASSIFIER_SETTINGS), label=label)
 
@@ -77,11 +81,13 @@ ZOO: tuple[ZooEntry, ...] = (
     # AbSViT and its feedforward twin
     _classifier("vit_micro_patch8_64", "vit_micro_patch8_64", "ViT"),
     _classifier("absvit_micro_patch8_64", "absvit_micro_patch8_64", "AbSViT"),
-    # VARS in RVT (every attention), in a DeiT-style ViT, in GFNet
+    # VARS in RVT (every attention), in a DeiT-style ViT (the micro ViT's layout), in GFNet
     _classifier("rvt_micro", "rvt_micro", "RVT (self-attention)"),
     _classifier("rvt_micro_vars_s", "rvt_micro", "RVT VARS-S", attention="vars_s"),
     _classifier("rvt_micro_vars_d", "rvt_micro", "RVT VARS-D", attention="vars_d"),
     _classifier("rvt_micro_vars_sd", "rvt_micro", "RVT VARS-SD", attention="vars_sd"),
+    _classifier("deit_micro_patch8_64_vars_d", "deit_tiny_patch16_224_vars_d", "DeiT-style ViT VARS-D",
+                **MICRO_VIT),
     _classifier("gfnet_micro", "gfnet_micro", "GFNet (global filter)"),
     _classifier("gfnet_micro_vars_s", "gfnet_micro", "GFNet VARS-S", mixer="vars_s"),
     # RS-RNN and its baselines
