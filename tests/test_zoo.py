@@ -131,3 +131,24 @@ def test_micro_models_name_their_zoo_weights_as_the_default_pretrained_tag():
         if not entry.is_built():
             with pytest.raises(BioattnError, match=f"bioattn zoo --only {entry.name}"):
                 timm.create_model(entry.tagged, pretrained=True)
+
+
+@pytest.mark.parametrize("entry", [e for e in zoo.ZOO if e.is_built() and e.data == zoo.BENCHMARK],
+                         ids=lambda e: e.name)
+def test_built_classifiers_recognise_the_test_images(entry):
+    # the recorded figures hold for the shipped weights: 300 test images, well below the measured top-1
+    from bioattn.data import build_dataset
+
+    record = json.loads((entry.folder / "train.json").read_text())
+    model = timm.create_model(f"local-dir:{entry.folder}", pretrained=True).eval()
+    if entry.tagged is not None:
+        tagged = timm.create_model(entry.tagged, pretrained=True).eval()
+        for a, b in zip(model.state_dict().values(), tagged.state_dict().values()):
+            assert torch.equal(a, b)
+    cfg = model.pretrained_cfg
+    test = build_dataset(entry.data, "test", cfg["input_size"][-1], cfg["mean"], cfg["std"])
+    images = torch.stack([test[i][0] for i in range(300)])
+    labels = torch.tensor([test[i][1] for i in range(300)])
+    with torch.no_grad():
+        top1 = 100 * float((model(images).argmax(1) == labels).float().mean())
+    assert record["test"]["top1"] >= 85 and top1 >= 80, (top1, record["test"])
