@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from .settings import FROM_DEMO, FROM_ZOO
+
 SYSTEMS = (("AbSViT", "ViT"), ("RVT VARS-D", "RVT"), ("GFNet VARS-S", "GFNet"), ("RS-RNN", "FF-CNN"))
 
 
@@ -31,6 +33,11 @@ def headline_scores(result: dict) -> dict[str, Any]:
         "n_corrupted": (r.get("corruptions") or {}).get("n"),
         "n_attack": ((r.get("pgd") or {}).get("runs") or [{}])[0].get("n"),
     }
+
+
+def _origin(result: dict) -> str:
+    """Where a model's weights come from: the zoo, or a run of the demo."""
+    return FROM_ZOO if (result.get("model") or {}).get("weights") == FROM_ZOO else FROM_DEMO
 
 
 def percent(value: float | None) -> str:
@@ -76,7 +83,13 @@ def findings(results_list: Sequence[dict]) -> list[str]:
             words = {1: "more robust", 0: "about as robust", -1: "less robust"}
             verdict = f"{system} against {base}: " + ", ".join(
                 f"{words[v]} {w}" for w, v in zip(("under corruptions", "under attack"), verdicts))
-        out.append(f"{verdict}: top-1 {', '.join(parts)} (clean {percent(a['clean'])} vs {percent(b['clean'])}).")
+        caveat = ""
+        origin_a, origin_b = _origin(by_label[system]), _origin(by_label[base])
+        if origin_a != origin_b:
+            caveat = (f" Not like for like: {system}'s weights come from the {origin_a}, {base}'s from the "
+                      f"{origin_b}.")
+        out.append(f"{verdict}: top-1 {', '.join(parts)} (clean {percent(a['clean'])} vs {percent(b['clean'])})."
+                   + caveat)
     looking = [(label, s["on_object"], s["object_area"]) for label, s in scores.items()
                if s["on_object"] is not None and s["object_area"]]
     if looking:

@@ -13,7 +13,7 @@ import numpy as np
 from ..evaluate.report import format_eps
 from ..fileio import atomic_write, atomic_write_text
 from .findings import domain_findings, findings, headline_scores, percent
-from .settings import DemoSettings
+from .settings import FROM_ZOO, DemoSettings
 
 HEATMAP = "corruptions_heatmap.png"
 
@@ -119,7 +119,7 @@ def _compact_table(results_list: Sequence[dict]) -> str:
 def write_html(out: Path, results_list: Sequence[dict], md: str, plots: list[str],
                gallery: list[tuple[str, str]], settings: DemoSettings, seconds: float,
                domains: dict[str, Any] | None = None, tasks_md: str = "",
-               task_points: Sequence[str] = ()) -> None:
+               task_points: Sequence[str] = (), sources: dict[str, str] | None = None) -> None:
     heatmap = plot_corruption_heatmap(results_list, out / HEATMAP)
     points = "\n".join(f"<li>{html.escape(sentence)}</li>"
                        for sentence in [*findings(results_list), *domain_findings(domains), *task_points])
@@ -178,12 +178,27 @@ the primary attention map's mass inside the object's mask.</p>
 <h2>Attention gallery</h2>
 {tiles}
 <h2>About this run</h2>
-<p class="about">Micro models trained on the embedded cluttered-shapes data ({html.escape(settings.data)},
-{settings.epochs} epochs each) and evaluated side by side; the whole run took {seconds:.0f} s. Steering:
+<p class="about">{html.escape(_origin_text(sources or {}, settings))} Evaluated side by side on the test
+images of {html.escape(settings.data)}; the whole run took {seconds:.0f} s. Steering:
 share of AbSViT's top-down attention on the prompted object vs the other one, on two-object images.</p>
 </body></html>
 """
     atomic_write_text(out / "index.html", page)
+
+
+def _origin_text(sources: dict[str, str], settings: DemoSettings) -> str:
+    """Where the models' weights come from, in one or two sentences."""
+    zoo = [label for label, origin in sources.items() if origin == FROM_ZOO]
+    trained = [label for label, origin in sources.items() if origin != FROM_ZOO]
+    parts = []
+    if zoo:
+        parts.append(f"From the model zoo ({', '.join(zoo)}): micro models trained by bioattn zoo on the "
+                     "embedded benchmark (20,000 images; recipe, log and test figures in each entry's "
+                     "train.json).")
+    if trained:
+        parts.append(f"Trained by this demo ({', '.join(trained)}): {settings.data}, {settings.epochs} "
+                     "epochs each.")
+    return " ".join(parts)
 
 
 def task_rows(segmentation: dict[str, Any] | None, multilabel: dict[str, Any] | None) -> list[str]:

@@ -4,6 +4,7 @@ styles and for the two other tasks, and write the report."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import time
@@ -29,7 +30,7 @@ from .gallery import attention_gallery
 from .page import task_rows, write_html
 from .settings import CORRUPTION_BASELINE, DEMO_MODELS, DOMAIN_MODELS, QUICK, DemoSettings
 from .tasks import multilabel_demo, segmentation_demo
-from .training import slug, train_classifier
+from .training import slug, train_classifier, zoo_folder
 
 REPORT_FILES = ("index.html", "report.md", "results.json")
 
@@ -78,6 +79,9 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
             load_embedded(EmbeddedSpec.parse(spec), split)
     data_seconds = time.perf_counter() - t0
     ckpt_root = cache_root() / "demo" / settings.key
+    # the fine-tuned runs (domains, segmentation, multi-label) start from the classifiers: they
+    # are kept apart for every set of zoo weights the classifiers come from
+    tune_root = ckpt_root / f"from-{_sources_key(chosen, settings, retrain)}"
     torch.manual_seed(settings.seed)
 
     all_results: list[dict] = []
@@ -85,9 +89,11 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
     timings: dict[str, dict[str, float]] = {}
     baseline_model = None
     retrained: set[str] = set()
+    checkpoints: dict[str, Path] = {}
+    sources: dict[str, str] = {}
     for label, name, args in chosen:
-        model, meta, train_seconds = train_classifier(label, name, args, settings, ckpt_root, retrain,
-                                                      progress, log)
+        model, meta, train_seconds, checkpoints[label], sources[label] = train_classifier(
+            label, name, args, settings, ckpt_root, retrain, progress, log)
         if train_seconds > 0:
             retrained.add(label)
         mean, std, size = meta["mean"], meta["std"], meta["img_size"]
@@ -125,7 +131,7 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
             }
         eval_seconds = time.perf_counter() - t0
         timings[label] = {"train_s": train_seconds, "eval_s": eval_seconds}
-        results["model"] = dict(results.get("model") or {}, name=label)
+        results["model"] = dict(results.get("model") or {}, name=label, weights=sources[label])
         all_results.append(results)
         gallery += attention_gallery(label, model, meta, test_set, pair_set, settings, fig_dir)
         if label == CORRUPTION_BASELINE:
@@ -133,12 +139,11 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
         top1 = results["results"]["clean"]["top1"]
         log(f"{label}: clean top-1 {top1:.1f}% (train {train_seconds:.0f} s, eval {eval_seconds:.0f} s)")
 
-    checkpoints = {label: ckpt_root / slug(label) / "best" for label, _, _ in chosen}
     domains = domain_generalisation([m for m in chosen if m[0] in DOMAIN_MODELS], checkpoints, settings,
-                                    ckpt_root / "domains", retrained, progress, log)
-    segmentation, seg_gallery = segmentation_demo(checkpoints, settings.tasks, ckpt_root, retrained, progress,
+                                    tune_root / "domains", retrained, progress, log)
+    segmentation, seg_gallery = segmentation_demo(checkpoints, settings.tasks, tune_root, retrained, progress,
                                                   log, fig_dir)
-    multilabel, multi_gallery = multilabel_demo(checkpoints, settings.tasks, ckpt_root, retrained, progress,
+    multilabel, multi_gallery = multilabel_demo(checkpoints, settings.tasks, tune_root, retrained, progress,
                                                 log, fig_dir)
     gallery += seg_gallery + multi_gallery
     files = write_report(all_results, out, stem="report")
@@ -149,6 +154,7 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
         "data_seconds": data_seconds,
         "total_seconds": total,
         "timings": timings,
+        "weights": sources,
         "models": nan_to_none(all_results),
         "domains": nan_to_none(domains),
         "segmentation": nan_to_none(segmentation),
@@ -164,9 +170,20 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
         report_md = out / "report.md"
         atomic_write_text(report_md, report_md.read_text(encoding="utf-8") + tasks_md + "\n", what="report file")
     write_html(out, all_results, markdown_report(all_results), plots, gallery, settings, total, domains,
-               tasks_md, task_findings(segmentation, multilabel))
+               tasks_md, task_findings(segmentation, multilabel), sources)
     log(f"report written to {out / 'index.html'} in {total:.0f} s")
     return summary
+
+
+def _sources_key(chosen: Sequence[tuple[str, str, dict[str, Any]]], settings: DemoSettings, retrain: bool) -> str:
+    """Names the classifiers' origins: the digest of each zoo weight file used (``demo`` for a
+    model the demo trains)."""
+    origin = {}
+    for label, name, args in chosen:
+        folder = zoo_folder(name, args) if settings.use_zoo and not retrain else None
+        origin[label] = (hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+                         if folder is not None else "demo")
+    return hashlib.sha256(json.dumps(origin, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def domain_generalisation(models: Sequence[tuple[str, str, dict[str, Any]]], checkpoints: dict[str, Path],

@@ -11,6 +11,11 @@ from typing import Any
 from ..data.embedded import generator_digest
 
 
+# where a demo model's weights come from: the committed zoo, or a training run of the demo
+FROM_ZOO = "zoo"
+FROM_DEMO = "demo"
+
+
 @dataclass(frozen=True)
 class TaskDemoSettings:
     """Budget of the segmentation and multi-label parts of the demo."""
@@ -44,7 +49,7 @@ QUICK_TASKS = TaskDemoSettings(
 DEMO_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("ViT", "vit_micro_patch8_64", {}),
     ("AbSViT", "absvit_micro_patch8_64", {}),
-    ("RVT", "rvt_micro", {"attention": "self-att"}),
+    ("RVT", "rvt_micro", {}),
     ("RVT VARS-D", "rvt_micro", {"attention": "vars_d"}),
     ("RS-RNN", "rsrnn_micro", {}),
     ("FF-CNN", "ffcnn_micro", {}),
@@ -81,6 +86,9 @@ class DemoSettings:
     domain_epochs: int = 1
     tasks: TaskDemoSettings = TaskDemoSettings()
     seed: int = 0
+    # evaluate the zoo's weights (bioattn.zoo) of every demo model that has a built entry instead
+    # of training it on ``data`` for ``epochs``
+    use_zoo: bool = True
 
     @property
     def key(self) -> str:
@@ -98,5 +106,5 @@ QUICK = DemoSettings(
     epochs=1, batch_size=32, eval_images=32, corruption_images=8,
     corruptions=("gaussian_noise", "motion_blur", "contrast", "jpeg_compression"),
     attack_images=8, glimpses=4, attack_readout=2, attention_images=8, steering_images=8,
-    gallery_images=1, domain_data="embedded:train=16,val=8,test=8", tasks=QUICK_TASKS,
+    gallery_images=1, domain_data="embedded:train=16,val=8,test=8", tasks=QUICK_TASKS, use_zoo=False,
 )

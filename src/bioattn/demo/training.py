@@ -14,7 +14,8 @@ import torch
 from ..checkpoint import load_model, read_meta
 from ..errors import BioattnError
 from ..train import TrainConfig, train
-from .settings import DemoSettings, TaskDemoSettings
+from ..zoo import benchmark_classifier
+from .settings import FROM_DEMO, FROM_ZOO, DemoSettings, TaskDemoSettings
 
 
 def slug(label: str) -> str:
@@ -56,12 +57,30 @@ def fine_tune(task: str, label: str, name: str, args: dict, data: str, init: Pat
                          retrain, log)
 
 
+def zoo_folder(name: str, args: dict) -> Path | None:
+    """The folder of the built zoo entry of ``name`` with ``args`` (trained on the embedded
+    benchmark), or None when the zoo has none."""
+    entry = benchmark_classifier(name, args)
+    return entry.folder if entry is not None and entry.is_built() else None
+
+
 def train_classifier(label: str, name: str, args: dict, settings: DemoSettings, ckpt_root: Path,
-                     retrain: bool, progress: bool, log) -> tuple[Any, dict, float]:
+                     retrain: bool, progress: bool, log) -> tuple[Any, dict, float, Path, str]:
+    """The demo model ``label``: the zoo's weights when ``settings.use_zoo`` and the zoo has them
+    (unless ``retrain``), else trained on ``settings.data`` (or loaded from an earlier demo run).
+    Returns the model, its metadata, the training seconds (0 when loaded), its checkpoint folder
+    and where the weights come from (:data:`FROM_ZOO` or :data:`FROM_DEMO`)."""
+    folder = zoo_folder(name, args) if settings.use_zoo and not retrain else None
+    if folder is not None:
+        log(f"{label}: using the zoo's weights {folder}")
+        return load_model(folder), read_meta(folder), 0.0, folder, FROM_ZOO
+    run_dir = ckpt_root / slug(label)
     config = TrainConfig(
-        model=name, data=settings.data, output=str(ckpt_root / slug(label)), recipe="small",
+        model=name, data=settings.data, output=str(run_dir), recipe="small",
         model_args=dict(args), epochs=settings.epochs, batch_size=settings.batch_size, base_lr=settings.base_lr,
         warmup_epochs=min(1, settings.epochs - 1), seed=settings.seed, progress=progress,
         tensorboard=False, device="cpu" if not torch.cuda.is_available() else "auto",
     )
-    return train_or_load(config, label, f"[bold]training {label}[/] ({name} {args or ''})", retrain, log)
+    model, meta, seconds = train_or_load(config, label, f"[bold]training {label}[/] ({name} {args or ''})",
+                                         retrain, log)
+    return model, meta, seconds, run_dir / "best", FROM_DEMO

@@ -36,8 +36,12 @@ BENCHMARK = "embedded"
 SEGMENTATION_BENCHMARK = "embedded:seg"
 MULTILABEL_BENCHMARK = "embedded:multi"
 
-# training settings shared by the classifiers (differences from the ``small`` recipe)
-CLASSIFIER_SETTINGS: dict[str, Any] = dict(epochs=30, batch_size=128, base_lr=2e-3, warmup_epochs=2, hflip=0.5)
+# training settings of the classifiers (differences from the ``small`` recipe), one per kind of
+# model, chosen from measured learning curves (docs/training.md): the convolutional-stem models
+# (RVT, GFNet, the glimpse models) are within a point of their best after 15 epochs; the plain
+# ViTs (ViT, AbSViT, DeiT-style) learn more slowly and get twice the learning rate
+CLASSIFIER_SETTINGS: dict[str, Any] = dict(epochs=15, batch_size=128, base_lr=2e-3, warmup_epochs=1, hflip=0.5)
+VIT_SETTINGS: dict[str, Any] = dict(epochs=15, batch_size=128, base_lr=4e-3, warmup_epochs=2, hflip=0.5)
 SEGMENTER_SETTINGS: dict[str, Any] = dict(epochs=30, batch_size=16, recipe="upernet")
 MULTILABEL_SETTINGS: dict[str, Any] = dict(epochs=30, batch_size=128, base_lr=2e-3, warmup_epochs=2, hflip=0.5)
 
@@ -73,21 +77,22 @@ class ZooEntry:
 MICRO_VIT: dict[str, Any] = dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3, global_pool="avg")
 
 
-def _classifier(name: str, model: str, label: str, **model_args: Any) -> ZooEntry:
-    return ZooEntry(name, model, BENCHMARK, dict(model_args), dict(CLASSIFIER_SETTINGS), label=label)
+def _classifier(name: str, model: str, label: str, settings: dict[str, Any] = CLASSIFIER_SETTINGS,
+                **model_args: Any) -> ZooEntry:
+    return ZooEntry(name, model, BENCHMARK, dict(model_args), dict(settings), label=label)
 
 
 ZOO: tuple[ZooEntry, ...] = (
     # AbSViT and its feedforward twin
-    _classifier("vit_micro_patch8_64", "vit_micro_patch8_64", "ViT"),
-    _classifier("absvit_micro_patch8_64", "absvit_micro_patch8_64", "AbSViT"),
+    _classifier("vit_micro_patch8_64", "vit_micro_patch8_64", "ViT", VIT_SETTINGS),
+    _classifier("absvit_micro_patch8_64", "absvit_micro_patch8_64", "AbSViT", VIT_SETTINGS),
     # VARS in RVT (every attention), in a DeiT-style ViT (the micro ViT's layout), in GFNet
     _classifier("rvt_micro", "rvt_micro", "RVT (self-attention)"),
     _classifier("rvt_micro_vars_s", "rvt_micro", "RVT VARS-S", attention="vars_s"),
     _classifier("rvt_micro_vars_d", "rvt_micro", "RVT VARS-D", attention="vars_d"),
     _classifier("rvt_micro_vars_sd", "rvt_micro", "RVT VARS-SD", attention="vars_sd"),
     _classifier("deit_micro_patch8_64_vars_d", "deit_tiny_patch16_224_vars_d", "DeiT-style ViT VARS-D",
-                **MICRO_VIT),
+                VIT_SETTINGS, **MICRO_VIT),
     _classifier("gfnet_micro", "gfnet_micro", "GFNet (global filter)"),
     _classifier("gfnet_micro_vars_s", "gfnet_micro", "GFNet VARS-S", mixer="vars_s"),
     # RS-RNN and its baselines
@@ -122,10 +127,17 @@ def find_entry(name: str) -> ZooEntry:
     raise BioattnError(f"no zoo entry named '{name}' (the zoo: {', '.join(e.name for e in ZOO)})")
 
 
+def benchmark_classifier(model: str, model_args: dict[str, Any] | None = None) -> ZooEntry | None:
+    """The zoo entry of registered ``model`` with ``model_args`` trained on the embedded
+    benchmark's classes, or None if the zoo has no such entry."""
+    for entry in ZOO:
+        if entry.model == model and entry.model_args == dict(model_args or {}) and entry.data == BENCHMARK:
+            return entry
+    return None
+
+
 def zoo_weights(model: str) -> Path | None:
     """The zoo's weight file of registered ``model`` built without constructor arguments (its
     ``embedded`` pretrained tag), or None if the zoo has no such entry."""
-    for entry in ZOO:
-        if entry.model == model and not entry.model_args and entry.data == BENCHMARK:
-            return entry.folder / "model.safetensors"
-    return None
+    entry = benchmark_classifier(model)
+    return entry.folder / "model.safetensors" if entry is not None else None
