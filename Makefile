@@ -5,7 +5,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: env demo test test-all lint bench zoo clean
+.PHONY: env demo test test-all lint bench zoo results clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -20,6 +20,10 @@ demo: env
 # the model zoo: trains every entry whose weights are missing or were made by other settings
 zoo: env
 	$(RUN) bioattn zoo
+
+# the sources' claims measured on the zoo: docs/results.md and docs/results/
+results: env
+	$(RUN) bioattn results
 
 test: env
 	$(RUN) pytest -n 2 --dist loadfile

@@ -206,6 +206,16 @@ def _run_demo(s: config.DemoOptions) -> int:
     return 0
 
 
+def _run_results(s: config.ResultsSettings) -> int:
+    # on demand: the command line starts (and answers --help) without loading torch
+    from .claims import write_results
+
+    rows = write_results(s, log=lambda message: print(message, file=sys.stderr) if s.progress else None)
+    verdicts = ", ".join(f"{sum(r.verdict == v for r in rows)} {v}" for v in dict.fromkeys(r.verdict for r in rows))
+    print(f"results: {len(rows)} claims ({verdicts}) written to {s.out}")
+    return 0
+
+
 def _run_zoo(s: config.ZooSettings) -> int:
     # on demand: the command line starts (and answers --help) without loading torch
     from .zoo.build import build_zoo
@@ -331,9 +341,9 @@ COMMANDS: tuple[Command, ...] = (
             "recipe: 'deit' for folders, 'small' for the embedded data. With --resume, settings "
             "given on the command line must agree with the saved run's. Several GPUs or nodes: "
             "torchrun --nproc_per_node=N -m bioattn train ...", (config.TrainConfig,), _run_train),
-    Command("demo", "train and compare all systems on the embedded data; write a report page",
-            "Train the micro ViT, AbSViT, RVT (self-attention and VARS-D), RS-RNN and FF-CNN on "
-            "the embedded data, evaluate clean accuracy, corruptions, FGSM/PGD (per glimpse for "
+    Command("demo", "compare all systems on the embedded data; write a report page",
+            "Take the micro ViT, AbSViT, RVT (self-attention and VARS-D), RS-RNN, FF-CNN and both "
+            "GFNets from the model zoo (training those it lacks on the embedded data), evaluate clean accuracy, corruptions, FGSM/PGD (per glimpse for "
             "glimpse models), attention on the object and AbSViT's steering, and write "
             "index.html, report.md and results.json (Python: bioattn.demo.run_demo). Trained "
             "checkpoints are cached: a second run only evaluates.", (config.DemoOptions,), _run_demo),
@@ -342,6 +352,12 @@ COMMANDS: tuple[Command, ...] = (
             "folder under bioattn/zoo/ (float16 weights, checkpoint and timm metadata, the command, "
             "the training log and the test figures); entries already made by their present "
             "settings are kept (Python: bioattn.zoo.build.build_zoo).", (config.ZooSettings,), _run_zoo),
+    Command("results", "measure the sources' claims on the zoo; write the results page",
+            "Evaluate every built zoo classifier on the embedded benchmark's test split (clean, "
+            "corruptions, FGSM/PGD, attention on the object, steering, accuracy per glimpse under "
+            "attack) and write one row per claim of the sources, with the source's figure, ours, the "
+            "number of images and a verdict, to docs/results.md; full tables, plots and JSON go into "
+            "docs/results/ (Python: bioattn.claims.write_results).", (config.ResultsSettings,), _run_results),
     Command("eval", "evaluate a checkpoint: clean accuracy, corruptions, ImageNet-A/R/Sketch, attacks",
             "Evaluate a model on several suites and write every figure to a JSON file, with a "
             "Markdown table and plots next to it (Python: bioattn.evaluate.evaluate_checkpoint, "

@@ -1,5 +1,5 @@
 """Settings of the commands besides training and evaluation: ``models``, ``domains``, ``demo``,
-``zoo``, ``report``, ``attend``, ``convert`` and ``data``; and the model lists of ``domains``
+``zoo``, ``results``, ``report``, ``attend``, ``convert`` and ``data``; and the model lists of ``domains``
 (``NAME[KEY=VALUE,...]``).
 """
 
@@ -156,7 +156,8 @@ class DemoOptions(Settings):
 
     out: str = setting("demo-report", help="report directory", check=output_path("directory"))
     quick: bool = setting(False, help="tiny budget (about two minutes)")
-    retrain: bool = setting(False, help="train again even when checkpoints are cached")
+    retrain: bool = setting(False, help="train every model here, neither from the zoo's weights nor from "
+                            "cached checkpoints")
     models: list[str] | None = setting(None, help="comma-separated subset (labels or model names)",
                                        resolves="all", parse=parse_names)
     progress: bool = setting(True, help="no progress bars", flag="--no-progress")
@@ -174,6 +175,34 @@ class ZooSettings(Settings):
                                resolves="$BIOATTN_CACHE/zoo-runs", metavar="DIR",
                                check=output_path("directory"))
     progress: bool = setting(True, help="no progress bars", flag="--no-progress")
+
+
+@dataclass
+class ResultsSettings(Settings):
+    """``bioattn results`` (Python: ``bioattn.claims.write_results``): the sources' claims measured
+    on the zoo; how many test images each measurement uses."""
+
+    out: str = setting("docs/results.md", help="the results page (.md); its tables, plots and JSON go into "
+                       "the folder of the same name beside it",
+                       check=lambda v: output_path("file")(v) or (None if str(v).endswith(".md") else "a .md file"))
+    only: list[str] | None = setting(None, help="comma-separated zoo entries to measure", resolves="every built "
+                                     "classifier", parse=parse_names, metavar="ENTRIES")
+    images: int = setting(2000, help="test images for clean top-1", check=integer(1))
+    corruption_images: int = setting(300, help="test images per corruption", check=integer(1))
+    severity: int = setting(3, help="corruption severity", check=integer(1, 5))
+    attack_images: int = setting(300, help="test images attacked (FGSM, PGD)", check=integer(1))
+    attention_images: int = setting(500, help="test images whose attention map is scored", check=integer(1))
+    steering_images: int = setting(500, help="two-object test images for steering", check=integer(1))
+    glimpses: int = setting(16, help="glimpses of the glimpse models", check=integer(2))
+    attack_readout: int = setting(4, help="the glimpse the attack on the glimpse models aims at",
+                                  check=integer(1))
+    seed: int = setting(0, help="random seed of the evaluations", check=integer(0))
+    progress: bool = setting(True, help="no progress bars", flag="--no-progress")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.attack_readout > self.glimpses:
+            raise BioattnError(f"--attack-readout {self.attack_readout} is beyond --glimpses {self.glimpses}")
 
 
 @dataclass

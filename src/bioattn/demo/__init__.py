@@ -1,14 +1,15 @@
 """The demo: train the three systems and their baselines on the embedded data, evaluate them
 side by side, and write a report page.
 
-``run_demo()`` (``bioattn demo``) trains the micro variants of ViT, AbSViT, RVT with
-self-attention, RVT with VARS-D, RS-RNN and FF-CNN on the embedded cluttered-shapes data, then
-scores each on clean images, the 15 corruptions, FGSM and PGD (per glimpse for the glimpse
+``run_demo()`` (``bioattn demo``) takes the micro variants of ViT, AbSViT, RVT with
+self-attention, RVT with VARS-D, RS-RNN, FF-CNN and both GFNets from the model zoo
+(:mod:`bioattn.zoo`) where it holds them, trains the others on the embedded cluttered-shapes
+data, then scores each on clean images, the 15 corruptions, FGSM and PGD (per glimpse for the glimpse
 models), how much of its attention falls on the object, and AbSViT's top-down steering on
 two-object images; then fine-tunes ViT and AbSViT as segmenters and ViT and RS-RNN as
 multi-label models (:mod:`.tasks`). Trained checkpoints are cached
 (``$BIOATTN_CACHE/demo/<settings>``), so a second run only evaluates; ``retrain=True`` trains
-again. ``quick=True`` runs the same pipeline on a tiny budget (for tests).
+every model anew, zoo weights unused. ``quick=True`` runs the same pipeline on a tiny budget (for tests).
 
 The report directory holds ``index.html`` (a static page: the table, the robustness plots and
 an attention gallery), ``report.md`` and ``results.json``.

@@ -14,7 +14,8 @@ from ..attention.metrics import auc_judd
 @torch.no_grad()
 def mask_attention_scores(model, dataset, limit: int, batch_size: int = 64) -> dict[str, float]:
     """How well a model's primary attention map finds the object: the share of the map's mass
-    inside the object mask (chance: the mask's share of the image) and AUC-Judd with the mask's
+    inside the object mask (chance: the mask's share of the image; ``mask_share_std`` its spread
+    over the images) and AUC-Judd with the mask's
     pixels as positives, averaged over images."""
 
     arrays = dataset.arrays
@@ -35,6 +36,7 @@ def mask_attention_scores(model, dataset, limit: int, batch_size: int = 64) -> d
             aucs.append(auc_judd(s.numpy(), m.numpy()))
     return {
         "mask_share": 100.0 * float(np.nanmean(shares)),
+        "mask_share_std": 100.0 * float(np.nanstd(shares)),
         "mask_share_chance": 100.0 * float(np.mean(chance)),
         "mask_auc": float(np.nanmean(aucs)),
         "n_images": n,

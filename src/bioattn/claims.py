@@ -1,0 +1,379 @@
+"""The sources' claims, measured on the model zoo.
+
+``bioattn results`` (``make results``; Python: :func:`write_results`) loads every built zoo
+entry (:mod:`bioattn.zoo`), evaluates it on the test split of the embedded benchmark and writes
+``docs/results.md``: one row per claim of the sources (AbSViT, VARS, RS-RNN) with the source's
+figure, ours, the number of images it rests on and a verdict, then the figures of every model;
+``docs/results/`` holds the full tables, the plots and ``results.json``.
+
+A verdict compares two accuracies (or shares) by their difference against twice its standard
+error (the two figures' binomial or per-image errors combined):
+
+* ``holds``: the difference has the claimed sign and exceeds twice its standard error;
+* ``does not hold``: it has the opposite sign and exceeds twice its standard error;
+* ``not resolved``: within twice its standard error (more images would be needed);
+* ``not measured``: a zoo entry the claim needs is not built (the row says which and how).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .attention.maps import has_maps
+from .checkpoint import load_model, read_meta
+from .config import ResultsSettings
+from .data import build_dataset
+from .errors import BioattnError
+from .evaluate.object_attention import mask_attention_scores
+from .evaluate.report import nan_to_none, write_report
+from .evaluate.suites import run_suites
+from .fileio import atomic_write_text, check_output_file, output_folder
+from .protocol import Glimpsing, TopDownSteerable, capable
+from .zoo import BENCHMARK, ZOO, ZooEntry, find_entry
+
+PAIR_BENCHMARK = "embedded:pair"
+HOLDS, FAILS, UNRESOLVED, UNMEASURED = "holds", "does not hold", "not resolved", "not measured"
+
+
+# --------------------------------------------------------------------------------------------
+# measuring one zoo entry
+# --------------------------------------------------------------------------------------------
+def measure_entry(entry: ZooEntry, settings: ResultsSettings, progress: bool = False) -> dict[str, Any]:
+    """Every figure the claims use, for one built classifier of the zoo: clean top-1, top-1
+    under the 15 corruptions, FGSM and PGD (glimpse models: at every glimpse, the attack aimed at
+    ``attack_readout``), the attention on the object and, for a steerable model, steering on
+    two-object images. Returns :func:`~bioattn.evaluate.suites.run_suites`' layout."""
+    model, meta = load_model(entry.folder), read_meta(entry.folder)
+    size, mean, std = meta["img_size"], meta["mean"], meta["std"]
+    test_set = build_dataset(BENCHMARK, "test", size, mean, std)
+    glimpse = capable(model, Glimpsing)
+    common = dict(mean=mean, std=std, img_size=size, classes=meta.get("classes"), progress=progress,
+                  seed=settings.seed, device="auto",
+                  model_info={"name": entry.label, "model": entry.model, "model_args": entry.model_args,
+                              "entry": entry.name})
+    readouts = {"readouts": settings.glimpses} if glimpse else {}
+    result = run_suites(model, test_set, ["clean"], limit=settings.images, **readouts, **common)
+    more = run_suites(model, test_set, ["corruptions"], limit=settings.corruption_images,
+                      severities=[settings.severity], **common)
+    result["results"].update(more["results"])
+    attack = dict(readouts, attack_readout=settings.attack_readout) if glimpse else {}
+    more = run_suites(model, test_set, ["fgsm", "pgd"], limit=settings.attack_images, **attack, **common)
+    result["results"].update(more["results"])
+    if has_maps(model):
+        result["results"]["attention"] = mask_attention_scores(model, test_set, settings.attention_images)
+    if capable(model, TopDownSteerable):
+        pairs = build_dataset(PAIR_BENCHMARK, "test", size, mean, std)
+        result["results"]["steering"] = run_suites(model, pairs, ["steering"], limit=settings.steering_images,
+                                                   **common)["results"]["steering"]
+    result["model"] = dict(result.get("model") or {}, name=entry.label, entry=entry.name)
+    return result
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one measured entry the claims read (None where not measured)."""
+    r = result.get("results", {})
+
+    def attack(suite: str) -> dict[str, Any]:
+        runs = (r.get(suite) or {}).get("runs") or [{}]
+        return runs[0]
+
+    pgd = attack("pgd")
+    return {
+        "clean": (r.get("clean") or {}).get("top1"),
+        "n_clean": (r.get("clean") or {}).get("n"),
+        "clean_per_glimpse": (r.get("clean") or {}).get("per_readout_top1"),
+        "corrupted": (r.get("corruptions") or {}).get("mean_top1"),
+        "n_corrupted": (r.get("corruptions") or {}).get("n"),
+        "fgsm": attack("fgsm").get("attacked_readout_top1", attack("fgsm").get("top1")),
+        "pgd": pgd.get("attacked_readout_top1", pgd.get("top1")),
+        "pgd_per_glimpse": pgd.get("per_readout_top1"),
+        "n_attack": pgd.get("n"),
+        "on_object": (r.get("attention") or {}).get("mask_share"),
+        "on_object_std": (r.get("attention") or {}).get("mask_share_std"),
+        "object_area": (r.get("attention") or {}).get("mask_share_chance"),
+        "n_attention": (r.get("attention") or {}).get("n_images"),
+        "steering_win_rate": (r.get("steering") or {}).get("win_rate"),
+        "n_pairs": (r.get("steering") or {}).get("n_pairs"),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# verdicts
+# --------------------------------------------------------------------------------------------
+def binomial_se(percent: float, n: int) -> float:
+    """Standard error, in points, of an accuracy of ``percent`` on ``n`` images."""
+    p = min(max(percent / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(p * (1 - p) / n) if n else math.inf
+
+
+def verdict(diff: float, se: float) -> str:
+    """:data:`HOLDS` when ``diff`` (claimed positive) exceeds twice its standard error ``se``,
+    :data:`FAILS` when it is below minus twice, else :data:`UNRESOLVED`."""
+    if diff > 2 * se:
+        return HOLDS
+    if diff < -2 * se:
+        return FAILS
+    return UNRESOLVED
+
+
+@dataclass
+class ClaimRow:
+    """One row of the claims table."""
+
+    claim: str
+    source: str
+    source_figure: str
+    ours: str
+    images: str
+    verdict: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of a source, measured on the zoo entries ``entries`` by ``measure`` (which gets
+    their headline figures, in order, and returns the figure text, the images and the verdict)."""
+
+    claim: str
+    source: str
+    source_figure: str
+    entries: tuple[str, ...]
+    measure: Callable[[list[dict[str, Any]]], tuple[str, str, str]] | None = None
+    missing: str = ""  # why the claim cannot be measured on the zoo at all
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}%"
+
+
+def more_robust(key: str, n_key: str) -> Callable[[list[dict[str, Any]]], tuple[str, str, str]]:
+    """System (first entry) above its baseline (second) in figure ``key`` (top-1 in %)."""
+
+    def measure(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
+        a, b = scores
+        if a[key] is None or b[key] is None:
+            return "-", "-", UNMEASURED
+        n = a[n_key] or 0
+        se = math.hypot(binomial_se(a[key], n), binomial_se(b[key], b[n_key] or 0))
+        text = f"{_pct(a[key])} vs {_pct(b[key])} (clean {_pct(a['clean'])} vs {_pct(b['clean'])})"
+        return text, f"{n} per model", verdict(a[key] - b[key], se)
+
+    return measure
+
+
+def closer_to_object(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
+    """More of the system's attention map on the object than the baseline's."""
+    a, b = scores
+    if a["on_object"] is None or b["on_object"] is None:
+        return "-", "-", UNMEASURED
+    n = a["n_attention"] or 0
+    se = math.hypot(a["on_object_std"], b["on_object_std"]) / math.sqrt(n) if n else math.inf
+    text = (f"{_pct(a['on_object'])} vs {_pct(b['on_object'])} of the map on the object "
+            f"(the object covers {_pct(a['object_area'])})")
+    return text, f"{n} per model", verdict(a["on_object"] - b["on_object"], se)
+
+
+def steers(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
+    """The prompted object wins more often than chance (a win rate above one half)."""
+    (a,) = scores
+    if a["steering_win_rate"] is None:
+        return "-", "-", UNMEASURED
+    n = a["n_pairs"] or 0
+    se = 100.0 * math.sqrt(0.25 / n) if n else math.inf
+    win = 100.0 * a["steering_win_rate"]
+    return (f"prompted object gets more top-down attention in {win:.1f}% of pairs (chance 50%)",
+            f"{n} pairs", verdict(win - 50.0, se))
+
+
+def _glimpse_recovery(a: dict[str, Any], attack_readout: int) -> tuple[float, float, float, int] | None:
+    per = a["pgd_per_glimpse"]
+    if not per or len(per) < attack_readout:
+        return None
+    n = a["n_attack"] or 0
+    at, last = per[attack_readout - 1], per[-1]
+    return at, last, math.hypot(binomial_se(at, n), binomial_se(last, n)), n
+
+
+def recovers(attack_readout: int, expected: bool) -> Callable[[list[dict[str, Any]]], tuple[str, str, str]]:
+    """Top-1 under PGD aimed at glimpse ``attack_readout`` higher at the last glimpse than at the
+    attacked one (``expected``), or not higher (a baseline)."""
+
+    def measure(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
+        found = _glimpse_recovery(scores[0], attack_readout)
+        if found is None:
+            return "-", "-", UNMEASURED
+        at, last, se, n = found
+        text = f"{_pct(at)} at glimpse {attack_readout} -> {_pct(last)} at glimpse {len(scores[0]['pgd_per_glimpse'])}"
+        outcome = verdict(last - at, se)
+        if not expected:  # the claim is that the baseline does not recover
+            outcome = {HOLDS: FAILS, FAILS: HOLDS, UNRESOLVED: HOLDS}[outcome]
+        return text, f"{n}", outcome
+
+    return measure
+
+
+def claims(settings: ResultsSettings) -> list[Claim]:
+    """Every claim of the sources, in the order of the results page."""
+    k = settings.attack_readout
+    absvit_c = "ImageNet-C mCE (lower is better) ViT -> AbSViT: Ti 71.1 -> 66.7, S 54.6 -> 51.6, B 49.3 -> 48.3"
+    vars_rob = "VARS improves robustness (ImageNet-C, -R, -Sketch, -A, PGD) of each backbone"
+    rows = [
+        Claim("AbSViT is more robust than ViT to corruptions", "AbSViT", absvit_c,
+              ("absvit_micro_patch8_64", "vit_micro_patch8_64"), more_robust("corrupted", "n_corrupted")),
+        Claim("AbSViT is more robust than ViT to adversarial attack (PGD)", "AbSViT",
+              "more robust to adversarial attack", ("absvit_micro_patch8_64", "vit_micro_patch8_64"),
+              more_robust("pgd", "n_attack")),
+        Claim("AbSViT's attention is steered by a class prior", "AbSViT",
+              "top-down attention follows the prompted class (official demo)", ("absvit_micro_patch8_64",), steers),
+        Claim("AbSViT's attention is on the object more than ViT's", "AbSViT",
+              "top-down attention focuses on the object", ("absvit_micro_patch8_64", "vit_micro_patch8_64"),
+              closer_to_object),
+    ]
+    for system, base, where in (("rvt_micro_vars_d", "rvt_micro", "RVT VARS-D vs self-attention"),
+                                ("rvt_micro_vars_s", "rvt_micro", "RVT VARS-S vs self-attention"),
+                                ("rvt_micro_vars_sd", "rvt_micro", "RVT VARS-SD vs self-attention"),
+                                ("deit_micro_patch8_64_vars_d", "vit_micro_patch8_64", "DeiT-style ViT VARS-D vs ViT"),
+                                ("gfnet_micro_vars_s", "gfnet_micro", "GFNet VARS-S vs global filter")):
+        rows.append(Claim(f"VARS is more robust to corruptions: {where}", "VARS", vars_rob, (system, base),
+                          more_robust("corrupted", "n_corrupted")))
+        rows.append(Claim(f"VARS is more robust to PGD: {where}", "VARS", vars_rob, (system, base),
+                          more_robust("pgd", "n_attack")))
+    rows += [
+        Claim("VARS-D's attention is closer to the object than self-attention's (RVT)", "VARS",
+              "VARS-D maps agree better with human fixations (MIT1003) than self-attention's",
+              ("rvt_micro_vars_d", "rvt_micro"), closer_to_object),
+        Claim("VARS-D's attention is closer to the object than self-attention's (DeiT-style ViT)", "VARS",
+              "VARS-D maps agree better with human fixations (MIT1003) than self-attention's",
+              ("deit_micro_patch8_64_vars_d", "vit_micro_patch8_64"), closer_to_object),
+        Claim("VARS generalises better across domains (leave one style out)", "VARS",
+              "better PACS domain generalisation", (),
+              missing="the zoo holds no leave-one-domain-out models"),
+        Claim("VARS segments better (UperNet)", "VARS", "better PASCAL VOC segmentation",
+              ("upernet_rvt_micro_vars_d", "upernet_vit_micro_patch8_64"),
+              missing="segmenters are scored by `bioattn eval`, not yet by this page"),
+        Claim("AbSViT segments better than ViT (UperNet)", "AbSViT",
+              "mIoU ViT-B -> AbSViT-B: VOC 80.1 -> 81.3, Cityscapes 75.3 -> 76.8, ADE20K 45.2 -> 47.2",
+              ("upernet_absvit_micro_patch8_64", "upernet_vit_micro_patch8_64"),
+              missing="segmenters are scored by `bioattn eval`, not yet by this page"),
+        Claim(f"RS-RNN: top-1 under PGD aimed at glimpse {k} recovers with more glimpses", "RS-RNN",
+              "accuracy under attack grows with more glimpses", ("rsrnn_micro",), recovers(k, True)),
+    ]
+    for entry, label in (("crop_s_micro", "Crop-S"), ("crop_d_micro", "Crop-D"),
+                         ("retina_gru_micro", "Retina-GRU"), ("s3ta_micro", "S3TA")):
+        rows.append(Claim(f"{label} (baseline): top-1 under PGD aimed at glimpse {k} does not recover", "RS-RNN",
+                          "the baselines' accuracy under attack does not recover", (entry,), recovers(k, False)))
+    rows.append(Claim("RS-RNN fixates the objects of multi-object scenes", "RS-RNN",
+                      "fixations land on small objects in cluttered scenes", ("multilabel_rsrnn_micro",),
+                      missing="multi-label fixations are scored by the demo, not yet by this page"))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# the page
+# --------------------------------------------------------------------------------------------
+def measure_zoo(settings: ResultsSettings, names: Sequence[str] | None = None, progress: bool = False,
+                log: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+    """The measured figures (:func:`measure_entry`) of every built classifier of the zoo on the
+    benchmark (or of ``names``), by entry name."""
+    entries = [find_entry(n) for n in names] if names else [e for e in ZOO if e.data == BENCHMARK]
+    measured = {}
+    for entry in entries:
+        if not entry.is_built():
+            continue
+        if log:
+            log(f"measuring {entry.name}")
+        measured[entry.name] = measure_entry(entry, settings, progress)
+    return measured
+
+
+def claim_rows(settings: ResultsSettings, measured: dict[str, dict[str, Any]]) -> list[ClaimRow]:
+    """The claims table from the measured entries."""
+    rows = []
+    for c in claims(settings):
+        if c.missing or c.measure is None:
+            rows.append(ClaimRow(c.claim, c.source, c.source_figure, f"not measured: {c.missing}", "-",
+                                 UNMEASURED))
+            continue
+        absent = [e for e in c.entries if e not in measured]
+        if absent:
+            how = ", ".join(absent)
+            rows.append(ClaimRow(c.claim, c.source, c.source_figure,
+                                 f"not measured: zoo entry {how} not built (bioattn zoo --only {how})", "-",
+                                 UNMEASURED))
+            continue
+        ours, images, outcome = c.measure([headline(measured[e]) for e in c.entries])
+        rows.append(ClaimRow(c.claim, c.source, c.source_figure, ours, images, outcome))
+    return rows
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def results_markdown(settings: ResultsSettings, measured: dict[str, dict[str, Any]], rows: list[ClaimRow],
+                     details: str) -> str:
+    """The text of ``docs/results.md``."""
+    counts = {v: sum(r.verdict == v for r in rows) for v in (HOLDS, FAILS, UNRESOLVED, UNMEASURED)}
+    lines = [
+        "# Results: the sources' claims on the embedded benchmark", "",
+        "Written by `make results` (`bioattn results`; Python: `bioattn.claims.write_results`) from the "
+        "model zoo alone (`src/bioattn/zoo/`, trained by `make zoo`), on the test split of the embedded "
+        f"benchmark (`{BENCHMARK}`; steering on `{PAIR_BENCHMARK}`). A verdict compares the two figures' "
+        "difference with twice its standard error: **holds** (the claimed sign, beyond it), **does not "
+        "hold** (the opposite sign, beyond it), **not resolved** (within it), **not measured** (a model it "
+        "needs is not in the zoo, or the page does not score it yet).", "",
+        f"Verdicts: {counts[HOLDS]} hold, {counts[FAILS]} do not hold, {counts[UNRESOLVED]} not resolved, "
+        f"{counts[UNMEASURED]} not measured.", "",
+        "## Claims", "",
+        "| claim | source | the source's figure | ours (embedded benchmark) | images | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {_cell(r.claim)} | {r.source} | {_cell(r.source_figure)} | {_cell(r.ours)} | {r.images} | "
+              f"{r.verdict} |" for r in rows]
+    lines += ["", "## The models", "",
+              f"Top-1 in % on the benchmark's test images: clean ({settings.images}), mean over the 15 "
+              f"corruptions at severity {settings.severity} ({settings.corruption_images}), FGSM and PGD at the "
+              f"official settings ({settings.attack_images}; glimpse models: {settings.glimpses} glimpses, the "
+              f"attack aimed at glimpse {settings.attack_readout}, top-1 at that glimpse); share of the attention "
+              f"map on the object ({settings.attention_images}).", "",
+              "| zoo entry | model | clean | corrupted | FGSM | PGD | attention on object (object area) |",
+              "|---|---|---|---|---|---|---|"]
+    for name, result in measured.items():
+        h = headline(result)
+        on = f"{_pct(h['on_object'])} ({_pct(h['object_area'])})" if h["on_object"] is not None else "-"
+        lines.append(f"| `{name}` | {result['model']['name']} | {_pct(h['clean'])} | {_pct(h['corrupted'])} | "
+                     f"{_pct(h['fgsm'])} | {_pct(h['pgd'])} | {on} |")
+    missing = [e.name for e in ZOO if e.name not in measured and e.data == BENCHMARK]
+    if missing:
+        lines += ["", f"Not built yet (so not measured): {', '.join(f'`{m}`' for m in missing)}."]
+    lines += ["", details, ""]
+    return "\n".join(lines)
+
+
+def write_results(settings: ResultsSettings | None = None, log: Callable[[str], None] | None = None,
+                  **overrides: Any) -> list[ClaimRow]:
+    """Measure the zoo and write ``settings.out`` (the claims page) and, beside it, the folder
+    of the same name (the full tables and plots, ``results.json``); returns the claims table.
+    Keyword ``overrides`` name fields of :class:`~bioattn.config.ResultsSettings`."""
+    settings = ResultsSettings(**{**(asdict(settings) if settings else {}), **overrides})
+    out = Path(settings.out)
+    check_output_file(out, "results page")
+    folder = out.parent / out.stem
+    measured = measure_zoo(settings, settings.only, settings.progress, log)
+    if not measured:
+        raise BioattnError("no zoo classifier is built: run bioattn zoo first")
+    rows = claim_rows(settings, measured)
+    output_folder(folder, "results folder")
+    files = write_report(list(measured.values()), folder, stem="zoo")
+    links = ", ".join(f"[{p.name}]({folder.name}/{p.name})" for p in files)
+    atomic_write_text(folder / "results.json", json.dumps(
+        nan_to_none({"settings": asdict(settings), "claims": [asdict(r) for r in rows], "models": measured}),
+        indent=2, default=str) + "\n", what="results file")
+    details = f"Every table of every model, and the plots: {links}; the figures as JSON: " \
+              f"[results.json]({folder.name}/results.json)."
+    atomic_write_text(out, results_markdown(settings, measured, rows, details), what="results page")
+    return rows

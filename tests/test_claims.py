@@ -1,0 +1,111 @@
+"""The claims page: verdicts from the figures, rows for models the zoo lacks, and the page
+written from the zoo's built entries."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bioattn.claims import (
+    FAILS,
+    HOLDS,
+    UNMEASURED,
+    UNRESOLVED,
+    binomial_se,
+    claim_rows,
+    claims,
+    closer_to_object,
+    more_robust,
+    recovers,
+    steers,
+    verdict,
+    write_results,
+)
+from bioattn.cli import main
+from bioattn.config import ResultsSettings
+from bioattn.errors import BioattnError
+from bioattn.zoo import find_entry
+
+
+def _scores(**figures):
+    base = dict(clean=90.0, n_clean=1000, clean_per_glimpse=None, corrupted=None, n_corrupted=None, fgsm=None,
+                pgd=None, pgd_per_glimpse=None, n_attack=None, on_object=None, on_object_std=None,
+                object_area=None, n_attention=None, steering_win_rate=None, n_pairs=None)
+    return base | figures
+
+
+def test_verdict_needs_twice_the_standard_error():
+    assert binomial_se(50.0, 100) == pytest.approx(5.0)
+    assert verdict(10.1, 5.0) == HOLDS and verdict(9.9, 5.0) == UNRESOLVED
+    assert verdict(-10.1, 5.0) == FAILS and verdict(0.0, math.inf) == UNRESOLVED
+
+
+def test_robustness_claim_compares_the_system_with_its_baseline():
+    measure = more_robust("corrupted", "n_corrupted")
+    system, base = _scores(corrupted=70.0, n_corrupted=1000), _scores(corrupted=60.0, n_corrupted=1000)
+    text, images, outcome = measure([system, base])
+    assert outcome == HOLDS and "70.0% vs 60.0%" in text and images == "1000 per model"
+    assert measure([base, system])[2] == FAILS
+    # the same gap on 20 images is not enough to tell
+    few = [_scores(corrupted=70.0, n_corrupted=20), _scores(corrupted=60.0, n_corrupted=20)]
+    assert measure(few)[2] == UNRESOLVED
+    assert measure([_scores(), base])[2] == UNMEASURED
+
+
+def test_attention_and_steering_claims():
+    near = _scores(on_object=40.0, on_object_std=10.0, object_area=12.0, n_attention=400)
+    far = _scores(on_object=30.0, on_object_std=10.0, object_area=12.0, n_attention=400)
+    assert closer_to_object([near, far])[2] == HOLDS and closer_to_object([far, near])[2] == FAILS
+    assert steers([_scores(steering_win_rate=0.7, n_pairs=400)])[2] == HOLDS
+    assert steers([_scores(steering_win_rate=0.52, n_pairs=400)])[2] == UNRESOLVED
+    assert steers([_scores(steering_win_rate=0.3, n_pairs=400)])[2] == FAILS
+
+
+def test_glimpse_recovery_claim_and_its_baseline_form():
+    rising = _scores(pgd_per_glimpse=[60.0, 50.0, 40.0, 10.0] + [10.0 + 5 * i for i in range(12)], n_attack=300)
+    flat = _scores(pgd_per_glimpse=[60.0, 50.0, 40.0, 10.0] + [11.0] * 12, n_attack=300)
+    assert recovers(4, True)([rising])[2] == HOLDS and recovers(4, True)([flat])[2] == UNRESOLVED
+    # a baseline's claim is that it does not recover
+    assert recovers(4, False)([flat])[2] == HOLDS and recovers(4, False)([rising])[2] == FAILS
+    assert "10.0% at glimpse 4 -> 65.0% at glimpse 16" in recovers(4, True)([rising])[0]
+
+
+def test_every_claim_has_a_row_and_missing_models_say_how_to_build_them():
+    settings = ResultsSettings()
+    measured = {"rvt_micro": {"results": {"clean": {"top1": 97.0, "n": 100}}, "model": {"name": "RVT"}}}
+    rows = claim_rows(settings, measured)
+    assert len(rows) == len(claims(settings))
+    sources = {r.source for r in rows}
+    assert sources == {"AbSViT", "VARS", "RS-RNN"}
+    vars_d = next(r for r in rows if r.claim == "VARS is more robust to corruptions: RVT VARS-D vs self-attention")
+    assert vars_d.verdict == UNMEASURED and "bioattn zoo --only rvt_micro_vars_d" in vars_d.ours
+    # every entry a claim names is in the zoo
+    for claim in claims(settings):
+        for name in claim.entries:
+            assert find_entry(name).name == name
+
+
+def test_results_page_from_the_zoo(tmp_path):
+    out = tmp_path / "docs" / "results.md"
+    rows = write_results(ResultsSettings(out=str(out), only=["rvt_micro"], images=64, corruption_images=4,
+                                         attack_images=8, attention_images=16, steering_images=8,
+                                         progress=False))
+    page = out.read_text()
+    assert page.count("\n| ") >= len(rows) and "| `rvt_micro` | RVT (self-attention) |" in page
+    data = json.loads((tmp_path / "docs" / "results" / "results.json").read_text())
+    clean = data["models"]["rvt_micro"]["results"]["clean"]
+    # the zoo's RVT recognises the benchmark's test images
+    assert clean["n"] == 64 and clean["top1"] >= 80.0
+    assert (tmp_path / "docs" / "results" / "zoo.md").is_file()
+    for link in ("results/zoo.md", "results/results.json"):
+        assert f"({link})" in page
+
+
+def test_results_refuses_a_page_that_is_not_markdown(tmp_path, capsys):
+    assert main(["results", "--out", str(tmp_path / "results.txt"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a .md file" in err[0]
+    with pytest.raises(BioattnError, match="beyond --glimpses"):
+        ResultsSettings(glimpses=4, attack_readout=8)
