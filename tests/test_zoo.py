@@ -5,6 +5,7 @@ keeping entries made by their present settings; resuming an interrupted build.""
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from pathlib import Path
 
@@ -136,7 +137,8 @@ def test_micro_models_name_their_zoo_weights_as_the_default_pretrained_tag():
 @pytest.mark.parametrize("entry", [e for e in zoo.ZOO if e.is_built() and e.data == zoo.BENCHMARK],
                          ids=lambda e: e.name)
 def test_built_classifiers_recognise_the_test_images(entry):
-    # the recorded figures hold for the shipped weights: 300 test images, well below the measured top-1
+    # the shipped weights are trained (above 70% top-1, chance is 10%) and score what their record
+    # says (300 of the 2000 test images: within three standard errors of the recorded top-1)
     from bioattn.data import build_dataset
 
     record = json.loads((entry.folder / "train.json").read_text())
@@ -151,4 +153,6 @@ def test_built_classifiers_recognise_the_test_images(entry):
     labels = torch.tensor([test[i][1] for i in range(300)])
     with torch.no_grad():
         top1 = 100 * float((model(images).argmax(1) == labels).float().mean())
-    assert record["test"]["top1"] >= 85 and top1 >= 80, (top1, record["test"])
+    recorded = record["test"]["top1"]
+    se = 100 * math.sqrt(recorded / 100 * (1 - recorded / 100) / 300)
+    assert top1 >= 70 and abs(top1 - recorded) <= 3 * se + 1, (top1, record["test"])
