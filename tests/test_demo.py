@@ -98,9 +98,14 @@ def test_demo_evaluates_the_zoo_weights_instead_of_training(tmp_path):
     assert rvt["results"]["clean"]["top1"] >= 70.0
     page = (tmp_path / "report" / "index.html").read_text()
     assert "From the model zoo (RVT" in page
+    # the trainer still runs once: RVT from scratch on the demo's data, beside the zoo's
+    trainer = summary["trainer"]
+    assert trainer["label"] == "RVT" and trainer["train_s"] > 0 and trainer["zoo_top1"] == rvt["results"]["clean"]["top1"]
+    assert "The trainer at work: RVT trained here from scratch" in page
     # retrain: every model trained by the demo, nothing from the zoo
     again = run_demo(tmp_path / "again", progress=False, models=["RVT"], settings=settings, retrain=True)
     assert again["weights"] == {"RVT": "demo"} and again["timings"]["RVT"]["train_s"] > 0.0
+    assert again["trainer"] is None
 
 
 def test_unwritable_out_is_a_one_line_error(tmp_path, capsys):

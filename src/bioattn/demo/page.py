@@ -119,7 +119,8 @@ def _compact_table(results_list: Sequence[dict]) -> str:
 def write_html(out: Path, results_list: Sequence[dict], md: str, plots: list[str],
                gallery: list[tuple[str, str]], settings: DemoSettings, seconds: float,
                domains: dict[str, Any] | None = None, tasks_md: str = "",
-               task_points: Sequence[str] = (), sources: dict[str, str] | None = None) -> None:
+               task_points: Sequence[str] = (), sources: dict[str, str] | None = None,
+               trainer: dict[str, Any] | None = None) -> None:
     heatmap = plot_corruption_heatmap(results_list, out / HEATMAP)
     points = "\n".join(f"<li>{html.escape(sentence)}</li>"
                        for sentence in [*findings(results_list), *domain_findings(domains), *task_points])
@@ -178,7 +179,7 @@ the primary attention map's mass inside the object's mask.</p>
 <h2>Attention gallery</h2>
 {tiles}
 <h2>About this run</h2>
-<p class="about">{html.escape(_origin_text(sources or {}, settings))} Evaluated side by side on the test
+<p class="about">{html.escape(_origin_text(sources or {}, settings))}{html.escape(_trainer_text(trainer))} Evaluated side by side on the test
 images of {html.escape(settings.data)}; the whole run took {seconds:.0f} s. Steering:
 share of AbSViT's top-down attention on the prompted object vs the other one, on two-object images.</p>
 </body></html>
@@ -199,6 +200,16 @@ def _origin_text(sources: dict[str, str], settings: DemoSettings) -> str:
         parts.append(f"Trained by this demo ({', '.join(trained)}): {settings.data}, {settings.epochs} "
                      "epochs each.")
     return " ".join(parts)
+
+
+def _trainer_text(trainer: dict[str, Any] | None) -> str:
+    """The from-scratch run of the trainer, in one sentence."""
+    if not trainer:
+        return ""
+    zoo = f" (the zoo's: {trainer['zoo_top1']:.1f}%)" if trainer.get("zoo_top1") is not None else ""
+    return (f" The trainer at work: {trainer['label']} trained here from scratch on {trainer['data']} for "
+            f"{trainer['epochs']} epochs in {trainer['train_s']:.0f} s reaches {trainer['top1']:.1f}% clean top-1 "
+            f"on {trainer['n']} test images{zoo}.")
 
 
 def task_rows(segmentation: dict[str, Any] | None, multilabel: dict[str, Any] | None) -> list[str]:

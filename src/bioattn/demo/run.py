@@ -28,9 +28,9 @@ from ..protocol import Glimpsing, TopDownSteerable, capable
 from .findings import task_findings
 from .gallery import attention_gallery
 from .page import task_rows, write_html
-from .settings import CORRUPTION_BASELINE, DEMO_MODELS, DOMAIN_MODELS, QUICK, DemoSettings
+from .settings import CORRUPTION_BASELINE, DEMO_MODELS, DOMAIN_MODELS, FROM_ZOO, QUICK, DemoSettings
 from .tasks import multilabel_demo, segmentation_demo
-from .training import slug, train_classifier, zoo_folder
+from .training import slug, train_classifier, train_here, zoo_folder
 
 REPORT_FILES = ("index.html", "report.md", "results.json")
 
@@ -139,6 +139,7 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
         top1 = results["results"]["clean"]["top1"]
         log(f"{label}: clean top-1 {top1:.1f}% (train {train_seconds:.0f} s, eval {eval_seconds:.0f} s)")
 
+    trainer = trainer_showcase(settings, sources, all_results, ckpt_root, retrain, progress, log)
     domains = domain_generalisation([m for m in chosen if m[0] in DOMAIN_MODELS], checkpoints, settings,
                                     tune_root / "domains", retrained, progress, log)
     segmentation, seg_gallery = segmentation_demo(checkpoints, settings.tasks, tune_root, retrained, progress,
@@ -155,6 +156,7 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
         "total_seconds": total,
         "timings": timings,
         "weights": sources,
+        "trainer": trainer,
         "models": nan_to_none(all_results),
         "domains": nan_to_none(domains),
         "segmentation": nan_to_none(segmentation),
@@ -170,9 +172,30 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
         report_md = out / "report.md"
         atomic_write_text(report_md, report_md.read_text(encoding="utf-8") + tasks_md + "\n", what="report file")
     write_html(out, all_results, markdown_report(all_results), plots, gallery, settings, total, domains,
-               tasks_md, task_findings(segmentation, multilabel), sources)
+               tasks_md, task_findings(segmentation, multilabel), sources, trainer)
     log(f"report written to {out / 'index.html'} in {total:.0f} s")
     return summary
+
+
+def trainer_showcase(settings: DemoSettings, sources: dict[str, str], results: list[dict], ckpt_root: Path,
+                     retrain: bool, progress: bool, log) -> dict[str, Any] | None:
+    """When the compared models come from the zoo, the trainer still runs once: the demo's
+    ``trainer_model`` trained from scratch on ``settings.data``, its clean top-1 set beside the
+    zoo's (None when the demo trained its models itself)."""
+    label, name, args = settings.trainer_model
+    if FROM_ZOO not in sources.values():
+        return None
+    model, meta, seconds = train_here(f"{label} (trained here)", name, args, settings,
+                                      ckpt_root / f"trainer-{slug(label)}", retrain, progress, log)
+    test_set = build_dataset(settings.data, "test", meta["img_size"], meta["mean"], meta["std"])
+    clean = run_suites(model, test_set, ["clean"], limit=settings.eval_images, mean=meta["mean"], std=meta["std"],
+                       img_size=meta["img_size"], progress=progress, seed=settings.seed,
+                       device="auto")["results"]["clean"]
+    zoo_top1 = next((r["results"]["clean"]["top1"] for r in results
+                     if r["model"]["name"] == label and sources.get(label) == FROM_ZOO), None)
+    log(f"{label} trained here: clean top-1 {clean['top1']:.1f}% after {settings.epochs} epochs ({seconds:.0f} s)")
+    return {"label": label, "model": name, "model_args": args, "epochs": settings.epochs, "data": settings.data,
+            "train_s": seconds, "top1": clean["top1"], "n": clean["n"], "zoo_top1": zoo_top1}
 
 
 def _sources_key(chosen: Sequence[tuple[str, str, dict[str, Any]]], settings: DemoSettings, retrain: bool) -> str:

@@ -89,6 +89,8 @@ class DemoSettings:
     # evaluate the zoo's weights (bioattn.zoo) of every demo model that has a built entry instead
     # of training it on ``data`` for ``epochs``
     use_zoo: bool = True
+    # the model trained from scratch to show the trainer when the others come from the zoo
+    trainer_model: tuple[str, str, dict[str, Any]] = ("RVT", "rvt_micro", {})
 
     @property
     def key(self) -> str:

@@ -64,6 +64,19 @@ def zoo_folder(name: str, args: dict) -> Path | None:
     return entry.folder if entry is not None and entry.is_built() else None
 
 
+def train_here(label: str, name: str, args: dict, settings: DemoSettings, run_dir: Path, retrain: bool,
+               progress: bool, log) -> tuple[Any, dict, float]:
+    """``name`` trained on ``settings.data`` for ``settings.epochs`` into ``run_dir`` (or loaded
+    from an earlier demo run there)."""
+    config = TrainConfig(
+        model=name, data=settings.data, output=str(run_dir), recipe="small",
+        model_args=dict(args), epochs=settings.epochs, batch_size=settings.batch_size, base_lr=settings.base_lr,
+        warmup_epochs=min(1, settings.epochs - 1), seed=settings.seed, progress=progress,
+        tensorboard=False, device="cpu" if not torch.cuda.is_available() else "auto",
+    )
+    return train_or_load(config, label, f"[bold]training {label}[/] ({name} {args or ''})", retrain, log)
+
+
 def train_classifier(label: str, name: str, args: dict, settings: DemoSettings, ckpt_root: Path,
                      retrain: bool, progress: bool, log) -> tuple[Any, dict, float, Path, str]:
     """The demo model ``label``: the zoo's weights when ``settings.use_zoo`` and the zoo has them
@@ -75,12 +88,5 @@ def train_classifier(label: str, name: str, args: dict, settings: DemoSettings, 
         log(f"{label}: using the zoo's weights {folder}")
         return load_model(folder), read_meta(folder), 0.0, folder, FROM_ZOO
     run_dir = ckpt_root / slug(label)
-    config = TrainConfig(
-        model=name, data=settings.data, output=str(run_dir), recipe="small",
-        model_args=dict(args), epochs=settings.epochs, batch_size=settings.batch_size, base_lr=settings.base_lr,
-        warmup_epochs=min(1, settings.epochs - 1), seed=settings.seed, progress=progress,
-        tensorboard=False, device="cpu" if not torch.cuda.is_available() else "auto",
-    )
-    model, meta, seconds = train_or_load(config, label, f"[bold]training {label}[/] ({name} {args or ''})",
-                                         retrain, log)
+    model, meta, seconds = train_here(label, name, args, settings, run_dir, retrain, progress, log)
     return model, meta, seconds, run_dir / "best", FROM_DEMO
