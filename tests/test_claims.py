@@ -99,6 +99,10 @@ def test_results_page_from_the_zoo(tmp_path):
     # the zoo's RVT recognises the benchmark's test images
     assert clean["n"] == 64 and clean["top1"] >= 80.0
     assert (tmp_path / "docs" / "results" / "zoo.md").is_file()
+    # the training table: the entry's recorded command and learning curve
+    record = json.loads((find_entry("rvt_micro").folder / "train.json").read_text())
+    curve = " ".join(f"{e['val_top1']:.0f}" for e in record["log"])
+    assert f"| `rvt_micro` | {len(record['log'])} | 0.002 |" in page and curve in page
     for link in ("results/zoo.md", "results/results.json"):
         assert f"({link})" in page
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -347,11 +348,37 @@ def results_markdown(settings: ResultsSettings, measured: dict[str, dict[str, An
         on = f"{_pct(h['on_object'])} ({_pct(h['object_area'])})" if h["on_object"] is not None else "-"
         lines.append(f"| `{name}` | {result['model']['name']} | {_pct(h['clean'])} | {_pct(h['corrupted'])} | "
                      f"{_pct(h['fgsm'])} | {_pct(h['pgd'])} | {on} |")
+    lines += ["", "## Training", "",
+              "Each entry as `make zoo` trained it (`train.json` beside its weights holds the command and the "
+              "log): epochs and learning rate, wall-clock training time on the machine that built it, the "
+              "validation top-1 after every epoch (the learning curve) and the test top-1 of the weights "
+              "shipped (the best validation epoch) on the 2000 test images.", "",
+              "| zoo entry | epochs | lr per 512 images | training time | validation top-1 by epoch | test top-1 |",
+              "|---|---|---|---|---|---|"]
+    lines += training_rows(measured)
     missing = [e.name for e in ZOO if e.name not in measured and e.data == BENCHMARK]
     if missing:
         lines += ["", f"Not built yet (so not measured): {', '.join(f'`{m}`' for m in missing)}."]
     lines += ["", details, ""]
     return "\n".join(lines)
+
+
+def training_rows(measured: dict[str, dict[str, Any]]) -> list[str]:
+    """One table row per measured entry from its ``train.json``."""
+    rows = []
+    for name in measured:
+        entry = find_entry(name)
+        try:
+            record = json.loads((entry.folder / "train.json").read_text())
+        except (OSError, ValueError):
+            continue
+        curve = " ".join(f"{e['val_top1']:.0f}" for e in record.get("log", []) if e.get("val_top1") is not None)
+        minutes = record.get("train_seconds", math.nan) / 60
+        words = shlex.split(record.get("command", ""))
+        flags = dict(zip(words, words[1:]))
+        rows.append(f"| `{name}` | {flags.get('--epochs', '-')} | {flags.get('--base-lr', '-')} | "
+                    f"{minutes:.1f} min | {curve} | {_pct((record.get('test') or {}).get('top1'))} |")
+    return rows
 
 
 def write_results(settings: ResultsSettings | None = None, log: Callable[[str], None] | None = None,
