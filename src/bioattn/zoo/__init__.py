@@ -43,7 +43,7 @@ MULTILABEL_BENCHMARK = "embedded:multi"
 # about 110 img/s, so both GFNets get the 8 epochs that fit the 30-minute budget
 CLASSIFIER_SETTINGS: dict[str, Any] = dict(epochs=15, batch_size=128, base_lr=2e-3, warmup_epochs=1, hflip=0.5)
 VIT_SETTINGS: dict[str, Any] = dict(epochs=15, batch_size=128, base_lr=4e-3, warmup_epochs=2, hflip=0.5)
-GFNET_SETTINGS: dict[str, Any] = dict(epochs=8, batch_size=128, base_lr=2e-3, warmup_epochs=1, hflip=0.5)
+GFNET_SETTINGS: dict[str, Any] = dict(epochs=8, batch_size=128, base_lr=8e-3, warmup_epochs=1, hflip=0.5)
 SEGMENTER_SETTINGS: dict[str, Any] = dict(epochs=30, batch_size=16, recipe="upernet")
 MULTILABEL_SETTINGS: dict[str, Any] = dict(epochs=30, batch_size=128, base_lr=2e-3, warmup_epochs=2, hflip=0.5)
 
