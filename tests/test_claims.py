@@ -17,6 +17,7 @@ from bioattn.claims import (
     claim_rows,
     claims,
     closer_to_object,
+    fixates_object,
     more_robust,
     recovers,
     steers,
@@ -32,7 +33,8 @@ from bioattn.zoo import find_entry
 def _scores(**figures):
     base = dict(clean=90.0, n_clean=1000, clean_per_glimpse=None, corrupted=None, n_corrupted=None, fgsm=None,
                 pgd=None, pgd_per_glimpse=None, n_attack=None, on_object=None, on_object_std=None,
-                object_area=None, n_attention=None, steering_win_rate=None, n_pairs=None)
+                object_area=None, object_auc=None, object_auc_std=None, n_attention=None, fixations_on_object=None, fixations_random=None, n_fixated=None,
+                steering_win_rate=None, n_pairs=None)
     return base | figures
 
 
@@ -55,12 +57,20 @@ def test_robustness_claim_compares_the_system_with_its_baseline():
 
 
 def test_attention_and_steering_claims():
-    near = _scores(on_object=40.0, on_object_std=10.0, object_area=12.0, n_attention=400)
-    far = _scores(on_object=30.0, on_object_std=10.0, object_area=12.0, n_attention=400)
+    near = _scores(on_object=40.0, on_object_std=10.0, object_area=12.0, object_auc=0.95, object_auc_std=0.05,
+                   n_attention=400)
+    far = _scores(on_object=30.0, on_object_std=10.0, object_area=12.0, object_auc=0.90, object_auc_std=0.05,
+                  n_attention=400)
     assert closer_to_object([near, far])[2] == HOLDS and closer_to_object([far, near])[2] == FAILS
     assert steers([_scores(steering_win_rate=0.7, n_pairs=400)])[2] == HOLDS
     assert steers([_scores(steering_win_rate=0.52, n_pairs=400)])[2] == UNRESOLVED
     assert steers([_scores(steering_win_rate=0.3, n_pairs=400)])[2] == FAILS
+
+
+def test_fixation_claim_against_random_points():
+    assert fixates_object([_scores(fixations_on_object=40.0, fixations_random=10.0, n_fixated=300)])[2] == HOLDS
+    assert fixates_object([_scores(fixations_on_object=11.0, fixations_random=10.0, n_fixated=300)])[2] == UNRESOLVED
+    assert fixates_object([_scores()])[2] == UNMEASURED
 
 
 def test_glimpse_recovery_claim_and_its_baseline_form():

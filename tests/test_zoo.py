@@ -156,3 +156,41 @@ def test_built_classifiers_recognise_the_test_images(entry):
     recorded = record["test"]["top1"]
     se = 100 * math.sqrt(recorded / 100 * (1 - recorded / 100) / 300)
     assert top1 >= 70 and abs(top1 - recorded) <= 3 * se + 1, (top1, record["test"])
+
+
+
+def _built_benchmark_models():
+    """(entry, model with the zoo's weights, the benchmark's test set) for every built classifier."""
+    from bioattn.data import build_dataset
+
+    for entry in zoo.ZOO:
+        if entry.is_built() and entry.data == zoo.BENCHMARK:
+            model = timm.create_model(f"local-dir:{entry.folder}", pretrained=True).eval()
+            cfg = model.pretrained_cfg
+            yield entry, model, build_dataset(zoo.BENCHMARK, "test", cfg["input_size"][-1], cfg["mean"], cfg["std"])
+
+
+def test_trained_attention_maps_fall_on_the_object():
+    # a map spread at random puts the object's area share on it and ranks the object's pixels at
+    # chance (AUC 0.5); trained maps put more on it and rank it well above chance
+    from bioattn.attention.maps import has_maps
+    from bioattn.evaluate.object_attention import mask_attention_scores
+
+    checked = 0
+    for entry, model, test in _built_benchmark_models():
+        if has_maps(model):
+            scores = mask_attention_scores(model, test, limit=200)
+            assert scores["mask_share"] > scores["mask_share_chance"] and scores["mask_auc"] > 0.7, (entry.name, scores)
+            checked += 1
+    assert checked >= 1
+
+
+def test_trained_glimpse_models_fixate_the_object():
+    # uniformly random fixations land on the object as often as its area share; RS-RNN's more
+    from bioattn.evaluate.glimpses import fixations_on_mask_dataset
+    from bioattn.protocol import Glimpsing, capable
+
+    for entry, model, test in _built_benchmark_models():
+        if capable(model, Glimpsing) and getattr(model, "learns_fixations", False):
+            scores = fixations_on_mask_dataset(model, test, glimpses=8, limit=200)
+            assert scores["learned"] > 1.5 * scores["random"], (entry.name, scores)

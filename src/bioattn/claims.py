@@ -30,6 +30,7 @@ from .checkpoint import load_model, read_meta
 from .config import ResultsSettings
 from .data import build_dataset
 from .errors import BioattnError
+from .evaluate.glimpses import fixations_on_mask_dataset
 from .evaluate.object_attention import mask_attention_scores
 from .evaluate.report import nan_to_none, write_report
 from .evaluate.suites import run_suites
@@ -67,6 +68,9 @@ def measure_entry(entry: ZooEntry, settings: ResultsSettings, progress: bool = F
     result["results"].update(more["results"])
     if has_maps(model):
         result["results"]["attention"] = mask_attention_scores(model, test_set, settings.attention_images)
+    if glimpse:
+        result["results"]["fixations"] = fixations_on_mask_dataset(model, test_set, settings.glimpses,
+                                                                   limit=settings.attention_images)
     if capable(model, TopDownSteerable):
         pairs = build_dataset(PAIR_BENCHMARK, "test", size, mean, std)
         result["results"]["steering"] = run_suites(model, pairs, ["steering"], limit=settings.steering_images,
@@ -97,7 +101,12 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
         "on_object": (r.get("attention") or {}).get("mask_share"),
         "on_object_std": (r.get("attention") or {}).get("mask_share_std"),
         "object_area": (r.get("attention") or {}).get("mask_share_chance"),
+        "object_auc": (r.get("attention") or {}).get("mask_auc"),
+        "object_auc_std": (r.get("attention") or {}).get("mask_auc_std"),
         "n_attention": (r.get("attention") or {}).get("n_images"),
+        "fixations_on_object": (r.get("fixations") or {}).get("learned"),
+        "fixations_random": (r.get("fixations") or {}).get("random"),
+        "n_fixated": (r.get("fixations") or {}).get("n_images"),
         "steering_win_rate": (r.get("steering") or {}).get("win_rate"),
         "n_pairs": (r.get("steering") or {}).get("n_pairs"),
     }
@@ -167,15 +176,19 @@ def more_robust(key: str, n_key: str) -> Callable[[list[dict[str, Any]]], tuple[
 
 
 def closer_to_object(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
-    """More of the system's attention map on the object than the baseline's."""
+    """The system's attention map ranks the object's pixels above the rest better than the
+    baseline's: AUC-Judd against the object mask, as saliency benchmarks score maps against
+    fixations (the share of the map's mass on the object is shown too; it also depends on how
+    peaked a map is)."""
     a, b = scores
-    if a["on_object"] is None or b["on_object"] is None:
+    if a["object_auc"] is None or b["object_auc"] is None:
         return "-", "-", UNMEASURED
     n = a["n_attention"] or 0
-    se = math.hypot(a["on_object_std"], b["on_object_std"]) / math.sqrt(n) if n else math.inf
-    text = (f"{_pct(a['on_object'])} vs {_pct(b['on_object'])} of the map on the object "
-            f"(the object covers {_pct(a['object_area'])})")
-    return text, f"{n} per model", verdict(a["on_object"] - b["on_object"], se)
+    se = math.hypot(a["object_auc_std"], b["object_auc_std"]) / math.sqrt(n) if n else math.inf
+    text = (f"AUC against the object mask {a['object_auc']:.3f} vs {b['object_auc']:.3f} (random map 0.5); "
+            f"share of the map on the object {_pct(a['on_object'])} vs {_pct(b['on_object'])} (object area "
+            f"{_pct(a['object_area'])})")
+    return text, f"{n} per model", verdict(a["object_auc"] - b["object_auc"], se)
 
 
 def steers(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
@@ -188,6 +201,19 @@ def steers(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
     win = 100.0 * a["steering_win_rate"]
     return (f"prompted object gets more top-down attention in {win:.1f}% of pairs (chance 50%)",
             f"{n} pairs", verdict(win - 50.0, se))
+
+
+def fixates_object(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
+    """Fixations (glimpses 2 on) on the object more often than uniformly random points (the
+    object's area)."""
+    (a,) = scores
+    if a["fixations_on_object"] is None:
+        return "-", "-", UNMEASURED
+    n = a["n_fixated"] or 0
+    # the fixations of one image are not independent: the error counts images, not fixations
+    se = binomial_se(a["fixations_on_object"], n)
+    return (f"{_pct(a['fixations_on_object'])} of fixations on the object (random points: "
+            f"{_pct(a['fixations_random'])})", f"{n}", verdict(a["fixations_on_object"] - a["fixations_random"], se))
 
 
 def _glimpse_recovery(a: dict[str, Any], attack_readout: int) -> tuple[float, float, float, int] | None:
@@ -267,6 +293,8 @@ def claims(settings: ResultsSettings) -> list[Claim]:
                          ("retina_gru_micro", "Retina-GRU"), ("s3ta_micro", "S3TA")):
         rows.append(Claim(f"{label} (baseline): top-1 under PGD aimed at glimpse {k} does not recover", "RS-RNN",
                           "the baselines' accuracy under attack does not recover", (entry,), recovers(k, False)))
+    rows.append(Claim("RS-RNN's fixations land on the object (one object among distractors)", "RS-RNN",
+                      "fixations land on small objects in cluttered scenes", ("rsrnn_micro",), fixates_object))
     rows.append(Claim("RS-RNN fixates the objects of multi-object scenes", "RS-RNN",
                       "fixations land on small objects in cluttered scenes", ("multilabel_rsrnn_micro",),
                       missing="multi-label fixations are scored by the demo, not yet by this page"))
@@ -341,13 +369,15 @@ def results_markdown(settings: ResultsSettings, measured: dict[str, dict[str, An
               f"official settings ({settings.attack_images}; glimpse models: {settings.glimpses} glimpses, the "
               f"attack aimed at glimpse {settings.attack_readout}, top-1 at that glimpse); share of the attention "
               f"map on the object ({settings.attention_images}).", "",
-              "| zoo entry | model | clean | corrupted | FGSM | PGD | attention on object (object area) |",
-              "|---|---|---|---|---|---|---|"]
+              "| zoo entry | model | clean | corrupted | FGSM | PGD | attention on object (object area) | "
+              "attention AUC |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, result in measured.items():
         h = headline(result)
         on = f"{_pct(h['on_object'])} ({_pct(h['object_area'])})" if h["on_object"] is not None else "-"
+        auc = f"{h['object_auc']:.3f}" if h["object_auc"] is not None else "-"
         lines.append(f"| `{name}` | {result['model']['name']} | {_pct(h['clean'])} | {_pct(h['corrupted'])} | "
-                     f"{_pct(h['fgsm'])} | {_pct(h['pgd'])} | {on} |")
+                     f"{_pct(h['fgsm'])} | {_pct(h['pgd'])} | {on} | {auc} |")
     lines += ["", "## Training", "",
               "Each entry as `make zoo` trained it (`train.json` beside its weights holds the command and the "
               "log): epochs and learning rate, wall-clock training time on the machine that built it, the "

@@ -15,8 +15,8 @@ from ..attention.metrics import auc_judd
 def mask_attention_scores(model, dataset, limit: int, batch_size: int = 64) -> dict[str, float]:
     """How well a model's primary attention map finds the object: the share of the map's mass
     inside the object mask (chance: the mask's share of the image; ``mask_share_std`` its spread
-    over the images) and AUC-Judd with the mask's
-    pixels as positives, averaged over images."""
+    over the images) and AUC-Judd with the mask's pixels as positives, averaged over images
+    (``mask_auc_std`` its spread)."""
 
     arrays = dataset.arrays
     n = min(limit, len(dataset))
@@ -39,5 +39,6 @@ def mask_attention_scores(model, dataset, limit: int, batch_size: int = 64) -> d
         "mask_share_std": 100.0 * float(np.nanstd(shares)),
         "mask_share_chance": 100.0 * float(np.mean(chance)),
         "mask_auc": float(np.nanmean(aucs)),
+        "mask_auc_std": float(np.nanstd(aucs)),
         "n_images": n,
     }
