@@ -18,6 +18,7 @@ from bioattn.claims import (
     claims,
     closer_to_object,
     fixates_object,
+    keeps_accuracy,
     more_robust,
     recovers,
     steers,
@@ -34,7 +35,7 @@ def _scores(**figures):
     base = dict(clean=90.0, n_clean=1000, clean_per_glimpse=None, corrupted=None, n_corrupted=None, fgsm=None,
                 pgd=None, pgd_per_glimpse=None, n_attack=None, on_object=None, on_object_std=None,
                 object_area=None, object_auc=None, object_auc_std=None, n_attention=None, fixations_on_object=None, fixations_random=None, n_fixated=None,
-                steering_win_rate=None, n_pairs=None)
+                steering_win_rate=None, n_pairs=None, trained_glimpses=None)
     return base | figures
 
 
@@ -71,6 +72,13 @@ def test_fixation_claim_against_random_points():
     assert fixates_object([_scores(fixations_on_object=40.0, fixations_random=10.0, n_fixated=300)])[2] == HOLDS
     assert fixates_object([_scores(fixations_on_object=11.0, fixations_random=10.0, n_fixated=300)])[2] == UNRESOLVED
     assert fixates_object([_scores()])[2] == UNMEASURED
+
+
+def test_looking_longer_must_not_cost_accuracy():
+    steady = _scores(clean_per_glimpse=[50.0, 80.0, 90.0, 95.0] + [95.0] * 12, trained_glimpses=4, n_clean=2000)
+    falling = _scores(clean_per_glimpse=[50.0, 80.0, 90.0, 95.0] + [80.0] * 12, trained_glimpses=4, n_clean=2000)
+    assert keeps_accuracy([steady])[2] == HOLDS and keeps_accuracy([falling])[2] == FAILS
+    assert "95.0% at glimpse 4 (trained) -> 80.0% at glimpse 16" in keeps_accuracy([falling])[0]
 
 
 def test_glimpse_recovery_claim_and_its_baseline_form():

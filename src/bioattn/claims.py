@@ -69,6 +69,7 @@ def measure_entry(entry: ZooEntry, settings: ResultsSettings, progress: bool = F
     if has_maps(model):
         result["results"]["attention"] = mask_attention_scores(model, test_set, settings.attention_images)
     if glimpse:
+        result["results"]["trained_glimpses"] = int(getattr(model, "num_glimpses", 0)) or None
         result["results"]["fixations"] = fixations_on_mask_dataset(model, test_set, settings.glimpses,
                                                                    limit=settings.attention_images)
     if capable(model, TopDownSteerable):
@@ -92,6 +93,7 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
         "clean": (r.get("clean") or {}).get("top1"),
         "n_clean": (r.get("clean") or {}).get("n"),
         "clean_per_glimpse": (r.get("clean") or {}).get("per_readout_top1"),
+        "trained_glimpses": r.get("trained_glimpses"),
         "corrupted": (r.get("corruptions") or {}).get("mean_top1"),
         "n_corrupted": (r.get("corruptions") or {}).get("n"),
         "fgsm": attack("fgsm").get("attacked_readout_top1", attack("fgsm").get("top1")),
@@ -216,6 +218,20 @@ def fixates_object(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
             f"{_pct(a['fixations_random'])})", f"{n}", verdict(a["fixations_on_object"] - a["fixations_random"], se))
 
 
+def keeps_accuracy(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
+    """Clean top-1 at the last glimpse not below the top-1 at the trained number of glimpses
+    (more than twice the standard error below counts as lower)."""
+    (a,) = scores
+    per, trained = a["clean_per_glimpse"], a["trained_glimpses"]
+    if not per or not trained or len(per) < trained:
+        return "-", "-", UNMEASURED
+    n = a["n_clean"] or 0
+    at, last = per[trained - 1], per[-1]
+    se = math.hypot(binomial_se(at, n), binomial_se(last, n))
+    return (f"{_pct(at)} at glimpse {trained} (trained) -> {_pct(last)} at glimpse {len(per)}", f"{n}",
+            FAILS if last - at < -2 * se else HOLDS)
+
+
 def _glimpse_recovery(a: dict[str, Any], attack_readout: int) -> tuple[float, float, float, int] | None:
     per = a["pgd_per_glimpse"]
     if not per or len(per) < attack_readout:
@@ -286,6 +302,8 @@ def claims(settings: ResultsSettings) -> list[Claim]:
               "mIoU ViT-B -> AbSViT-B: VOC 80.1 -> 81.3, Cityscapes 75.3 -> 76.8, ADE20K 45.2 -> 47.2",
               ("upernet_absvit_micro_patch8_64", "upernet_vit_micro_patch8_64"),
               missing="segmenters are scored by `bioattn eval`, not yet by this page"),
+        Claim("RS-RNN: clean top-1 does not fall when it looks longer than it was trained to", "RS-RNN",
+              "trained with 4-8 glimpses, tested up to 16", ("rsrnn_micro",), keeps_accuracy),
         Claim(f"RS-RNN: top-1 under PGD aimed at glimpse {k} recovers with more glimpses", "RS-RNN",
               "accuracy under attack grows with more glimpses", ("rsrnn_micro",), recovers(k, True)),
     ]
