@@ -88,6 +88,10 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
         runs = (r.get(suite) or {}).get("runs") or [{}]
         return runs[0]
 
+    def attacked_top1(run: dict[str, Any]) -> float | None:
+        # a multi-readout model is scored at the readout the attack aims at
+        return run.get("attacked_readout_top1") if run.get("attack_readout") else run.get("top1")
+
     pgd = attack("pgd")
     return {
         "clean": (r.get("clean") or {}).get("top1"),
@@ -96,8 +100,8 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
         "trained_glimpses": r.get("trained_glimpses"),
         "corrupted": (r.get("corruptions") or {}).get("mean_top1"),
         "n_corrupted": (r.get("corruptions") or {}).get("n"),
-        "fgsm": attack("fgsm").get("attacked_readout_top1", attack("fgsm").get("top1")),
-        "pgd": pgd.get("attacked_readout_top1", pgd.get("top1")),
+        "fgsm": attacked_top1(attack("fgsm")),
+        "pgd": attacked_top1(pgd),
         "pgd_per_glimpse": pgd.get("per_readout_top1"),
         "n_attack": pgd.get("n"),
         "on_object": (r.get("attention") or {}).get("mask_share"),
