@@ -34,7 +34,8 @@ from bioattn.zoo import find_entry
 def _scores(**figures):
     base = dict(clean=90.0, n_clean=1000, clean_per_glimpse=None, corrupted=None, n_corrupted=None, fgsm=None,
                 pgd=None, pgd_per_glimpse=None, n_attack=None, on_object=None, on_object_std=None,
-                object_area=None, object_auc=None, object_auc_std=None, n_attention=None, fixations_on_object=None, fixations_random=None, n_fixated=None,
+                object_area=None, object_auc=None, object_auc_std=None, n_attention=None, fixations_on_object=None,
+                fixations_random=None, n_fixated=None,
                 steering_win_rate=None, n_pairs=None, trained_glimpses=None)
     return base | figures
 

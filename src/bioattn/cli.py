@@ -343,7 +343,8 @@ COMMANDS: tuple[Command, ...] = (
             "torchrun --nproc_per_node=N -m bioattn train ...", (config.TrainConfig,), _run_train),
     Command("demo", "compare all systems on the embedded data; write a report page",
             "Take the micro ViT, AbSViT, RVT (self-attention and VARS-D), RS-RNN, FF-CNN and both "
-            "GFNets from the model zoo (training those it lacks on the embedded data), evaluate clean accuracy, corruptions, FGSM/PGD (per glimpse for "
+            "GFNets from the model zoo (training those it lacks on the embedded data), evaluate clean "
+            "accuracy, corruptions, FGSM/PGD (per glimpse for "
             "glimpse models), attention on the object and AbSViT's steering, and write "
             "index.html, report.md and results.json (Python: bioattn.demo.run_demo). Trained "
             "checkpoints are cached: a second run only evaluates.", (config.DemoOptions,), _run_demo),

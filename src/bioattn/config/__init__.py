@@ -65,7 +65,8 @@ from .train import AMP_DTYPES, COMPILE_MODES, DECODE_PLACES, RECIPES, TrainConfi
 __all__ = [
     "AMP_DTYPES", "COMPILE_MODES", "DECODE_PLACES", "PRESETS", "RECIPES", "SUITE_NAMES", "TASKS", "AttendSettings",
     "Check", "ConvertSettings", "DataGenerateSettings", "DataPreviewSettings", "DemoOptions", "DomainsSettings",
-    "EvalSettings", "ModelsSettings", "ReportSettings", "ResultsSettings", "Settings", "SuiteSettings", "TrainConfig", "ZooSettings",
+    "EvalSettings", "ModelsSettings", "ReportSettings", "ResultsSettings", "Settings", "SuiteSettings", "TrainConfig",
+    "ZooSettings",
     "check_settings", "each", "embedded_options", "flag_of", "integer", "key_values", "model_arguments", "number",
     "one_of", "output_path", "parse_eps", "parse_int_list", "parse_model_entry", "parse_names", "parse_on_off",
     "parse_one_eps", "parse_rgb", "rand_augment", "resolve_task", "setting", "split_model_list", "suite_settings",

@@ -179,7 +179,8 @@ the primary attention map's mass inside the object's mask.</p>
 <h2>Attention gallery</h2>
 {tiles}
 <h2>About this run</h2>
-<p class="about">{html.escape(_origin_text(sources or {}, settings))}{html.escape(_trainer_text(trainer))} Evaluated side by side on the test
+<p class="about">{html.escape(_origin_text(sources or {}, settings))}{html.escape(_trainer_text(trainer))}
+Evaluated side by side on the test
 images of {html.escape(settings.data)}; the whole run took {seconds:.0f} s. Steering:
 share of AbSViT's top-down attention on the prompted object vs the other one, on two-object images.</p>
 </body></html>

@@ -10,7 +10,6 @@ from typing import Any
 
 from ..data.embedded import generator_digest
 
-
 # where a demo model's weights come from: the committed zoo, or a training run of the demo
 FROM_ZOO = "zoo"
 FROM_DEMO = "demo"
