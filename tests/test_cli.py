@@ -53,8 +53,8 @@ def test_every_flag_has_help_and_no_default_reads_none():
     from bioattn.cli import build_parser
 
     parsers = dict(_subcommand_parsers(build_parser()))
-    assert set(parsers) == {"models", "train", "demo", "eval", "report", "attend", "convert", "domains", "zoo", "data",
-                            "data generate", "data preview"}
+    assert set(parsers) == {"models", "train", "demo", "eval", "report", "attend", "convert", "domains", "zoo",
+                            "results", "data", "data generate", "data preview"}
     for name, parser in parsers.items():
         text = parser.format_help()
         assert "(default: None)" not in text, name
