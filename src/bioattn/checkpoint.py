@@ -6,7 +6,8 @@ The trainer adds ``trainer_state.pt`` (optimiser, scheduler, EMA, scaler, epoch,
 
 ``--checkpoint`` everywhere accepts such a directory, a bare ``.safetensors`` file, or a ``.pth``
 file as released by the authors (a dict whose ``model`` entry is the state dict, or a bare state
-dict), always read with ``torch.load(weights_only=True)``. Every loader here adapts the state dict
+dict), always read with ``torch.load(weights_only=True)``, or a model of the zoo as
+``zoo:<entry>`` (its folder under ``bioattn/zoo/``, shipped with the package). Every loader here adapts the state dict
 to the model with the model family's ``checkpoint_filter_fn`` (the one timm's loader uses for
 ``pretrained=True``), so a checkpoint of another image size has its grids resized.
 """
@@ -27,15 +28,27 @@ from .errors import BioattnError
 from .fileio import atomic_dir, check_output_dir
 from .models import checkpoint_filter_fn, create_model
 from .models.common import check_state_dict, classifier_mismatch, unwrap_state_dict
+from .zoo import find_entry
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
 TRAINER_STATE = "trainer_state.pt"
+ZOO_PREFIX = "zoo:"
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """``path`` as a path: ``zoo:<entry>`` names the folder of that zoo entry, which must be built."""
+    if isinstance(path, str) and path.startswith(ZOO_PREFIX):
+        entry = find_entry(path[len(ZOO_PREFIX):])
+        if not entry.is_built():
+            raise BioattnError(f"zoo entry {entry.name} is not built (bioattn zoo --only {entry.name})")
+        return entry.folder
+    return Path(path)
 
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:
     """``path`` itself, or its ``.old`` twin if a swap was interrupted."""
-    path = Path(path)
+    path = checkpoint_path(path)
     if (path / WEIGHTS).exists():
         return path
     old = path.with_name(path.name + ".old")
@@ -48,8 +61,8 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
 # reading state dicts
 # ------------------------------------------------------------------------------------------
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict stored at ``path`` (checkpoint directory, .safetensors or .pth)."""
-    path = Path(path)
+    """The state dict stored at ``path`` (checkpoint directory, .safetensors, .pth or ``zoo:<entry>``)."""
+    path = checkpoint_path(path)
     if not path.exists() and path.with_name(path.name + ".old").is_dir():
         path = path.with_name(path.name + ".old")
     if not path.exists():

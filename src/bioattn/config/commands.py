@@ -112,7 +112,7 @@ class DomainsSettings(Settings):
                              "validation (selects the epoch; folders only: the embedded data has "
                              "its own val split)", check=number(0, 1, low_open=True, high_open=True))
     init: str | None = setting(None, help="fine-tune every model from this checkpoint (bioattn "
-                               "checkpoint directory or released .pth; a classifier of another "
+                               "checkpoint directory, released .pth or zoo:ENTRY; a classifier of another "
                                "number of classes is left out)", resolves="random weights",
                                metavar="CHECKPOINT")
     recipe: str = setting("small", help="training recipe of the settings left unset",
@@ -224,8 +224,8 @@ class AttendSettings(Settings):
     image: str = setting(help="image file (any size: it is resized to the model's input)")
     out: str = setting(help="figure file (.png, .pdf, .svg, .jpg)", check=output_path("file"))
     model: str | None = setting(None, help="model name", resolves="the checkpoint's")
-    checkpoint: str | None = setting(None, help="bioattn checkpoint directory, .safetensors or "
-                                     "released .pth", resolves="random weights")
+    checkpoint: str | None = setting(None, help="bioattn checkpoint directory, .safetensors, "
+                                     "released .pth or zoo:ENTRY", resolves="random weights")
     prior: list[str] = setting(help="add a top-down map steered by each class (index, or name if "
                                "the checkpoint lists classes)", factory=list, metavar="CLASS",
                                nargs="+")

@@ -228,7 +228,8 @@ class EvalSettings(Settings):
     (Python: ``bioattn.evaluate.evaluate_checkpoint``); the suites' own settings are a
     :class:`SuiteSettings`."""
 
-    checkpoint: str | None = setting(None, help="checkpoint directory, .safetensors or .pth",
+    checkpoint: str | None = setting(None, help="checkpoint directory, .safetensors, .pth or "
+                                     "zoo:ENTRY (a model of the zoo)",
                                      resolves="random weights of --model")
     model: str | None = setting(None, help="model name", resolves="the checkpoint's")
     model_args: dict[str, Any] = setting(

@@ -230,7 +230,7 @@ class TrainConfig(Settings):
     resume: str | None = setting(None, help="run directory to continue", metavar="RUN_DIR")
     overwrite: bool = setting(False, help="replace an existing run directory given as --output")
     init: str | None = setting(None, help="fine-tune from these weights (bioattn checkpoint directory, "
-                               ".safetensors or released .pth): every weight is loaded except a "
+                               ".safetensors, released .pth or zoo:ENTRY): every weight is loaded except a "
                                "classifier of another number of classes", resolves="random weights",
                                metavar="CHECKPOINT")
     limit_train: int | None = setting(

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..checkpoint import WEIGHTS, load_model, read_meta, resolve_checkpoint_dir
+from ..checkpoint import WEIGHTS, checkpoint_path, load_model, read_meta, resolve_checkpoint_dir
 from ..config import PRESETS, SUITE_NAMES, SuiteSettings, parse_eps, parse_int_list, suite_settings, task_of_data
 from ..data import is_embedded
 from ..data.embedded import EmbeddedSpec
@@ -98,7 +98,7 @@ def checkpoint_sha256(checkpoint: str | Path | None) -> str | None:
     if checkpoint is None:
         return None
 
-    path = Path(checkpoint)
+    path = checkpoint_path(checkpoint)
     if path.is_dir():
         path = resolve_checkpoint_dir(path) / WEIGHTS
     return file_sha256(path) if path.is_file() else None
