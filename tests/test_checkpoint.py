@@ -133,3 +133,20 @@ def test_load_model_reads_the_class_count_of_a_bare_checkpoint(tmp_path, capsys)
         assert torch.equal(model(x), released.eval()(x))
     with pytest.raises(BioattnError, match="does not fit"):
         ckpt.load_model(path, "vit_micro_patch8_64", num_classes=7)
+
+
+def test_zoo_references_name_the_entry_folder_or_fail_in_one_line():
+    from bioattn import zoo
+
+    built = next(e for e in zoo.ZOO if e.is_built())
+    assert ckpt.checkpoint_path(f"zoo:{built.name}") == built.folder
+    state = ckpt.read_state_dict(f"zoo:{built.name}")
+    assert state.keys() == ckpt.read_state_dict(built.folder / ckpt.WEIGHTS).keys()
+    with pytest.raises(BioattnError, match="no zoo entry named 'nothing'"):
+        ckpt.read_state_dict("zoo:nothing")
+    unbuilt = zoo.ZooEntry("never_built", "rvt_micro")
+    with pytest.raises(BioattnError, match="not built"):
+        import unittest.mock
+
+        with unittest.mock.patch.object(zoo, "ZOO", zoo.ZOO + (unbuilt,)):
+            ckpt.checkpoint_path("zoo:never_built")
