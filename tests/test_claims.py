@@ -18,9 +18,12 @@ from bioattn.claims import (
     claims,
     closer_to_object,
     fixates_object,
+    fixates_small_objects,
+    fold_mious,
     keeps_accuracy,
     more_robust,
     recovers,
+    segments_better,
     steers,
     verdict,
     write_results,
@@ -36,7 +39,9 @@ def _scores(**figures):
                 pgd=None, pgd_per_glimpse=None, n_attack=None, on_object=None, on_object_std=None,
                 object_area=None, object_auc=None, object_auc_std=None, n_attention=None, fixations_on_object=None,
                 fixations_random=None, n_fixated=None,
-                steering_win_rate=None, n_pairs=None, trained_glimpses=None)
+                steering_win_rate=None, n_pairs=None, trained_glimpses=None, miou=None, miou_folds=None,
+                shape_ious=None, all_background=None, map=None, label_frequency_map=None,
+                small_object_fixations=None, small_object_random=None, n_small=None)
     return base | figures
 
 
@@ -73,6 +78,60 @@ def test_fixation_claim_against_random_points():
     assert fixates_object([_scores(fixations_on_object=40.0, fixations_random=10.0, n_fixated=300)])[2] == HOLDS
     assert fixates_object([_scores(fixations_on_object=11.0, fixations_random=10.0, n_fixated=300)])[2] == UNRESOLVED
     assert fixates_object([_scores()])[2] == UNMEASURED
+
+
+def test_segmentation_claim_reads_the_spread_over_folds():
+    better = _scores(miou=60.0, miou_folds=[58.0, 61.0, 60.0, 62.0, 59.0], shape_ious=[40.0, 70.0], all_background=8.0)
+    worse = _scores(miou=55.0, miou_folds=[54.0, 55.0, 56.0, 56.0, 54.0], shape_ious=[35.0, 60.0], all_background=8.0)
+    text, images, outcome = segments_better([better, worse])
+    assert outcome == HOLDS and images == "5 folds of the test images"
+    assert "mIoU 60.0% vs 55.0% (all background 8.0%); weakest shape class 40.0% vs 35.0% IoU" == text
+    assert segments_better([worse, better])[2] == FAILS
+    # folds that disagree leave the same mean gap unresolved
+    noisy = _scores(miou=55.0, miou_folds=[40.0, 70.0, 45.0, 65.0, 55.0], shape_ious=[35.0], all_background=8.0)
+    assert segments_better([better, noisy])[2] == UNRESOLVED
+    assert segments_better([_scores(), worse])[2] == UNMEASURED
+
+
+def test_small_object_fixation_claim():
+    sure = _scores(small_object_fixations=50.0, small_object_random=5.0, n_small=300, map=80.0)
+    text, images, outcome = fixates_small_objects([sure])
+    assert outcome == HOLDS and images == "300 images with a small object" and "mAP 80.0%" in text
+    assert fixates_small_objects([_scores(small_object_fixations=6.0, small_object_random=5.0,
+                                          n_small=300)])[2] == UNRESOLVED
+    assert fixates_small_objects([_scores()])[2] == UNMEASURED
+
+
+def test_fold_miou_of_a_perfect_and_of_an_all_background_segmenter():
+    import torch
+
+    class Labels(torch.utils.data.Dataset):  # the label map is written into the image
+        def __init__(self):
+            g = torch.Generator().manual_seed(0)
+            self.maps = torch.randint(0, 3, (40, 8, 8), generator=g)
+
+        def __len__(self):
+            return len(self.maps)
+
+        def __getitem__(self, i):
+            return self.maps[i][None].float().expand(3, -1, -1), self.maps[i]
+
+    class Reader(torch.nn.Module):
+        num_classes = 3
+
+        def __init__(self, background_only=False):
+            super().__init__()
+            self.background_only = background_only
+
+        def forward(self, x):
+            labels = torch.zeros_like(x[:, 0]).long() if self.background_only else x[:, 0].long()
+            return torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float()
+
+    assert fold_mious(Reader(), Labels(), images=40, folds=4, batch_size=3) == [100.0] * 4
+    background = fold_mious(Reader(background_only=True), Labels(), images=30, folds=3)
+    # background's IoU is its pixel share in the fold, the other two classes score 0
+    shares = [100 * float((Labels().maps[i * 10:(i + 1) * 10] == 0).float().mean()) for i in range(3)]
+    assert background == pytest.approx([s / 3 for s in shares])
 
 
 def test_looking_longer_must_not_cost_accuracy():
@@ -121,7 +180,7 @@ def test_results_page_from_the_zoo(tmp_path):
     # the training table: the entry's recorded command and learning curve
     record = json.loads((find_entry("rvt_micro").folder / "train.json").read_text())
     curve = " ".join(f"{e['val_top1']:.0f}" for e in record["log"])
-    assert f"| `rvt_micro` | {len(record['log'])} | 0.002 |" in page and curve in page
+    assert f"| `rvt_micro` | {len(record['log'])} | 0.002 per 512 images |" in page and curve in page
     for link in ("results/zoo.md", "results/results.json"):
         assert f"({link})" in page
 

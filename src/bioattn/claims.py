@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .attention.maps import has_maps
 from .checkpoint import load_model, read_meta
 from .config import ResultsSettings
@@ -33,13 +35,21 @@ from .errors import BioattnError
 from .evaluate.glimpses import fixations_on_mask_dataset
 from .evaluate.object_attention import mask_attention_scores
 from .evaluate.report import nan_to_none, write_report
+from .evaluate.segmentation import constant_prediction_miou
 from .evaluate.suites import run_suites
 from .fileio import atomic_write_text, check_output_file, output_folder
+from .metrics.segmentation import SegmentationMeter
+from .models.inputs import InputConfig
 from .protocol import Glimpsing, TopDownSteerable, capable
-from .zoo import BENCHMARK, ZOO, ZooEntry, find_entry
+from .tasks.registry import get_task
+from .tasks.spec import task_of_data
+from .zoo import BENCHMARK, MULTILABEL_BENCHMARK, SEGMENTATION_BENCHMARK, ZOO, ZooEntry, find_entry
 
 PAIR_BENCHMARK = "embedded:pair"
 HOLDS, FAILS, UNRESOLVED, UNMEASURED = "holds", "does not hold", "not resolved", "not measured"
+# a segmenter's test images are cut into this many folds: the spread of the per-fold mIoU
+# differences gives the standard error of a difference in mIoU
+SEGMENTATION_FOLDS = 10
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,6 +90,47 @@ def measure_entry(entry: ZooEntry, settings: ResultsSettings, progress: bool = F
     return result
 
 
+@torch.no_grad()
+def fold_mious(model: torch.nn.Module, dataset, images: int, folds: int = SEGMENTATION_FOLDS,
+               batch_size: int = 100) -> list[float]:
+    """mIoU (%) of a segmenter on each of ``folds`` consecutive folds of the first ``images``
+    images of ``dataset``."""
+    model.eval()
+    n = min(images, len(dataset))
+    edges = [round(i * n / folds) for i in range(folds + 1)]
+    scores = []
+    for lo, hi in zip(edges, edges[1:]):
+        meter = SegmentationMeter(int(model.num_classes))
+        for start in range(lo, hi, batch_size):
+            batch = [dataset[i] for i in range(start, min(start + batch_size, hi))]
+            meter.update(model(torch.stack([b[0] for b in batch])),
+                         torch.stack([torch.as_tensor(b[1]) for b in batch]))
+        scores.append(meter.compute()["miou"])
+    return scores
+
+
+def measure_task_entry(entry: ZooEntry, settings: ResultsSettings, progress: bool = False) -> dict[str, Any]:
+    """The figures of a zoo segmenter (mIoU, per-class IoU, the all-background baseline and the
+    per-fold mIoU) or multi-label model (mAP, the label-frequency baseline; a glimpse model's
+    fixations on the objects, glimpse by glimpse) on the test split of its data."""
+    model, meta = load_model(entry.folder), read_meta(entry.folder)
+    task = get_task(task_of_data(entry.data))
+    test_set = task.build_dataset(entry.data, "test", InputConfig.of_meta(meta), train=False)
+    suites = ["clean", "glimpses"] if task.name == "multilabel" and capable(model, Glimpsing) else ["clean"]
+    readouts = {"readouts": settings.glimpses} if "glimpses" in suites else {}
+    result = run_suites(model, test_set, suites, limit=settings.images, task=task.name, mean=meta["mean"],
+                        std=meta["std"], img_size=meta["img_size"], classes=meta.get("classes"), progress=progress,
+                        seed=settings.seed, device="auto", **readouts,
+                        model_info={"name": entry.label, "model": entry.model, "model_args": entry.model_args,
+                                    "entry": entry.name})
+    if task.name == "segmentation":
+        result["results"]["folds"] = fold_mious(model, test_set, settings.images)
+        result["results"]["all_background"] = constant_prediction_miou(test_set, int(model.num_classes),
+                                                                       limit=settings.images)["miou"]
+    result["model"] = dict(result.get("model") or {}, name=entry.label, entry=entry.name)
+    return result
+
+
 def headline(result: dict[str, Any]) -> dict[str, Any]:
     """The figures of one measured entry the claims read (None where not measured)."""
     r = result.get("results", {})
@@ -93,7 +144,20 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
         return run.get("attacked_readout_top1") if run.get("attack_readout") else run.get("top1")
 
     pgd = attack("pgd")
+    clean = r.get("clean") or {}
+    glimpses = r.get("glimpses") or {}
+    small = glimpses.get("on_small_object") or []
     return {
+        "miou": clean.get("miou"),
+        "miou_folds": r.get("folds"),
+        "shape_ious": (clean.get("per_class_iou") or [None])[1:],
+        "all_background": r.get("all_background"),
+        "map": clean.get("map"),
+        "label_frequency_map": clean.get("label_frequency_map"),
+        # fixations from the second glimpse on (the first is the image centre) on small objects
+        "small_object_fixations": sum(small[1:]) / len(small[1:]) if len(small) > 1 else None,
+        "small_object_random": glimpses.get("random_small_object"),
+        "n_small": glimpses.get("n_images_with_small"),
         "clean": (r.get("clean") or {}).get("top1"),
         "n_clean": (r.get("clean") or {}).get("n"),
         "clean_per_glimpse": (r.get("clean") or {}).get("per_readout_top1"),
@@ -222,6 +286,34 @@ def fixates_object(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
             f"{_pct(a['fixations_random'])})", f"{n}", verdict(a["fixations_on_object"] - a["fixations_random"], se))
 
 
+def segments_better(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
+    """The system's segmenter above the baseline's in mIoU; the standard error of the difference
+    comes from its spread over the folds of the test images (the same images for both)."""
+    a, b = scores
+    if a["miou"] is None or b["miou"] is None or not a["miou_folds"] or not b["miou_folds"]:
+        return "-", "-", UNMEASURED
+    diffs = [x - y for x, y in zip(a["miou_folds"], b["miou_folds"])]
+    k = len(diffs)
+    mean = sum(diffs) / k
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (k - 1) / k) if k > 1 else math.inf
+    text = (f"mIoU {a['miou']:.1f}% vs {b['miou']:.1f}% (all background {a['all_background']:.1f}%); weakest "
+            f"shape class {min(a['shape_ious']):.1f}% vs {min(b['shape_ious']):.1f}% IoU")
+    return text, f"{k} folds of the test images", verdict(a["miou"] - b["miou"], se)
+
+
+def fixates_small_objects(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
+    """Fixations (glimpses 2 on) on the small objects of multi-object images more often than
+    uniformly random points."""
+    (a,) = scores
+    if a["small_object_fixations"] is None:
+        return "-", "-", UNMEASURED
+    n = a["n_small"] or 0
+    se = binomial_se(a["small_object_fixations"], n)
+    return (f"{_pct(a['small_object_fixations'])} of fixations on a small object (random points: "
+            f"{_pct(a['small_object_random'])}); mAP {_pct(a['map'])}", f"{n} images with a small object",
+            verdict(a["small_object_fixations"] - a["small_object_random"], se))
+
+
 def keeps_accuracy(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
     """Clean top-1 at the last glimpse not below the top-1 at the trained number of glimpses
     (more than twice the standard error below counts as lower)."""
@@ -299,13 +391,11 @@ def claims(settings: ResultsSettings) -> list[Claim]:
         Claim("VARS generalises better across domains (leave one style out)", "VARS",
               "better PACS domain generalisation", (),
               missing="the zoo holds no leave-one-domain-out models"),
-        Claim("VARS segments better (UperNet)", "VARS", "better PASCAL VOC segmentation",
-              ("upernet_rvt_micro_vars_d", "upernet_vit_micro_patch8_64"),
-              missing="segmenters are scored by `bioattn eval`, not yet by this page"),
+        Claim("VARS segments better: UperNet on RVT VARS-D vs self-attention", "VARS",
+              "better PASCAL VOC segmentation", ("upernet_rvt_micro_vars_d", "upernet_rvt_micro"), segments_better),
         Claim("AbSViT segments better than ViT (UperNet)", "AbSViT",
               "mIoU ViT-B -> AbSViT-B: VOC 80.1 -> 81.3, Cityscapes 75.3 -> 76.8, ADE20K 45.2 -> 47.2",
-              ("upernet_absvit_micro_patch8_64", "upernet_vit_micro_patch8_64"),
-              missing="segmenters are scored by `bioattn eval`, not yet by this page"),
+              ("upernet_absvit_micro_patch8_64", "upernet_vit_micro_patch8_64"), segments_better),
         Claim("RS-RNN: clean top-1 does not fall when it looks longer than it was trained to", "RS-RNN",
               "trained with 4-8 glimpses, tested up to 16", ("rsrnn_micro",), keeps_accuracy),
         Claim(f"RS-RNN: top-1 under PGD aimed at glimpse {k} recovers with more glimpses", "RS-RNN",
@@ -317,9 +407,9 @@ def claims(settings: ResultsSettings) -> list[Claim]:
                           "the baselines' accuracy under attack does not recover", (entry,), recovers(k, False)))
     rows.append(Claim("RS-RNN's fixations land on the object (one object among distractors)", "RS-RNN",
                       "fixations land on small objects in cluttered scenes", ("rsrnn_micro",), fixates_object))
-    rows.append(Claim("RS-RNN fixates the objects of multi-object scenes", "RS-RNN",
+    rows.append(Claim("RS-RNN fixates the small objects of multi-object scenes (multi-label)", "RS-RNN",
                       "fixations land on small objects in cluttered scenes", ("multilabel_rsrnn_micro",),
-                      missing="multi-label fixations are scored by the demo, not yet by this page"))
+                      fixates_small_objects))
     return rows
 
 
@@ -328,16 +418,18 @@ def claims(settings: ResultsSettings) -> list[Claim]:
 # --------------------------------------------------------------------------------------------
 def measure_zoo(settings: ResultsSettings, names: Sequence[str] | None = None, progress: bool = False,
                 log: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
-    """The measured figures (:func:`measure_entry`) of every built classifier of the zoo on the
-    benchmark (or of ``names``), by entry name."""
-    entries = [find_entry(n) for n in names] if names else [e for e in ZOO if e.data == BENCHMARK]
+    """The measured figures of every built entry of the zoo (or of ``names``), by entry name:
+    :func:`measure_entry` for the benchmark's classifiers, :func:`measure_task_entry` for the
+    segmenters and multi-label models."""
+    entries = [find_entry(n) for n in names] if names else list(ZOO)
     measured = {}
     for entry in entries:
         if not entry.is_built():
             continue
         if log:
             log(f"measuring {entry.name}")
-        measured[entry.name] = measure_entry(entry, settings, progress)
+        measure = measure_entry if entry.data == BENCHMARK else measure_task_entry
+        measured[entry.name] = measure(entry, settings, progress)
     return measured
 
 
@@ -395,24 +487,65 @@ def results_markdown(settings: ResultsSettings, measured: dict[str, dict[str, An
               "attention AUC |",
               "|---|---|---|---|---|---|---|---|"]
     for name, result in measured.items():
+        if find_entry(name).data != BENCHMARK:
+            continue
         h = headline(result)
         on = f"{_pct(h['on_object'])} ({_pct(h['object_area'])})" if h["on_object"] is not None else "-"
         auc = f"{h['object_auc']:.3f}" if h["object_auc"] is not None else "-"
         lines.append(f"| `{name}` | {result['model']['name']} | {_pct(h['clean'])} | {_pct(h['corrupted'])} | "
                      f"{_pct(h['fgsm'])} | {_pct(h['pgd'])} | {on} | {auc} |")
+    lines += task_lines(settings, measured)
     lines += ["", "## Training", "",
               "Each entry as `make zoo` trained it (`train.json` beside its weights holds the command and the "
               "log): epochs and learning rate, wall-clock training time on the machine that built it, the "
-              "validation top-1 after every epoch (the learning curve) and the test top-1 of the weights "
-              "shipped (the best validation epoch) on the 2000 test images.", "",
-              "| zoo entry | epochs | lr per 512 images | training time | validation top-1 by epoch | test top-1 |",
+              "validation score after every epoch (the learning curve: top-1, mIoU for segmenters, mAP for "
+              "multi-label models) and the test score of the weights shipped (the best validation epoch) on "
+              "the 2000 test images. Segmenters and multi-label models start from the zoo's classifier of "
+              "their backbone (`--init zoo:ENTRY`).", "",
+              "| zoo entry | epochs | learning rate | training time | validation score by epoch | test score |",
               "|---|---|---|---|---|---|"]
     lines += training_rows(measured)
-    missing = [e.name for e in ZOO if e.name not in measured and e.data == BENCHMARK]
+    missing = [e.name for e in ZOO if e.name not in measured]
     if missing:
         lines += ["", f"Not built yet (so not measured): {', '.join(f'`{m}`' for m in missing)}."]
     lines += ["", details, ""]
     return "\n".join(lines)
+
+
+def task_lines(settings: ResultsSettings, measured: dict[str, dict[str, Any]]) -> list[str]:
+    """The segmenters' and multi-label models' tables."""
+    seg = [(n, r) for n, r in measured.items() if find_entry(n).data == SEGMENTATION_BENCHMARK]
+    multi = [(n, r) for n, r in measured.items() if find_entry(n).data == MULTILABEL_BENCHMARK]
+    lines: list[str] = []
+    if seg:
+        classes = (seg[0][1].get("results", {}).get("clean") or {}).get("per_class") or []
+        names = [c["class"] for c in classes][1:]
+        lines += ["", "## Segmenters", "",
+                  f"UperNet on `{SEGMENTATION_BENCHMARK}` ({settings.images} test images): mIoU over the 11 classes "
+                  "(background and the 10 shapes), the mIoU of predicting background everywhere, and the IoU "
+                  "of every shape class, in %.", "",
+                  "| zoo entry | model | mIoU | all background | pixel accuracy | " + " | ".join(names) + " |",
+                  "|---|---|---|---|---|" + "---|" * len(names)]
+        for name, result in seg:
+            h, clean = headline(result), result["results"]["clean"]
+            lines.append(f"| `{name}` | {result['model']['name']} | {_pct(h['miou'])} | {_pct(h['all_background'])} "
+                         f"| {_pct(clean.get('pixel_acc'))} | " + " | ".join(f"{v:.0f}" for v in h["shape_ious"])
+                         + " |")
+    if multi:
+        lines += ["", "## Multi-label models", "",
+                  f"On `{MULTILABEL_BENCHMARK}` (one to three objects per image; {settings.images} test images): mAP "
+                  "and the mAP of ranking every image's labels by their training frequency, overall F1, and for a "
+                  f"glimpse model the share of fixations (glimpses 2 to {settings.glimpses}) on a small object "
+                  "against uniformly random points, in %.", "",
+                  "| zoo entry | model | mAP | label frequencies | overall F1 | fixations on a small object "
+                  "(random points) |", "|---|---|---|---|---|---|"]
+        for name, result in multi:
+            h, clean = headline(result), result["results"]["clean"]
+            fix = (f"{_pct(h['small_object_fixations'])} ({_pct(h['small_object_random'])})"
+                   if h["small_object_fixations"] is not None else "-")
+            lines.append(f"| `{name}` | {result['model']['name']} | {_pct(h['map'])} | "
+                         f"{_pct(h['label_frequency_map'])} | {_pct(clean.get('f1_overall'))} | {fix} |")
+    return lines
 
 
 def training_rows(measured: dict[str, dict[str, Any]]) -> list[str]:
@@ -424,12 +557,14 @@ def training_rows(measured: dict[str, dict[str, Any]]) -> list[str]:
             record = json.loads((entry.folder / "train.json").read_text())
         except (OSError, ValueError):
             continue
-        curve = " ".join(f"{e['val_top1']:.0f}" for e in record.get("log", []) if e.get("val_top1") is not None)
+        key = {SEGMENTATION_BENCHMARK: "miou", MULTILABEL_BENCHMARK: "map"}.get(entry.data, "top1")
+        curve = " ".join(f"{e[f'val_{key}']:.0f}" for e in record.get("log", []) if e.get(f"val_{key}") is not None)
         minutes = record.get("train_seconds", math.nan) / 60
         words = shlex.split(record.get("command", ""))
         flags = dict(zip(words, words[1:]))
-        rows.append(f"| `{name}` | {flags.get('--epochs', '-')} | {flags.get('--base-lr', '-')} | "
-                    f"{minutes:.1f} min | {curve} | {_pct((record.get('test') or {}).get('top1'))} |")
+        lr = f"{flags['--base-lr']} per 512 images" if "--base-lr" in flags else flags.get("--lr", "-")
+        test = f"{_pct((record.get('test') or {}).get(key))} {'top-1' if key == 'top1' else key}"
+        rows.append(f"| `{name}` | {flags.get('--epochs', '-')} | {lr} | {minutes:.1f} min | {curve} | {test} |")
     return rows
 
 
@@ -447,7 +582,12 @@ def write_results(settings: ResultsSettings | None = None, log: Callable[[str], 
         raise BioattnError("no zoo classifier is built: run bioattn zoo first")
     rows = claim_rows(settings, measured)
     output_folder(folder, "results folder")
-    files = write_report(list(measured.values()), folder, stem="zoo")
+    files: list[Path] = []
+    for data, stem in ((BENCHMARK, "zoo"), (SEGMENTATION_BENCHMARK, "segmenters"),
+                       (MULTILABEL_BENCHMARK, "multilabel")):
+        of_task = [r for n, r in measured.items() if find_entry(n).data == data]
+        if of_task:
+            files += write_report(of_task, folder, stem=stem)
     links = ", ".join(f"[{p.name}]({folder.name}/{p.name})" for p in files)
     atomic_write_text(folder / "results.json", json.dumps(
         nan_to_none({"settings": asdict(settings), "claims": [asdict(r) for r in rows], "models": measured}),
