@@ -13,7 +13,7 @@ import numpy as np
 from ..evaluate.report import format_eps
 from ..fileio import atomic_write, atomic_write_text
 from .findings import domain_findings, findings, headline_scores, percent
-from .settings import FROM_ZOO, DemoSettings
+from .settings import FROM_DEMO, FROM_ZOO, DemoSettings
 
 HEATMAP = "corruptions_heatmap.png"
 
@@ -213,12 +213,22 @@ def _trainer_text(trainer: dict[str, Any] | None) -> str:
             f"on {trainer['n']} test images{zoo}.")
 
 
+def _task_origin(part: dict[str, Any]) -> str:
+    """Where a task part's models come from: the zoo, the demo, or both (model by model)."""
+    sources = {label: entry.get("weights", FROM_DEMO) for label, entry in part["models"].items()}
+    demo = f"{part['epochs']} epochs from the demo classifiers"
+    if all(s == FROM_ZOO for s in sources.values()):
+        return "the zoo's models, fine-tuned from the zoo's classifiers on the full training split"
+    if all(s == FROM_DEMO for s in sources.values()):
+        return demo
+    return "; ".join(f"{label}: {'the zoo' if s == FROM_ZOO else demo}" for label, s in sources.items())
+
+
 def task_rows(segmentation: dict[str, Any] | None, multilabel: dict[str, Any] | None) -> list[str]:
     """Markdown tables of the two parts, for the report."""
     lines: list[str] = []
     if segmentation and segmentation.get("models"):
-        lines += ["", f"## Segmentation ({segmentation['data']}, {segmentation['epochs']} epochs from the "
-                  "demo classifiers)", "",
+        lines += ["", f"## Segmentation ({segmentation['data']}; {_task_origin(segmentation)})", "",
                   "| model | mIoU | pixel acc | corrupted mIoU | prompted object IoU: no prior -> its prior |",
                   "|---|---|---|---|---|"]
         for label, entry in segmentation["models"].items():
@@ -232,8 +242,7 @@ def task_rows(segmentation: dict[str, Any] | None, multilabel: dict[str, Any] | 
                          f"{r['corruptions']['mean_miou']:.1f} | {steer_text} |")
         lines += ["", f"Predicting background everywhere gives {segmentation['all_background']:.1f}% mIoU."]
     if multilabel and multilabel.get("models"):
-        lines += ["", f"## Multi-label recognition ({multilabel['data']}, {multilabel['epochs']} epochs from the "
-                  "demo classifiers)", "",
+        lines += ["", f"## Multi-label recognition ({multilabel['data']}; {_task_origin(multilabel)})", "",
                   "| model | mAP | mAP of label frequencies | F1 (overall) | fixations on an object, per glimpse |",
                   "|---|---|---|---|---|"]
         for label, entry in multilabel["models"].items():

@@ -142,10 +142,11 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
     trainer = trainer_showcase(settings, sources, all_results, ckpt_root, retrain, progress, log)
     domains = domain_generalisation([m for m in chosen if m[0] in DOMAIN_MODELS], checkpoints, settings,
                                     tune_root / "domains", retrained, progress, log)
+    task_zoo = settings.use_zoo and not retrain
     segmentation, seg_gallery = segmentation_demo(checkpoints, settings.tasks, tune_root, retrained, progress,
-                                                  log, fig_dir)
+                                                  log, fig_dir, task_zoo)
     multilabel, multi_gallery = multilabel_demo(checkpoints, settings.tasks, tune_root, retrained, progress,
-                                                log, fig_dir)
+                                                log, fig_dir, task_zoo)
     gallery += seg_gallery + multi_gallery
     files = write_report(all_results, out, stem="report")
     total = time.perf_counter() - t_start

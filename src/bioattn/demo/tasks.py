@@ -23,14 +23,15 @@ from typing import Any
 import torch
 
 from ..attention.scanpaths import plot_glimpses
+from ..checkpoint import load_model, read_meta
 from ..data.embedded import EmbeddedSpec
 from ..evaluate.segmentation import constant_prediction_miou, plot_segmentation
 from ..evaluate.suites import run_suites
 from ..models.inputs import InputConfig
 from ..protocol import Glimpsing, capable
 from ..tasks.registry import get_task
-from .settings import TaskDemoSettings
-from .training import fine_tune, slug
+from .settings import FROM_DEMO, FROM_ZOO, TaskDemoSettings
+from .training import fine_tune, slug, zoo_task_folder
 
 SEGMENTATION_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("ViT", "vit_micro_patch8_64", {}),
@@ -44,32 +45,42 @@ MULTILABEL_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 
 def _fine_tuned_models(task_name: str, models: tuple[tuple[str, str, dict[str, Any]], ...], data: str,
                        checkpoints: dict[str, Path], settings: TaskDemoSettings, ckpt_root: Path,
-                       retrained: set[str], progress: bool, log: Callable[[str], None]) -> Iterator[tuple]:
-    """For each of ``models`` whose demo classifier exists: the fine-tuned model, its metadata,
-    its training seconds, the test set and the settings every suite run shares."""
+                       retrained: set[str], progress: bool, log: Callable[[str], None],
+                       use_zoo: bool) -> Iterator[tuple]:
+    """For each of ``models`` whose demo classifier exists: the zoo's model for the task when
+    ``use_zoo`` and the zoo has it (the classifier's weights from the zoo too), else the demo
+    classifier fine-tuned on ``data``; with its metadata, its training seconds (0 for the zoo's),
+    where its weights come from, the test set and the settings every suite run shares."""
     task = get_task(task_name)
     for label, name, args in models:
         if label not in checkpoints:
             continue
-        run_dir = ckpt_root / f"{task_name}-{settings.key}" / slug(label)
-        model, meta, seconds = fine_tune(task_name, label, name, args, data, checkpoints[label], settings, run_dir,
-                                         label in retrained, progress, log)
+        folder = zoo_task_folder(task_name, name, args) if use_zoo and label not in retrained else None
+        if folder is not None:
+            log(f"{label} ({task_name}): using the zoo's weights {folder}")
+            model, meta, seconds, source = load_model(folder), read_meta(folder), 0.0, FROM_ZOO
+        else:
+            run_dir = ckpt_root / f"{task_name}-{settings.key}" / slug(label)
+            model, meta, seconds = fine_tune(task_name, label, name, args, data, checkpoints[label], settings,
+                                             run_dir, label in retrained, progress, log)
+            source = FROM_DEMO
         test_set = task.build_dataset(data, "test", InputConfig.of_meta(meta), train=False)
         common = dict(mean=meta["mean"], std=meta["std"], img_size=meta["img_size"], task=task_name,
                       progress=progress, device="auto", model_info={"name": label, "model": meta["model"]})
-        yield label, args, model, meta, seconds, test_set, common
+        yield label, args, model, meta, seconds, source, test_set, common
 
 
 def segmentation_demo(checkpoints: dict[str, Path], settings: TaskDemoSettings, ckpt_root: Path,
                       retrained: set[str], progress: bool, log: Callable[[str], None],
-                      fig_dir: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Fine-tune, score and picture the segmenters; returns the figures and the gallery."""
+                      fig_dir: Path, use_zoo: bool = False) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Take the zoo's segmenters (``use_zoo``) or fine-tune the demo classifiers, score and
+    picture them; returns the figures and the gallery."""
     task = get_task("segmentation")
     results: dict[str, Any] = {"data": settings.seg_data, "epochs": settings.epochs, "models": {}}
     gallery: list[tuple[str, str]] = []
-    for label, args, model, meta, seconds, test_set, common in _fine_tuned_models(
+    for label, args, model, meta, seconds, source, test_set, common in _fine_tuned_models(
             "segmentation", SEGMENTATION_MODELS, settings.seg_data, checkpoints, settings, ckpt_root, retrained,
-            progress, log):
+            progress, log, use_zoo):
         t0 = time.perf_counter()
         if "all_background" not in results:
             results["all_background"] = constant_prediction_miou(test_set, len(meta["classes"]),
@@ -84,7 +95,8 @@ def segmentation_demo(checkpoints: dict[str, Path], settings: TaskDemoSettings, 
             pair_set = task.build_dataset(str(spec), "test", InputConfig.of_meta(meta), train=False)
             scores.update(run_suites(model, None, ["steering"], limit=settings.eval_images, steering_data=pair_set,
                                      **common)["results"])
-        results["models"][label] = {"results": scores, "train_s": seconds, "eval_s": time.perf_counter() - t0}
+        results["models"][label] = {"results": scores, "train_s": seconds, "weights": source,
+                                    "eval_s": time.perf_counter() - t0}
         gallery += _segmentation_gallery(label, model, meta, test_set, pair_set, settings, fig_dir)
         log(f"{label} segmenter: mIoU {scores['clean']['miou']:.1f}% (all background "
             f"{results['all_background']:.1f}%), train {seconds:.0f} s")
@@ -118,19 +130,21 @@ def _segmentation_gallery(label: str, model, meta: dict, test_set, pair_set, set
 
 def multilabel_demo(checkpoints: dict[str, Path], settings: TaskDemoSettings, ckpt_root: Path,
                     retrained: set[str], progress: bool, log: Callable[[str], None],
-                    fig_dir: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Fine-tune and score the multi-label models; returns the figures and the gallery."""
+                    fig_dir: Path, use_zoo: bool = False) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Take the zoo's multi-label models (``use_zoo``) or fine-tune the demo classifiers, score
+    them and picture the fixations; returns the figures and the gallery."""
     results: dict[str, Any] = {"data": settings.multi_data, "epochs": settings.epochs, "models": {}}
     gallery: list[tuple[str, str]] = []
-    for label, _, model, meta, seconds, test_set, common in _fine_tuned_models(
+    for label, _, model, meta, seconds, source, test_set, common in _fine_tuned_models(
             "multilabel", MULTILABEL_MODELS, settings.multi_data, checkpoints, settings, ckpt_root, retrained,
-            progress, log):
+            progress, log, use_zoo):
         t0 = time.perf_counter()
         common["limit"] = settings.eval_images
         suites = ["clean", "glimpses"] if capable(model, Glimpsing) else ["clean"]
         readouts = {"readouts": settings.glimpses} if "glimpses" in suites else {}
         scores = run_suites(model, test_set, suites, **readouts, **common)["results"]
-        results["models"][label] = {"results": scores, "train_s": seconds, "eval_s": time.perf_counter() - t0}
+        results["models"][label] = {"results": scores, "train_s": seconds, "weights": source,
+                                    "eval_s": time.perf_counter() - t0}
         if "glimpses" in suites:
             for i in range(min(settings.gallery_images, len(test_set))):
                 name = f"multi-{slug(label)}-{i}.png"

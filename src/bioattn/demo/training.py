@@ -13,8 +13,9 @@ import torch
 
 from ..checkpoint import load_model, read_meta
 from ..errors import BioattnError
+from ..tasks.registry import get_task
 from ..train import TrainConfig, train
-from ..zoo import benchmark_classifier
+from ..zoo import MULTILABEL_BENCHMARK, SEGMENTATION_BENCHMARK, benchmark_classifier, trained_on
 from .settings import FROM_DEMO, FROM_ZOO, DemoSettings, TaskDemoSettings
 
 
@@ -61,6 +62,14 @@ def zoo_folder(name: str, args: dict) -> Path | None:
     """The folder of the built zoo entry of ``name`` with ``args`` (trained on the embedded
     benchmark), or None when the zoo has none."""
     entry = benchmark_classifier(name, args)
+    return entry.folder if entry is not None and entry.is_built() else None
+
+
+def zoo_task_folder(task: str, name: str, args: dict) -> Path | None:
+    """The folder of the built zoo entry solving ``task`` (``segmentation`` or ``multilabel``)
+    with backbone ``name`` and ``args``, or None when the zoo has none."""
+    data = {"segmentation": SEGMENTATION_BENCHMARK, "multilabel": MULTILABEL_BENCHMARK}.get(task)
+    entry = trained_on(data, get_task(task).model_name(name), args) if data else None
     return entry.folder if entry is not None and entry.is_built() else None
 
 

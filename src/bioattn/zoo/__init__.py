@@ -119,7 +119,7 @@ ZOO: tuple[ZooEntry, ...] = (
     _fine_tuned("upernet_vit_micro_patch8_64", "upernet_vit_micro_patch8_64", "UperNet ViT",
                 SEGMENTATION_BENCHMARK, SEGMENTER_SETTINGS, "vit_micro_patch8_64"),
     _fine_tuned("upernet_absvit_micro_patch8_64", "upernet_absvit_micro_patch8_64", "UperNet AbSViT",
-                SEGMENTATION_BENCHMARK, SEGMENTER_SETTINGS, "absvit_micro_patch8_64"),
+                SEGMENTATION_BENCHMARK, SEGMENTER_SETTINGS, "absvit_micro_patch8_64", prior_classes=10),
     _fine_tuned("upernet_rvt_micro", "upernet_rvt_micro", "UperNet RVT (self-attention)",
                 SEGMENTATION_BENCHMARK, SEGMENTER_SETTINGS, "rvt_micro"),
     _fine_tuned("upernet_rvt_micro_vars_d", "upernet_rvt_micro", "UperNet RVT VARS-D",
@@ -142,13 +142,19 @@ def find_entry(name: str) -> ZooEntry:
     raise BioattnError(f"no zoo entry named '{name}' (the zoo: {', '.join(e.name for e in ZOO)})")
 
 
+def trained_on(data: str, model: str, model_args: dict[str, Any] | None = None) -> ZooEntry | None:
+    """The zoo entry of registered ``model`` with ``model_args`` trained on ``data`` (one of the
+    benchmark's data specs), or None if the zoo has no such entry."""
+    for entry in ZOO:
+        if entry.model == model and entry.model_args == dict(model_args or {}) and entry.data == data:
+            return entry
+    return None
+
+
 def benchmark_classifier(model: str, model_args: dict[str, Any] | None = None) -> ZooEntry | None:
     """The zoo entry of registered ``model`` with ``model_args`` trained on the embedded
     benchmark's classes, or None if the zoo has no such entry."""
-    for entry in ZOO:
-        if entry.model == model and entry.model_args == dict(model_args or {}) and entry.data == BENCHMARK:
-            return entry
-    return None
+    return trained_on(BENCHMARK, model, model_args)
 
 
 def zoo_weights(model: str) -> Path | None:
