@@ -35,6 +35,17 @@ ZOO_TAG = "embedded"
 BENCHMARK = "embedded"
 SEGMENTATION_BENCHMARK = "embedded:seg"
 MULTILABEL_BENCHMARK = "embedded:multi"
+# leave one style out: the embedded scenes in four styles (bioattn.data.embedded's domains),
+# 2,000 training, 400 validation and 1,000 test images per style; a model trains on three styles
+# (selecting its epoch on their validation images) and is tested on the fourth
+STYLES: tuple[str, ...] = ("photo", "cartoon", "sketch", "painting")
+STYLES_ROOT = "embedded:train=2000,val=400,test=1000"
+
+
+def held_out_spec(style: str) -> str:
+    """The data spec (``bioattn.data.domains``) that trains on every style but ``style`` and tests on it."""
+    train = "+".join(s for s in STYLES if s != style)
+    return f"domains:train={train},test={style},holdout=0.2,seed=0,root={STYLES_ROOT}"
 
 # training settings of the classifiers (differences from the ``small`` recipe), one per kind of
 # model, from measured learning curves (docs/training.md): RVT (every attention) and the glimpse
@@ -51,6 +62,8 @@ GFNET_SETTINGS: dict[str, Any] = dict(epochs=8, batch_size=128, base_lr=8e-3, wa
 # classifiers (the recipe's 6e-5 suits pretrained ImageNet backbones of 512-pixel inputs)
 SEGMENTER_SETTINGS: dict[str, Any] = dict(epochs=5, batch_size=32, lr=1e-3, warmup_epochs=1, recipe="upernet")
 MULTILABEL_SETTINGS: dict[str, Any] = dict(epochs=8, batch_size=128, base_lr=2e-3, warmup_epochs=1, hflip=0.5)
+# leave-one-style-out models are fine-tuned too: 6,000 images of three styles, 5 epochs
+STYLE_SETTINGS: dict[str, Any] = dict(epochs=5, batch_size=128, base_lr=2e-3, warmup_epochs=1, hflip=0.5)
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,12 @@ ZOO: tuple[ZooEntry, ...] = (
                 MULTILABEL_BENCHMARK, MULTILABEL_SETTINGS, "vit_micro_patch8_64"),
     _fine_tuned("multilabel_rsrnn_micro", "rsrnn_micro", "RS-RNN, multi-label",
                 MULTILABEL_BENCHMARK, MULTILABEL_SETTINGS, "rsrnn_micro"),
+    # leave one style out: RVT with self-attention and with VARS-D, each style held out in turn
+    *(_fine_tuned(f"{start}_without_{style}", "rvt_micro", f"{label}, {style} held out", held_out_spec(style),
+                  STYLE_SETTINGS, start, **args)
+      for start, label, args in (("rvt_micro", "RVT (self-attention)", {}),
+                                 ("rvt_micro_vars_d", "RVT VARS-D", {"attention": "vars_d"}))
+      for style in STYLES),
 )
 
 
