@@ -20,6 +20,7 @@ from bioattn.claims import (
     fixates_object,
     fixates_small_objects,
     fold_mious,
+    generalises_better,
     keeps_accuracy,
     more_robust,
     recovers,
@@ -91,6 +92,20 @@ def test_segmentation_claim_reads_the_spread_over_folds():
     noisy = _scores(miou=55.0, miou_folds=[40.0, 70.0, 45.0, 65.0, 55.0], shape_ious=[35.0], all_background=8.0)
     assert segments_better([better, noisy])[2] == UNRESOLVED
     assert segments_better([_scores(), worse])[2] == UNMEASURED
+
+
+def test_style_claim_compares_the_mean_over_held_out_styles():
+    measure = generalises_better(("a", "b"))
+    system = [_scores(clean=60.0, n_clean=1000), _scores(clean=40.0, n_clean=1000)]
+    base = [_scores(clean=50.0, n_clean=1000), _scores(clean=30.0, n_clean=1000)]
+    text, images, outcome = measure(system + base)
+    # the means are 50% vs 40%, each with a standard error of about 1.1 points
+    assert outcome == HOLDS and images == "2000 per model (2 styles)"
+    assert text == "mean held-out top-1 50.0% vs 40.0% (chance 10%; per style: a 60.0 vs 50.0, b 40.0 vs 30.0)"
+    assert measure(base + system)[2] == FAILS
+    near = [_scores(clean=41.0, n_clean=1000), _scores(clean=40.0, n_clean=1000)]
+    assert measure(near + [_scores(clean=40.0, n_clean=1000)] * 2)[2] == UNRESOLVED
+    assert measure([_scores(clean=None)] * 4)[2] == UNMEASURED
 
 
 def test_small_object_fixation_claim():

@@ -43,7 +43,7 @@ from .models.inputs import InputConfig
 from .protocol import Glimpsing, TopDownSteerable, capable
 from .tasks.registry import get_task
 from .tasks.spec import task_of_data
-from .zoo import BENCHMARK, MULTILABEL_BENCHMARK, SEGMENTATION_BENCHMARK, ZOO, ZooEntry, find_entry
+from .zoo import BENCHMARK, MULTILABEL_BENCHMARK, SEGMENTATION_BENCHMARK, STYLES, ZOO, ZooEntry, find_entry
 
 PAIR_BENCHMARK = "embedded:pair"
 HOLDS, FAILS, UNRESOLVED, UNMEASURED = "holds", "does not hold", "not resolved", "not measured"
@@ -129,6 +129,37 @@ def measure_task_entry(entry: ZooEntry, settings: ResultsSettings, progress: boo
                                                                        limit=settings.images)["miou"]
     result["model"] = dict(result.get("model") or {}, name=entry.label, entry=entry.name)
     return result
+
+
+def measure_style_entry(entry: ZooEntry, settings: ResultsSettings, progress: bool = False) -> dict[str, Any]:
+    """Top-1 of a leave-one-style-out model on every test image of the style it never saw."""
+    model, meta = load_model(entry.folder), read_meta(entry.folder)
+    test_set = build_dataset(entry.data, "test", meta["img_size"], meta["mean"], meta["std"], classes=meta["classes"])
+    result = run_suites(model, test_set, ["clean"], mean=meta["mean"], std=meta["std"], img_size=meta["img_size"],
+                        classes=meta.get("classes"), progress=progress, seed=settings.seed, device="auto",
+                        model_info={"name": entry.label, "model": entry.model, "model_args": entry.model_args,
+                                    "entry": entry.name})
+    result["model"] = dict(result.get("model") or {}, name=entry.label, entry=entry.name)
+    return result
+
+
+def held_out(entry: ZooEntry) -> str | None:
+    """The style a leave-one-style-out entry is tested on (None for other entries)."""
+    if not entry.data.startswith("domains:"):
+        return None
+    return next(s for s in STYLES if f"test={s}," in entry.data)
+
+
+def style_models(measured: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The measured leave-one-style-out entries, by the entry they start from, then by held-out style."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, result in measured.items():
+        entry = find_entry(name)
+        style = held_out(entry)
+        if style is not None:
+            start = entry.settings["init"].removeprefix("zoo:")
+            out.setdefault(start, {})[style] = result
+    return out
 
 
 def headline(result: dict[str, Any]) -> dict[str, Any]:
@@ -314,6 +345,29 @@ def fixates_small_objects(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
             verdict(a["small_object_fixations"] - a["small_object_random"], se))
 
 
+def generalises_better(styles: Sequence[str]) -> Callable[[list[dict[str, Any]]], tuple[str, str, str]]:
+    """The system's mean top-1 over held-out ``styles`` above the baseline's: the scores are the
+    system's models (one per held-out style, in order), then the baseline's."""
+
+    def measure(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
+        k = len(styles)
+        system, base = scores[:k], scores[k:]
+
+        def mean_and_se(models: list[dict[str, Any]]) -> tuple[float, float]:
+            mean = sum(m["clean"] for m in models) / k
+            return mean, math.sqrt(sum(binomial_se(m["clean"], m["n_clean"] or 0) ** 2 for m in models)) / k
+
+        if any(m["clean"] is None for m in scores):
+            return "-", "-", UNMEASURED
+        (a, se_a), (b, se_b) = mean_and_se(system), mean_and_se(base)
+        per = ", ".join(f"{s} {x['clean']:.1f} vs {y['clean']:.1f}" for s, x, y in zip(styles, system, base))
+        n = sum(m["n_clean"] or 0 for m in system)
+        return (f"mean held-out top-1 {_pct(a)} vs {_pct(b)} (chance 10%; per style: {per})",
+                f"{n} per model ({k} styles)", verdict(a - b, math.hypot(se_a, se_b)))
+
+    return measure
+
+
 def keeps_accuracy(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
     """Clean top-1 at the last glimpse not below the top-1 at the trained number of glimpses
     (more than twice the standard error below counts as lower)."""
@@ -388,9 +442,10 @@ def claims(settings: ResultsSettings) -> list[Claim]:
         Claim("VARS-D's attention is closer to the object than self-attention's (DeiT-style ViT)", "VARS",
               "VARS-D maps agree better with human fixations (MIT1003) than self-attention's",
               ("deit_micro_patch8_64_vars_d", "vit_micro_patch8_64"), closer_to_object),
-        Claim("VARS generalises better across domains (leave one style out)", "VARS",
-              "better PACS domain generalisation", (),
-              missing="the zoo holds no leave-one-domain-out models"),
+        Claim("VARS generalises better across domains: RVT VARS-D vs self-attention, leave one style out", "VARS",
+              "better PACS domain generalisation",
+              tuple(f"{start}_without_{s}" for start in ("rvt_micro_vars_d", "rvt_micro") for s in STYLES),
+              generalises_better(STYLES)),
         Claim("VARS segments better: UperNet on RVT VARS-D vs self-attention", "VARS",
               "better PASCAL VOC segmentation", ("upernet_rvt_micro_vars_d", "upernet_rvt_micro"), segments_better),
         Claim("AbSViT segments better than ViT (UperNet)", "AbSViT",
@@ -428,7 +483,8 @@ def measure_zoo(settings: ResultsSettings, names: Sequence[str] | None = None, p
             continue
         if log:
             log(f"measuring {entry.name}")
-        measure = measure_entry if entry.data == BENCHMARK else measure_task_entry
+        measure = (measure_entry if entry.data == BENCHMARK else
+                   measure_style_entry if held_out(entry) else measure_task_entry)
         measured[entry.name] = measure(entry, settings, progress)
     return measured
 
@@ -513,7 +569,7 @@ def results_markdown(settings: ResultsSettings, measured: dict[str, dict[str, An
 
 
 def task_lines(settings: ResultsSettings, measured: dict[str, dict[str, Any]]) -> list[str]:
-    """The segmenters' and multi-label models' tables."""
+    """The segmenters', multi-label models' and leave-one-style-out models' tables."""
     seg = [(n, r) for n, r in measured.items() if find_entry(n).data == SEGMENTATION_BENCHMARK]
     multi = [(n, r) for n, r in measured.items() if find_entry(n).data == MULTILABEL_BENCHMARK]
     lines: list[str] = []
@@ -545,6 +601,18 @@ def task_lines(settings: ResultsSettings, measured: dict[str, dict[str, Any]]) -
                    if h["small_object_fixations"] is not None else "-")
             lines.append(f"| `{name}` | {result['model']['name']} | {_pct(h['map'])} | "
                          f"{_pct(h['label_frequency_map'])} | {_pct(clean.get('f1_overall'))} | {fix} |")
+    by_start = style_models(measured)
+    if by_start:
+        lines += ["", "## Leave one style out", "",
+                  "Each model is fine-tuned from the zoo's classifier (trained on the original look) on three of "
+                  "the four styles and tested on every test image of the fourth (chance 10%); top-1 in %.", "",
+                  "| fine-tuned from | " + " | ".join(f"{s} held out" for s in STYLES) + " | mean | test images |",
+                  "|---|" + "---|" * (len(STYLES) + 2)]
+        for start, runs in by_start.items():
+            tops = [headline(runs[s])["clean"] if s in runs else None for s in STYLES]
+            mean = sum(tops) / len(tops) if None not in tops else None
+            n = next((headline(r)["n_clean"] for r in runs.values()), "-")
+            lines.append(f"| `{start}` | " + " | ".join(_pct(t) for t in tops) + f" | {_pct(mean)} | {n} per style |")
     return lines
 
 
