@@ -109,6 +109,25 @@ def test_demo_evaluates_the_zoo_weights_instead_of_training(tmp_path):
     assert again["trainer"] is None
 
 
+def test_demo_takes_the_zoo_segmenters_and_multilabel_models(tmp_path):
+    """With the zoo, the segmenters and multi-label models are the zoo's (nothing fine-tuned
+    here), and they do their task on the quick demo's test images."""
+    from bioattn.demo.training import zoo_task_folder
+
+    settings = dataclasses.replace(QUICK, use_zoo=True)
+    summary = run_demo(tmp_path / "report", progress=False, models=["ViT", "RS-RNN"], settings=settings)
+    segmenter = summary["segmentation"]["models"]["ViT"]
+    assert zoo_task_folder("segmentation", "vit_micro_patch8_64", {}) is not None
+    assert segmenter["weights"] == "zoo" and segmenter["train_s"] == 0.0
+    assert segmenter["results"]["clean"]["miou"] > 2 * summary["segmentation"]["all_background"]
+    for label in ("ViT", "RS-RNN"):
+        model = summary["multilabel"]["models"][label]
+        assert model["weights"] == "zoo" and model["train_s"] == 0.0
+        assert model["results"]["clean"]["map"] > model["results"]["clean"]["label_frequency_map"] + 20
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "the zoo's models, fine-tuned from the zoo's classifiers" in report
+
+
 def test_unwritable_out_is_a_one_line_error(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

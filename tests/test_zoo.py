@@ -52,6 +52,11 @@ def test_every_entry_has_its_own_folder_and_trains_with_valid_settings():
                    ("gfnet_micro", (("mixer", "vars_s"),)), ("rsrnn_micro", ())]:
         assert wanted in models
     assert zoo.find_entry("vit_micro_patch8_64.embedded").name == "vit_micro_patch8_64"
+    # a fine-tuned entry starts from an entry built before it
+    for i, entry in enumerate(zoo.ZOO):
+        if "init" in entry.settings:
+            start = zoo.find_entry(entry.settings["init"].removeprefix("zoo:"))
+            assert zoo.ZOO.index(start) < i and start.data == zoo.BENCHMARK
     with pytest.raises(BioattnError, match="no zoo entry named 'nope'"):
         zoo.find_entry("nope")
 

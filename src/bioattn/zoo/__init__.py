@@ -86,8 +86,8 @@ class ZooEntry:
 
     @property
     def tagged(self) -> str | None:
-        """``<model>.embedded`` for an entry without constructor arguments, else None."""
-        return None if self.model_args else f"{self.model}.{ZOO_TAG}"
+        """``<model>.embedded`` for a benchmark classifier without constructor arguments, else None."""
+        return None if self.model_args or self.data != BENCHMARK else f"{self.model}.{ZOO_TAG}"
 
     def is_built(self) -> bool:
         return (self.folder / "model.safetensors").is_file() and (self.folder / "model.json").is_file()
