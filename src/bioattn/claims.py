@@ -304,17 +304,29 @@ def steers(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
             f"{n} pairs", verdict(win - 50.0, se))
 
 
-def fixates_object(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
-    """Fixations (glimpses 2 on) on the object more often than uniformly random points (the
-    object's area)."""
-    (a,) = scores
-    if a["fixations_on_object"] is None:
-        return "-", "-", UNMEASURED
-    n = a["n_fixated"] or 0
-    # the fixations of one image are not independent: the error counts images, not fixations
-    se = binomial_se(a["fixations_on_object"], n)
-    return (f"{_pct(a['fixations_on_object'])} of fixations on the object (random points: "
-            f"{_pct(a['fixations_random'])})", f"{n}", verdict(a["fixations_on_object"] - a["fixations_random"], se))
+def fixations_above_random(on: str, random: str, n_key: str, target: str, images: str = "{n}",
+                           with_map: bool = False) -> Callable[[list[dict[str, Any]]], tuple[str, str, str]]:
+    """Fixations (glimpses 2 on) on ``target`` (figure ``on``) more often than uniformly random
+    points (figure ``random``, the target's area), over ``n_key`` images."""
+
+    def measure(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
+        (a,) = scores
+        if a[on] is None:
+            return "-", "-", UNMEASURED
+        n = a[n_key] or 0
+        # the fixations of one image are not independent: the error counts images, not fixations
+        se = binomial_se(a[on], n)
+        text = f"{_pct(a[on])} of fixations on {target} (random points: {_pct(a[random])})"
+        return (text + (f"; mAP {_pct(a['map'])}" if with_map else ""), images.format(n=n),
+                verdict(a[on] - a[random], se))
+
+    return measure
+
+
+# one object among distractors; the small objects of multi-object images
+fixates_object = fixations_above_random("fixations_on_object", "fixations_random", "n_fixated", "the object")
+fixates_small_objects = fixations_above_random("small_object_fixations", "small_object_random", "n_small",
+                                               "a small object", "{n} images with a small object", with_map=True)
 
 
 def segments_better(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
@@ -330,19 +342,6 @@ def segments_better(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
     text = (f"mIoU {a['miou']:.1f}% vs {b['miou']:.1f}% (all background {a['all_background']:.1f}%); weakest "
             f"shape class {min(a['shape_ious']):.1f}% vs {min(b['shape_ious']):.1f}% IoU")
     return text, f"{k} folds of the test images", verdict(a["miou"] - b["miou"], se)
-
-
-def fixates_small_objects(scores: list[dict[str, Any]]) -> tuple[str, str, str]:
-    """Fixations (glimpses 2 on) on the small objects of multi-object images more often than
-    uniformly random points."""
-    (a,) = scores
-    if a["small_object_fixations"] is None:
-        return "-", "-", UNMEASURED
-    n = a["n_small"] or 0
-    se = binomial_se(a["small_object_fixations"], n)
-    return (f"{_pct(a['small_object_fixations'])} of fixations on a small object (random points: "
-            f"{_pct(a['small_object_random'])}); mAP {_pct(a['map'])}", f"{n} images with a small object",
-            verdict(a["small_object_fixations"] - a["small_object_random"], se))
 
 
 def generalises_better(styles: Sequence[str]) -> Callable[[list[dict[str, Any]]], tuple[str, str, str]]:
