@@ -27,6 +27,36 @@ class Augmentation:
     normalize: bool = True
 
 
+def _posterize_keeping_no_bits_too(img, bits_to_keep, **kwargs):
+    """timm's posterize, also at 0 bits kept (a black image), which Pillow 13 refuses."""
+    from PIL import Image
+    from timm.data.auto_augment import posterize
+
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return posterize(img, bits_to_keep, **kwargs)
+
+
+def route_posterize() -> None:
+    """Make timm's RandAugment posterize through :func:`_posterize_keeping_no_bits_too`. Its
+    increasing posterize keeps 0 bits at the top magnitude, which the magnitude noise of ``mstd``
+    (the DeiT recipe's ``rand-m9-mstd0.5-inc1``) reaches in about 2% of draws, and Pillow 13's
+    posterize refuses 0 bits: training would stop on a random batch."""
+    from timm.data import auto_augment
+
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+        auto_augment.NAME_TO_OP[name] = _posterize_keeping_no_bits_too
+
+
+def rand_augment(policy: str, size: int) -> Callable:
+    """timm's RandAugment of PIL images for ``policy`` (e.g. ``rand-m9-mstd0.5-inc1``) at image
+    side ``size``."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    route_posterize()
+    return rand_augment_transform(policy, {"translate_const": int(size * 0.45)})
+
+
 class MapImages(Dataset):
     """A data set whose images pass through ``fn`` after the base set's own transform."""
 
@@ -62,11 +92,7 @@ def embedded_uint8_transform(size: int, data_size: int, train: bool, aug: Augmen
             cj = aug.color_jitter
             ops.append(v2.ColorJitter(cj, cj, cj))
         if aug.auto_augment:
-            # deferred: timm and torchvision load in seconds; reading the embedded data needs neither
-            from timm.data.auto_augment import rand_augment_transform
-
-            ra = rand_augment_transform(aug.auto_augment, {"translate_const": int(size * 0.45)})
-            ops += [v2.ToPILImage(), ra, v2.PILToTensor()]
+            ops += [v2.ToPILImage(), rand_augment(aug.auto_augment, size), v2.PILToTensor()]
     if size != data_size and not cropped:
         ops.append(v2.Resize((size, size), antialias=True))
     return v2.Compose(ops) if ops else None
@@ -81,6 +107,8 @@ def folder_transform(size: int, mean, std, train: bool, aug: Augmentation | None
 
     if train:
         a = aug or Augmentation()
+        if a.auto_augment:
+            route_posterize()
         return create_transform(
             size,
             is_training=True,
