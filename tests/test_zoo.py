@@ -203,3 +203,45 @@ def test_trained_glimpse_models_fixate_the_object():
         if capable(model, Glimpsing) and getattr(model, "learns_fixations", False):
             scores = fixations_on_mask_dataset(model, test, glimpses=8, limit=200)
             assert scores["learned"] > 1.5 * scores["random"], (entry.name, scores)
+
+
+def _built_fine_tuned(kind: str):
+    """(entry, model, its test set) for every built fine-tuned entry of ``kind``: ``segmentation``,
+    ``multilabel`` or ``styles`` (leave one style out)."""
+    from bioattn.claims import held_out
+    from bioattn.models.inputs import InputConfig
+    from bioattn.tasks.registry import get_task
+    from bioattn.tasks.spec import task_of_data
+
+    data = {"segmentation": zoo.SEGMENTATION_BENCHMARK, "multilabel": zoo.MULTILABEL_BENCHMARK}.get(kind)
+    for entry in zoo.ZOO:
+        if not entry.is_built() or (entry.data != data if data else held_out(entry) is None):
+            continue
+        model, meta = ckpt.load_model(entry.folder), ckpt.read_meta(entry.folder)
+        task = get_task(task_of_data(entry.data))
+        yield entry, model, task.build_dataset(entry.data, "test", InputConfig.of_meta(meta), train=False)
+
+
+def test_trained_segmenters_beat_predicting_background():
+    # predicting background everywhere scores the background's IoU over 11 classes (about 8.5%)
+    from bioattn.claims import fold_mious
+    from bioattn.evaluate.segmentation import constant_prediction_miou
+
+    checked = 0
+    for entry, model, test in _built_fine_tuned("segmentation"):
+        (miou,) = fold_mious(model, test, images=200, folds=1)
+        background = constant_prediction_miou(test, model.num_classes, limit=200)["miou"]
+        assert miou > 3 * background, (entry.name, miou, background)
+        checked += 1
+    assert checked >= 1
+
+
+def test_trained_multilabel_models_rank_the_labels_present():
+    from bioattn.evaluate.suites import run_suites
+
+    checked = 0
+    for entry, model, test in _built_fine_tuned("multilabel"):
+        clean = run_suites(model, test, ["clean"], task="multilabel", limit=300, progress=False)["results"]["clean"]
+        assert clean["map"] > 60 and clean["map"] > clean["label_frequency_map"] + 30, (entry.name, clean)
+        checked += 1
+    assert checked >= 1

@@ -63,7 +63,8 @@ GFNET_SETTINGS: dict[str, Any] = dict(epochs=8, batch_size=128, base_lr=8e-3, wa
 SEGMENTER_SETTINGS: dict[str, Any] = dict(epochs=5, batch_size=32, lr=1e-3, warmup_epochs=1, recipe="upernet")
 MULTILABEL_SETTINGS: dict[str, Any] = dict(epochs=8, batch_size=128, base_lr=2e-3, warmup_epochs=1, hflip=0.5)
 # leave-one-style-out models are fine-tuned too: 6,000 images of three styles, 5 epochs
-STYLE_SETTINGS: dict[str, Any] = dict(epochs=5, batch_size=128, base_lr=2e-3, warmup_epochs=1, hflip=0.5)
+STYLE_SETTINGS: dict[str, Any] = dict(epochs=5, batch_size=128, base_lr=2e-3, warmup_epochs=1, hflip=0.5,
+                                      recipe="small")
 
 
 @dataclass(frozen=True)
