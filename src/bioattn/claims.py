@@ -630,7 +630,7 @@ def training_rows(measured: dict[str, dict[str, Any]]) -> list[str]:
         words = shlex.split(record.get("command", ""))
         flags = dict(zip(words, words[1:]))
         lr = f"{flags['--base-lr']} per 512 images" if "--base-lr" in flags else flags.get("--lr", "-")
-        test = f"{_pct((record.get('test') or {}).get(key))} {'top-1' if key == 'top1' else key}"
+        test = f"{_pct((record.get('test') or {}).get(key))} {dict(top1='top-1', miou='mIoU', map='mAP')[key]}"
         rows.append(f"| `{name}` | {flags.get('--epochs', '-')} | {lr} | {minutes:.1f} min | {curve} | {test} |")
     return rows
 
