@@ -55,6 +55,10 @@ SEGMENTATION_FOLDS = 10
 # --------------------------------------------------------------------------------------------
 # measuring one zoo entry
 # --------------------------------------------------------------------------------------------
+def _model_info(entry: ZooEntry) -> dict[str, Any]:
+    return {"name": entry.label, "model": entry.model, "model_args": entry.model_args, "entry": entry.name}
+
+
 def measure_entry(entry: ZooEntry, settings: ResultsSettings, progress: bool = False) -> dict[str, Any]:
     """Every figure the claims use, for one built classifier of the zoo: clean top-1, top-1
     under the 15 corruptions, FGSM and PGD (glimpse models: at every glimpse, the attack aimed at
@@ -66,8 +70,7 @@ def measure_entry(entry: ZooEntry, settings: ResultsSettings, progress: bool = F
     glimpse = capable(model, Glimpsing)
     common = dict(mean=mean, std=std, img_size=size, classes=meta.get("classes"), progress=progress,
                   seed=settings.seed, device="auto",
-                  model_info={"name": entry.label, "model": entry.model, "model_args": entry.model_args,
-                              "entry": entry.name})
+                  model_info=_model_info(entry))
     readouts = {"readouts": settings.glimpses} if glimpse else {}
     result = run_suites(model, test_set, ["clean"], limit=settings.images, **readouts, **common)
     more = run_suites(model, test_set, ["corruptions"], limit=settings.corruption_images,
@@ -86,7 +89,6 @@ def measure_entry(entry: ZooEntry, settings: ResultsSettings, progress: bool = F
         pairs = build_dataset(PAIR_BENCHMARK, "test", size, mean, std)
         result["results"]["steering"] = run_suites(model, pairs, ["steering"], limit=settings.steering_images,
                                                    **common)["results"]["steering"]
-    result["model"] = dict(result.get("model") or {}, name=entry.label, entry=entry.name)
     return result
 
 
@@ -121,13 +123,11 @@ def measure_task_entry(entry: ZooEntry, settings: ResultsSettings, progress: boo
     result = run_suites(model, test_set, suites, limit=settings.images, task=task.name, mean=meta["mean"],
                         std=meta["std"], img_size=meta["img_size"], classes=meta.get("classes"), progress=progress,
                         seed=settings.seed, device="auto", **readouts,
-                        model_info={"name": entry.label, "model": entry.model, "model_args": entry.model_args,
-                                    "entry": entry.name})
+                        model_info=_model_info(entry))
     if task.name == "segmentation":
         result["results"]["folds"] = fold_mious(model, test_set, settings.images)
         result["results"]["all_background"] = constant_prediction_miou(test_set, int(model.num_classes),
                                                                        limit=settings.images)["miou"]
-    result["model"] = dict(result.get("model") or {}, name=entry.label, entry=entry.name)
     return result
 
 
@@ -137,9 +137,7 @@ def measure_style_entry(entry: ZooEntry, settings: ResultsSettings, progress: bo
     test_set = build_dataset(entry.data, "test", meta["img_size"], meta["mean"], meta["std"], classes=meta["classes"])
     result = run_suites(model, test_set, ["clean"], mean=meta["mean"], std=meta["std"], img_size=meta["img_size"],
                         classes=meta.get("classes"), progress=progress, seed=settings.seed, device="auto",
-                        model_info={"name": entry.label, "model": entry.model, "model_args": entry.model_args,
-                                    "entry": entry.name})
-    result["model"] = dict(result.get("model") or {}, name=entry.label, entry=entry.name)
+                        model_info=_model_info(entry))
     return result
 
 
@@ -484,7 +482,9 @@ def measure_zoo(settings: ResultsSettings, names: Sequence[str] | None = None, p
             log(f"measuring {entry.name}")
         measure = (measure_entry if entry.data == BENCHMARK else
                    measure_style_entry if held_out(entry) else measure_task_entry)
-        measured[entry.name] = measure(entry, settings, progress)
+        result = measure(entry, settings, progress)
+        result["model"] = dict(result.get("model") or {}, name=entry.label, entry=entry.name)
+        measured[entry.name] = result
     return measured
 
 
