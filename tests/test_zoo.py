@@ -61,6 +61,20 @@ def test_every_entry_has_its_own_folder_and_trains_with_valid_settings():
         zoo.find_entry("nope")
 
 
+def test_the_shipped_weights_fit_in_git():
+    """Each built entry's folder holds its four files, each weight file under the 5 MB a file may
+    take in the repository, all of them together within the zoo's 40 MB."""
+    built = [e for e in zoo.ZOO if e.is_built()]
+    assert built, "no zoo entry is built"
+    sizes = {}
+    for entry in built:
+        assert {p.name for p in entry.folder.iterdir() if not p.name.startswith(".")} >= {
+            "model.safetensors", "model.json", "config.json", "train.json"}
+        sizes[entry.name] = (entry.folder / "model.safetensors").stat().st_size
+    assert max(sizes.values()) < 5_000_000, max(sizes, key=sizes.get)
+    assert sum(sizes.values()) <= 40_000_000
+
+
 def test_the_recorded_command_trains_what_the_entry_says():
     entry = _entry()
     words = shlex.split(command_line(entry))

@@ -145,7 +145,7 @@ def domain_findings(domains: dict[str, Any] | None) -> list[str]:
     best, worst = rows[0], rows[-1]
     per_style = {d: float(np.mean([r["top1"][d] for r in rows])) for d in domains["test_domains"]}
     hardest = min(per_style, key=per_style.get)
-    return [f"Across styles (fine-tuned on three of the embedded data's four styles, tested on the fourth; "
+    return [f"Across styles (trained on three of the embedded data's four styles, tested on the fourth; "
             f"chance 10%): {best['label']} transfers best (mean top-1 {percent(best['mean_top1'])}), "
             f"{worst['label']} worst ({percent(worst['mean_top1'])}); the hardest style to reach is "
             f"{hardest} (mean over models {percent(per_style[hardest])})."]

@@ -30,9 +30,14 @@ def _domain_table(domains: dict[str, Any] | None) -> str:
     return ("<h2>Domain generalisation</h2>\n<table><thead><tr><th>model \\ held-out style</th>"
             + "".join(f"<th>{html.escape(h)}</th>" for h in heads) + f"</tr></thead><tbody>{body}</tbody></table>"
             f"\n<p class=\"about\">Top-1 in % on the held-out style (chance 10%; test images: {images}) "
-            f"after fine-tuning each demo checkpoint for {domains['epochs']} epoch(s) on the other three "
-            f"styles ({html.escape(domains['data'])}), keeping the epoch with the best validation top-1. "
-            "The demo checkpoints learned the shapes in the default look, closest to the photo style.</p>")
+            + (f"of the zoo's leave-one-style-out models: each trained for {domains['epochs']} epochs from the "
+               f"zoo's classifier on the other three styles ({html.escape(domains['data'])} per style), "
+               "keeping the epoch with the best validation top-1. "
+               if domains.get("weights") == FROM_ZOO else
+               f"after fine-tuning each demo checkpoint for {domains['epochs']} epoch(s) on the other three "
+               f"styles ({html.escape(domains['data'])}), keeping the epoch with the best validation top-1. ")
+            + "The classifiers they start from learned the shapes in the default look, closest to the photo "
+            "style.</p>")
 
 
 def markdown_to_html(md: str) -> str:

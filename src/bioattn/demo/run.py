@@ -16,6 +16,7 @@ import torch
 from rich.console import Console
 
 from ..attention.maps import has_maps
+from ..checkpoint import load_model, read_meta
 from ..data import build_dataset
 from ..data.embedded import EmbeddedSpec, cache_root, load_embedded
 from ..errors import BioattnError
@@ -25,12 +26,13 @@ from ..evaluate.suites import run_suites
 from ..fileio import atomic_write_text, check_output_file, output_folder
 from ..generalisation import leave_one_domain_out
 from ..protocol import Glimpsing, TopDownSteerable, capable
+from ..zoo import STYLES_ROOT
 from .findings import task_findings
 from .gallery import attention_gallery
 from .page import task_rows, write_html
-from .settings import CORRUPTION_BASELINE, DEMO_MODELS, DOMAIN_MODELS, FROM_ZOO, QUICK, DemoSettings
+from .settings import CORRUPTION_BASELINE, DEMO_MODELS, DOMAIN_MODELS, FROM_DEMO, FROM_ZOO, QUICK, DemoSettings
 from .tasks import multilabel_demo, segmentation_demo
-from .training import slug, train_classifier, train_here, zoo_folder
+from .training import slug, train_classifier, train_here, zoo_folder, zoo_style_entries
 
 REPORT_FILES = ("index.html", "report.md", "results.json")
 
@@ -140,9 +142,10 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
         log(f"{label}: clean top-1 {top1:.1f}% (train {train_seconds:.0f} s, eval {eval_seconds:.0f} s)")
 
     trainer = trainer_showcase(settings, sources, all_results, ckpt_root, retrain, progress, log)
-    domains = domain_generalisation([m for m in chosen if m[0] in DOMAIN_MODELS], checkpoints, settings,
-                                    tune_root / "domains", retrained, progress, log)
     task_zoo = settings.use_zoo and not retrain
+    domain_models = [m for m in chosen if m[0] in DOMAIN_MODELS]
+    domains = (zoo_domain_table(domain_models, settings, progress, log) if task_zoo else None) \
+        or domain_generalisation(domain_models, checkpoints, settings, tune_root / "domains", retrained, progress, log)
     segmentation, seg_gallery = segmentation_demo(checkpoints, settings.tasks, tune_root, retrained, progress,
                                                   log, fig_dir, task_zoo)
     multilabel, multi_gallery = multilabel_demo(checkpoints, settings.tasks, tune_root, retrained, progress,
@@ -210,6 +213,39 @@ def _sources_key(chosen: Sequence[tuple[str, str, dict[str, Any]]], settings: De
     return hashlib.sha256(json.dumps(origin, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def zoo_domain_table(models: Sequence[tuple[str, str, dict[str, Any]]], settings: DemoSettings, progress: bool,
+                     log) -> dict[str, Any] | None:
+    """The domain-generalisation table of the zoo's leave-one-style-out models: for every demo
+    model with such an entry for each of the four styles, each entry's top-1 on the test images
+    (at most ``settings.eval_images``) of the style it never saw. None when no model has them."""
+    rows: list[dict[str, Any]] = []
+    test_images: dict[str, int] = {}
+    about: dict[str, Any] = {}
+    for label, name, args in models:
+        entries = zoo_style_entries(name, args)
+        if entries is None:
+            continue
+        log(f"[bold]domain generalisation[/]: {label}, the zoo's leave-one-style-out models")
+        top1, sources = {}, {}
+        for style, entry in entries.items():
+            model, meta = load_model(entry.folder), read_meta(entry.folder)
+            test_set = build_dataset(entry.data, "test", meta["img_size"], meta["mean"], meta["std"],
+                                     classes=meta["classes"])
+            clean = run_suites(model, test_set, ["clean"], limit=settings.eval_images, mean=meta["mean"],
+                               std=meta["std"], img_size=meta["img_size"], classes=meta.get("classes"),
+                               progress=progress, seed=settings.seed, device="auto")["results"]["clean"]
+            top1[style], test_images[style], sources[style] = clean["top1"], clean["n"], entry.name
+            about = {"data": STYLES_ROOT, "epochs": entry.settings["epochs"]}
+        mean = sum(top1.values()) / len(top1)
+        rows.append({"label": label, "model": name, "model_args": dict(args), "top1": top1, "mean_top1": mean,
+                     "entries": sources, "weights": FROM_ZOO})
+        log(f"{label}: mean top-1 on held-out styles {mean:.1f}% (zoo)")
+    if not rows:
+        return None
+    return {**about, "weights": FROM_ZOO, "test_domains": list(rows[0]["top1"]), "test_images": test_images,
+            "rows": rows}
+
+
 def domain_generalisation(models: Sequence[tuple[str, str, dict[str, Any]]], checkpoints: dict[str, Path],
                           settings: DemoSettings, root: Path, retrained: set[str], progress: bool,
                           log) -> dict[str, Any] | None:
@@ -233,5 +269,5 @@ def domain_generalisation(models: Sequence[tuple[str, str, dict[str, Any]]], che
         row = dict(result["rows"][0], label=label)
         rows.append(row)
         log(f"{label}: mean top-1 on held-out styles {row['mean_top1']:.1f}%")
-    return {"data": settings.domain_data, "epochs": settings.domain_epochs,
+    return {"data": settings.domain_data, "epochs": settings.domain_epochs, "weights": FROM_DEMO,
             "test_domains": result["test_domains"], "test_images": result["test_images"], "rows": rows}

@@ -15,7 +15,15 @@ from ..checkpoint import load_model, read_meta
 from ..errors import BioattnError
 from ..tasks.registry import get_task
 from ..train import TrainConfig, train
-from ..zoo import MULTILABEL_BENCHMARK, SEGMENTATION_BENCHMARK, benchmark_classifier, trained_on
+from ..zoo import (
+    MULTILABEL_BENCHMARK,
+    SEGMENTATION_BENCHMARK,
+    STYLES,
+    ZooEntry,
+    benchmark_classifier,
+    held_out_spec,
+    trained_on,
+)
 from .settings import FROM_DEMO, FROM_ZOO, DemoSettings, TaskDemoSettings
 
 
@@ -71,6 +79,15 @@ def zoo_task_folder(task: str, name: str, args: dict) -> Path | None:
     data = {"segmentation": SEGMENTATION_BENCHMARK, "multilabel": MULTILABEL_BENCHMARK}.get(task)
     entry = trained_on(data, get_task(task).model_name(name), args) if data else None
     return entry.folder if entry is not None and entry.is_built() else None
+
+
+def zoo_style_entries(name: str, args: dict) -> dict[str, ZooEntry] | None:
+    """The zoo's built leave-one-style-out entries of ``name`` with ``args``, by held-out style,
+    or None unless the zoo has one for every style."""
+    entries = {style: trained_on(held_out_spec(style), name, args) for style in STYLES}
+    if any(e is None or not e.is_built() for e in entries.values()):
+        return None
+    return entries
 
 
 def train_here(label: str, name: str, args: dict, settings: DemoSettings, run_dir: Path, retrain: bool,

@@ -117,9 +117,10 @@ POOL_SCALES = (1, 2, 3, 6)  # smp's UPerNetDecoder pools at these scales, as mms
 SEG_SIZE = 512
 MICRO_SEG_CLASSES = 11  # background and the embedded data's 10 shapes
 PAPER_SEG_CLASSES = 150  # ADE20K
-# Head widths of the registered micro segmenters, scaled down with their backbones (C 48-96):
+# Head widths of the registered micro segmenters, scaled down to their backbones' widest level
+# (C 48-96), which also keeps each zoo segmenter's fp16 weights under 5 MB:
 # with the paper's 512/256 the heads would count about 38 times the micro ViT's FLOPs.
-MICRO_HEAD = dict(channels=128, aux_channels=64)
+MICRO_HEAD = dict(channels=96, aux_channels=48)
 
 
 def default_indices(num_units: int, levels: int = LEVELS) -> list[int]:
@@ -469,7 +470,7 @@ def create_named_segmenter(name: str, pretrained_cfg: Any = None, pretrained_cfg
                            **kwargs: Any) -> UperNetSegmenter:
     """The segmenter ``upernet_<backbone>`` (registered or not) with its ``pretrained_cfg``;
     ``num_classes`` and ``img_size`` default to that cfg's, and for the micro backbones the head
-    widths to :data:`MICRO_HEAD` (128 and 64 channels)."""
+    widths to :data:`MICRO_HEAD` (96 and 48 channels)."""
     backbone = name[len(PREFIX):] if name.startswith(PREFIX) else name
     name = PREFIX + backbone
     if timm.get_pretrained_cfg(name) is None:
