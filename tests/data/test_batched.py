@@ -294,14 +294,16 @@ def test_killed_then_resumed_in_memory_run_ends_with_the_same_weights(tmp_path, 
 
 
 def test_in_memory_path_trains_like_the_loader_path_without_augmentation(tmp_path):
-    # the same images in the same order, no random step: the same weights either way
+    # the same images in the same order, no random step: the same weights either way, up to the
+    # float rounding of the two normalisation paths carried through an epoch of updates (measured
+    # up to 1.1e-5 on one CPU; a different crop, flip or order moves weights by orders more)
     kw = dict(random_resized_crop=False, hflip=0.0, color_jitter=0.0, reprob=0.0, epochs=1)
     train(_config(tmp_path / "mem", in_memory=True, **kw))
     train(_config(tmp_path / "loader", in_memory=False, **kw))
     a = ckpt.read_state_dict(tmp_path / "mem" / "last")
     b = ckpt.read_state_dict(tmp_path / "loader" / "last")
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5)
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=5e-5)
 
 
 def test_in_memory_on_for_files_is_refused(image_folder, tmp_path):

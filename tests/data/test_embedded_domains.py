@@ -106,7 +106,11 @@ def test_bad_domain_in_direct_construction():
 # the specs without a domain are as before domains existed
 # ------------------------------------------------------------------------------------------
 # recorded from the generator before domains were added: cache key, then per split the
-# digests of the first 16 images, masks, labels and boxes
+# digests of the first 16 images, masks, labels and boxes. The images' digest depends on the
+# CPU's float rounding (the same code gives "8165ba52613301b2" for the default spec's first
+# training images on a second CPU, with every mask, label and box equal): each split's images
+# must match one of the digests recorded on those CPUs
+OTHER_CPU_IMAGES = {("embedded", "train"): "8165ba52613301b2"}
 BEFORE_DOMAINS = {
     "embedded": ("embedded-v2-single-64px-b099182bf9a2", {
         "train": ("9697f796ff614759", "764bbf1e080f8598", "2622ef2c2abeddf3", "c7e919790a7d82e5"),
@@ -132,7 +136,8 @@ def test_specs_without_domain_are_unchanged(text, tmp_path):
     for split, expected in digests.items():
         arrays = generate_split(spec, split, 0, 16, workers=1)
         got = tuple(_digest(getattr(arrays, f)) for f in ("images", "masks", "labels", "boxes"))
-        assert got == expected, split
+        assert got[1:] == expected[1:], split
+        assert got[0] in {expected[0], OTHER_CPU_IMAGES.get((text, split))}, split
 
 
 def test_default_look_is_not_a_domain(drawn):

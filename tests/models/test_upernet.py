@@ -241,7 +241,7 @@ def test_micro_segmenters_train(name):
     model = create_model(name).train()
     cfg = model.pretrained_cfg
     assert cfg["input_size"] == (3, 64, 64) and model.num_classes == cfg["num_classes"] == 11
-    assert model.decode_head.conv_seg.in_channels == 128 and model.auxiliary_head.conv_seg.in_channels == 64
+    assert model.decode_head.conv_seg.in_channels == 96 and model.auxiliary_head.conv_seg.in_channels == 48
     x = images()
     y = torch.randint(0, 11, (2, 64, 64), generator=torch.Generator().manual_seed(1))
     y[0, :8] = 255
