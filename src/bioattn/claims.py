@@ -131,14 +131,20 @@ def measure_task_entry(entry: ZooEntry, settings: ResultsSettings, progress: boo
     return result
 
 
-def measure_style_entry(entry: ZooEntry, settings: ResultsSettings, progress: bool = False) -> dict[str, Any]:
-    """Top-1 of a leave-one-style-out model on every test image of the style it never saw."""
+def held_out_figures(entry: ZooEntry, limit: int | None = None, seed: int = 0,
+                     progress: bool = False) -> dict[str, Any]:
+    """Clean figures of a leave-one-style-out entry on the test images (at most ``limit``, spread
+    over the split) of the style it never saw."""
     model, meta = load_model(entry.folder), read_meta(entry.folder)
     test_set = build_dataset(entry.data, "test", meta["img_size"], meta["mean"], meta["std"], classes=meta["classes"])
-    result = run_suites(model, test_set, ["clean"], mean=meta["mean"], std=meta["std"], img_size=meta["img_size"],
-                        classes=meta.get("classes"), progress=progress, seed=settings.seed, device="auto",
-                        model_info=_model_info(entry))
-    return result
+    return run_suites(model, test_set, ["clean"], limit=limit, mean=meta["mean"], std=meta["std"],
+                      img_size=meta["img_size"], classes=meta.get("classes"), progress=progress, seed=seed,
+                      device="auto", model_info=_model_info(entry))
+
+
+def measure_style_entry(entry: ZooEntry, settings: ResultsSettings, progress: bool = False) -> dict[str, Any]:
+    """Top-1 of a leave-one-style-out model on every test image of the style it never saw."""
+    return held_out_figures(entry, seed=settings.seed, progress=progress)
 
 
 def held_out(entry: ZooEntry) -> str | None:

@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 
 from ..attention.maps import has_maps
-from ..checkpoint import load_model, read_meta
+from ..claims import held_out_figures
 from ..data import build_dataset
 from ..data.embedded import EmbeddedSpec, cache_root, load_embedded
 from ..errors import BioattnError
@@ -26,7 +26,7 @@ from ..evaluate.suites import run_suites
 from ..fileio import atomic_write_text, check_output_file, output_folder
 from ..generalisation import leave_one_domain_out
 from ..protocol import Glimpsing, TopDownSteerable, capable
-from ..zoo import STYLES_ROOT
+from ..zoo import STYLE_SETTINGS, STYLES, STYLES_ROOT
 from .findings import task_findings
 from .gallery import attention_gallery
 from .page import task_rows, write_html
@@ -220,30 +220,23 @@ def zoo_domain_table(models: Sequence[tuple[str, str, dict[str, Any]]], settings
     (at most ``settings.eval_images``) of the style it never saw. None when no model has them."""
     rows: list[dict[str, Any]] = []
     test_images: dict[str, int] = {}
-    about: dict[str, Any] = {}
     for label, name, args in models:
         entries = zoo_style_entries(name, args)
         if entries is None:
             continue
         log(f"[bold]domain generalisation[/]: {label}, the zoo's leave-one-style-out models")
-        top1, sources = {}, {}
+        top1 = {}
         for style, entry in entries.items():
-            model, meta = load_model(entry.folder), read_meta(entry.folder)
-            test_set = build_dataset(entry.data, "test", meta["img_size"], meta["mean"], meta["std"],
-                                     classes=meta["classes"])
-            clean = run_suites(model, test_set, ["clean"], limit=settings.eval_images, mean=meta["mean"],
-                               std=meta["std"], img_size=meta["img_size"], classes=meta.get("classes"),
-                               progress=progress, seed=settings.seed, device="auto")["results"]["clean"]
-            top1[style], test_images[style], sources[style] = clean["top1"], clean["n"], entry.name
-            about = {"data": STYLES_ROOT, "epochs": entry.settings["epochs"]}
+            clean = held_out_figures(entry, settings.eval_images, settings.seed, progress)["results"]["clean"]
+            top1[style], test_images[style] = clean["top1"], clean["n"]
         mean = sum(top1.values()) / len(top1)
         rows.append({"label": label, "model": name, "model_args": dict(args), "top1": top1, "mean_top1": mean,
-                     "entries": sources, "weights": FROM_ZOO})
+                     "entries": {style: e.name for style, e in entries.items()}, "weights": FROM_ZOO})
         log(f"{label}: mean top-1 on held-out styles {mean:.1f}% (zoo)")
     if not rows:
         return None
-    return {**about, "weights": FROM_ZOO, "test_domains": list(rows[0]["top1"]), "test_images": test_images,
-            "rows": rows}
+    return {"data": STYLES_ROOT, "epochs": STYLE_SETTINGS["epochs"], "weights": FROM_ZOO, "test_domains": list(STYLES),
+            "test_images": test_images, "rows": rows}
 
 
 def domain_generalisation(models: Sequence[tuple[str, str, dict[str, Any]]], checkpoints: dict[str, Path],

@@ -104,6 +104,8 @@ def _classifier(name: str, model: str, label: str, settings: dict[str, Any] = CL
     return ZooEntry(name, model, BENCHMARK, dict(model_args), dict(settings), label=label)
 
 
+# the RVT segmenters have heads of 128 and 64 channels, wider than the micro default (96 and 48,
+# which keeps AbSViT's segmenter under 5 MB); each pair compared shares its head widths
 RVT_SEGMENTER_HEAD: dict[str, Any] = dict(channels=128, aux_channels=64)
 
 
@@ -138,8 +140,6 @@ ZOO: tuple[ZooEntry, ...] = (
                 SEGMENTATION_BENCHMARK, SEGMENTER_SETTINGS, "vit_micro_patch8_64"),
     _fine_tuned("upernet_absvit_micro_patch8_64", "upernet_absvit_micro_patch8_64", "UperNet AbSViT",
                 SEGMENTATION_BENCHMARK, SEGMENTER_SETTINGS, "absvit_micro_patch8_64", prior_classes=10),
-    # the RVT segmenters have heads of 128 and 64 channels, wider than the micro default (96 and
-    # 48, which keeps AbSViT's segmenter under 5 MB); each pair compared shares its head widths
     _fine_tuned("upernet_rvt_micro", "upernet_rvt_micro", "UperNet RVT (self-attention)",
                 SEGMENTATION_BENCHMARK, SEGMENTER_SETTINGS, "rvt_micro", **RVT_SEGMENTER_HEAD),
     _fine_tuned("upernet_rvt_micro_vars_d", "upernet_rvt_micro", "UperNet RVT VARS-D",
