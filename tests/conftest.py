@@ -1,5 +1,6 @@
-"""Shared fixtures and helpers: tiny ImageNet-style folders, an isolated data cache, and runs of
-several processes (distributed training) that cannot hang the suite."""
+"""Shared fixtures and helpers: tiny ImageNet-style folders, an isolated data cache, runs of
+several processes (distributed training) that cannot hang the suite, and a check that a figure's
+texts do not cover each other."""
 
 from __future__ import annotations
 
@@ -111,3 +112,62 @@ def killed_before_saving_epoch(monkeypatch, epoch: int = 2):
         yield
     finally:
         monkeypatch.setattr(tr, "_save", real_save)
+
+
+def _text_boxes(fig) -> list:
+    """``(name, window extent)`` of every visible text of ``fig`` (see :func:`overlapping_text`)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = []
+
+    def add(artist, name: str) -> None:
+        if artist is None or not artist.get_visible():
+            return
+        if hasattr(artist, "get_text") and not artist.get_text().strip():
+            return
+        box = artist.get_window_extent(renderer)
+        if box.width > 0 and box.height > 0:
+            boxes.append((name, box.expanded(1.0, 1.0).padded(-0.5)))
+
+    for k, legend in enumerate(fig.legends):
+        add(legend, f"figure legend {k}")
+    for text in fig.texts:  # the figure's title among them
+        add(text, f"figure text {text.get_text()!r}")
+    for i, ax in enumerate(fig.axes):
+        if not ax.get_visible():
+            continue
+        where = f"axes {i}"
+        for title in (ax.title, ax._left_title, ax._right_title):
+            add(title, f"{where} title {title.get_text()!r}")
+        if ax.axison:
+            add(ax.xaxis.label, f"{where} x label {ax.xaxis.label.get_text()!r}")
+            add(ax.yaxis.label, f"{where} y label {ax.yaxis.label.get_text()!r}")
+            for axis, (low, high) in ((ax.xaxis, ax.xaxis.get_view_interval()),
+                                      (ax.yaxis, ax.yaxis.get_view_interval())):
+                low, high = min(low, high), max(low, high)
+                tolerance = 1e-9 * max(1.0, abs(high - low))
+                for tick in axis.get_major_ticks():
+                    if low - tolerance <= tick.get_loc() <= high + tolerance:
+                        for label in (tick.label1, tick.label2):
+                            add(label, f"{where} tick label {label.get_text()!r}")
+        add(ax.get_legend(), f"{where} legend")
+        for text in ax.texts:
+            add(text, f"{where} text {text.get_text()!r}")
+    return boxes
+
+
+def overlapping_text(fig, inside: bool = True) -> list[str]:
+    """The pairs of texts of a matplotlib figure that cover each other, as ``"a / b"`` lines:
+    its title, legends and texts, and each axes' title, axis labels, tick labels (those of
+    ticks in view), legend and texts, measured by their window extents after a draw with the
+    figure's own renderer. Boxes that only touch (within half a pixel) do not count. With
+    ``inside``, a text that the figure's edge cuts is listed too (``"a / figure edge"``); leave
+    it out for figures saved with ``bbox_inches="tight"``, which grow to their texts."""
+    boxes = _text_boxes(fig)
+    found = [f"{a} / {b}" for k, (a, box_a) in enumerate(boxes) for b, box_b in boxes[k + 1:]
+             if box_a.overlaps(box_b)]
+    if inside:
+        edge = fig.bbox.padded(0.5)
+        found += [f"{name} / figure edge" for name, box in boxes
+                  if box.x0 < edge.x0 or box.y0 < edge.y0 or box.x1 > edge.x1 or box.y1 > edge.y1]
+    return found

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bioattn.checkpoint import load_model
-from bioattn.cli import main
-from bioattn.models import create_model
+from bioattn.cli import main, parameter_count
+from bioattn.models import count_parameters, create_model
 
 
 def test_models_lists_bioattn_models_with_parameter_counts(capsys):
@@ -17,6 +18,24 @@ def test_models_lists_bioattn_models_with_parameter_counts(capsys):
         assert expected in names
     assert all(line.rstrip().endswith("M") for line in lines)
     assert main(["models", "no-such-family"]) == 2
+
+
+@pytest.mark.parametrize("name", ["absvit_micro_patch8_64", "gfnet_micro", "rvt_micro", "rsrnn_micro", "crop_d_micro",
+                                  "s3ta_micro", "upernet_rvt_micro"])
+def test_models_counts_parameters_as_a_real_build_does_without_building(name, monkeypatch):
+    import bioattn.models
+
+    built = []
+    real_create = bioattn.models.create_model
+
+    def create(*args, **kwargs):
+        built.append(real_create(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(bioattn.models, "create_model", create)
+    counted = parameter_count(name, num_classes=7)
+    assert [next(m.parameters()).device.type for m in built] == ["meta"]  # no weights made
+    assert counted == count_parameters(real_create(name, num_classes=7))
 
 
 def test_version(capsys):
@@ -114,7 +133,9 @@ def test_attend_takes_the_number_of_classes_as_a_model_argument(tmp_path, capsys
 def test_readme_names_the_installed_uv_and_convert_model_arguments():
     from pathlib import Path
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    root = Path(__file__).parents[1]
+    readme = (root / "README.md").read_text()
+    docs = readme + "".join(p.read_text() for p in sorted((root / "docs").glob("*.md")))
     assert ".tools/bin/uv run" in readme
-    assert "has no `--model-arg`" not in readme
-    assert "bioattn convert released/x.pth ckpt/vars_d --model rvt_tiny --model-arg attention=vars_d" in readme
+    assert "has no `--model-arg`" not in docs
+    assert "bioattn convert released/x.pth ckpt/vars_d --model rvt_tiny --model-arg attention=vars_d" in docs

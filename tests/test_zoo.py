@@ -19,7 +19,15 @@ from bioattn import checkpoint as ckpt
 from bioattn.cli import build_parser, main, settings_from
 from bioattn.config import TrainConfig
 from bioattn.errors import BioattnError
-from bioattn.zoo.build import build_entry, build_zoo, command_line, is_current, train_config
+from bioattn.zoo_builder import (
+    build_entry,
+    build_zoo,
+    command_line,
+    is_current,
+    select_entries,
+    train_config,
+    zoo_listing,
+)
 from conftest import killed_before_saving_epoch
 
 TINY = "embedded:size=32,train=64,val=16,test=16"
@@ -52,11 +60,17 @@ def test_every_entry_has_its_own_folder_and_trains_with_valid_settings():
                    ("gfnet_micro", (("mixer", "vars_s"),)), ("rsrnn_micro", ())]:
         assert wanted in models
     assert zoo.find_entry("vit_micro_patch8_64.embedded").name == "vit_micro_patch8_64"
-    # a fine-tuned entry starts from an entry built before it
+    # a fine-tuned entry starts from an entry built before it, of its own seed
     for i, entry in enumerate(zoo.ZOO):
         if "init" in entry.settings:
             start = zoo.find_entry(entry.settings["init"].removeprefix("zoo:"))
-            assert zoo.ZOO.index(start) < i and start.data == zoo.BENCHMARK
+            assert zoo.ZOO.index(start) < i and start.data == zoo.BENCHMARK and start.seed == entry.seed
+    # every entry in every seed, each under its own name for timm
+    assert {e.seed for e in zoo.ZOO} == set(zoo.SEEDS) and len(zoo.ZOO) == len(zoo.SEEDS) * len(zoo._SEED_ZERO)
+    tagged = [e.tagged for e in zoo.ZOO]
+    assert len(set(tagged)) == len(tagged)
+    assert zoo.find_entry("rvt_micro_vars_d_seed2").tagged == "rvt_micro_vars_d.embedded_seed2"
+    assert zoo.find_entry("rvt_micro_without_photo_seed1").settings["init"] == "zoo:rvt_micro_seed1"
     with pytest.raises(BioattnError, match="no zoo entry named 'nope'"):
         zoo.find_entry("nope")
 
@@ -117,7 +131,7 @@ def test_a_built_entry_loads_as_a_checkpoint_and_through_timm(zoo_dir, tmp_path)
 def test_entries_made_by_their_settings_are_kept_and_changed_ones_rebuilt(zoo_dir, tmp_path, monkeypatch):
     entry = _entry(epochs=1)
     monkeypatch.setattr(zoo, "ZOO", (entry,))
-    import bioattn.zoo.build as build
+    import bioattn.zoo_builder as build
 
     monkeypatch.setattr(build, "ZOO", (entry,))
     assert len(build_zoo(runs=tmp_path / "runs", progress=False, log=lambda m: None)) == 1
@@ -142,15 +156,54 @@ def test_an_interrupted_build_resumes_its_run(zoo_dir, tmp_path, monkeypatch):
     assert len(json.loads((zoo_dir / "tiny_rvt" / "train.json").read_text())["log"]) == 2
 
 
-def test_micro_models_name_their_zoo_weights_as_the_default_pretrained_tag():
+def test_every_zoo_entry_has_a_pretrained_name_and_seed_zero_is_the_default_tag():
+    listed = set(timm.list_pretrained())
     for entry in zoo.ZOO:
-        if entry.tagged is None or entry.data != zoo.BENCHMARK:
-            continue
-        cfg = timm.models.get_pretrained_cfg(entry.model)
-        assert cfg.tag == zoo.ZOO_TAG and cfg.file == str(entry.folder / "model.safetensors")
+        assert entry.tagged in listed, entry.name
+        cfg = timm.models.get_pretrained_cfg(entry.tagged)
+        assert cfg.file == str(entry.folder / "model.safetensors")
+        if entry.seed == 0 and entry.data == zoo.BENCHMARK:
+            assert timm.models.get_pretrained_cfg(entry.timm_name).tag == zoo.ZOO_TAG
         if not entry.is_built():
             with pytest.raises(BioattnError, match=f"bioattn zoo --only {entry.name}"):
                 timm.create_model(entry.tagged, pretrained=True)
+
+
+def test_every_built_entry_loads_by_name_as_it_loads_from_its_folder():
+    # classifiers of other constructor arguments (VARS in RVT, GFNet, the DeiT-style ViT),
+    # segmenters with their head widths, multi-label and leave-one-style-out models alike
+    for entry in zoo.ZOO:
+        if not entry.is_built():
+            continue
+        by_name = timm.create_model(entry.tagged, pretrained=True)
+        from_folder = ckpt.load_model(entry.folder)
+        assert type(by_name) is type(from_folder), entry.name
+        theirs = from_folder.state_dict()
+        for key, value in by_name.state_dict().items():
+            assert torch.equal(value, theirs[key]), (entry.name, key)
+
+
+def test_a_selection_names_entries_or_is_refused():
+    assert [e.name for e in select_entries(["rvt_micro_vars_s*_seed1"])] == [
+        "rvt_micro_vars_s_seed1", "rvt_micro_vars_sd_seed1"]
+    assert [e.name for e in select_entries(["gfnet_micro.embedded"])] == ["gfnet_micro"]
+    assert len(select_entries(None)) == len(zoo.ZOO)
+    with pytest.raises(BioattnError, match="names no zoo entry"):
+        select_entries([])
+    with pytest.raises(BioattnError, match="no zoo entry matches rvt_mirco"):
+        select_entries(["rvt_micro", "rvt_mirco"])
+    assert main(["zoo", "--only", ",", "--no-progress"]) == 2
+    lines = zoo_listing(["rvt_micro", "rvt_micro_seed2"])
+    assert lines[0].split()[:2] == ["rvt_micro", "rvt_micro.embedded"] and "seed 2" in lines[1]
+
+
+def test_a_build_into_a_named_folder_leaves_the_package_alone(tmp_path):
+    entry = _entry(epochs=1)
+    out = tmp_path / "my-zoo"
+    folder = build_entry(entry, tmp_path / "runs", log=lambda m: None, out=out)
+    assert folder == out / "tiny_rvt" and not entry.folder.exists()
+    assert is_current(entry, out) and not is_current(entry)
+    assert timm.create_model(f"local-dir:{folder}", pretrained=True).num_classes == 10
 
 
 @pytest.mark.parametrize("entry", [e for e in zoo.ZOO if e.is_built() and e.data == zoo.BENCHMARK],
@@ -163,10 +216,6 @@ def test_built_classifiers_recognise_the_test_images(entry):
 
     record = json.loads((entry.folder / "train.json").read_text())
     model = timm.create_model(f"local-dir:{entry.folder}", pretrained=True).eval()
-    if entry.tagged is not None:
-        tagged = timm.create_model(entry.tagged, pretrained=True).eval()
-        for a, b in zip(model.state_dict().values(), tagged.state_dict().values()):
-            assert torch.equal(a, b)
     cfg = model.pretrained_cfg
     test = build_dataset(entry.data, "test", cfg["input_size"][-1], cfg["mean"], cfg["std"])
     images = torch.stack([test[i][0] for i in range(300)])
@@ -228,8 +277,8 @@ def test_trained_glimpse_models_fixate_the_object():
 def _built_fine_tuned(kind: str):
     """(entry, model, its test set) for every built fine-tuned entry of ``kind``: ``segmentation``,
     ``multilabel`` or ``styles`` (leave one style out)."""
-    from bioattn.claims import held_out
     from bioattn.models.inputs import InputConfig
+    from bioattn.results.measure import held_out
     from bioattn.tasks.registry import get_task
     from bioattn.tasks.spec import task_of_data
 
@@ -244,8 +293,8 @@ def _built_fine_tuned(kind: str):
 
 def test_trained_segmenters_beat_predicting_background():
     # predicting background everywhere scores the background's IoU over 11 classes (about 8.5%)
-    from bioattn.claims import fold_mious
     from bioattn.evaluate.segmentation import constant_prediction_miou
+    from bioattn.results.measure import fold_mious
 
     checked = 0
     for entry, model, test in _built_fine_tuned("segmentation"):
@@ -270,8 +319,8 @@ def test_trained_multilabel_models_rank_the_labels_present():
 def test_leave_one_style_out_models_recognise_the_style_they_never_saw():
     # chance is 10%; the zoo's RVTs reach a mean of 39-52% over the four held-out styles (1000
     # images each), so a floor of 25% on 300 images per style is far below both
-    from bioattn.claims import held_out
     from bioattn.evaluate.suites import run_suites
+    from bioattn.results.measure import held_out
 
     means: dict[str, list[float]] = {}
     for entry, model, test in _built_fine_tuned("styles"):

@@ -170,9 +170,51 @@ class Command:
     run: Callable[..., int]
 
 
+# The in-place operations that fill a tensor with values (weight initialisation): on the meta
+# device, where a tensor has a shape and no values, they have nothing to do.
+_FILLING = frozenset({
+    "uniform_", "normal_", "erfinv_", "mul_", "add_", "sub_", "div_", "clamp_", "clamp_min_", "clamp_max_",
+    "fill_", "zero_", "copy_", "exponential_", "log_normal_", "bernoulli_", "random_", "fmod_", "abs_",
+    "sqrt_", "exp_", "neg_", "sign_", "masked_fill_", "index_fill_", "fill_diagonal_",
+})
+
+
+def parameter_count(name: str, **kwargs: Any) -> int:
+    """The number of parameters of model ``name`` built with ``kwargs``, counted without building
+    it: on the meta device its layers get their shapes but neither memory nor values (their
+    initialisation is skipped; tensors made from given values, which a constructor may check,
+    stay on the CPU), so a model counts in a fraction of a second whatever its size. A model
+    whose constructor computes with values it made itself is built on the CPU instead."""
+    # on demand: the command line starts (and answers --help) without loading torch
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    from .models import count_parameters, create_model
+
+    class ShapesOnly(TorchFunctionMode):
+        """Skips the filling of meta tensors; tensors made from given values (a constructor's
+        constants, which it may check) stay on the CPU."""
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            first = args[0] if args else None
+            if getattr(func, "__name__", "") in _FILLING and isinstance(first, torch.Tensor) and first.is_meta:
+                return first
+            if func in (torch.tensor, torch.as_tensor) and kwargs.get("device") is None:
+                kwargs = {**kwargs, "device": "cpu"}
+            return func(*args, **kwargs)
+
+    try:
+        with torch.device("meta"), ShapesOnly():
+            model = create_model(name, **kwargs)
+    except (RuntimeError, NotImplementedError):  # a value a meta tensor does not have
+        model = create_model(name, **kwargs)
+    return count_parameters(model)
+
+
 def _run_models(s: config.ModelsSettings) -> int:
     # on demand: the command line starts (and answers --help) without loading torch
-    from .models import count_parameters, create_model, list_models
+    from .models import list_models
 
     names = list_models(s.pattern)
     if not names:
@@ -180,8 +222,7 @@ def _run_models(s: config.ModelsSettings) -> int:
     width = max(len(n) for n in names)
     kwargs = {} if s.num_classes is None else {"num_classes": s.num_classes}
     for name in names:
-        model = create_model(name, **kwargs)
-        print(f"{name:<{width}}  {count_parameters(model) / 1e6:9.2f}M")
+        print(f"{name:<{width}}  {parameter_count(name, **kwargs) / 1e6:9.2f}M", flush=True)
     return 0
 
 
@@ -208,19 +249,26 @@ def _run_demo(s: config.DemoOptions) -> int:
 
 def _run_results(s: config.ResultsSettings) -> int:
     # on demand: the command line starts (and answers --help) without loading torch
-    from .claims import write_results
+    from .results.page import check_results, write_results
 
-    rows = write_results(s, log=lambda message: print(message, file=sys.stderr) if s.progress else None)
-    verdicts = ", ".join(f"{sum(r.verdict == v for r in rows)} {v}" for v in dict.fromkeys(r.verdict for r in rows))
-    print(f"results: {len(rows)} claims ({verdicts}) written to {s.out}")
+    if s.check:
+        judged = check_results(s)
+        print(f"results: {len(judged)} verdicts of {s.out} recomputed from its records: all agree")
+        return 0
+    judged = write_results(s, log=lambda message: print(message, file=sys.stderr) if s.progress else None)
+    verdicts = ", ".join(f"{sum(j.verdict == v for j in judged)} {v}" for v in dict.fromkeys(j.verdict for j in judged))
+    print(f"results: {len(judged)} claims ({verdicts}) written to {s.out}")
     return 0
 
 
 def _run_zoo(s: config.ZooSettings) -> int:
     # on demand: the command line starts (and answers --help) without loading torch
-    from .zoo.build import build_zoo
+    from .zoo_builder import build_zoo, zoo_listing
 
-    written = build_zoo(s.only, retrain=s.retrain, runs=s.runs, progress=s.progress)
+    if s.list_entries:
+        print("\n".join(zoo_listing(s.only, s.out)))
+        return 0
+    written = build_zoo(s.only, retrain=s.retrain, runs=s.runs, progress=s.progress, out=s.out)
     print(f"zoo: {len(written)} entr{'y' if len(written) == 1 else 'ies'} written")
     return 0
 
@@ -240,6 +288,11 @@ def _run_eval(target: config.EvalSettings, suite: config.SuiteSettings) -> int:
         out=target.out, settings=suite,
     )
     print(markdown_report([results]), end="")
+    steered = results["results"].get("steering") or {}
+    if "score" in steered:  # the per-image steering figures, which the table leaves out
+        from .evaluate.steering import benchmark_summary
+
+        print(benchmark_summary(steered))
     for path in results.get("files", []):
         print(f"wrote {path}")
     return 0
@@ -333,8 +386,9 @@ def _run_data_preview(s: config.DataPreviewSettings) -> int:
 
 COMMANDS: tuple[Command, ...] = (
     Command("models", "list bioattn's registered models with parameter counts",
-            "List bioattn's models with their parameter counts "
-            "(Python: bioattn.models.list_models).", (config.ModelsSettings,), _run_models),
+            "List bioattn's models with their parameter counts, counted without building the "
+            "models (Python: bioattn.models.list_models, and bioattn.cli.parameter_count for a "
+            "count).", (config.ModelsSettings,), _run_models),
     Command("train", "train a model (DeiT recipe; torchrun for several processes)",
             "Train a model on the embedded data or an ImageNet-style folder "
             "(Python: bioattn.train.train(TrainConfig(...))). Settings left unset come from the "
@@ -352,13 +406,15 @@ COMMANDS: tuple[Command, ...] = (
             "Train each zoo entry from scratch with its recorded seed and settings and write its "
             "folder under bioattn/zoo/ (float16 weights, checkpoint and timm metadata, the command, "
             "the training log and the test figures); entries already made by their present "
-            "settings are kept (Python: bioattn.zoo.build.build_zoo).", (config.ZooSettings,), _run_zoo),
+            "settings are kept (Python: bioattn.zoo_builder.build_zoo).", (config.ZooSettings,), _run_zoo),
     Command("results", "measure the sources' claims on the zoo; write the results page",
-            "Evaluate every built zoo classifier on the embedded benchmark's test split (clean, "
-            "corruptions, FGSM/PGD, attention on the object, steering, accuracy per glimpse under "
-            "attack) and write one row per claim of the sources, with the source's figure, ours, the "
-            "number of images and a verdict, to docs/results.md; full tables, plots and JSON go into "
-            "docs/results/ (Python: bioattn.claims.write_results).", (config.ResultsSettings,), _run_results),
+            "Evaluate every built zoo entry image by image on the embedded benchmark's test split (clean, "
+            "the 15 corruptions at 5 severities, FGSM/PGD, per glimpse, attention on the object, steering), "
+            "store the per-image records in docs/results/records/ and decide every claim of the sources by "
+            "paired tests (McNemar, the paired bootstrap over images, Wilcoxon, TOST; Holm-corrected) into "
+            "docs/results.md (Python: bioattn.results.page.write_results). With --check, measure nothing: "
+            "recompute every verdict from the records and compare it with the page.",
+            (config.ResultsSettings,), _run_results),
     Command("eval", "evaluate a checkpoint: clean accuracy, corruptions, ImageNet-A/R/Sketch, attacks",
             "Evaluate a model on several suites and write every figure to a JSON file, with a "
             "Markdown table and plots next to it (Python: bioattn.evaluate.evaluate_checkpoint, "

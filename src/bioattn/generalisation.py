@@ -50,7 +50,7 @@ from .evaluate.clean import evaluate_clean
 from .fileio import atomic_write_text, output_folder, refuse_output_inside
 from .models import create_model
 from .tasks.spec import CLASSIFICATION, task_of_data, task_spec
-from .train import train
+from .train import train_or_reuse
 
 PROTOCOL = ("leave-one-domain-out: train on the other domains, select the epoch with the best "
             "top-1 on a validation split held out from the training domains, test on the "
@@ -58,7 +58,6 @@ PROTOCOL = ("leave-one-domain-out: train on the other domains, select the epoch 
 # the first words of results.md, by which a later call knows the table is its own
 TABLE_START = "Leave-one-domain-out top-1 (%)"
 # settings a reused or resumed run may differ in (they do not change what is trained)
-_RUN_ONLY = ("output", "resume", "overwrite", "device", "workers", "progress", "tensorboard")
 
 
 @dataclass(frozen=True)
@@ -193,46 +192,6 @@ def _chosen_test_domains(source: DomainSource, test_domains: Sequence[str] | Non
     return chosen
 
 
-def _comparable(values: dict[str, Any]) -> dict[str, Any]:
-    values = json.loads(json.dumps(values, default=str))
-    return {k: v for k, v in values.items() if k not in _RUN_ONLY}
-
-
-def _prior_run(run_dir: Path, cfg: TrainConfig) -> str:
-    """What ``run_dir`` holds for ``cfg``: ``new`` (nothing, or an unfinished run without a
-    checkpoint), ``finished`` or ``unfinished`` (a run of the same settings); a run of other
-    settings, or files that are no run, are refused unless ``cfg.overwrite``."""
-    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
-        return "new"
-    if not run_dir.is_dir():
-        raise BioattnError(f"run directory {run_dir} is a file: give another --out")
-    try:
-        saved = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        saved = None
-    if saved is None:
-        if cfg.overwrite:
-            return "new"
-        raise BioattnError(f"{run_dir} holds files but no bioattn run: give another --out, or "
-                           "--overwrite to train there")
-    wanted = _comparable(dataclasses.asdict(cfg.resolved()))
-    # a setting the user gave is named before the data spec that it also changes (seed, holdout)
-    differ = sorted((k for k in wanted if saved.get(k) != wanted[k]), key=lambda k: k == "data")
-    if differ:
-        if cfg.overwrite:
-            return "new"
-        key = differ[0]
-        raise BioattnError(
-            f"{run_dir} holds a run with other settings ({key} {saved.get(key)!r} there, "
-            f"{wanted[key]!r} here): pass --overwrite to train it again, or give another --out")
-    last = read_meta(run_dir / "last")
-    if last is None:
-        return "new"  # no epoch finished: nothing to keep
-    if int(last.get("epoch", 0)) >= int(wanted["epochs"]) and read_meta(run_dir / "best") is not None:
-        return "finished"
-    return "unfinished"
-
-
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
@@ -359,17 +318,8 @@ def _run_split(entry: ModelEntry, spec: DomainSpec, run_dir: Path, s: DomainsSet
         seed=s.seed, init=s.init, device=s.device, workers=s.workers, limit_train=s.limit_train,
         limit_val=s.limit_val, overwrite=s.overwrite, progress=s.progress, tensorboard=s.tensorboard,
     )
-    state = _prior_run(run_dir, cfg)
     what = f"{entry.label}, held-out domain {spec.test} (training on {', '.join(spec.train)})"
-    if state == "finished":
-        say(f"{what}: reusing the finished run in {run_dir}")
-    elif state == "unfinished":
-        say(f"{what}: resuming {run_dir}")
-        train(TrainConfig(resume=str(run_dir), epochs=cfg.resolved().epochs, device=s.device,
-                          workers=s.workers, progress=s.progress, tensorboard=s.tensorboard))
-    else:
-        say(f"{what}: training into {run_dir}")
-        train(dataclasses.replace(cfg, overwrite=s.overwrite or run_dir.exists()))
+    train_or_reuse(cfg, replace=s.overwrite, log=lambda message: say(f"{what}: {message}"))
 
     best = run_dir / "best"
     meta = read_meta(best)

@@ -114,6 +114,16 @@ class MapProducing(Protocol):
     def saliency(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class BackboneInitialised(Protocol):
+    """A model built around a backbone (a segmenter) that takes a classifier's checkpoint into
+    that backbone for fine-tuning, its own heads keeping their fresh weights."""
+
+    def accepts_backbone_state(self, state: dict[str, torch.Tensor]) -> bool: ...
+
+    def load_backbone_state(self, state: dict[str, torch.Tensor]) -> str: ...
+
+
 def capable(model: nn.Module, capability: type) -> bool:
     """Whether the bare model inside any wrapper declares ``capability`` (one of the classes
     above)."""

@@ -1,6 +1,12 @@
 """The run directory of a training run: a new run never replaces another (:func:`new_run_dir`), a
 resumed run keeps its settings (:func:`load_resume`), and a run directory never lies inside the
-data it reads nor holds the weights it starts from (:func:`check_run_dir_keeps_inputs`)."""
+data it reads nor holds the weights it starts from (:func:`check_run_dir_keeps_inputs`).
+
+Pipelines that train runs of their own (the zoo's builder, the demo, leave-one-domain-out) meet
+a run directory that may already hold a run. One rule decides what to do with it
+(:func:`prior_run`; the trainer's ``train_or_reuse`` carries it out): a run of the same settings is reused when finished
+and resumed when not; a run of other settings is refused, or replaced when asked to.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,9 @@ from .errors import BioattnError
 from .fileio import refuse_output_inside
 from .specs import data_folders
 
+# settings that say how a run is carried out, not what it trains: two runs that differ only in
+# these are the same run
+RUN_ONLY = ("output", "resume", "overwrite", "device", "workers", "progress", "tensorboard")
 RUN_FILES = ("config.json", "log.jsonl", "best", "last", "best.old", "last.old", "tb")
 # settings a resumed run takes from the command line (they change how fast it trains, not what it
 # learns); every other one comes from config.json
@@ -127,3 +136,42 @@ def check_run_dir_keeps_inputs(cfg: TrainConfig, run_dir: Path) -> None:
             raise BioattnError(f"--init {cfg.init} lies in the run directory {run_dir}, whose checkpoints the "
                                "run replaces: give another --output, or copy the weights elsewhere first")
 
+
+
+def _comparable(values: dict) -> dict:
+    values = json.loads(json.dumps(values, default=str))
+    return {k: v for k, v in values.items() if k not in RUN_ONLY}
+
+
+def prior_run(run_dir: Path, cfg: TrainConfig, replace: bool = False) -> str:
+    """What ``run_dir`` holds for the run ``cfg``: ``"new"`` (nothing, or an unfinished run
+    without a checkpoint), ``"finished"`` or ``"unfinished"`` (a run of the same settings, every
+    setting compared but those in :data:`RUN_ONLY`). A run of other settings, or files that are no
+    run, are refused in one line, or with ``replace`` count as ``"new"`` (to be trained over)."""
+    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
+        return "new"
+    if not run_dir.is_dir():
+        raise BioattnError(f"run directory {run_dir} is a file: give another output folder")
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        if replace:
+            return "new"
+        raise BioattnError(f"{run_dir} holds files but no bioattn run: give another output folder, or "
+                           "--overwrite to train there") from None
+    wanted = _comparable(dataclasses.asdict(cfg.resolved()))
+    # a setting the user gave is named before the data spec that it also changes (seed, holdout)
+    differ = sorted((k for k in wanted if saved.get(k) != wanted[k]), key=lambda k: k == "data")
+    if differ:
+        if replace:
+            return "new"
+        key = differ[0]
+        raise BioattnError(
+            f"{run_dir} holds a run with other settings ({key} {saved.get(key)!r} there, "
+            f"{wanted[key]!r} here): pass --overwrite to train it again, or give another output folder")
+    last = ckpt.read_meta(run_dir / "last")
+    if last is None:
+        return "new"  # no epoch finished: nothing to keep
+    if int(last.get("epoch", 0)) >= int(wanted["epochs"]) and ckpt.read_meta(run_dir / "best") is not None:
+        return "finished"
+    return "unfinished"

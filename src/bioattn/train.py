@@ -51,11 +51,10 @@ from .fileio import atomic_dir, atomic_write_text
 from .loaders import TrainData, build_data, seed_loader_workers
 from .models import checkpoint_filter_fn, create_model
 from .models.common import classifier_mismatch
-from .models.upernet import UperNetSegmenter, load_backbone_weights
 from .progress import Progress
-from .protocol import ReadoutModel, after_train_step, compute_loss, final_logits
+from .protocol import BackboneInitialised, ReadoutModel, after_train_step, capable, compute_loss, final_logits, unwrap
 from .randomness import epoch_seed, rng_states, seed_everything, set_rng_states
-from .runs import check_run_dir_keeps_inputs, load_resume, new_run_dir
+from .runs import check_run_dir_keeps_inputs, load_resume, new_run_dir, prior_run
 from .tasks.base import Task
 from .tasks.registry import get_task
 
@@ -107,8 +106,8 @@ def load_init_weights(model: nn.Module, path: str | Path) -> str:
     ``checkpoint_filter_fn`` adapts the state dict (grids of another image size resized). Returns
     a note saying what was loaded, resized and left out."""
     state = ckpt.read_state_dict(path)
-    if isinstance(model, UperNetSegmenter) and not any(k.startswith("decode_head.") for k in state):
-        return f"--init {path}: " + load_backbone_weights(model, state)
+    if capable(model, BackboneInitialised) and unwrap(model).accepts_backbone_state(state):
+        return f"--init {path}: " + unwrap(model).load_backbone_state(state)
     other = classifier_mismatch(model, state)
     left_out = other[1] if other is not None else []
     own = model.state_dict()
@@ -618,3 +617,24 @@ def _epoch_message(task: Task, record: dict[str, Any]) -> str:
     return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, {task.summary(record)}, "
             f"{record['img_per_s']:.0f} img/s (data wait {100 * record['data_wait']:.0f}%)"
             + (f", skipped {skipped} unreadable images" if skipped else ""))
+
+
+def train_or_reuse(cfg: TrainConfig, replace: bool = False, log=None) -> str:
+    """Carry out the run ``cfg`` (``cfg.output`` its directory) under the one rule of
+    :func:`bioattn.runs.prior_run`: reuse a finished run of the same settings, resume an
+    unfinished one, else train it anew (over a run of other settings only when ``replace``).
+    Returns what was done: ``"reused"``, ``"resumed"`` or ``"trained"``."""
+    run_dir = Path(cfg.output)
+    state = prior_run(run_dir, cfg, replace)
+    say = log or (lambda message: None)
+    if state == "finished":
+        say(f"reusing the finished run in {run_dir}")
+        return "reused"
+    if state == "unfinished":
+        say(f"resuming {run_dir}")
+        train(TrainConfig(resume=str(run_dir), epochs=cfg.resolved().epochs, device=cfg.device, workers=cfg.workers,
+                          progress=cfg.progress, tensorboard=cfg.tensorboard))
+        return "resumed"
+    say(f"training into {run_dir}")
+    train(dataclasses.replace(cfg, overwrite=True))
+    return "trained"

@@ -123,6 +123,16 @@ def test_plot_attention_writes_a_figure(tmp_path):
         plots.plot_attention(picture, maps, tmp_path / "fig.bmp")
 
 
+def test_attention_figures_keep_their_texts_apart():
+    from conftest import overlapping_text
+
+    picture = np.random.default_rng(1).random((30, 45, 3))
+    for count in (1, 3, 7):
+        maps = {f"class {i} (a long class name)": torch.rand(4, 6) for i in range(count)}
+        fig = plots.attention_figure(picture, maps, title="absvit_micro_patch8_64")
+        assert overlapping_text(fig) == [], count
+
+
 def test_attend_draws_named_maps_for_priors_by_name_and_index(tmp_path, checkpoint_dir, monkeypatch):
     image = _image(tmp_path / "photo.png")
     drawn = {}

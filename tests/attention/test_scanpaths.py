@@ -76,3 +76,24 @@ def test_ffcnn_is_drawn_as_one_view_without_a_fixation_path(tmp_path, monkeypatc
     rsrnn = create_model("rsrnn_micro", encoder_widths=(8, 12, 16))
     plot_glimpses(rsrnn, _image(), tmp_path / "rsrnn.png", glimpses=4)
     assert paths  # a glimpse model's path is drawn
+
+
+@pytest.mark.parametrize("name, map_glimpse", [("rsrnn_micro", 2), ("crop_d_micro", None), ("rsrnn_micro", None)])
+def test_attend_glimpse_figure_keeps_legend_and_titles_apart(tmp_path, monkeypatch, name, map_glimpse):
+    from conftest import overlapping_text
+
+    from bioattn.attention import plots, scanpaths
+
+    figures = []
+    build = scanpaths._strip_figure
+    monkeypatch.setattr(scanpaths, "_strip_figure", lambda *a, **k: figures.append(build(*a, **k)) or figures[-1])
+    model = create_model(name, encoder_widths=(8, 12, 16)) if name == "rsrnn_micro" else create_model(name)
+    image = tmp_path / "image.png"
+    Image.fromarray((_image().clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype("uint8")).save(image)
+    if map_glimpse is None:
+        plots.attend(model, image, tmp_path / "attend.png", glimpses=6,
+                     meta={"classes": [f"class {i}" for i in range(10)]})
+    else:
+        plot_glimpses(model, _image(), tmp_path / "attend.png", glimpses=6, map_glimpse=map_glimpse)
+    (fig,) = figures
+    assert overlapping_text(fig, inside=False) == []  # written with bbox_inches="tight": it grows to its texts

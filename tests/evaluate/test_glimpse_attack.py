@@ -183,3 +183,32 @@ def test_preset_needs_a_glimpse_model(capsys):
                  "embedded:train=4,val=4,test=4", "--preset", "rsrnn-pgd", "--workers", "0", "--no-progress"]) == 2
     assert "--preset rsrnn-pgd reads the prediction after every glimpse: it needs a glimpse model" in \
         capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------
+# headline figures and progress of a glimpse model
+# ------------------------------------------------------------------------------------------
+def test_headline_figures_are_read_at_the_trained_number_of_glimpses(capsys):
+    from bioattn.evaluate.report import CURVE, markdown_report, summary_columns
+
+    torch.manual_seed(0)
+    model = create_model("rsrnn_micro", **TINY, num_glimpses=3)
+    data = build_dataset(DATA, "val", img_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+    out = run_suites(model, data, ["clean", "pgd"], mean=[0.5] * 3, std=[0.25] * 3, readouts=6, eps=[2e-3],
+                     attack_iters=2, limit=4, batch_size=2, device="cpu")
+    assert out["model"]["trained_glimpses"] == 3
+    per = out["results"]["clean"]["per_readout_top1"]
+    assert len(per) == 6
+    columns = summary_columns(out)
+    assert columns["top-1"] == per[2]  # after glimpse 3, not 6
+    run = out["results"]["pgd"]["runs"][0]
+    assert columns["PGD eps=0.002 top-1"] == run["per_readout_top1"][2]
+    cells = columns[CURVE].split()
+    assert len(cells) == 6 and cells[2] == f"**{per[2]:.0f}**" and cells[5] == f"{per[5]:.0f}"
+    assert "after readout 3 of 6 (its trained number of glimpses)" in markdown_report([out])
+
+    # the attack's progress moves at every iteration: 2 batches x 2 iterations
+    err = capsys.readouterr().err.splitlines()
+    pgd = [line for line in err if line.startswith("pgd:")]
+    assert pgd[0] == "pgd: 0/4 passes (0 s)"
+    assert pgd[-1].startswith("pgd: 4/4 passes (") and pgd[-1].endswith("eps=0.002, images 3-4 of 4")

@@ -81,11 +81,13 @@ def test_results_file_and_side_by_side_report(glimpse_results, tmp_path, capsys)
     assert rc == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "fixed fixations" in md and "random fixations" in md
-    assert "PGD eps=0.04 @readout2 top1" in md and f"PGD EOT{DEFAULT_EOT} eps=0.04 @readout2 top1" in md
-    header = next(line for line in md.splitlines() if line.startswith("| model | clean top1"))
+    assert "PGD eps=0.04 top-1" in md and f"PGD EOT{DEFAULT_EOT} eps=0.04 top-1" in md
+    assert "Attacks aimed at one readout are read there (fixed fixations: 2; random fixations: 2)" in md
+    header = next(line for line in md.splitlines() if line.startswith("| model | top-1"))
     assert header.count("|") >= 6
     png = tmp_path / "rep" / "report_attack_readouts.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "![top-1 after every glimpse or pass](report_attack_readouts.png)" in md
     assert not (tmp_path / "rep" / "report_corruptions.png").exists()  # nothing to plot
     assert "wrote" in capsys.readouterr().out
 
@@ -98,8 +100,8 @@ def test_corruption_tables_and_plots(tmp_path):
                                     "mean_top1": 70.0 - i, "mean_error": 30.0 + i}},
     } for i in range(2)]
     md = markdown_report(results)
-    assert "| m0 | fog | 90.00 | 70.00 | 80.00 | - |" in md
-    assert "| m1 | 69.00 | 31.00 |" in md
+    assert "| m0 | fog | 90.00 | 70.00 | 80.00 |" in md  # no baseline: no corruption error column
+    assert "| m1 | 69.00 |" in md.splitlines()  # the error is 100 - top-1: one column is enough
     files = write_report(results, tmp_path, stem="c")
     assert [f.name for f in files] == ["c.md", "c_corruptions.png"]
 
@@ -160,8 +162,8 @@ def test_steering_shares_are_shown_in_percent():
     header = next(line for line in md.splitlines() if line.startswith("| model"))
     row = next(line for line in md.splitlines() if line.startswith("| absvit"))
     cells = dict(zip([c.strip() for c in header.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")]))
-    assert cells["steering prompted_share (%)"] == "25.00" and cells["steering win_rate (%)"] == "75.00"
-    assert cells["steering shift (points)"] == "5.00"
+    assert cells["steering: prompted share (%)"] == "25.00" and cells["steering: win rate (%)"] == "75.00"
+    assert cells["steering: shift (points)"] == "5.00"
     assert not any("n_pairs" in c or "prior_scale" in c for c in cells)
 
 
@@ -180,3 +182,138 @@ def test_report_accepts_the_demo_results_file(tmp_path, capsys):
     broken.write_text(json.dumps({"models": [{"no": "results"}]}))
     with pytest.raises(BioattnError, match="not a bioattn evaluation results file"):
         load_results(broken)
+
+
+# ------------------------------------------------------------------------------------------
+# the summary table, its notes and the figures
+# ------------------------------------------------------------------------------------------
+def _header_and_rows(md: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The summary table: its header and its rows by model."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| model |"))
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return table[0], {row[0]: row for row in table[2:]}
+
+
+def _glimpse_model(label: str, trained: int) -> dict:
+    per = [40.0, 60.0, 70.0, 65.0, 62.0, 61.0]
+    return {"model": {"label": label, "trained_glimpses": trained, "data": "embedded", "split": "test"},
+            "results": {
+                "clean": {"top1": per[-1], "top5": 99.0, "per_readout_top1": per, "n": 8},
+                "pgd": {"runs": [{"attack": "pgd", "eps": 1 / 255, "top1": 10.0, "n": 8,
+                                  "per_readout_top1": [5.0, 20.0, 30.0, 25.0, 15.0, 10.0],
+                                  "per_readout_clean_top1": per}]},
+                "glimpses": {"per_glimpse": [6.0, 30.0, 40.0, 42.0, 41.0, 40.0], "learned": 38.6, "random": 6.2,
+                             "ratio": 6.2, "glimpses": 6, "n_images": 8}}}
+
+
+def _plain_model(label: str, split: str = "test") -> dict:
+    return {"model": {"label": label, "data": "embedded", "split": split},
+            "results": {"clean": {"top1": 80.0, "top5": 99.5, "n": 8},
+                        "pgd": {"runs": [{"attack": "pgd", "eps": 1 / 255, "top1": 30.0, "n": 8}]}}}
+
+
+def test_summary_has_plain_unique_headers_for_measured_figures_only():
+    md = markdown_report([_plain_model("ViT"), _glimpse_model("RS-RNN", trained=3)])
+    header, rows = _header_and_rows(md)
+    assert header == ["model", "top-1", "top-5", "PGD eps=1/255 top-1", "top-1 per glimpse or pass",
+                      "fixations on the object (%)", "fixations by chance (%)"]
+    assert len(set(header)) == len(header) and not any("_" in h for h in header)
+    assert rows["ViT"] == ["ViT", "80.00", "99.50", "30.00", "-", "-", "-"]
+    # the glimpse model is read after its 3 trained glimpses: top-1 70, top-5 (the last glimpse's) not shown
+    assert rows["RS-RNN"] == ["RS-RNN", "70.00", "-", "30.00", "40 60 **70** 65 62 61", "38.60", "6.20"]
+    for column in range(1, len(header)):  # every column holds a figure for some model
+        assert any(row[column] != "-" for row in rows.values())
+
+
+def test_the_headline_is_the_last_readout_when_the_trained_one_was_not_run():
+    header, rows = _header_and_rows(markdown_report([_glimpse_model("long", trained=8)]))
+    assert rows["long"][header.index("top-1")] == "61.00"
+    assert rows["long"][header.index("top-5")] == "99.00"
+
+
+def test_notes_explain_only_the_suites_that_ran():
+    segmenter = {"model": {"label": "UperNet", "data": "embedded:seg", "split": "test"},
+                 "results": {"clean": {"miou": 60.0, "pixel_acc": 90.0, "n": 4}}}
+    md = markdown_report([segmenter])
+    assert "Attacks" not in md and "mCE" not in md and "top-1" not in md.split("## ")[0]
+    assert "Figures in % (mIoU and pixel accuracy)." in md
+    md = markdown_report([_plain_model("ViT")])
+    assert "Attacks: top-1 on white-box adversarial images" in md
+    assert "mCE" not in md and "readouts" not in md
+    base = {"model": {"label": "m"}, "results": {"corruptions": {
+        "top1": {"fog": {"1": 50.0}}, "corruption_top1": {"fog": 50.0}, "mean_top1": 50.0, "mean_error": 50.0,
+        "mce": 90.0, "relative_mce": 80.0, "ce": {"fog": 90.0}}}}
+    md = markdown_report([base])
+    assert "mCE x100: corruption errors normalised by the baseline model's" in md and "Attacks" not in md
+    assert "| m | fog | 50.00 | 50.00 | 90.00 |" in md  # with a baseline, the corruption error column
+
+
+def test_report_names_the_data_and_split():
+    assert "Data: embedded, test split." in markdown_report([_plain_model("a"), _plain_model("b")])
+    mixed = markdown_report([_plain_model("a"), _plain_model("b", split="val")])
+    assert "Data: a: embedded, test split; b: embedded, val split." in mixed
+    assert "Data:" not in markdown_report([{"model": {"name": "m"}, "results": {"clean": {"top1": 1.0}}}])
+
+
+def _every_kind_of_result() -> list[dict]:
+    def corrupted(label, severities, offset):
+        top1 = {c: {str(s): max(0.0, 90.0 - 12 * s - offset - k) for s in severities}
+                for k, c in enumerate(("gaussian_noise", "motion_blur", "jpeg_compression", "elastic_transform"))}
+        return {"model": {"label": label}, "results": {
+            "clean": {"top1": 90.0 - offset, "top5": 99.0, "n": 8},
+            "corruptions": {"top1": top1, "corruption_top1": {c: sum(v.values()) / len(v) for c, v in top1.items()},
+                            "mean_top1": 50.0 - offset, "mean_error": 50.0 + offset, "n": 8},
+            "steering": {"prompted_share": 0.3, "other_share": 0.2, "win_rate": 0.6, "shift": -0.0015,
+                         "shift_win_rate": 0.5, "n_images": 4}}}
+    return [corrupted("RVT (self-attention)", (1, 2, 3, 4, 5), 0), corrupted("GFNet VARS-S", (1, 2, 3, 4, 5), 7),
+            _glimpse_model("RS-RNN", trained=3), _glimpse_model("Crop-D with a long label", trained=4)]
+
+
+def test_every_report_figure_keeps_its_texts_apart():
+    from conftest import overlapping_text
+
+    from bioattn.evaluate.report import report_figures
+
+    for results in (_every_kind_of_result(), _every_kind_of_result()[:1], _every_kind_of_result()[2:3]):
+        figures = report_figures(results)
+        assert figures
+        for name, _, build in figures:
+            fig = build()
+            assert fig is not None, name
+            assert overlapping_text(fig) == [], name
+
+
+def test_the_report_has_a_figure_per_suite(tmp_path):
+    files = write_report(_every_kind_of_result(), tmp_path, stem="r")
+    names = [f.name for f in files]
+    assert names == ["r.md", "r_clean.png", "r_steering.png", "r_pgd.png", "r_glimpses.png", "r_corruptions.png",
+                     "r_attack_readouts.png"]
+    md = (tmp_path / "r.md").read_text()
+    for name in names[1:]:
+        assert f"]({name})" in md
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_overlap_check_finds_covered_titles():
+    from conftest import overlapping_text
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4, 4))
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1)
+    top.set_title("upper")
+    bottom.set_title("lower panel title")
+    top.legend(["a long legend entry"], loc="upper center", bbox_to_anchor=(0.5, -0.05))
+    top.plot([0, 1])
+    top.legend(["a long legend entry"], loc="upper center", bbox_to_anchor=(0.5, -0.05))
+    found = overlapping_text(fig)
+    assert any("legend" in pair and "lower panel title" in pair for pair in found), found
+    fig.subplots_adjust(hspace=1.2)
+    top.get_legend().remove()
+    assert overlapping_text(fig) == []

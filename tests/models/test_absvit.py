@@ -303,3 +303,23 @@ def test_convert_refuses_mismatched_checkpoints(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "more" in err
     assert "missing keys: prompt, blocks.4.norm1.weight" in err and "mis-shaped keys" in err
+
+
+@pytest.mark.parametrize("name", ["vit_micro_convstem_64", "absvit_micro_convstem_64", "deit_micro_convstem_64_vars_d"])
+def test_convolutional_stem_keeps_the_token_grid_of_the_patch_projection(name):
+    # three 3x3 stride-2 convolutions with batch norm and ReLU, then a 1x1 convolution: the 8x8
+    # token grid of an 8x8 patch projection, each token seeing beyond its own patch
+    model = timm.create_model(name).eval()
+    stem = model.patch_embed.backbone
+    convs = [m for m in stem.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride for c in convs] == [(2, 2)] * 3 + [(1, 1)] and convs[-1].kernel_size == (1, 1)
+    assert tuple(model.patch_embed.grid_size) == (8, 8) and model.pretrained_cfg["first_conv"] + ".weight" in \
+        model.state_dict()
+    x = torch.zeros(1, 3, 64, 64)
+    x[..., 20:28, 20:28] = 1.0  # one patch
+    with torch.no_grad():
+        base = model.patch_embed(torch.zeros_like(x))
+        moved = (model.patch_embed(x) - base).abs().sum(-1).reshape(8, 8)
+    assert (moved > 1e-6).sum() > 1  # the change reaches the neighbouring tokens
+    with pytest.raises(BioattnError, match="expects 3x64x64 images"):
+        model(torch.zeros(1, 1, 64, 64))

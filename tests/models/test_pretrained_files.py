@@ -188,7 +188,7 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path):
 
 
 def test_missing_weights_are_named(tmp_path):
-    with pytest.raises(BioattnError, match="no downloadable weights.*pretrained_cfg_overlay=dict"):
+    with pytest.raises(BioattnError, match="has no weights of its own.*pretrained_cfg_overlay=dict"):
         timm.create_model("gfnet_h_micro", pretrained=True)
     with pytest.raises(BioattnError, match="checkpoint not found"):
         pretrained("rsrnn_micro", tmp_path / "missing.pth")

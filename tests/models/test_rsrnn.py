@@ -537,3 +537,30 @@ def _ddp_two_steps(name: str, rank: int, world_size: int) -> None:
 
 def test_ddp_two_processes():
     run_processes(_ddp_worker, (2, MICRO), nprocs=2)
+
+
+def test_retina_cnn_is_ff_cnn_on_the_retinal_image_at_the_centre():
+    from bioattn.models.rsrnn import RetinaCNN
+
+    torch.manual_seed(0)
+    model = timm.create_model("retina_cnn_micro").eval()
+    ffcnn = timm.create_model("ffcnn_micro", img_size=32).eval()
+    ffcnn.load_state_dict(model.state_dict())  # the same encoder and classifier, no other weights
+    rsrnn = timm.create_model("rsrnn_micro").eval()
+    x = torch.randn(2, 3, 64, 64)
+    retinal = model.retinal_image(x)
+    # RS-RNN's retina at the image centre: a 32-pixel image, blurred away from the fovea
+    assert isinstance(model, RetinaCNN) and retinal.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(retinal, rsrnn.retina(x, torch.zeros(2, 2)))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ffcnn(retinal))
+        glimpses = model.forward_glimpses(x, glimpses=3)
+    # more glimpses repeat the one prediction, fixating the centre
+    assert torch.equal(glimpses.logits[0], glimpses.logits[2]) and not glimpses.fixations.any()
+    # the periphery is seen through the retina: a change far from the centre moves the input less
+    # than the same change at the centre
+    corner, centre = x.clone(), x.clone()
+    corner[..., :8, :8] += 1.0
+    centre[..., 28:36, 28:36] += 1.0
+    moved = [float((model.retinal_image(v) - retinal).abs().sum()) for v in (corner, centre)]
+    assert moved[0] < moved[1]

@@ -102,7 +102,8 @@ def fixation_parameters(model) -> set[str]:
 # 'vit_*' and 'deit*' there (ViT tokens); bioattn's other token models join them (AbSViT, a ViT;
 # GFNet, (B, N, C) tokens like timm's '*mixer_*' and 'resmlp_*'), and so do the glimpse models,
 # whose classifier reads a state vector, or (FF-CNN) pools inside its head.
-NON_STD_FILTERS = ["vit_*", "deit*", "absvit_*", "gfnet_*", "rsrnn_*", "retina_gru_*", "crop_*", "s3ta_*", "ffcnn_*"]
+NON_STD_FILTERS = ["vit_*", "deit*", "absvit_*", "gfnet_*", "rsrnn_*", "retina_gru_*", "retina_cnn_*", "crop_*",
+                   "s3ta_*", "ffcnn_*"]
 NON_STD = [n for n in NAMES if any(fnmatch.fnmatch(n, f) for f in NON_STD_FILTERS)]
 STD = [n for n in NAMES if n not in NON_STD]
 # timm's input sizes: models of a flexible size run at most at these sides

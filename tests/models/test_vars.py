@@ -353,7 +353,7 @@ def test_registered_with_timm():
     assert cfg["classifier"] == "head" and not cfg.get("url")
     fixed = timm.create_model("rvt_tiny", attention="vars_sd")
     assert fixed.pretrained_cfg["fixed_input_size"] and fixed.pretrained_cfg["input_size"] == (3, 224, 224)
-    with pytest.raises(BioattnError, match="no downloadable weights"):
+    with pytest.raises(BioattnError, match="has no weights of its own"):
         timm.create_model("rvt_tiny", pretrained=True)
 
 

@@ -27,7 +27,7 @@ from ..protocol import Glimpsing, unwrap
 from .maps import attention_maps, display_normalise, upsample
 from .scanpaths import plot_glimpses
 
-__all__ = ["input_settings", "load_image", "resolve_priors", "plot_attention", "attend"]
+__all__ = ["input_settings", "load_image", "resolve_priors", "plot_attention", "attention_figure", "attend"]
 
 # Longest side of the image drawn in the figure (the model input is resized separately).
 DISPLAY_SIDE = 448
@@ -110,13 +110,23 @@ def plot_attention(image: np.ndarray | torch.Tensor, maps: Mapping[str, torch.Te
     """Draw ``image`` ``(H, W, 3)`` in [0, 1] and each ``(h, w)`` map overlaid on it, upsampled
     to the image (display-normalised as the authors do unless ``normalise=False``); panels go in
     rows of at most :data:`MAX_COLUMNS`. Writes ``out_path`` (png, pdf, svg or jpg)."""
-    # deferred: matplotlib loads in about a second; only figure writers need it
-    from matplotlib.figure import Figure
-
     out_path = Path(out_path)
     fmt = out_path.suffix.lower()
     if fmt not in _FORMATS:
         raise BioattnError(f"cannot write a figure as '{out_path.suffix}': use one of {', '.join(sorted(_FORMATS))}")
+    fig = attention_figure(image, maps, title=title, normalise=normalise, alpha=alpha)
+    atomic_write(out_path, lambda tmp: fig.savefig(tmp, format=fmt.lstrip(".").replace("jpg", "jpeg")),
+                 what="figure")
+    return out_path
+
+
+def attention_figure(image: np.ndarray | torch.Tensor, maps: Mapping[str, torch.Tensor],
+                     title: str | None = None, normalise: bool = True, alpha: float = 0.55):
+    """The matplotlib figure of :func:`plot_attention`."""
+    # deferred: matplotlib loads in about a second; only figure writers need it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     if torch.is_tensor(image):
         image = image.detach().cpu().float().numpy()
         if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
@@ -134,6 +144,7 @@ def plot_attention(image: np.ndarray | torch.Tensor, maps: Mapping[str, torch.Te
     fig_w = cols * panel_w + (cols - 1) * gap + 2 * margin
     fig_h = suptitle_h + rows * (title_h + panel_h) + (rows - 1) * gap + 2 * margin
     fig = Figure(figsize=(fig_w, fig_h), dpi=100)
+    FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
     fig.subplots_adjust(left=margin / fig_w, right=1 - margin / fig_w, bottom=margin / fig_h,
                         top=1 - (margin + suptitle_h + title_h) / fig_h, wspace=gap / panel_w,
@@ -153,9 +164,7 @@ def plot_attention(image: np.ndarray | torch.Tensor, maps: Mapping[str, torch.Te
         ax.set_title(name, fontsize=10)
     if title:
         fig.suptitle(title, fontsize=11, y=1 - margin / fig_h, va="top")
-    atomic_write(out_path, lambda tmp: fig.savefig(tmp, format=fmt.lstrip(".").replace("jpg", "jpeg")),
-                 what="figure")
-    return out_path
+    return fig
 
 
 def attend(

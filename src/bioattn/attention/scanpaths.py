@@ -77,8 +77,7 @@ def _outline_legend(ax, count: int) -> None:
     handles += [Line2D([], [], color=_OUTLINE_COLOURS[k % len(_OUTLINE_COLOURS)], lw=1.0)
                 for k in range(count)]
     names += _outline_names(count)
-    ax.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=7,
-              frameon=False, ncol=1, handlelength=1.8)
+    ax.legend(handles, names, loc="center", fontsize=7, frameon=False, ncol=1, handlelength=1.8)
 
 
 def _draw_outlines(ax, outlines: list[np.ndarray], alpha: float = 0.9) -> None:
@@ -204,8 +203,17 @@ def plot_glimpses(
     return written
 
 
-def _write_strip(path: Path, picture, fixations, outlines, views, predictions, maps, map_glimpse,
-                 mean, std, height, width, single_view: bool = False) -> Path:
+def _write_strip(path: Path, *drawing, single_view: bool = False) -> Path:
+    fig = _strip_figure(*drawing, single_view=single_view)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"), what="figure")
+    return path
+
+
+def _strip_figure(picture, fixations, outlines, views, predictions, maps, map_glimpse,
+                  mean, std, height, width, single_view: bool = False):
+    """The PNG of :func:`plot_glimpses`: the image with the fixation path (and the chosen
+    glimpse's maps) above, with the legend of the path and the fields under them in a row of
+    its own, and what each glimpse saw in the rows below."""
     n_glimpses = len(predictions)
     rows = 0 if single_view else len(views)
     cols = max(n_glimpses, 1)
@@ -215,9 +223,13 @@ def _write_strip(path: Path, picture, fixations, outlines, views, predictions, m
         top = fig.add_gridspec(1, top_panels, wspace=0.15)
     else:
         kinds = len(outlines[0]) if outlines else 0
-        fig = _canvas((max(1.5 * cols, 3.2 * top_panels), 3.4 + 0.25 * (1 + kinds) + 1.7 * rows))
-        outer = fig.add_gridspec(2, 1, height_ratios=[2.0 + 0.15 * (1 + kinds), 1.0 * rows], hspace=0.25)
+        # inches: the image, the legend (a line per entry), the glimpses (a row per glimpse kind)
+        image_h, legend_h, glimpses_h = 3.0, 0.2 * (1 + kinds) + 0.1, 1.5 * rows
+        fig = _canvas((max(1.5 * cols, 3.2 * top_panels), image_h + legend_h + glimpses_h + 0.9))
+        outer = fig.add_gridspec(3, 1, height_ratios=[image_h, legend_h, glimpses_h], hspace=0.12)
         top = outer[0].subgridspec(1, top_panels, wspace=0.15)
+        legend_ax = fig.add_subplot(outer[1])
+        legend_ax.set_axis_off()
     ax = fig.add_subplot(top[0])
     ax.imshow(picture, interpolation="bilinear")
     if single_view:
@@ -227,7 +239,7 @@ def _write_strip(path: Path, picture, fixations, outlines, views, predictions, m
             _draw_outlines(ax, outlines[t], alpha=0.25)
         _draw_path(ax, fixations, n_glimpses - 1, height, width)
         ax.set_title(f"fixation path ({n_glimpses} glimpses): {predictions[-1]}", fontsize=9)
-        _outline_legend(ax, kinds)
+        _outline_legend(legend_ax, kinds)
     ax.set_xticks([])
     ax.set_yticks([])
     for i, (name, m) in enumerate(maps.items()):
@@ -241,16 +253,14 @@ def _write_strip(path: Path, picture, fixations, outlines, views, predictions, m
         axm.set_xticks([])
         axm.set_yticks([])
     if single_view:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"), what="figure")
-        return path
-    bottom = outer[1].subgridspec(rows, cols, wspace=0.08, hspace=0.25)
+        return fig
+    bottom = outer[2].subgridspec(rows, cols, wspace=0.08, hspace=0.25)
     for r, view in enumerate(views):
         for t in range(n_glimpses):
             axg = fig.add_subplot(bottom[r, t])
             title = f"{t + 1}: {predictions[t]}" if r == 0 else None
             _show_glimpse(axg, view[t, 0], mean, std, title)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"), what="figure")
-    return path
+    return fig
 
 
 def _render(fig) -> np.ndarray:

@@ -23,7 +23,7 @@ from .fields import (
     rgb_triple,
     setting,
 )
-from .parsing import key_values, parse_names, parse_rgb
+from .parsing import key_values, parse_eps, parse_int_list, parse_names, parse_rgb
 from .train import RECIPES, recipe_help
 
 
@@ -155,7 +155,7 @@ class DemoOptions(Settings):
     """``bioattn demo`` (Python: ``bioattn.demo.run_demo``)."""
 
     out: str = setting("demo-report", help="report directory", check=output_path("directory"))
-    quick: bool = setting(False, help="tiny budget (about two minutes)")
+    quick: bool = setting(False, help="tiny budget: checks the pipeline end to end (under a minute on a 2-core CPU)")
     retrain: bool = setting(False, help="train every model here, neither from the zoo's weights nor from "
                             "cached checkpoints")
     models: list[str] | None = setting(None, help="comma-separated subset (labels or model names)",
@@ -165,10 +165,17 @@ class DemoOptions(Settings):
 
 @dataclass
 class ZooSettings(Settings):
-    """``bioattn zoo`` (Python: ``bioattn.zoo.build.build_zoo``)."""
+    """``bioattn zoo`` (Python: ``bioattn.zoo_builder.build_zoo``; ``--list``:
+    ``bioattn.zoo_builder.zoo_listing``)."""
 
-    only: list[str] | None = setting(None, help="comma-separated zoo entries to build", resolves="every entry",
-                                     parse=parse_names, metavar="ENTRIES")
+    only: list[str] | None = setting(None, help="comma-separated zoo entries to build (names, or patterns such as "
+                                     "'rvt_micro*_seed1')", resolves="every entry", parse=parse_names,
+                                     metavar="ENTRIES", check=lambda v: None if v is None or v else
+                                     "at least one entry name (leave --only out to build every entry)")
+    out: str | None = setting(None, help="folder the entries' folders go into", resolves="the package's zoo folder "
+                              "when run from a source checkout", metavar="DIR", check=output_path("directory"))
+    list_entries: bool = setting(False, help="list the selected entries, their names for timm and whether each is "
+                                 "built; train nothing", flag="--list")
     retrain: bool = setting(False, help="train again even the entries whose weights were made by their "
                             "present settings")
     runs: str | None = setting(None, help="folder of the training runs (an interrupted build resumes them)",
@@ -179,23 +186,39 @@ class ZooSettings(Settings):
 
 @dataclass
 class ResultsSettings(Settings):
-    """``bioattn results`` (Python: ``bioattn.claims.write_results``): the sources' claims measured
-    on the zoo; how many test images each measurement uses."""
+    """``bioattn results`` (Python: ``bioattn.results.page.write_results``; ``--check``:
+    ``bioattn.results.page.check_results``): the sources' claims measured on the zoo, image by
+    image; how many test images each measurement uses."""
 
-    out: str = setting("docs/results.md", help="the results page (.md); its tables, plots and JSON go into "
-                       "the folder of the same name beside it",
+    out: str = setting("docs/results.md", help="the results page (.md); its per-image records go into "
+                       "<folder of the same name>/records beside it",
                        check=lambda v: output_path("file")(v) or (None if str(v).endswith(".md") else "a .md file"))
-    only: list[str] | None = setting(None, help="comma-separated zoo entries to measure", resolves="every built "
-                                     "classifier", parse=parse_names, metavar="ENTRIES")
-    images: int = setting(2000, help="test images for clean top-1", check=integer(1))
-    corruption_images: int = setting(300, help="test images per corruption", check=integer(1))
-    severity: int = setting(3, help="corruption severity", check=integer(1, 5))
-    attack_images: int = setting(300, help="test images attacked (FGSM, PGD)", check=integer(1))
-    attention_images: int = setting(500, help="test images whose attention map is scored", check=integer(1))
-    steering_images: int = setting(500, help="two-object test images for steering", check=integer(1))
+    check: bool = setting(False, help="measure nothing: recompute every verdict from the stored records and "
+                          "compare it with the page (an error naming the record or claim when a record was altered or a "
+                          "verdict differs)")
+    only: list[str] | None = setting(None, help="comma-separated zoo entries to measure (the others' records "
+                                     "are kept)", resolves="every built entry", parse=parse_names, metavar="ENTRIES")
+    images: int = setting(2000, help="test images for clean top-1 (and for segmenters and multi-label models)",
+                          check=integer(1))
+    corruption_images: int = setting(1000, help="test images under every corruption and severity",
+                                     check=integer(1))
+    severities: list[int] = setting(help="comma-separated corruption severities", factory=lambda: [1, 2, 3, 4, 5],
+                                    resolves="1,2,3,4,5",
+                                    parse=lambda text: parse_int_list(text, "severities"),
+                                    check=each(integer(1, 5), "a list"))
+    attack_images: int = setting(1000, help="test images attacked (FGSM, PGD)", check=integer(1))
+    eps: list[float] = setting(help="comma-separated attack budgets (Linf, pixels in [0, 1]); the claims are "
+                               "judged at 1/255", factory=lambda: [1 / 255, 2 / 255, 4 / 255], parse=parse_eps,
+                               resolves="1/255,2/255,4/255",
+                               check=each(number(0, 1, low_open=True), "a list"))
+    attention_images: int = setting(1000, help="test images whose attention map (or fixations) is scored",
+                                    check=integer(1))
+    steering_images: int = setting(1000, help="two-object test images for steering", check=integer(1))
     glimpses: int = setting(16, help="glimpses of the glimpse models", check=integer(2))
     attack_readout: int = setting(4, help="the glimpse the attack on the glimpse models aims at",
                                   check=integer(1))
+    batch_size: int = setting(100, help="images per batch", check=integer(1))
+    workers: int = setting(0, help="processes that corrupt images (0: in this process)", check=integer(0))
     seed: int = setting(0, help="random seed of the evaluations", check=integer(0))
     progress: bool = setting(True, help="no progress bars", flag="--no-progress")
 

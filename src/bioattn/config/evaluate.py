@@ -127,6 +127,18 @@ class SuiteSettings(Settings):
     fixations: str | None = setting(None, help="human fixation data set (MIT1003 or SALICON-like)",
                                     metavar="DIR", group="attention")
     steering_data: Any = None
+    # steering: the protocol (prior scale and map threshold) is chosen on validation pairs unless given
+    prior_scale: float | None = setting(
+        None, help="steering: mask scale of the class prior", metavar="S", check=POSITIVE, group="attention",
+        resolves="chosen on validation pairs; 40 without them")
+    map_threshold: float | None = setting(
+        None, help="steering: score the map above min + T (max - min) (0.7: the authors' display)", metavar="T",
+        check=number(0, 1, high_open=True), group="attention",
+        resolves="chosen with the prior scale; the raw map when --prior-scale is given")
+    steering_validation: int = setting(500, help="steering: validation pairs the protocol is chosen on",
+                                       metavar="N", check=integer(1), group="attention")
+    # the validation pairs the steering protocol is chosen on (default: none)
+    steering_validation_data: Any = None
     # segmentation: how a label map is predicted
     inference: str = setting("whole", help="segment whole images, or by sliding windows of --slide-crop "
                              "pixels", choices=("whole", "slide"), check=one_of("whole", "slide"),
@@ -239,7 +251,9 @@ class EvalSettings(Settings):
     data: str | None = setting(None, help="'embedded', 'embedded:pair' or a folder with train/ and "
                                "val/ (needed by clean, corruptions, the attacks and glimpses)",
                                resolves="none")
-    split: str = setting("val", help="split of --data", choices=("val", "test"), check=one_of("val", "test"))
+    split: str = setting("test", help="split of --data (a folder without test/, and VOC, ADE20K, Cityscapes "
+                         "and COCO, whose test labels are not public, give their val split for test)",
+                         choices=("val", "test"), check=one_of("val", "test"))
     suite: str = setting("clean", help=f"comma-separated suites: {', '.join(SUITE_NAMES)}",
                          check=lambda v: None if parse_names(v) and all(
                              s in SUITE_NAMES for s in parse_names(v)) else

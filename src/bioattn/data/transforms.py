@@ -37,15 +37,27 @@ def _posterize_keeping_no_bits_too(img, bits_to_keep, **kwargs):
     return posterize(img, bits_to_keep, **kwargs)
 
 
-def route_posterize() -> None:
-    """Make timm's RandAugment posterize through :func:`_posterize_keeping_no_bits_too`. Its
-    increasing posterize keeps 0 bits at the top magnitude, which the magnitude noise of ``mstd``
-    (the DeiT recipe's ``rand-m9-mstd0.5-inc1``) reaches in about 2% of draws, and Pillow 13's
-    posterize refuses 0 bits: training would stop on a random batch."""
-    from timm.data import auto_augment
+POSTERIZE_OPS = ("Posterize", "PosterizeIncreasing", "PosterizeOriginal")
 
-    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
-        auto_augment.NAME_TO_OP[name] = _posterize_keeping_no_bits_too
+
+def keep_posterize_at_zero_bits(transform: Callable) -> Callable:
+    """``transform`` with every posterize of its timm RandAugment (found inside a Compose too)
+    routed through :func:`_posterize_keeping_no_bits_too`. Its increasing posterize keeps 0 bits
+    at the top magnitude, which the magnitude noise of ``mstd`` (the DeiT recipe's
+    ``rand-m9-mstd0.5-inc1``) reaches in about 2% of draws, and Pillow 13's posterize refuses 0
+    bits: training would stop on a random batch. Only this transform's operations change; timm's
+    table of operations stays as it is for everyone else in the process."""
+    from timm.data.auto_augment import RandAugment
+
+    stack = [transform]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, RandAugment):
+            for op in t.ops:
+                if op.name in POSTERIZE_OPS:
+                    op.aug_fn = _posterize_keeping_no_bits_too
+        stack.extend(getattr(t, "transforms", None) or ())
+    return transform
 
 
 def rand_augment(policy: str, size: int) -> Callable:
@@ -53,8 +65,7 @@ def rand_augment(policy: str, size: int) -> Callable:
     side ``size``."""
     from timm.data.auto_augment import rand_augment_transform
 
-    route_posterize()
-    return rand_augment_transform(policy, {"translate_const": int(size * 0.45)})
+    return keep_posterize_at_zero_bits(rand_augment_transform(policy, {"translate_const": int(size * 0.45)}))
 
 
 class MapImages(Dataset):
@@ -107,9 +118,7 @@ def folder_transform(size: int, mean, std, train: bool, aug: Augmentation | None
 
     if train:
         a = aug or Augmentation()
-        if a.auto_augment:
-            route_posterize()
-        return create_transform(
+        return keep_posterize_at_zero_bits(create_transform(
             size,
             is_training=True,
             no_aug=not a.random_resized_crop and not a.auto_augment,
@@ -123,7 +132,7 @@ def folder_transform(size: int, mean, std, train: bool, aug: Augmentation | None
             mean=tuple(mean),
             std=tuple(std),
             use_prefetcher=not a.normalize,
-        )
+        ))
     return create_transform(
         size, is_training=False, interpolation="bicubic", mean=tuple(mean), std=tuple(std),
         crop_pct=crop_pct,

@@ -16,7 +16,6 @@ import torch
 from rich.console import Console
 
 from ..attention.maps import has_maps
-from ..claims import held_out_figures
 from ..data import build_dataset
 from ..data.embedded import EmbeddedSpec, cache_root, load_embedded
 from ..errors import BioattnError
@@ -26,6 +25,7 @@ from ..evaluate.suites import run_suites
 from ..fileio import atomic_write_text, check_output_file, output_folder
 from ..generalisation import leave_one_domain_out
 from ..protocol import Glimpsing, TopDownSteerable, capable
+from ..results.measure import held_out_figures
 from ..zoo import STYLE_SETTINGS, STYLES, STYLES_ROOT
 from .findings import task_findings
 from .gallery import attention_gallery

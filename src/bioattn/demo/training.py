@@ -3,7 +3,7 @@ and loaded from there on later runs."""
 
 from __future__ import annotations
 
-import shutil
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +14,7 @@ import torch
 from ..checkpoint import load_model, read_meta
 from ..errors import BioattnError
 from ..tasks.registry import get_task
-from ..train import TrainConfig, train
+from ..train import TrainConfig, train, train_or_reuse
 from ..zoo import (
     MULTILABEL_BENCHMARK,
     SEGMENTATION_BENCHMARK,
@@ -33,23 +33,24 @@ def slug(label: str) -> str:
 
 def train_or_load(config: TrainConfig, what: str, start: str, retrain: bool,
                   log: Callable[[str], None]) -> tuple[Any, dict, float]:
-    """The best checkpoint of the run ``config`` writes: loaded from its run directory when a
-    usable one is there (and ``retrain`` is off), else trained anew (``start`` is logged first).
-    Returns the model, its metadata and the training seconds (0 when loaded)."""
+    """The best checkpoint of the run ``config`` writes, under the trainer's one rule
+    (:func:`bioattn.train.train_or_reuse`): a finished run of the same settings in its run
+    directory is loaded, an unfinished one resumed, anything else trained anew (``start`` is
+    logged first); ``retrain`` trains anew in any case. Returns the model, its metadata and the
+    training seconds (0 when loaded)."""
     run_dir = Path(config.output)
-    if not retrain and (run_dir / "best" / "model.safetensors").exists():
+    t0 = time.perf_counter()
+    if not retrain:
+        done = train_or_reuse(config, replace=True, log=lambda message: log(
+            start if message.startswith("training") else f"{what}: {message}"))
         try:
-            model = load_model(run_dir / "best")
+            return load_model(run_dir / "best"), read_meta(run_dir / "best"), \
+                0.0 if done == "reused" else time.perf_counter() - t0
         except BioattnError as exc:  # written by another version of the model code
             log(f"{what}: the cached checkpoint cannot be used ({exc}); training again")
-        else:
-            log(f"{what}: using the cached checkpoint {run_dir / 'best'}")
-            return model, read_meta(run_dir / "best"), 0.0
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+            t0 = time.perf_counter()
     log(start)
-    t0 = time.perf_counter()
-    train(config)
+    train(dataclasses.replace(config, overwrite=True))
     return load_model(run_dir / "best"), read_meta(run_dir / "best"), time.perf_counter() - t0
 
 

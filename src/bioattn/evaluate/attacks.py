@@ -22,6 +22,7 @@ from ..data.pixels import Pixels
 from ..errors import BioattnError
 from ..protocol import forward_readouts
 from .glimpses import ScanPaths
+from .report import format_eps
 from .runtime import PixelModel
 
 NORMS = ("Linf", "L2")
@@ -72,15 +73,28 @@ def _random_start(x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     return _project(x, x + delta, eps, norm)
 
 
-def _loss_gradient(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, eot: int) -> torch.Tensor:
+def _loss_gradient(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, eot: int,
+                   on_pass: Callable[[int], None] | None = None) -> torch.Tensor:
     """Gradient of the summed cross-entropy w.r.t. the input, averaged over ``eot`` forward
-    passes (each pass resamples a stochastic model)."""
+    passes (each pass resamples a stochastic model); ``on_pass(1)`` after each pass."""
     grad = torch.zeros_like(x_adv)
     for _ in range(eot):
         inp = x_adv.detach().requires_grad_(True)
         loss = F.cross_entropy(model(inp).float(), y, reduction="sum")
         grad += torch.autograd.grad(loss, inp)[0]
+        if on_pass is not None:
+            on_pass(1)
     return grad / eot
+
+
+def gradient_passes(attack: str, iters: int | None = None, restarts: int = 1, eot: int = 1) -> int | None:
+    """Forward and backward passes one batch costs under ``attack`` (FGSM: ``eot``; PGD:
+    ``iters x restarts x eot``); None for AutoAttack, whose parts stop early."""
+    if attack == "fgsm":
+        return eot
+    if attack == "pgd":
+        return (DEFAULT_PGD_ITERS if iters is None else iters) * restarts * eot
+    return None
 
 
 def pgd(
@@ -94,13 +108,15 @@ def pgd(
     random_start: bool = True,
     restarts: int = 1,
     eot: int = 1,
+    on_pass: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Untargeted projected gradient ascent on the cross-entropy of ``model`` (pixels -> logits).
 
     ``step_size`` defaults to ``eps / 2`` (0.5/255 at the official eps 1/255). L-inf steps follow
     the gradient's sign, L2 steps its unit direction. With ``restarts > 1`` each example keeps
     the first restart that fools the model. ``eot > 1`` averages the gradient over that many
-    passes (expectation over transformation, for models that sample). Returns adversarial
+    passes (expectation over transformation, for models that sample). ``on_pass(1)`` is called
+    after every forward and backward pass (progress of a long attack). Returns adversarial
     pixels within the eps ball of ``x`` and inside [0, 1].
     """
     step_size = eps / 2 if step_size is None else step_size
@@ -113,7 +129,7 @@ def pgd(
     for _ in range(restarts):
         x_adv = _random_start(x, eps, norm) if random_start else x.clone()
         for _ in range(iters):
-            grad = _loss_gradient(model, x_adv, y, eot)
+            grad = _loss_gradient(model, x_adv, y, eot, on_pass)
             if norm == "Linf":
                 x_adv = x_adv + step_size * grad.sign()
             else:
@@ -133,10 +149,10 @@ def pgd(
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = DEFAULT_EPS,
-         norm: str = "Linf", eot: int = 1) -> torch.Tensor:
+         norm: str = "Linf", eot: int = 1, on_pass: Callable[[int], None] | None = None) -> torch.Tensor:
     """Fast gradient sign method: one step of size ``eps`` from ``x`` (no random start)."""
     return pgd(model, x, y, eps=eps, step_size=eps if eps > 0 else None, iters=1, norm=norm,
-               random_start=False, eot=eot)
+               random_start=False, eot=eot, on_pass=on_pass)
 
 
 AUTOATTACK_VERSIONS = ("standard", "rand")
@@ -219,7 +235,7 @@ def evaluate_attack(
     autoattack_version: str = "standard",
     device: torch.device | str = "cpu",
     seed: int = 0,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[..., None] | None = None,
     scan_paths: ScanPaths | None = None,
     image_indices: Sequence[int] | None = None,
 ) -> dict:
@@ -230,6 +246,10 @@ def evaluate_attack(
     adversarial accuracy at every readout (``per_readout_*``, one entry for plain models), the
     final prediction's (``clean_top1``, ``top1``) and the attacked readout's
     (``attacked_readout_top1``).
+
+    ``progress(n)`` follows the work: FGSM and PGD call it after every forward and backward
+    pass of the attack (:func:`gradient_passes` per batch), AutoAttack after every batch with
+    the batch's number of images; ``progress(0, info)`` says which images are attacked.
 
     ``scan_paths`` records a glimpse model's fixations on the clean and on the adversarial
     images (suite ``attack``; condition ``clean`` or the attack setting, e.g. ``pgd eps=0.002``);
@@ -262,8 +282,13 @@ def evaluate_attack(
             scan_paths.add(attack, what, list(ids), extras["fixations"], extras["sigmas"], x_unit.shape[-2:])
         return out.all_readouts()
 
+    total = len(loader.dataset) if hasattr(loader, "dataset") else None
+    shown = f"eps={format_eps(eps)}{f' EOT{eot}' if eot > 1 and attack != 'autoattack' else ''}"
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
+        if progress is not None:
+            progress(0, f"{shown}, images {seen + 1}-{seen + labels.shape[0]}"
+                        + (f" of {total}" if total is not None else ""))
         x = pixels.to_unit(images.float())
         with torch.no_grad():
             clean_readouts = readouts_of(x, "clean")
@@ -276,7 +301,8 @@ def evaluate_attack(
                                n_classes=clean_readouts.shape[-1], version=autoattack_version, seed=seed)
         else:
             x_adv = pgd(target, x, labels, eps=eps, step_size=step_size if eps > 0 else None,
-                        iters=iters, norm=norm, random_start=random_start, restarts=restarts, eot=eot)
+                        iters=iters, norm=norm, random_start=random_start, restarts=restarts, eot=eot,
+                        on_pass=progress if eps > 0 else None)
         with torch.no_grad():
             adv_readouts = readouts_of(x_adv, condition)
         delta = (x_adv - x).flatten(1)
@@ -287,8 +313,10 @@ def evaluate_attack(
         clean_hits = c if clean_hits is None else clean_hits + c
         adv_hits = a if adv_hits is None else adv_hits + a
         seen += labels.shape[0]
-        if progress is not None:
+        if progress is not None and attack == "autoattack":
             progress(labels.shape[0])
+        elif progress is not None and eps == 0:  # no pass was run: the batch's share at once
+            progress(gradient_passes(attack, iters, restarts, eot))
     result = {
         "attack": attack,
         "eps": eps,

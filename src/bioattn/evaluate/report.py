@@ -1,12 +1,23 @@
-"""Evaluation reports: the results JSON, a Markdown table, and plots (accuracy vs corruption
-severity; accuracy vs glimpse under attack), for one model or several side by side."""
+"""Evaluation reports: the results JSON, a Markdown report and its figures, for one model or
+several side by side.
+
+The summary table has a row per model and a column per figure measured for at least one of
+them, each under a plain header of its own. A model with several readouts (glimpses, passes) is
+read at one: a glimpse model after the number of glimpses it was trained with
+(``model.trained_glimpses`` in the results), when it ran that many; its top-1 after every
+readout stands beside. The notes under the table explain the suites that ran, and only those.
+The figures: bars per model for each suite, a heat map of top-1 per corruption and severity,
+and top-1 after every readout, clean and under each attack.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import BioattnError
 from ..fileio import atomic_write, atomic_write_text, check_output_file, output_folder
@@ -106,7 +117,9 @@ def format_eps(eps: float | None) -> str:
     return f"{eps:.3g}"
 
 
-def attack_label(run: dict) -> str:
+def attack_label(run: dict, readout: bool = True) -> str:
+    """``PGD L2 EOT10 eps=0.5``: the attack, its norm when not L-inf, its EOT samples and its
+    budget; with ``readout``, the readout it was aimed at (``@readout4``)."""
     name = {"fgsm": "FGSM", "pgd": "PGD", "autoattack": "AutoAttack"}.get(run.get("attack"), run.get("attack"))
     parts = [name]
     if run.get("norm") and run.get("norm") != "Linf":
@@ -114,78 +127,138 @@ def attack_label(run: dict) -> str:
     if (run.get("eot") or 1) > 1:
         parts.append(f"EOT{run['eot']}")
     parts.append(f"eps={format_eps(run.get('eps'))}")
-    if run.get("attack_readout"):
+    if readout and run.get("attack_readout"):
         parts.append(f"@readout{run['attack_readout']}")
     return " ".join(parts)
 
 
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
 def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if _missing(value):
         return "-"
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
 
 
-def summary_columns(results: dict) -> dict[str, float | None]:
-    """The headline figures of one results dict, as ``{column: value}`` in suite order."""
-    cols: dict[str, float | None] = {}
-    res = results.get("results", {})
-    for suite, r in res.items():
+ATTACK_SUITES = ("fgsm", "pgd", "autoattack")
+_FOLDER_SUITES = {"imagenet-a": "ImageNet-A", "imagenet-r": "ImageNet-R", "imagenet-sketch": "ImageNet-Sketch"}
+CURVE = "top-1 per glimpse or pass"
+# counts and settings among a suite's numbers: never a column of the summary
+_NOT_FIGURES = ("n", "n_images", "n_pairs", "n_unmatched", "seed", "prior_scale", "glimpses", "readouts",
+                "img_size", "classes", "threshold")
+
+
+def headline_readout(results: dict, values: Sequence) -> int:
+    """The index in ``values`` (one figure per readout) that a model's headline is read at: a
+    glimpse model's trained number of glimpses (``model.trained_glimpses``) when it ran at least
+    that many, else the last readout."""
+    trained = (results.get("model") or {}).get("trained_glimpses")
+    if isinstance(trained, int) and not isinstance(trained, bool) and 1 <= trained <= len(values):
+        return trained - 1
+    return len(values) - 1
+
+
+def _curve(values: Sequence, headline: int) -> str:
+    """``20 35 **50** 52``: a figure per readout, rounded, the headline one in bold."""
+    cells = ["-" if _missing(v) else f"{v:.0f}" for v in values]
+    cells[headline] = f"**{cells[headline]}**"
+    return " ".join(cells)
+
+
+def _attack_headline(results: dict, run: dict):
+    """Top-1 under one attack run: at the readout it was aimed at, else at the model's headline
+    readout."""
+    if run.get("attack_readout"):
+        return run.get("attacked_readout_top1")
+    per = run.get("per_readout_top1") or []
+    return per[headline_readout(results, per)] if len(per) > 1 else run.get("top1")
+
+
+def summary_entries(results: dict) -> list[tuple[str, str, float | str | None]]:
+    """The headline figures of one results dict as ``(suite, column, value)`` in suite order.
+    Columns are plain and unique: top-1, mIoU and mAP are named once, attacks by their setting,
+    other suites after the suite. A multi-readout model's clean top-1 is read at its headline
+    readout (:func:`headline_readout`), with every readout's in the ``CURVE`` column."""
+    out: list[tuple[str, str, float | str | None]] = []
+    for suite, r in (results.get("results") or {}).items():
         if not isinstance(r, dict):
             continue
+
+        def add(column: str, value, suite=suite) -> None:
+            out.append((suite, column, value))
+
         if suite == "clean" and "miou" in r:
-            cols["mIoU"] = r.get("miou")
-            cols["pixel acc"] = r.get("pixel_acc")
+            add("mIoU", r.get("miou"))
+            add("pixel accuracy", r.get("pixel_acc"))
         elif suite == "clean" and "map" in r:
-            cols["mAP"] = r.get("map")
-            cols["mAP of label frequencies"] = r.get("label_frequency_map")
-            cols["F1 (overall)"] = r.get("f1_overall")
-            cols["F1 (per class)"] = r.get("cf1")
+            add("mAP", r.get("map"))
+            add("mAP of label frequencies", r.get("label_frequency_map"))
+            add("F1 overall", r.get("f1_overall"))
+            add("F1 per class", r.get("cf1"))
         elif suite == "clean":
-            cols["clean top1"] = r.get("top1")
-            cols["clean top5"] = r.get("top5")
+            per = r.get("per_readout_top1") or []
+            if len(per) > 1:
+                at = headline_readout(results, per)
+                add("top-1", per[at])
+                add("top-5", r.get("top5") if at == len(per) - 1 else None)  # top-5 is the last readout's
+                add(CURVE, _curve(per, at))
+            else:
+                add("top-1", r.get("top1"))
+                add("top-5", r.get("top5"))
         elif suite == "corruptions" and "mean_miou" in r:
-            cols["corrupted mIoU"] = r.get("mean_miou")
+            add("corrupted mIoU", r.get("mean_miou"))
+        elif suite == "corruptions":
+            add("corrupted top-1", r.get("mean_top1"))
+            if "mce" in r:
+                add("mCE", r.get("mce"))
+                add("relative mCE", r.get("relative_mce"))
+        elif suite == "imagenet-c":
+            add("ImageNet-C mCE", r.get("mce"))
+            add("ImageNet-C top-1", r.get("mean_top1"))
+        elif suite in _FOLDER_SUITES:
+            add(f"{_FOLDER_SUITES[suite]} top-1", r.get("top1"))
+        elif suite in ATTACK_SUITES:
+            for run in r.get("runs", []):
+                add(f"{attack_label(run, readout=False)} top-1", _attack_headline(results, run))
         elif suite == "steering" and "gain" in r:
             for key in ("first_with_prior", "first_without_prior", "second_with_prior", "second_without_prior",
                         "gain"):
-                cols[f"steering {key.replace('_', ' ')} (IoU)"] = r.get(key)
-        elif suite == "glimpses" and "on_object" in r:
-            on = r.get("on_object") or []
-            small = r.get("on_small_object") or []
-            cols["fixations on an object, last glimpse (%)"] = on[-1] if on else None
-            cols["fixations on a small object, last glimpse (%)"] = small[-1] if small else None
-        elif suite == "imagenet-c":
-            cols["IN-C mCE"] = r.get("mce")
-            cols["IN-C top1"] = r.get("mean_top1")
-        elif suite == "corruptions":
-            cols["corrupted top1"] = r.get("mean_top1")
-            cols["corruption error"] = r.get("mean_error")
-            if "mce" in r:
-                cols["mCE vs baseline"] = r.get("mce")
-                cols["relative mCE"] = r.get("relative_mce")
-        elif suite in ("imagenet-a", "imagenet-r", "imagenet-sketch"):
-            cols[f"{suite} top1"] = r.get("top1")
-        elif suite in ("fgsm", "pgd", "autoattack"):
-            for run in r.get("runs", []):
-                # a run aimed at one step is summarised by that step's accuracy
-                key = "attacked_readout_top1" if run.get("attack_readout") else "top1"
-                cols[f"{attack_label(run)} top1"] = run.get(key)
+                add(f"steering: {key.replace('_', ' ')} (IoU)", r.get(key))
         elif suite == "steering":
             # shares and win rates are fractions in the results; the table shows them in %
             for key in ("prompted_share", "other_share", "win_rate", "shift", "shift_win_rate"):
                 value = r.get(key)
                 unit = "(points)" if key == "shift" else "(%)"
-                cols[f"steering {key} {unit}"] = 100.0 * value if isinstance(value, (int, float)) else None
+                add(f"steering: {key.replace('_', ' ')} {unit}",
+                    100.0 * value if isinstance(value, (int, float)) and not isinstance(value, bool) else None)
+        elif "per_glimpse" in r and "learned" in r:
+            add("fixations on the object (%)", r.get("learned"))
+            add("fixations by chance (%)", r.get("random"))
+        elif "on_object" in r:
+            on, small = r.get("on_object") or [], r.get("on_small_object") or []
+            add("fixations on an object (%)", on[headline_readout(results, on)] if on else None)
+            add("fixations on a small object (%)", small[headline_readout(results, small)] if small else None)
         elif suite == "attention":
-            cols["attention on object (%)"] = r.get("mask_share")
-            cols["object area (%)"] = r.get("mask_share_chance")
-            cols["attention AUC"] = r.get("mask_auc")
+            add("attention on the object (%)", r.get("mask_share"))
+            add("object area (%)", r.get("mask_share_chance"))
+            add("attention AUC", r.get("mask_auc"))
+        elif suite == "fixations" and isinstance(r.get("model"), dict):
+            for who, name in (("model", "saliency"), ("centre", "centre bias")):
+                for key, value in (r.get(who) or {}).items():
+                    add(f"{name} {key}", value)
         else:
             for key, value in _flat_numbers(r):
-                cols[f"{suite} {key}"] = value
-    return cols
+                add(f"{suite}: {key.replace('_', ' ')}", value)
+    return out
+
+
+def summary_columns(results: dict) -> dict[str, float | str | None]:
+    """The headline figures of one results dict, as ``{column: value}`` in suite order."""
+    return {column: value for _, column, value in summary_entries(results)}
 
 
 def _flat_numbers(d: dict, prefix: str = "", depth: int = 0):
@@ -195,10 +268,16 @@ def _flat_numbers(d: dict, prefix: str = "", depth: int = 0):
         if isinstance(value, bool):
             continue
         if isinstance(value, (int, float)):
-            if key not in ("n", "n_images", "n_pairs", "seed", "prior_scale"):
+            if key not in _NOT_FIGURES:
                 yield name, value
         elif isinstance(value, dict) and depth < 1 and key not in ("settings",):
             yield from _flat_numbers(value, f"{name}.", depth + 1)
+
+
+def _measured_columns(summaries: Sequence[dict]) -> list[str]:
+    """The columns, in order of first appearance, that hold a figure for at least one model."""
+    columns = list(dict.fromkeys(c for s in summaries for c in s))
+    return [c for c in columns if any(not _missing(s.get(c)) for s in summaries)]
 
 
 def image_counts(results: dict) -> dict[str, int]:
@@ -233,35 +312,114 @@ def _image_notes(labels: Sequence[str], results_list: Sequence[dict]) -> list[st
     for c in counts:
         suites += [s for s in c if s not in suites]
     differ = [s for s in suites if len({c[s] for c in counts if s in c}) > 1]
+    per_unit = [text for present, text in ((any(s in ("corruptions",) for s in suites),
+                                            "corruptions: per corruption and severity"),
+                                           (any(s in ATTACK_SUITES for s in suites),
+                                            "attacks: per attack setting")) if present]
+    unit = f" ({'; '.join(per_unit)})" if per_unit else ""
     if not differ:
         merged = {s: next(c[s] for c in counts if s in c) for s in suites}
-        return ["", f"Images: {_counts_text(merged)} (corruptions: per corruption and severity; "
-                "attacks: per attack setting)."]
+        return ["", f"Images: {_counts_text(merged)}{unit}."]
     per_model = "; ".join(f"{lab}: {_counts_text(c)}" for lab, c in zip(labels, counts) if c)
     return ["", f"**Note: the models were scored on different numbers of images in {', '.join(differ)} "
             f"(runs with different --limit?); their figures are not directly comparable.** "
             f"Images: {per_model}."]
 
 
-def markdown_report(results_list: Sequence[dict]) -> str:
-    """Markdown: a summary table (one row per model) with the images each suite used, then
-    per-corruption and per-readout tables. Demo summaries stand for each of their models."""
+def _data_line(labels: Sequence[str], results_list: Sequence[dict]) -> list[str]:
+    """``Data: embedded, test split.``: the data and split the models were scored on (from
+    ``bioattn eval``'s results; nothing for results that do not say)."""
+    described = []
+    for lab, r in zip(labels, results_list):
+        info = r.get("model") or {}
+        if info.get("data") or info.get("split"):
+            text = ", ".join(p for p in (str(info.get("data") or ""),
+                                         f"{info['split']} split" if info.get("split") else "") if p)
+            described.append((lab, text))
+    if not described:
+        return []
+    if len({text for _, text in described}) == 1 and len(described) == len(results_list):
+        return [f"Data: {described[0][1]}.", ""]
+    return ["Data: " + "; ".join(f"{lab}: {text}" for lab, text in described) + ".", ""]
+
+
+def _glimpse_note(labels: Sequence[str], results_list: Sequence[dict]) -> str | None:
+    """Where the multi-readout models' headline figures are read."""
+    read, aimed = [], []
+    for lab, r in zip(labels, results_list):
+        per = ((r.get("results") or {}).get("clean") or {}).get("per_readout_top1") or []
+        trained = (r.get("model") or {}).get("trained_glimpses")
+        if len(per) > 1:
+            at = headline_readout(r, per) + 1
+            why = "its trained number of glimpses" if trained == at else "the last run"
+            read.append(f"{lab} after readout {at} of {len(per)} ({why})")
+        for suite in ATTACK_SUITES:
+            for run in ((r.get("results") or {}).get(suite) or {}).get("runs", []):
+                if run.get("attack_readout") and f"{lab}: {run['attack_readout']}" not in aimed:
+                    aimed.append(f"{lab}: {run['attack_readout']}")
+    if not read and not aimed:
+        return None
+    text = []
+    if read:
+        text.append(f"Models with several readouts (glimpses or passes) are read at one: {'; '.join(read)}. "
+                    f"'{CURVE}' lists top-1 after each readout, the one read in bold.")
+    if aimed:
+        text.append(f"Attacks aimed at one readout are read there ({'; '.join(aimed)}).")
+    return " ".join(text)
+
+
+def _notes(labels: Sequence[str], results_list: Sequence[dict], columns: Sequence[str]) -> list[str]:
+    """The notes under the summary table, one for each kind of figure it shows."""
+    suites = {suite for r in results_list for suite, column, value in summary_entries(r)
+              if column in columns}
+    notes = []
+    percent = [what for present, what in (
+        (any(c in ("top-1", "top-5") or c.endswith(" top-1") for c in columns), "top-1"),
+        ("mIoU" in columns or "corrupted mIoU" in columns, "mIoU and pixel accuracy"),
+        ("mAP" in columns, "mAP and F1"),
+        (any(c.endswith("(%)") for c in columns), "shares and win rates")) if present]
+    if percent:
+        notes.append(f"Figures in % ({', '.join(percent)}).")
+    if "corruptions" in suites:
+        notes.append("Corrupted: the mean over the corruptions and severities evaluated (tables below).")
+    if "mCE" in columns or "relative mCE" in columns:
+        notes.append("mCE x100: corruption errors normalised by the baseline model's; relative mCE: the drop "
+                     "from clean top-1, normalised by the baseline's drop.")
+    if "ImageNet-C mCE" in columns:
+        notes.append("ImageNet-C mCE x100: corruption errors normalised by AlexNet's.")
+    if suites & set(ATTACK_SUITES):
+        notes.append("Attacks: top-1 on white-box adversarial images, eps on pixels in [0, 1]; EOTn: each "
+                     "gradient averaged over n passes of a model that samples.")
+    if "steering" in suites and any(c.endswith("(points)") for c in columns):
+        notes.append("Steering: shift in percentage points.")
+    glimpses = _glimpse_note(labels, results_list)
+    if glimpses:
+        notes.append(glimpses)
+    return ["", *notes] if notes else []
+
+
+def markdown_report(results_list: Sequence[dict], figures: Sequence[tuple[str, str]] = ()) -> str:
+    """Markdown: the data and split, a summary table (one row per model, one column per figure
+    measured for at least one of them) with the images each suite used and notes on the suites
+    that ran, the ``figures`` (``(title, file)`` pairs, linked), then per-corruption and
+    per-readout tables. Demo summaries stand for each of their models."""
     results_list = expand_results(results_list)
     if not results_list:
         raise BioattnError("no results to report")
     labels = _labels(results_list)
     summaries = [summary_columns(r) for r in results_list]
-    columns: list[str] = []
-    for s in summaries:
-        columns += [c for c in s if c not in columns]
+    columns = _measured_columns(summaries)
     lines = ["# Evaluation", ""]
+    lines += _data_line(labels, results_list)
     lines += _table(["model"] + columns, [[lab] + [_fmt(s.get(c)) for c in columns]
                                           for lab, s in zip(labels, summaries)])
     lines += _image_notes(labels, results_list)
-    lines += ["", "Top-1, errors, shares and win rates in %. Attacks: top-1 on adversarial images at the "
-              "attacked readout (the final prediction unless @readoutN); eps on [0, 1] pixels. mCE x100 "
-              "(ImageNet-C: normalised by AlexNet's errors; generated corruptions: by the baseline "
-              "model's)."]
+    lines += _notes(labels, results_list, columns)
+    if figures:
+        lines += ["", "## Figures", ""]
+        for title, name in figures:
+            lines += [f"![{title}]({name})", ""]
+        lines.pop()
     lines += _dense_tables(labels, results_list)
     for suite in ("imagenet-c", "corruptions"):
         rows, header = [], None
@@ -277,6 +435,8 @@ def markdown_report(results_list: Sequence[dict]) -> str:
                 rows.append([lab, c] + [_fmt(v) for v in sr["top1"][c].values()]
                             + [_fmt(sr["corruption_top1"][c]), _fmt(ce)])
         if rows:
+            if all(row[-1] == "-" for row in rows):  # no baseline: no corruption errors to show
+                header, rows = header[:-1], [row[:-1] for row in rows]
             lines += ["", f"## {suite}: top-1 per corruption and severity", ""]
             lines += _table(header, rows)
     lines += _per_readout_table(
@@ -291,7 +451,7 @@ def markdown_report(results_list: Sequence[dict]) -> str:
         extra_header=["after the first", "uniform random"])
     step_rows = []
     for lab, r in zip(labels, results_list):
-        for suite in ("fgsm", "pgd", "autoattack"):
+        for suite in ATTACK_SUITES:
             for run in (r.get("results", {}).get(suite) or {}).get("runs", []):
                 if len(run.get("per_readout_top1") or []) > 1:
                     step_rows.append((lab, run))
@@ -332,8 +492,8 @@ def _dense_tables(labels: Sequence[str], results_list: Sequence[dict]) -> list[s
 
 
 def _per_readout_table(title: str, rows: Sequence[tuple[str, Sequence[float] | None]],
-                    extra: dict[str, list[str]] | None = None,
-                    extra_header: Sequence[str] = ()) -> list[str]:
+                       extra: dict[str, list[str]] | None = None,
+                       extra_header: Sequence[str] = ()) -> list[str]:
     """A section with one row per model and one column per readout, for models with several."""
     rows = [(lab, values) for lab, values in rows if values and len(values) > 1]
     if not rows:
@@ -354,142 +514,283 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------
-# plots
+# figures
 # ------------------------------------------------------------------------------------------
-def _figure(nrows: int, ncols: int, width: float, height: float, sharey: bool = False):
-    """A matplotlib figure with Agg output, built without pyplot (no global state, no GUI)."""
+def _figure(width: float, height: float):
+    """A matplotlib figure with Agg output and constrained layout (titles, labels and legends
+    kept apart), built without pyplot (no global state, no GUI)."""
     # deferred: matplotlib loads in about a second; only figure writers need it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width * ncols, height * nrows))
+    fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
-    return fig, axes
+    return fig
 
 
-def plot_corruptions(results_list: Sequence[dict], path: str | Path) -> bool:
-    """Top-1 vs severity, one panel per corruption, one line per model (and suite). Returns
-    False (and writes nothing) when no result has corruption figures."""
+def _wrapped(text: str, width: int = 26) -> str:
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+def bars_figure(results_list: Sequence[dict], suite: str):
+    """Bars per model for each of ``suite``'s summary figures (one panel each); None when no
+    model has a number for it."""
+    # deferred: matplotlib loads in about a second; only figure writers need it
+    from matplotlib.ticker import MaxNLocator
+
     results_list = expand_results(results_list)
     labels = _labels(results_list)
-    series: dict[str, list[tuple[str, dict, list[int], list[float]]]] = {}
-    for i, (lab, r) in enumerate(zip(labels, results_list)):
-        for suite in ("imagenet-c", "corruptions"):
-            sr = r.get("results", {}).get(suite)
-            if not sr or not sr.get("top1"):
-                continue
-            name = lab if suite == "imagenet-c" else f"{lab} (generated)"
-            style = {"color": f"C{i % 10}", "linestyle": "-" if suite == "imagenet-c" else "--"}
-            for c, per_sev in sr["top1"].items():
-                sev = sorted(per_sev, key=int)
-                series.setdefault(c, []).append((name, style, [int(s) for s in sev],
-                                                 [per_sev[s] if per_sev[s] is not None else math.nan for s in sev]))
-    if not series:
-        return False
-    n = len(series)
-    ncols = min(5, n)
-    nrows = math.ceil(n / ncols)
-    fig, axes = _figure(nrows, ncols, 3.2, 2.6, sharey=True)
-    for ax, (c, lines) in zip(axes.flat, series.items()):
-        for name, style, xs, ys in lines:
-            ax.plot(xs, ys, marker="o", markersize=4, label=name, **style)
-        ax.set_title(c.replace("_", " "), fontsize=9)
-        ax.set_xticks(range(1, 6))
-        ax.set_ylim(-3, 103)
-        ax.set_xlabel("severity", fontsize=8)
-        ax.grid(alpha=0.3)
-    for ax in axes.flat[n:]:
+    columns = list(dict.fromkeys(c for r in results_list for s, c, _ in summary_entries(r) if s == suite))
+    values = {c: [summary_columns(r).get(c) for r in results_list] for c in columns}
+    numeric = {c: [v if isinstance(v, (int, float)) and not _missing(v) else math.nan for v in vs]
+               for c, vs in values.items()}
+    panels = [c for c in columns if any(math.isfinite(v) for v in numeric[c])]
+    if not panels:
+        return None
+    keep = [k for k in range(len(labels)) if any(math.isfinite(numeric[c][k]) for c in panels)]
+    labels = [labels[k] for k in keep]
+    numeric = {c: [numeric[c][k] for k in keep] for c in panels}
+    ncols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    label_width = max(len(lab) for lab in labels) * 0.07
+    fig = _figure(label_width + 2.6 * ncols, 0.6 + nrows * (0.55 + 0.28 * len(labels)))
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    ys = list(range(len(labels)))
+    for ax, column in zip(axes.flat, panels):
+        xs = numeric[column]
+        ax.barh(ys, [0.0 if not math.isfinite(v) else v for v in xs], color=_colours(len(ys)), height=0.7)
+        finite = [v for v in xs if math.isfinite(v)]
+        high, low = max(finite + [0.0]), min(finite + [0.0])
+        span = (high - low) or 1.0
+        ax.set_xlim(low - (0.02 * span if low < 0 else 0), high + 0.25 * span)
+        for y, v in zip(ys, xs):
+            ax.text(max(v, 0) if math.isfinite(v) else 0, y, f" {v:.1f}" if math.isfinite(v) else " -",
+                    va="center", ha="left", fontsize=7)
+        ax.set_title(_wrapped(column.removeprefix(f"{suite}: ")), fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].set_yticks(ys, labels)
+    axes[0, 0].invert_yaxis()
+    fig.suptitle(suite, fontsize=9)
+    for ax in axes.flat[len(panels):]:
         ax.axis("off")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("top-1 (%)")
-    legend: dict[str, object] = {}
-    for ax in axes.flat[:n]:
-        for handle, name in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(name, handle)
-    _legend_and_save(fig, list(legend.values()), list(legend), path, nrows, panel_height=2.6,
-                     left=0.06, right=0.99, wspace=0.08, hspace=0.6, legend_base=0.65)
-    return True
+    return fig
 
 
-def _legend_and_save(fig, handles, names, path, nrows: int, panel_height: float, left: float,
-                     right: float, wspace: float, hspace: float, legend_base: float) -> None:
-    """One legend under the panels (four entries a row), room left for it, and the PNG written."""
-    legend_rows = math.ceil(len(names) / 4)
-    fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=8)
-    height = panel_height * nrows
-    fig.subplots_adjust(left=left, right=right, top=1 - 0.3 / height, wspace=wspace, hspace=hspace,
-                        bottom=min(0.45, (legend_base + 0.22 * legend_rows) / height))
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), what="plot")
+def corruption_figure(results_list: Sequence[dict]):
+    """Heat maps of top-1 (mIoU for segmenters) under the corruptions, a group of panels per
+    corruption suite: for one model, each corruption (rows) at each severity (columns) and their
+    mean; for several, each model (rows) under each corruption (mean over severities), and at
+    each severity (mean over corruptions) when there were several. None when no result has them."""
+    results_list = expand_results(results_list)
+    labels = _labels(results_list)
+    groups: dict[str, list[tuple[str, dict]]] = {}
+    for lab, r in zip(labels, results_list):
+        for suite in ("imagenet-c", "corruptions"):
+            sr = (r.get("results") or {}).get(suite) or {}
+            table, metric = (sr.get("top1"), "top-1") if sr.get("top1") else (sr.get("miou"), "mIoU")
+            if table:
+                name = f"{metric} (%)" + (" on ImageNet-C" if suite == "imagenet-c" else " under corruptions")
+                groups.setdefault(name, []).append((lab, table))
+    if not groups:
+        return None
+    panels = []  # (title, row names, column names, grid)
+    for name, tables in groups.items():
+        if len(tables) == 1:
+            lab, table = tables[0]
+            severities = sorted({s for per in table.values() for s in per}, key=int)
+            grid = [[_number(per.get(s)) for s in severities] for per in table.values()]
+            columns = [f"severity {s}" for s in severities]
+            if len(severities) > 1:
+                grid, columns = [row + [_mean(row)] for row in grid], columns + ["mean"]
+            panels.append((f"{lab}: {name}", [c.replace("_", " ") for c in table], columns, grid))
+            continue
+        corruptions = list(dict.fromkeys(c for _, table in tables for c in table))
+        severities = sorted({s for _, table in tables for per in table.values() for s in per}, key=int)
+        by_corruption = [[_mean([_number(v) for v in table.get(c, {}).values()]) for c in corruptions]
+                         for _, table in tables]
+        panels.append((f"{name}, mean over severities", [lab for lab, _ in tables],
+                       [c.replace("_", " ") for c in corruptions] + ["mean"],
+                       [row + [_mean(row)] for row in by_corruption]))
+        if len(severities) > 1:
+            panels.append((f"{name}, mean over corruptions", [lab for lab, _ in tables],
+                           [f"severity {s}" for s in severities],
+                           [[_mean([_number(table[c].get(s)) for c in table]) for s in severities]
+                            for _, table in tables]))
+    width = sum(0.42 * len(cols) + 0.6 for _, _, cols, _ in panels)
+    label_width = max(len(name) for _, rows, _, _ in panels for name in rows) * 0.07
+    label_height = max(len(name) for _, _, cols, _ in panels for name in cols) * 0.075
+    height = max(len(rows) for _, rows, _, _ in panels) * 0.3 + 1.0 + label_height
+    fig = _figure(width + label_width * len(panels) + 1.0, height)
+    axes = fig.subplots(1, len(panels), squeeze=False,
+                        width_ratios=[len(cols) for _, _, cols, _ in panels])[0]
+    image = None
+    for ax, (title, rows, cols, grid) in zip(axes, panels):
+        image = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                if math.isfinite(v):
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6,
+                            color="black" if v > 60 else "white")
+        ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=90)
+        ax.set_yticks(range(len(rows)), rows, fontsize=7)
+        ax.set_title(_wrapped(title, max(24, int(6 * len(cols)))), fontsize=8)
+    fig.colorbar(image, ax=list(axes), shrink=0.8, label="%")
+    return fig
 
 
-def plot_attack_readouts(results_list: Sequence[dict], path: str | Path) -> bool:
-    """Top-1 at every readout (pass / glimpse) under attack, one panel per attack setting, one
-    colour per model (solid: attacked, dashed: clean). Returns False when no result has more
-    than one step."""
+def _colours(n: int) -> list:
+    """``n`` distinct colours: matplotlib's ten, or twenty paler ones beyond ten."""
+    if n <= 10:
+        return [f"C{k}" for k in range(n)]
+    # deferred: matplotlib loads in about a second; only figure writers need it
+    from matplotlib import colormaps
+
+    return [colormaps["tab20"](k % 20) for k in range(n)]
+
+
+def _number(value) -> float:
+    return math.nan if _missing(value) else float(value)
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def readouts_figure(results_list: Sequence[dict]):
+    """Top-1 after every readout (glimpse or pass): a panel of clean top-1, then one per attack
+    setting (solid: attacked, dashed: clean), a colour per model, a dot where the headline is
+    read. None when no model has more than one readout."""
     # deferred: matplotlib loads in about a second; only figure writers need it
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     results_list = expand_results(results_list)
     labels = _labels(results_list)
-    panels: dict[str, list[tuple[int, dict]]] = {}
+    panels: dict[str, list[tuple[int, list, list | None, int]]] = {}
     for i, r in enumerate(results_list):
-        for suite in ("fgsm", "pgd", "autoattack"):
-            for run in (r.get("results", {}).get(suite) or {}).get("runs", []):
-                if len(run.get("per_readout_top1") or []) > 1:
-                    panels.setdefault(attack_label(run), []).append((i, run))
+        per = ((r.get("results") or {}).get("clean") or {}).get("per_readout_top1") or []
+        if len(per) > 1:
+            panels.setdefault("clean", []).append((i, per, None, headline_readout(r, per)))
+        for suite in ATTACK_SUITES:
+            for run in ((r.get("results") or {}).get(suite) or {}).get("runs", []):
+                attacked = run.get("per_readout_top1") or []
+                if len(attacked) > 1:
+                    at = run["attack_readout"] - 1 if run.get("attack_readout") else headline_readout(r, attacked)
+                    panels.setdefault(attack_label(run), []).append(
+                        (i, attacked, run.get("per_readout_clean_top1"), at))
     if not panels:
-        return False
-    n = len(panels)
-    ncols = min(3, n)
-    nrows = math.ceil(n / ncols)
-    fig, axes = _figure(nrows, ncols, 4.2, 3.2)
-    used: list[int] = []
-    for ax, (title, runs) in zip(axes.flat, panels.items()):
-        for i, run in runs:
-            steps = list(range(1, len(run["per_readout_top1"]) + 1))
-            color = f"C{i % 10}"
-            ax.plot(steps, [v if v is not None else math.nan for v in run["per_readout_top1"]],
-                    marker="o", markersize=3, color=color)
-            ax.plot(steps, [v if v is not None else math.nan for v in run["per_readout_clean_top1"]],
-                    linestyle="--", color=color, alpha=0.6)
-            if i not in used:
-                used.append(i)
-            if run.get("attack_readout"):
-                ax.axvline(run["attack_readout"], color="grey", linewidth=0.8, linestyle=":")
+        return None
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    used = list(dict.fromkeys(i for lines in panels.values() for i, *_ in lines))
+    colours = _colours(len(used))
+    fig = _figure(3.6 * ncols, 2.9 * nrows + 0.5 + 0.18 * math.ceil((len(used) + 3) / 4))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, (title, lines) in zip(axes.flat, panels.items()):
+        for i, values, clean, at in lines:
+            steps = list(range(1, len(values) + 1))
+            colour = colours[used.index(i)]
+            ax.plot(steps, [_number(v) for v in values], marker="o", markersize=3, color=colour)
+            ax.plot([at + 1], [_number(values[at])], marker="o", markersize=7, color=colour, mfc="none")
+            if clean:
+                ax.plot(steps, [_number(v) for v in clean], linestyle="--", color=colour, alpha=0.6)
         ax.set_title(title, fontsize=9)
         ax.set_ylim(-3, 103)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("readout (pass or glimpse)")
-        ax.set_ylabel("top-1 (%)")
+        ax.set_xlabel("readout (glimpse or pass)", fontsize=8)
+        ax.set_ylabel("top-1 (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in axes.flat[n:]:
+    for ax in axes.flat[len(panels):]:
         ax.axis("off")
-    handles = [Line2D([], [], color=f"C{i % 10}") for i in used]
-    handles += [Line2D([], [], color="black"), Line2D([], [], color="black", linestyle="--")]
-    names = [labels[i] for i in used] + ["attacked", "clean"]
-    _legend_and_save(fig, handles, names, path, nrows, panel_height=3.2,
-                     left=0.08, right=0.98, wspace=0.3, hspace=0.5, legend_base=0.7)
+    handles = [Line2D([], [], color=colour) for colour in colours]
+    names = [labels[i] for i in used]
+    if len(panels) > 1 or "clean" not in panels:
+        handles += [Line2D([], [], color="black"), Line2D([], [], color="black", linestyle="--")]
+        names += ["attacked", "clean"]
+    handles.append(Line2D([], [], color="black", marker="o", mfc="none", linestyle="none"))
+    names.append("read in the summary")
+    fig.legend(handles, names, loc="outside lower center", ncols=min(4, len(names)), fontsize=8, frameon=False)
+    return fig
+
+
+def report_figures(results_list: Sequence[dict]) -> list[tuple[str, str, Callable[[], Any]]]:
+    """The figures a report of ``results_list`` has, as ``(file suffix, title, builder)``: bars
+    per model for each suite with figures, a heat map for the corruption suites
+    (:data:`PLOT_CORRUPTIONS`), and top-1 after every readout (:data:`PLOT_READOUTS`) for
+    models with several. A builder returns the matplotlib figure (None when it has nothing to
+    draw)."""
+    results_list = expand_results(results_list)
+    suites = list(dict.fromkeys(s for r in results_list for s, _, _ in summary_entries(r)))
+    figures: list[tuple[str, str, Callable[[], Any]]] = []
+    for suite in suites:
+        if suite in ("corruptions", "imagenet-c"):
+            continue
+        values = [v for r in results_list for s, _, v in summary_entries(r) if s == suite]
+        if any(isinstance(v, (int, float)) and not _missing(v) for v in values):
+            figures.append((f"{suite}.png", f"{suite}: per model",
+                            lambda suite=suite: bars_figure(results_list, suite)))
+    if any((r.get("results") or {}).get(s, {}).get(key) for r in results_list
+           for s in ("corruptions", "imagenet-c") for key in ("top1", "miou")):
+        figures.append((PLOT_CORRUPTIONS, "top-1 per corruption and severity",
+                        lambda: corruption_figure(results_list)))
+    if any(len(values) > 1 for r in results_list for values in _per_readout_lists(r)):
+        figures.append((PLOT_READOUTS, "top-1 after every glimpse or pass", lambda: readouts_figure(results_list)))
+    return figures
+
+
+def _per_readout_lists(results: dict) -> list[list]:
+    """The lists of one figure per readout in one results dict: clean top-1 and each attack
+    run's top-1."""
+    res = results.get("results") or {}
+    lists = [(res.get("clean") or {}).get("per_readout_top1") or []]
+    lists += [run.get("per_readout_top1") or [] for s in ATTACK_SUITES for run in (res.get(s) or {}).get("runs", [])]
+    return lists
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG, atomically."""
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), what="plot")
+    return path
+
+
+def plot_corruptions(results_list: Sequence[dict], path: str | Path) -> bool:
+    """The corruption heat map (:func:`corruption_figure`) written to ``path``; False (and
+    nothing written) when no result has corruption figures."""
+    fig = corruption_figure(results_list)
+    if fig is None:
+        return False
+    save_figure(fig, path)
+    return True
+
+
+def plot_attack_readouts(results_list: Sequence[dict], path: str | Path) -> bool:
+    """Top-1 after every readout (:func:`readouts_figure`) written to ``path``; False when no
+    result has more than one readout."""
+    fig = readouts_figure(results_list)
+    if fig is None:
+        return False
+    save_figure(fig, path)
     return True
 
 
 def write_report(results_list: Sequence[dict], out_dir: str | Path, stem: str = "report") -> list[Path]:
-    """``<stem>.md`` and the plots that apply, in ``out_dir``; returns the files written. Every
-    target is checked (:func:`bioattn.fileio.check_output_file`) before anything is written."""
+    """``<stem>.md`` and its figures (:func:`report_figures`) as ``<stem>_<suffix>``, in
+    ``out_dir``; returns the files written. Every target is checked
+    (:func:`bioattn.fileio.check_output_file`) before anything is written."""
     results_list = expand_results(results_list)
     out_dir = Path(out_dir)
-    written = [out_dir / f"{stem}.md"]
-    corr = out_dir / f"{stem}_{PLOT_CORRUPTIONS}"
-    steps = out_dir / f"{stem}_{PLOT_READOUTS}"
+    markdown = out_dir / f"{stem}.md"
+    planned = [(out_dir / f"{stem}_{suffix}", title, build) for suffix, title, build in report_figures(results_list)]
     if out_dir.is_dir():
-        for target in (written[0], corr, steps):
+        for target in [markdown, *(path for path, _, _ in planned)]:
             check_output_file(target, "report file")
-    text = markdown_report(results_list)
+    figures = [(path, title, fig) for path, title, build in planned if (fig := build()) is not None]
+    text = markdown_report(results_list, figures=[(title, path.name) for path, title, _ in figures])
     output_folder(out_dir, "report folder")
-    atomic_write_text(written[0], text, what="report file")
-    if plot_corruptions(results_list, corr):
-        written.append(corr)
-    if plot_attack_readouts(results_list, steps):
-        written.append(steps)
-    return written
+    atomic_write_text(markdown, text, what="report file")
+    return [markdown] + [save_figure(fig, path) for path, _, fig in figures]

@@ -148,6 +148,7 @@ def segmentation_corruptions(
     stride=None,
     device: torch.device | str = "cpu",
     ignore_index: int = IGNORE_INDEX,
+    progress: Callable[[int], None] | None = None,
 ) -> dict:
     """mIoU (percent) of ``model`` on ``dataset`` clean and under each corruption and severity.
 
@@ -156,7 +157,8 @@ def segmentation_corruptions(
     functions, a seed per image, corruption and severity), normalised again and segmented; the
     labels are unchanged. ``limit`` images are spread evenly over the set. Returns
     ``clean_miou``, ``miou`` (corruption -> severity -> mIoU), ``corruption_miou`` (mean over
-    severities), ``mean_miou`` (over corruptions), and ``n``.
+    severities), ``mean_miou`` (over corruptions), and ``n``. ``progress(n)`` is called with
+    the batch's number of images after each corruption and severity of a batch.
     """
     corruptions = check_corruption_names(corruptions)
     severities = check_severities(severities)
@@ -184,6 +186,8 @@ def segmentation_corruptions(
                     seeds = [image_seed(seed, c, s, seen + i) for i in range(n)]
                     x = pixels.from_uint8(corrupter.corrupt(raw, c, s, seeds)).to(device)
                     meter.update(infer(model, x), labels)
+                    if progress is not None:
+                        progress(n)
                 seen += n
     finally:
         model.train(was_training)

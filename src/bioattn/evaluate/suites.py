@@ -42,7 +42,7 @@ from ..specs import data_folders
 from ..tasks.base import Task
 from ..tasks.registry import task_of_model
 from . import glimpses, human_fixations, multilabel, segmentation, steering
-from .attacks import check_attack_args, evaluate_attack
+from .attacks import check_attack_args, evaluate_attack, gradient_passes
 from .clean import evaluate_clean
 from .corruptions import evaluate_corruptions
 from .glimpses import ScanPaths, scan_paths_path
@@ -56,7 +56,7 @@ from .imagenet import (
     wnid_folder,
 )
 from .mce import CORRUPTIONS, SEVERITIES, check_corruption_names, check_severities
-from .report import write_report, write_results
+from .report import format_eps, write_report, write_results
 from .runtime import as_dataset, is_stochastic, make_loader
 
 DATA_SUITES = ("clean", "corruptions", "fgsm", "pgd", "autoattack", "glimpses")
@@ -145,9 +145,11 @@ def _resolve_img_size(model: nn.Module, img_size: int | None) -> int:
 
 
 def _model_info(model: nn.Module) -> dict:
+    """What the report says of a model; a glimpse model's ``trained_glimpses`` is its own number
+    of glimpses (from its configuration or checkpoint), the one its headline figures are read at."""
     inner = unwrap(model)
     cfg = getattr(inner, "pretrained_cfg", None) or {}
-    return {
+    info = {
         "name": cfg.get("architecture") or type(inner).__name__,
         "class": type(inner).__name__,
         "num_params": sum(p.numel() for p in inner.parameters()),
@@ -155,6 +157,12 @@ def _model_info(model: nn.Module) -> dict:
         "multi_readout": has_readouts(model),
         "stochastic": is_stochastic(model),
     }
+    glimpses = getattr(inner, "num_glimpses", None)
+    if isinstance(inner, Glimpsing) and isinstance(glimpses, int):
+        info["trained_glimpses"] = glimpses
+        if getattr(inner, "train_glimpses", None):
+            info["train_glimpses_range"] = list(inner.train_glimpses)
+    return info
 
 
 def run_suites(
@@ -321,30 +329,39 @@ def _step_size(s: SuiteSettings, eps: float) -> float | None:
 def _jsonable_settings(s: SuiteSettings) -> dict:
     d = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)}
     d = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in d.items()}
-    if d["steering_data"] is not None and not isinstance(d["steering_data"], (str, int, float)):
-        d["steering_data"] = type(s.steering_data).__name__
+    for key in ("steering_data", "steering_validation_data"):
+        if d[key] is not None and not isinstance(d[key], (str, int, float)):
+            d[key] = type(d[key]).__name__
     return d
 
 
 # ------------------------------------------------------------------------------------------
 # suite runners
 # ------------------------------------------------------------------------------------------
+LIMIT_HINT = "--limit N for fewer images"
+
+
+def _images_bar(ctx: _Context, suite: str, n: int):
+    """The progress of a suite that goes once over ``n`` images."""
+    return progress_bar(suite, n, ctx.settings.progress, unit="images", size=f"{n} images", hint=LIMIT_HINT)
+
+
 def _run_clean(ctx: _Context, suite: str) -> dict:
     loader, n = ctx.loader()
-    with progress_bar(suite, n, ctx.settings.progress) as advance:
+    with _images_bar(ctx, suite, n) as advance:
         return evaluate_clean(ctx.model, loader, ctx.device, progress=advance, readouts=ctx.settings.readouts)
 
 
 def _run_segmentation_clean(ctx: _Context, suite: str) -> dict:
     loader, n = ctx.loader()
-    with progress_bar(suite, n, ctx.settings.progress) as advance:
+    with _images_bar(ctx, suite, n) as advance:
         return segmentation.evaluate_segmentation(ctx.model, loader, ctx.num_classes, device=ctx.device,
                                                   progress=advance, **ctx.segmentation_window())
 
 
 def _run_multilabel_clean(ctx: _Context, suite: str) -> dict:
     loader, n = ctx.loader()
-    with progress_bar(suite, n, ctx.settings.progress) as advance:
+    with _images_bar(ctx, suite, n) as advance:
         return multilabel.evaluate_multilabel(ctx.model, loader, ctx.num_classes, ctx.device, progress=advance)
 
 
@@ -352,13 +369,32 @@ def _corruptions_chosen(s: SuiteSettings) -> tuple[list[str], list[int]]:
     return check_corruption_names(s.corruptions or CORRUPTIONS), check_severities(s.severities or SEVERITIES)
 
 
+def _corruptions_bar(ctx: _Context, suite: str, corruptions: Sequence[str], severities: Sequence[int], n: int):
+    """The progress of a corruption suite, in corrupted images, with its size in words and the
+    settings that shorten it (``--severities``, ``--corruptions``, ``--limit``)."""
+    hints = []
+    if len(severities) > 1:
+        hints.append(f"--severities {severities[len(severities) // 2]} for one severity")
+    if len(corruptions) > 1:
+        hints.append("--corruptions for fewer corruptions")
+    hints.append(LIMIT_HINT)
+    size = (f"{len(corruptions)} corruption{'s' if len(corruptions) > 1 else ''} x {len(severities)} "
+            f"severit{'ies' if len(severities) > 1 else 'y'} x {n} images")
+    if ctx.baseline is not None:
+        size += ", each seen by the model and its baseline"
+    return progress_bar(suite, n * len(corruptions) * len(severities), ctx.settings.progress, unit="images",
+                        size=size, hint=", ".join(hints))
+
+
 def _run_segmentation_corruptions(ctx: _Context, suite: str) -> dict:
     s = ctx.settings
     corruptions, severities = _corruptions_chosen(s)
-    return segmentation.segmentation_corruptions(
-        ctx.model, ctx.dataset, corruptions, severities, num_classes=ctx.num_classes, pixels=ctx.pixels(),
-        batch_size=s.batch_size, limit=s.limit, workers=s.workers, seed=s.seed, device=ctx.device,
-        **ctx.segmentation_window())
+    n = len(spread_indices(len(ctx.dataset), s.limit))
+    with _corruptions_bar(ctx, suite, corruptions, severities, n) as advance:
+        return segmentation.segmentation_corruptions(
+            ctx.model, ctx.dataset, corruptions, severities, num_classes=ctx.num_classes, pixels=ctx.pixels(),
+            batch_size=s.batch_size, limit=s.limit, workers=s.workers, seed=s.seed, device=ctx.device,
+            progress=advance, **ctx.segmentation_window())
 
 
 def _run_corruptions(ctx: _Context, suite: str) -> dict:
@@ -366,7 +402,7 @@ def _run_corruptions(ctx: _Context, suite: str) -> dict:
     corruptions, severities = _corruptions_chosen(s)
     pixels = ctx.pixels()
     loader, n = ctx.loader()
-    with progress_bar(suite, n * len(corruptions) * len(severities), s.progress) as advance:
+    with _corruptions_bar(ctx, suite, corruptions, severities, n) as advance:
         return evaluate_corruptions(ctx.model, loader, pixels, corruptions, severities,
                                     baseline=ctx.baseline, workers=s.workers, device=ctx.device,
                                     seed=s.seed, readouts=s.readouts, progress=advance)
@@ -385,7 +421,10 @@ def _run_imagenet_c(ctx: _Context, suite: str) -> dict:
     loaders = {key: ctx.loader(ds) for key, ds in sets.items()}
     top1: dict[str, dict[str, float]] = {}
     counts: dict[str, dict[str, int]] = {}
-    with progress_bar(suite, sum(n for _, n in loaders.values()), s.progress) as advance:
+    total = sum(n for _, n in loaders.values())
+    with progress_bar(suite, total, s.progress, unit="images",
+                      size=f"{len(loaders)} corruption and severity folders, {total} images",
+                      hint=f"--severities, --corruptions or {LIMIT_HINT}") as advance:
         for (c, sev), (loader, _) in loaders.items():
             r = evaluate_classes(ctx.model, loader, None, ctx.device, s.readouts, suite, advance)
             top1.setdefault(c, {})[str(sev)] = r["top1"]
@@ -406,7 +445,7 @@ def _run_imagenet_folder(ctx: _Context, suite: str) -> dict:
                           skip_bad_images=s.skip_bad_images)
     indices = imagenet_subset_indices(suite)
     loader, n = ctx.loader(dataset)
-    with progress_bar(suite, n, s.progress) as advance:
+    with _images_bar(ctx, suite, n) as advance:
         r = evaluate_classes(ctx.model, loader, indices, ctx.device, s.readouts, suite, advance)
     return {"root": str(root), "img_size": size,
             "classes": 1000 if indices is None else len(indices), **r}
@@ -422,7 +461,7 @@ def _run_attack(ctx: _Context, suite: str) -> dict:
     if suite != "autoattack" and (stochastic or (s.eot or 1) > 1):
         eots.append(s.eot if s.eot and s.eot > 1 else DEFAULT_EOT)
     runs = []
-    with progress_bar(suite, n * len(s.eps) * len(eots), s.progress) as advance:
+    with _attack_bar(ctx, suite, n, len(loader), eots) as advance:
         for eps in s.eps:
             for eot in eots:
                 torch.manual_seed(s.seed)
@@ -436,6 +475,24 @@ def _run_attack(ctx: _Context, suite: str) -> dict:
     return {"stochastic": stochastic, "runs": runs}
 
 
+def _attack_bar(ctx: _Context, suite: str, n: int, batches: int, eots: Sequence[int]):
+    """The progress of an attack suite: FGSM and PGD count forward and backward passes (one per
+    iteration and EOT sample), so a long attack moves at every iteration; AutoAttack counts
+    images."""
+    s = ctx.settings
+    budgets = f"{len(s.eps)} eps" if len(s.eps) > 1 else f"eps {format_eps(float(s.eps[0]))}"
+    if suite == "autoattack":
+        return progress_bar(suite, n * len(s.eps), s.progress, unit="images",
+                            size=f"{n} images x {budgets}", hint=LIMIT_HINT)
+    passes = [gradient_passes(suite, s.attack_iters, s.restarts, eot) for eot in eots]
+    steps = "1 step" if suite == "fgsm" else f"{s.attack_iters} iterations"
+    if suite != "fgsm" and s.restarts > 1:
+        steps += f" x {s.restarts} restarts"
+    runs = " and ".join(steps if eot == 1 else f"{steps} x EOT{eot}" for eot in eots)
+    return progress_bar(suite, batches * len(s.eps) * sum(passes), s.progress, unit="passes",
+                        size=f"{n} images x {budgets}, {runs}", hint=LIMIT_HINT)
+
+
 def _steering_data(ctx: _Context) -> Any:
     data = ctx.settings.steering_data if ctx.settings.steering_data is not None else ctx.dataset
     if data is None:
@@ -444,8 +501,28 @@ def _steering_data(ctx: _Context) -> Any:
 
 
 def _run_steering(ctx: _Context, suite: str) -> dict:
-    return steering.steering_score_dataset(ctx.model, _steering_data(ctx), device=ctx.device,
-                                           limit=ctx.settings.limit, batch_size=ctx.settings.batch_size)
+    """The per-image steering benchmark (:func:`bioattn.evaluate.steering.steering_benchmark`)
+    under a protocol fixed before the scored pairs are seen: the given ``prior_scale`` (and
+    ``map_threshold``), else the one chosen on the validation pairs
+    (``steering_validation_data``), else the authors' demo (scale 40, raw map)."""
+    s = ctx.settings
+    pairs = _steering_data(ctx)
+    steering.check_pairs(pairs)
+    steering.check_steerable(ctx.model)
+    if s.prior_scale is not None:
+        protocol = steering.fixed_protocol(s.prior_scale, s.map_threshold)
+    elif s.steering_validation_data is not None:
+        thresholds = steering.MAP_THRESHOLDS if s.map_threshold is None else (s.map_threshold,)
+        protocol = steering.choose_prior_scale(ctx.model, s.steering_validation_data, thresholds=thresholds,
+                                               limit=s.steering_validation, batch_size=s.batch_size,
+                                               device=ctx.device)
+        if s.steering_validation_data is pairs:
+            protocol["chosen_on"] = "validation pairs (the scored pairs themselves)"
+    else:
+        protocol = steering.fixed_protocol(threshold=s.map_threshold)
+    result = steering.steering_benchmark(ctx.model, pairs, protocol=protocol, limit=s.limit,
+                                         batch_size=s.batch_size, device=ctx.device)
+    return steering.jsonable(result)
 
 
 def _run_segmentation_steering(ctx: _Context, suite: str) -> dict:
@@ -462,7 +539,7 @@ def _run_fixations(ctx: _Context, suite: str) -> dict:
     size = _resolve_img_size(ctx.model, ctx.img_size)
     n = len(load_fixation_dataset(s.fixations))
     n = n if s.limit is None else min(n, s.limit)
-    with progress_bar(suite, n, s.progress) as advance:
+    with _images_bar(ctx, suite, n) as advance:
         return human_fixations.evaluate_fixations(ctx.model, s.fixations, size, pixels.mean_list,
                                                   pixels.std_list, device=ctx.device, limit=s.limit,
                                                   seed=s.seed, progress=advance)
@@ -471,7 +548,7 @@ def _run_fixations(ctx: _Context, suite: str) -> dict:
 def _run_glimpses(ctx: _Context, suite: str) -> dict:
     s = ctx.settings
     n = len(ctx.dataset) if s.limit is None else min(len(ctx.dataset), s.limit)
-    with progress_bar(suite, n, s.progress) as advance:
+    with _images_bar(ctx, suite, n) as advance:
         return glimpses.fixations_on_mask_dataset(ctx.model, ctx.dataset, glimpses=s.readouts, limit=s.limit,
                                                   batch_size=s.batch_size, device=ctx.device,
                                                   progress=advance, scan_paths=ctx.scan_paths)
@@ -480,7 +557,7 @@ def _run_glimpses(ctx: _Context, suite: str) -> dict:
 def _run_multilabel_glimpses(ctx: _Context, suite: str) -> dict:
     s = ctx.settings
     n = len(ctx.dataset) if s.limit is None else min(len(ctx.dataset), s.limit)
-    with progress_bar(suite, n, s.progress) as advance:
+    with _images_bar(ctx, suite, n) as advance:
         return multilabel.object_fixations_dataset(ctx.model, base_dataset(ctx.dataset), glimpses=s.readouts,
                                                    limit=s.limit, batch_size=s.batch_size, device=ctx.device,
                                                    progress=advance)
@@ -508,7 +585,7 @@ def evaluate_checkpoint(
     model_name: str | None = None,
     model_args: dict | None = None,
     data: str | None = None,
-    split: str = "val",
+    split: str = "test",
     img_size: int | None = None,
     baseline_checkpoint: str | Path | None = None,
     baseline_model: str | None = None,
@@ -518,7 +595,9 @@ def evaluate_checkpoint(
 ) -> dict:
     """Load a checkpoint (model name and arguments from its metadata unless given), build the
     data set ``data`` (``embedded``, ``embedded:pair`` or an ImageNet-style folder) at the
-    checkpoint's input size and normalisation, and run :func:`run_suites`. With ``out``, write
+    checkpoint's input size and normalisation, and run :func:`run_suites` on its ``split`` (the
+    test split unless told otherwise; sets whose test labels are not public give their val
+    split). With ``out``, write
     the results JSON there, and the Markdown table and plots next to it (same stem), and a glimpse
     model's fixations as ``<stem>.fixations.csv``. ``settings`` and keyword ``overrides`` are the
     suites' settings, as for :func:`run_suites`. A ``preset`` setting adds its suites and, for
@@ -582,6 +661,10 @@ def evaluate_checkpoint(
         inputs = InputConfig(img_size, tuple(mean), tuple(std))
         steering_data = task.build_dataset(str(spec), split, inputs, train=False)
         settings = dataclasses.replace(settings, steering_data=steering_data)
+        if task.name == "classification" and settings.prior_scale is None and settings.steering_validation_data is None:
+            # the steering protocol is chosen on the validation pairs, never on the scored ones
+            validation = steering_data if split == "val" else task.build_dataset(str(spec), "val", inputs, train=False)
+            settings = dataclasses.replace(settings, steering_validation_data=validation)
 
     baseline = None
     if baseline_checkpoint is not None or baseline_model is not None:

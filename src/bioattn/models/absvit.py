@@ -41,12 +41,14 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import BioattnError
 from ..protocol import ModelOutput
 from .common import (
+    CONV_STEM_FIRST_CONV,
     MICRO_CFG,
     ViTConventions,
     check_image_batch,
     check_output_fmt,
     check_weights_source,
     checkpoint_filter_fn,
+    conv_stem_embed,
     embed_tokens,
     model_cfg,
     take_indices,
@@ -515,10 +517,10 @@ class AbSViT(ViTConventions, VisionTransformer):
 # registry
 # ------------------------------------------------------------------------------------------
 def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return model_cfg(fixed_input_size=True, first_conv="patch_embed.proj", classifier="head",
-                     paper_ids="arXiv:2303.13043",
-                     paper_name="Top-Down Visual Attention from Analysis by Synthesis",
-                     origin_url="https://github.com/bfshi/AbSViT", **kwargs)
+    return model_cfg(**{"fixed_input_size": True, "first_conv": "patch_embed.proj", "classifier": "head",
+                        "paper_ids": "arXiv:2303.13043",
+                        "paper_name": "Top-Down Visual Attention from Analysis by Synthesis",
+                        "origin_url": "https://github.com/bfshi/AbSViT", **kwargs})
 
 
 default_cfgs = generate_default_cfgs({
@@ -529,6 +531,10 @@ default_cfgs = generate_default_cfgs({
     **zoo_cfgs("absvit_micro_patch8_64", _cfg(**MICRO_CFG)),
     "vit_tiny_patch8_224_gap": _cfg(),
     **zoo_cfgs("vit_micro_patch8_64", _cfg(**MICRO_CFG)),
+    **zoo_cfgs("absvit_micro_convstem_64", _cfg(**MICRO_CFG, first_conv=CONV_STEM_FIRST_CONV,
+                                                     paper_ids="arXiv:2303.13043,arXiv:2106.14881")),
+    **zoo_cfgs("vit_micro_convstem_64", _cfg(**MICRO_CFG, first_conv=CONV_STEM_FIRST_CONV,
+                                                   paper_ids="arXiv:2303.13043,arXiv:2106.14881")),
 })
 
 _TINY = dict(embed_dim=192, depth=12, num_heads=3)
@@ -537,6 +543,9 @@ _BASE = dict(embed_dim=768, depth=12, num_heads=12)
 # Average pooling, as in the ``_gap`` models: every patch token then feeds the classifier, so the
 # patch tokens are trained against the classifier rows that class priors are made of.
 _MICRO = dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3, global_pool="avg")
+# the micro layout with a convolutional stem in place of the 8x8 patch projection (three 3x3
+# stride-2 convolutions, then 1x1): the same 8x8 token grid, each token seeing its neighbourhood
+_MICRO_CONV_STEM = dict(_MICRO, embed_layer=conv_stem_embed)
 
 
 def _create(cls: type, variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> nn.Module:
@@ -583,6 +592,13 @@ def absvit_micro_patch8_64(pretrained: bool = False, **kwargs: Any) -> AbSViT:
 
 
 @register_model
+def absvit_micro_convstem_64(pretrained: bool = False, **kwargs: Any) -> AbSViT:
+    """The micro AbSViT with a convolutional stem (Xiao et al., arXiv:2106.14881) in place of the
+    8x8 patch projection: same 8x8 token grid, blocks and pooling."""
+    return _create(AbSViT, "absvit_micro_convstem_64", pretrained, dict(_MICRO_CONV_STEM), kwargs)
+
+
+@register_model
 def vit_tiny_patch8_224_gap(pretrained: bool = False, **kwargs: Any) -> ViT:
     """ViT-Ti/8 with average pooling: the feedforward twin of ``absvit_tiny_patch8_224_gap``."""
     args = dict(patch_size=8, global_pool="avg", **_TINY)
@@ -593,3 +609,10 @@ def vit_tiny_patch8_224_gap(pretrained: bool = False, **kwargs: Any) -> ViT:
 def vit_micro_patch8_64(pretrained: bool = False, **kwargs: Any) -> ViT:
     """ViT for 64x64 images: the feedforward twin of ``absvit_micro_patch8_64``."""
     return _create(ViT, "vit_micro_patch8_64", pretrained, dict(_MICRO), kwargs)
+
+
+@register_model
+def vit_micro_convstem_64(pretrained: bool = False, **kwargs: Any) -> ViT:
+    """The micro ViT with a convolutional stem: the feedforward twin of
+    ``absvit_micro_convstem_64``."""
+    return _create(ViT, "vit_micro_convstem_64", pretrained, dict(_MICRO_CONV_STEM), kwargs)

@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from timm.layers import resample_abs_pos_embed, trunc_normal_
+from timm.layers import HybridEmbed, resample_abs_pos_embed, trunc_normal_
 from timm.models import resolve_pretrained_cfg
 from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer_hybrid import ConvStem
 from torch import nn
 
 from ..data.stats import EMBEDDED_MEAN, EMBEDDED_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import BioattnError, listing
-from ..zoo import ZOO_TAG, zoo_weights
+from ..zoo import ZOO_DIR, entry_of_weights, pretrained_entries
 
 
 def model_cfg(**kwargs: Any) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def model_cfg(**kwargs: Any) -> dict[str, Any]:
         "fixed_input_size": False,
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
-        "notes": ("no downloadable weights: load a released .pth or a bioattn model.safetensors with "
+        "notes": ("no weights of its own: load a released .pth or a bioattn model.safetensors with "
                   "pretrained=True, pretrained_cfg_overlay=dict(file=path)",),
         **kwargs,
     }
@@ -61,14 +62,26 @@ MICRO_CFG: dict[str, Any] = dict(num_classes=10, input_size=(3, 64, 64), crop_pc
 
 
 def zoo_cfgs(name: str, cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The ``pretrained_cfg`` entries of a micro model: ``<name>.embedded``, the zoo's weights
-    trained on the embedded benchmark (:mod:`bioattn.zoo`), as its default tag when the zoo
-    has an entry for it, else the plain ``<name>``."""
-    weights = zoo_weights(name)
-    if weights is None:
+    """The ``pretrained_cfg`` entries of a micro model: one ``<name>.<tag>`` per zoo entry that
+    loads under ``name`` (:mod:`bioattn.zoo`: the benchmark's seed 0 as ``embedded``, its default
+    tag; other seeds as ``embedded_seed<k>``; models of other data under their own tags), each
+    naming the entry's weight file; the plain ``<name>`` when the zoo has none."""
+    entries = pretrained_entries(name)
+    if not entries:
         return {name: cfg}
-    notes = ("weights of bioattn's zoo, trained on the embedded benchmark by `bioattn zoo`",)
-    return {f"{name}.{ZOO_TAG}": dict(cfg, file=str(weights), notes=notes)}
+    return {f"{name}.{e.tag}": dict(cfg, file=str(e.folder / "model.safetensors"),
+                                     notes=(f"weights of bioattn's zoo entry {e.name} ({e.label}, seed {e.seed}, "
+                                            f"trained on {e.data}) by `bioattn zoo --only {e.name}`",))
+            for e in entries}
+
+
+def zoo_model_args(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the constructor arguments of the zoo entry that ``name`` and the tag in
+    ``kwargs['pretrained_cfg']`` name filled in where ``kwargs`` leaves them unset (a segmenter's
+    head widths, for example), so ``<name>.<tag>`` builds the network its weights were trained in."""
+    tag = kwargs.get("pretrained_cfg")
+    entry = entry_of_weights(name, tag) if isinstance(tag, str) else None
+    return dict(entry.model_args, **kwargs) if entry is not None else kwargs
 
 
 def image_pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -164,12 +177,41 @@ def check_output_fmt(output_fmt: str, allowed: Sequence[str] = ("NCHW", "NLC")) 
         raise BioattnError(f"output_fmt must be one of {', '.join(allowed)}; got '{output_fmt}'")
 
 
+def conv_stem_embed(img_size: int | Sequence[int] = 224, patch_size: int = 8, in_chans: int = 3,
+                    embed_dim: int = 96, **kwargs: Any) -> HybridEmbed:
+    """A ViT's token embedding by a convolutional stem instead of one linear patch projection
+    (Xiao et al., "Early Convolutions Help Transformers See Better", NeurIPS 2021,
+    arXiv:2106.14881): ``log2(patch_size)`` stacked 3x3 convolutions of stride 2 with batch norm
+    and ReLU, channels doubling up to ``embed_dim``, then a 1x1 convolution (timm's ``ConvStem``
+    inside timm's ``HybridEmbed``). The token grid is the patch
+    embedding's: ``img_size / patch_size`` on each side. An ``embed_layer`` for timm's
+    VisionTransformer."""
+    depth = int(math.log2(patch_size))
+    if 2 ** depth != patch_size or depth < 1:
+        raise BioattnError(f"a convolutional stem has stride-2 layers: patch_size must be a power of 2, "
+                           f"got {patch_size}")
+    channels = tuple(embed_dim // 2 ** (depth - 1 - i) for i in range(depth)) + (embed_dim,)
+    stem = ConvStem(in_chans=in_chans, depth=depth + 1, channels=channels, kernel_size=(3,) * depth + (1,),
+                    stride=(2,) * depth + (1,), padding=(1,) * depth + (0,))
+    return HybridEmbed(stem, img_size=img_size, patch_size=1, in_chans=in_chans, embed_dim=embed_dim, proj=False,
+                       **kwargs)
+
+
+# the first convolution of :func:`conv_stem_embed` under a ViT (its ``pretrained_cfg``'s ``first_conv``)
+CONV_STEM_FIRST_CONV = "patch_embed.backbone.0.conv"
+
+
+def _input_channels(embed: nn.Module) -> int:
+    """Input channels of a ViT's token embedding (a patch projection or a convolutional stem)."""
+    return int(getattr(embed, "in_chans", 0) or embed.proj.in_channels)
+
+
 def check_image_batch(model: VisionTransformer, x: torch.Tensor) -> None:
     """Raise :class:`BioattnError` unless ``x`` is a batch of images the ViT accepts."""
     if not torch.is_tensor(x) or x.ndim != 4:
         shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
         raise BioattnError(f"{model_name(model)} expects a batch of images (B, C, H, W), got {shape}")
-    in_chans = model.patch_embed.proj.in_channels
+    in_chans = _input_channels(model.patch_embed)
     expected = tuple(model.patch_embed.img_size)
     got = tuple(x.shape[-2:])
     if x.shape[1] != in_chans or (not getattr(model, "dynamic_img_size", False) and got != expected):
@@ -354,13 +396,14 @@ def check_weights_source(variant: str, pretrained: bool, kwargs: dict[str, Any])
                                  pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"))
     if not (cfg.file or cfg.url or cfg.hf_hub_id or cfg.state_dict):
         raise BioattnError(
-            f"{variant} has no downloadable weights (bioattn ships no pretrained weights): give a checkpoint with "
+            f"{variant} has no weights of its own (the zoo's models load by name, e.g. rvt_micro.embedded; "
+            "timm.list_pretrained() lists them): give a checkpoint with "
             "pretrained_cfg_overlay=dict(file=PATH) (the authors' .pth or a bioattn model.safetensors), or load "
             "one with bioattn.checkpoint.load_weights, or convert one with `bioattn convert`")
     path = Path(cfg.file) if cfg.file and not cfg.state_dict else None
-    if path is not None and cfg.tag == ZOO_TAG and path == zoo_weights(variant) and not path.is_file():
-        raise BioattnError(f"the zoo holds no weights for {variant} yet: train them with `bioattn zoo --only "
-                           f"{path.parent.name}` (or make zoo)")
+    if path is not None and path.parent.parent == ZOO_DIR and not path.is_file():
+        raise BioattnError(f"the zoo holds no weights for {variant}.{cfg.tag} yet: train them with `bioattn zoo "
+                           f"--only {path.parent.name}` (or make zoo)")
     if path is not None and cfg.source == "local-dir":
         # timm's "local-dir:FOLDER" source: the folder's config.json and model.safetensors
         if not (path / "model.safetensors").is_file():

@@ -652,6 +652,7 @@ _ARCHS: dict[str, dict[str, Any]] = {
                       mlp_ratio=[4, 4, 4, 4], drop_path_rate=0.4, init_values=1e-6),
     # 64x64 inputs of the embedded data: an 8x8 grid of 8x8 patches
     "gfnet_micro": dict(img_size=64, patch_size=8, embed_dim=96, depth=4, mlp_ratio=2),
+    "gfnet_micro_vars_s": dict(img_size=64, patch_size=8, embed_dim=96, depth=4, mlp_ratio=2, mixer="vars_s"),
     # 64x64 inputs: 16x16, 8x8, 4x4 and 2x2 grids
     "gfnet_h_micro": dict(img_size=64, patch_size=4, embed_dim=[16, 32, 64, 96], depth=[1, 1, 2, 1],
                           mlp_ratio=[2, 2, 2, 2], init_values=1e-2),
@@ -671,8 +672,9 @@ def _cfg(name: str, **kwargs: Any) -> dict[str, Any]:
 
 
 default_cfgs = generate_default_cfgs({
-    **{name: _cfg(name) for name in _ARCHS if not name.endswith("_micro")},
+    **{name: _cfg(name) for name in _ARCHS if "_micro" not in name},
     **zoo_cfgs("gfnet_micro", _cfg("gfnet_micro", **MICRO_CFG)),
+    **zoo_cfgs("gfnet_micro_vars_s", _cfg("gfnet_micro", **MICRO_CFG, paper_ids="arXiv:2107.00645,arXiv:2204.10962")),
     "gfnet_h_micro": _cfg("gfnet_h_micro", **MICRO_CFG),
 })
 
@@ -740,6 +742,12 @@ def gfnet_micro(pretrained: bool = False, **kwargs: Any) -> GFNet:
     """A small isotropic GFNet for 64x64 images on a CPU: 8x8 patches (8x8 grid), 4 blocks at 96
     channels, MLP ratio 2."""
     return _create("gfnet_micro", pretrained, **kwargs)
+
+
+@register_model
+def gfnet_micro_vars_s(pretrained: bool = False, **kwargs: Any) -> GFNet:
+    """The micro GFNet with VARS-S in place of the global filter in every block."""
+    return _create("gfnet_micro_vars_s", pretrained, **kwargs)
 
 
 @register_model

@@ -400,17 +400,85 @@ class FFCNN(GlimpseModel):
 
 
 # ------------------------------------------------------------------------------------------
+# Retina-CNN: FF-CNN on the retina's view of the image
+# ------------------------------------------------------------------------------------------
+class RetinaCNN(FFCNN):
+    """FF-CNN given the image as RS-RNN's retina samples it at one central fixation: the same
+    retina (fovea at full resolution, a blurred, coarser periphery), the same encoder and
+    classifier, one feedforward pass, no recurrence and no eye movements.
+
+    A baseline of this library, not of the paper: with FF-CNN (full image, no retina) and RS-RNN
+    (retina, recurrence, fixations chosen glimpse by glimpse) it separates what the retina's
+    low-pass periphery does for robustness from what recurrence and eye movements add. Asked for
+    more glimpses it repeats its prediction, fixating the centre.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        img_size: int = 224,
+        encoder: str = "resnet18",
+        encoder_widths: Sequence[int] | None = None,
+        num_glimpses: int = 1,
+        retina_size: int | None = None,
+        retina_fovea: float = 0.5,
+        retina_field: float | None = 1.0,
+        retina_falloff: float | None = None,
+        retina_scale: float = 1.0,
+        retina_antialias: bool = True,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__(num_classes, in_chans, img_size, encoder, encoder_widths, num_glimpses, drop_rate,
+                         drop_path_rate)
+        retina_size = int(retina_size or self.img_size // 2)
+        self.retina = make_retina(retina_size, self.img_size, retina_fovea, retina_field,
+                                   retina_falloff, retina_scale, retina_antialias)
+        self.map_size = max(1, retina_size // self.encoder.strides[1])
+
+    def retinal_image(self, x: torch.Tensor) -> torch.Tensor:
+        """The retina's sample of ``x`` at the image centre, ``(B, C, retina_size, retina_size)``."""
+        check_input(x)
+        self.retina.check_images(x)
+        return self.retina(x, x.new_zeros(x.shape[0], 2), check=False)
+
+    def forward_glimpses(self, x: torch.Tensor, glimpses: int | None = None,
+                         return_maps: bool = False) -> Glimpses:
+        return super().forward_glimpses(self.retinal_image(x), glimpses, return_maps)
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, glimpses: int | None = None) -> OrderedDict[str, torch.Tensor]:
+        """``{"feature norm": (B, h, w)}`` on the retinal image's feature grid."""
+        return super().attention_maps(self.retinal_image(x), glimpses)
+
+    def glimpse_images(self, x: torch.Tensor, fixations: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The retinal image at every glimpse."""
+        return super().glimpse_images(self.retinal_image(x), fixations)
+
+    def glimpse_outlines(self, fixations: torch.Tensor, image_hw: Sequence[int]) -> list[torch.Tensor]:
+        out = [retina_outline(self.retina, fixations, image_hw)]
+        if self.retina.falloff > 0 and self.retina.fovea > 0:
+            out.append(fovea_outline(self.retina, fixations, image_hw))
+        return out
+
+
+# ------------------------------------------------------------------------------------------
 # registration with timm
 # ------------------------------------------------------------------------------------------
 _RSRNN_PAPER = dict(paper_ids="arXiv:2206.07282",
                     paper_name="Human Eyes Inspired Recurrent Neural Networks are More Robust Against "
                     "Adversarial Noises")
 
+# RS-RNN's micro retina without its fixation grid (Retina-CNN has no fixation policy)
+GLIMPSE_MICRO_RETINA = {k: v for k, v in GLIMPSE_MICRO.items() if k != "map_size"}
+
 default_cfgs = generate_default_cfgs({
     **zoo_cfgs("rsrnn_micro", glimpse_cfg(MICRO_FIRST_CONV, **MICRO_CFG, **_RSRNN_PAPER)),
     "rsrnn_resnet18": glimpse_cfg(RESNET_FIRST_CONV, **_RSRNN_PAPER),
     **zoo_cfgs("ffcnn_micro", glimpse_cfg(MICRO_FIRST_CONV, **MICRO_CFG, **_RSRNN_PAPER)),
     "ffcnn_resnet18": glimpse_cfg(RESNET_FIRST_CONV, **_RSRNN_PAPER),
+    **zoo_cfgs("retina_cnn_micro", glimpse_cfg(MICRO_FIRST_CONV, **MICRO_CFG, **_RSRNN_PAPER)),
 })
 
 
@@ -433,6 +501,12 @@ def ffcnn_micro(pretrained: bool = False, **kwargs) -> FFCNN:
     """FF-CNN: the micro encoder and classifier, feedforward on the whole image."""
     return create_glimpse_model("ffcnn_micro", FFCNN, MICRO, pretrained, kwargs)
 
+
+
+@register_model
+def retina_cnn_micro(pretrained: bool = False, **kwargs) -> RetinaCNN:
+    """Retina-CNN: FF-CNN's micro encoder on RS-RNN's 32-pixel retinal image at the centre."""
+    return create_glimpse_model("retina_cnn_micro", RetinaCNN, GLIMPSE_MICRO_RETINA, pretrained, kwargs)
 
 
 @register_model

@@ -514,6 +514,11 @@ _RVT_ARCHS: dict[str, dict[str, Any]] = {
                       stem_stride=8, stem_chans=16),
 }
 
+# the micro RVT with each VARS attention in every block (the zoo's compared models, by name)
+_RVT_ARCHS.update({f"rvt_micro_{att}": dict(_RVT_ARCHS["rvt_micro"], attention=att)
+                   for att in ("vars_s", "vars_d", "vars_sd")})
+
+
 def _rvt_pool_size(arch: dict[str, Any]) -> tuple[int, int]:
     """The token grid of the last stage at the registered image size (``forward_features``)."""
     side = arch.get("img_size", 224) // arch.get("stem_stride", 16)
@@ -526,8 +531,9 @@ def _rvt_pool_size(arch: dict[str, Any]) -> tuple[int, int]:
 default_cfgs = generate_default_cfgs({
     # the *_plus models learn an attention mask over the token pairs of a 14x14 grid
     **{name: _cfg(fixed_input_size=name.endswith("_plus"), pool_size=_rvt_pool_size(arch))
-       for name, arch in _RVT_ARCHS.items() if name != "rvt_micro"},
-    **zoo_cfgs("rvt_micro", _cfg(**MICRO_CFG, pool_size=_rvt_pool_size(_RVT_ARCHS["rvt_micro"]))),
+       for name, arch in _RVT_ARCHS.items() if not name.startswith("rvt_micro")},
+    **{name: cfg for variant, arch in _RVT_ARCHS.items() if variant.startswith("rvt_micro")
+       for name, cfg in zoo_cfgs(variant, _cfg(**MICRO_CFG, pool_size=_rvt_pool_size(arch))).items()},
 })
 
 
@@ -593,5 +599,23 @@ def rvt_micro(pretrained: bool = False, **kwargs: Any) -> RVT:
     """A small RVT for 64x64 images on a CPU: stride-8 stem with 16 channels (8x8 token grid),
     2 blocks at 48 channels (3 heads of 16), 1 block at 96 channels on 4x4, MLP ratio 2."""
     return _create_rvt("rvt_micro", pretrained, **kwargs)
+
+
+@register_model
+def rvt_micro_vars_s(pretrained: bool = False, **kwargs: Any) -> RVT:
+    """The micro RVT with VARS-S (static dictionary, sparse reconstruction) in every block."""
+    return _create_rvt("rvt_micro_vars_s", pretrained, **kwargs)
+
+
+@register_model
+def rvt_micro_vars_d(pretrained: bool = False, **kwargs: Any) -> RVT:
+    """The micro RVT with VARS-D (dynamic dictionary of the tokens) in every block."""
+    return _create_rvt("rvt_micro_vars_d", pretrained, **kwargs)
+
+
+@register_model
+def rvt_micro_vars_sd(pretrained: bool = False, **kwargs: Any) -> RVT:
+    """The micro RVT with VARS-SD (static and dynamic dictionaries) in every block."""
+    return _create_rvt("rvt_micro_vars_sd", pretrained, **kwargs)
 
 

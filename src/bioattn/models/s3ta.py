@@ -29,6 +29,7 @@ from .glimpse import (
     ClassifierHead,
     GlimpseModel,
     Glimpses,
+    _check_train_glimpses,
     build_encoder,
     check_input,
     create_glimpse_model,
@@ -75,11 +76,13 @@ class S3TA(GlimpseModel):
         value_size: int | None = None,
         basis_frequencies: int = 4,
         hidden_size: int | None = None,
+        train_glimpses: Sequence[int] | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ):
         super().__init__()
         self._init_common(num_classes, num_glimpses, in_chans, img_size)
+        self.train_glimpses = _check_train_glimpses(train_glimpses)
         encoder_full = build_encoder(encoder, in_chans, encoder_widths, drop_path_rate)
         self.stage1 = encoder_full.stage1  # Encoder1 only: the finer attention grid
         c1 = encoder_full.channels[0]

@@ -92,6 +92,8 @@ from .common import (
     model_name,
     take_indices,
     unwrap_state_dict,
+    zoo_cfgs,
+    zoo_model_args,
 )
 from .common import checkpoint_filter_fn as plain_checkpoint_filter_fn
 from .common import resample_pos_embed as resize_vit_pos_embed
@@ -365,6 +367,16 @@ class UperNetSegmenter(nn.Module):
         return loss
 
     # ---- timm conventions --------------------------------------------------------------
+    def accepts_backbone_state(self, state: dict[str, torch.Tensor]) -> bool:
+        """Whether ``state`` is a classifier's (no segmentation heads), to be loaded into the
+        backbone alone (:meth:`load_backbone_state`)."""
+        return not _is_segmenter_state(state)
+
+    def load_backbone_state(self, state: dict[str, torch.Tensor]) -> str:
+        """Load a classifier's ``state`` into the backbone (:func:`load_backbone_weights`);
+        returns a note of what was loaded, resized and left out."""
+        return load_backbone_weights(self, state)
+
     def get_classifier(self) -> nn.Module:
         return self.decode_head.conv_seg
 
@@ -564,18 +576,21 @@ def load_backbone_weights(segmenter: nn.Module, state_dict: dict[str, torch.Tens
 # registry
 # ------------------------------------------------------------------------------------------
 BACKBONES = (
-    "vit_micro_patch8_64", "absvit_micro_patch8_64", "rvt_micro", "gfnet_micro",
+    "vit_micro_patch8_64", "absvit_micro_patch8_64", "rvt_micro", "gfnet_micro", "rvt_micro_vars_d",
+    "vit_micro_convstem_64", "absvit_micro_convstem_64",
     "vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224",
     "absvit_tiny_patch16_224", "absvit_small_patch16_224", "absvit_base_patch16_224",
     "rvt_tiny", "rvt_small", "deit_tiny_patch16_224_vars_d", "deit_small_patch16_224_vars_d", "gfnet_ti",
 )
 
-default_cfgs = generate_default_cfgs({PREFIX + b: segmentation_cfg(b) for b in BACKBONES})
+# the micro segmenters' tags name the zoo's weights (``upernet_rvt_micro.embedded``)
+default_cfgs = generate_default_cfgs({name: cfg for b in BACKBONES
+                                      for name, cfg in zoo_cfgs(PREFIX + b, segmentation_cfg(b)).items()})
 
 
 def _create(backbone: str, pretrained: bool, kwargs: dict) -> UperNetSegmenter:
     check_weights_source(PREFIX + backbone, pretrained, kwargs)
-    model = create_named_segmenter(PREFIX + backbone, **kwargs)
+    model = create_named_segmenter(PREFIX + backbone, **zoo_model_args(PREFIX + backbone, kwargs))
     if pretrained:
         load_pretrained(model, pretrained_cfg=model.pretrained_cfg, num_classes=model.num_classes,
                         in_chans=model.in_chans, filter_fn=checkpoint_filter_fn)
@@ -598,6 +613,24 @@ def upernet_absvit_micro_patch8_64(pretrained: bool = False, **kwargs: Any) -> U
 def upernet_rvt_micro(pretrained: bool = False, **kwargs: Any) -> UperNetSegmenter:
     """UperNet on the micro RVT's two stages (8x8 and 4x4 grids)."""
     return _create("rvt_micro", pretrained, kwargs)
+
+
+@register_model
+def upernet_rvt_micro_vars_d(pretrained: bool = False, **kwargs: Any) -> UperNetSegmenter:
+    """UperNet on the micro RVT with VARS-D attention."""
+    return _create("rvt_micro_vars_d", pretrained, kwargs)
+
+
+@register_model
+def upernet_vit_micro_convstem_64(pretrained: bool = False, **kwargs: Any) -> UperNetSegmenter:
+    """UperNet on the micro ViT with a convolutional stem."""
+    return _create("vit_micro_convstem_64", pretrained, kwargs)
+
+
+@register_model
+def upernet_absvit_micro_convstem_64(pretrained: bool = False, **kwargs: Any) -> UperNetSegmenter:
+    """UperNet on the micro AbSViT with a convolutional stem (its top-down pass)."""
+    return _create("absvit_micro_convstem_64", pretrained, kwargs)
 
 
 @register_model

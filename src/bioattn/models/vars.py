@@ -33,6 +33,7 @@ how the recurrent dynamics redistribute attention. For ``self-att`` and ``perf``
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -46,12 +47,16 @@ from torch import nn
 
 from ..errors import BioattnError
 from .common import (
+    CONV_STEM_FIRST_CONV,
+    MICRO_CFG,
     ViTConventions,
     check_weights_source,
     checkpoint_filter_fn,
+    conv_stem_embed,
     embed_tokens,
     model_cfg,
     token_grid,
+    zoo_cfgs,
 )
 
 ATTENTIONS = ("self-att", "perf", "vars_s", "vars_d", "vars_sd")
@@ -103,9 +108,45 @@ def soft_threshold(x: torch.Tensor, thresh: torch.Tensor | float, act=F.gelu) ->
     return torch.sign(x) * act(x.abs() - thresh)
 
 
+class _GeluShrink(torch.autograd.Function):
+    """``sign(x) * gelu(|x| - thresh)`` with a hand-written backward pass.
+
+    The values and gradients are those of :func:`soft_threshold` with GELU; autograd of that
+    expression makes about ten passes over the code per iteration (a zero gradient for ``sign``
+    among them), this backward four: with ``z = |x| - thresh`` and ``s = sign(x)``,
+    ``dx = s * gelu'(z) * s * grad`` and ``dthresh = -sum(gelu'(z) * s * grad)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, thresh: torch.Tensor) -> torch.Tensor:
+        z = x.abs().sub_(thresh)
+        s = torch.sign(x)
+        ctx.save_for_backward(z, s)
+        ctx.thresh_shape = thresh.shape
+        return F.gelu(z).mul_(s)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        z, s = ctx.saved_tensors
+        grad_z = torch.ops.aten.gelu_backward(grad * s, z)
+        grad_x = grad_z * s if ctx.needs_input_grad[0] else None
+        grad_thresh = None
+        if ctx.needs_input_grad[1]:
+            grad_thresh = grad_z.sum_to_size(ctx.thresh_shape).neg_()
+        return grad_x, grad_thresh
+
+
+def gelu_shrink(x: torch.Tensor, thresh: torch.Tensor) -> torch.Tensor:
+    """:func:`soft_threshold` with GELU for a tensor ``thresh`` that broadcasts to ``x``, computed by
+    :class:`_GeluShrink` (same values and gradients, fewer passes over ``x``)."""
+    if x.shape != torch.broadcast_shapes(x.shape, thresh.shape):
+        return soft_threshold(x, thresh)
+    return _GeluShrink.apply(x, thresh)
+
+
 def ista_code(feats: torch.Tensor, values: torch.Tensor, W: torch.Tensor, eye: torch.Tensor,
               learned_L: torch.Tensor, learned_lam: torch.Tensor, lam: float, num_step: int,
-              on_iteration=None) -> tuple[torch.Tensor, torch.Tensor]:
+              on_iteration=None, shrink=gelu_shrink) -> tuple[torch.Tensor, torch.Tensor]:
     """The sparse code of VARS-D/VARS-SD by unrolled ISTA (see :class:`VARSDAttention`).
 
     ``feats`` F ``(n, N, a)`` (the unnormalised dictionary, n = images x heads), ``values``
@@ -114,7 +155,8 @@ def ista_code(feats: torch.Tensor, values: torch.Tensor, W: torch.Tensor, eye: t
     Every operation is batched over the n image-heads (matrix products as single batched calls)
     and nothing depends on the values on the host, so ``torch.compile`` takes the whole function
     as one graph. ``on_iteration(t, x, s)`` sees the code after each iteration (t = 0: the first
-    thresholding of ``b``).
+    thresholding of ``b``). ``shrink`` is the GELU shrinkage: :func:`gelu_shrink` (hand-written
+    gradient) or :func:`soft_threshold` (autograd's, which ``torch.compile`` fuses).
     """
     n, _, a = feats.shape
     Ft = feats.transpose(1, 2)
@@ -129,12 +171,12 @@ def ista_code(feats: torch.Tensor, values: torch.Tensor, W: torch.Tensor, eye: t
     gram_w = (gram_step.reshape(n * a, a) @ W).view(n, a, a)
     update = torch.baddbmm(eye, W.expand(n, a, a), gram_w, alpha=-1)  # I - W G W / L'
     shift = b * rate  # b / L'
-    x = soft_threshold(b, thresh)
+    x = shrink(b, thresh)
     if on_iteration is not None:
         on_iteration(0, x, inv)
     thresh = thresh * rate
     for t in range(num_step):
-        x = soft_threshold(torch.baddbmm(shift, update, x), thresh)
+        x = shrink(torch.baddbmm(shift, update, x), thresh)
         if on_iteration is not None:
             on_iteration(t + 1, x, inv)
     return x, inv
@@ -147,7 +189,7 @@ def compiled_ista_code():
     """:func:`ista_code` compiled by ``torch.compile`` (once per process, on first use)."""
     global _compiled_ista_code
     if _compiled_ista_code is None:
-        _compiled_ista_code = torch.compile(ista_code, fullgraph=True)
+        _compiled_ista_code = torch.compile(functools.partial(ista_code, shrink=soft_threshold), fullgraph=True)
     return _compiled_ista_code
 
 
@@ -371,6 +413,23 @@ class VARSSDAttention(VARSDAttention):
         return torch.cat([dynamic, self.kernel.expand(B, -1, -1, -1)], dim=-1)
 
 
+class _ClampShrink(torch.autograd.Function):
+    """``x - clamp(x, -thresh, thresh)`` (that is ``sign(x) relu(|x| - thresh)``) for a threshold
+    without gradient, with a hand-written backward pass: the gradient passes where the output is
+    non-zero (``|x| > thresh``), as autograd's of the expression, in one pass instead of six."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, thresh: torch.Tensor) -> torch.Tensor:
+        out = x - x.clamp(-thresh, thresh)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.softshrink_backward(grad, out, 0.0), None
+
+
 _DFT_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -416,8 +475,10 @@ class StaticFilterDictionary(nn.Module):
       :meth:`update_L`);
     * ``r = conv(conv(x, K^H), kernel2)`` with a second learned filter per channel.
 
-    The transforms are dense DFT matrices (:func:`_dft_matrices`) applied to the flattened grid.
-    ``after_train_step(global_step)`` calls ``update_L(L_update_rate)`` every
+    The transforms are dense DFT matrices (:func:`_dft_matrices`) applied to the flattened grid;
+    per channel they are multiplied into the filters once per forward pass, so that an ISTA
+    iteration is two matrix products batched over channels (no per-frequency products of the
+    5 atoms' spectra) followed by the shrinkage. ``after_train_step(global_step)`` calls ``update_L(L_update_rate)`` every
     ``L_update_interval`` optimizer steps (0.1 and 100, as in the authors' trainer). RVT's
     :class:`~bioattn.models.rvt.VARSSBlock` and GFNet's ``vars_s`` mixer are built on it.
     """
@@ -474,43 +535,48 @@ class StaticFilterDictionary(nn.Module):
                 f"vars_s holds a convolutional dictionary for a {H}x{W} token grid, got {N} tokens: "
                 "use the image size the model was built for")
         K, K2 = self._filters()
-        Kc = K.conj()
+        A, S = K.shape[1], K.shape[2]
         M, M_inv = _dft_matrices(H, W, x_in.device, x_in.dtype)
+        # Per channel, conv(x, K^H) maps the A atoms' grids to one spectrum and conv(., K) maps a
+        # spectrum back to A grids: two real matrices, ``analysis`` (A*N, 2S) and ``synthesis``
+        # (2S, A*N), products of the DFT matrices with the filters, so that an iteration is two
+        # matrix products batched over channels on codes laid out as (C, B, A*N).
+        Kc = K.conj()
+        M_c = torch.view_as_complex(M.view(N, S, 2))  # rfft2 of each grid position, (N, S)
+        M_inv_c = torch.view_as_complex(M_inv.view(S, 2, N).transpose(1, 2).contiguous())  # (S, N)
+        analysis = torch.view_as_real(Kc.unsqueeze(2) * M_c).reshape(C, A * N, 2 * S)
+        synthesis = torch.view_as_real(Kc.unsqueeze(-1) * M_inv_c).permute(0, 2, 4, 1, 3).reshape(C, 2 * S, A * N)
 
-        def fwd(z: torch.Tensor) -> torch.Tensor:  # rfft2 (norm='ortho') of flattened grids
-            return torch.view_as_complex((z @ M).unflatten(-1, (-1, 2)))
-
-        def inv(z: torch.Tensor) -> torch.Tensor:  # irfft2 back to flattened grids
-            return torch.view_as_real(z).flatten(-2) @ M_inv
-
-        def synth(code: torch.Tensor) -> torch.Tensor:  # K^H x in the Fourier domain, (B, C, 1, H*Wf)
-            return (Kc * fwd(code)).sum(dim=2, keepdim=True)
+        def grid(spectrum: torch.Tensor) -> torch.Tensor:  # irfft2 back to flattened grids
+            return spectrum @ M_inv
 
         inv_L = self.L.reciprocal().view(C, 1, 1)
-        v = self.v(x_in).transpose(1, 2).contiguous().unsqueeze(2)  # (B, C, 1, N)
-        b = inv(K * fwd(v))  # conv(v, K), (B, C, 5, N)
-        # the iteration x - (conv(x, KK) - b) / L as x - conv(x, K K^H / L) + b / L;
-        # sign(x) relu(|x| - t) as x - clamp(x, -t, t)
-        b_scaled = b * inv_L
-        K_scaled = K * inv_L
+        v = self.v(x_in).permute(2, 0, 1).contiguous()  # (C, B, N)
+        v_spectrum = (v.view(C * B, N) @ M).view(C, B, 2 * S)
+        b = torch.bmm(v_spectrum, synthesis)  # conv(v, K), (C, B, A*N)
+        # the iteration x - (conv(x, KK) - b) / L as x + conv(v - conv(x, K^H), K / L), the
+        # difference taken on spectra; sign(x) relu(|x| - t) as x - clamp(x, -t, t)
+        synthesis_scaled = synthesis * inv_L
         thresh = self.lam * inv_L
         maps = None
         if self.record_maps:
             maps = OrderedDict()
             self.recorded_maps = maps
-        x = b - b.clamp(-self.lam, self.lam)
+        x = F.softshrink(b, self.lam)  # b - clamp(b, -lam, lam)
         for t in range(self.num_step + 1):
             if t > 0:
-                x = x - inv(K_scaled * synth(x)) + b_scaled
-                x = x - torch.clamp(x, -thresh, thresh)
+                residual = v_spectrum - torch.bmm(x, analysis)
+                x = _ClampShrink.apply(torch.baddbmm(x, residual, synthesis_scaled), thresh)
             if maps is not None:
-                maps[f"iteration {t}"] = inv(synth(x)).detach()[:, :, 0].norm(dim=1)
+                maps[f"iteration {t}"] = grid(torch.bmm(x, analysis)).detach().norm(dim=0)
         # Two circular convolutions, each back on the grid: conv(x, K^H), then kernel2. They
         # cannot be fused into one spectral product, because a spectrum that is not Hermitian
         # (K^H X is not) loses its non-Hermitian part on the way back to the grid, and the
         # second filter acts on what is left.
-        r = inv(K2.unsqueeze(1) * fwd(inv(synth(x))))  # (B, C, 1, N)
-        return r[:, :, 0].transpose(1, 2)
+        rec = grid(torch.bmm(x, analysis))  # conv(x, K^H), (C, B, N)
+        filtered = torch.view_as_complex((rec @ M).unflatten(-1, (-1, 2))) * K2.unsqueeze(1)
+        r = grid(torch.view_as_real(filtered).flatten(-2))
+        return r.permute(1, 2, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.reconstruct(x)
@@ -652,6 +718,26 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+# DeiT-style ViTs with VARS-D in the micro ViT's layout (``vit_micro_patch8_64``: 64x64 images,
+# 8x8 tokens, 6 blocks of 96 channels, 3 heads, average pooling), with its patch projection or its
+# convolutional stem (``vit_micro_convstem_64``); the micro data's size and statistics
+_DEIT_ARCHS.update({
+    "deit_micro_patch8_64": dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3, global_pool="avg"),
+    "deit_micro_convstem_64": dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3,
+                                   global_pool="avg", embed_layer=conv_stem_embed),
+})
+default_cfgs.update(generate_default_cfgs({
+    **zoo_cfgs("deit_micro_patch8_64_vars_d", model_cfg(
+        **MICRO_CFG, first_conv="patch_embed.proj", classifier="head", paper_ids="arXiv:2204.10962",
+        paper_name="Visual Attention Emerges from Recurrent Sparse Reconstruction",
+        origin_url="https://github.com/bfshi/VARS")),
+    **zoo_cfgs("deit_micro_convstem_64_vars_d", model_cfg(
+        **MICRO_CFG, first_conv=CONV_STEM_FIRST_CONV, classifier="head", paper_ids="arXiv:2204.10962,arXiv:2106.14881",
+        paper_name="Visual Attention Emerges from Recurrent Sparse Reconstruction",
+        origin_url="https://github.com/bfshi/VARS")),
+}))
+
+
 def _create_vars_vit(variant: str, attention: str, pretrained: bool = False, **kwargs: Any):
     name = f"{variant}_{attention}"
     check_weights_source(name, pretrained, kwargs)
@@ -680,6 +766,20 @@ def deit_small_patch16_224_vars_d(pretrained: bool = False, **kwargs: Any):
 def deit_base_patch16_224_vars_d(pretrained: bool = False, **kwargs: Any):
     """DeiT-B with VARS-D attention in every block."""
     return _create_vars_vit("deit_base_patch16_224", "vars_d", pretrained, **kwargs)
+
+
+@register_model
+def deit_micro_patch8_64_vars_d(pretrained: bool = False, **kwargs: Any):
+    """The micro ViT's layout (64x64 images, 8x8 patches, 6 blocks of 96 channels) with VARS-D
+    attention in every block."""
+    return _create_vars_vit("deit_micro_patch8_64", "vars_d", pretrained, **kwargs)
+
+
+@register_model
+def deit_micro_convstem_64_vars_d(pretrained: bool = False, **kwargs: Any):
+    """``deit_micro_patch8_64_vars_d`` with a convolutional stem (Xiao et al., arXiv:2106.14881)
+    in place of the patch projection: the twin of ``vit_micro_convstem_64``."""
+    return _create_vars_vit("deit_micro_convstem_64", "vars_d", pretrained, **kwargs)
 
 
 @register_model

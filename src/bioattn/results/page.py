@@ -1,0 +1,465 @@
+"""The results page: the claims' verdicts written from the stored records, and their check.
+
+``bioattn results`` (``make results``; Python: :func:`write_results`) measures every built zoo
+entry image by image (:mod:`bioattn.results.measure`), stores the records beside the page
+(``docs/results/records/``, :mod:`bioattn.results.records`), decides every claim from them
+(:mod:`bioattn.results.judge`) and writes ``docs/results.md``: how the verdicts are reached, one
+row per claim (primary metric, difference with its 95% interval, Holm-corrected p, images,
+seeds, verdict), each claim's other metrics and where they disagree, the smallest difference
+each test detects at 80% power, every model's figures and how each was trained.
+
+``bioattn results --check`` (Python: :func:`check_results`) measures nothing: it checks every
+record against the manifest's digest, recomputes every verdict from the records and compares it
+with the page; an altered record or a verdict that differs is a one-line error.
+
+The page starts with its own title, by which a later call knows the file is one it wrote: a
+file of that name that does not start so is refused rather than replaced. Records and page are
+each written atomically (:mod:`bioattn.fileio`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import ResultsSettings
+from ..errors import BioattnError
+from ..fileio import atomic_write_text, check_output_file
+from ..zoo import BENCHMARK, MULTILABEL_BENCHMARK, SEGMENTATION_BENCHMARK, STYLES, ZOO, find_entry
+from . import stats
+from .claims import AT_MOST, EQUIVALENT, GREATER, METRICS, OFFICIAL_EPS, claims
+from .judge import FAILS, HOLDS, OTHER_RESAMPLES, RULES, UNMEASURED, UNRESOLVED, VERDICTS, Judgement, eps_key, judge
+from .measure import PAIR_BENCHMARK, base_name, held_out, measure_zoo
+from .records import Record, read_records, write_records
+
+# the first line of the page, by which a later call knows the page is its own
+TITLE = "# Results: the sources' claims on the embedded benchmark"
+_ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|.*\|\s*([^|]+?)\s*\|\s*$")
+
+
+def records_folder(out: str | Path) -> Path:
+    """Where the records of page ``out`` live: ``<folder of the page's name>/records``."""
+    out = Path(out)
+    return out.parent / out.stem / "records"
+
+
+def written_here(path: str | Path) -> bool:
+    """Whether ``path`` is a results page this module wrote (it starts with :data:`TITLE`)."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = fh.readline()
+    except (OSError, ValueError):
+        return False
+    return first.rstrip("\n") == TITLE and not path.is_symlink()
+
+
+def check_page_target(out: str | Path) -> Path:
+    """``out`` if the page can be written there: a file this module did not write is refused."""
+    out = check_output_file(out, "results page")
+    if out.exists() and not written_here(out):
+        raise BioattnError(f"results page {out} was not written by bioattn results (it does not start with "
+                           f"'{TITLE}'): move it, or give another --out")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# formatting
+# --------------------------------------------------------------------------------------------
+def _unit(metric: str) -> tuple[str, int]:
+    return ("", 3) if RULES[metric].scale == 1.0 else (" pt", 1)
+
+
+def _num(value: float | None, metric: str, signed: bool = True) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    unit, digits = _unit(metric)
+    return f"{value:{'+' if signed else ''}.{digits}f}{unit}"
+
+
+def _p(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return "<0.0001" if value < 1e-4 else f"{value:.4f}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _expected(judgement: Judgement) -> str:
+    c = judgement.claim
+    if c.direction == EQUIVALENT:
+        return f"within ±{c.margin:g} pt"
+    if c.direction == AT_MOST:
+        return f"below +{c.margin:g} pt"
+    return "above 0" if c.direction == GREATER else "below 0"
+
+
+def _difference(judgement: Judgement) -> str:
+    f = judgement.primary
+    if f is None:
+        return "-"
+    return f"{_num(f.estimate, f.metric)} [{_num(f.low, f.metric)}, {_num(f.high, f.metric)}]"
+
+
+def _sides(judgement: Judgement, figure) -> str:
+    c = judgement.claim
+    if figure.system is None:
+        return ""
+    if figure.metric in ("fixations_on_object", "small_object_fixations"):
+        return f"{figure.system:.1f}% of fixations vs {figure.baseline:.1f}% for random points"
+    if figure.metric == "steering_win":
+        return f"{figure.system:.1f}% of prompts (chance 50%)"
+    def own(value: float | None) -> str:
+        if value is None or not math.isfinite(value):
+            return "-"
+        return f"{value:.3f}" if RULES[figure.metric].scale == 1.0 else f"{value:.1f}%"
+
+    if not c.baseline or figure.baseline is None:
+        return own(figure.system)
+    return f"{own(figure.system)} vs {own(figure.baseline)}"
+
+
+# --------------------------------------------------------------------------------------------
+# the page
+# --------------------------------------------------------------------------------------------
+def method_lines(settings: ResultsSettings) -> list[str]:
+    """The section saying how the verdicts are reached."""
+    return [
+        "## How the verdicts are reached", "",
+        "Every claim is declared before it is measured (`src/bioattn/results/claims.py`): the zoo entries it "
+        "compares, its primary metric, the expected direction and, for a claim of no change, the margin within "
+        "which a difference counts as none (the clean top-1 of RS-RNN looking longer: "
+        f"±{_margin('rsrnn-looks-longer')} "
+        f"points; a baseline's top-1 under attack \"does not recover\" while its rise stays below "
+        f"{_margin('baseline-no-recovery-crop-s')} points). Only the primary metric decides; the others are shown "
+        "beside it, with a note where they point the other way.", "",
+        "Every model is measured on the same test images, image by image (the records in "
+        "`docs/results/records/`), so every test is paired and the image is the unit:", "",
+        "* two accuracies of single seeds on the same images: McNemar's exact test, mid-p value;",
+        "* a per-image score against zero (steering): Wilcoxon's signed-rank test over images (each image's two "
+        "prompts are averaged first, never counted as two samples);",
+        "* means over conditions (the 15 corruptions at 5 severities), AUCs, map shares, mCE (errors summed over "
+        "the severities, divided by the baseline's, averaged over the corruptions) and mIoU (intersections and "
+        f"unions summed over the images): the paired bootstrap over images ({stats.RESAMPLES:,} resamples, "
+        f"{OTHER_RESAMPLES:,} for the metrics that decide nothing; every value of an image resampled together);",
+        "* a claim of no change: two one-sided paired t-tests against the margin (TOST); a claim that a "
+        "difference stays below a margin: one one-sided paired t-test;",
+        "* every interval is the paired bootstrap's 95% percentile interval.", "",
+        f"The p-values of all measured claims are one family, corrected by Holm's method (α = {stats.ALPHA}). "
+        "A claim **holds** only when its corrected p is below α, the difference averaged over seeds (each image's "
+        "outcome averaged over the seeds its models were trained with) has the claimed sign, and so has the "
+        "difference of every seed alone; a claim of no change holds only when the whole 95% interval lies "
+        "inside its margin (and the corrected equivalence p is below α). It **does not hold** when the corrected "
+        "p is below α with the opposite sign (a claim of no change: the whole interval lies outside the margin). "
+        "Anything else is **not resolved**: the data cannot tell, at this number of images and seeds, whether "
+        "the claim holds; it never counts as holding. The power table below gives the smallest difference each "
+        "test would have detected. **Not measured**: a record the claim needs is missing (the row says which).",
+        "",
+        f"Images: clean top-1 on {settings.images} test images; {settings.corruption_images} under each of the 15 "
+        f"corruptions at severit{'y' if len(settings.severities) == 1 else 'ies'} "
+        f"{', '.join(map(str, settings.severities))}; {settings.attack_images} under FGSM "
+        f"and PGD (eps {', '.join(f'{e * 255:g}/255' for e in settings.eps)}; the claims at 1/255; glimpse models: "
+        f"{settings.glimpses} glimpses, the attack aimed at glimpse {settings.attack_readout}); "
+        f"{settings.attention_images} for attention maps and fixations; {settings.steering_images} two-object "
+        f"images (`{PAIR_BENCHMARK}`) for steering. `bioattn results --check` recomputes every verdict from the "
+        "records and compares it with this page.",
+    ]
+
+
+def _margin(claim_id: str) -> str:
+    found = next((c for c in claims() if c.id == claim_id), None)
+    return f"{found.margin:g}" if found is not None and found.margin is not None else "-"
+
+
+def claim_table(judgements: Sequence[Judgement]) -> list[str]:
+    lines = ["| id | claim | source | primary metric (expected) | difference [95% interval] | Holm p | images | "
+             "seeds | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    for j in judgements:
+        c, f = j.claim, j.primary
+        lines.append(f"| `{c.id}` | {_cell(c.statement)} | {c.source} | {c.metric} ({_expected(j)}) | "
+                     f"{_difference(j)} | {_p(j.p_corrected)} | {f.n if f else '-'} | {j.seeds or '-'} | "
+                     f"{j.verdict} |")
+    return lines
+
+
+def claim_details(judgements: Sequence[Judgement], records: dict[tuple[str, int], Record]) -> list[str]:
+    lines = ["## Claim by claim", ""]
+    for j in judgements:
+        c, f = j.claim, j.primary
+        compared = ", ".join(f"`{e}`" for e in c.system) + (
+            " vs " + ", ".join(f"`{e}`" for e in c.baseline) if c.baseline else "")
+        lines += [f"### `{c.id}`: {c.statement}", "",
+                  f"Source ({c.source}): {c.source_figure}. Compared: {compared}. Primary metric: **{c.metric}**, "
+                  f"{METRICS[c.metric]}; expected {_expected(j)}.", ""]
+        if f is None:
+            lines += [f"Not measured: {j.note}.", ""]
+            continue
+        sides = _sides(j, f)
+        lines.append(f"- {c.metric}: {sides + '; ' if sides else ''}difference {_difference(j)}, {f.test} "
+                     f"p {_p(f.p)} (Holm {_p(j.p_corrected)}), {f.n} images, {j.seeds} seed(s)"
+                     + (f" (each seed: {', '.join(_num(s, f.metric) for s in f.per_seed)})" if j.seeds > 1 else "")
+                     + f": **{j.verdict}**" + (f" ({j.note})" if j.note else "") + ".")
+        for o in j.others:
+            sides = _sides(j, o)
+            lines.append(f"- {o.metric}: {sides + '; ' if sides else ''}difference {_num(o.estimate, o.metric)} "
+                         f"[{_num(o.low, o.metric)}, {_num(o.high, o.metric)}], {o.test} p {_p(o.p)} "
+                         f"(uncorrected), {o.n} images.")
+        ratios = _clean_ratios(c, records)
+        if ratios:
+            what = "PGD" if c.metric.startswith("pgd") else "corrupted"
+            lines.append(f"- {what} / clean top-1 on the same images: {ratios}.")
+        if j.others:
+            lines.append("- the other metrics do not point significantly the other way." if not j.disagree else
+                         f"- disagreeing: {', '.join(j.disagree)} points significantly the other way (uncorrected).")
+        lines.append("")
+    return lines
+
+
+def _clean_ratios(claim, records: dict[tuple[str, int], Record]) -> str:
+    """Each model's corrupted / clean (or attacked / clean) top-1 ratio on the same images."""
+    prefix = {"mce": "corruption", "corrupted_top1": "corruption", "pgd_top1": f"pgd/{eps_key(OFFICIAL_EPS)}"}
+    where = prefix.get(claim.metric)
+    if where is None or not claim.baseline:
+        return ""
+    parts = []
+    for entry in claim.system + claim.baseline:
+        found = [r for (e, _), r in sorted(records.items()) if e == entry]
+        if not found:
+            return ""
+        r = found[0]
+        clean_key = "corruption/clean" if where == "corruption" else f"{where}/clean"
+        if not r.has(clean_key):
+            return ""
+        if where == "corruption":
+            conditions = [k for k in r.conditions if k.startswith("corruption/") and k != "corruption/clean"]
+            attacked = float(np.mean([r.get(k).mean() for k in conditions])) if conditions else math.nan
+        else:
+            attacked = float(r.get(where).mean()) if r.has(where) else math.nan
+        clean = float(r.get(clean_key).mean())
+        parts.append(f"`{entry}` {attacked / clean:.3f}" if clean > 0 else f"`{entry}` -")
+    return ", ".join(parts)
+
+
+def power_table(judgements: Sequence[Judgement]) -> list[str]:
+    lines = ["## Power", "",
+             f"The smallest difference of each claim's primary metric that its test detects with {stats.POWER:.0%} "
+             f"power at α = {stats.ALPHA} (before the Holm correction) on the images measured: from the share of "
+             "discordant images for two accuracies (McNemar), from the per-image standard deviation of the "
+             "differences for means and scores, from the bootstrap's standard error for mCE and mIoU. A claim not "
+             "resolved with a detectable difference above the one its source reports needs more images.", "",
+             "| id | primary metric | test | images | detectable at 80% power | observed |",
+             "|---|---|---|---|---|---|"]
+    for j in judgements:
+        f = j.primary
+        if f is None:
+            continue
+        lines.append(f"| `{j.claim.id}` | {f.metric} | {f.test} | {f.n} | ±{_num(f.detectable, f.metric, False)} | "
+                     f"{_num(f.estimate, f.metric)} |")
+    return lines
+
+
+def _mean(record: Record, condition: str, scale: float = 100.0) -> float | None:
+    if not record.has(condition):
+        return None
+    return float(scale * np.nanmean(record.get(condition).astype(float)))
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.1f}%"
+
+
+def model_lines(records: dict[tuple[str, int], Record]) -> list[str]:
+    """Every measured model's figures, by kind of model."""
+    by_entry: dict[str, Record] = {}
+    for (entry, _), record in sorted(records.items()):
+        by_entry.setdefault(entry, record)
+    key = eps_key(OFFICIAL_EPS)
+    lines = ["## The models", "",
+             "Top-1 in % of the first seed's model on the benchmark's test images: clean, averaged over the "
+             "corruptions and severities, under FGSM and PGD at eps 1/255 (glimpse models: at the attacked "
+             "glimpse); the share of the attention map on the object (the object's area) and its AUC-Judd "
+             "against the object mask.", "",
+             "| zoo entry | model | clean | corrupted | FGSM | PGD | attention on object (object area) | "
+             "attention AUC |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in by_entry.items():
+        if r.meta.get("data") != BENCHMARK:
+            continue
+        conditions = [k for k in r.conditions if k.startswith("corruption/") and k != "corruption/clean"]
+        corrupted = float(100 * np.mean([r.get(k).mean() for k in conditions])) if conditions else None
+        share, area = _mean(r, "attention/share"), _mean(r, "attention/area")
+        on = f"{_pct(share)} ({_pct(area)})" if share is not None else "-"
+        auc = _mean(r, "attention/auc", 1.0)
+        lines.append(f"| `{name}` | {r.meta['model']['name']} | {_pct(_mean(r, 'clean'))} | {_pct(corrupted)} | "
+                     f"{_pct(_mean(r, f'fgsm/{key}'))} | {_pct(_mean(r, f'pgd/{key}'))} | {on} | "
+                     f"{'-' if auc is None else f'{auc:.3f}'} |")
+    seg = {n: r for n, r in by_entry.items() if r.meta.get("data") == SEGMENTATION_BENCHMARK}
+    if seg:
+        lines += ["", "## Segmenters", "",
+                  f"UperNet on `{SEGMENTATION_BENCHMARK}`: mIoU over the 11 classes (background and the 10 shapes) "
+                  "from the intersections and unions summed over the test images, and the mIoU of predicting "
+                  "background everywhere, in %.", "", "| zoo entry | model | images | mIoU | all background |",
+                  "|---|---|---|---|---|"]
+        for name, r in seg.items():
+            inter = r.get("segmentation/intersection").sum(axis=1).astype(float)
+            union = r.get("segmentation/union").sum(axis=1).astype(float)
+            miou = 100 * float(np.mean(inter[union > 0] / union[union > 0]))
+            lines.append(f"| `{name}` | {r.meta['model']['name']} | {len(r.images['segmentation'])} | {miou:.1f}% | "
+                         f"{_pct(r.meta.get('all_background'))} |")
+    multi = {n: r for n, r in by_entry.items() if r.meta.get("data") == MULTILABEL_BENCHMARK}
+    if multi:
+        lines += ["", "## Multi-label models", "",
+                  f"On `{MULTILABEL_BENCHMARK}`: mAP, the mAP of ranking every image's labels by their training "
+                  "frequency, overall F1, and for a glimpse model the share of fixations 2 to the last on a small "
+                  "object against the small objects' area (random points), in %.", "",
+                  "| zoo entry | model | mAP | label frequencies | overall F1 | fixations on a small object "
+                  "(random points) | images with a small object |", "|---|---|---|---|---|---|---|"]
+        for name, r in multi.items():
+            fix = (f"{_pct(_mean(r, 'small_objects/on_small'))} ({_pct(_mean(r, 'small_objects/area'))})"
+                   if r.has("small_objects/on_small") else "-")
+            n = len(r.images["small_objects"]) if "small_objects" in r.images else "-"
+            lines.append(f"| `{name}` | {r.meta['model']['name']} | {_pct(r.meta.get('map'))} | "
+                         f"{_pct(r.meta.get('label_frequency_map'))} | {_pct(r.meta.get('f1_overall'))} | {fix} "
+                         f"| {n} |")
+    styles: dict[str, dict[str, float | None]] = {}
+    for name, r in by_entry.items():
+        entry = find_entry(name)
+        style = held_out(entry)
+        if style is not None:
+            styles.setdefault(entry.settings["init"].removeprefix("zoo:"), {})[style] = _mean(r, "clean")
+    if styles:
+        lines += ["", "## Leave one style out", "",
+                  "Each model is fine-tuned from the zoo's classifier on three of the four styles and tested on "
+                  "every test image of the fourth (chance 10%); top-1 in %.", "",
+                  "| fine-tuned from | " + " | ".join(f"{s} held out" for s in STYLES) + " | mean |",
+                  "|---|" + "---|" * (len(STYLES) + 1)]
+        for start, tops in styles.items():
+            values = [tops.get(s) for s in STYLES]
+            mean = sum(values) / len(values) if None not in values else None
+            lines.append(f"| `{start}` | " + " | ".join(_pct(v) for v in values) + f" | {_pct(mean)} |")
+    return lines
+
+
+def training_rows(names: Sequence[str]) -> list[str]:
+    """One table row per entry from its ``train.json``."""
+    rows = []
+    for name in names:
+        entry = find_entry(name)
+        try:
+            record = json.loads((entry.folder / "train.json").read_text())
+        except (OSError, ValueError):
+            continue
+        key = {SEGMENTATION_BENCHMARK: "miou", MULTILABEL_BENCHMARK: "map"}.get(entry.data, "top1")
+        curve = " ".join(f"{e[f'val_{key}']:.0f}" for e in record.get("log", []) if e.get(f"val_{key}") is not None)
+        minutes = record.get("train_seconds", math.nan) / 60
+        words = shlex.split(record.get("command", ""))
+        flags = dict(zip(words, words[1:]))
+        lr = f"{flags['--base-lr']} per 512 images" if "--base-lr" in flags else flags.get("--lr", "-")
+        test = f"{_pct((record.get('test') or {}).get(key))} {dict(top1='top-1', miou='mIoU', map='mAP')[key]}"
+        rows.append(f"| `{name}` | {flags.get('--epochs', '-')} | {lr} | {minutes:.1f} min | {curve} | {test} |")
+    return rows
+
+
+def results_markdown(settings: ResultsSettings, judgements: Sequence[Judgement],
+                     records: dict[tuple[str, int], Record]) -> str:
+    """The text of the results page."""
+    counts = {v: sum(j.verdict == v for j in judgements) for v in VERDICTS}
+    measured = sorted({e for e, _ in records})
+    lines = [
+        TITLE, "",
+        "Written by `make results` (`bioattn results`; Python: `bioattn.results.page.write_results`) from the "
+        "model zoo alone (`src/bioattn/zoo/`, trained by `make zoo`), on the test split of the embedded "
+        f"benchmark (`{BENCHMARK}`). Do not edit it: it is rewritten from its records, and "
+        "`bioattn results --check` fails when a verdict differs from them.", "",
+        *method_lines(settings), "",
+        f"Verdicts: {counts[HOLDS]} hold, {counts[FAILS]} do not hold, {counts[UNRESOLVED]} not resolved, "
+        f"{counts[UNMEASURED]} not measured.", "",
+        "## Claims", "",
+        *claim_table(judgements), "",
+        *claim_details(judgements, records),
+        *power_table(judgements), "",
+        *model_lines(records), "",
+        "## Training", "",
+        "Each entry as `make zoo` trained it (`train.json` beside its weights holds the command and the log): "
+        "epochs and learning rate, wall-clock training time on the machine that built it, the validation score "
+        "after every epoch (top-1, mIoU for segmenters, mAP for multi-label models) and the test score of the "
+        "weights shipped (the best validation epoch).", "",
+        "| zoo entry | epochs | learning rate | training time | validation score by epoch | test score |",
+        "|---|---|---|---|---|---|",
+        *training_rows(measured),
+    ]
+    missing = [e.name for e in ZOO if (base_name(e), e.seed) not in records]
+    if missing:
+        lines += ["", f"Not measured (no record): {', '.join(f'`{m}`' for m in missing)}."]
+    return "\n".join(lines) + "\n"
+
+
+def _settings(settings: ResultsSettings | None, overrides: dict[str, Any]) -> ResultsSettings:
+    return ResultsSettings(**{**(asdict(settings) if settings else {}), **overrides})
+
+
+def write_results(settings: ResultsSettings | None = None, log: Callable[[str], None] | None = None,
+                  **overrides: Any) -> list[Judgement]:
+    """Measure the zoo (or ``settings.only``), store the records beside ``settings.out`` (keeping
+    the other entries' records), decide every claim and write the page; returns the judgements.
+    Keyword ``overrides`` name fields of :class:`~bioattn.config.ResultsSettings`."""
+    settings = _settings(settings, overrides)
+    if settings.check:
+        return check_results(settings)
+    out = check_page_target(settings.out)
+    measured = measure_zoo(settings, settings.only, settings.progress, log)
+    if not measured:
+        raise BioattnError("no zoo entry is built: run bioattn zoo first")
+    write_records(records_folder(out), measured)
+    return write_page(settings)
+
+
+def write_page(settings: ResultsSettings | None = None, **overrides: Any) -> list[Judgement]:
+    """Decide every claim from the records stored beside ``settings.out`` and write the page
+    (measuring nothing); returns the judgements."""
+    settings = _settings(settings, overrides)
+    out = check_page_target(settings.out)
+    records = read_records(records_folder(out))
+    judgements = judge(claims(settings.attack_readout), records)
+    atomic_write_text(out, results_markdown(settings, judgements, records), what="results page")
+    return judgements
+
+
+def page_verdicts(out: str | Path) -> dict[str, str]:
+    """The verdict of every claim row of a results page, by claim id."""
+    out = Path(out)
+    if not written_here(out):
+        raise BioattnError(f"results page {out} is missing or was not written by bioattn results")
+    verdicts = {}
+    for line in out.read_text(encoding="utf-8").splitlines():
+        match = _ROW.match(line)
+        if match and match.group(2) in VERDICTS:
+            verdicts.setdefault(match.group(1), match.group(2))
+    return verdicts
+
+
+def check_results(settings: ResultsSettings | None = None, **overrides: Any) -> list[Judgement]:
+    """Recompute every verdict from the records of ``settings.out`` and compare it with the page;
+    raises :class:`BioattnError` (one line, naming the record or the claim) when a record was
+    altered or a verdict differs. Returns the judgements."""
+    settings = _settings(settings, overrides)
+    out = Path(settings.out)
+    shown = page_verdicts(out)
+    records = read_records(records_folder(out))
+    judgements = judge(claims(settings.attack_readout), records)
+    for j in judgements:
+        if j.claim.id not in shown:
+            raise BioattnError(f"results page {out} has no row for claim {j.claim.id}")
+        if shown[j.claim.id] != j.verdict:
+            raise BioattnError(f"claim {j.claim.id}: the page says '{shown[j.claim.id]}', the records give "
+                               f"'{j.verdict}'")
+    return judgements

@@ -1,0 +1,239 @@
+"""Building the zoo: train each entry of :data:`bioattn.zoo.ZOO` from scratch with bioattn's
+trainer, then write its folder (float16 weights, bioattn and timm metadata, the command, the
+training log and the test figures).
+
+``build_zoo()`` (``bioattn zoo``, ``make zoo``) trains every entry whose folder is missing or
+was made by other settings; ``retrain=True`` trains them all again. Training runs go under
+``runs`` (default ``$BIOATTN_CACHE/zoo-runs``), so an interrupted build resumes each run from
+its last epoch. Entry folders go into ``out``: by default the package's own zoo folder, but only
+in a source checkout (an installed package is not rewritten); elsewhere name a folder, and load
+an entry from it with ``timm.create_model("local-dir:<out>/<entry>", pretrained=True)``.
+
+The zoo's table (:mod:`bioattn.zoo`) sits in the lowest layer, where the model registry reads
+it; this builder sits with the pipelines, above the trainer and the evaluation it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from . import __version__
+from . import checkpoint as ckpt
+from .config import TrainConfig, flag_of
+from .data.embedded import cache_root
+from .errors import BioattnError
+from .evaluate.suites import evaluate_checkpoint
+from .fileio import atomic_dir
+from .models import data_config
+from .train import train, train_or_reuse
+from .zoo import ZOO, ZOO_DIR, ZooEntry
+
+TRAIN_RECORD = "train.json"
+TIMM_CONFIG = "config.json"
+
+
+def default_out() -> Path:
+    """Where entry folders go unless told: the package's zoo folder when the package runs from a
+    source checkout, else nowhere (a :class:`BioattnError` asks for a folder)."""
+    checkout = ZOO_DIR.parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "src" / "bioattn").is_dir():
+        return ZOO_DIR
+    raise BioattnError(f"bioattn is installed at {ZOO_DIR.parent}, not run from a source checkout: name the folder "
+                       "the zoo's entries go into (bioattn zoo --out DIR; Python: build_zoo(out=DIR))")
+
+
+def entry_folder(entry: ZooEntry, out: Path | None = None) -> Path:
+    """The folder of ``entry`` under ``out`` (default: the package's zoo folder)."""
+    return entry.folder if out is None else Path(out) / entry.name
+
+
+def train_config(entry: ZooEntry, run_dir: Path, progress: bool = False, out: Path | None = None) -> TrainConfig:
+    """The trainer's settings of ``entry``, writing its run into ``run_dir``; a fine-tuned entry
+    starts from its starting entry's folder under ``out``."""
+    settings = dict(entry.settings)
+    init = str(settings.get("init") or "")
+    if out is not None and init.startswith(ckpt.ZOO_PREFIX):
+        settings["init"] = str(Path(out) / init[len(ckpt.ZOO_PREFIX):])
+    return TrainConfig(model=entry.model, data=entry.data, model_args=dict(entry.model_args), seed=entry.seed,
+                       output=str(run_dir), progress=progress, tensorboard=False, **settings)
+
+
+def command_line(entry: ZooEntry) -> str:
+    """The ``bioattn train`` command that trains ``entry`` (run directory left to the trainer)."""
+    cfg = TrainConfig(model=entry.model, data=entry.data, model_args=dict(entry.model_args), seed=entry.seed,
+                      **entry.settings)
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    words = ["bioattn", "train", "--model", entry.model, "--data", entry.data]
+    for key, value in entry.model_args.items():
+        words += ["--model-arg", f"{key}={value}"]
+    words += ["--seed", str(entry.seed)]
+    for key in sorted(entry.settings):
+        value = getattr(cfg, key)
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        words += [flag_of(fields[key]), str(value)]
+    return shlex.join(words)
+
+
+def _recorded_command(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / TRAIN_RECORD).read_text()).get("command")
+    except (OSError, ValueError):
+        return None
+
+
+def is_current(entry: ZooEntry, out: Path | None = None) -> bool:
+    """Whether ``entry``'s folder (under ``out``) holds weights made by its present settings."""
+    folder = entry_folder(entry, out)
+    built = (folder / ckpt.WEIGHTS).is_file() and (folder / ckpt.META).is_file()
+    return built and _recorded_command(folder) == command_line(entry)
+
+
+def _test_figures(best: Path, entry: ZooEntry) -> dict[str, Any]:
+    """The clean figures of the checkpoint ``best`` on the test split of the entry's data."""
+    result = evaluate_checkpoint(best, "clean", data=entry.data, split="test", progress=False)
+    clean = result["results"]["clean"]
+    keep = ("top1", "top5", "miou", "pixel_acc", "map", "f1_overall", "n", "per_readout")
+    return {k: clean[k] for k in keep if k in clean}
+
+
+def export_entry(entry: ZooEntry, run_dir: Path, train_seconds: float, out: Path | None = None) -> Path:
+    """Write ``entry``'s folder (under ``out``) from the best checkpoint of its finished run ``run_dir``."""
+    best = ckpt.resolve_checkpoint_dir(run_dir / "best")
+    meta = ckpt.read_meta(best)
+    if meta is None:
+        raise BioattnError(f"{run_dir} holds no best checkpoint to export")
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous()
+             for k, v in ckpt.read_state_dict(best).items()}
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    test = _test_figures(best, entry)
+    cfg = data_config(meta["model"], meta.get("img_size"))
+    timm_config = {
+        "architecture": meta["model"],
+        "num_classes": meta["num_classes"],
+        "model_args": dict(meta.get("model_args") or {}),
+        "pretrained_cfg": {
+            "tag": entry.tag,
+            "input_size": list(cfg["input_size"]),
+            "mean": list(meta["mean"]),
+            "std": list(meta["std"]),
+            "crop_pct": cfg["crop_pct"],
+            "interpolation": cfg.get("interpolation", "bicubic"),
+            "num_classes": meta["num_classes"],
+            "label_names": meta.get("classes"),
+        },
+    }
+    record = {
+        "entry": entry.name,
+        "label": entry.label,
+        "command": command_line(entry),
+        "seed": entry.seed,
+        "data": entry.data,
+        "bioattn_version": __version__,
+        "torch_version": torch.__version__,
+        "train_seconds": round(train_seconds, 1),
+        "best_epoch": meta.get("epoch"),
+        "validation": meta.get("metrics"),
+        "test": test,
+        "log": log,
+    }
+
+    def fill(tmp: Path) -> None:
+        save_file(state, str(tmp / ckpt.WEIGHTS), metadata={"format": "pt", "zoo_entry": entry.name,
+                                                            "command": record["command"]})
+        (tmp / ckpt.META).write_text(json.dumps(dict(meta, zoo_entry=entry.name), indent=2, default=str) + "\n")
+        (tmp / TIMM_CONFIG).write_text(json.dumps(timm_config, indent=2) + "\n")
+        (tmp / TRAIN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+    folder = entry_folder(entry, out)
+    atomic_dir(folder, fill, what="zoo folder")
+    return folder
+
+
+def build_entry(entry: ZooEntry, runs: Path, retrain: bool = False, progress: bool = False, log=print,
+                out: Path | None = None) -> Path:
+    """Train ``entry`` (resuming its run under ``runs`` if one was interrupted, reusing it if it
+    finished: :func:`bioattn.train.train_or_reuse`) and export it into ``out`` (default: the
+    package's zoo folder); ``retrain`` trains it anew in any case."""
+    run_dir = runs / entry.name
+    cfg = train_config(entry, run_dir, progress, out)
+    start = time.perf_counter()
+    if retrain:
+        log(f"{entry.name}: training ({command_line(entry)})")
+        train(dataclasses.replace(cfg, overwrite=True))
+    else:
+        log(f"{entry.name}: {command_line(entry)}")
+        train_or_reuse(cfg, replace=True, log=lambda message: log(f"{entry.name}: {message}"))
+    seconds = _recorded_seconds(run_dir) or (time.perf_counter() - start)
+    folder = export_entry(entry, run_dir, seconds, out)
+    log(f"{entry.name}: wrote {folder}")
+    return folder
+
+
+def _recorded_seconds(run_dir: Path) -> float | None:
+    """Training time of a run: its epochs' wall-clock seconds (training and validation), summed."""
+    try:
+        records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    except OSError:
+        return None
+    seconds = [r.get("epoch_seconds") for r in records]
+    return float(sum(seconds)) if seconds and None not in seconds else None
+
+
+def select_entries(patterns: list[str] | None) -> list[ZooEntry]:
+    """The zoo entries that ``patterns`` name (entry names or their pretrained names, or
+    shell-style patterns such as ``rvt_micro*_seed1``), in the zoo's order; None selects every
+    entry. An empty selection, or a pattern that names no entry, is refused."""
+    if patterns is None:
+        return list(ZOO)
+    if not patterns:
+        raise BioattnError("the selection names no zoo entry: give entry names (bioattn zoo --only NAME[,NAME...]) "
+                           "or leave --only out to build every entry")
+    unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(e.name, p) or e.tagged == p for e in ZOO)]
+    if unknown:
+        raise BioattnError(f"no zoo entry matches {', '.join(unknown)} ({len(ZOO)} entries, e.g. "
+                           f"{', '.join(e.name for e in ZOO[:3])}; `bioattn zoo --list` lists them)")
+    return [e for e in ZOO if any(fnmatch.fnmatchcase(e.name, p) or e.tagged == p for p in patterns)]
+
+
+def zoo_listing(patterns: list[str] | None = None, out: str | Path | None = None) -> list[str]:
+    """One line per selected entry: its folder name, the name it loads under with
+    ``pretrained=True``, its seed and whether its folder holds weights of its present settings
+    (``current``), of other settings (``stale``) or none (``missing``)."""
+    where = Path(out) if out is not None else ZOO_DIR
+    where = None if where == ZOO_DIR else where
+    lines = []
+    for entry in select_entries(patterns):
+        folder = entry_folder(entry, where)
+        state = "current" if is_current(entry, where) else "stale" if (folder / ckpt.WEIGHTS).is_file() else "missing"
+        lines.append(f"{entry.name:<40} {entry.tagged:<44} seed {entry.seed}  {state}")
+    return lines
+
+
+def build_zoo(names: list[str] | None = None, retrain: bool = False, runs: str | Path | None = None,
+              progress: bool = True, log=None, out: str | Path | None = None) -> list[Path]:
+    """Train and export the zoo entries ``names`` (default: every entry; see
+    :func:`select_entries`) into ``out`` (default: :func:`default_out`), skipping those whose
+    folders were made by their present settings unless ``retrain``."""
+    say = log or (lambda message: print(message, file=sys.stderr))
+    entries = select_entries(names)
+    out = Path(out) if out is not None else default_out()
+    out = None if out == ZOO_DIR else out
+    runs = Path(runs) if runs is not None else cache_root() / "zoo-runs"
+    written = []
+    for entry in entries:
+        if not retrain and is_current(entry, out):
+            say(f"{entry.name}: up to date ({entry_folder(entry, out)})")
+            continue
+        written.append(build_entry(entry, runs, retrain, progress, say, out))
+    return written

@@ -1,0 +1,105 @@
+"""The results page: written from the stored records, marked as its own, refusing a file it did
+not write, and checked against the records (``bioattn results --check``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bioattn.cli import main
+from bioattn.config import ResultsSettings
+from bioattn.errors import BioattnError
+from bioattn.results.judge import HOLDS, UNMEASURED, eps_key
+from bioattn.results.page import TITLE, check_results, records_folder, write_page
+from bioattn.results.records import Record, write_records
+
+PGD = f"pgd/{eps_key(1 / 255)}"
+
+
+def _record(entry: str, share: float, seed: int) -> Record:
+    n = 800
+    rng = np.random.default_rng(seed)
+    record = Record(entry, 0, meta={"model": {"name": entry}, "data": "embedded"})
+    correct = rng.random(n) < share
+    record.add("clean", rng.random(n) < 0.95, range(n))
+    record.add(PGD, correct, range(n))
+    record.add(f"{PGD}/clean", correct | (rng.random(n) < 0.5))
+    record.add("attention/auc", rng.random(n).astype(np.float32), range(n))
+    record.add("attention/share", rng.random(n).astype(np.float32))
+    record.add("attention/area", np.full(n, 0.06, np.float32))
+    return record
+
+
+@pytest.fixture
+def page(tmp_path):
+    out = tmp_path / "docs" / "results.md"
+    write_records(records_folder(out), [_record("rvt_micro_vars_d", 0.8, 1), _record("rvt_micro", 0.6, 2)])
+    judged = write_page(ResultsSettings(out=str(out), progress=False))
+    return out, judged
+
+
+def test_the_page_shows_each_claim_with_its_statistics(page):
+    out, judged = page
+    text = out.read_text()
+    assert text.startswith(TITLE + "\n")
+    for section in ("## How the verdicts are reached", "## Claims", "## Claim by claim", "## Power", "## The models"):
+        assert section in text
+    pgd = next(j for j in judged if j.claim.id == "vars-pgd-rvt-vars-d")
+    assert pgd.verdict == HOLDS
+    row = next(line for line in text.splitlines() if line.startswith("| `vars-pgd-rvt-vars-d` |"))
+    assert "pgd_top1 (above 0)" in row and "| 800 | 1 | holds |" in row and "[+" in row
+    assert "- pgd_top1: 7" in text or "- pgd_top1: 8" in text
+    assert "McNemar mid-p" in text and "PGD / clean top-1 on the same images" in text
+    assert "| `vars-pgd-rvt-vars-d` | pgd_top1 | McNemar mid-p | 800 | ±" in text
+    # the claims on other entries are not measured, and say which record they lack
+    assert sum(j.verdict == UNMEASURED for j in judged) == len(judged) - 2
+    assert "Not measured: no record of zoo entry absvit_micro_patch8_64" in text
+
+
+def test_check_passes_on_intact_records_and_names_an_altered_one(page, capsys):
+    out, judged = page
+    assert [j.verdict for j in check_results(out=str(out))] == [j.verdict for j in judged]
+    assert main(["results", "--check", "--out", str(out)]) == 0
+    assert "all agree" in capsys.readouterr().out
+    path = records_folder(out) / "rvt_micro.seed0.json"
+    data = json.loads(path.read_text())
+    data["meta"]["model"]["name"] = "changed"
+    path.write_text(json.dumps(data, sort_keys=True, indent=1) + "\n")
+    with pytest.raises(BioattnError, match=r"rvt_micro\.seed0\.json was altered"):
+        check_results(out=str(out))
+    assert main(["results", "--check", "--out", str(out)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rvt_micro.seed0.json was altered" in err[0]
+
+
+def test_check_fails_when_a_verdict_on_the_page_differs(page, capsys):
+    out, _ = page
+    text = out.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `vars-pgd-rvt-vars-d` |"))
+    out.write_text(text.replace(row, row.replace("| holds |", "| not resolved |")))
+    with pytest.raises(BioattnError, match="claim vars-pgd-rvt-vars-d: the page says 'not resolved', the records "
+                                           "give 'holds'"):
+        check_results(out=str(out))
+    out.write_text(text.replace(row + "\n", ""))
+    assert main(["results", "--check", "--out", str(out)]) == 2
+    assert "has no row for claim vars-pgd-rvt-vars-d" in capsys.readouterr().err
+
+
+def test_the_page_writer_refuses_a_file_it_did_not_write(page):
+    out, _ = page
+    out.write_text("# My notes\n\nkept by hand\n")
+    with pytest.raises(BioattnError, match="was not written by bioattn results"):
+        write_page(ResultsSettings(out=str(out), progress=False))
+    assert out.read_text() == "# My notes\n\nkept by hand\n"
+    with pytest.raises(BioattnError, match="not written by bioattn results"):
+        check_results(out=str(out))
+
+
+def test_results_refuses_a_page_that_is_not_markdown(tmp_path, capsys):
+    assert main(["results", "--out", str(tmp_path / "results.txt"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a .md file" in err[0]
+    with pytest.raises(BioattnError, match="beyond --glimpses"):
+        ResultsSettings(glimpses=4, attack_readout=8)
