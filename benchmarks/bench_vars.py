@@ -1,19 +1,31 @@
-"""Speed of the RVT backbone with each attention: eval and training images/s, plus a profile.
+"""Speed of VARS against its self-attention twins: eval and training images/s, plus a profile.
 
-Measures ``rvt_tiny`` (224 px) and ``rvt_micro`` (64 px), and ``rvt_small`` with ``--sizes``,
-with ``self-att``, ``perf``, ``vars_s``, ``vars_d`` and ``vars_sd`` in one run (``--compile-ista``
-adds VARS-D and VARS-SD with their sparse coding compiled), then profiles one forward pass of the
-tiny model with self-attention and with VARS-D (torch.profiler, top operators by self time).
+Two tables:
 
-Timings interleave the attentions round by round and keep each one's fastest round, which
-makes the ratios robust to other work on the machine; the load average is printed with them.
-Next to the measured time ratios to self-attention it prints the reference ratios of the
-authors' code measured on an H200 (bf16, batch 128, 224 px) and the targets for bioattn's
-VARS (VARS-D at most 1.5x self-attention, VARS-SD at most 2.2x, eval and training).
+* the RVT backbone with each attention: ``rvt_tiny`` (224 px), and ``rvt_small`` with ``--sizes``,
+  with ``self-att``, ``perf``, ``vars_s``, ``vars_d`` and ``vars_sd`` in one run (``--compile-ista``
+  adds VARS-D and VARS-SD with their sparse coding compiled), beside the reference ratios of the
+  authors' code measured on an H200 (bf16, batch 128, 224 px) and the targets for bioattn's VARS
+  (VARS-D at most 1.5x self-attention, VARS-SD at most 2.2x, eval and training);
+* the zoo's micro models as they train (``--twins``; 64 px, batch 128): ``rvt_micro`` with
+  ``vars_s``, ``vars_d`` and ``vars_sd`` against its self-attention, the DeiT-style ViT with VARS-D
+  in the micro ViT's layout against ``vit_micro_patch8_64``, and ``gfnet_micro`` with the
+  ``vars_s`` mixer against the global filter; each VARS model's time ratio to its twin is printed
+  beside the ratio of the FLOPs of a training step (matrix products and convolutions), so that a
+  time ratio well above the FLOP ratio points at work that is not arithmetic.
+
+Then it profiles one forward pass of the tiny RVT with self-attention and with VARS-D
+(torch.profiler, top operators by self time).
+
+Timings interleave the models round by round and keep each one's fastest round, which makes
+the ratios robust to other work on the machine; the load average is printed with them.
+``--clock cpu`` times by the process's CPU time instead of the wall clock: with ``--threads 1``
+the time a step computes, unaffected by other processes taking the cores (on an idle machine
+both clocks agree).
 
     python benchmarks/bench_vars.py              # a few minutes on 2 idle cores
     python benchmarks/bench_vars.py --quick      # about a minute
-    python benchmarks/bench_vars.py --threads 1  # steadier ratios on a busy machine
+    python benchmarks/bench_vars.py --sizes '' --threads 1 --clock cpu   # the micro twins, on a busy machine
     python benchmarks/bench_vars.py --device cuda --amp bf16 --sizes tiny,small --compile-ista
 """
 
@@ -24,13 +36,25 @@ import os
 import platform
 import time
 
+import timm
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+import bioattn  # noqa: F401  (registers the models with timm)
 from bioattn.models.rvt import _RVT_ARCHS, RVT
 from bioattn.models.vars import ATTENTIONS
-from timing import CPU, ModelRunner, add_device_options, parse_amp, parse_device, print_header, sync, time_rounds
+from timing import (
+    CPU,
+    ModelRunner,
+    add_device_options,
+    count_flops,
+    parse_amp,
+    parse_device,
+    print_header,
+    sync,
+    time_rounds,
+)
 
 SIZES = {
     # name: (architecture, image size, eval batch, train batch) on the CPU; 128 and 128 on CUDA
@@ -38,6 +62,18 @@ SIZES = {
     "small": ("rvt_small", 224, 8, 4),
     "micro": ("rvt_micro", 64, 64, 64),
 }
+# the micro layout of the zoo's ViTs (vit_micro_patch8_64), here with VARS-D in every block
+MICRO_VIT = dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3, global_pool="avg")
+# twin group: [(label, timm name, model arguments)], the first the twin the others are compared with
+TWINS = {
+    "rvt_micro": [("self-att", "rvt_micro", {}), ("vars_s", "rvt_micro", dict(attention="vars_s")),
+                  ("vars_d", "rvt_micro", dict(attention="vars_d")),
+                  ("vars_sd", "rvt_micro", dict(attention="vars_sd"))],
+    "vit_micro": [("self-att", "vit_micro_patch8_64", {}),
+                  ("vars_d", "deit_tiny_patch16_224_vars_d", MICRO_VIT)],
+    "gfnet_micro": [("filter", "gfnet_micro", {}), ("vars_s", "gfnet_micro", dict(mixer="vars_s"))],
+}
+TWIN_IMAGE_SIZE = 64
 # time ratios to self-attention of the authors' code on an H200 (bf16, batch 128, 224 px):
 # (architecture, attention) -> (eval, train); None: not measured
 REFERENCE = {
@@ -73,6 +109,17 @@ class Runner(ModelRunner):
 
     def loss(self) -> torch.Tensor:
         return F.cross_entropy(self.model(self.x_train), self.y_train)
+
+    def timed(self, fn, *args) -> float:
+        if CLOCK["clock"] == "cpu" and self.device.type == "cpu":
+            start = time.process_time()
+            fn(*args)
+            return time.process_time() - start
+        return super().timed(fn, *args)
+
+
+# how steps are timed: "wall" (perf_counter) or "cpu" (the process's CPU time; --clock)
+CLOCK = {"clock": "wall"}
 
 
 def bench_size(name: str, attentions: list[str], rounds: int, scale: float, device: torch.device,
@@ -120,6 +167,46 @@ def print_table(rows: list[dict]) -> None:
               f"{_ratio(ref_eval):>14} {_ratio(ref_train):>15} {_ratio(r['target']):>7}")
 
 
+def bench_twins(groups: list[str], rounds: int, batch: int, device: torch.device,
+                amp: torch.dtype | None) -> list[dict]:
+    """Eval and training images/s of each model of the twin ``groups`` at ``batch`` images of
+    64 px, the time ratios to the group's twin and the FLOP ratio of a training step."""
+    x = torch.randn(batch, 3, TWIN_IMAGE_SIZE, TWIN_IMAGE_SIZE, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    rows = []
+    for group in groups:
+        runners, flops = {}, {}
+        for label, name, kwargs in TWINS[group]:
+            torch.manual_seed(0)
+            model = timm.create_model(name, num_classes=10, **kwargs).to(device)
+            runner = Runner(model, x, x, y, device, amp)
+            runners[label] = runner
+            model.train()
+            flops[label] = count_flops(lambda r=runner: r.loss().backward())
+            model.zero_grad(set_to_none=True)
+        best_eval = time_rounds(runners, "eval", rounds, reduce=min, warmup=WARMUP)
+        best_train = time_rounds(runners, "train", rounds, reduce=min, warmup=WARMUP)
+        twin = TWINS[group][0][0]
+        for label, name, _ in TWINS[group]:
+            rows.append(dict(
+                group=group, model=name, attention=label, eval_ips=batch / best_eval[label],
+                train_ips=batch / best_train[label], eval_ratio=best_eval[label] / best_eval[twin],
+                train_ratio=best_train[label] / best_train[twin], flop_ratio=flops[label] / flops[twin],
+            ))
+    return rows
+
+
+def print_twins(rows: list[dict], batch: int) -> None:
+    head = (f"{'group':<12} {'model':<29} {'attention':<10} {'eval img/s':>11} {'train img/s':>12} "
+            f"{'eval / twin':>12} {'train / twin':>13} {'FLOPs / twin':>13}")
+    print(f"\nthe zoo's micro models and their twins (first of each group), {TWIN_IMAGE_SIZE} px, batch {batch}")
+    print_header(head)
+    for r in rows:
+        print(f"{r['group']:<12} {r['model']:<29} {r['attention']:<10} {r['eval_ips']:>11.1f} "
+              f"{r['train_ips']:>12.1f} {r['eval_ratio']:>11.2f}x {r['train_ratio']:>12.2f}x "
+              f"{r['flop_ratio']:>12.2f}x")
+
+
 def profile_forward(arch: str, size: int, batch: int, attention: str, rows: int,
                     device: torch.device = CPU) -> None:
     model = build(arch, attention, device).eval()
@@ -139,7 +226,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller batches")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--sizes", default="tiny,micro", help="comma list of: tiny, small, micro")
+    parser.add_argument("--sizes", default="tiny", help="comma list of: tiny, small, micro ('' for none)")
+    parser.add_argument("--twins", default=",".join(TWINS),
+                        help=f"comma list of micro twin groups: {', '.join(TWINS)} ('' for none)")
+    parser.add_argument("--batch", type=int, default=128, help="batch of the micro twins (default 128)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="time steps by the wall clock or by the process's CPU time (CPU only)")
     parser.add_argument("--attentions", default=",".join(ATTENTIONS))
     parser.add_argument("--compile-ista", action="store_true",
                         help="also time vars_d and vars_sd with their sparse coding compiled")
@@ -157,13 +249,24 @@ def main() -> None:
         f"{args.threads} threads, {platform.processor() or platform.machine()}")
     print(f"torch {torch.__version__}, {where}, amp {args.amp}, load average {os.getloadavg()[0]:.1f} at start")
     start = time.perf_counter()
+    CLOCK["clock"] = args.clock
     rows = []
-    for name in args.sizes.split(","):
+    for name in filter(None, args.sizes.split(",")):
         rows += bench_size(name, attentions, rounds, scale, device, amp)
-    print()
-    print_table(rows)
-    print(f"\n(best of {rounds} interleaved rounds; load average {os.getloadavg()[0]:.1f} at end; official: the "
-          "authors' code on an H200, bf16, batch 128; target: bioattn's goal on a GPU, eval and training)")
+    if rows:
+        print()
+        print_table(rows)
+        print(f"\n(best of {rounds} interleaved rounds; load average {os.getloadavg()[0]:.1f} at end; official: "
+              "the authors' code on an H200, bf16, batch 128; target: bioattn's goal on a GPU, eval and training)")
+    groups = [g for g in args.twins.split(",") if g]
+    unknown = [g for g in groups if g not in TWINS]
+    if unknown:
+        parser.error(f"unknown twin group {', '.join(unknown)} (choose from {', '.join(TWINS)})")
+    if groups:
+        batch = max(2, int(args.batch * scale))
+        print_twins(bench_twins(groups, rounds, batch, device, amp), batch)
+        print(f"\n(best of {rounds} interleaved rounds, {args.clock} clock; load average "
+              f"{os.getloadavg()[0]:.1f} at end; FLOPs: matrix products and convolutions of a training step)")
     if not args.no_profile:
         batch = 2 if args.quick else 4
         for attention in ("self-att", "vars_d"):

@@ -181,3 +181,41 @@ def test_readme_layout_names_the_top_level_folders():
         assert folder in layout
     for package in sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()):
         assert f"{package}/" in layout, package
+
+
+def deferred_imports() -> dict[str, int]:
+    """For each module, the number of its bioattn and third-party import statements that sit
+    inside a function (run on first call rather than on import)."""
+    counts: dict[str, int] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        n = 0
+        for func in ast.walk(tree):
+            if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n += sum(isinstance(node, (ast.Import, ast.ImportFrom)) for node in ast.walk(func)
+                         if node is not func)
+        if n:
+            counts[module_name(path)] = n
+    return counts
+
+
+def test_the_page_states_how_many_imports_sit_inside_functions():
+    # nested functions would count their imports twice; the package has none that import
+    counts = deferred_imports()
+    stated = re.search(r"(\d+) imports sit inside functions, in (\d+) modules", _architecture_page())
+    assert stated, "docs/architecture.md should say how many imports sit inside functions"
+    assert (int(stated[1]), int(stated[2])) == (sum(counts.values()), len(counts)), counts
+
+
+def test_modules_and_functions_stay_readable():
+    # no module over 700 lines outside the model families (a model file reads like its paper), no
+    # function over 100 lines
+    long_modules, long_functions = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if "models" not in path.relative_to(PACKAGE).parts and len(text.splitlines()) > 700:
+            long_modules.append(f"{module_name(path)} ({len(text.splitlines())} lines)")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 100:
+                long_functions.append(f"{module_name(path)}.{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long_modules and not long_functions, (long_modules, long_functions)

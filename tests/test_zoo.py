@@ -66,7 +66,11 @@ def test_every_entry_has_its_own_folder_and_trains_with_valid_settings():
             start = zoo.find_entry(entry.settings["init"].removeprefix("zoo:"))
             assert zoo.ZOO.index(start) < i and start.data == zoo.BENCHMARK and start.seed == entry.seed
     # every entry in every seed, each under its own name for timm
-    assert {e.seed for e in zoo.ZOO} == set(zoo.SEEDS) and len(zoo.ZOO) == len(zoo.SEEDS) * len(zoo._SEED_ZERO)
+    assert {e.seed for e in zoo.ZOO} == set(zoo.SEEDS)
+    compared = [e for e in zoo.ZOO if e.seed == 0 and e.name not in zoo.SINGLE_SEED]
+    for seed in zoo.SEEDS:
+        assert sorted(e.name.removesuffix(f"_seed{seed}") for e in zoo.ZOO if e.seed == seed and seed) == \
+            (sorted(e.name for e in compared) if seed else [])
     tagged = [e.tagged for e in zoo.ZOO]
     assert len(set(tagged)) == len(tagged)
     assert zoo.find_entry("rvt_micro_vars_d_seed2").tagged == "rvt_micro_vars_d.embedded_seed2"
@@ -77,7 +81,7 @@ def test_every_entry_has_its_own_folder_and_trains_with_valid_settings():
 
 def test_the_shipped_weights_fit_in_git():
     """Each built entry's folder holds its four files, each weight file under the 5 MB a file may
-    take in the repository, all of them together within the zoo's 40 MB."""
+    take in the repository, all of them together within the zoo's 100 MB."""
     built = [e for e in zoo.ZOO if e.is_built()]
     assert built, "no zoo entry is built"
     sizes = {}
@@ -86,7 +90,7 @@ def test_the_shipped_weights_fit_in_git():
             "model.safetensors", "model.json", "config.json", "train.json"}
         sizes[entry.name] = (entry.folder / "model.safetensors").stat().st_size
     assert max(sizes.values()) < 5_000_000, max(sizes, key=sizes.get)
-    assert sum(sizes.values()) <= 40_000_000
+    assert sum(sizes.values()) <= 100_000_000
 
 
 def test_the_recorded_command_trains_what_the_entry_says():
@@ -340,3 +344,25 @@ def test_style_entries_use_the_generator_styles_and_the_domain_protocol():
     for style in zoo.STYLES:
         spec = DomainSpec(zoo.STYLES_ROOT, tuple(s for s in zoo.STYLES if s != style), style, 0.2, 0)
         assert zoo.held_out_spec(style) == str(spec)
+
+
+def test_the_zoo_report_reads_curves_plateaus_and_seeds_from_the_records(tmp_path, monkeypatch):
+    import bioattn.zoo_builder as build
+
+    first = _entry()
+    second = zoo.seeded(first, 4)
+    monkeypatch.setattr(build, "ZOO", (first, second))
+    for entry, curve, test in ((first, [40.0, 60.0, 70.0, 80.0, 80.2], 79.0), (second, [40, 50, 60, 70, 75], 73.0)):
+        folder = tmp_path / entry.name
+        folder.mkdir()
+        log = [{"epoch": i + 1, "val_top1": v} for i, v in enumerate(curve)]
+        (folder / "train.json").write_text(json.dumps({"command": command_line(entry), "log": log,
+                                                       "test": {"top1": test}, "train_seconds": 120}))
+    page = build.zoo_report(tmp_path)
+    # the last fifth of five epochs is the fifth: 80.2 - 80.0 is a plateau, 75 - 70 is still rising
+    assert "| `tiny_rvt` | RVT VARS-D | 3 | top-1 79.00 | 40 60 70 80 80 | 0.20 | 5 | 2.0 |" in page
+    assert "| `tiny_rvt_seed4` | RVT VARS-D | 4 | top-1 73.00 | 40 50 60 70 75 | 5.00 (rising) | 5 | 2.0 |" in page
+    # across seeds: the mean and the standard deviation of the two test figures
+    assert "| `tiny_rvt` | RVT VARS-D | top-1 | 2 | 76.00 | 4.24 |" in page
+    assert "0.07 hours (2 entries of 2)" in page
+    assert build.plateau_gain([1.0, 2.0]) == 1.0 and math.isnan(build.plateau_gain([1.0]))

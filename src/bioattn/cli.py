@@ -263,10 +263,15 @@ def _run_results(s: config.ResultsSettings) -> int:
 
 def _run_zoo(s: config.ZooSettings) -> int:
     # on demand: the command line starts (and answers --help) without loading torch
-    from .zoo_builder import build_zoo, zoo_listing
+    from .fileio import atomic_write_text
+    from .zoo_builder import build_zoo, zoo_listing, zoo_report
 
     if s.list_entries:
         print("\n".join(zoo_listing(s.only, s.out)))
+        return 0
+    if s.report:
+        atomic_write_text(Path(s.report), zoo_report(Path(s.out) if s.out else None))
+        print(f"zoo: the built entries' report written to {s.report}")
         return 0
     written = build_zoo(s.only, retrain=s.retrain, runs=s.runs, progress=s.progress, out=s.out)
     print(f"zoo: {len(written)} entr{'y' if len(written) == 1 else 'ies'} written")

@@ -16,11 +16,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, ge
 from .config import TrainConfig
 from .data import Augmentation, is_domain_spec, is_embedded
 from .data.batched import BatchRecipe, InMemoryBatches, in_memory_loader
+from .data.embedded import EmbeddedDataset
 from .data.folders import read_class_list
 from .data.on_device import DecodeOnDevice, EncodedImages, collate_encoded
 from .data.subsets import base_dataset, spread_subset
 from .distributed import DistInfo
 from .errors import BioattnError
+from .models import prompted_by_labels
 from .models.inputs import InputConfig
 from .randomness import epoch_seed, seed_everything
 from .tasks.base import Task
@@ -63,6 +65,8 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> TrainData:
     chosen = read_class_list(cfg.classes) if cfg.classes else None
     train_set = task.build_dataset(cfg.data, "train", inputs, train=True, aug=aug, subset=chosen,
                                    skip_bad_images=cfg.skip_bad_images)
+    if prompted_by_labels(task.model_name(cfg.model)):
+        keep_all_labels(cfg, train_set)
     classes = list(train_set.classes)
     val_set = task.build_dataset(cfg.data, "val", inputs, train=False, classes=classes, subset=chosen,
                                  skip_bad_images=cfg.skip_bad_images)
@@ -85,6 +89,21 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> TrainData:
     val_loader = DataLoader(_Shard(val_set, info.rank, info.world_size), batch_size=val_batch,
                             shuffle=False, num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
     return TrainData(task, train_set, val_set, classes, inputs, sampler, train_loader, val_loader)
+
+
+def keep_all_labels(cfg: TrainConfig, train_set: Dataset) -> None:
+    """For a model trained under priors drawn from its labels (``--model`` of
+    :func:`bioattn.models.prompted_by_labels`): two-object embedded training images give both
+    objects' classes as their target, from which the model draws the prompted one (other data
+    keep their one class per image; the validation images keep the first object's class, which
+    top-1 scores). Mixing targets is refused: a mixed target names no class to prompt."""
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        raise BioattnError(f"--mixup and --cutmix mix the targets, but {cfg.model} draws its prior from each "
+                           "image's classes: set both to 0")
+    base = base_dataset(train_set)
+    arrays = getattr(base, "arrays", None)
+    if isinstance(base, EmbeddedDataset) and arrays is not None and arrays.pair:
+        base.keep_all_labels()
 
 
 def loader_kind(cfg: TrainConfig, task: Task, device: torch.device) -> str:

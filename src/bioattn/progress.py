@@ -48,11 +48,14 @@ def format_rate(per_second: float, unit: str) -> str:
 
 
 class _RateColumn(ProgressColumn):
-    """The task's rate in its own unit (``images/s``; ``s/step`` when slower than one a second)."""
+    """The task's rate (``12.3/s``, the unit being beside the count; ``4 s/step`` when slower
+    than one a second)."""
 
     def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text("" if speed is None else format_rate(speed, task.fields.get("unit", "")), style="cyan")
+        if speed is None:
+            return Text("")
+        return Text(format_rate(speed, task.fields.get("unit", "") if speed < 1 else ""), style="cyan")
 
 
 class _LeftColumn(ProgressColumn):

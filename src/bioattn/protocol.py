@@ -24,7 +24,11 @@ bare model, see :func:`capable`):
 
 * :class:`Glimpsing`: ``forward_glimpses`` (the glimpse models);
 * :class:`TopDownSteerable`: ``top_down_maps`` (attention steered by a prior, AbSViT);
-* :class:`MapProducing`: ``attention_maps`` and ``saliency``.
+* :class:`MapProducing`: ``attention_maps`` and ``saliency``;
+* :class:`LabelPrompted`: a training pass that takes the images' labels as a prior
+  (``prompted_classes``; the label-prompted AbSViT): the trainer passes ``labels=`` to its
+  ``forward_readouts``, with every object's class of a two-object image (see
+  :func:`bioattn.models.prompted_by_labels`).
 
 Modules that must act between optimizer steps (VARS-S refreshes its ISTA step size) define
 ``after_train_step(global_step)``; the trainer calls it on every submodule through
@@ -41,6 +45,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from .errors import BioattnError
+
 # The keys a model may put into ``ModelOutput.extras`` and what they hold.
 EXTRAS_KEYS: dict[str, str] = {
     "prior_mask": "AbSViT: the token mask (B, N, 1) of the prior that steered the second pass",
@@ -51,6 +57,8 @@ EXTRAS_KEYS: dict[str, str] = {
                  "fixation after the first",
     "entropies": "glimpse models with a fixation policy: entropy (T-1, B) of the policy at each "
                  "choice",
+    "prompted_class": "label-prompted models: the class (B,) whose prior steered the pass and which is its "
+                      "training target",
     "aux_logits": "segmenters: the auxiliary head's per-pixel logits (B, K, H, W), trained with a "
                   "smaller weight",
 }
@@ -115,6 +123,15 @@ class MapProducing(Protocol):
 
 
 @runtime_checkable
+class LabelPrompted(Protocol):
+    """A model whose training pass is steered by the images' labels: ``forward_readouts(x,
+    labels=y)`` draws a prompted class per image from ``y`` (``prompted_classes``), runs under
+    its prior and records it in ``extras["prompted_class"]``, the pass's training target."""
+
+    def prompted_classes(self, labels: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
 class BackboneInitialised(Protocol):
     """A model built around a backbone (a segmenter) that takes a classifier's checkpoint into
     that backbone for fine-tuning, its own heads keeping their fresh weights."""
@@ -157,8 +174,9 @@ class ReadoutModel(nn.Module):
         super().__init__()
         self.module = model
 
-    def forward(self, x: torch.Tensor, readouts: int | None = None) -> ModelOutput:
-        return forward_readouts(self.module, x, readouts=readouts)
+    def forward(self, x: torch.Tensor, readouts: int | None = None,
+                labels: torch.Tensor | None = None) -> ModelOutput:
+        return forward_readouts(self.module, x, readouts=readouts, labels=labels)
 
 
 def final_logits(output: torch.Tensor | ModelOutput) -> torch.Tensor:
@@ -195,10 +213,18 @@ def compute_loss(
     return readout_loss(output, target, criterion)
 
 
-def forward_readouts(model: nn.Module, x: torch.Tensor, readouts: int | None = None) -> ModelOutput:
+def forward_readouts(model: nn.Module, x: torch.Tensor, readouts: int | None = None,
+                     labels: torch.Tensor | None = None) -> ModelOutput:
     """Every readout of any model: multi-readout models answer through their
-    ``forward_readouts``; plain models give one readout."""
+    ``forward_readouts``; plain models give one readout. ``labels`` steer a
+    :class:`LabelPrompted` model's pass (other models refuse them)."""
     inner = unwrap(model)
+    if labels is not None:
+        if not isinstance(inner, LabelPrompted):
+            raise BioattnError(f"{type(inner).__name__} takes no labels in its forward pass")
+        if readouts is None:
+            return inner.forward_readouts(x, labels=labels)
+        return inner.forward_readouts(x, readouts=readouts, labels=labels)
     if isinstance(inner, MultiReadout):
         if readouts is None:
             return inner.forward_readouts(x)

@@ -52,7 +52,16 @@ from .loaders import TrainData, build_data, seed_loader_workers
 from .models import checkpoint_filter_fn, create_model
 from .models.common import classifier_mismatch
 from .progress import Progress
-from .protocol import BackboneInitialised, ReadoutModel, after_train_step, capable, compute_loss, final_logits, unwrap
+from .protocol import (
+    BackboneInitialised,
+    LabelPrompted,
+    ReadoutModel,
+    after_train_step,
+    capable,
+    compute_loss,
+    final_logits,
+    unwrap,
+)
 from .randomness import epoch_seed, rng_states, seed_everything, set_rng_states
 from .runs import check_run_dir_keeps_inputs, load_resume, new_run_dir, prior_run
 from .tasks.base import Task
@@ -330,6 +339,7 @@ def train_one_epoch(cfg: TrainConfig, data: TrainData, t: Trainee, epoch: int, o
     meter = EpochMeter(info.device)
     seen, shown, waited = 0, 0, 0.0
     batches = iter(data.train_loader)
+    prompted = capable(t.model, LabelPrompted)
     start = time.perf_counter()
 
     def check(done: int) -> list[float]:
@@ -363,9 +373,12 @@ def train_one_epoch(cfg: TrainConfig, data: TrainData, t: Trainee, epoch: int, o
             last = micro == accum - 1
             with _gradient_sync(t, last):
                 with torch.autocast(**t.autocast):
-                    output = t.train_model(images)
+                    # a label-prompted model draws its prior (and so its target) from the labels
+                    output = t.train_model(images, labels=targets) if prompted else t.train_model(images)
                     loss = compute_loss(t.train_model, output, targets, t.criterion)
                 _backward(cfg, t, loss, last)
+            if prompted:
+                hard_targets = output.extras["prompted_class"]
             score = None if t.mixup is not None else data.task.train_score(final_logits(output).detach(), hard_targets)
             meter.add(loss, images.shape[0], score, optimizer_steps + 1)
             seen += images.shape[0]

@@ -80,9 +80,8 @@ def test_ffcnn_is_drawn_as_one_view_without_a_fixation_path(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("name, map_glimpse", [("rsrnn_micro", 2), ("crop_d_micro", None), ("rsrnn_micro", None)])
 def test_attend_glimpse_figure_keeps_legend_and_titles_apart(tmp_path, monkeypatch, name, map_glimpse):
-    from conftest import overlapping_text
-
     from bioattn.attention import plots, scanpaths
+    from conftest import overlapping_text
 
     figures = []
     build = scanpaths._strip_figure

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bioattn.data.pixels import Pixels
 from bioattn.errors import BioattnError
-from bioattn.evaluate.attacks import autoattack, evaluate_attack, fgsm, pgd
+from bioattn.evaluate.attacks import autoattack, evaluate_attack, fgsm, gradient_passes, pgd
 from bioattn.evaluate.runtime import PixelModel
 
 PIXELS = Pixels(MEAN, STD)
@@ -194,3 +194,21 @@ def test_autoattack_is_at_least_as_strong_as_pgd():
     assert aa["clean_top1"] == ref["clean_top1"] >= 90
     assert aa["top1"] <= ref["top1"]
     assert aa["top1"] <= 10
+
+
+def test_attacks_report_every_gradient_pass(trained):
+    model, x, y = trained
+    passes = []
+    pgd(model, x[:8], y[:8], eps=4 / 255, iters=3, restarts=2, eot=2, on_pass=passes.append)
+    assert passes == [1] * 12 == [1] * gradient_passes("pgd", 3, restarts=2, eot=2)
+    passes.clear()
+    fgsm(model, x[:8], y[:8], eps=4 / 255, on_pass=passes.append)
+    assert passes == [1] * gradient_passes("fgsm")
+    assert gradient_passes("autoattack") is None
+
+    calls = []
+    loader = DataLoader(TensorDataset(normalise(x[:12]), y[:12]), batch_size=8)
+    evaluate_attack(model.model, loader, PIXELS, "pgd", eps=4 / 255, iters=2,
+                    progress=lambda n, info=None: calls.append((n, info)))
+    assert sum(n for n, _ in calls) == 2 * gradient_passes("pgd", 2)  # two batches
+    assert [info for _, info in calls if info] == ["eps=4/255, images 1-8 of 12", "eps=4/255, images 9-12 of 12"]

@@ -118,3 +118,21 @@ def test_bad_corruption_settings():
         evaluate_corruptions(model, _loader(), PIXELS, ["rain"], [1])
     with pytest.raises(BioattnError, match="severities"):
         evaluate_corruptions(model, _loader(), PIXELS, ["fog"], [6])
+
+
+def test_a_long_corruption_suite_says_its_size_and_how_to_shorten_it(monkeypatch, capsys):
+    from bioattn import progress
+    from bioattn.evaluate import run_suites
+
+    monkeypatch.setattr(progress, "LONG_TASK_S", 0.0)  # every task counts as long
+    monkeypatch.setattr(progress, "ESTIMATE_AFTER_S", 0.0)
+    x, y = halves_pixels(10, size=16, seed=5)
+    run_suites(TinyCNN(2).eval(), TensorDataset(normalise(x), y), ["corruptions"], mean=MEAN, std=STD,
+               corruptions="fog,contrast", severities="1,3", batch_size=4, device="cpu")
+    err = capsys.readouterr().err.splitlines()
+    announced = [line for line in err if " here; " in line]
+    assert len(announced) == 1
+    assert announced[0].startswith("corruptions: 2 corruptions x 2 severities x 10 images, about ")
+    assert announced[0].endswith("here; --severities 3 for one severity, --corruptions for fewer corruptions, "
+                                 "--limit N for fewer images")
+    assert err[-1].startswith("corruptions: 40/40 images (")

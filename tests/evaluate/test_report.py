@@ -275,9 +275,8 @@ def _every_kind_of_result() -> list[dict]:
 
 
 def test_every_report_figure_keeps_its_texts_apart():
-    from conftest import overlapping_text
-
     from bioattn.evaluate.report import report_figures
+    from conftest import overlapping_text
 
     for results in (_every_kind_of_result(), _every_kind_of_result()[:1], _every_kind_of_result()[2:3]):
         figures = report_figures(results)
@@ -300,9 +299,10 @@ def test_the_report_has_a_figure_per_suite(tmp_path):
 
 
 def test_the_overlap_check_finds_covered_titles():
-    from conftest import overlapping_text
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from conftest import overlapping_text
 
     fig = Figure(figsize=(4, 4))
     FigureCanvasAgg(fig)

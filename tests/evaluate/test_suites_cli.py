@@ -177,14 +177,17 @@ def test_clean_corruptions_and_attacks_on_embedded_data(tmp_path, capsys):
     assert r["settings"]["severities"] == [1, 5] and r["model"]["data"] == EMBEDDED
 
 
-def test_clean_suite_from_checkpoint_metadata(tmp_path, capsys):
+def test_clean_suite_from_checkpoint_metadata_on_the_test_split_by_default(tmp_path, capsys):
     ckpt = _checkpoint(tmp_path / "emb", 10)
     out = tmp_path / "clean.json"
     rc = main(["eval", "--checkpoint", str(ckpt), "--data", EMBEDDED, "--suite", "clean",
-               "--split", "test", "--workers", "0", "--no-progress", "--out", str(out)])
-    assert rc == 0, capsys.readouterr().err
+               "--workers", "0", "--no-progress", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
     r = json.loads(out.read_text())
     assert r["results"]["clean"]["n"] == 8 and r["model"]["split"] == "test"
+    assert f"Data: {EMBEDDED}, test split." in printed.out  # the report says what it scored
+    assert f"Data: {EMBEDDED}, test split." in (tmp_path / "clean.md").read_text()
     assert set(r["results"]["clean"]) >= {"top1", "top5", "loss"}
 
 

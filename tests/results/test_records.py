@@ -82,3 +82,12 @@ def test_an_altered_missing_or_added_record_is_named(tmp_path):
         read_records(folder)
     with pytest.raises(BioattnError, match="manifest.json is missing"):
         read_records(tmp_path)
+
+
+def test_a_folder_the_records_did_not_come_from_is_refused(tmp_path):
+    folder = tmp_path / "records"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine\n")
+    with pytest.raises(BioattnError, match="holds files but no manifest.json"):
+        write_records(folder, [_record()])
+    assert (folder / "notes.txt").read_text() == "mine\n"

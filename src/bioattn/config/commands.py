@@ -176,6 +176,9 @@ class ZooSettings(Settings):
                               "when run from a source checkout", metavar="DIR", check=output_path("directory"))
     list_entries: bool = setting(False, help="list the selected entries, their names for timm and whether each is "
                                  "built; train nothing", flag="--list")
+    report: str | None = setting(None, help="write the built entries' curves, test figures, seeds and training "
+                                 "times to this Markdown page; train nothing", metavar="PAGE.md",
+                                 check=output_path("file"))
     retrain: bool = setting(False, help="train again even the entries whose weights were made by their "
                             "present settings")
     runs: str | None = setting(None, help="folder of the training runs (an interrupted build resumes them)",
@@ -194,8 +197,8 @@ class ResultsSettings(Settings):
                        "<folder of the same name>/records beside it",
                        check=lambda v: output_path("file")(v) or (None if str(v).endswith(".md") else "a .md file"))
     check: bool = setting(False, help="measure nothing: recompute every verdict from the stored records and "
-                          "compare it with the page (an error naming the record or claim when a record was altered or a "
-                          "verdict differs)")
+                          "compare it with the page (an error naming the record or claim when a record was "
+                          "altered or a verdict differs)")
     only: list[str] | None = setting(None, help="comma-separated zoo entries to measure (the others' records "
                                      "are kept)", resolves="every built entry", parse=parse_names, metavar="ENTRIES")
     images: int = setting(2000, help="test images for clean top-1 (and for segmenters and multi-label models)",

@@ -101,36 +101,9 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
         mean, std, size = meta["mean"], meta["std"], meta["img_size"]
         test_set = build_dataset(settings.data, "test", size, mean, std)
         pair_set = build_dataset(settings.pair_data, "test", size, mean, std)
-        glimpse = capable(model, Glimpsing)
         t0 = time.perf_counter()
-        common = dict(mean=mean, std=std, img_size=size, classes=meta.get("classes"),
-                      model_info={"name": label, "model": name, "model_args": args},
-                      progress=progress, seed=settings.seed, device="auto")
-        results = run_suites(model, test_set, ["clean"], limit=settings.eval_images, **common)
-        corr = run_suites(model, test_set, ["corruptions"], limit=settings.corruption_images,
-                          severities=list(settings.severities),
-                          corruptions=list(settings.corruptions) if settings.corruptions else None,
-                          baseline=baseline_model, **common)
-        attack_kw: dict[str, Any] = {}
-        if glimpse:
-            attack_kw = {"readouts": settings.glimpses, "attack_readout": settings.attack_readout}
-        attacks = run_suites(model, test_set, ["fgsm", "pgd"], limit=settings.attack_images,
-                             **attack_kw, **common)
-        results["results"].update(corr["results"])
-        results["results"].update(attacks["results"])
-
-        if has_maps(model):
-            results["results"]["attention"] = mask_attention_scores(model, test_set, settings.attention_images)
-        if capable(model, TopDownSteerable):
-            results["results"]["steering"] = run_suites(
-                model, pair_set, ["steering"], limit=settings.steering_images, **common)["results"]["steering"]
-        if glimpse:
-            longer = run_suites(model, test_set, ["clean"], limit=settings.eval_images,
-                                readouts=max(16, settings.glimpses), **common)["results"]["clean"]
-            results["results"]["glimpses"] = {
-                "per_glimpse_top1": longer.get("per_readout_top1"),
-                "trained_glimpses": int(getattr(model, "num_glimpses", settings.glimpses)),
-            }
+        results = evaluate_demo_model(label, name, args, model, meta, test_set, pair_set, settings, baseline_model,
+                                      progress)
         eval_seconds = time.perf_counter() - t0
         timings[label] = {"train_s": train_seconds, "eval_s": eval_seconds}
         results["model"] = dict(results.get("model") or {}, name=label, weights=sources[label])
@@ -151,7 +124,6 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
     multilabel, multi_gallery = multilabel_demo(checkpoints, settings.tasks, tune_root, retrained, progress,
                                                 log, fig_dir, task_zoo)
     gallery += seg_gallery + multi_gallery
-    files = write_report(all_results, out, stem="report")
     total = time.perf_counter() - t_start
     summary = {
         "settings": dataclasses.asdict(settings),
@@ -166,6 +138,16 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
         "segmentation": nan_to_none(segmentation),
         "multilabel": nan_to_none(multilabel),
     }
+    write_demo_files(out, summary, all_results, gallery, settings, domains, segmentation, multilabel)
+    log(f"report written to {out / 'index.html'} in {total:.0f} s")
+    return summary
+
+
+def write_demo_files(out: Path, summary: dict[str, Any], all_results: list[dict], gallery: list[tuple[str, str]],
+                     settings: DemoSettings, domains, segmentation, multilabel) -> None:
+    """The report's files: the per-model report and plots, ``results.json`` (``summary``), the
+    task rows appended to ``report.md``, and ``index.html``."""
+    files = write_report(all_results, out, stem="report")
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2, default=str) + "\n",
                       what="results file")
     plots = [p.name for p in files if p.suffix == ".png"]
@@ -175,10 +157,45 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
     if tasks_md:
         report_md = out / "report.md"
         atomic_write_text(report_md, report_md.read_text(encoding="utf-8") + tasks_md + "\n", what="report file")
-    write_html(out, all_results, markdown_report(all_results), plots, gallery, settings, total, domains,
-               tasks_md, task_findings(segmentation, multilabel), sources, trainer)
-    log(f"report written to {out / 'index.html'} in {total:.0f} s")
-    return summary
+    write_html(out, all_results, markdown_report(all_results), plots, gallery, settings, summary["total_seconds"],
+               domains, tasks_md, task_findings(segmentation, multilabel), summary["weights"],
+               summary["trainer"])
+
+
+def evaluate_demo_model(label: str, name: str, args: dict, model, meta: dict, test_set, pair_set,
+                        settings: DemoSettings, baseline_model, progress: bool) -> dict[str, Any]:
+    """The demo's suites on one model: clean, corruptions (mCE against ``baseline_model``), FGSM
+    and PGD (a glimpse model attacked through ``settings.attack_readout``), the attention on the
+    object where the model draws maps, steering where a prior steers it, and a glimpse model's
+    top-1 when it looks longer than it trained."""
+    glimpse = capable(model, Glimpsing)
+    common = dict(mean=meta["mean"], std=meta["std"], img_size=meta["img_size"], classes=meta.get("classes"),
+                  model_info={"name": label, "model": name, "model_args": args},
+                  progress=progress, seed=settings.seed, device="auto")
+    results = run_suites(model, test_set, ["clean"], limit=settings.eval_images, **common)
+    corr = run_suites(model, test_set, ["corruptions"], limit=settings.corruption_images,
+                      severities=list(settings.severities),
+                      corruptions=list(settings.corruptions) if settings.corruptions else None,
+                      baseline=baseline_model, **common)
+    attack_kw: dict[str, Any] = {}
+    if glimpse:
+        attack_kw = {"readouts": settings.glimpses, "attack_readout": settings.attack_readout}
+    attacks = run_suites(model, test_set, ["fgsm", "pgd"], limit=settings.attack_images, **attack_kw, **common)
+    results["results"].update(corr["results"])
+    results["results"].update(attacks["results"])
+    if has_maps(model):
+        results["results"]["attention"] = mask_attention_scores(model, test_set, settings.attention_images)
+    if capable(model, TopDownSteerable):
+        results["results"]["steering"] = run_suites(
+            model, pair_set, ["steering"], limit=settings.steering_images, **common)["results"]["steering"]
+    if glimpse:
+        longer = run_suites(model, test_set, ["clean"], limit=settings.eval_images,
+                            readouts=max(16, settings.glimpses), **common)["results"]["clean"]
+        results["results"]["glimpses"] = {
+            "per_glimpse_top1": longer.get("per_readout_top1"),
+            "trained_glimpses": int(getattr(model, "num_glimpses", settings.glimpses)),
+        }
+    return results
 
 
 def trainer_showcase(settings: DemoSettings, sources: dict[str, str], results: list[dict], ckpt_root: Path,

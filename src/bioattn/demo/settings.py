@@ -50,7 +50,7 @@ DEMO_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("AbSViT", "absvit_micro_patch8_64", {}),
     ("RVT", "rvt_micro", {}),
     ("RVT VARS-D", "rvt_micro", {"attention": "vars_d"}),
-    ("RS-RNN", "rsrnn_micro", {}),
+    ("RS-RNN", "rsrnn_micro", {"train_glimpses": [2, 16]}),
     ("FF-CNN", "ffcnn_micro", {}),
     ("GFNet", "gfnet_micro", {}),
     ("GFNet VARS-S", "gfnet_micro", {"mixer": "vars_s"}),

@@ -170,17 +170,19 @@ def evaluate_fixations(
     rows: list[dict] = []
     for i in chosen:
         item = dataset[i]
+
+        def scored(saliency_map: np.ndarray, points, density, other, index: int = i) -> dict[str, float]:
+            # AUC-Borji's and sAUC's negatives: the same draw for the model and the baseline
+            return score_all(saliency_map, points, density, other, n_splits=n_splits, step=step,
+                             rng=np.random.default_rng([seed, index, 1]))
+
         try:
             points, density = item.load_maps()
             others.cache(i, points)
             x = _model_input(item.load_image(), size, mean_t, std_t).to(device)
-            smap = resize_map(map_fn(model, x, size=size), points.shape)
             other = others.map_for(i, points.shape)
-            scores_m = score_all(smap, points, density, other, n_splits=n_splits, step=step,
-                                 rng=np.random.default_rng([seed, i, 1]))
-            centre = centre_bias_map(points.shape, centre_sigma)
-            scores_c = score_all(centre, points, density, other, n_splits=n_splits, step=step,
-                                 rng=np.random.default_rng([seed, i, 1]))
+            scores_m = scored(resize_map(map_fn(model, x, size=size), points.shape), points, density, other)
+            scores_c = scored(centre_bias_map(points.shape, centre_sigma), points, density, other)
         except BioattnError as exc:
             raise BioattnError(f"{item.stem}: {exc}") from None
         model_scores.append(scores_m)
@@ -192,22 +194,11 @@ def evaluate_fixations(
 
     summary_m = average_scores(model_scores)
     summary_c = average_scores(centre_scores)
-    result = {
-        "n_images": n,
-        "n_unmatched": dataset.n_unmatched,
-        "model": summary_m["mean"],
-        "centre": summary_c["mean"],
-        "model_n_nan": summary_m["n_nan"],
-        "centre_n_nan": summary_c["n_nan"],
-        "settings": {
-            "img_size": list(size),
-            "centre_sigma": centre_sigma,
-            "n_other": n_other,
-            "n_splits": n_splits,
-            "step": step,
-            "seed": seed,
-        },
-    }
+    settings = dict(img_size=list(size), centre_sigma=centre_sigma, n_other=n_other, n_splits=n_splits, step=step,
+                    seed=seed)
+    result = {"n_images": n, "n_unmatched": dataset.n_unmatched, "model": summary_m["mean"],
+              "centre": summary_c["mean"], "model_n_nan": summary_m["n_nan"], "centre_n_nan": summary_c["n_nan"],
+              "settings": settings}
     if per_image:
         result["per_image"] = rows
     return result

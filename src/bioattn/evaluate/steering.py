@@ -426,32 +426,9 @@ def steering_by_block(
     ``prior_scale * clamp(cos(token, head.weight[y]), 0, 1)``; ``prior="class"`` uses the class
     priors themselves.
 
-    For a per-patch quantity, block and image, the *contrast* is the benchmark's image score
-    computed on it: its mean over the prompted object's patches minus its mean over the other
-    object's, averaged over the two prompts (0 when the quantity does not follow the prompt),
-    divided by the quantity's mean over all patches and both prompts so that blocks compare.
-    Quantities, per block ``l``:
-
-    * ``signal``: the norm of block ``l``'s top-down value signal without its bias (the part
-      that depends on the prior: what the prior injects);
-    * ``mixed``: the norm of that signal's contribution to the block's output, after the
-      block's attention has averaged it over the tokens and its projection (the attention
-      weights are those of the second pass; the signal enters the values only, so its
-      contribution is linear in it);
-    * ``change``: the norm of what the top-down pass has changed in block ``l``'s output tokens
-      (second pass minus first pass);
-    * ``output``: the norm of block ``l``'s output tokens in the second pass (the output of
-      block ``depth - 3`` is the top-down map);
-
-    and ``change_ratio``, the mean norm of the change over the mean norm of the output tokens
-    (how large the top-down part is). ``mask`` is the contrast of the token mask itself.
-
-    Where the signal goes depends on the attention weights. Per block, ``attention_from_object``
-    is the share of their attention that the prompted object's patches put on that object's
-    patches, ``attention_from_all`` the share that every patch puts there (both averaged over
-    heads, patches weighted by how much of them the object covers, and prompts), and
-    ``attended_tokens`` the effective number of tokens a token attends to (the exponential of the
-    entropy of its attention weights, averaged over tokens and heads).
+    For each per-patch quantity, block and image, the *contrast* is the benchmark's image score
+    computed on it, relative to the quantity's mean (:func:`_second_pass_quantities` lists the
+    quantities and the attention shares).
 
     Returns ``mask`` (mean and 95% t interval over images); ``blocks``: one row per block with
     the mean and interval of each quantity (``signal``, ``signal_low``, ``signal_high``, ...,
@@ -459,7 +436,7 @@ def steering_by_block(
     ``map_block`` (the block whose output is the map), ``prior``,
     ``prior_scale`` and ``n_images``.
     """
-    from ..models.absvit import AbSViT, map_depth, patch_token_norms
+    from ..models.absvit import AbSViT, map_depth
     from ..models.common import embed_tokens
 
     check_pairs(pairs)
@@ -491,22 +468,12 @@ def steering_by_block(
                     token_mask = prior_scale * torch.cat([prefix, cover[:, j]], dim=1).unsqueeze(-1)
                 else:
                     token_mask = inner.prior_mask(features, y[:, j], prior_scale)
-                signals = F.linear(features * token_mask, weight).split(inner.embed_dim, dim=-1)
-                values = [v + b for v, b in zip(signals, biases)] if biases is not None else list(signals)
-                second: list = []
-                inner.run_blocks(tokens, values, record=second)
-                mixed = []
-                for block, (block_in, _), signal in zip(inner.blocks, second, signals):
-                    weights = _attention_weights(block, block_in)
-                    mixed.append(_attention_mixed(block, weights, signal))
-                    for key, value in _attention_on(weights, cover[:, j], inner.num_prefix_tokens).items():
-                        attention[key].append(value)
-                per_prompt["mask"].append(token_mask[:, inner.num_prefix_tokens:, 0].unsqueeze(1))
-                per_prompt["signal"].append(torch.stack([patch_token_norms(inner, v).flatten(1) for v in signals], 1))
-                per_prompt["mixed"].append(torch.stack([patch_token_norms(inner, v).flatten(1) for v in mixed], 1))
-                per_prompt["change"].append(torch.stack(
-                    [patch_token_norms(inner, b - a).flatten(1) for (_, a), (_, b) in zip(first, second)], 1))
-                per_prompt["output"].append(torch.stack([patch_token_norms(inner, b).flatten(1) for _, b in second], 1))
+                quantities, attended = _second_pass_quantities(inner, tokens, features, first, token_mask,
+                                                               cover[:, j], weight, biases)
+                for key, value in quantities.items():
+                    per_prompt[key].append(value)
+                for key, value in attended.items():
+                    attention[key].extend(value)
             for key, value in per_prompt.items():
                 parts[key].append(_relative_contrast(torch.stack(value, dim=1), cover))
             change, output = torch.stack(per_prompt["change"], 1), torch.stack(per_prompt["output"], 1)
@@ -517,8 +484,80 @@ def steering_by_block(
 
     figures = {key: torch.cat(value).double().numpy() for key, value in parts.items()}
     mask = per_image_test(figures["mask"][:, 0])
+    return {
+        "prior": prior, "prior_scale": float(prior_scale), "n_images": len(indices),
+        "map_block": map_depth(inner) - 1,
+        "mask": {"mean": mask["mean"], "ci_low": mask["ci_low"], "ci_high": mask["ci_high"]},
+        "blocks": _block_rows(figures, len(inner.blocks)),
+    }
+
+
+def _second_pass_quantities(inner: nn.Module, tokens: torch.Tensor, features: torch.Tensor, first: list,
+                            token_mask: torch.Tensor, cover: torch.Tensor, weight: torch.Tensor, biases
+                            ) -> tuple[dict[str, torch.Tensor], dict[str, list[torch.Tensor]]]:
+    """One prompt's second pass, block by block: the per-patch quantities of
+    :func:`steering_by_block` and the attention shares on the prompted object (``cover``: its
+    fraction of each patch).
+
+    For a per-patch quantity, block and image, the *contrast* is the benchmark's image score
+    computed on it: its mean over the prompted object's patches minus its mean over the other
+    object's, averaged over the two prompts (0 when the quantity does not follow the prompt),
+    divided by the quantity's mean over all patches and both prompts so that blocks compare.
+    Quantities, per block ``l``:
+
+    * ``signal``: the norm of block ``l``'s top-down value signal without its bias (the part
+      that depends on the prior: what the prior injects);
+    * ``mixed``: the norm of that signal's contribution to the block's output, after the
+      block's attention has averaged it over the tokens and its projection (the attention
+      weights are those of the second pass; the signal enters the values only, so its
+      contribution is linear in it);
+    * ``change``: the norm of what the top-down pass has changed in block ``l``'s output tokens
+      (second pass minus first pass);
+    * ``output``: the norm of block ``l``'s output tokens in the second pass (the output of
+      block ``depth - 3`` is the top-down map);
+
+    and ``change_ratio``, the mean norm of the change over the mean norm of the output tokens
+    (how large the top-down part is). ``mask`` is the contrast of the token mask itself.
+
+    Where the signal goes depends on the attention weights. Per block, ``attention_from_object``
+    is the share of their attention that the prompted object's patches put on that object's
+    patches, ``attention_from_all`` the share that every patch puts there (both averaged over
+    heads, patches weighted by how much of them the object covers, and prompts), and
+    ``attended_tokens`` the effective number of tokens a token attends to (the exponential of the
+    entropy of its attention weights, averaged over tokens and heads).
+    """
+    from ..models.absvit import patch_token_norms
+
+    signals = F.linear(features * token_mask, weight).split(inner.embed_dim, dim=-1)
+    values = [v + b for v, b in zip(signals, biases)] if biases is not None else list(signals)
+    second: list = []
+    inner.run_blocks(tokens, values, record=second)
+    mixed = []
+    attention: dict[str, list[torch.Tensor]] = {key: [] for key in _ATTENTION}
+    for block, (block_in, _), signal in zip(inner.blocks, second, signals):
+        weights = _attention_weights(block, block_in)
+        mixed.append(_attention_mixed(block, weights, signal))
+        for key, value in _attention_on(weights, cover, inner.num_prefix_tokens).items():
+            attention[key].append(value)
+
+    def norms(tensors) -> torch.Tensor:
+        return torch.stack([patch_token_norms(inner, t).flatten(1) for t in tensors], 1)
+
+    quantities = {
+        "mask": token_mask[:, inner.num_prefix_tokens:, 0].unsqueeze(1),
+        "signal": norms(signals),
+        "mixed": norms(mixed),
+        "change": norms([b - a for (_, a), (_, b) in zip(first, second)]),
+        "output": norms([b for _, b in second]),
+    }
+    return quantities, attention
+
+
+def _block_rows(figures: dict[str, np.ndarray], depth: int) -> list[dict[str, Any]]:
+    """One row per block of :func:`steering_by_block`'s per-image figures: each stage's mean and
+    95% interval over images, the change ratio and the attention shares."""
     rows = []
-    for block in range(len(inner.blocks)):
+    for block in range(depth):
         row: dict[str, Any] = {"block": block}
         for key in _STAGES:
             t = per_image_test(figures[key][:, block])
@@ -526,12 +565,7 @@ def steering_by_block(
         row["change_ratio"] = float(figures["ratio"][:, block].mean())
         row.update({key: float(figures[key][:, block].mean()) for key in _ATTENTION})
         rows.append(row)
-    return {
-        "prior": prior, "prior_scale": float(prior_scale), "n_images": len(indices),
-        "map_block": map_depth(inner) - 1,
-        "mask": {"mean": mask["mean"], "ci_low": mask["ci_low"], "ci_high": mask["ci_high"]},
-        "blocks": rows,
-    }
+    return rows
 
 
 def _attention_weights(block: nn.Module, block_in: torch.Tensor) -> torch.Tensor:

@@ -60,6 +60,13 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         raise BioattnError(f"cannot build {name}: {exc}") from None
 
 
+def prompted_by_labels(name: str) -> bool:
+    """Whether the registered model ``name`` (a tag after a dot allowed) is trained under priors
+    drawn from its images' labels (:class:`~bioattn.models.absvit.PromptedAbSViT`): its training
+    step takes every object's class of a two-object image."""
+    return name.split(".")[0] in absvit.PROMPTED_MODELS
+
+
 def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module, notes: list[str] | None = None,
                          what: str = "checkpoint") -> dict[str, torch.Tensor]:
     """The state dict in ``state_dict`` (a loaded checkpoint) adapted to ``model`` by its family's

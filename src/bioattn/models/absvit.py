@@ -22,6 +22,10 @@ Registered with timm: ``absvit_{tiny,small,base}_patch16_224``, ``absvit_tiny_pa
 ``absvit_micro_patch8_64`` (for small 64x64 data sets), and the feedforward twins
 ``vit_tiny_patch8_224_gap`` and ``vit_micro_patch8_64`` (timm itself provides
 ``vit_{tiny,small,base}_patch16_224``).
+
+:class:`PromptedAbSViT` (``absvit_prompted_micro_patch8_64``) is not the paper's model but a
+declared change of its training protocol: the top-down pass is trained under the class prior of
+one of the image's objects, the one it is then asked to classify, instead of the learned prompt.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import BioattnError
-from ..protocol import ModelOutput
+from ..protocol import ModelOutput, readout_loss
 from .common import (
     CONV_STEM_FIRST_CONV,
     MICRO_CFG,
@@ -59,6 +63,8 @@ from .common import (
 __all__ = [
     "checkpoint_filter_fn",
     "AbSViT",
+    "PromptedAbSViT",
+    "PROMPTED_MODELS",
     "ViT",
     "TopDownAttention",
     "TopDownBlock",
@@ -513,6 +519,100 @@ class AbSViT(ViTConventions, VisionTransformer):
         return self.top_down_map(x)
 
 
+class PromptedAbSViT(AbSViT):
+    """AbSViT whose top-down pass is trained under class priors: a change of the training
+    protocol, not the paper's model.
+
+    The official protocol trains the top-down pass under the learned ``prompt`` only, on images
+    of one object; the class priors ``head.weight[y]`` that steer it at test time are never seen
+    in training. This variant trains it under them: in each training pass, every image is
+    prompted with the class of one of its objects, drawn at random (on a two-object image with
+    classes ``(a, b)``, ``a`` or ``b`` with probability 1/2, drawn afresh every pass), through
+    the same prior as :meth:`~AbSViT.top_down_maps` forms for a class index, with the mask scaled
+    by ``train_prior_scale``; and the classification target of that pass is the prompted class.
+    To classify the prompted object, the second pass must then attend to it.
+
+    The network, the variational loss and the feedback decoders are the official model's, and
+    so is the state-dict layout: a checkpoint of either loads into the other. Only the training
+    step differs. The trainer hands it the labels (:class:`~bioattn.protocol.LabelPrompted`):
+    ``forward_readouts(x, labels=y)`` draws the prompted class of every image from ``y`` (one
+    class per image ``(B,)``, or every object's class ``(B, objects)``) and records it in
+    ``extras["prompted_class"]``; :meth:`compute_loss` scores every readout against it (the
+    first, feedforward pass cannot see the prompt, so it learns to share its prediction between
+    the objects). Without labels the model is AbSViT: ``model(x)`` runs the second pass under
+    the ``prompt``, which this protocol leaves at its initial value, and ``model(x, prior=y)``
+    under a class prior.
+    """
+
+    def __init__(self, *, train_prior_scale: float = 1.0, **kwargs: Any) -> None:
+        if isinstance(train_prior_scale, bool) or not isinstance(train_prior_scale, (int, float)) or not (
+                train_prior_scale > 0 and train_prior_scale < float("inf")):
+            raise BioattnError(f"train_prior_scale must be a positive number, got {train_prior_scale!r}")
+        super().__init__(**kwargs)
+        self.train_prior_scale = float(train_prior_scale)
+
+    @property
+    def has_unused_parameters(self) -> bool:
+        """The learned ``prompt`` takes no part in a label-prompted training pass (DDP is told)."""
+        return True
+
+    def prompted_classes(self, labels: torch.Tensor) -> torch.Tensor:
+        """One class per image ``(B,)``: each image's own class, or one of its objects' classes
+        ``(B, objects)`` drawn uniformly (from torch's generator, which the trainer seeds per
+        epoch). Negative labels mark absent objects and are never drawn."""
+        labels = torch.as_tensor(labels)
+        if labels.is_floating_point() or labels.ndim not in (1, 2):
+            raise BioattnError(f"prompting labels must be class indices (B,) or (B, objects), got "
+                               f"{labels.dtype} {tuple(labels.shape)}")
+        labels = labels.to(device=self.head.weight.device, dtype=torch.long)
+        if labels.ndim == 1:
+            return labels
+        present = labels >= 0
+        if not bool(present.any(dim=1).all()):
+            raise BioattnError("every image needs at least one labelled object to prompt")
+        weights = present.float()
+        slot = torch.multinomial(weights / weights.sum(dim=1, keepdim=True), 1).to(labels.device)
+        return labels.gather(1, slot).squeeze(1)
+
+    def forward_readouts(
+        self,
+        x: torch.Tensor,
+        readouts: int | None = None,
+        prior: torch.Tensor | None = None,
+        prior_scale: float = 1.0,
+        with_var_loss: bool | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        """:meth:`AbSViT.forward_readouts`; with ``labels``, the label-prompted pass: the
+        prior is the classifier row of a class drawn from each image's ``labels`` (see
+        :meth:`prompted_classes`), its mask scaled by ``train_prior_scale``, and
+        ``extras["prompted_class"]`` holds the drawn classes ``(B,)``."""
+        if labels is None:
+            return super().forward_readouts(x, readouts, prior, prior_scale, with_var_loss)
+        if prior is not None:
+            raise BioattnError("give labels (the prior is drawn from them) or a prior, not both")
+        if readouts == 1:
+            raise BioattnError("a label-prompted pass needs both passes: leave readouts unset")
+        prompted = self.prompted_classes(labels)
+        if prompted.shape[0] != x.shape[0]:
+            raise BioattnError(f"give labels for every image ({x.shape[0]}), got {prompted.shape[0]}")
+        output = super().forward_readouts(x, readouts, prompted, self.train_prior_scale, with_var_loss)
+        output.extras = dict(output.extras or {}, prompted_class=prompted)
+        return output
+
+    def compute_loss(self, output: ModelOutput, target: torch.Tensor, criterion) -> torch.Tensor:
+        """The criterion averaged over both readouts plus the variational loss, against the
+        prompted class of a label-prompted pass (``target`` otherwise)."""
+        prompted = (output.extras or {}).get("prompted_class")
+        if prompted is None:
+            if target.ndim == 2 and not target.is_floating_point():
+                raise BioattnError("targets with every object's class need a label-prompted pass "
+                                   "(forward_readouts(x, labels=targets))")
+            prompted = target
+        return readout_loss(output, prompted, criterion)
+
+
+
 # ------------------------------------------------------------------------------------------
 # registry
 # ------------------------------------------------------------------------------------------
@@ -523,12 +623,25 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
                         "origin_url": "https://github.com/bfshi/AbSViT", **kwargs})
 
 
+# What the label-prompted models change: stated in their pretrained_cfg and their docstrings.
+_PROMPTED_PROTOCOL = ("a change of AbSViT's training protocol, not the paper's model: the top-down pass is trained "
+                      "under the class prior of one of the image's objects, drawn at random, with that class as the "
+                      "target, instead of under the learned prompt")
+# The registered names of :class:`PromptedAbSViT`: the trainer hands their training step the labels of
+# every object of an image (bioattn.models.prompted_by_labels).
+PROMPTED_MODELS: frozenset[str] = frozenset({"absvit_prompted_micro_patch8_64"})
+
 default_cfgs = generate_default_cfgs({
     "absvit_tiny_patch16_224": _cfg(),
     "absvit_small_patch16_224": _cfg(),
     "absvit_base_patch16_224": _cfg(),
     "absvit_tiny_patch8_224_gap": _cfg(),
     **zoo_cfgs("absvit_micro_patch8_64", _cfg(**MICRO_CFG)),
+    "absvit_prompted_micro_patch8_64": _cfg(
+        **MICRO_CFG,
+        description=_PROMPTED_PROTOCOL,
+        notes=(_PROMPTED_PROTOCOL, "no weights of its own: train it with `bioattn train --model "
+               "absvit_prompted_micro_patch8_64 --data embedded:pair`")),
     "vit_tiny_patch8_224_gap": _cfg(),
     **zoo_cfgs("vit_micro_patch8_64", _cfg(**MICRO_CFG)),
     **zoo_cfgs("absvit_micro_convstem_64", _cfg(**MICRO_CFG, first_conv=CONV_STEM_FIRST_CONV,
@@ -554,7 +667,8 @@ def _create(cls: type, variant: str, pretrained: bool, model_args: dict, kwargs:
     # features_only: the last 3 blocks' outputs through forward_intermediates; AbSViT keeps every block,
     # since its top-down signal comes from the last
     last = min(3, args["depth"])
-    feature_cfg = dict(out_indices=args.pop("out_indices", last), feature_cls="getter", prune=cls is not AbSViT)
+    feature_cfg = dict(out_indices=args.pop("out_indices", last), feature_cls="getter",
+                       prune=not issubclass(cls, AbSViT))
     return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
                                 feature_cfg=feature_cfg, **args)
 
@@ -589,6 +703,15 @@ def absvit_micro_patch8_64(pretrained: bool = False, **kwargs: Any) -> AbSViT:
     """AbSViT for 64x64 images: C 96, depth 6, 3 heads, 8x8 patches (64 tokens), average
     pooling."""
     return _create(AbSViT, "absvit_micro_patch8_64", pretrained, dict(_MICRO), kwargs)
+
+
+@register_model
+def absvit_prompted_micro_patch8_64(pretrained: bool = False, **kwargs: Any) -> PromptedAbSViT:
+    """The micro AbSViT trained under class priors (:class:`PromptedAbSViT`): a change of the
+    training protocol, not the paper's model. Same network and state-dict layout as
+    ``absvit_micro_patch8_64``; ``train_prior_scale`` (default 1) scales the prior's mask in
+    training."""
+    return _create(PromptedAbSViT, "absvit_prompted_micro_patch8_64", pretrained, dict(_MICRO), kwargs)
 
 
 @register_model

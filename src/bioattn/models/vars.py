@@ -478,9 +478,10 @@ class StaticFilterDictionary(nn.Module):
     The transforms are dense DFT matrices (:func:`_dft_matrices`) applied to the flattened grid;
     per channel they are multiplied into the filters once per forward pass, so that an ISTA
     iteration is two matrix products batched over channels (no per-frequency products of the
-    5 atoms' spectra) followed by the shrinkage. ``after_train_step(global_step)`` calls ``update_L(L_update_rate)`` every
-    ``L_update_interval`` optimizer steps (0.1 and 100, as in the authors' trainer). RVT's
-    :class:`~bioattn.models.rvt.VARSSBlock` and GFNet's ``vars_s`` mixer are built on it.
+    5 atoms' spectra) followed by the shrinkage. ``after_train_step(global_step)`` calls
+    ``update_L(L_update_rate)`` every ``L_update_interval`` optimizer steps (0.1 and 100, as in
+    the authors' trainer). RVT's :class:`~bioattn.models.rvt.VARSSBlock` and GFNet's ``vars_s``
+    mixer are built on it.
     """
 
     num_atoms = 5

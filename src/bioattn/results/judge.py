@@ -80,15 +80,12 @@ def _corruption_conditions(record: Record) -> list[str]:
     return names
 
 
-def _bits(condition: str) -> Callable[[Record], tuple[np.ndarray, np.ndarray]]:
+def _column(condition: str) -> Callable[[Record], tuple[np.ndarray, np.ndarray]]:
+    """One condition's per-image values (correctness as 0 or 1, or scores) as one column."""
     def columns(record: Record) -> tuple[np.ndarray, np.ndarray]:
         values = _get(record, condition).astype(float)[:, None]
         return _ids(record, condition), values
     return columns
-
-
-def _values(condition: str) -> Callable[[Record], tuple[np.ndarray, np.ndarray]]:
-    return _bits(condition)
 
 
 def _corrupted(record: Record) -> tuple[np.ndarray, np.ndarray]:
@@ -212,22 +209,22 @@ _PGD = f"pgd/{eps_key(OFFICIAL_EPS)}"
 _FGSM = f"fgsm/{eps_key(OFFICIAL_EPS)}"
 
 RULES: dict[str, MetricRule] = {
-    "clean_top1": MetricRule(_bits("clean"), _difference(100.0), BINARY, own=_mean_of_first(100.0)),
+    "clean_top1": MetricRule(_column("clean"), _difference(100.0), BINARY, own=_mean_of_first(100.0)),
     "corrupted_top1": MetricRule(_corrupted, _difference(100.0), LINEAR, own=_mean_of_first(100.0)),
     "mce": MetricRule(_corruption_errors, _mce, RATIO, lower_is_better=True),
     "corrupted_top1_both_clean": MetricRule(_with_clean(_corrupted, "corruption/clean"), _both_clean, RATIO,
                                             join=_join_both_clean),
-    "fgsm_top1": MetricRule(_bits(_FGSM), _difference(100.0), BINARY, own=_mean_of_first(100.0)),
-    "pgd_top1": MetricRule(_bits(_PGD), _difference(100.0), BINARY, own=_mean_of_first(100.0)),
-    "pgd_top1_both_clean": MetricRule(_with_clean(_bits(_PGD), f"{_PGD}/clean"), _both_clean, RATIO,
+    "fgsm_top1": MetricRule(_column(_FGSM), _difference(100.0), BINARY, own=_mean_of_first(100.0)),
+    "pgd_top1": MetricRule(_column(_PGD), _difference(100.0), BINARY, own=_mean_of_first(100.0)),
+    "pgd_top1_both_clean": MetricRule(_with_clean(_column(_PGD), f"{_PGD}/clean"), _both_clean, RATIO,
                                       join=_join_both_clean),
-    "attention_auc": MetricRule(_values("attention/auc"), _difference(1.0), LINEAR, scale=1.0,
+    "attention_auc": MetricRule(_column("attention/auc"), _difference(1.0), LINEAR, scale=1.0,
                                 own=_mean_of_first(1.0)),
-    "attention_share": MetricRule(_values("attention/share"), _difference(100.0), LINEAR,
+    "attention_share": MetricRule(_column("attention/share"), _difference(100.0), LINEAR,
                                   own=_mean_of_first(100.0)),
-    "held_out_top1": MetricRule(_bits("clean"), _difference(100.0), BINARY, own=_mean_of_first(100.0)),
+    "held_out_top1": MetricRule(_column("clean"), _difference(100.0), BINARY, own=_mean_of_first(100.0)),
     "miou": MetricRule(_segmentation, _miou_difference, RATIO, own=lambda cols: float(_miou(cols.sum(axis=0)))),
-    "steering_shift": MetricRule(_values("steering/shift"), lambda t, n: 100.0 * t[..., 0] / n, SCORE),
+    "steering_shift": MetricRule(_column("steering/shift"), lambda t, n: 100.0 * t[..., 0] / n, SCORE),
     "steering_win": MetricRule(_win, _difference(100.0), LINEAR, own=_mean_of_first(100.0)),
     "glimpse_change": MetricRule(_glimpse_pair("clean/glimpse", _meta_int("trained_glimpses")),
                                  _difference(100.0), BINARY),
@@ -259,8 +256,11 @@ def _aligned(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]
         common = common[np.isin(common, ids)]
     out = []
     for ids, cols in parts:
-        where = {int(i): j for j, i in enumerate(ids)}
-        out.append(cols[[where[int(i)] for i in common]])
+        if np.array_equal(ids, common):
+            out.append(cols)
+            continue
+        order = np.argsort(ids, kind="stable")
+        out.append(cols[order[np.searchsorted(ids, common, sorter=order)]])
     return out
 
 

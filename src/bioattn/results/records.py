@@ -146,12 +146,16 @@ def digest(text: str | bytes) -> str:
 def write_records(folder: str | Path, records: Iterable[Record], keep: bool = True) -> Path:
     """Write ``records`` and their manifest into ``folder`` as one atomic replacement of the
     folder. With ``keep``, the records already there for other entries and seeds are kept (after
-    their digests are checked), so measuring a few entries again leaves the others."""
+    their digests are checked), so measuring a few entries again leaves the others. A folder
+    with files but no manifest is refused: this function did not write it."""
     folder = Path(folder)
+    if folder.is_dir() and not (folder / MANIFEST).is_file() and any(folder.iterdir()):
+        raise BioattnError(f"records folder {folder} holds files but no {MANIFEST}: bioattn results did not write "
+                           "it and would replace it; move it, or give another --out")
     texts: dict[str, str] = {}
     if keep and (folder / MANIFEST).is_file():
-        for name in read_manifest(folder):
-            texts[name] = _checked_text(folder, name, read_manifest(folder)[name])
+        for name, expected in read_manifest(folder).items():
+            texts[name] = _checked_text(folder, name, expected)
     for record in records:
         texts[record.name] = record_text(record)
 

@@ -27,6 +27,7 @@ columns are in (the callers scale fractions to points).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -220,8 +221,19 @@ def mcnemar_detectable(n: int, discordance: float, alpha: float = ALPHA, power: 
     the one-sample normal test's effect size times its square root."""
     if n < 1:
         return math.nan
-    effect = NormalIndPower().solve_power(effect_size=None, nobs1=n, alpha=alpha, power=power, ratio=0)
-    return float(effect) * math.sqrt(max(discordance, 1.0 / n))
+    return _normal_effect(n, alpha, power) * math.sqrt(max(discordance, 1.0 / n))
+
+
+@functools.lru_cache(maxsize=256)
+def _normal_effect(n: int, alpha: float, power: float) -> float:
+    """The standardised effect a two-sided one-sample normal test of ``n`` detects with ``power``."""
+    return float(NormalIndPower().solve_power(effect_size=None, nobs1=n, alpha=alpha, power=power, ratio=0))
+
+
+@functools.lru_cache(maxsize=256)
+def _t_effect(n: int, alpha: float, power: float) -> float:
+    """The standardised effect a two-sided paired t-test of ``n`` detects with ``power``."""
+    return float(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power))
 
 
 def paired_detectable(n: int, sd: float, alpha: float = ALPHA, power: float = POWER) -> float:
@@ -229,4 +241,4 @@ def paired_detectable(n: int, sd: float, alpha: float = ALPHA, power: float = PO
     t-test on ``n`` images detects with ``power``."""
     if n < 2 or not math.isfinite(sd):
         return math.nan
-    return float(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power)) * sd
+    return _t_effect(n, alpha, power) * sd

@@ -19,7 +19,8 @@ class EmbeddedDataset(Dataset):
     ``transform``, if given, receives the uint8 CHW tensor (e.g. a torchvision v2 random flip)
     and returns a uint8 tensor or a float tensor in [0, 1]; normalisation by ``mean``/``std``
     (per channel, [0, 1] units) comes after it. For pairs the target is the first object's
-    class; ``dataset.arrays`` keeps everything.
+    class, or both objects' classes ``(2,)`` after :meth:`keep_all_labels`; ``dataset.arrays``
+    keeps everything.
     """
 
     def __init__(self, arrays: EmbeddedArrays, mean: Sequence[float] = EMBEDDED_MEAN,
@@ -38,8 +39,20 @@ class EmbeddedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
+    def keep_all_labels(self) -> EmbeddedDataset:
+        """Make every object's class the target of a two-object image, ``(2,)`` int64 (the
+        first object's first), for a model whose training draws one of them as its prompt
+        (:class:`~bioattn.models.absvit.PromptedAbSViT`); one-object images keep their class.
+        Returns the data set itself."""
+        if self.arrays.multi:
+            raise BioattnError("every object's class as the target suits one- and two-object images, "
+                               "not the multi-object variant")
+        self.targets = np.asarray(self.arrays.labels, dtype=np.int64)
+        return self
+
     def targets_of(self, rows: np.ndarray) -> np.ndarray:
-        """The targets of items ``rows`` as one array (class indices)."""
+        """The targets of items ``rows`` as one array (class indices, ``(len(rows), 2)`` for
+        both objects' classes)."""
         return self.targets[rows]
 
     def __getitem__(self, index: int):
@@ -47,7 +60,8 @@ class EmbeddedDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         x = image.float() / 255 if image.dtype == torch.uint8 else image.float()
-        return (x - self.mean) / self.std, int(self.targets[index])
+        target = self.targets[index]
+        return (x - self.mean) / self.std, int(target) if target.ndim == 0 else torch.from_numpy(target.copy())
 
 
 class EmbeddedMultiLabel(EmbeddedDataset):

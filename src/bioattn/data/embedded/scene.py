@@ -45,19 +45,12 @@ def _place_objects(radius: np.ndarray, margin: np.ndarray, span: np.ndarray, pre
     return centres
 
 
-def render(spec: EmbeddedSpec, split: str, lo: int, hi: int,
-           with_distractors: bool = True) -> dict[str, np.ndarray]:
-    """Draw the given images, all at once: background, then the distractor fragments layer by
-    layer, then the object(s), in the look of the spec's domain. ``with_distractors=False``
-    leaves the fragments out and changes nothing else (to check what they add)."""
+def _object_layout(spec: EmbeddedSpec, split: str, lo: int, hi: int, rnd: dict[str, np.ndarray]):
+    """The objects of images ``lo`` to ``hi``: their classes ``(n, n_obj)`` (-1 where absent),
+    which are present, their radii and centres in pixels, and the radius range of the variant."""
     s, n_obj, n = spec.size, spec.n_objects, hi - lo
-    rnd = draw(spec, split, lo, hi)
-    look = LOOKS[spec.domain]
-    style = draw_style(spec, split, lo, hi, look.layout(n_obj))
-    k, n_tex = len(CLASS_NAMES), len(TEXTURE_NAMES)
+    k = len(CLASS_NAMES)
     rows = np.arange(n)
-
-    # --- objects: classes, sizes and non-overlapping positions
     labels = np.empty((n, n_obj), np.int64)
     labels[:, 0] = first_labels(spec, split, np.arange(lo, hi))
     if spec.pair:
@@ -90,6 +83,24 @@ def render(spec: EmbeddedSpec, split: str, lo: int, hi: int,
         stuck = ~ok.any(axis=1)           # fall back to opposite corners
         centres[stuck, 0] = margin[stuck, 0, None]
         centres[stuck, 1] = (s - margin[stuck, 1])[:, None]
+    return labels, present, radius, centres, r_range
+
+
+def render(spec: EmbeddedSpec, split: str, lo: int, hi: int,
+           with_distractors: bool = True) -> dict[str, np.ndarray]:
+    """Draw the given images, all at once: background, then the distractor fragments layer by
+    layer, then the object(s), in the look of the spec's domain. ``with_distractors=False``
+    leaves the fragments out and changes nothing else (to check what they add)."""
+    s, n_obj, n = spec.size, spec.n_objects, hi - lo
+    rnd = draw(spec, split, lo, hi)
+    look = LOOKS[spec.domain]
+    style = draw_style(spec, split, lo, hi, look.layout(n_obj))
+    k, n_tex = len(CLASS_NAMES), len(TEXTURE_NAMES)
+    rows = np.arange(n)
+
+    # --- objects: classes, sizes and non-overlapping positions
+    labels, present, radius, centres, r_range = _object_layout(spec, split, lo, hi, rnd)
+    obj = rnd["obj"]                                       # (n, n_obj, 7)
 
     # --- background (N, C, s, s), in the look of the domain
     canvas = look.background(rnd, style, s)
