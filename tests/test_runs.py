@@ -56,3 +56,16 @@ def test_files_that_are_no_run_are_refused_unless_replaced(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(BioattnError, match="is a file"):
         prior_run(tmp_path / "file", _config(tmp_path / "elsewhere"))
+
+
+def test_what_the_user_gave_is_a_real_setting_that_copies_keep():
+    from bioattn.cli import build_parser, settings_from
+
+    args = build_parser().parse_args(["train", "--model", "rvt_micro", "--epochs", "3"])
+    cfg = settings_from(args, TrainConfig)
+    assert {"model", "epochs"} <= cfg.explicit_settings() and "lr" not in cfg.explicit_settings()
+    # a copy and the resolved settings keep the record (it used to live outside the fields)
+    for copy in (dataclasses.replace(cfg, progress=False), cfg.resolved()):
+        assert copy.explicit_settings() == cfg.explicit_settings()
+    # built in Python: the settings that differ from their defaults
+    assert TrainConfig(model="rvt_micro", lr=0.1).explicit_settings() == {"model", "lr"}

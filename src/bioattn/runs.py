@@ -26,7 +26,7 @@ from .specs import data_folders
 
 # settings that say how a run is carried out, not what it trains: two runs that differ only in
 # these are the same run
-RUN_ONLY = ("output", "resume", "overwrite", "device", "workers", "progress", "tensorboard")
+RUN_ONLY = ("output", "resume", "overwrite", "device", "workers", "progress", "tensorboard", "explicit")
 RUN_FILES = ("config.json", "log.jsonl", "best", "last", "best.old", "last.old", "tb")
 # settings a resumed run takes from the command line (they change how fast it trains, not what it
 # learns); every other one comes from config.json

@@ -577,7 +577,8 @@ def _train(cfg: TrainConfig, run_dir: Path, info: DistInfo, resume_state: dict |
     writer = None
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+        saved = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "explicit"}
+        atomic_write_text(run_dir / "config.json", json.dumps(saved, indent=2))
         if cfg.tensorboard:
             # deferred: tensorboard loads slowly and is off with --no-tensorboard
             from torch.utils.tensorboard import SummaryWriter

@@ -234,8 +234,10 @@ def default_of(f: dataclasses.Field) -> Any:
 
 
 def with_explicit(settings: Any, names: Iterable[str]) -> Any:
-    """Record on ``settings`` which fields the user gave (see :meth:`TrainConfig.explicit_settings`)."""
-    settings._explicit = frozenset(names)
+    """``settings`` with the fields the user gave recorded in its ``explicit`` field, where it
+    has one (see :meth:`TrainConfig.explicit_settings`); other settings unchanged."""
+    if any(f.name == "explicit" for f in dataclasses.fields(settings)):
+        return dataclasses.replace(settings, explicit=frozenset(names))
     return settings
 
 

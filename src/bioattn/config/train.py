@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BioattnError
@@ -241,6 +241,9 @@ class TrainConfig(Settings):
     skip_bad_images: bool = setting(False, help="skip and count unreadable images")
     progress: bool = setting(True, help="no progress bar", flag="--no-progress")
     tensorboard: bool = setting(True, help="no TensorBoard scalars", flag="--no-tensorboard")
+    # the settings the user gave (on the command line; from Python: None, read as those that
+    # differ from their defaults): a resumed run refuses to change them. Not a flag.
+    explicit: frozenset[str] | None = field(default=None, kw_only=True, compare=False, repr=False)
 
     _deferred_checks = ("opt",)
 
@@ -303,11 +306,10 @@ class TrainConfig(Settings):
     def explicit_settings(self) -> frozenset[str]:
         """Names of the settings the user chose: those given on the command line, or (built in
         Python) those that differ from their defaults."""
-        given = getattr(self, "_explicit", None)
-        if given is not None:
-            return given
+        if self.explicit is not None:
+            return self.explicit
         return frozenset(f.name for f in dataclasses.fields(self)
-                         if getattr(self, f.name) != default_of(f))
+                         if f.name != "explicit" and getattr(self, f.name) != default_of(f))
 
     def resolved(self) -> TrainConfig:
         """A copy with every recipe setting filled in."""
@@ -331,6 +333,5 @@ class TrainConfig(Settings):
                 values[key] = _OFF.get(key, 0.0) if key in unused else default
         values["recipe"] = name
         values["task"] = task
-        out = TrainConfig(**values)
-        out._explicit = self.explicit_settings()
-        return out
+        values["explicit"] = self.explicit_settings()
+        return TrainConfig(**values)

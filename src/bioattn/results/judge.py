@@ -288,6 +288,8 @@ def claim_columns(claim: Claim, metric: str, records: dict[tuple[str, int], Reco
             blocks.append(sys_cols)
             continue
         base_ids, base_cols = _entry_columns(rule, _seed_records(records, claim.baseline[i]), seed)
+        if sys_cols.shape[1] != base_cols.shape[1]:
+            raise Missing(f"{system} and {claim.baseline[i]} were measured under different conditions for {metric}")
         a, b = _aligned([(sys_ids, sys_cols), (base_ids, base_cols)])
         blocks.append(rule.join(a, b) if rule.join else np.concatenate([a, b], axis=1))
     columns = np.concatenate(blocks, axis=0)
