@@ -82,11 +82,17 @@ def _run_request(conn: socket.socket) -> None:
 
 def serve(socket_path: str) -> None:
     """Import what every command needs, then answer requests until killed."""
-    import timm  # noqa: F401
-    import torch  # noqa: F401
+    import importlib
 
-    import bioattn.cli  # noqa: F401
-    import bioattn.models  # noqa: F401
+    # what the commands import on their way (each child would import it again otherwise)
+    for module in ("torch", "timm", "matplotlib.figure", "matplotlib.backends.backend_agg", "scipy.stats",
+                   "imagecorruptions", "torchattacks", "bioattn.cli", "bioattn.models", "bioattn.train",
+                   "bioattn.evaluate.suites", "bioattn.evaluate.report", "bioattn.attention.plots",
+                   "bioattn.demo", "bioattn.generalisation", "bioattn.zoo_builder", "bioattn.results.page"):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # a module being renamed: its command imports what it needs itself
+            pass
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

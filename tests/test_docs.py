@@ -3,13 +3,14 @@ collected by Sybil and run here on tiny data, so an example cannot drift from th
 
 * A block runs unless an HTML comment ``<!-- skip: next "why" -->`` stands before it; the reason
   is written there, in the page (only blocks that need several GPUs, data sets that cannot be
-  downloaded here, or the set-up commands themselves are skipped).
+  downloaded here, builds of minutes, or the set-up commands themselves are skipped).
   ``<!-- invisible-code-block: python -->`` blocks run without being shown (a page's set-up).
 * Before a block runs, :func:`tiny` rewrites what it names to tiny data: every embedded data
-  spec gets 64 training, 16 validation and 16 test images, ``--epochs N`` and ``epochs=N``
-  become 1, image counts (``--limit``, ``--images``, ...) become small, ``/data/imagenet`` and
-  ``/data/PACS`` become tiny folders made here, ``bioattn demo`` gets ``--quick``, data-loader
-  workers become 0.
+  spec gets 128 training, 16 validation and 16 test images, ``--epochs N`` and ``epochs=N``
+  become 1 (2 on a line that resumes a run), image counts (``--limit``, ``--images``, ...)
+  become small, ``/data/imagenet`` (the 1000 ImageNet classes, one image each) and ``/data/PACS``
+  become tiny folders made here, and ``bioattn demo`` gets ``--quick`` (and ``--models RS-RNN``
+  unless the block names its models).
 * Shell blocks run with ``bash -e -o pipefail`` in a temporary folder of their page (shared by
   the page's blocks, in order) with the virtual environment's ``bin`` on ``PATH``; their
   ``bioattn`` is a warm copy of the command line (tests/doc_commands.py) that runs the real
@@ -42,13 +43,13 @@ VENV_BIN = Path(sys.executable).parent
 # ------------------------------------------------------------------------------------------
 # tiny data
 # ------------------------------------------------------------------------------------------
-TINY_COUNTS = "train=64,val=16,test=16"
+TINY_COUNTS = "train=128,val=16,test=16"
 # an embedded data spec, not a module path (bioattn.data.embedded) or a pretrained tag (.embedded)
 _EMBEDDED = re.compile(r"(?<![\w.\-/])embedded(?::[\w=,.+\-]*)?(?![\w])")
 _COUNT = re.compile(r"^(train|val|test)=\d+$")
 _SMALL_COUNTS = {
     "--limit": 8, "--images": 16, "--corruption-images": 4, "--attack-images": 8, "--attention-images": 8,
-    "--steering-images": 8, "--limit-train": 64, "--limit-val": 16, "--limit-test": 16, "--n": 4,
+    "--steering-images": 8, "--limit-train": 128, "--limit-val": 16, "--limit-test": 16, "--n": 4,
 }
 
 
@@ -66,11 +67,13 @@ def tiny(source: str, data: Path) -> str:
     source = "\n".join(re.sub(r"(--epochs[ =])\d+", r"\g<1>2" if "--resume" in line else r"\g<1>1", line)
                         for line in source.split("\n"))
     source = re.sub(r"\bepochs=\d+", "epochs=1", source)
-    source = re.sub(r"(--workers[ =])\d+", r"\g<1>0", source)
     for flag, value in _SMALL_COUNTS.items():
         source = re.sub(rf"({re.escape(flag)}[ =])\d+", rf"\g<1>{value}", source)
         source = re.sub(rf"\b({flag.strip('-').replace('-', '_')}=)\d+", rf"\g<1>{value}", source)
+    # the demo on a tiny budget, and of one model unless the block names its models
     source = re.sub(r"\bbioattn demo\b(?!.*--quick)", "bioattn demo --quick", source)
+    source = re.sub(r"^(.*\bbioattn demo --quick\b(?!.*--models).*?)(\s*#.*)?$", r"\1 --models RS-RNN\2", source,
+                    flags=re.M)
     source = source.replace("/data/imagenet", str(data / "imagenet")).replace("/data/PACS", str(data / "PACS"))
     # the environment's own command line is the warm one; its python is this one
     source = source.replace(".venv/bin/bioattn", "bioattn")
@@ -86,9 +89,10 @@ def test_tiny_rewrites_data_and_budgets():
     # module paths and pretrained tags stay
     kept = 'from bioattn.data.embedded import preview; timm.create_model("vit_micro_patch8_64.embedded")'
     assert tiny(kept, data) == kept
-    assert tiny("bioattn demo --out r", data) == "bioattn demo --quick --out r"
-    assert tiny("bioattn demo --quick", data) == "bioattn demo --quick"
-    assert tiny("--data /data/imagenet --workers 8", data) == "--data /tmp/x/imagenet --workers 0"
+    assert tiny("bioattn demo --out r  # all", data) == "bioattn demo --quick --out r --models RS-RNN  # all"
+    assert tiny("bioattn demo --quick --models ViT", data) == "bioattn demo --quick --models ViT"
+    assert tiny("--data /data/imagenet --workers 8", data) == "--data /tmp/x/imagenet --workers 8"
+    assert tiny("bioattn train --resume runs/a --epochs 12", data) == "bioattn train --resume runs/a --epochs 2"
 
 
 # ------------------------------------------------------------------------------------------
@@ -116,8 +120,9 @@ def _make_pacs(root: Path) -> Path:
 def doc_setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("docs")
     data = base / "data"
-    make_image_folder(data / "imagenet", classes=("n01440764", "n01443537"), per_class=4, size=32,
-                      splits=("train", "val"))
+    from bioattn.data.imagenet_classes import imagenet_wnids
+
+    make_image_folder(data / "imagenet", classes=imagenet_wnids(), per_class=1, size=8, splits=("train", "val"))
     _make_pacs(data / "PACS")
     shim = base / "bin"
     shim.mkdir()
@@ -126,7 +131,7 @@ def doc_setup(tmp_path_factory):
     (shim / "bioattn").chmod(0o755)
     socket_path = str(base / "bioattn.sock")
     server = subprocess.Popen([sys.executable, str(helper), "serve", socket_path], stdout=subprocess.PIPE,
-                              env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+                              env={**os.environ, "MPLBACKEND": "Agg"},
                               text=True)
     assert server.stdout.readline().strip() == "ready", "the warm command line did not start"
     _STATE.update(data=data, shim=shim, socket=socket_path, base=base)
@@ -195,7 +200,7 @@ def test_every_shell_and_python_block_is_collected():
 
 def test_skipped_blocks_say_why():
     for path in PAGES:
-        for line in re.findall(r"<!-- skip:.*?-->", path.read_text()):
+        for line in re.findall(r"^<!-- skip:.*$", path.read_text(), flags=re.M):
             assert re.fullmatch(r'<!-- skip: next "[^"]{10,}" -->', line), f"{path.name}: {line}"
 
 
@@ -236,8 +241,10 @@ QUOTED = [
      [("seconds", "1272"), ("top1", "84.85")]),
     ("training.md", "reaches 95.0% test top-1 at its trained number of glimpses\n  (389 s)", "rsrnn_micro",
      [("top1", "95.0"), ("seconds", "389")]),
-    ("training.md", "(1862 s; 68.2% test mIoU)", "upernet_vit_micro_patch8_64", [("seconds", "1862"), ("miou", "68.2")]),
-    ("training.md", "(3159 s, its first epoch sharing the cores with another run; 70.4%)", "upernet_absvit_micro_patch8_64",
+    ("training.md", "(1862 s; 68.2% test mIoU)", "upernet_vit_micro_patch8_64",
+     [("seconds", "1862"), ("miou", "68.2")]),
+    ("training.md", "(3159 s, its first epoch sharing the cores with another run; 70.4%)",
+     "upernet_absvit_micro_patch8_64",
      [("seconds", "3159"), ("miou", "70.4")]),
     ("training.md", "(596 s; 73.7%)", "upernet_rvt_micro", [("seconds", "596"), ("miou", "73.7")]),
     ("training.md", "(686 s; 74.1%)", "upernet_rvt_micro_vars_d", [("seconds", "686"), ("miou", "74.1")]),
@@ -282,3 +289,34 @@ def test_readme_results_headline_agrees_with_the_results_page():
     }
     for claim, said in expected.items():
         assert verdict.get(claim) == said, f"README.md says {claim!r} {said}; docs/results.md: {verdict.get(claim)}"
+
+
+def test_zoo_weight_files_are_under_five_megabytes():
+    """docs/models.md: every entry's model.safetensors is under 5 MB."""
+    files = sorted((ROOT / "src" / "bioattn" / "zoo").glob("*/model.safetensors"))
+    assert files
+    large = [f"{f.parent.name}: {f.stat().st_size / 1e6:.1f} MB" for f in files if f.stat().st_size >= 5e6]
+    assert not large, large
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation other than - and _ dropped,
+    spaces as hyphens."""
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.M | re.S)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)}
+
+
+def test_links_between_pages_reach_a_page_and_a_heading():
+    broken = []
+    for path in PAGES:
+        for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue
+            file, _, anchor = target.partition("#")
+            linked = (path.parent / file).resolve() if file else path
+            if not linked.exists():
+                broken.append(f"{path.name}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+                broken.append(f"{path.name}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)

@@ -59,14 +59,14 @@ def test_lines_give_rate_and_time_left_in_the_tasks_unit(monkeypatch):
 
 
 def test_a_long_task_says_its_size_and_estimate_once(monkeypatch):
-    clock = iter([0.0, 3.0, 6.0, 7.0])
+    clock = iter([0.0, 10.0, 13.0, 16.0])
     monkeypatch.setattr(progress_module.time, "monotonic", lambda: next(clock))
     stream = io.StringIO()
     with Progress(True, stream=stream) as p:
-        task = p.task("corruptions", 1500, unit="images", size="15 corruptions x 5 severities x 20 images",
+        task = p.task("corruptions", 1502, unit="images", size="15 corruptions x 5 severities x 20 images",
                       hint="--severities 3 for one severity")
-        p.update(task, 2)  # 2 images in 3 s: 1500 take about 38 min
-        p.update(task, 2)
+        p.update(task, 2)  # the first 2 images took 10 s (starting up) ...
+        p.update(task, 2)  # ... the next 2 took 3 s: the other 1500 take 37.5 min, 38 min in all
         p.update(task, 2)
     announced = [line for line in stream.getvalue().splitlines() if "about" in line]
     assert announced == ["corruptions: 15 corruptions x 5 severities x 20 images, about 38 min here; "

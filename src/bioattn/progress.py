@@ -20,7 +20,8 @@ from rich.text import Text
 LOG_INTERVAL_S = 30.0
 # A task estimated to take at least this long announces its size and the estimate.
 LONG_TASK_S = 60.0
-# The estimate waits for this much work (seconds) so that one fast first step does not decide it.
+# The estimate times the steps after the first (whose time includes starting up: workers, caches,
+# first calls) for at least this long.
 ESTIMATE_AFTER_S = 0.5
 
 
@@ -113,7 +114,7 @@ class Progress:
             return None
         now = time.monotonic()
         state = dict(description=description, total=total, done=0, info="", unit=unit, start=now,
-                     printed=now, size=size, hint=hint, estimated=size is None)
+                     printed=now, size=size, hint=hint, estimated=size is None, first=None)
         if self._bars is not None:
             key = self._bars.add_task(description, total=total, info="", unit=unit)
             self._state[key] = state
@@ -131,9 +132,12 @@ class Progress:
         if info is not None:
             state["info"] = info
         now = time.monotonic()
-        if not state["estimated"] and state["done"] > 0 and now - state["start"] >= ESTIMATE_AFTER_S:
-            state["estimated"] = True
-            self._announce(state, now)
+        if not state["estimated"] and state["done"] > 0:
+            if state["first"] is None:
+                state["first"] = (now, state["done"])
+            elif now - state["first"][0] >= ESTIMATE_AFTER_S and state["done"] > state["first"][1]:
+                state["estimated"] = True
+                self._announce(state, now)
         if self._bars is not None:
             self._bars.update(task, advance=advance, **({"info": info} if info is not None else {}))
             return
@@ -148,8 +152,11 @@ class Progress:
             print(message, file=self.stream, flush=True)
 
     def _announce(self, state: dict, now: float) -> None:
-        """The one line of a long task: its size, the time it will take here, the hint."""
-        estimate = (now - state["start"]) / state["done"] * state["total"]
+        """The one line of a long task: its size, the time it will take here (the first step as it
+        took, the rest at the pace of the steps since), the hint."""
+        first_time, first_done = state["first"]
+        pace = (now - first_time) / (state["done"] - first_done)
+        estimate = first_time - state["start"] + pace * (state["total"] - first_done)
         if estimate < LONG_TASK_S:
             return
         hint = f"; {state['hint']}" if state["hint"] else ""

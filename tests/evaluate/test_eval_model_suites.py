@@ -40,7 +40,7 @@ def test_steering_suite_on_pairs(absvit_ckpt, tmp_path, capsys):
     s = json.loads(out.read_text())["results"]["steering"]
     assert s["n_images"] == 4 and s["n_pairs"] == 8
     assert 0 <= s["prompted_share"] <= 1 and 0 <= s["win_rate"] <= 1
-    assert "steering prompted_share" in capsys.readouterr().out
+    assert "steering: prompted share" in capsys.readouterr().out
 
 
 def test_steering_needs_a_model_with_priors(tmp_path, capsys):

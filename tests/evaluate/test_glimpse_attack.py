@@ -118,9 +118,9 @@ def test_scan_paths_rows_in_image_and_pixel_coordinates(tmp_path):
 def test_eval_writes_every_fixation_next_to_the_results(tmp_path, capsys):
     ckpt = _checkpoint(tmp_path)
     out = tmp_path / "r.json"
-    rc = main(["eval", "--checkpoint", str(ckpt), "--data", DATA, "--suite", "glimpses,pgd", "--readouts", "5",
-               "--attack-readout", "2", "--eps", "2e-3", "--limit", "4", "--workers", "0", "--no-progress",
-               "--out", str(out)])
+    rc = main(["eval", "--checkpoint", str(ckpt), "--data", DATA, "--split", "val", "--suite", "glimpses,pgd",
+               "--readouts", "5", "--attack-readout", "2", "--eps", "2e-3", "--limit", "4", "--workers", "0",
+               "--no-progress", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     csv_path = tmp_path / "r.fixations.csv"
     assert json.loads(out.read_text())["fixations_csv"] == str(csv_path)
@@ -204,8 +204,8 @@ def test_headline_figures_are_read_at_the_trained_number_of_glimpses(capsys):
     run = out["results"]["pgd"]["runs"][0]
     assert columns["PGD eps=0.002 top-1"] == run["per_readout_top1"][2]
     cells = columns[CURVE].split()
-    assert len(cells) == 6 and cells[2] == f"**{per[2]:.0f}**" and cells[5] == f"{per[5]:.0f}"
-    assert "after readout 3 of 6 (its trained number of glimpses)" in markdown_report([out])
+    assert len(cells) == 6 and cells[2] == f"[{per[2]:.0f}]" and cells[5] == f"{per[5]:.0f}"
+    assert "after glimpse 3 of the 6 run, the number it was trained with" in markdown_report([out])
 
     # the attack's progress moves at every iteration: 2 batches x 2 iterations
     err = capsys.readouterr().err.splitlines()

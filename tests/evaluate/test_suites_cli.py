@@ -107,7 +107,7 @@ def test_imagenet_benchmarks_end_to_end(trees, imagenet_ckpt, tmp_path, capsys):
         _direct_top1(imagenet_ckpt, trees["imagenet-sketch"], None))
 
     stdout = capsys.readouterr().out
-    assert "IN-C mCE" in stdout and "imagenet-a top1" in stdout
+    assert "ImageNet-C mCE" in stdout and "ImageNet-A top-1" in stdout
     assert (tmp_path / "r.md").exists()
     png = tmp_path / "r_corruptions.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -163,9 +163,10 @@ def headline_readout(results: dict, values: Sequence) -> int:
 
 
 def _curve(values: Sequence, headline: int) -> str:
-    """``20 35 **50** 52``: a figure per readout, rounded, the headline one in bold."""
+    """``20 35 [50] 52``: a figure per readout, rounded, the headline one in brackets (plain text
+    reads the same in a terminal, in Markdown and in HTML)."""
     cells = ["-" if _missing(v) else f"{v:.0f}" for v in values]
-    cells[headline] = f"**{cells[headline]}**"
+    cells[headline] = f"[{cells[headline]}]"
     return " ".join(cells)
 
 
@@ -275,8 +276,16 @@ def _flat_numbers(d: dict, prefix: str = "", depth: int = 0):
 
 
 def _measured_columns(summaries: Sequence[dict]) -> list[str]:
-    """The columns, in order of first appearance, that hold a figure for at least one model."""
-    columns = list(dict.fromkeys(c for s in summaries for c in s))
+    """The columns that hold a figure for at least one model, each model's in its own order: a
+    column one model adds goes right after the column before it in that model's row (a glimpse
+    model's top-1 per glimpse stays beside its top-1)."""
+    columns: list[str] = []
+    for s in summaries:
+        previous = None
+        for c in s:
+            if c not in columns:
+                columns.insert(columns.index(previous) + 1 if previous is not None else len(columns), c)
+            previous = c
     return [c for c in columns if any(not _missing(s.get(c)) for s in summaries)]
 
 
@@ -328,14 +337,14 @@ def _image_notes(labels: Sequence[str], results_list: Sequence[dict]) -> list[st
 
 def _data_line(labels: Sequence[str], results_list: Sequence[dict]) -> list[str]:
     """``Data: embedded, test split.``: the data and split the models were scored on (from
-    ``bioattn eval``'s results; nothing for results that do not say)."""
+    ``bioattn eval``'s results; nothing for results that do not say, or that read benchmark
+    folders only)."""
     described = []
     for lab, r in zip(labels, results_list):
         info = r.get("model") or {}
-        if info.get("data") or info.get("split"):
-            text = ", ".join(p for p in (str(info.get("data") or ""),
-                                         f"{info['split']} split" if info.get("split") else "") if p)
-            described.append((lab, text))
+        if info.get("data"):
+            split = f", {info['split']} split" if info.get("split") else ""
+            described.append((lab, f"{info['data']}{split}"))
     if not described:
         return []
     if len({text for _, text in described}) == 1 and len(described) == len(results_list):
@@ -351,8 +360,10 @@ def _glimpse_note(labels: Sequence[str], results_list: Sequence[dict]) -> str | 
         trained = (r.get("model") or {}).get("trained_glimpses")
         if len(per) > 1:
             at = headline_readout(r, per) + 1
-            why = "its trained number of glimpses" if trained == at else "the last run"
-            read.append(f"{lab} after readout {at} of {len(per)} ({why})")
+            if trained == at:
+                read.append(f"{lab} after glimpse {at} of the {len(per)} run, the number it was trained with")
+            else:
+                read.append(f"{lab} after the last of its {len(per)} readouts")
         for suite in ATTACK_SUITES:
             for run in ((r.get("results") or {}).get(suite) or {}).get("runs", []):
                 if run.get("attack_readout") and f"{lab}: {run['attack_readout']}" not in aimed:
@@ -362,7 +373,7 @@ def _glimpse_note(labels: Sequence[str], results_list: Sequence[dict]) -> str | 
     text = []
     if read:
         text.append(f"Models with several readouts (glimpses or passes) are read at one: {'; '.join(read)}. "
-                    f"'{CURVE}' lists top-1 after each readout, the one read in bold.")
+                    f"'{CURVE}' lists top-1 after each readout, the one read in brackets.")
     if aimed:
         text.append(f"Attacks aimed at one readout are read there ({'; '.join(aimed)}).")
     return " ".join(text)
@@ -376,8 +387,7 @@ def _notes(labels: Sequence[str], results_list: Sequence[dict], columns: Sequenc
     percent = [what for present, what in (
         (any(c in ("top-1", "top-5") or c.endswith(" top-1") for c in columns), "top-1"),
         ("mIoU" in columns or "corrupted mIoU" in columns, "mIoU and pixel accuracy"),
-        ("mAP" in columns, "mAP and F1"),
-        (any(c.endswith("(%)") for c in columns), "shares and win rates")) if present]
+        ("mAP" in columns, "mAP and F1")) if present]
     if percent:
         notes.append(f"Figures in % ({', '.join(percent)}).")
     if "corruptions" in suites:
@@ -388,8 +398,9 @@ def _notes(labels: Sequence[str], results_list: Sequence[dict], columns: Sequenc
     if "ImageNet-C mCE" in columns:
         notes.append("ImageNet-C mCE x100: corruption errors normalised by AlexNet's.")
     if suites & set(ATTACK_SUITES):
-        notes.append("Attacks: top-1 on white-box adversarial images, eps on pixels in [0, 1]; EOTn: each "
-                     "gradient averaged over n passes of a model that samples.")
+        eot = "; EOTn: each gradient averaged over n passes of a model that samples" \
+            if any(" EOT" in c for c in columns) else ""
+        notes.append(f"Attacks: top-1 on white-box adversarial images, eps on pixels in [0, 1]{eot}.")
     if "steering" in suites and any(c.endswith("(points)") for c in columns):
         notes.append("Steering: shift in percentage points.")
     glimpses = _glimpse_note(labels, results_list)
@@ -563,11 +574,14 @@ def bars_figure(results_list: Sequence[dict], suite: str):
         high, low = max(finite + [0.0]), min(finite + [0.0])
         span = (high - low) or 1.0
         ax.set_xlim(low - (0.02 * span if low < 0 else 0), high + 0.25 * span)
+        if low >= 0 and 10 < high <= 100:  # a percentage: ticks up to 100, room for the labels
+            ax.set_xticks([t for t in (0, 25, 50, 75, 100) if t <= high + 0.25 * span])
         for y, v in zip(ys, xs):
             ax.text(max(v, 0) if math.isfinite(v) else 0, y, f" {v:.1f}" if math.isfinite(v) else " -",
                     va="center", ha="left", fontsize=7)
         ax.set_title(_wrapped(column.removeprefix(f"{suite}: ")), fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        if not (low >= 0 and 10 < high <= 100):
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
         ax.tick_params(labelsize=7)
         ax.grid(axis="x", alpha=0.3)
     axes[0, 0].set_yticks(ys, labels)

@@ -144,6 +144,17 @@ def gelu_shrink(x: torch.Tensor, thresh: torch.Tensor) -> torch.Tensor:
     return _GeluShrink.apply(x, thresh)
 
 
+def factored_update_is_cheaper(num_tokens: int, num_atoms: int, head_dim: int, num_step: int) -> bool:
+    """Whether :func:`ista_code` costs fewer multiply-adds with the ISTA update ``W G W / L'``
+    applied in factors, ``(D W^T)^T (D (W x))``, than formed as an ``(a, a)`` matrix: so when the
+    dictionary has many more atoms than tokens (VARS-SD on a small token grid). Both give the
+    same values to float rounding."""
+    N, a, d = num_tokens, num_atoms, head_dim
+    formed = N * a * a + 2 * a ** 3 + num_step * a * a * d
+    factored = 3 * N * a * a + num_step * 2 * N * a * d
+    return 4 * factored < 3 * formed
+
+
 def ista_code(feats: torch.Tensor, values: torch.Tensor, W: torch.Tensor, eye: torch.Tensor,
               learned_L: torch.Tensor, learned_lam: torch.Tensor, lam: float, num_step: int,
               on_iteration=None, shrink=gelu_shrink) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,28 +166,44 @@ def ista_code(feats: torch.Tensor, values: torch.Tensor, W: torch.Tensor, eye: t
     Every operation is batched over the n image-heads (matrix products as single batched calls)
     and nothing depends on the values on the host, so ``torch.compile`` takes the whole function
     as one graph. ``on_iteration(t, x, s)`` sees the code after each iteration (t = 0: the first
-    thresholding of ``b``). ``shrink`` is the GELU shrinkage: :func:`gelu_shrink` (hand-written
-    gradient) or :func:`soft_threshold` (autograd's, which ``torch.compile`` fuses).
+    thresholding of ``b``). The update ``I - W G W / L'`` is formed as an ``(a, a)`` matrix, or
+    applied in factors where :func:`factored_update_is_cheaper`. ``shrink`` is the GELU
+    shrinkage: :func:`gelu_shrink` (hand-written gradient) or :func:`soft_threshold` (autograd's,
+    which ``torch.compile`` fuses).
     """
-    n, _, a = feats.shape
+    n, N, a = feats.shape
+    factored = factored_update_is_cheaper(N, a, values.shape[-1], num_step)
     Ft = feats.transpose(1, 2)
-    raw_gram = torch.bmm(Ft, feats)  # F^T F, (n, a, a)
-    inv = raw_gram.diagonal(dim1=1, dim2=2).clamp_min(1e-24).rsqrt().unsqueeze(-1)  # (n, a, 1)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not factored):
+        raw_gram = torch.bmm(Ft, feats)  # F^T F, (n, a, a)
+    if factored:
+        inv = feats.square().sum(dim=1).clamp_min(1e-24).rsqrt().unsqueeze(-1)  # (n, a, 1)
+    else:
+        inv = raw_gram.diagonal(dim1=1, dim2=2).clamp_min(1e-24).rsqrt().unsqueeze(-1)  # (n, a, 1)
     with torch.no_grad():  # L = max_row |G_row|_1 + 1, with |G_ij| = s_i |F^T F|_ij s_j
         L = (inv * torch.bmm(raw_gram.abs(), inv)).amax(dim=1, keepdim=True) + 1  # (n, 1, 1)
     rate = learned_L / L  # 1 / L'
     thresh = learned_lam * lam
     b = torch.bmm(Ft, values) * inv  # D^T v
-    gram_step = raw_gram * ((inv * rate) * inv.transpose(1, 2))  # G / L'
-    gram_w = (gram_step.reshape(n * a, a) @ W).view(n, a, a)
-    update = torch.baddbmm(eye, W.expand(n, a, a), gram_w, alpha=-1)  # I - W G W / L'
     shift = b * rate  # b / L'
+    if factored:  # W G W / L' = (D W^T)^T (D W) / L', with D = F diag(s) the (N, a) dictionary
+        dictionary = (feats * inv.transpose(1, 2)).reshape(n * N, a)
+        left = (dictionary @ W.t()).view(n, N, a).transpose(1, 2)  # W D^T, (n, a, N)
+        right = (dictionary @ W).view(n, N, a) * rate  # D W / L', (n, N, a)
+    else:
+        gram_step = raw_gram * ((inv * rate) * inv.transpose(1, 2))  # G / L'
+        gram_w = (gram_step.reshape(n * a, a) @ W).view(n, a, a)
+        update = torch.baddbmm(eye, W.expand(n, a, a), gram_w, alpha=-1)  # I - W G W / L'
     x = shrink(b, thresh)
     if on_iteration is not None:
         on_iteration(0, x, inv)
     thresh = thresh * rate
     for t in range(num_step):
-        x = shrink(torch.baddbmm(shift, update, x), thresh)
+        if factored:
+            pre = torch.baddbmm(shift + x, left, torch.bmm(right, x), alpha=-1)
+        else:
+            pre = torch.baddbmm(shift, update, x)
+        x = shrink(pre, thresh)
         if on_iteration is not None:
             on_iteration(t + 1, x, inv)
     return x, inv
@@ -313,8 +340,9 @@ class VARSDAttention(_TokenAttention):
     Computed without forming D: with ``F = phi(q)`` and ``s`` the inverse column norms of F,
     ``G = diag(s) F^T F diag(s)``, ``b = diag(s) F^T v`` and ``D x = F (diag(s) x)``; an iteration is
     one fused ``x <- (I - G'/L') x + b/L'`` followed by the shrinkage, batched over images and
-    heads. ``rand_matrix`` (the fixed random features) and ``L`` (h,) are buffers that never
-    train; ``L`` is kept for checkpoint compatibility and not used.
+    heads (with many more atoms than tokens, ``G' x`` is applied in factors instead, see
+    :func:`factored_update_is_cheaper`). ``rand_matrix`` (the fixed random features) and ``L``
+    (h,) are buffers that never train; ``L`` is kept for checkpoint compatibility and not used.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, lam: float = 0.3,

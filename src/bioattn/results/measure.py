@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..attention.maps import has_maps, saliency, upsample
+from ..attention.maps import has_maps, saliency
 from ..attention.metrics import auc_judd
 from ..checkpoint import load_model, read_meta
 from ..config import ResultsSettings
@@ -47,6 +47,7 @@ from ..evaluate.mce import CORRUPTIONS
 from ..evaluate.multilabel import SMALL_OBJECT_AREA
 from ..evaluate.runtime import PixelModel
 from ..evaluate.segmentation import constant_prediction_miou
+from ..evaluate.steering import choose_prior_scale, steering_benchmark
 from ..evaluate.suites import run_suites
 from ..metrics.segmentation import SegmentationMeter
 from ..models.inputs import InputConfig
@@ -59,8 +60,6 @@ from .judge import eps_key
 from .records import Record
 
 PAIR_BENCHMARK = "embedded:pair"
-# the class prior's mask scale in the steering measurements (the authors' demo)
-PRIOR_SCALE = 40.0
 # a segmenter's test images are cut into this many folds by fold_mious
 SEGMENTATION_FOLDS = 10
 
@@ -219,26 +218,23 @@ class _Measuring:
 
     @torch.no_grad()
     def steering(self) -> None:
+        """The steering benchmark (:func:`bioattn.evaluate.steering.steering_benchmark`) on the
+        test pairs, its prior scale and map threshold chosen on validation pairs first: per image,
+        the score (the prompted object's share of the map minus the other's, averaged over the
+        two prompts) and the share of the two prompts under which the prompted object holds more."""
         size, mean, std = self.meta["img_size"], self.meta["mean"], self.meta["std"]
+        validation = build_dataset(PAIR_BENCHMARK, "val", size, mean, std)
         pairs = build_dataset(PAIR_BENCHMARK, "test", size, mean, std)
-        chosen = spread_indices(len(pairs), self.settings.steering_images)
-        inner = unwrap(self.model)
-        shifts, wins = [], []
-        for chunk in _batches(chosen, self.batch):
-            x = torch.stack([pairs[i][0] for i in chunk]).to(self.device)
-            labels = torch.as_tensor(np.asarray(pairs.arrays.labels)[chunk]).long().to(self.device)
-            masks = torch.as_tensor(np.asarray(pairs.arrays.masks)[chunk]).float().to(self.device)
-            maps = inner.top_down_maps(x, [labels[:, 0], labels[:, 1]], prior_scale=PRIOR_SCALE)
-            per_prior = []
-            for amap in maps:  # share of the map under each prior inside each object's mask
-                amap = upsample(amap, tuple(masks.shape[-2:])).clamp(min=0)
-                total = amap.sum(dim=(-2, -1)).clamp(min=torch.finfo(amap.dtype).tiny)
-                per_prior.append((amap.unsqueeze(1) * masks).sum(dim=(-2, -1)) / total.unsqueeze(1))
-            s = torch.stack(per_prior, dim=1).cpu()                   # (B, prior, object)
-            shifts.append(0.5 * ((s[:, 0, 0] - s[:, 1, 0]) + (s[:, 1, 1] - s[:, 0, 1])))
-            wins.append(0.5 * ((s[:, 0, 0] > s[:, 0, 1]).float() + (s[:, 1, 1] > s[:, 1, 0]).float()))
-        self.record.add("steering/shift", torch.cat(shifts).numpy().astype(np.float32), chosen)
-        self.record.add("steering/win", torch.cat(wins).numpy().astype(np.float32), chosen)
+        protocol = choose_prior_scale(self.model, validation, limit=self.settings.steering_images,
+                                      batch_size=self.batch, device=self.device)
+        result = steering_benchmark(self.model, pairs, protocol=protocol, limit=self.settings.steering_images,
+                                    batch_size=self.batch, device=self.device)
+        chosen = [int(i) for i in result["indices"]]
+        self.record.add("steering/shift", np.asarray(result["score"], np.float32), chosen)
+        wins = (np.asarray(result["prompted_minus_other"]) > 0).mean(axis=1)
+        self.record.add("steering/win", wins.astype(np.float32), chosen)
+        self.record.meta["steering_protocol"] = {"prior_scale": result["prior_scale"],
+                                                 "threshold": result["threshold"], "chosen_on": "validation pairs"}
 
 
 def measure_classifier(entry: ZooEntry, settings: ResultsSettings, progress: bool = False) -> Record:
