@@ -11,7 +11,7 @@ import torch
 from bioattn import checkpoint as ckpt
 from bioattn.cli import main
 from bioattn.errors import BioattnError
-from bioattn.evaluate.suites import evaluate_checkpoint
+from bioattn.evaluate.saved import evaluate_checkpoint
 from bioattn.train import TrainConfig, train
 from conftest import killed_before_saving_epoch, make_image_folder
 

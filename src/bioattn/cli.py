@@ -281,7 +281,7 @@ def _run_zoo(s: config.ZooSettings) -> int:
 def _run_eval(target: config.EvalSettings, suite: config.SuiteSettings) -> int:
     # on demand: the command line starts (and answers --help) without loading torch
     from .evaluate.report import markdown_report
-    from .evaluate.suites import evaluate_checkpoint
+    from .evaluate.saved import evaluate_checkpoint
 
     if target.checkpoint is None and target.model is None:
         raise BioattnError("give --checkpoint (or at least --model)")

@@ -34,7 +34,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig, flag_of
 from .data.embedded import cache_root
 from .errors import BioattnError
-from .evaluate.suites import evaluate_checkpoint
+from .evaluate.saved import evaluate_checkpoint
 from .fileio import atomic_dir
 from .models import data_config
 from .train import train, train_or_reuse

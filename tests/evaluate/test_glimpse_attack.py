@@ -189,7 +189,8 @@ def test_preset_needs_a_glimpse_model(capsys):
 # headline figures and progress of a glimpse model
 # ------------------------------------------------------------------------------------------
 def test_headline_figures_are_read_at_the_trained_number_of_glimpses(capsys):
-    from bioattn.evaluate.report import CURVE, markdown_report, summary_columns
+    from bioattn.evaluate.report import markdown_report
+    from bioattn.evaluate.summary import CURVE, summary_columns
 
     torch.manual_seed(0)
     model = create_model("rsrnn_micro", **TINY, num_glimpses=3)

@@ -104,6 +104,7 @@ def test_glimpses_suite_on_embedded_data(tmp_path, capsys):
                "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     g = json.loads(out.read_text())["results"]["glimpses"]
-    assert g["glimpses"] == 5 and len(g["per_glimpse"]) == 5 and g["n_images"] == 6
+    # eval measures the test split unless told otherwise
+    assert g["glimpses"] == 5 and len(g["per_glimpse"]) == 5 and g["n_images"] == 4
     assert g["learns_fixations"] is True
     assert all(0 <= s <= 100 for s in g["per_glimpse"]) and 0 < g["random"] < 20

@@ -12,8 +12,9 @@ from torch.utils.data import TensorDataset
 from bioattn.cli import main
 from bioattn.errors import BioattnError
 from bioattn.evaluate import run_suites
-from bioattn.evaluate.report import format_eps, load_results, markdown_report, write_report, write_results
+from bioattn.evaluate.report import load_results, markdown_report, write_report, write_results
 from bioattn.evaluate.suites import DEFAULT_EOT
+from bioattn.evaluate.summary import format_eps
 
 
 @pytest.fixture(scope="module")
@@ -220,12 +221,13 @@ def _plain_model(label: str, split: str = "test") -> dict:
 def test_summary_has_plain_unique_headers_for_measured_figures_only():
     md = markdown_report([_plain_model("ViT"), _glimpse_model("RS-RNN", trained=3)])
     header, rows = _header_and_rows(md)
-    assert header == ["model", "top-1", "top-5", "PGD eps=1/255 top-1", "top-1 per glimpse or pass",
+    # a column one model adds sits beside the column before it in that model's row
+    assert header == ["model", "top-1", "top-5", "top-1 per glimpse or pass", "PGD eps=1/255 top-1",
                       "fixations on the object (%)", "fixations by chance (%)"]
     assert len(set(header)) == len(header) and not any("_" in h for h in header)
-    assert rows["ViT"] == ["ViT", "80.00", "99.50", "30.00", "-", "-", "-"]
+    assert rows["ViT"] == ["ViT", "80.00", "99.50", "-", "30.00", "-", "-"]
     # the glimpse model is read after its 3 trained glimpses: top-1 70, top-5 (the last glimpse's) not shown
-    assert rows["RS-RNN"] == ["RS-RNN", "70.00", "-", "30.00", "40 60 [70] 65 62 61", "38.60", "6.20"]
+    assert rows["RS-RNN"] == ["RS-RNN", "70.00", "-", "40 60 [70] 65 62 61", "30.00", "38.60", "6.20"]
     for column in range(1, len(header)):  # every column holds a figure for some model
         assert any(row[column] != "-" for row in rows.values())
 

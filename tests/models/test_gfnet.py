@@ -94,11 +94,13 @@ def test_released_checkpoint_loads_with_load_weights(tmp_path):
 
 def test_registered_models_and_cfgs():
     names = [n for n in list_models("gfnet") if not n.startswith("upernet_")]
-    assert set(OFFICIAL_NAMES) | {"gfnet_micro", "gfnet_h_micro"} == set(names)
+    assert set(OFFICIAL_NAMES) | {"gfnet_micro", "gfnet_micro_vars_s", "gfnet_h_micro"} == set(names)
     for name in names:
         cfg = timm.get_pretrained_cfg(name).to_dict()
         assert cfg["fixed_input_size"] is True
-        assert cfg["paper_ids"] == "arXiv:2107.00645"
+        # GFNet's paper, and VARS's beside it where the mixer is VARS-S
+        assert cfg["paper_ids"].split(",")[0] == "arXiv:2107.00645"
+        assert ("arXiv:2204.10962" in cfg["paper_ids"]) == name.endswith("_vars_s")
         assert cfg["origin_url"] == "https://github.com/raoyongming/GFNet"
     assert timm.get_pretrained_cfg("gfnet_micro").input_size == (3, 64, 64)
     assert timm.get_pretrained_cfg("gfnet_h_micro").num_classes == 10

@@ -220,9 +220,9 @@ def test_registered_with_timm():
     assert m.get_classifier() is m.head.fc
     assert dict(m.named_modules())[cfg["first_conv"]].in_channels == 3
     assert timm.create_model("crop_d_resnet18").pretrained_cfg["input_size"] == (3, 224, 224)
-    with pytest.raises(BioattnError, match="no pretrained weights"):
+    with pytest.raises(BioattnError, match="has no weights of its own"):
         timm.create_model("rsrnn_resnet18", pretrained=True)
-    with pytest.raises(BioattnError, match="no pretrained weights"):
+    with pytest.raises(BioattnError, match="has no weights of its own"):
         create_model("s3ta_resnet18", pretrained=True)
 
 

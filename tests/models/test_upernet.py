@@ -223,12 +223,13 @@ def test_auxiliary_head_reads_the_last_level_and_outputs_match_the_input_size():
 # ------------------------------------------------------------------------------------------
 def test_registered_names():
     expected = {f"upernet_{b}" for b in (
-        "vit_micro_patch8_64", "absvit_micro_patch8_64", "rvt_micro", "gfnet_micro",
+        "vit_micro_patch8_64", "absvit_micro_patch8_64", "vit_micro_convstem_64", "absvit_micro_convstem_64",
+        "rvt_micro", "rvt_micro_vars_d", "gfnet_micro",
         "vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224",
         "absvit_tiny_patch16_224", "absvit_small_patch16_224", "absvit_base_patch16_224",
         "rvt_tiny", "rvt_small", "deit_tiny_patch16_224_vars_d", "deit_small_patch16_224_vars_d", "gfnet_ti")}
     assert set(list_models("upernet_")) == expected
-    assert set(MICRO) == {n for n in expected if n.endswith(("_64", "_micro"))}
+    assert set(MICRO) == {n for n in expected if "micro" in n}
     assert segmenter_name("absvit_micro_patch8_64") == "upernet_absvit_micro_patch8_64"
     assert segmenter_name("upernet_rvt_micro") == "upernet_rvt_micro"
 

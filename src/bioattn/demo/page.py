@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluate.report import format_eps
+from ..evaluate.summary import format_eps
 from ..fileio import atomic_write, atomic_write_text
 from .findings import domain_findings, findings, headline_scores, percent
 from .settings import FROM_DEMO, FROM_ZOO, DemoSettings

@@ -22,8 +22,8 @@ from ..data.pixels import Pixels
 from ..errors import BioattnError
 from ..protocol import forward_readouts
 from .glimpses import ScanPaths
-from .report import format_eps
 from .runtime import PixelModel
+from .summary import format_eps
 
 NORMS = ("Linf", "L2")
 ATTACKS = ("fgsm", "pgd", "autoattack")
@@ -257,12 +257,7 @@ def evaluate_attack(
     """
     if attack not in ATTACKS:
         raise BioattnError(f"unknown attack '{attack}' (known: {', '.join(ATTACKS)})")
-    if attack == "fgsm":  # one deterministic step: restarts would repeat it
-        iters, step_size, random_start, restarts = 1, eps, False, 1
-    else:
-        iters = DEFAULT_PGD_ITERS if iters is None else iters
-        step_size = eps / 2 if step_size is None else step_size
-        random_start = True
+    iters, step_size, random_start, restarts = _attack_steps(attack, eps, step_size, iters, restarts)
     check_attack_args(eps, step_size if eps > 0 else None, iters, norm, restarts, eot)
     device = torch.device(device)
     model.eval()
@@ -271,7 +266,8 @@ def evaluate_attack(
     clean_hits = adv_hits = None
     seen = 0
     max_linf = max_l2 = 0.0
-    condition = f"{attack}{f' EOT{eot}' if eot > 1 and attack != 'autoattack' else ''} eps={eps:g}"
+    eot_text = f" EOT{eot}" if eot > 1 and attack != "autoattack" else ""
+    condition = f"{attack}{eot_text} eps={eps:g}"
 
     def readouts_of(x_unit: torch.Tensor, what: str) -> torch.Tensor:
         out = forward_readouts(model, pixels.from_unit(x_unit), readouts=readouts)
@@ -282,13 +278,11 @@ def evaluate_attack(
             scan_paths.add(attack, what, list(ids), extras["fixations"], extras["sigmas"], x_unit.shape[-2:])
         return out.all_readouts()
 
-    total = len(loader.dataset) if hasattr(loader, "dataset") else None
-    shown = f"eps={format_eps(eps)}{f' EOT{eot}' if eot > 1 and attack != 'autoattack' else ''}"
+    of_total = f" of {len(loader.dataset)}" if hasattr(loader, "dataset") else ""
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
         if progress is not None:
-            progress(0, f"{shown}, images {seen + 1}-{seen + labels.shape[0]}"
-                        + (f" of {total}" if total is not None else ""))
+            progress(0, f"eps={format_eps(eps)}{eot_text}, images {seen + 1}-{seen + labels.shape[0]}{of_total}")
         x = pixels.to_unit(images.float())
         with torch.no_grad():
             clean_readouts = readouts_of(x, "clean")
@@ -308,47 +302,56 @@ def evaluate_attack(
         delta = (x_adv - x).flatten(1)
         max_linf = max(max_linf, delta.abs().max().item() if delta.numel() else 0.0)
         max_l2 = max(max_l2, delta.norm(dim=1).max().item() if delta.numel() else 0.0)
-        c = (clean_readouts.argmax(-1) == labels[None]).sum(dim=1).cpu()
-        a = (adv_readouts.argmax(-1) == labels[None]).sum(dim=1).cpu()
-        clean_hits = c if clean_hits is None else clean_hits + c
-        adv_hits = a if adv_hits is None else adv_hits + a
+        clean_hits = _add_hits(clean_hits, clean_readouts, labels)
+        adv_hits = _add_hits(adv_hits, adv_readouts, labels)
         seen += labels.shape[0]
         if progress is not None and attack == "autoattack":
             progress(labels.shape[0])
         elif progress is not None and eps == 0:  # no pass was run: the batch's share at once
             progress(gradient_passes(attack, iters, restarts, eot))
-    result = {
-        "attack": attack,
-        "eps": eps,
-        "norm": norm,
-        "step_size": step_size,
-        "iters": iters,
-        "random_start": random_start,
-        "restarts": restarts if attack != "autoattack" else 1,
-        "eot": eot if attack != "autoattack" else 1,
-        "attack_readout": attack_readout,
-        "readouts": readouts,
-        "n": seen,
-        "max_linf": max_linf,
-        "max_l2": max_l2,
-    }
+    settings = dict(attack=attack, eps=eps, norm=norm, step_size=step_size, iters=iters, random_start=random_start,
+                    restarts=restarts if attack != "autoattack" else 1, eot=eot if attack != "autoattack" else 1,
+                    attack_readout=attack_readout, readouts=readouts)
     if attack == "autoattack":
         n_classes = clean_readouts.shape[-1] if seen else 2
         parts = [name for name, _ in autoattack_parts(target, max(eps, 1e-12), norm, n_classes,
                                                       autoattack_version, seed)]
-        result.update(version=autoattack_version, parts=parts, step_size=None, iters=None,
-                      random_start=None)
+        settings.update(version=autoattack_version, parts=parts, step_size=None, iters=None, random_start=None)
+    return _attack_result(settings, seen, clean_hits, adv_hits, max_linf, max_l2)
+
+
+def _add_hits(hits: torch.Tensor | None, readouts: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Correct predictions per readout (``readouts``: readouts x batch x classes) added to ``hits``."""
+    batch = (readouts.argmax(-1) == labels[None]).sum(dim=1).cpu()
+    return batch if hits is None else hits + batch
+
+
+def _attack_steps(attack: str, eps: float, step_size: float | None, iters: int | None,
+                  restarts: int) -> tuple[int, float | None, bool, int]:
+    """``(iters, step_size, random_start, restarts)`` of an attack: FGSM is one deterministic
+    step of size eps (restarts would repeat it); PGD and AutoAttack start at random, PGD with
+    steps of eps/2 by default."""
+    if attack == "fgsm":
+        return 1, eps, False, 1
+    return (DEFAULT_PGD_ITERS if iters is None else iters), (eps / 2 if step_size is None else step_size), True, \
+        restarts
+
+
+def _attack_result(settings: dict, seen: int, clean_hits: torch.Tensor | None, adv_hits: torch.Tensor | None,
+                   max_linf: float, max_l2: float) -> dict:
+    """The attack's settings with its counts turned into top-1 (percent) at every readout."""
+    result = settings | {"n": seen, "max_linf": max_linf, "max_l2": max_l2}
     if seen == 0:
         return result | {"clean_top1": math.nan, "top1": math.nan, "attacked_readout_top1": math.nan,
                          "per_readout_clean_top1": [], "per_readout_top1": []}
     per_clean = [100.0 * v / seen for v in clean_hits.tolist()]
     per_adv = [100.0 * v / seen for v in adv_hits.tolist()]
-    t = len(per_adv) - 1 if attack_readout is None else attack_readout - 1
-    result.update(
-        clean_top1=per_clean[-1],
-        top1=per_adv[-1],
-        attacked_readout_top1=per_adv[t],
-        per_readout_clean_top1=per_clean,
-        per_readout_top1=per_adv,
-    )
-    return result
+    readout = settings["attack_readout"]
+    t = len(per_adv) - 1 if readout is None else readout - 1
+    return result | {
+        "clean_top1": per_clean[-1],
+        "top1": per_adv[-1],
+        "attacked_readout_top1": per_adv[t],
+        "per_readout_clean_top1": per_clean,
+        "per_readout_top1": per_adv,
+    }

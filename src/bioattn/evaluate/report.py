@@ -21,6 +21,18 @@ from typing import Any
 
 from ..errors import BioattnError
 from ..fileio import atomic_write, atomic_write_text, check_output_file, output_folder
+from .summary import (
+    ATTACK_SUITES,
+    CURVE,
+    attack_label,
+    format_value,
+    headline_readout,
+    is_missing,
+    measured_columns,
+    summary_columns,
+    summary_entries,
+    unique_labels,
+)
 
 PLOT_CORRUPTIONS = "corruptions.png"
 PLOT_READOUTS = "attack_readouts.png"
@@ -81,212 +93,6 @@ def expand_results(results_list: Sequence[dict]) -> list[dict]:
     for r in results_list:
         out += list(r["models"]) if _is_demo_summary(r) else [r]
     return out
-
-
-# ------------------------------------------------------------------------------------------
-# labels and numbers
-# ------------------------------------------------------------------------------------------
-def model_label(results: dict) -> str:
-    info = results.get("model") or {}
-    name = info.get("label") or info.get("name") or "model"
-    ckpt = info.get("checkpoint")
-    if ckpt and not info.get("label"):
-        name = f"{name} ({Path(str(ckpt)).name})"
-    return str(name)
-
-
-def _labels(results_list: Sequence[dict]) -> list[str]:
-    labels = [model_label(r) for r in results_list]
-    seen: dict[str, int] = {}
-    out = []
-    for lab in labels:
-        if labels.count(lab) > 1:
-            seen[lab] = seen.get(lab, 0) + 1
-            lab = f"{lab} #{seen[lab]}"
-        out.append(lab)
-    return out
-
-
-def format_eps(eps: float | None) -> str:
-    """``k/255`` when eps is a multiple of 0.5/255, else 3 significant digits."""
-    if eps is None:
-        return "-"
-    k = eps * 255
-    if eps > 0 and abs(k - round(k * 2) / 2) < 1e-6:
-        return f"{round(k * 2) / 2:g}/255"
-    return f"{eps:.3g}"
-
-
-def attack_label(run: dict, readout: bool = True) -> str:
-    """``PGD L2 EOT10 eps=0.5``: the attack, its norm when not L-inf, its EOT samples and its
-    budget; with ``readout``, the readout it was aimed at (``@readout4``)."""
-    name = {"fgsm": "FGSM", "pgd": "PGD", "autoattack": "AutoAttack"}.get(run.get("attack"), run.get("attack"))
-    parts = [name]
-    if run.get("norm") and run.get("norm") != "Linf":
-        parts.append(run["norm"])
-    if (run.get("eot") or 1) > 1:
-        parts.append(f"EOT{run['eot']}")
-    parts.append(f"eps={format_eps(run.get('eps'))}")
-    if readout and run.get("attack_readout"):
-        parts.append(f"@readout{run['attack_readout']}")
-    return " ".join(parts)
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and not math.isfinite(value))
-
-
-def _fmt(value) -> str:
-    if _missing(value):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
-
-
-ATTACK_SUITES = ("fgsm", "pgd", "autoattack")
-_FOLDER_SUITES = {"imagenet-a": "ImageNet-A", "imagenet-r": "ImageNet-R", "imagenet-sketch": "ImageNet-Sketch"}
-CURVE = "top-1 per glimpse or pass"
-# counts and settings among a suite's numbers: never a column of the summary
-_NOT_FIGURES = ("n", "n_images", "n_pairs", "n_unmatched", "seed", "prior_scale", "glimpses", "readouts",
-                "img_size", "classes", "threshold")
-
-
-def headline_readout(results: dict, values: Sequence) -> int:
-    """The index in ``values`` (one figure per readout) that a model's headline is read at: a
-    glimpse model's trained number of glimpses (``model.trained_glimpses``) when it ran at least
-    that many, else the last readout."""
-    trained = (results.get("model") or {}).get("trained_glimpses")
-    if isinstance(trained, int) and not isinstance(trained, bool) and 1 <= trained <= len(values):
-        return trained - 1
-    return len(values) - 1
-
-
-def _curve(values: Sequence, headline: int) -> str:
-    """``20 35 [50] 52``: a figure per readout, rounded, the headline one in brackets (plain text
-    reads the same in a terminal, in Markdown and in HTML)."""
-    cells = ["-" if _missing(v) else f"{v:.0f}" for v in values]
-    cells[headline] = f"[{cells[headline]}]"
-    return " ".join(cells)
-
-
-def _attack_headline(results: dict, run: dict):
-    """Top-1 under one attack run: at the readout it was aimed at, else at the model's headline
-    readout."""
-    if run.get("attack_readout"):
-        return run.get("attacked_readout_top1")
-    per = run.get("per_readout_top1") or []
-    return per[headline_readout(results, per)] if len(per) > 1 else run.get("top1")
-
-
-def summary_entries(results: dict) -> list[tuple[str, str, float | str | None]]:
-    """The headline figures of one results dict as ``(suite, column, value)`` in suite order.
-    Columns are plain and unique: top-1, mIoU and mAP are named once, attacks by their setting,
-    other suites after the suite. A multi-readout model's clean top-1 is read at its headline
-    readout (:func:`headline_readout`), with every readout's in the ``CURVE`` column."""
-    out: list[tuple[str, str, float | str | None]] = []
-    for suite, r in (results.get("results") or {}).items():
-        if not isinstance(r, dict):
-            continue
-
-        def add(column: str, value, suite=suite) -> None:
-            out.append((suite, column, value))
-
-        if suite == "clean" and "miou" in r:
-            add("mIoU", r.get("miou"))
-            add("pixel accuracy", r.get("pixel_acc"))
-        elif suite == "clean" and "map" in r:
-            add("mAP", r.get("map"))
-            add("mAP of label frequencies", r.get("label_frequency_map"))
-            add("F1 overall", r.get("f1_overall"))
-            add("F1 per class", r.get("cf1"))
-        elif suite == "clean":
-            per = r.get("per_readout_top1") or []
-            if len(per) > 1:
-                at = headline_readout(results, per)
-                add("top-1", per[at])
-                add("top-5", r.get("top5") if at == len(per) - 1 else None)  # top-5 is the last readout's
-                add(CURVE, _curve(per, at))
-            else:
-                add("top-1", r.get("top1"))
-                add("top-5", r.get("top5"))
-        elif suite == "corruptions" and "mean_miou" in r:
-            add("corrupted mIoU", r.get("mean_miou"))
-        elif suite == "corruptions":
-            add("corrupted top-1", r.get("mean_top1"))
-            if "mce" in r:
-                add("mCE", r.get("mce"))
-                add("relative mCE", r.get("relative_mce"))
-        elif suite == "imagenet-c":
-            add("ImageNet-C mCE", r.get("mce"))
-            add("ImageNet-C top-1", r.get("mean_top1"))
-        elif suite in _FOLDER_SUITES:
-            add(f"{_FOLDER_SUITES[suite]} top-1", r.get("top1"))
-        elif suite in ATTACK_SUITES:
-            for run in r.get("runs", []):
-                add(f"{attack_label(run, readout=False)} top-1", _attack_headline(results, run))
-        elif suite == "steering" and "gain" in r:
-            for key in ("first_with_prior", "first_without_prior", "second_with_prior", "second_without_prior",
-                        "gain"):
-                add(f"steering: {key.replace('_', ' ')} (IoU)", r.get(key))
-        elif suite == "steering":
-            # shares and win rates are fractions in the results; the table shows them in %
-            for key in ("prompted_share", "other_share", "win_rate", "shift", "shift_win_rate"):
-                value = r.get(key)
-                unit = "(points)" if key == "shift" else "(%)"
-                add(f"steering: {key.replace('_', ' ')} {unit}",
-                    100.0 * value if isinstance(value, (int, float)) and not isinstance(value, bool) else None)
-        elif "per_glimpse" in r and "learned" in r:
-            add("fixations on the object (%)", r.get("learned"))
-            add("fixations by chance (%)", r.get("random"))
-        elif "on_object" in r:
-            on, small = r.get("on_object") or [], r.get("on_small_object") or []
-            add("fixations on an object (%)", on[headline_readout(results, on)] if on else None)
-            add("fixations on a small object (%)", small[headline_readout(results, small)] if small else None)
-        elif suite == "attention":
-            add("attention on the object (%)", r.get("mask_share"))
-            add("object area (%)", r.get("mask_share_chance"))
-            add("attention AUC", r.get("mask_auc"))
-        elif suite == "fixations" and isinstance(r.get("model"), dict):
-            for who, name in (("model", "saliency"), ("centre", "centre bias")):
-                for key, value in (r.get(who) or {}).items():
-                    add(f"{name} {key}", value)
-        else:
-            for key, value in _flat_numbers(r):
-                add(f"{suite}: {key.replace('_', ' ')}", value)
-    return out
-
-
-def summary_columns(results: dict) -> dict[str, float | str | None]:
-    """The headline figures of one results dict, as ``{column: value}`` in suite order."""
-    return {column: value for _, column, value in summary_entries(results)}
-
-
-def _flat_numbers(d: dict, prefix: str = "", depth: int = 0):
-    """Numeric leaves of a nested dict (two levels), for suites with their own layout."""
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, (int, float)):
-            if key not in _NOT_FIGURES:
-                yield name, value
-        elif isinstance(value, dict) and depth < 1 and key not in ("settings",):
-            yield from _flat_numbers(value, f"{name}.", depth + 1)
-
-
-def _measured_columns(summaries: Sequence[dict]) -> list[str]:
-    """The columns that hold a figure for at least one model, each model's in its own order: a
-    column one model adds goes right after the column before it in that model's row (a glimpse
-    model's top-1 per glimpse stays beside its top-1)."""
-    columns: list[str] = []
-    for s in summaries:
-        previous = None
-        for c in s:
-            if c not in columns:
-                columns.insert(columns.index(previous) + 1 if previous is not None else len(columns), c)
-            previous = c
-    return [c for c in columns if any(not _missing(s.get(c)) for s in summaries)]
 
 
 def image_counts(results: dict) -> dict[str, int]:
@@ -417,12 +223,12 @@ def markdown_report(results_list: Sequence[dict], figures: Sequence[tuple[str, s
     results_list = expand_results(results_list)
     if not results_list:
         raise BioattnError("no results to report")
-    labels = _labels(results_list)
+    labels = unique_labels(results_list)
     summaries = [summary_columns(r) for r in results_list]
-    columns = _measured_columns(summaries)
+    columns = measured_columns(summaries)
     lines = ["# Evaluation", ""]
     lines += _data_line(labels, results_list)
-    lines += _table(["model"] + columns, [[lab] + [_fmt(s.get(c)) for c in columns]
+    lines += _table(["model"] + columns, [[lab] + [format_value(s.get(c)) for c in columns]
                                           for lab, s in zip(labels, summaries)])
     lines += _image_notes(labels, results_list)
     lines += _notes(labels, results_list, columns)
@@ -443,8 +249,8 @@ def markdown_report(results_list: Sequence[dict], figures: Sequence[tuple[str, s
             header = header or ["model", "corruption", *severities, "mean", "CE"]
             for c in names:
                 ce = (sr.get("ce") or {}).get(c)
-                rows.append([lab, c] + [_fmt(v) for v in sr["top1"][c].values()]
-                            + [_fmt(sr["corruption_top1"][c]), _fmt(ce)])
+                rows.append([lab, c] + [format_value(v) for v in sr["top1"][c].values()]
+                            + [format_value(sr["corruption_top1"][c]), format_value(ce)])
         if rows:
             if all(row[-1] == "-" for row in rows):  # no baseline: no corruption errors to show
                 header, rows = header[:-1], [row[:-1] for row in rows]
@@ -458,7 +264,7 @@ def markdown_report(results_list: Sequence[dict], figures: Sequence[tuple[str, s
     lines += _per_readout_table(
         "Fixations on the object's mask at every glimpse (%)",
         [(lab, g.get("per_glimpse")) for lab, g in glimpses if g],
-        extra={lab: [_fmt(g.get("learned")), _fmt(g.get("random"))] for lab, g in glimpses if g},
+        extra={lab: [format_value(g.get("learned")), format_value(g.get("random"))] for lab, g in glimpses if g},
         extra_header=["after the first", "uniform random"])
     step_rows = []
     for lab, r in zip(labels, results_list):
@@ -471,7 +277,8 @@ def markdown_report(results_list: Sequence[dict], figures: Sequence[tuple[str, s
         lines += ["", "## Top-1 at every readout under attack (clean in brackets)", ""]
         rows = []
         for lab, run in step_rows:
-            cells = [f"{_fmt(a)} ({_fmt(c)})" for a, c in zip(run["per_readout_top1"], run["per_readout_clean_top1"])]
+            cells = [f"{format_value(a)} ({format_value(c)})"
+                     for a, c in zip(run["per_readout_top1"], run["per_readout_clean_top1"])]
             rows.append([lab, attack_label(run)] + cells + [""] * (width - len(cells)))
         lines += _table(["model", "attack"] + [str(t + 1) for t in range(width)], rows)
     return "\n".join(lines) + "\n"
@@ -486,18 +293,19 @@ def _dense_tables(labels: Sequence[str], results_list: Sequence[dict]) -> list[s
         clean = res.get("clean") or {}
         if clean.get("per_class"):
             lines += ["", f"## {lab}: IoU and accuracy per class (%)", ""]
-            lines += _table(["class", "IoU", "acc"], [[row["class"], _fmt(row["iou"]), _fmt(row["acc"])]
+            lines += _table(["class", "IoU", "acc"], [[row["class"], format_value(row["iou"]), format_value(row["acc"])]
                                                      for row in clean["per_class"]])
         if clean.get("per_class_ap") and "map" in clean:
             names = r.get("model", {}).get("classes") or [str(i) for i in range(len(clean["per_class_ap"]))]
             lines += ["", f"## {lab}: average precision per class (%)", ""]
-            lines += _table(["class", "AP"], [[n, _fmt(v)] for n, v in zip(names, clean["per_class_ap"])])
+            lines += _table(["class", "AP"], [[n, format_value(v)] for n, v in zip(names, clean["per_class_ap"])])
         corr = res.get("corruptions") or {}
         if corr.get("miou"):
             severities = [f"s{s}" for s in next(iter(corr["miou"].values()))]
-            lines += ["", f"## {lab}: mIoU per corruption and severity (clean {_fmt(corr.get('clean_miou'))})", ""]
+            clean_miou = format_value(corr.get("clean_miou"))
+            lines += ["", f"## {lab}: mIoU per corruption and severity (clean {clean_miou})", ""]
             lines += _table(["corruption", *severities, "mean"],
-                            [[c, *[_fmt(v) for v in per.values()], _fmt(corr["corruption_miou"][c])]
+                            [[c, *[format_value(v) for v in per.values()], format_value(corr["corruption_miou"][c])]
                              for c, per in corr["miou"].items()])
     return lines
 
@@ -512,7 +320,7 @@ def _per_readout_table(title: str, rows: Sequence[tuple[str, Sequence[float] | N
     width = max(len(values) for _, values in rows)
     extra = extra or {}
     header = ["model"] + [str(t + 1) for t in range(width)] + list(extra_header)
-    body = [[lab] + [_fmt(v) for v in values] + [""] * (width - len(values))
+    body = [[lab] + [format_value(v) for v in values] + [""] * (width - len(values))
             + extra.get(lab, [""] * len(extra_header))
             for lab, values in rows]
     return ["", f"## {title}", ""] + _table(header, body)
@@ -550,10 +358,10 @@ def bars_figure(results_list: Sequence[dict], suite: str):
     from matplotlib.ticker import MaxNLocator
 
     results_list = expand_results(results_list)
-    labels = _labels(results_list)
+    labels = unique_labels(results_list)
     columns = list(dict.fromkeys(c for r in results_list for s, c, _ in summary_entries(r) if s == suite))
     values = {c: [summary_columns(r).get(c) for r in results_list] for c in columns}
-    numeric = {c: [v if isinstance(v, (int, float)) and not _missing(v) else math.nan for v in vs]
+    numeric = {c: [v if isinstance(v, (int, float)) and not is_missing(v) else math.nan for v in vs]
                for c, vs in values.items()}
     panels = [c for c in columns if any(math.isfinite(v) for v in numeric[c])]
     if not panels:
@@ -598,7 +406,7 @@ def corruption_figure(results_list: Sequence[dict]):
     mean; for several, each model (rows) under each corruption (mean over severities), and at
     each severity (mean over corruptions) when there were several. None when no result has them."""
     results_list = expand_results(results_list)
-    labels = _labels(results_list)
+    labels = unique_labels(results_list)
     groups: dict[str, list[tuple[str, dict]]] = {}
     for lab, r in zip(labels, results_list):
         for suite in ("imagenet-c", "corruptions"):
@@ -665,7 +473,7 @@ def _colours(n: int) -> list:
 
 
 def _number(value) -> float:
-    return math.nan if _missing(value) else float(value)
+    return math.nan if is_missing(value) else float(value)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -682,7 +490,7 @@ def readouts_figure(results_list: Sequence[dict]):
     from matplotlib.ticker import MaxNLocator
 
     results_list = expand_results(results_list)
-    labels = _labels(results_list)
+    labels = unique_labels(results_list)
     panels: dict[str, list[tuple[int, list, list | None, int]]] = {}
     for i, r in enumerate(results_list):
         per = ((r.get("results") or {}).get("clean") or {}).get("per_readout_top1") or []
@@ -744,7 +552,7 @@ def report_figures(results_list: Sequence[dict]) -> list[tuple[str, str, Callabl
         if suite in ("corruptions", "imagenet-c"):
             continue
         values = [v for r in results_list for s, _, v in summary_entries(r) if s == suite]
-        if any(isinstance(v, (int, float)) and not _missing(v) for v in values):
+        if any(isinstance(v, (int, float)) and not is_missing(v) for v in values):
             figures.append((f"{suite}.png", f"{suite}: per model",
                             lambda suite=suite: bars_figure(results_list, suite)))
     if any((r.get("results") or {}).get(s, {}).get(key) for r in results_list

@@ -11,8 +11,6 @@ The glimpse suites can write every fixation they see as CSV (``fixations_csv``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,29 +21,22 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..checkpoint import WEIGHTS, checkpoint_path, load_model, read_meta, resolve_checkpoint_dir
-from ..config import PRESETS, SUITE_NAMES, SuiteSettings, parse_eps, parse_int_list, suite_settings, task_of_data
-from ..data import is_embedded
-from ..data.embedded import EmbeddedSpec
+from ..config import PRESETS, SUITE_NAMES, SuiteSettings, parse_eps, parse_int_list, suite_settings
 from ..data.human_fixations import load_fixation_dataset
 from ..data.pixels import Pixels
-from ..data.stats import IMAGENET_MEAN, IMAGENET_STD
 from ..data.subsets import base_dataset, spread_indices, spread_subset
 from ..distributed import resolve_device
 from ..errors import BioattnError
-from ..fileio import check_output_file, refuse_input_as_output, refuse_output_inside
 from ..models import data_config
-from ..models.inputs import InputConfig
 from ..progress import progress_bar
 from ..protocol import Glimpsing, has_readouts, unwrap
-from ..specs import data_folders
 from ..tasks.base import Task
 from ..tasks.registry import task_of_model
 from . import glimpses, human_fixations, multilabel, segmentation, steering
 from .attacks import check_attack_args, evaluate_attack, gradient_passes
 from .clean import evaluate_clean
 from .corruptions import evaluate_corruptions
-from .glimpses import ScanPaths, scan_paths_path
+from .glimpses import ScanPaths
 from .imagenet import (
     eval_transform,
     evaluate_classes,
@@ -56,8 +47,8 @@ from .imagenet import (
     wnid_folder,
 )
 from .mce import CORRUPTIONS, SEVERITIES, check_corruption_names, check_severities
-from .report import format_eps, write_report, write_results
 from .runtime import as_dataset, is_stochastic, make_loader
+from .summary import format_eps
 
 DATA_SUITES = ("clean", "corruptions", "fgsm", "pgd", "autoattack", "glimpses")
 DEFAULT_EOT = 10
@@ -85,26 +76,7 @@ def parse_suites(suites: str | Sequence[str]) -> list[str]:
     return out
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def checkpoint_sha256(checkpoint: str | Path | None) -> str | None:
-    """sha256 of a checkpoint's weights file (a checkpoint directory's ``model.safetensors``)."""
-    if checkpoint is None:
-        return None
-
-    path = checkpoint_path(checkpoint)
-    if path.is_dir():
-        path = resolve_checkpoint_dir(path) / WEIGHTS
-    return file_sha256(path) if path.is_file() else None
-
-
-def _pretrained(model: nn.Module, key: str):
+def pretrained_value(model: nn.Module, key: str):
     """``key`` of the model's timm data configuration (None for a model without a
     ``pretrained_cfg``)."""
     inner = unwrap(model)
@@ -128,8 +100,8 @@ def _resolve_norm_stats(model: nn.Module, data, mean, std, need: str) -> tuple[l
     if std is None and data is not None:
         std = stats(getattr(data, "std", None))
     if (mean is None or std is None) and need == "model":
-        mean = mean or stats(_pretrained(model, "mean"))
-        std = std or stats(_pretrained(model, "std"))
+        mean = mean or stats(pretrained_value(model, "mean"))
+        std = std or stats(pretrained_value(model, "std"))
     if mean is None or std is None:
         raise BioattnError(
             "the normalisation (mean and std) of the data is needed for this suite: pass mean= and std="
@@ -137,10 +109,10 @@ def _resolve_norm_stats(model: nn.Module, data, mean, std, need: str) -> tuple[l
     return mean, std
 
 
-def _resolve_img_size(model: nn.Module, img_size: int | None) -> int:
+def resolve_img_size(model: nn.Module, img_size: int | None) -> int:
     if img_size is not None:
         return int(img_size)
-    size = _pretrained(model, "input_size")
+    size = pretrained_value(model, "input_size")
     return int(size[-1]) if size else 224
 
 
@@ -300,7 +272,7 @@ class _Context:
 
     def segmentation_window(self) -> dict:
         s = self.settings
-        crop = s.slide_crop or _resolve_img_size(self.model, self.img_size)
+        crop = s.slide_crop or resolve_img_size(self.model, self.img_size)
         return {"mode": s.inference, "crop": crop, "stride": s.slide_stride}
 
     def pixels(self, need: str = "data") -> Pixels:
@@ -414,7 +386,7 @@ def _run_imagenet_c(ctx: _Context, suite: str) -> dict:
         raise BioattnError("the imagenet-c suite needs the ImageNet-C folder (--imagenet-c DIR)")
     require_imagenet_model(ctx.model, suite, ctx.classes)
     pixels = ctx.pixels(need="model")
-    size = _resolve_img_size(ctx.model, ctx.img_size)
+    size = resolve_img_size(ctx.model, ctx.img_size)
     sets = imagenet_c_datasets(s.imagenet_c, size, pixels.mean_list, pixels.std_list,
                                s.corruptions or CORRUPTIONS, s.severities or SEVERITIES,
                                skip_bad_images=s.skip_bad_images)
@@ -440,7 +412,7 @@ def _run_imagenet_folder(ctx: _Context, suite: str) -> dict:
         raise BioattnError(f"the {suite} suite needs its folder (--{suite} DIR)")
     require_imagenet_model(ctx.model, suite, ctx.classes)
     pixels = ctx.pixels(need="model")
-    size = _resolve_img_size(ctx.model, ctx.img_size)
+    size = resolve_img_size(ctx.model, ctx.img_size)
     dataset = wnid_folder(root, eval_transform(size, pixels.mean_list, pixels.std_list, resize=True),
                           skip_bad_images=s.skip_bad_images)
     indices = imagenet_subset_indices(suite)
@@ -536,7 +508,7 @@ def _run_fixations(ctx: _Context, suite: str) -> dict:
         raise BioattnError("the fixations suite needs a fixation data set folder (--fixations DIR)")
 
     pixels = ctx.pixels(need="model")
-    size = _resolve_img_size(ctx.model, ctx.img_size)
+    size = resolve_img_size(ctx.model, ctx.img_size)
     n = len(load_fixation_dataset(s.fixations))
     n = n if s.limit is None else min(n, s.limit)
     with _images_bar(ctx, suite, n) as advance:
@@ -576,124 +548,3 @@ RUNNERS: dict[str, dict[str, Any]] = {
                      "steering": _run_segmentation_steering},
     "multilabel": {"clean": _run_multilabel_clean, "glimpses": _run_multilabel_glimpses},
 }
-
-
-def evaluate_checkpoint(
-    checkpoint: str | Path | None,
-    suites: str | Sequence[str] = ("clean",),
-    *,
-    model_name: str | None = None,
-    model_args: dict | None = None,
-    data: str | None = None,
-    split: str = "test",
-    img_size: int | None = None,
-    baseline_checkpoint: str | Path | None = None,
-    baseline_model: str | None = None,
-    out: str | Path | None = None,
-    settings: SuiteSettings | None = None,
-    **overrides: Any,
-) -> dict:
-    """Load a checkpoint (model name and arguments from its metadata unless given), build the
-    data set ``data`` (``embedded``, ``embedded:pair`` or an ImageNet-style folder) at the
-    checkpoint's input size and normalisation, and run :func:`run_suites` on its ``split`` (the
-    test split unless told otherwise; sets whose test labels are not public give their val
-    split). With ``out``, write
-    the results JSON there, and the Markdown table and plots next to it (same stem), and a glimpse
-    model's fixations as ``<stem>.fixations.csv``. ``settings`` and keyword ``overrides`` are the
-    suites' settings, as for :func:`run_suites`. A ``preset`` setting adds its suites and, for
-    an image folder evaluated without ``img_size``, resizes and centre-crops its images as the
-    preset says."""
-
-    settings = suite_settings(settings, **overrides)
-    preset = settings.preset
-    suites = parse_suites(list(suites if not isinstance(suites, str) else suites.split(","))
-                          + list(PRESETS[preset]["suites"] if preset else ()))
-    if checkpoint is None and model_name is None:
-        raise BioattnError("give a checkpoint (--checkpoint) or at least a model name (--model)")
-    if out is not None:  # refuse a bad results path before the evaluation, not after it
-        check_output_file(out, "results file")
-        # nor may the results replace a checkpoint's own files
-        inputs = [Path(p) for p in (checkpoint, baseline_checkpoint) if p is not None]
-        refuse_input_as_output(out, inputs + [f for p in inputs if p.is_dir() for f in p.iterdir()],
-                               "results file")
-    meta = read_meta(checkpoint) if checkpoint is not None else None
-    seed = settings.seed
-    if checkpoint is None:
-        # reproducible random weights, and said so: the figures measure an untrained model
-        torch.manual_seed(seed)
-        print(f"warning: no checkpoint: {model_name} is evaluated with random weights (seed {seed})",
-              file=sys.stderr)
-    model = load_model(checkpoint, model_name, **(model_args or {}))
-    meta = meta or {}
-    if data is None and meta.get("data") and any(s in DATA_SUITES for s in suites):
-        data = meta["data"]
-        print(f"note: evaluating on '{data}', the data set the checkpoint was trained on "
-              "(--data chooses another)", file=sys.stderr)
-    if out is not None and data is not None:  # nor go into the data set, whose next reading would take them in
-        refuse_output_inside(out, data_folders(data), "--out")
-    crop_pct = None
-    if preset is not None and img_size is None and data is not None and not is_embedded(data):
-        img_size = PRESETS[preset]["folder_crop"]
-        crop_pct = PRESETS[preset]["folder_crop"] / PRESETS[preset]["folder_resize"]
-    img_size = img_size or meta.get("img_size") or _resolve_img_size(model, None)
-    mean = meta.get("mean") or _pretrained(model, "mean")
-    std = meta.get("std") or _pretrained(model, "std")
-    if mean is None or std is None:
-        mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
-    classes = meta.get("classes")
-    task = task_of_model(model, task_of_data(data) if data is not None else meta.get("task"))
-
-    dataset = None
-    if data is not None and any(s in DATA_SUITES for s in suites):
-        folder_classes = None if is_embedded(data) else classes
-        inputs = InputConfig(img_size, tuple(mean), tuple(std), crop_pct)
-        dataset = task.build_dataset(data, split, inputs, train=False, classes=folder_classes,
-                                               skip_bad_images=settings.skip_bad_images)
-        n_model = getattr(model, "num_classes", None)
-        n_data = getattr(dataset, "num_classes", None)
-        if isinstance(n_model, int) and isinstance(n_data, int) and n_model != n_data:
-            raise BioattnError(f"the model has {n_model} classes but data set '{data}' has {n_data}")
-    if "steering" in suites and settings.steering_data is None and task.spec.steering_data is not None:
-        # the two-object variant of the evaluated embedded data (default: the task's steering data)
-        spec = EmbeddedSpec.parse(data) if data is not None and is_embedded(data) else EmbeddedSpec()
-        steering_spec = EmbeddedSpec.parse(task.spec.steering_data)
-        spec = dataclasses.replace(spec, pair=steering_spec.pair, task=steering_spec.task)
-        inputs = InputConfig(img_size, tuple(mean), tuple(std))
-        steering_data = task.build_dataset(str(spec), split, inputs, train=False)
-        settings = dataclasses.replace(settings, steering_data=steering_data)
-        if task.name == "classification" and settings.prior_scale is None and settings.steering_validation_data is None:
-            # the steering protocol is chosen on the validation pairs, never on the scored ones
-            validation = steering_data if split == "val" else task.build_dataset(str(spec), "val", inputs, train=False)
-            settings = dataclasses.replace(settings, steering_validation_data=validation)
-
-    baseline = None
-    if baseline_checkpoint is not None or baseline_model is not None:
-        if "corruptions" not in suites:
-            raise BioattnError("a baseline model is only used by the corruptions suite")
-        baseline = load_model(baseline_checkpoint, baseline_model)
-
-    info = {
-        "name": meta.get("model") or model_name,
-        "model_args": meta.get("model_args") if meta else (model_args or {}),
-        "checkpoint": str(checkpoint) if checkpoint is not None else None,
-        "weights": "checkpoint" if checkpoint is not None else f"random (seed {seed})",
-        "checkpoint_sha256": checkpoint_sha256(checkpoint),
-        "data": data,
-        "split": split,
-        "img_size": img_size,
-        **({"crop_pct": crop_pct} if crop_pct is not None else {}),
-        "mean": list(mean),
-        "std": list(std),
-    }
-    results = run_suites(model, dataset, suites, mean=mean, std=std, img_size=img_size,
-                         classes=classes, baseline=baseline, model_info=info, task=task.name,
-                         fixations_csv=scan_paths_path(out) if out is not None else None, settings=settings)
-    if baseline is not None:
-        results["baseline_model"].update(checkpoint=str(baseline_checkpoint) if baseline_checkpoint else None,
-                                         checkpoint_sha256=checkpoint_sha256(baseline_checkpoint))
-    if out is not None:
-        out = Path(out)
-        write_results(results, out)
-        results["files"] = ([str(out)] + [str(p) for p in write_report([results], out.parent, stem=out.stem)]
-                            + ([results["fixations_csv"]] if results.get("fixations_csv") else []))
-    return results
