@@ -237,7 +237,7 @@ def test_an_unknown_domain_name_is_refused(pacs, tmp_path, capsys):
                                "--test-domains", "photo,skecth"])
     assert "unknown domain 'skecth'" in line and "photo, art_painting, cartoon, sketch" in line
     with pytest.raises(BioattnError, match="unknown domain 'clipart'"):
-        build_dataset(str(DomainSpec(str(pacs), ("photo", "clipart"), "sketch")), "train")
+        build_dataset(str(DomainSpec(str(pacs), ("photo", "clipart"), "sketch")), "train", img_size=32)
 
 
 def test_an_out_that_is_a_file_is_refused(pacs, tmp_path, capsys):

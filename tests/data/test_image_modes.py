@@ -140,3 +140,17 @@ def test_folders_and_attend_use_the_same_loader(tmp_path):
     x, shown = plots.load_image(root / "a" / "g16.png", (H, W), (0.0,) * 3, (1.0,) * 3)
     assert np.allclose(shown[..., 0], np.rint(ramp / 257) / 255.0)
     assert x.shape == (1, 3, H, W) and float(x.max()) == pytest.approx(1.0) and float(x.min()) == 0.0
+
+
+def test_image_files_are_read_at_the_size_the_caller_gives(tmp_path):
+    from bioattn.data import build_dataset
+
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        (root / split / "a").mkdir(parents=True)
+        _write(root / split / "a" / "x.png", Image.fromarray(_ramp16()))
+    # files have no size of their own: the model's, resolved by the caller, is required
+    with pytest.raises(BioattnError, match="give the model's input size"):
+        build_dataset(str(root), "val")
+    x, _ = build_dataset(str(root), "val", img_size=24, crop_pct=1.0)[0]
+    assert x.shape == (3, 24, 24)

@@ -371,6 +371,14 @@ def test_input_config_reads_the_models_data_config():
     assert InputConfig.of_model("absvit_micro_patch8_64", 96).img_size == 96
     meta = {"img_size": 48, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]}
     assert InputConfig.of_meta(meta) == InputConfig(48, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), None)
+    # a built model: the user's size first, then the checkpoint's metadata, then the model's own
+    model = create_model("absvit_micro_patch8_64")
+    assert InputConfig.resolve(model) == InputConfig(64, tuple(cfg["mean"]), tuple(cfg["std"]), None)
+    assert InputConfig.resolve(model, meta) == InputConfig(48, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), None)
+    assert InputConfig.resolve(model, meta, img_size=40, crop_pct=0.9) == InputConfig(40, (0.5, 0.4, 0.3),
+                                                                                       (0.2, 0.2, 0.2), 0.9)
+    # a model built at another size reads at the size it was built for
+    assert InputConfig.resolve(create_model("rvt_micro", img_size=96)).img_size == 96
 
 
 # ------------------------------------------------------------------------------------------

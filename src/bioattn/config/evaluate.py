@@ -149,12 +149,16 @@ class SuiteSettings(Settings):
                                        check=integer(1), group="segmentation")
 
     def validate(self) -> None:
-        if isinstance(self.eps, (str, int, float)):
-            self.eps = parse_eps(self.eps)
+        # parsed here, once: the suites read lists
+        self.eps = parse_eps(self.eps)
         if isinstance(self.severities, str):
             self.severities = parse_int_list(self.severities, "severities")
+        elif self.severities is not None:
+            self.severities = list(self.severities)
         if isinstance(self.corruptions, str):
             self.corruptions = parse_names(self.corruptions)
+        elif self.corruptions is not None:
+            self.corruptions = list(self.corruptions)
         super().validate()
         if self.norm == "Linf":
             for name, values in (("eps", self.eps), ("step_size", [self.step_size])):

@@ -14,7 +14,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from ..errors import BioattnError
-from .domains import build_domain_dataset, is_domain_spec
+from .domains import DomainSpec, build_domain_dataset, is_domain_spec
 from .embedded import EmbeddedDataset, EmbeddedSpec, is_embedded, load_embedded
 from .folders import ImageFolderDataset
 from .stats import IMAGENET_MEAN, IMAGENET_STD
@@ -65,8 +65,10 @@ def build_dataset(
                                  skip_bad_images=skip_bad_images, cache_dir=cache_dir)
 
         # domain images are resized whole (crop 1.0), not centre-cropped at the model's crop_pct
+        files = not is_embedded(DomainSpec.parse(spec).root)
         return build_domain_dataset(
-            spec, split, transform=folder_transform(img_size or 224, mean, std, train, aug, 1.0),
+            spec, split, transform=folder_transform(_folder_size(img_size, spec), mean, std, train, aug, 1.0)
+            if files else None,
             embedded=one_embedded_domain, classes=classes, skip_bad_images=skip_bad_images)
 
     root = Path(spec)
@@ -78,6 +80,14 @@ def build_dataset(
             split_dir = root / "val"
         else:
             raise BioattnError(f"{root} has no '{split}' folder (expected {root}/train and {root}/val)")
-    transform = folder_transform(img_size or 224, mean, std, train, aug, crop_pct)
+    transform = folder_transform(_folder_size(img_size, spec), mean, std, train, aug, crop_pct)
     return ImageFolderDataset(split_dir, transform=transform, classes=classes, skip_bad_images=skip_bad_images,
                               subset=subset)
+
+
+def _folder_size(img_size: int | None, spec: str) -> int:
+    """The size image files are read at: the model's input size, which the caller resolves
+    (:class:`bioattn.models.inputs.InputConfig`); files have no size of their own."""
+    if img_size is None:
+        raise BioattnError(f"data set '{spec}' is read from image files: give the model's input size (img_size)")
+    return int(img_size)

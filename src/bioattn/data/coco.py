@@ -254,5 +254,8 @@ def build_multilabel_dataset(
         raise BioattnError("'coco:' needs the COCO folder: coco:ROOT (holding train2017/, val2017/, annotations/)")
     if split == "test":
         split = "val"
-    transform = _coco_transform(img_size or 224, mean, std, train, aug)
-    return COCOMultiLabel(root, split, transform=transform)
+    dataset = COCOMultiLabel(root, split, transform=None)
+    if img_size is None:
+        raise BioattnError(f"data set '{spec}' is read from image files: give the model's input size (img_size)")
+    dataset.transform = _coco_transform(img_size, mean, std, train, aug)
+    return dataset

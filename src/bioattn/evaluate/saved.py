@@ -19,7 +19,6 @@ from ..checkpoint import WEIGHTS, checkpoint_path, load_model, read_meta, resolv
 from ..config import PRESETS, SuiteSettings, suite_settings, task_of_data
 from ..data import is_embedded
 from ..data.embedded import EmbeddedSpec
-from ..data.stats import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import BioattnError
 from ..fileio import check_output_file, refuse_input_as_output, refuse_output_inside
 from ..models.inputs import InputConfig
@@ -27,7 +26,7 @@ from ..specs import data_folders
 from ..tasks.registry import task_of_model
 from .glimpses import scan_paths_path
 from .report import write_report, write_results
-from .suites import DATA_SUITES, parse_suites, pretrained_value, resolve_img_size, run_suites
+from .suites import DATA_SUITES, parse_suites, run_suites
 
 
 def file_sha256(path: str | Path) -> str:
@@ -102,20 +101,16 @@ def evaluate_checkpoint(
     if preset is not None and img_size is None and data is not None and not is_embedded(data):
         img_size = PRESETS[preset]["folder_crop"]
         crop_pct = PRESETS[preset]["folder_crop"] / PRESETS[preset]["folder_resize"]
-    img_size = img_size or meta.get("img_size") or resolve_img_size(model, None)
-    mean = meta.get("mean") or pretrained_value(model, "mean")
-    std = meta.get("std") or pretrained_value(model, "std")
-    if mean is None or std is None:
-        mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
+    inputs = InputConfig.resolve(model, meta, img_size=img_size, crop_pct=crop_pct)
     classes = meta.get("classes")
     task = task_of_model(model, task_of_data(data) if data is not None else meta.get("task"))
 
     dataset = None
     if data is not None and any(s in DATA_SUITES for s in suites):
-        inputs = InputConfig(img_size, tuple(mean), tuple(std), crop_pct)
         dataset = _scored_dataset(model, task, data, split, inputs, classes, settings.skip_bad_images)
     if "steering" in suites and settings.steering_data is None and task.spec.steering_data is not None:
-        settings = _with_steering_pairs(settings, task, data, split, InputConfig(img_size, tuple(mean), tuple(std)))
+        settings = _with_steering_pairs(settings, task, data, split,
+                                        dataclasses.replace(inputs, crop_pct=None))
 
     baseline = None
     if baseline_checkpoint is not None or baseline_model is not None:
@@ -131,12 +126,12 @@ def evaluate_checkpoint(
         "checkpoint_sha256": checkpoint_sha256(checkpoint),
         "data": data,
         "split": split,
-        "img_size": img_size,
+        "img_size": inputs.img_size,
         **({"crop_pct": crop_pct} if crop_pct is not None else {}),
-        "mean": list(mean),
-        "std": list(std),
+        "mean": list(inputs.mean),
+        "std": list(inputs.std),
     }
-    results = run_suites(model, dataset, suites, mean=mean, std=std, img_size=img_size,
+    results = run_suites(model, dataset, suites, mean=inputs.mean, std=inputs.std, img_size=inputs.img_size,
                          classes=classes, baseline=baseline, model_info=info, task=task.name,
                          fixations_csv=scan_paths_path(out) if out is not None else None, settings=settings)
     if baseline is not None:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..config import PRESETS, SUITE_NAMES, SuiteSettings, parse_eps, parse_int_list, suite_settings
+from ..config import PRESETS, SUITE_NAMES, SuiteSettings, suite_settings
 from ..data.human_fixations import load_fixation_dataset
 from ..data.pixels import Pixels
 from ..data.subsets import base_dataset, spread_indices, spread_subset
@@ -110,10 +110,8 @@ def _resolve_norm_stats(model: nn.Module, data, mean, std, need: str) -> tuple[l
 
 
 def resolve_img_size(model: nn.Module, img_size: int | None) -> int:
-    if img_size is not None:
-        return int(img_size)
-    size = pretrained_value(model, "input_size")
-    return int(size[-1]) if size else 224
+    """``img_size`` if given, else the input size of the model's timm data configuration."""
+    return int(img_size) if img_size is not None else int(data_config(unwrap(model))["input_size"][-1])
 
 
 def _model_info(model: nn.Module) -> dict:
@@ -171,12 +169,8 @@ def run_suites(
     the path is reported as ``fixations_csv``).
     """
 
+    # parsed once, when the settings are made: eps, severities and corruptions are lists here
     settings = suite_settings(settings, **overrides).with_preset()
-    settings.eps = parse_eps(settings.eps)
-    if isinstance(settings.severities, str):
-        settings.severities = parse_int_list(settings.severities, "severities")
-    if isinstance(settings.corruptions, str):
-        settings.corruptions = [c.strip() for c in settings.corruptions.split(",") if c.strip()]
     suites = parse_suites(list(suites if not isinstance(suites, str) else suites.split(","))
                           + list(PRESETS[settings.preset]["suites"] if settings.preset else ()))
     scored = task_of_model(model, task)
