@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +170,26 @@ def take_indices(model: nn.Module, num_blocks: int, indices: int | Sequence[int]
         if not take:
             raise BioattnError("indices selects no block")
     return take, max(take)
+
+
+def prune_stages(model: nn.Module, num_stages: int, indices: int | Sequence[int], prune_norm: bool,
+                 prune_head: bool, cut: Callable[[int], None]) -> list[int]:
+    """timm's ``prune_intermediate_layers`` for a model of stages: ``cut(last)`` keeps the
+    model's own stage lists up to stage ``last``, the last one ``indices`` asks for; the feature
+    information follows, and the final norm (sized for the last stage) goes with a dropped stage.
+    Drops the norm with ``prune_norm`` and the classifier with ``prune_head``; returns the stage
+    indices taken."""
+    take, last = take_indices(model, num_stages, indices)
+    if last + 1 < num_stages:
+        cut(last)
+        model.feature_info = model.feature_info[: last + 1]
+        model.num_features = model.head_hidden_size = model.embed_dim = model.feature_info[-1]["num_chs"]
+        prune_norm = True
+    if prune_norm:
+        model.norm = nn.Identity()
+    if prune_head:
+        model.reset_classifier(0, "")
+    return take
 
 
 def check_output_fmt(output_fmt: str, allowed: Sequence[str] = ("NCHW", "NLC")) -> None:

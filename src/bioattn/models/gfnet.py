@@ -95,6 +95,7 @@ from .common import (
     image_pair,
     init_linear_and_norm,
     model_cfg,
+    prune_stages,
     take_indices,
     unwrap_state_dict,
     zoo_cfgs,
@@ -580,18 +581,11 @@ class GFNetPyramid(_GFNetBase):
     def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
         """Drop the stages after the last one ``indices`` asks for (and the norm and head)."""
-        take, last = take_indices(self, len(self.blocks), indices)
-        if last + 1 < len(self.blocks):
+        def cut(last: int) -> None:
             self.blocks = self.blocks[: last + 1]
             self.patch_embed = self.patch_embed[: last + 1]
-            self.feature_info = self.feature_info[: last + 1]
-            self.num_features = self.head_hidden_size = self.embed_dim = self.feature_info[-1]["num_chs"]
-            prune_norm = True  # the final norm is sized for the dropped last stage
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take
+
+        return prune_stages(self, len(self.blocks), indices, prune_norm, prune_head, cut)
 
 
 # ------------------------------------------------------------------------------------------

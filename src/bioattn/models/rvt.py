@@ -54,6 +54,7 @@ from .common import (
     image_pair,
     init_linear_and_norm,
     model_cfg,
+    prune_stages,
     take_indices,
     zoo_cfgs,
 )
@@ -437,18 +438,11 @@ class RVT(nn.Module):
     def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
         """Drop the stages after the last one ``indices`` asks for (and the norm and head)."""
-        take, last = take_indices(self, len(self.transformers), indices)
-        if last + 1 < len(self.transformers):
+        def cut(last: int) -> None:
             self.transformers = self.transformers[: last + 1]
             self.pools = self.pools[:last]
-            self.feature_info = self.feature_info[: last + 1]
-            self.num_features = self.head_hidden_size = self.embed_dim = self.feature_info[-1]["num_chs"]
-            prune_norm = True  # the final norm is sized for the dropped last stage
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take
+
+        return prune_stages(self, len(self.transformers), indices, prune_norm, prune_head, cut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
