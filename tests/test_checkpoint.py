@@ -150,3 +150,21 @@ def test_zoo_references_name_the_entry_folder_or_fail_in_one_line():
 
         with unittest.mock.patch.object(zoo, "ZOO", zoo.ZOO + (unbuilt,)):
             ckpt.checkpoint_path("zoo:never_built")
+
+
+@pytest.mark.parametrize("name", ["absvit_micro_patch8_64", "rvt_micro_vars_d", "gfnet_micro", "rsrnn_micro",
+                                  "s3ta_micro", "upernet_rvt_micro"])
+def test_every_family_takes_the_class_count_of_a_bare_checkpoint(tmp_path, name):
+    # the model is built once and its classifier reset to the checkpoint's classes (timm's
+    # reset_classifier); the loaded model computes what the saved one did
+    torch.manual_seed(0)
+    released = ckpt.create_model(name, num_classes=5).eval()
+    torch.save(released.state_dict(), tmp_path / "bare.pth")
+    model = ckpt.load_model(tmp_path / "bare.pth", name)
+    assert model.num_classes == 5
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        want = released(x)
+        torch.manual_seed(1)
+        torch.testing.assert_close(model(x), want)

@@ -217,7 +217,7 @@ def model_for_state(model_name: str, state: dict[str, torch.Tensor], model_args:
         if inferred is not None:
             n, keys = inferred
             model_args = {**model_args, "num_classes": n}
-            model = create_model(model_name, **model_args)
+            model.reset_classifier(n)  # timm's way to another number of classes, without building again
             weight = next((k for k in keys if k.endswith(".weight")), keys[0])
             note = f"note: num_classes={n}, read from the checkpoint's {weight}"
     state = checkpoint_filter_fn(state, model, what=what)

@@ -31,6 +31,7 @@ from torch import nn
 from ..errors import BioattnError
 from ..protocol import unwrap
 from . import absvit, gfnet, ram, rsrnn, rvt, s3ta, upernet, vars  # noqa: F401  (registers the models)
+from .common import family_checkpoint_filter
 
 _FAMILIES = ("absvit", "vars", "rvt", "gfnet", "rsrnn", "ram", "s3ta", "upernet")
 
@@ -74,9 +75,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module, notes: li
     bioattn's layout) and checked to fit it, with a one-line error naming ``what`` otherwise;
     ``notes`` receives what was resized or left out."""
     model = unwrap(model)
-    if isinstance(model, upernet.UperNetSegmenter):
-        return upernet.checkpoint_filter_fn(state_dict, model, notes, what)
-    return upernet.backbone_checkpoint_filter(model)(state_dict, model, notes, what)
+    return family_checkpoint_filter(model)(state_dict, model, notes, what)
 
 
 def count_parameters(model: nn.Module) -> int:

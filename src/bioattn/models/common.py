@@ -30,6 +30,7 @@ from torch import nn
 
 from ..data.stats import EMBEDDED_MEAN, EMBEDDED_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import BioattnError, listing
+from ..protocol import unwrap
 from ..zoo import ZOO_DIR, entry_of_weights, pretrained_entries
 
 
@@ -404,6 +405,13 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module, notes: li
         if notes is not None:
             notes.append(note)
     return fit_checkpoint(model, state, what)
+
+
+def family_checkpoint_filter(model: nn.Module) -> Callable[..., dict[str, torch.Tensor]]:
+    """The ``checkpoint_filter_fn`` of the model's family: the one its class declares as
+    ``checkpoint_filter`` beside its models (GFNet, the segmenters), else :func:`checkpoint_filter_fn`
+    (ViTs and models in bioattn's layout)."""
+    return getattr(type(unwrap(model)), "checkpoint_filter", None) or checkpoint_filter_fn
 
 
 def check_weights_source(variant: str, pretrained: bool, kwargs: dict[str, Any]) -> None:

@@ -629,6 +629,9 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: _GFNetBase, notes: l
     return fit_checkpoint(model, state, what)
 
 
+_GFNetBase.checkpoint_filter = staticmethod(checkpoint_filter_fn)  # the family's filter, found by the loaders
+
+
 # ------------------------------------------------------------------------------------------
 # timm registration
 # ------------------------------------------------------------------------------------------

@@ -86,6 +86,7 @@ from .common import (
     check_num_classes,
     check_weights_source,
     classifier_names,
+    family_checkpoint_filter,
     fit_checkpoint,
     image_pair,
     model_cfg,
@@ -95,7 +96,6 @@ from .common import (
     zoo_cfgs,
     zoo_model_args,
 )
-from .common import checkpoint_filter_fn as plain_checkpoint_filter_fn
 from .common import resample_pos_embed as resize_vit_pos_embed
 
 __all__ = [
@@ -504,13 +504,6 @@ def create_named_segmenter(name: str, pretrained_cfg: Any = None, pretrained_cfg
 # ------------------------------------------------------------------------------------------
 # ImageNet weights into the backbone
 # ------------------------------------------------------------------------------------------
-def backbone_checkpoint_filter(backbone: nn.Module):
-    """The ``checkpoint_filter_fn`` of the backbone's family: GFNet's (grids and global filters
-    resized), else the one for ViTs and models in bioattn's layout (position embedding resized)."""
-    return gfnet.checkpoint_filter_fn if isinstance(backbone, gfnet.GFNet | gfnet.GFNetPyramid) else \
-        plain_checkpoint_filter_fn
-
-
 def _is_segmenter_state(state: dict[str, torch.Tensor]) -> bool:
     return any(k.startswith(("decode_head.", "auxiliary_head.")) for k in state)
 
@@ -541,7 +534,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module, notes: li
     fitted.update({k: own[k] for k in fresh})
     name = model_name(backbone)
     backbone_notes: list[str] = []
-    fitted = backbone_checkpoint_filter(backbone)(fitted, backbone, backbone_notes,
+    fitted = family_checkpoint_filter(backbone)(fitted, backbone, backbone_notes,
                                                   what=f"{what} for the {name} backbone")
     if notes is not None:
         notes.append(f"loaded {len(fitted) - len(fresh)} tensors into the {name} backbone")
@@ -550,6 +543,9 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module, notes: li
             notes.append(f"left out the classifier ({listing(left_out)})")
     heads = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
     return {**{f"backbone.{k}": v for k, v in fitted.items()}, **heads}
+
+
+UperNetSegmenter.checkpoint_filter = staticmethod(checkpoint_filter_fn)  # the family's filter, found by the loaders
 
 
 def load_backbone_weights(segmenter: nn.Module, state_dict: dict[str, torch.Tensor]) -> str:
