@@ -81,13 +81,27 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return unwrap_state_dict(state, what=str(path))
 
 
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load the weights at ``path`` into ``model`` strictly, adapted by the model family's
-    ``checkpoint_filter_fn``, with a clear error on mismatch."""
-    what = f"checkpoint {path}"
-    state = checkpoint_filter_fn(read_state_dict(path), model, what=what)
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], what: str, *,
+               notes: list[str] | None = None, fresh_classifier: bool = False) -> list[str]:
+    """Load ``state`` into ``model`` strictly, adapted by the model family's
+    ``checkpoint_filter_fn`` (``notes`` receives what it resized), with a one-line error naming
+    ``what`` on any mismatch. With ``fresh_classifier`` (fine-tuning), a classifier for another
+    number of classes is left out and the model's own fresh one kept. Returns the keys left out."""
+    left_out: list[str] = []
+    if fresh_classifier:
+        other = classifier_mismatch(model, state)
+        left_out = other[1] if other is not None else []
+        own = model.state_dict()
+        state = {k: v for k, v in state.items() if k not in left_out} | {k: own[k] for k in left_out if k in own}
+    state = checkpoint_filter_fn(state, model, notes, what=what)
     check_state_dict(model, state, what=what)
     model.load_state_dict(state, strict=True)
+    return left_out
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load the weights at ``path`` into ``model`` strictly (:func:`load_state`)."""
+    load_state(model, read_state_dict(path), f"checkpoint {path}")
     return model
 
 

@@ -49,8 +49,7 @@ from .distributed import DistInfo, all_reduce_min_, all_reduce_sum, barrier, cle
 from .errors import BioattnError, NonFiniteLossError
 from .fileio import atomic_dir, atomic_write_text
 from .loaders import TrainData, build_data, seed_loader_workers
-from .models import checkpoint_filter_fn, create_model
-from .models.common import classifier_mismatch
+from .models import create_model
 from .progress import Progress
 from .protocol import (
     BackboneInitialised,
@@ -117,21 +116,15 @@ def load_init_weights(model: nn.Module, path: str | Path) -> str:
     state = ckpt.read_state_dict(path)
     if capable(model, BackboneInitialised) and unwrap(model).accepts_backbone_state(state):
         return f"--init {path}: " + unwrap(model).load_backbone_state(state)
-    other = classifier_mismatch(model, state)
-    left_out = other[1] if other is not None else []
-    own = model.state_dict()
-    fitted = {k: v for k, v in state.items() if k not in left_out}
-    fitted.update({k: own[k] for k in left_out if k in own})
     notes: list[str] = []
-    fitted = checkpoint_filter_fn(fitted, model, notes, what=f"--init {path}")
-    ckpt.check_state_dict(model, fitted, what=f"--init {path}")
-    model.load_state_dict(fitted, strict=True)
+    left_out = ckpt.load_state(model, state, f"--init {path}", notes=notes, fresh_classifier=True)
     loaded = len(state) - len(left_out)
     resized = "".join(f"; {note}" for note in notes)
     if not left_out:
         return f"--init {path}: loaded all {loaded} tensors{resized}"
+    classes = next(state[k].shape[0] for k in left_out if k.endswith(".weight"))
     return (f"--init {path}: loaded {loaded} tensors{resized}; left out {', '.join(left_out)} (a classifier "
-            f"for {other[0]} classes; this model has {getattr(model, 'num_classes', '?')}), which "
+            f"for {classes} classes; this model has {getattr(model, 'num_classes', '?')}), which "
             "starts from random weights")
 
 
