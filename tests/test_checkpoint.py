@@ -62,7 +62,10 @@ def test_save_and_load_model_roundtrip(tmp_path):
     model = timm.create_model("test_vit", num_classes=3, img_size=32)
     meta = ckpt.model_meta("test_vit", {"num_classes": 3, "img_size": 32}, 3, ["x", "y", "z"], 32)
     ckpt.save_checkpoint(tmp_path / "ck", model, meta)
-    assert json.loads((tmp_path / "ck" / ckpt.META).read_text())["classes"] == ["x", "y", "z"]
+    # one metadata file, in timm's layout: the class names are its pretrained_cfg's label names
+    written = json.loads((tmp_path / "ck" / ckpt.META).read_text())
+    assert written["architecture"] == "test_vit" and written["pretrained_cfg"]["label_names"] == ["x", "y", "z"]
+    assert ckpt.read_meta(tmp_path / "ck")["classes"] == ["x", "y", "z"]
     loaded = ckpt.load_model(tmp_path / "ck")
     x = torch.randn(2, 3, 32, 32)
     model.eval(), loaded.eval()
@@ -168,3 +171,31 @@ def test_every_family_takes_the_class_count_of_a_bare_checkpoint(tmp_path, name)
         want = released(x)
         torch.manual_seed(1)
         torch.testing.assert_close(model(x), want)
+
+
+def test_one_metadata_file_that_timm_reads_and_older_checkpoints_still_load(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    model = ckpt.create_model("rvt_micro", num_classes=4).eval()
+    meta = ckpt.model_meta("rvt_micro", {"num_classes": 4}, 4, ["a", "b", "c", "d"], 64, (0.2,) * 3, (0.3,) * 3,
+                           data="embedded", epoch=7)
+    folder = ckpt.save_checkpoint(tmp_path / "ck", model, meta)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert ckpt.read_meta(folder) == meta  # every fact comes back, bioattn's own ones included
+    x = torch.randn(1, 3, 64, 64)
+    through_timm = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert list(through_timm.pretrained_cfg["mean"]) == [0.2] * 3
+    assert through_timm.pretrained_cfg["label_names"] == list("abcd")
+    with torch.no_grad():
+        torch.testing.assert_close(through_timm(x), model(x))
+    # a checkpoint written before, with model.json, reads and loads as it did
+    (folder / ckpt.META).unlink()
+    (folder / ckpt.LEGACY_META).write_text(json.dumps(meta))
+    assert ckpt.read_meta(folder) == meta
+    with torch.no_grad():
+        torch.testing.assert_close(ckpt.load_model(folder)(x), model(x))
+    # a run folder's settings, also config.json, are no checkpoint metadata
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"model": "rvt_micro", "epochs": 3}))
+    assert ckpt.read_meta(tmp_path / "run") is None

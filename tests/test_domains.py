@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bioattn.checkpoint import read_meta
 from bioattn.cli import main
 from bioattn.data import build_dataset
 from bioattn.data.domains import PACS_CLASSES, PACS_DOMAINS, DomainSpec, read_domain_folders
@@ -149,7 +150,7 @@ def test_the_command_runs_all_four_splits_and_writes_the_table(pacs, tmp_path, c
         spec = DomainSpec.parse(config["data"])
         assert spec.test == domain and domain not in spec.train  # never seen in training
         assert set(spec.train) == set(PACS_DOMAINS) - {domain}
-        assert json.loads((run_dir / "best" / "model.json").read_text())["data"] == config["data"]
+        assert read_meta(run_dir / "best")["data"] == config["data"]
         run = row["runs"][domain]
         assert run["test_images"] == len(PACS_CLASSES) * PER_CLASS and run["selected_epoch"] == 1
     # a second call with the same settings reuses the finished runs (tests them again)

@@ -87,7 +87,8 @@ def test_the_shipped_weights_fit_in_git():
     sizes = {}
     for entry in built:
         assert {p.name for p in entry.folder.iterdir() if not p.name.startswith(".")} >= {
-            "model.safetensors", "model.json", "config.json", "train.json"}
+            "model.safetensors", "config.json", "train.json"}
+        assert not (entry.folder / "model.json").exists()  # one metadata file
         sizes[entry.name] = (entry.folder / "model.safetensors").stat().st_size
     assert max(sizes.values()) < 5_000_000, max(sizes, key=sizes.get)
     assert sum(sizes.values()) <= 100_000_000

@@ -1,7 +1,11 @@
 """Checkpoints: weights as safetensors plus a small JSON, written atomically.
 
 A bioattn checkpoint is a directory holding ``model.safetensors`` (the state dict) and
-``model.json`` (model name, its constructor arguments, classes, input size and normalisation).
+``config.json``, in the layout of timm's model configuration (``architecture``, ``num_classes``,
+``model_args``, and a ``pretrained_cfg`` with the input size, normalisation and class names), so
+that ``timm.create_model("local-dir:FOLDER", pretrained=True)`` builds and loads it; what else
+bioattn records (data, task, epoch, metrics) sits beside them under ``bioattn``. Checkpoints
+written before hold the same facts in ``model.json``, which is still read.
 The trainer adds ``trainer_state.pt`` (optimiser, scheduler, EMA, scaler, epoch, RNG states).
 
 ``--checkpoint`` everywhere accepts such a directory, a bare ``.safetensors`` file, or a ``.pth``
@@ -26,12 +30,15 @@ from torch import nn
 from . import __version__
 from .errors import BioattnError
 from .fileio import atomic_dir, check_output_dir
-from .models import checkpoint_filter_fn, create_model
+from .models import checkpoint_filter_fn, create_model, data_config
 from .models.common import check_state_dict, classifier_mismatch, unwrap_state_dict
 from .zoo import find_entry
 
 WEIGHTS = "model.safetensors"
-META = "model.json"
+META = "config.json"
+LEGACY_META = "model.json"
+# the facts timm's configuration holds; every other one of a checkpoint's metadata is bioattn's own
+_TIMM_FACTS = ("model", "model_args", "num_classes", "classes", "img_size", "mean", "std")
 TRAINER_STATE = "trainer_state.pt"
 ZOO_PREFIX = "zoo:"
 
@@ -109,23 +116,72 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 # bioattn checkpoints
 # ------------------------------------------------------------------------------------------
 def read_meta(path: str | Path) -> dict[str, Any] | None:
-    """The ``model.json`` of a checkpoint directory (or of the directory holding a file)."""
+    """The metadata of a checkpoint directory (or of the directory holding a file): model name,
+    arguments, classes, input size, normalisation and what bioattn recorded, as one flat dict
+    (:func:`meta_of_config`); None where the directory holds none."""
     path = resolve_checkpoint_dir(path)
     folder = path if path.is_dir() else path.parent
-    meta_path = folder / META
-    if not meta_path.exists():
-        return None
+    for name in (META, LEGACY_META):
+        meta_path = folder / name
+        if not meta_path.exists():
+            continue
+        try:
+            data = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BioattnError(f"cannot read {meta_path}: {exc}") from None
+        if name == LEGACY_META:
+            return data
+        if isinstance(data, dict) and "architecture" in data:  # not a run folder's settings
+            return meta_of_config(data)
+    return None
+
+
+def timm_config(meta: dict[str, Any], tag: str | None = None) -> dict[str, Any]:
+    """A checkpoint's metadata as timm's model configuration (``config.json``): architecture,
+    classes, constructor arguments and the ``pretrained_cfg`` (input size, normalisation, crop,
+    interpolation and class names; the ``tag`` of the weights if given), everything else under
+    ``bioattn``. Normalisation left unset stays out (timm's default applies)."""
     try:
-        return json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BioattnError(f"cannot read {meta_path}: {exc}") from None
+        data = data_config(meta["model"], meta.get("img_size"))
+    except BioattnError:  # not a registered model: only what the metadata says
+        size = meta.get("img_size")
+        data = {"input_size": (3, size, size)} if size else {}
+    pretrained_cfg: dict[str, Any] = {**({"tag": tag} if tag else {})}
+    if "input_size" in data:
+        pretrained_cfg["input_size"] = list(data["input_size"])
+    for key in ("mean", "std"):
+        if meta.get(key) is not None:
+            pretrained_cfg[key] = list(meta[key])
+    for key in ("crop_pct", "interpolation"):
+        if key in data:
+            pretrained_cfg[key] = data[key]
+    pretrained_cfg.update(num_classes=meta.get("num_classes"), label_names=meta.get("classes"))
+    return {"architecture": meta["model"], "num_classes": meta.get("num_classes"),
+            "model_args": dict(meta.get("model_args") or {}), "pretrained_cfg": pretrained_cfg,
+            "bioattn": {k: v for k, v in meta.items() if k not in _TIMM_FACTS}}
 
 
-def write_checkpoint_files(folder: Path, model: nn.Module, meta: dict[str, Any]) -> None:
-    """Write weights and metadata into an existing (temporary) directory."""
+def meta_of_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The flat metadata of a ``config.json`` (:func:`timm_config`'s inverse)."""
+    pretrained_cfg = config.get("pretrained_cfg") or {}
+    size = pretrained_cfg.get("input_size")
+    return {"model": config["architecture"], "model_args": dict(config.get("model_args") or {}),
+            "num_classes": config.get("num_classes", pretrained_cfg.get("num_classes")),
+            "classes": pretrained_cfg.get("label_names"), "img_size": size[-1] if size else None,
+            "mean": pretrained_cfg.get("mean"), "std": pretrained_cfg.get("std"), **(config.get("bioattn") or {})}
+
+
+def write_checkpoint_files(folder: Path, model: nn.Module, meta: dict[str, Any], tag: str | None = None) -> None:
+    """Write weights and metadata (``config.json``, :func:`timm_config`) into an existing
+    (temporary) directory."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
-    (folder / META).write_text(json.dumps(meta, indent=2, default=str))
+    write_meta(folder, meta, tag)
+
+
+def write_meta(folder: Path, meta: dict[str, Any], tag: str | None = None) -> None:
+    """Write a checkpoint's metadata as ``config.json`` into ``folder``."""
+    (folder / META).write_text(json.dumps(timm_config(meta, tag), indent=2, default=str) + "\n")
 
 
 def check_checkpoint_target(path: str | Path, overwrite: bool = False) -> Path:
@@ -135,7 +191,7 @@ def check_checkpoint_target(path: str | Path, overwrite: bool = False) -> Path:
     no checkpoint (never replaced)."""
     path = check_output_dir(path, "checkpoint directory")
     existing = resolve_checkpoint_dir(path)
-    if (existing / WEIGHTS).exists() or (existing / META).exists():
+    if (existing / WEIGHTS).exists() or (existing / META).exists() or (existing / LEGACY_META).exists():
         if not overwrite:
             raise BioattnError(f"checkpoint directory {path} already exists: replace it with --overwrite "
                                "(overwrite=True in Python) or give a new name")
@@ -180,7 +236,7 @@ def load_model(
     """Build the model a checkpoint was trained as and load its weights.
 
     With a bioattn checkpoint directory, the model name and arguments come from its
-    ``model.json``; a bare ``.safetensors``/``.pth`` needs ``model_name`` (and the model's
+    ``config.json``; a bare ``.safetensors``/``.pth`` needs ``model_name`` (and the model's
     arguments; ``num_classes``, when not given, is read from its classifier weight). Without a
     checkpoint, returns a fresh model. The model comes back in eval mode (call ``.train()`` to
     train it further).

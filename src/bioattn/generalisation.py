@@ -11,7 +11,8 @@ every model and every held-out (test) domain of ``data``:
 
 The held-out domain is never read while training or selecting: each run's data is a domain
 spec (:mod:`bioattn.data.domains`) whose ``train=`` lists the training domains, recorded in the
-run's ``config.json`` and ``best/model.json``. Every model gets the same data, split and seed.
+run's settings (``config.json``) and its ``best/`` checkpoint's metadata. Every model gets the
+same data, split and seed.
 
 Runs are ordinary run directories, ``<out>/<model>/<held-out domain>/``. Calling again with the
 same settings reuses finished runs (only testing them again) and resumes unfinished ones; a run

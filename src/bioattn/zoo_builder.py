@@ -36,14 +36,10 @@ from .data.embedded import cache_root
 from .errors import BioattnError
 from .evaluate.saved import evaluate_checkpoint
 from .fileio import atomic_dir
-from .models import data_config
 from .train import train, train_or_reuse
 from .zoo import ZOO, ZOO_DIR, ZooEntry
 
 TRAIN_RECORD = "train.json"
-TIMM_CONFIG = "config.json"
-
-
 def default_out() -> Path:
     """Where entry folders go unless told: the package's zoo folder when the package runs from a
     source checkout, else nowhere (a :class:`BioattnError` asks for a folder)."""
@@ -119,22 +115,6 @@ def export_entry(entry: ZooEntry, run_dir: Path, train_seconds: float, out: Path
              for k, v in ckpt.read_state_dict(best).items()}
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
     test = _test_figures(best, entry)
-    cfg = data_config(meta["model"], meta.get("img_size"))
-    timm_config = {
-        "architecture": meta["model"],
-        "num_classes": meta["num_classes"],
-        "model_args": dict(meta.get("model_args") or {}),
-        "pretrained_cfg": {
-            "tag": entry.tag,
-            "input_size": list(cfg["input_size"]),
-            "mean": list(meta["mean"]),
-            "std": list(meta["std"]),
-            "crop_pct": cfg["crop_pct"],
-            "interpolation": cfg.get("interpolation", "bicubic"),
-            "num_classes": meta["num_classes"],
-            "label_names": meta.get("classes"),
-        },
-    }
     record = {
         "entry": entry.name,
         "label": entry.label,
@@ -153,8 +133,7 @@ def export_entry(entry: ZooEntry, run_dir: Path, train_seconds: float, out: Path
     def fill(tmp: Path) -> None:
         save_file(state, str(tmp / ckpt.WEIGHTS), metadata={"format": "pt", "zoo_entry": entry.name,
                                                             "command": record["command"]})
-        (tmp / ckpt.META).write_text(json.dumps(dict(meta, zoo_entry=entry.name), indent=2, default=str) + "\n")
-        (tmp / TIMM_CONFIG).write_text(json.dumps(timm_config, indent=2) + "\n")
+        ckpt.write_meta(tmp, dict(meta, zoo_entry=entry.name), tag=entry.tag)
         (tmp / TRAIN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
     folder = entry_folder(entry, out)

@@ -7,10 +7,11 @@ is trained on and the training settings that differ from the recipe. ``bioattn z
 and writes each into ``bioattn/zoo/<entry>/``:
 
 * ``model.safetensors``: the weights of the epoch with the best validation score, in float16;
-* ``model.json``: bioattn's checkpoint metadata (so the folder is a checkpoint for
-  ``bioattn eval --checkpoint`` and :func:`bioattn.checkpoint.load_model`);
-* ``config.json``: timm's model configuration (architecture, constructor arguments, input
-  settings), so that ``timm.create_model("local-dir:<folder>", pretrained=True)`` builds it;
+* ``config.json``: the checkpoint's metadata in the layout of timm's model configuration
+  (architecture, constructor arguments, input settings, class names; bioattn's own record
+  beside them), so that the folder is a checkpoint for ``bioattn eval --checkpoint`` and
+  :func:`bioattn.checkpoint.load_model`, and ``timm.create_model("local-dir:<folder>",
+  pretrained=True)`` builds it;
 * ``train.json``: the command that made it, its seed, the training log of every epoch, the
   training time and the test-split figures.
 
@@ -118,7 +119,7 @@ class ZooEntry:
         return f"{self.timm_name}.{self.tag}"
 
     def is_built(self) -> bool:
-        return (self.folder / "model.safetensors").is_file() and (self.folder / "model.json").is_file()
+        return (self.folder / "model.safetensors").is_file() and (self.folder / "config.json").is_file()
 
 
 # the glimpse models' number of glimpses per training batch, drawn from 2 to 16: trained with
