@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bioattn.data.pixels import Pixels
 from bioattn.errors import BioattnError
-from bioattn.evaluate.attacks import autoattack, evaluate_attack, fgsm, gradient_passes, pgd
+from bioattn.evaluate.attacks import AttackRun, autoattack, evaluate_attack, fgsm, gradient_passes, pgd
 from bioattn.evaluate.runtime import PixelModel
 
 PIXELS = Pixels(MEAN, STD)
@@ -78,7 +78,7 @@ def test_pgd_random_start_accuracy_agrees_with_torchattacks(trained):
 def test_pgd_lowers_accuracy_of_trained_model_well_below_clean(trained):
     x, y = halves_pixels(128, seed=4)
     loader = DataLoader(TensorDataset(normalise(x), y), batch_size=50)
-    r = evaluate_attack(trained_halves_cnn(), loader, PIXELS, "pgd", eps=8 / 255)
+    r = evaluate_attack(trained_halves_cnn(), loader, PIXELS, AttackRun("pgd", eps=8 / 255))
     assert r["n"] == 128
     assert r["clean_top1"] >= 95
     assert r["top1"] <= 20
@@ -137,16 +137,16 @@ def test_attack_targets_the_chosen_readout():
     x, y = uniform_pixels(32)
     loader = DataLoader(TensorDataset(normalise(x), y), batch_size=16)
     model = GlimpseToy(stochastic=False)
-    first = evaluate_attack(model, loader, PIXELS, "pgd", eps=0.04, attack_readout=1)
+    first = evaluate_attack(model, loader, PIXELS, AttackRun("pgd", eps=0.04, attack_readout=1))
     assert first["per_readout_clean_top1"] == [100.0] * 4
     assert first["per_readout_top1"][0] == 0.0
     assert first["per_readout_top1"][1:] == [100.0] * 3
     assert first["attacked_readout_top1"] == 0.0 and first["top1"] == 100.0
-    last = evaluate_attack(model, loader, PIXELS, "fgsm", eps=0.04, readouts=6)
+    last = evaluate_attack(model, loader, PIXELS, AttackRun("fgsm", eps=0.04, readouts=6))
     assert len(last["per_readout_top1"]) == 6
     assert last["per_readout_top1"][:5] == [100.0] * 5 and last["per_readout_top1"][5] == 0.0
     with pytest.raises(BioattnError, match="attack readout 9 is outside"):
-        evaluate_attack(model, loader, PIXELS, "pgd", eps=0.04, attack_readout=9)
+        evaluate_attack(model, loader, PIXELS, AttackRun("pgd", eps=0.04, attack_readout=9))
 
 
 def test_eot_changes_the_estimate_on_random_fixations():
@@ -155,8 +155,8 @@ def test_eot_changes_the_estimate_on_random_fixations():
     x, y = uniform_pixels(64, seed=1)
     loader = DataLoader(TensorDataset(normalise(x), y), batch_size=64)
     model = GlimpseToy(stochastic=True)
-    plain = evaluate_attack(model, loader, PIXELS, "pgd", eps=0.04, eot=1, seed=0)
-    eot = evaluate_attack(model, loader, PIXELS, "pgd", eps=0.04, eot=24, seed=0)
+    plain = evaluate_attack(model, loader, PIXELS, AttackRun("pgd", eps=0.04, eot=1, seed=0))
+    eot = evaluate_attack(model, loader, PIXELS, AttackRun("pgd", eps=0.04, eot=24, seed=0))
     assert plain["clean_top1"] == 100.0 and eot["clean_top1"] == 100.0
     assert plain["top1"] >= 50
     assert eot["top1"] <= 15
@@ -187,8 +187,8 @@ def test_autoattack_is_at_least_as_strong_as_pgd():
     x, y = halves_pixels(16, seed=6)
     loader = DataLoader(TensorDataset(normalise(x), y), batch_size=16)
     model = trained_halves_cnn()
-    aa = evaluate_attack(model, loader, PIXELS, "autoattack", eps=16 / 255)
-    ref = evaluate_attack(model, loader, PIXELS, "pgd", eps=16 / 255, iters=2)
+    aa = evaluate_attack(model, loader, PIXELS, AttackRun("autoattack", eps=16 / 255))
+    ref = evaluate_attack(model, loader, PIXELS, AttackRun("pgd", eps=16 / 255, iters=2))
     assert aa["parts"] == ["apgd-ce", "fab-t", "square"]  # two classes: no DLR-based parts
     assert aa["max_linf"] <= 16 / 255 + 1e-6
     assert aa["clean_top1"] == ref["clean_top1"] >= 90
@@ -208,7 +208,7 @@ def test_attacks_report_every_gradient_pass(trained):
 
     calls = []
     loader = DataLoader(TensorDataset(normalise(x[:12]), y[:12]), batch_size=8)
-    evaluate_attack(model.model, loader, PIXELS, "pgd", eps=4 / 255, iters=2,
+    evaluate_attack(model.model, loader, PIXELS, AttackRun("pgd", eps=4 / 255, iters=2),
                     progress=lambda n, info=None: calls.append((n, info)))
     assert sum(n for n, _ in calls) == 2 * gradient_passes("pgd", 2)  # two batches
     assert [info for _, info in calls if info] == ["eps=4/255, images 1-8 of 12", "eps=4/255, images 9-12 of 12"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -218,31 +219,43 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 
     return _project(x, adv.detach().to(x), eps, norm)
 
 
+@dataclass(frozen=True)
+class AttackRun:
+    """One attack setting: the ``attack`` (``fgsm``, ``pgd``, ``autoattack``) at budget ``eps``
+    (pixels in [0, 1]) in ``norm``; PGD's ``step_size`` (default eps/2), ``iters`` (default
+    :data:`DEFAULT_PGD_ITERS`), random ``restarts`` and ``eot`` samples per gradient; the
+    readout it aims at (``attack_readout``, 1-based; None: the final one) of a model run for
+    ``readouts`` readouts (passes, glimpses); AutoAttack's ``autoattack_version``; the ``seed`` of
+    its random draws."""
+
+    attack: str = "pgd"
+    eps: float = DEFAULT_EPS
+    step_size: float | None = None
+    iters: int | None = None
+    norm: str = "Linf"
+    restarts: int = 1
+    eot: int = 1
+    attack_readout: int | None = None
+    readouts: int | None = None
+    autoattack_version: str = "standard"
+    seed: int = 0
+
+
 def evaluate_attack(
     model: nn.Module,
     loader: DataLoader,
     pixels: Pixels,
-    attack: str = "pgd",
-    eps: float = DEFAULT_EPS,
+    run: AttackRun,
     *,
-    step_size: float | None = None,
-    iters: int | None = None,
-    norm: str = "Linf",
-    restarts: int = 1,
-    eot: int = 1,
-    attack_readout: int | None = None,
-    readouts: int | None = None,
-    autoattack_version: str = "standard",
     device: torch.device | str = "cpu",
-    seed: int = 0,
     progress: Callable[..., None] | None = None,
     scan_paths: ScanPaths | None = None,
     image_indices: Sequence[int] | None = None,
 ) -> dict:
-    """Accuracy (percent) under ``attack`` on ``loader``'s normalised images.
+    """Accuracy (percent) under the attack ``run`` on ``loader``'s normalised images.
 
-    The attack targets the prediction at ``attack_readout`` (1-based; ``None`` = final) of a
-    model run for ``readouts`` readouts (passes, glimpses); the result lists clean and
+    The attack targets the prediction at ``run.attack_readout`` (``None`` = final) of a model
+    run for ``run.readouts`` readouts; the result lists the run's settings, clean and
     adversarial accuracy at every readout (``per_readout_*``, one entry for plain models), the
     final prediction's (``clean_top1``, ``top1``) and the attacked readout's
     (``attacked_readout_top1``).
@@ -255,9 +268,11 @@ def evaluate_attack(
     images (suite ``attack``; condition ``clean`` or the attack setting, e.g. ``pgd eps=0.002``);
     ``image_indices`` numbers the loader's images (default ``0, 1, ...``).
     """
+    attack, eps, norm, eot, seed = run.attack, run.eps, run.norm, run.eot, run.seed
+    attack_readout, readouts = run.attack_readout, run.readouts
     if attack not in ATTACKS:
         raise BioattnError(f"unknown attack '{attack}' (known: {', '.join(ATTACKS)})")
-    iters, step_size, random_start, restarts = _attack_steps(attack, eps, step_size, iters, restarts)
+    iters, step_size, random_start, restarts = _attack_steps(attack, eps, run.step_size, run.iters, run.restarts)
     check_attack_args(eps, step_size if eps > 0 else None, iters, norm, restarts, eot)
     device = torch.device(device)
     model.eval()
@@ -292,7 +307,7 @@ def evaluate_attack(
             )
         if attack == "autoattack":
             x_adv = autoattack(target, x, labels, eps=eps, norm=norm,
-                               n_classes=clean_readouts.shape[-1], version=autoattack_version, seed=seed)
+                               n_classes=clean_readouts.shape[-1], version=run.autoattack_version, seed=seed)
         else:
             x_adv = pgd(target, x, labels, eps=eps, step_size=step_size if eps > 0 else None,
                         iters=iters, norm=norm, random_start=random_start, restarts=restarts, eot=eot,
@@ -315,8 +330,8 @@ def evaluate_attack(
     if attack == "autoattack":
         n_classes = clean_readouts.shape[-1] if seen else 2
         parts = [name for name, _ in autoattack_parts(target, max(eps, 1e-12), norm, n_classes,
-                                                      autoattack_version, seed)]
-        settings.update(version=autoattack_version, parts=parts, step_size=None, iters=None, random_start=None)
+                                                      run.autoattack_version, seed)]
+        settings.update(version=run.autoattack_version, parts=parts, step_size=None, iters=None, random_start=None)
     return _attack_result(settings, seen, clean_hits, adv_hits, max_linf, max_l2)
 
 

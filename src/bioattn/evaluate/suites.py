@@ -33,7 +33,7 @@ from ..protocol import Glimpsing, has_readouts, unwrap
 from ..tasks.base import Task
 from ..tasks.registry import task_of_model
 from . import glimpses, human_fixations, multilabel, segmentation, steering
-from .attacks import check_attack_args, evaluate_attack, gradient_passes
+from .attacks import AttackRun, check_attack_args, evaluate_attack, gradient_passes
 from .clean import evaluate_clean
 from .corruptions import evaluate_corruptions
 from .glimpses import ScanPaths
@@ -431,13 +431,11 @@ def _run_attack(ctx: _Context, suite: str) -> dict:
         for eps in s.eps:
             for eot in eots:
                 torch.manual_seed(s.seed)
-                runs.append(evaluate_attack(
-                    ctx.model, loader, pixels, suite, float(eps),
-                    step_size=_step_size(s, float(eps)), iters=s.attack_iters, norm=s.norm, restarts=s.restarts,
-                    eot=eot, attack_readout=s.attack_readout, readouts=s.readouts,
-                    autoattack_version=s.autoattack_version, device=ctx.device, seed=s.seed,
-                    progress=advance, scan_paths=ctx.scan_paths, image_indices=indices,
-                ))
+                run = AttackRun(suite, float(eps), step_size=_step_size(s, float(eps)), iters=s.attack_iters,
+                                norm=s.norm, restarts=s.restarts, eot=eot, attack_readout=s.attack_readout,
+                                readouts=s.readouts, autoattack_version=s.autoattack_version, seed=s.seed)
+                runs.append(evaluate_attack(ctx.model, loader, pixels, run, device=ctx.device, progress=advance,
+                                            scan_paths=ctx.scan_paths, image_indices=indices))
     return {"stochastic": stochastic, "runs": runs}
 
 
