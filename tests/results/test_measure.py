@@ -75,3 +75,37 @@ def test_fold_miou_of_a_perfect_and_of_an_all_background_segmenter():
     # background's IoU is its pixel share in the fold, the other two classes score 0
     shares = [100 * float((Labels().maps[i * 10:(i + 1) * 10] == 0).float().mean()) for i in range(3)]
     assert background == pytest.approx([s / 3 for s in shares])
+
+
+def test_a_glimpse_model_is_attacked_at_every_aimed_glimpse_over_the_sweep_and_on_its_clean_path():
+    from bioattn.results.measure import measure_classifier, takes_fixations
+
+    settings = ResultsSettings(images=4, corruption_images=2, severities=[2], attack_images=4, eps=[1 / 255],
+                               attention_images=2, glimpses=8, attack_readout=4, batch_size=4, progress=False)
+    record = measure_classifier(find_entry("rsrnn_micro"), settings)
+    judged = eps_key(1 / 255)
+    for g in (1, 2, 4, 8):  # glimpse 16 is past the 8 run
+        assert record.get(f"pgd_aimed/{g}/{judged}").shape == (4,)
+        assert record.get(f"pgd_aimed/{g}/{judged}/glimpse").shape == (8, 4)
+    assert not record.has(f"pgd_aimed/16/{judged}")
+    for eps in (2 / 255, 4 / 255, 8 / 255):  # the sweep beyond the settings' eps
+        assert record.get(f"pgd/{eps_key(eps)}/glimpse").shape == (8, 4)
+    frozen = record.get(f"pgd_frozen/{judged}/glimpse")
+    assert frozen.shape == (8, 4) and frozen.dtype == bool
+    assert np.array_equal(record.get(f"pgd_frozen/{judged}"), frozen[3])
+    assert takes_fixations(torch.nn.Identity()) is False
+
+
+def test_a_glimpse_model_held_to_its_own_scan_path_computes_what_it_did():
+    from bioattn.models import create_model
+    from bioattn.results.measure import takes_fixations
+
+    torch.manual_seed(0)
+    model = create_model("rsrnn_micro", num_classes=5).eval()
+    assert takes_fixations(model)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        free = model.forward_glimpses(x, glimpses=6)
+        held = model.forward_glimpses(x, fixations=free.fixations)
+    torch.testing.assert_close(held.logits, free.logits)
+    torch.testing.assert_close(held.fixations, free.fixations)

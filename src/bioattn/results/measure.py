@@ -6,7 +6,9 @@
 * a benchmark classifier: clean correctness (a glimpse model's at every glimpse); correctness
   under each of the 15 corruptions at each severity (with the clean correctness of the same
   images); under FGSM and PGD at every eps of the settings (a glimpse model's at every glimpse,
-  the attack aimed at ``attack_readout``); where it has maps, the share of its attention map on
+  the attack aimed at ``attack_readout``; a glimpse model also under PGD aimed at each of glimpses
+  1, 2, 4, 8 and 16, over an eps sweep to 8/255, and through its clean scan path held fixed);
+  where it has maps, the share of its attention map on
   the object, the object's area and the map's AUC-Judd against the object mask; a glimpse
   model's share of fixations on the object; a steerable model's steering shift and win share on
   two-object images;
@@ -24,6 +26,7 @@ attacks per eps; the records of the same weights and settings are the same.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,10 +59,15 @@ from ..protocol import Glimpsing, TopDownSteerable, capable, forward_readouts, u
 from ..tasks.registry import get_task
 from ..tasks.spec import task_of_data
 from ..zoo import BENCHMARK, MULTILABEL_BENCHMARK, SEGMENTATION_BENCHMARK, STYLES, ZOO, ZooEntry, find_entry
+from .claims import OFFICIAL_EPS
 from .judge import eps_key
 from .records import Record
 
 PAIR_BENCHMARK = "embedded:pair"
+# a glimpse model's attacks: aimed at each of these glimpses at the judged eps, and at its attack
+# glimpse over this sweep of eps
+AIMED_GLIMPSES = (1, 2, 4, 8, 16)
+GLIMPSE_EPS_SWEEP = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 # a segmenter's test images are cut into this many folds by fold_mious
 SEGMENTATION_FOLDS = 10
 
@@ -94,6 +102,25 @@ def _correct(model, x: torch.Tensor, y: torch.Tensor, readouts: int | None) -> t
     """Correctness at every readout, ``(T, B)`` bool."""
     every = forward_readouts(model, x, readouts=readouts).all_readouts()
     return (every.argmax(-1) == y[None]).cpu()
+
+
+def takes_fixations(model: torch.nn.Module) -> bool:
+    """Whether a glimpse model can be told where to look (``forward_glimpses(x, fixations=...)``)."""
+    forward = getattr(unwrap(model), "forward_glimpses", None)
+    return forward is not None and "fixations" in inspect.signature(forward).parameters
+
+
+class _OnFixedPath(torch.nn.Module):
+    """A glimpse model on pixels in [0, 1] held to the scan path ``fixations`` ``(T, B, 2)``: the
+    logits after glimpse ``readout`` (1-based)."""
+
+    def __init__(self, model: torch.nn.Module, pixels: Pixels, fixations: torch.Tensor, readout: int) -> None:
+        super().__init__()
+        self.model, self.pixels, self.fixations, self.readout = model, pixels, fixations, readout
+
+    def forward(self, unit: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_glimpses(self.pixels.from_unit(unit), fixations=self.fixations).logits[
+            self.readout - 1]
 
 
 class _Measuring:
@@ -156,32 +183,81 @@ class _Measuring:
             self.record.add(f"corruption/{c}/{sev}", torch.cat(parts).numpy())
 
     def attacks(self) -> None:
+        """FGSM and PGD at every eps of the settings, aimed at the attack glimpse of a glimpse model."""
         s = self.settings
         chosen = spread_indices(len(self.test), s.attack_images)
         at = s.attack_readout if self.glimpse else None
-        target = PixelModel(self.model, self.pixels, readout=at, readouts=self.readouts).to(self.device)
-        pick = (at - 1) if at else -1
-        total = len(chosen) * len(s.eps) * 2
-        with progress_bar(f"{self.entry.name}: FGSM, PGD", total, self.progress) as advance:
+        with progress_bar(f"{self.entry.name}: FGSM, PGD", len(chosen) * len(s.eps) * 2, self.progress) as advance:
             for eps in s.eps:
                 for attack in ("fgsm", "pgd"):
-                    torch.manual_seed(s.seed)
-                    clean, adversarial = [], []
-                    for chunk in _batches(chosen, self.batch):
-                        x, y = _stack(self.test, chunk)
-                        x, y = x.to(self.device), y.to(self.device)
-                        unit = self.pixels.to_unit(x.float())
-                        adv = (fgsm(target, unit, y, eps=eps) if attack == "fgsm" else
-                               pgd(target, unit, y, eps=eps, iters=DEFAULT_PGD_ITERS))
-                        clean.append(_correct(self.model, x, y, self.readouts))
-                        adversarial.append(_correct(self.model, self.pixels.from_unit(adv), y, self.readouts))
-                        advance(len(chunk))
-                    key = f"{attack}/{eps_key(eps)}"
-                    every = torch.cat(adversarial, dim=1).numpy()
-                    self.record.add(key, every[pick], chosen)
-                    self.record.add(f"{key}/clean", torch.cat(clean, dim=1).numpy()[pick])
-                    if self.glimpse:
-                        self.record.add(f"{key}/glimpse", every)
+                    self._attack(f"{attack}/{eps_key(eps)}", attack, eps, at, chosen, advance)
+
+    def glimpse_attacks(self) -> None:
+        """A glimpse model's PGD aimed at each of :data:`AIMED_GLIMPSES` (at the judged eps), at its
+        attack glimpse over :data:`GLIMPSE_EPS_SWEEP` (the eps the settings have not run), and
+        through its clean scan path: on each image it looks where it looked on the clean image,
+        so the attack changes what each glimpse sees and not where it lands (models that take
+        given fixations). Every glimpse's correctness is recorded."""
+        s = self.settings
+        chosen = spread_indices(len(self.test), s.attack_images)
+        aimed = [g for g in AIMED_GLIMPSES if g <= self.readouts]
+        sweep = [e for e in GLIMPSE_EPS_SWEEP if all(abs(e - done) > 1e-12 for done in s.eps)]
+        frozen = takes_fixations(self.model)
+        total = len(chosen) * (len(aimed) + len(sweep) + int(frozen))
+        with progress_bar(f"{self.entry.name}: PGD per glimpse", total, self.progress) as advance:
+            for g in aimed:
+                self._attack(f"pgd_aimed/{g}/{eps_key(OFFICIAL_EPS)}", "pgd", OFFICIAL_EPS, g, chosen, advance)
+            for eps in sweep:
+                self._attack(f"pgd/{eps_key(eps)}", "pgd", eps, s.attack_readout, chosen, advance)
+            if frozen:
+                self._frozen_path_attack(chosen, advance)
+
+    def _attack(self, key: str, attack: str, eps: float, readout: int | None, chosen: Sequence[int],
+                advance: Callable[[int], None]) -> None:
+        """Correctness under ``attack`` at ``eps`` aimed at ``readout`` (None: the final
+        prediction), at that readout under ``key`` with the clean one beside it, and a glimpse
+        model's at every glimpse."""
+        target = PixelModel(self.model, self.pixels, readout=readout, readouts=self.readouts).to(self.device)
+        pick = (readout - 1) if readout else -1
+        torch.manual_seed(self.settings.seed)
+        clean, adversarial = [], []
+        for chunk in _batches(chosen, self.batch):
+            x, y = _stack(self.test, chunk)
+            x, y = x.to(self.device), y.to(self.device)
+            unit = self.pixels.to_unit(x.float())
+            adv = (fgsm(target, unit, y, eps=eps) if attack == "fgsm" else
+                   pgd(target, unit, y, eps=eps, iters=DEFAULT_PGD_ITERS))
+            clean.append(_correct(self.model, x, y, self.readouts))
+            adversarial.append(_correct(self.model, self.pixels.from_unit(adv), y, self.readouts))
+            advance(len(chunk))
+        every = torch.cat(adversarial, dim=1).numpy()
+        self.record.add(key, every[pick], chosen)
+        self.record.add(f"{key}/clean", torch.cat(clean, dim=1).numpy()[pick])
+        if self.glimpse:
+            self.record.add(f"{key}/glimpse", every)
+
+    def _frozen_path_attack(self, chosen: Sequence[int], advance: Callable[[int], None]) -> None:
+        """PGD at the judged eps aimed at the attack glimpse of the model held to its clean scan
+        path: ``pgd_frozen/<eps>`` at that glimpse and ``.../glimpse`` at every glimpse."""
+        s = self.settings
+        inner = unwrap(self.model)
+        torch.manual_seed(s.seed)
+        rows = []
+        for chunk in _batches(chosen, self.batch):
+            x, y = _stack(self.test, chunk)
+            x, y = x.to(self.device), y.to(self.device)
+            with torch.no_grad():
+                path = inner.forward_glimpses(x, glimpses=self.readouts).fixations
+            target = _OnFixedPath(inner, self.pixels, path, s.attack_readout)
+            adv = pgd(target, self.pixels.to_unit(x.float()), y, eps=OFFICIAL_EPS, iters=DEFAULT_PGD_ITERS)
+            with torch.no_grad():
+                logits = inner.forward_glimpses(self.pixels.from_unit(adv), fixations=path).logits
+            rows.append((logits.argmax(-1) == y[None]).cpu())
+            advance(len(chunk))
+        every = torch.cat(rows, dim=1).numpy()
+        key = f"pgd_frozen/{eps_key(OFFICIAL_EPS)}"
+        self.record.add(key, every[s.attack_readout - 1], chosen)
+        self.record.add(f"{key}/glimpse", every)
 
     @torch.no_grad()
     def attention(self) -> None:
@@ -243,6 +319,8 @@ def measure_classifier(entry: ZooEntry, settings: ResultsSettings, progress: boo
     m.clean(settings.images)
     m.corruptions()
     m.attacks()
+    if m.glimpse:
+        m.glimpse_attacks()
     if has_maps(m.model):
         m.attention()
     if m.glimpse:
