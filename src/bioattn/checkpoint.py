@@ -264,8 +264,7 @@ def load_model(
         return create_model(model_name, **args).eval()
     if meta is None:  # a bare state dict: its classifier may give the number of classes
         state = read_state_dict(checkpoint)
-        model, _, state = model_for_state(model_name, state, args, what=f"checkpoint {checkpoint}")
-        model.load_state_dict(state, strict=True)
+        model, _ = model_for_state(model_name, state, args, what=f"checkpoint {checkpoint}")
         return model.eval()
     model = create_model(model_name, **args)
     load_weights(model, checkpoint)
@@ -273,13 +272,12 @@ def load_model(
 
 
 def model_for_state(model_name: str, state: dict[str, torch.Tensor], model_args: dict[str, Any],
-                    what: str = "checkpoint", log=None
-                    ) -> tuple[nn.Module, dict[str, Any], dict[str, torch.Tensor]]:
-    """Build ``model_name`` so that the bare state dict ``state`` fits it; returns the model (not
-    yet loaded), its arguments and the state adapted by its ``checkpoint_filter_fn``. Without
-    ``num_classes`` in ``model_args``, the number of classes is read from the state's classifier
-    weight, and ``log`` (default: print to standard error) says so once the state is known to
-    fit."""
+                    what: str = "checkpoint", log=None) -> tuple[nn.Module, dict[str, Any]]:
+    """Build ``model_name`` and load the bare state dict ``state`` into it (:func:`load_state`);
+    returns the model and its arguments. Without ``num_classes`` in ``model_args``, the number of
+    classes is read from the state's classifier weight (timm's ``reset_classifier`` gives the
+    model that many), and ``log`` (default: print to standard error) says so once the state has
+    loaded."""
     model = create_model(model_name, **model_args)
     note = None
     if "num_classes" not in model_args:
@@ -290,14 +288,13 @@ def model_for_state(model_name: str, state: dict[str, torch.Tensor], model_args:
             model.reset_classifier(n)  # timm's way to another number of classes, without building again
             weight = next((k for k in keys if k.endswith(".weight")), keys[0])
             note = f"note: num_classes={n}, read from the checkpoint's {weight}"
-    state = checkpoint_filter_fn(state, model, what=what)
-    check_state_dict(model, state, what=what)
+    load_state(model, state, what)
     if note is not None:
         if log is None:
             print(note, file=sys.stderr)
         else:
             log(note)
-    return model, model_args, state
+    return model, model_args
 
 
 def convert_checkpoint(src: str | Path, dst: str | Path, model_name: str, *, mean=None, std=None,
@@ -315,8 +312,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, model_name: str, *, mea
 
     check_checkpoint_target(dst, overwrite)
     state = read_state_dict(src)
-    model, model_args, state = model_for_state(model_name, state, model_args, what=f"checkpoint {src}", log=log)
-    model.load_state_dict(state, strict=True)
+    model, model_args = model_for_state(model_name, state, model_args, what=f"checkpoint {src}", log=log)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     input_size = cfg.get("input_size")
     img_size = input_size[-1] if input_size else None
