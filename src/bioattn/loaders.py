@@ -55,7 +55,7 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> TrainData:
     """The task's training and validation sets (optionally limited, evenly spread over the
     set), the training sampler (distributed, or repeated augmentation) and both loaders."""
     task = get_task(cfg.task)
-    inputs = InputConfig.of_model(task.model_name(cfg.model), cfg.img_size)
+    inputs = InputConfig.resolve(task.model_name(cfg.model), img_size=cfg.img_size)
     feed = loader_kind(cfg, task, info.device)
     aug = Augmentation(
         auto_augment=None if (cfg.aa or "none").lower() == "none" else cfg.aa,

@@ -365,20 +365,21 @@ def test_data_config_is_timms(name):
 
 
 def test_input_config_reads_the_models_data_config():
+    # one resolution: the user's size first, then the checkpoint's metadata, then the model's own
+    # timm data configuration, for a registered name or a built model alike
     cfg = data_config("absvit_micro_patch8_64")
-    inputs = InputConfig.of_model("absvit_micro_patch8_64")
-    assert inputs == InputConfig(cfg["input_size"][-1], tuple(cfg["mean"]), tuple(cfg["std"]), cfg["crop_pct"])
-    assert InputConfig.of_model("absvit_micro_patch8_64", 96).img_size == 96
-    meta = {"img_size": 48, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]}
-    assert InputConfig.of_meta(meta) == InputConfig(48, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), None)
-    # a built model: the user's size first, then the checkpoint's metadata, then the model's own
+    own = InputConfig(cfg["input_size"][-1], tuple(cfg["mean"]), tuple(cfg["std"]), cfg["crop_pct"])
     model = create_model("absvit_micro_patch8_64")
-    assert InputConfig.resolve(model) == InputConfig(64, tuple(cfg["mean"]), tuple(cfg["std"]), None)
-    assert InputConfig.resolve(model, meta) == InputConfig(48, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), None)
+    assert InputConfig.resolve("absvit_micro_patch8_64") == own == InputConfig.resolve(model)
+    assert InputConfig.resolve("absvit_micro_patch8_64", img_size=96).img_size == 96
+    meta = {"img_size": 48, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]}
+    assert InputConfig.resolve(model, meta) == InputConfig(48, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), cfg["crop_pct"])
     assert InputConfig.resolve(model, meta, img_size=40, crop_pct=0.9) == InputConfig(40, (0.5, 0.4, 0.3),
                                                                                        (0.2, 0.2, 0.2), 0.9)
-    # a model built at another size reads at the size it was built for
+    # a model built at another size reads at the size it was built for; an ImageNet model keeps
+    # timm's centre crop
     assert InputConfig.resolve(create_model("rvt_micro", img_size=96)).img_size == 96
+    assert InputConfig.resolve("rvt_tiny").crop_pct == data_config("rvt_tiny")["crop_pct"]
 
 
 # ------------------------------------------------------------------------------------------

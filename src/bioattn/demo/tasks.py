@@ -64,7 +64,7 @@ def _fine_tuned_models(task_name: str, models: tuple[tuple[str, str, dict[str, A
             model, meta, seconds = fine_tune(task_name, label, name, args, data, checkpoints[label], settings,
                                              run_dir, label in retrained, progress, log)
             source = FROM_DEMO
-        test_set = task.build_dataset(data, "test", InputConfig.of_meta(meta), train=False)
+        test_set = task.build_dataset(data, "test", InputConfig.resolve(model, meta), train=False)
         common = dict(mean=meta["mean"], std=meta["std"], img_size=meta["img_size"], task=task_name,
                       progress=progress, device="auto", model_info={"name": label, "model": meta["model"]})
         yield label, args, model, meta, seconds, source, test_set, common
@@ -92,7 +92,7 @@ def segmentation_demo(checkpoints: dict[str, Path], settings: TaskDemoSettings, 
         pair_set = None
         if args.get("prior_classes"):  # a backbone classifier to steer with
             spec = dataclasses.replace(EmbeddedSpec.parse(settings.seg_data), pair=True)
-            pair_set = task.build_dataset(str(spec), "test", InputConfig.of_meta(meta), train=False)
+            pair_set = task.build_dataset(str(spec), "test", InputConfig.resolve(model, meta), train=False)
             scores.update(run_suites(model, None, ["steering"], limit=settings.eval_images, steering_data=pair_set,
                                      **common)["results"])
         results["models"][label] = {"results": scores, "train_s": seconds, "weights": source,

@@ -390,7 +390,7 @@ def measure_task_entry(entry: ZooEntry, settings: ResultsSettings, progress: boo
     device = resolve_device("auto")
     model.to(device).eval()
     task = get_task(task_of_data(entry.data))
-    test = task.build_dataset(entry.data, "test", InputConfig.of_meta(meta), train=False)
+    test = task.build_dataset(entry.data, "test", InputConfig.resolve(model, meta), train=False)
     chosen = spread_indices(len(test), settings.images)
     record = Record(base_name(entry), entry.seed, meta={"model": _model_info(entry), "data": entry.data,
                                                   "settings": {"images": settings.images,
