@@ -293,7 +293,7 @@ def _built_fine_tuned(kind: str):
             continue
         model, meta = ckpt.load_model(entry.folder), ckpt.read_meta(entry.folder)
         task = get_task(task_of_data(entry.data))
-        yield entry, model, task.build_dataset(entry.data, "test", InputConfig.of_meta(meta), train=False)
+        yield entry, model, task.build_dataset(entry.data, "test", InputConfig.resolve(model, meta), train=False)
 
 
 def test_trained_segmenters_beat_predicting_background():
