@@ -381,3 +381,23 @@ def test_the_converged_conv_stem_absvit_steers_its_map_toward_the_prompted_objec
     pairs = build_dataset("embedded:pair", "test", 64, cfg["mean"], cfg["std"])
     result = steering_benchmark(model, pairs, prior_scale=3.0, threshold=0.7, limit=300)
     assert result["ci_low"] > 0 and result["fraction_positive"] > 0.5, result["mean"]
+
+
+def test_a_fine_tuned_entry_goes_stale_when_the_weights_it_started_from_change(tmp_path):
+    from bioattn.zoo_builder import start_weights_sha256
+
+    entry = zoo.find_entry("rvt_micro_without_photo")  # fine-tuned from zoo:rvt_micro
+    start, tuned = tmp_path / "rvt_micro", tmp_path / entry.name
+    for folder in (start, tuned):
+        folder.mkdir()
+        (folder / ckpt.META).write_text("{}")
+    (start / ckpt.WEIGHTS).write_bytes(b"first weights")
+    (tuned / ckpt.WEIGHTS).write_bytes(b"tuned weights")
+    record = {"command": command_line(entry), "start_weights_sha256": start_weights_sha256(entry, tmp_path)}
+    (tuned / "train.json").write_text(json.dumps(record))
+    assert is_current(entry, tmp_path)
+    (start / ckpt.WEIGHTS).write_bytes(b"rebuilt weights")
+    assert not is_current(entry, tmp_path)
+    # a record made before starting weights were recorded cannot tell, and counts as current
+    (tuned / "train.json").write_text(json.dumps({"command": command_line(entry)}))
+    assert is_current(entry, tmp_path)

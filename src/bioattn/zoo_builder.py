@@ -34,10 +34,10 @@ from . import checkpoint as ckpt
 from .config import TrainConfig, flag_of
 from .data.embedded import cache_root
 from .errors import BioattnError
-from .evaluate.saved import evaluate_checkpoint
+from .evaluate.saved import evaluate_checkpoint, file_sha256
 from .fileio import atomic_dir
 from .train import train, train_or_reuse
-from .zoo import ZOO, ZOO_DIR, ZooEntry
+from .zoo import ZOO, ZOO_DIR, ZooEntry, find_entry
 
 TRAIN_RECORD = "train.json"
 def default_out() -> Path:
@@ -83,18 +83,42 @@ def command_line(entry: ZooEntry) -> str:
     return shlex.join(words)
 
 
-def _recorded_command(folder: Path) -> str | None:
+def _record(folder: Path) -> dict[str, Any]:
     try:
-        return json.loads((folder / TRAIN_RECORD).read_text()).get("command")
+        record = json.loads((folder / TRAIN_RECORD).read_text())
     except (OSError, ValueError):
-        return None
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _recorded_command(folder: Path) -> str | None:
+    return _record(folder).get("command")
+
+
+def _start_entry(entry: ZooEntry) -> ZooEntry | None:
+    """The zoo entry a fine-tuned entry starts from (``init="zoo:<entry>"``), or None."""
+    init = str(entry.settings.get("init") or "")
+    return find_entry(init[len(ckpt.ZOO_PREFIX):]) if init.startswith(ckpt.ZOO_PREFIX) else None
+
+
+def start_weights_sha256(entry: ZooEntry, out: Path | None = None) -> str | None:
+    """sha256 of the weights a fine-tuned entry starts from, as they are now (None for an entry
+    trained from scratch, or whose starting entry is not built)."""
+    start = _start_entry(entry)
+    weights = entry_folder(start, out) / ckpt.WEIGHTS if start is not None else None
+    return file_sha256(weights) if weights is not None and weights.is_file() else None
 
 
 def is_current(entry: ZooEntry, out: Path | None = None) -> bool:
-    """Whether ``entry``'s folder (under ``out``) holds weights made by its present settings."""
+    """Whether ``entry``'s folder (under ``out``) holds weights made by its present settings and,
+    for a fine-tuned entry, from the weights its starting entry holds now (a record made before
+    starting weights were recorded counts as current)."""
     folder = entry_folder(entry, out)
     built = (folder / ckpt.WEIGHTS).is_file() and (folder / ckpt.META).is_file()
-    return built and _recorded_command(folder) == command_line(entry)
+    if not built or _recorded_command(folder) != command_line(entry):
+        return False
+    recorded = _record(folder).get("start_weights_sha256")
+    return recorded is None or recorded == start_weights_sha256(entry, out)
 
 
 def _test_figures(best: Path, entry: ZooEntry) -> dict[str, Any]:
@@ -119,6 +143,7 @@ def export_entry(entry: ZooEntry, run_dir: Path, train_seconds: float, out: Path
         "entry": entry.name,
         "label": entry.label,
         "command": command_line(entry),
+        "start_weights_sha256": start_weights_sha256(entry, out),
         "seed": entry.seed,
         "data": entry.data,
         "bioattn_version": __version__,
