@@ -171,12 +171,12 @@ def meta_of_config(config: dict[str, Any]) -> dict[str, Any]:
             "mean": pretrained_cfg.get("mean"), "std": pretrained_cfg.get("std"), **(config.get("bioattn") or {})}
 
 
-def write_checkpoint_files(folder: Path, model: nn.Module, meta: dict[str, Any], tag: str | None = None) -> None:
+def write_checkpoint_files(folder: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     """Write weights and metadata (``config.json``, :func:`timm_config`) into an existing
     (temporary) directory."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
-    write_meta(folder, meta, tag)
+    write_meta(folder, meta)
 
 
 def write_meta(folder: Path, meta: dict[str, Any], tag: str | None = None) -> None:

@@ -15,6 +15,7 @@ A leaf module (standard library only), shared by checkpoints, the data cache, re
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
@@ -90,6 +91,15 @@ def _existing_not_a_link(path: Path, what: str) -> os.stat_result | None:
         raise BioattnError(f"{what} {path} is a symbolic link: bioattn does not replace links "
                            "(give the path it points to, or another name)")
     return st
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read a megabyte at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def check_output_file(path: str | Path, what: str = "output") -> Path:

@@ -34,12 +34,14 @@ from . import checkpoint as ckpt
 from .config import TrainConfig, flag_of
 from .data.embedded import cache_root
 from .errors import BioattnError
-from .evaluate.saved import evaluate_checkpoint, file_sha256
-from .fileio import atomic_dir
+from .evaluate.saved import evaluate_checkpoint
+from .fileio import atomic_dir, file_sha256
 from .train import train, train_or_reuse
 from .zoo import ZOO, ZOO_DIR, ZooEntry, find_entry
 
 TRAIN_RECORD = "train.json"
+
+
 def default_out() -> Path:
     """Where entry folders go unless told: the package's zoo folder when the package runs from a
     source checkout, else nowhere (a :class:`BioattnError` asks for a folder)."""
@@ -91,10 +93,6 @@ def _record(folder: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
-def _recorded_command(folder: Path) -> str | None:
-    return _record(folder).get("command")
-
-
 def _start_entry(entry: ZooEntry) -> ZooEntry | None:
     """The zoo entry a fine-tuned entry starts from (``init="zoo:<entry>"``), or None."""
     init = str(entry.settings.get("init") or "")
@@ -115,9 +113,10 @@ def is_current(entry: ZooEntry, out: Path | None = None) -> bool:
     starting weights were recorded counts as current)."""
     folder = entry_folder(entry, out)
     built = (folder / ckpt.WEIGHTS).is_file() and (folder / ckpt.META).is_file()
-    if not built or _recorded_command(folder) != command_line(entry):
+    record = _record(folder) if built else {}
+    if record.get("command") != command_line(entry):
         return False
-    recorded = _record(folder).get("start_weights_sha256")
+    recorded = record.get("start_weights_sha256")
     return recorded is None or recorded == start_weights_sha256(entry, out)
 
 

@@ -7,7 +7,6 @@ calls.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,21 +19,13 @@ from ..config import PRESETS, SuiteSettings, suite_settings, task_of_data
 from ..data import is_embedded
 from ..data.embedded import EmbeddedSpec
 from ..errors import BioattnError
-from ..fileio import check_output_file, refuse_input_as_output, refuse_output_inside
+from ..fileio import check_output_file, file_sha256, refuse_input_as_output, refuse_output_inside
 from ..models.inputs import InputConfig
 from ..specs import data_folders
 from ..tasks.registry import task_of_model
 from .glimpses import scan_paths_path
 from .report import write_report, write_results
 from .suites import DATA_SUITES, parse_suites, run_suites
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def checkpoint_sha256(checkpoint: str | Path | None) -> str | None:
