@@ -28,6 +28,7 @@ from ..data.subsets import base_dataset, spread_indices, spread_subset
 from ..distributed import resolve_device
 from ..errors import BioattnError
 from ..models import data_config
+from ..models.inputs import InputConfig
 from ..progress import progress_bar
 from ..protocol import Glimpsing, has_readouts, unwrap
 from ..tasks.base import Task
@@ -76,7 +77,7 @@ def parse_suites(suites: str | Sequence[str]) -> list[str]:
     return out
 
 
-def pretrained_value(model: nn.Module, key: str):
+def _pretrained(model: nn.Module, key: str):
     """``key`` of the model's timm data configuration (None for a model without a
     ``pretrained_cfg``)."""
     inner = unwrap(model)
@@ -100,8 +101,8 @@ def _resolve_norm_stats(model: nn.Module, data, mean, std, need: str) -> tuple[l
     if std is None and data is not None:
         std = stats(getattr(data, "std", None))
     if (mean is None or std is None) and need == "model":
-        mean = mean or stats(pretrained_value(model, "mean"))
-        std = std or stats(pretrained_value(model, "std"))
+        mean = mean or stats(_pretrained(model, "mean"))
+        std = std or stats(_pretrained(model, "std"))
     if mean is None or std is None:
         raise BioattnError(
             "the normalisation (mean and std) of the data is needed for this suite: pass mean= and std="
@@ -109,9 +110,9 @@ def _resolve_norm_stats(model: nn.Module, data, mean, std, need: str) -> tuple[l
     return mean, std
 
 
-def resolve_img_size(model: nn.Module, img_size: int | None) -> int:
-    """``img_size`` if given, else the input size of the model's timm data configuration."""
-    return int(img_size) if img_size is not None else int(data_config(unwrap(model))["input_size"][-1])
+def _img_size(model: nn.Module, img_size: int | None) -> int:
+    """``img_size`` if given, else the model's own input size (:meth:`InputConfig.resolve`)."""
+    return InputConfig.resolve(unwrap(model), img_size=img_size).img_size
 
 
 def _model_info(model: nn.Module) -> dict:
@@ -266,7 +267,7 @@ class _Context:
 
     def segmentation_window(self) -> dict:
         s = self.settings
-        crop = s.slide_crop or resolve_img_size(self.model, self.img_size)
+        crop = s.slide_crop or _img_size(self.model, self.img_size)
         return {"mode": s.inference, "crop": crop, "stride": s.slide_stride}
 
     def pixels(self, need: str = "data") -> Pixels:
@@ -380,7 +381,7 @@ def _run_imagenet_c(ctx: _Context, suite: str) -> dict:
         raise BioattnError("the imagenet-c suite needs the ImageNet-C folder (--imagenet-c DIR)")
     require_imagenet_model(ctx.model, suite, ctx.classes)
     pixels = ctx.pixels(need="model")
-    size = resolve_img_size(ctx.model, ctx.img_size)
+    size = _img_size(ctx.model, ctx.img_size)
     sets = imagenet_c_datasets(s.imagenet_c, size, pixels.mean_list, pixels.std_list,
                                s.corruptions or CORRUPTIONS, s.severities or SEVERITIES,
                                skip_bad_images=s.skip_bad_images)
@@ -406,7 +407,7 @@ def _run_imagenet_folder(ctx: _Context, suite: str) -> dict:
         raise BioattnError(f"the {suite} suite needs its folder (--{suite} DIR)")
     require_imagenet_model(ctx.model, suite, ctx.classes)
     pixels = ctx.pixels(need="model")
-    size = resolve_img_size(ctx.model, ctx.img_size)
+    size = _img_size(ctx.model, ctx.img_size)
     dataset = wnid_folder(root, eval_transform(size, pixels.mean_list, pixels.std_list, resize=True),
                           skip_bad_images=s.skip_bad_images)
     indices = imagenet_subset_indices(suite)
@@ -500,7 +501,7 @@ def _run_fixations(ctx: _Context, suite: str) -> dict:
         raise BioattnError("the fixations suite needs a fixation data set folder (--fixations DIR)")
 
     pixels = ctx.pixels(need="model")
-    size = resolve_img_size(ctx.model, ctx.img_size)
+    size = _img_size(ctx.model, ctx.img_size)
     n = len(load_fixation_dataset(s.fixations))
     n = n if s.limit is None else min(n, s.limit)
     with _images_bar(ctx, suite, n) as advance:
