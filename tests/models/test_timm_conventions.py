@@ -263,8 +263,8 @@ def test_model_default_cfgs_non_std(name):
     _classifier_and_first_conv_are_named(state_dict, cfg)
 
 
-FEATURE_MODELS = ["vit_micro_patch8_64", "absvit_micro_patch8_64", "rvt_micro", "deit_tiny_patch16_224_vars_d",
-                  "gfnet_micro", "gfnet_h_micro"]
+FEATURE_MODELS = ["vit_micro_patch8_64", "absvit_micro_patch8_64", "rvt_micro", "rvt_small",
+                  "deit_tiny_patch16_224_vars_d", "gfnet_micro", "gfnet_h_micro"]
 
 
 @pytest.mark.parametrize("name", FEATURE_MODELS)
@@ -487,7 +487,7 @@ def test_absvit_intermediates_of_both_passes():
         model.prune_intermediate_layers(2)
 
 
-@pytest.mark.parametrize("name", ["vit_micro_patch8_64", "rvt_tiny", "deit_tiny_patch16_224_vars_d"])
+@pytest.mark.parametrize("name", ["vit_micro_patch8_64", "rvt_tiny", "rvt_small", "deit_tiny_patch16_224_vars_d"])
 def test_prune_intermediate_layers(name):
     model = build(name).eval()
     x = images(name, 1)

@@ -218,6 +218,27 @@ def test_auxiliary_head_reads_the_last_level_and_outputs_match_the_input_size():
     torch.testing.assert_close(levels[-1], normed)
 
 
+def test_an_isotropic_rvt_gives_four_block_levels_as_a_vit():
+    """RVT-S has one stage of blocks, so the segmenter reads it as a plain ViT: 4 evenly spaced
+    blocks, all at the stem's stride."""
+    torch.manual_seed(0)
+    model = create_model("upernet_rvt_small", depth=[8], img_size=64, num_classes=3).eval()
+    assert model.indices == [1, 3, 5, 7] and model.in_channels == [384] * 4
+    with torch.no_grad():
+        levels = model.forward_levels(torch.randn(1, 3, 64, 64))
+    assert [tuple(lv.shape[-2:]) for lv in levels] == [(4, 4)] * 4
+
+
+def test_a_zoo_segmenter_loads_under_its_plain_name():
+    """``<name>`` means ``<name>.<default tag>`` (timm's rule), head widths of the zoo entry
+    included."""
+    plain = timm.create_model("upernet_rvt_micro", pretrained=True).eval()
+    tagged = timm.create_model("upernet_rvt_micro.embedded", pretrained=True).eval()
+    assert plain.decode_head.decoder.psp.blocks[0][1][0].out_channels == 128
+    for a, b in zip(plain.state_dict().values(), tagged.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 # ------------------------------------------------------------------------------------------
 # registrations
 # ------------------------------------------------------------------------------------------

@@ -357,6 +357,49 @@ def test_registered_with_timm():
         timm.create_model("rvt_tiny", pretrained=True)
 
 
+def test_units_are_blocks_of_an_isotropic_rvt_and_stages_of_a_hierarchical_one():
+    """As timm's ViT (blocks) and PiT (stages): RVT-S's one stage gives a map per block, the
+    last 3 by default under ``features_only``; RVT-Ti's two stages give a map per stage."""
+    torch.manual_seed(0)
+    small = timm.create_model("rvt_small", depth=[4], img_size=64).eval()
+    assert [i["module"] for i in small.feature_info] == [f"transformers.0.blocks.{i}" for i in range(4)]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        final, maps = small.forward_intermediates(x)
+        by_hand, h = [], small.pos_drop(small.patch_embed(x))
+        tokens = h.flatten(2).transpose(1, 2)
+        for blk in small.transformers[0].blocks:
+            tokens = blk(tokens, (4, 4))
+            by_hand.append(tokens.transpose(1, 2).reshape(1, -1, 4, 4))
+        early = small.forward_intermediates(x, indices=[1], stop_early=True)
+        torch.manual_seed(0)
+        features = timm.create_model("rvt_small", depth=[4], img_size=64, features_only=True).eval()
+        assert features.feature_info.module_name() == [f"transformers.0.blocks.{i}" for i in (1, 2, 3)]
+        for got, want in zip(features(x), by_hand[1:]):
+            torch.testing.assert_close(got, want)
+    assert len(maps) == 4
+    for got, want in zip(maps, by_hand):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(final, small.forward_features(x))
+    torch.testing.assert_close(early[0], by_hand[1])
+    torch.testing.assert_close(early[1][0], by_hand[1])
+    tiny = timm.create_model("rvt_tiny", depth=[2, 1], img_size=64, features_only=True)
+    assert tiny.feature_info.module_name() == ["transformers.0", "transformers.1"]
+    assert tiny.feature_info.reduction() == [16, 32]
+
+
+def test_pruning_an_isotropic_rvt_keeps_the_blocks_asked_for():
+    torch.manual_seed(0)
+    model = timm.create_model("rvt_small", depth=[4], img_size=64).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        full = model.forward_intermediates(x, indices=[1], intermediates_only=True)[0]
+        assert model.prune_intermediate_layers([1]) == [1]
+        pruned = model.forward_intermediates(x, indices=[1], intermediates_only=True)[0]
+    assert len(model.transformers[0].blocks) == 2 and len(model.feature_info) == 2
+    torch.testing.assert_close(pruned, full)
+
+
 def test_plus_models_mask_the_first_blocks():
     with torch.device("meta"):
         model = timm.create_model("rvt_small_plus")

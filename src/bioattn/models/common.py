@@ -79,8 +79,12 @@ def zoo_cfgs(name: str, cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def zoo_model_args(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` with the constructor arguments of the zoo entry that ``name`` and the tag in
     ``kwargs['pretrained_cfg']`` name filled in where ``kwargs`` leaves them unset (a segmenter's
-    head widths, for example), so ``<name>.<tag>`` builds the network its weights were trained in."""
+    head widths, for example), so ``<name>.<tag>`` builds the network its weights were trained in.
+    Without a tag, the name's default tag (timm's rule), so ``<name>`` and ``<name>.<default
+    tag>`` are one network."""
     tag = kwargs.get("pretrained_cfg")
+    if tag is None:
+        tag = getattr(resolve_pretrained_cfg(name), "tag", None)
     entry = entry_of_weights(name, tag) if isinstance(tag, str) else None
     return dict(entry.model_args, **kwargs) if entry is not None else kwargs
 
@@ -173,15 +177,15 @@ def take_indices(model: nn.Module, num_blocks: int, indices: int | Sequence[int]
     return take, max(take)
 
 
-def prune_stages(model: nn.Module, num_stages: int, indices: int | Sequence[int], prune_norm: bool,
-                 prune_head: bool, cut: Callable[[int], None]) -> list[int]:
-    """timm's ``prune_intermediate_layers`` for a model of stages: ``cut(last)`` keeps the
-    model's own stage lists up to stage ``last``, the last one ``indices`` asks for; the feature
-    information follows, and the final norm (sized for the last stage) goes with a dropped stage.
-    Drops the norm with ``prune_norm`` and the classifier with ``prune_head``; returns the stage
-    indices taken."""
-    take, last = take_indices(model, num_stages, indices)
-    if last + 1 < num_stages:
+def prune_units(model: nn.Module, num_units: int, indices: int | Sequence[int], prune_norm: bool,
+                prune_head: bool, cut: Callable[[int], None]) -> list[int]:
+    """timm's ``prune_intermediate_layers`` for a model whose ``feature_info`` lists its units
+    (blocks or stages): ``cut(last)`` keeps the model's own module lists up to unit ``last``, the
+    last one ``indices`` asks for; the feature information follows, and the final norm (sized
+    for the last unit) goes with a dropped unit. Drops the norm with ``prune_norm`` and the
+    classifier with ``prune_head``; returns the unit indices taken."""
+    take, last = take_indices(model, num_units, indices)
+    if last + 1 < num_units:
         cut(last)
         model.feature_info = model.feature_info[: last + 1]
         model.num_features = model.head_hidden_size = model.embed_dim = model.feature_info[-1]["num_chs"]

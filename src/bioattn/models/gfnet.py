@@ -95,7 +95,7 @@ from .common import (
     image_pair,
     init_linear_and_norm,
     model_cfg,
-    prune_stages,
+    prune_units,
     take_indices,
     unwrap_state_dict,
     zoo_cfgs,
@@ -585,7 +585,7 @@ class GFNetPyramid(_GFNetBase):
             self.blocks = self.blocks[: last + 1]
             self.patch_embed = self.patch_embed[: last + 1]
 
-        return prune_stages(self, len(self.blocks), indices, prune_norm, prune_head, cut)
+        return prune_units(self, len(self.blocks), indices, prune_norm, prune_head, cut)
 
 
 # ------------------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ State-dict keys follow the authors' released checkpoints, so those ``.pth`` file
 ``strict=True``: ``timm.create_model("rvt_small", attention="vars_d", pretrained=True,
 pretrained_cfg_overlay=dict(file="vars_d_small.pth"))`` or ``bioattn.checkpoint.load_weights``
 (the checkpoint filter, :func:`~bioattn.models.common.checkpoint_filter_fn`, unwraps the
-``model`` entry). ``features_only=True`` gives the stage outputs (``out_indices``, default every
-stage) from ``forward_intermediates``.
+``model`` entry). ``features_only=True`` gives unit outputs from ``forward_intermediates``, as
+timm's models of each kind do: the last 3 blocks of an isotropic RVT (RVT-S, RVT-B: one stage),
+every stage of a hierarchical one (RVT-Ti) (``out_indices`` chooses others).
 
 Attention maps (``model.attention_maps(x)``) are those of the chosen attention
 (:mod:`bioattn.models.vars`: one map per ISTA iteration for ``vars_*``, the attention each token
@@ -35,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
@@ -54,7 +55,7 @@ from .common import (
     image_pair,
     init_linear_and_norm,
     model_cfg,
-    prune_stages,
+    prune_units,
     take_indices,
     zoo_cfgs,
 )
@@ -217,18 +218,29 @@ class Stage(nn.Module):
         self.grid = grid
         self.grad_checkpointing = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_blocks(self, x: torch.Tensor, take: Collection[int] = (),
+                       stop: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The map after the first ``stop`` blocks (None: all) and the maps after each block in
+        ``take``."""
         B, C, H, W = x.shape
         grid = (H, W)
         x = x.flatten(2).transpose(1, 2)
         use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
-        for blk in self.blocks:
+        taken = []
+        for i, blk in enumerate(self.blocks):
+            if stop is not None and i >= stop:
+                break
             if use_checkpoint:
                 x = checkpoint(blk, x, grid, use_reentrant=False,
                                context_fn=functools.partial(_recompute_contexts, blk))
             else:
                 x = blk(x, grid)
-        return x.transpose(1, 2).reshape(B, C, H, W)
+            if i in take:
+                taken.append(x.transpose(1, 2).reshape(B, C, H, W))
+        return x.transpose(1, 2).reshape(B, C, H, W), taken
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_blocks(x)[0]
 
 
 class RVT(nn.Module):
@@ -247,7 +259,9 @@ class RVT(nn.Module):
 
     ``global_pool='avg'`` averages the token grid before the norm and the classifier; ``''``
     keeps the grid: ``forward_head`` then normalises and classifies every token, giving
-    ``(B, K, H, W)`` maps. ``forward_intermediates`` returns each stage's output.
+    ``(B, K, H, W)`` maps. ``forward_intermediates`` returns the outputs of units, as timm's
+    models of each kind do: the blocks of an isotropic RVT (one stage: RVT-S, RVT-B, as a ViT's
+    blocks), the stages of a hierarchical one (RVT-Ti, as PiT's stages).
     """
 
     def __init__(self, img_size: int | Sequence[int] = 224, base_dims: Sequence[int] = (32, 32),
@@ -316,11 +330,13 @@ class RVT(nn.Module):
             if s < len(dims) - 1:
                 self.pools.append(HeadPooling(dim, dims[s + 1]))
                 grid = ((grid[0] + 1) // 2, (grid[1] + 1) // 2)
-        reduction = stem_stride
-        self.feature_info = []
-        for s, dim in enumerate(dims):
-            self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f"transformers.{s}"))
-            reduction *= 2
+        self.isotropic = len(dims) == 1
+        if self.isotropic:
+            self.feature_info = [dict(num_chs=dims[0], reduction=stem_stride, module=f"transformers.0.blocks.{i}")
+                                 for i in range(depth[0])]
+        else:
+            self.feature_info = [dict(num_chs=dim, reduction=stem_stride * 2 ** s, module=f"transformers.{s}")
+                                 for s, dim in enumerate(dims)]
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
@@ -411,38 +427,44 @@ class RVT(nn.Module):
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
     ):
-        """timm's ``forward_intermediates`` over the stages: the output of each stage in
-        ``indices`` (None: all, an int n: the last n) as ``(B, C, H, W)`` maps, before the pooling
-        to the next stage. ``norm`` applies the final norm to the last stage's output. Returns the
-        last stage's output and the list (only the list with ``intermediates_only``)."""
+        """timm's ``forward_intermediates`` over the units (``feature_info``: blocks of an
+        isotropic RVT, stages of a hierarchical one): the output of each unit in ``indices``
+        (None: all, an int n: the last n) as ``(B, C, H, W)`` maps, a stage's before the pooling
+        to the next. ``norm`` applies the final norm to the last unit's output. Returns the last
+        unit's output and the list (only the list with ``intermediates_only``)."""
         check_output_fmt(output_fmt, ("NCHW",))
-        take, last = take_indices(self, len(self.transformers), indices)
+        n_units = len(self.feature_info)
+        take, last = take_indices(self, n_units, indices)
         self._check_input(x)
         x = self.pos_drop(self.patch_embed(x))
-        intermediates = []
-        n_stages = len(self.transformers)
-        stop = last + 1 if stop_early else n_stages
-        for s in range(stop):
-            x = self.transformers[s](x)
-            if s in take:
-                out = x
-                if norm and s == n_stages - 1 and not isinstance(self.norm, nn.Identity):
-                    out = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-                intermediates.append(out)
-            if s < len(self.pools) and s < stop - 1:
-                x = self.pools[s](x)
+        stop = last + 1 if stop_early else n_units
+        if self.isotropic:
+            x, intermediates = self.transformers[0].forward_blocks(x, take, stop)
+        else:
+            intermediates = []
+            for s in range(stop):
+                x = self.transformers[s](x)
+                if s in take:
+                    intermediates.append(x)
+                if s < len(self.pools) and s < stop - 1:
+                    x = self.pools[s](x)
+        if norm and n_units - 1 in take and not isinstance(self.norm, nn.Identity):
+            intermediates[-1] = self.norm(intermediates[-1].permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         if intermediates_only:
             return intermediates
         return x, intermediates
 
     def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
-        """Drop the stages after the last one ``indices`` asks for (and the norm and head)."""
+        """Drop the units after the last one ``indices`` asks for (and the norm and head)."""
         def cut(last: int) -> None:
-            self.transformers = self.transformers[: last + 1]
-            self.pools = self.pools[:last]
+            if self.isotropic:
+                self.transformers[0].blocks = self.transformers[0].blocks[: last + 1]
+            else:
+                self.transformers = self.transformers[: last + 1]
+                self.pools = self.pools[:last]
 
-        return prune_stages(self, len(self.transformers), indices, prune_norm, prune_head, cut)
+        return prune_units(self, len(self.feature_info), indices, prune_norm, prune_head, cut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -546,8 +568,10 @@ def _create_rvt(variant: str, pretrained: bool = False, **kwargs: Any) -> RVT:
         size = image_pair(args.get("img_size", 224))
         overlay.setdefault("input_size", (args.get("in_chans", 3), *size))
         args["pretrained_cfg_overlay"] = overlay
-    stages = len(args["depth"])
-    feature_cfg = dict(out_indices=args.pop("out_indices", tuple(range(stages))), feature_cls="getter")
+    # features_only: every stage of a hierarchical RVT, the last 3 blocks of an isotropic one
+    depth = args["depth"]
+    units = tuple(range(len(depth))) if len(depth) > 1 else min(3, depth[0])
+    feature_cfg = dict(out_indices=args.pop("out_indices", units), feature_cls="getter")
     return build_model_with_cfg(RVT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
                                 feature_cfg=feature_cfg, **args)
 

@@ -29,9 +29,8 @@ BatchNorm at identity) and the classifiers from N(0, 0.01). ``tests/models/test_
 checks the decoder against a direct transcription of ``UPerHead``'s forward on the same
 weights, and the AbSViT backbone's features against the authors' segmentation backbone.
 
-Backbones whose units are stages (RVT, the hierarchical GFNet) give one level per stage at the
-stage's own stride (RVT-S has one stage, hence one level: the pyramid pooling and the fused
-bottleneck on it). The heads' BatchNorms need at least 2 images per batch in training (the
+Backbones whose units are stages (the hierarchical RVT-Ti and GFNet) give one level per stage
+at the stage's own stride; the isotropic RVT-S is read as a ViT (4 evenly spaced blocks). The heads' BatchNorms need at least 2 images per batch in training (the
 1x1 pooled map), as in mmsegmentation; the trainer turns them into SyncBatchNorm under DDP.
 An AbSViT backbone's variational loss is left out of the objective unless ``var_loss=True``:
 the authors' segmentation backbone returns features only and trains its decoders through the
@@ -680,8 +679,8 @@ def upernet_rvt_tiny(pretrained: bool = False, **kwargs: Any) -> UperNetSegmente
 
 @register_model
 def upernet_rvt_small(pretrained: bool = False, **kwargs: Any) -> UperNetSegmenter:
-    """UperNet on RVT-S at 512x512: one stage, so one level (pyramid pooling and the fused
-    bottleneck on it)."""
+    """UperNet on RVT-S at 512x512: one stage of 12 blocks, read as a ViT's (levels after blocks
+    3, 6, 9, 12, all at stride 16)."""
     return _create("rvt_small", pretrained, kwargs)
 
 
