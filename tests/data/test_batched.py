@@ -26,7 +26,6 @@ from bioattn.data.batched import (
     random_resized_crop_boxes,
     segment_batch,
 )
-from bioattn.data.coco import build_multilabel_dataset
 from bioattn.data.segmentation import SegmentationTransform, build_segmentation_dataset, embedded_label_map
 from bioattn.data.stats import EMBEDDED_MEAN, EMBEDDED_STD
 from bioattn.data.subsets import spread_subset
@@ -83,8 +82,8 @@ def test_subsets_domains_multilabel_and_label_maps_are_gathered_through_their_wr
         torch.testing.assert_close(augment_batch(images[row:row + 1], _plain(), _gen())[0], x, rtol=0, atol=1e-6)
         assert int(targets[row]) == y
 
-    multi = build_multilabel_dataset("embedded:multi,size=32,train=16,val=8,test=8", "train",
-                                     mean=EMBEDDED_MEAN, std=EMBEDDED_STD)
+    multi = build_dataset("embedded:multi,size=32,train=16,val=8,test=8", "train",
+                          mean=EMBEDDED_MEAN, std=EMBEDDED_STD)
     source = in_memory_source(multi)
     _, targets = source.batch([2, 5])
     assert torch.equal(targets, torch.stack([multi[2][1], multi[5][1]]))

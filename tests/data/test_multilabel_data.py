@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bioattn.data import Augmentation
-from bioattn.data.coco import COCOMultiLabel, build_multilabel_dataset
+from bioattn.data import Augmentation, build_dataset
+from bioattn.data.coco import COCOMultiLabel
 from bioattn.data.embedded import EmbeddedMultiLabel
 from bioattn.errors import BioattnError
 
@@ -159,22 +159,27 @@ def test_pycocotools_progress_is_silenced(coco, capsys):
 
 
 # ------------------------------------------------------------------------------------------
-# build_multilabel_dataset
+# build_dataset on multi-label specs
 # ------------------------------------------------------------------------------------------
-def test_builder_refuses_specs_without_label_sets(tmp_path):
-    for spec in ("embedded", "embedded:pair", "embedded:seg", "/data/imagenet", "coco"):
-        with pytest.raises(BioattnError, match="not a multi-label data spec"):
-            build_multilabel_dataset(spec, "train", cache_dir=tmp_path)
+def test_the_one_builder_gives_multi_hot_targets_for_multi_label_specs_only(tmp_path):
+    single = build_dataset("embedded:size=32,train=12,val=6,test=6", "val", cache_dir=tmp_path)
+    multi = build_dataset("embedded:multi,size=32,train=12,val=6,test=6", "val", cache_dir=tmp_path)
+    assert isinstance(single[0][1], int) and not getattr(single, "multilabel", False)
+    assert multi[0][1].shape == (10,) and multi.multilabel
+    with pytest.raises(BioattnError, match="come with its annotations"):
+        build_dataset("embedded:multi,size=32,train=12,val=6,test=6", "val", classes=["a"], cache_dir=tmp_path)
+    with pytest.raises(BioattnError, match="class subset"):
+        build_dataset("coco:/somewhere", "val", img_size=32, subset=["person"])
 
 
 def test_build_coco(coco):
-    ds = build_multilabel_dataset(f"coco:{coco}", "val", img_size=32)
+    ds = build_dataset(f"coco:{coco}", "val", img_size=32)
     x, y = ds[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
     assert y.tolist() == [0.0, 1.0, 0.0]
-    test = build_multilabel_dataset(f"coco:{coco}", "test", img_size=32)    # COCO's test: its val
+    test = build_dataset(f"coco:{coco}", "test", img_size=32)    # COCO's test: its val
     assert test.image_ids == [9]
-    train = build_multilabel_dataset(f"coco:{coco}", "train", img_size=32, train=True,
+    train = build_dataset(f"coco:{coco}", "train", img_size=32, train=True,
                                      aug=Augmentation(hflip=0.5, re_prob=0.25))
     assert train[2][0].shape == (3, 32, 32) and train[2][1].tolist() == [1.0, 0.0, 1.0]
 
@@ -184,7 +189,7 @@ def test_coco_evaluation_keeps_the_whole_image(coco):
     image = np.zeros((16, 48, 3), np.uint8)
     image[:, :6] = 255                                  # a white band on the left
     Image.fromarray(image).save(coco / "val2017" / "000000000009.jpg")
-    x = build_multilabel_dataset(f"coco:{coco}", "val", img_size=32, mean=(0, 0, 0), std=(1, 1, 1))[0][0]
+    x = build_dataset(f"coco:{coco}", "val", img_size=32, mean=(0, 0, 0), std=(1, 1, 1))[0][0]
     assert x[:, :, :2].mean() > 0.8 and x[:, :, 8:].mean() < 0.1
 
 
@@ -196,41 +201,39 @@ def test_coco_training_crops_keep_half_the_image(coco):
         image = np.zeros((h, w, 3), np.uint8)
         image[h // 2 - 2:h // 2 + 2, w // 2 - 2:w // 2 + 2] = 255  # a white mark at the centre
         Image.fromarray(image).save(coco / "train2017" / name, quality=95)
-    ds = build_multilabel_dataset(f"coco:{coco}", "train", img_size=32, mean=(0, 0, 0), std=(1, 1, 1), train=True,
+    ds = build_dataset(f"coco:{coco}", "train", img_size=32, mean=(0, 0, 0), std=(1, 1, 1), train=True,
                                   aug=Augmentation())
     torch.manual_seed(0)
     for i in range(len(ds)):
         draws = [ds[i][0] for _ in range(25)]
         assert all(float(x.max()) > 0.5 for x in draws), "a crop lost the image's centre"
         assert any(not torch.allclose(draws[0], x) for x in draws[1:]), "the crops never vary"
-    whole = build_multilabel_dataset(f"coco:{coco}", "train", img_size=32, train=True,
+    whole = build_dataset(f"coco:{coco}", "train", img_size=32, train=True,
                                      aug=Augmentation(random_resized_crop=False, hflip=0.5))
     assert whole[2][0].shape == (3, 32, 32)
 
 
 def test_build_embedded_multi(tmp_path):
     spec = "embedded:multi,size=32,train=12,val=6,test=6,seed=2"
-    ds = build_multilabel_dataset(spec, "val", cache_dir=tmp_path)
+    ds = build_dataset(spec, "val", cache_dir=tmp_path)
     assert isinstance(ds, EmbeddedMultiLabel) and ds.num_classes == 10
     x, y = ds[0]
     assert x.shape == (3, 32, 32) and y.shape == (10,)
     labels = ds.arrays.labels[0]
     assert set(torch.nonzero(y).flatten().tolist()) == set(labels[labels >= 0].tolist())
-    bigger = build_multilabel_dataset(spec, "train", img_size=48, train=True,
+    bigger = build_dataset(spec, "train", img_size=48, train=True,
                                       aug=Augmentation(hflip=0.5, re_prob=1.0), cache_dir=tmp_path)
     assert bigger[0][0].shape == (3, 48, 48) and bigger.multilabel
-    plain = build_multilabel_dataset(spec, "train", cache_dir=tmp_path)
+    plain = build_dataset(spec, "train", cache_dir=tmp_path)
     np.testing.assert_array_equal(bigger.label_matrix, plain.label_matrix)
     torch.testing.assert_close(bigger[3][1], plain[3][1])
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("embedded:pair", "not a multi-label data spec: 'embedded:pair'"),
-    ("/data/imagenet", "not a multi-label data spec"),
     ("coco:", "'coco:' needs the COCO folder"),
     ("coco:/no/such/coco", "COCO folder not found: /no/such/coco"),
     ("embedded:multi,pair", "'multi' and 'pair' exclude each other"),
 ])
 def test_build_errors(spec, message, tmp_path):
     with pytest.raises(BioattnError, match=message):
-        build_multilabel_dataset(spec, "val", cache_dir=tmp_path)
+        build_dataset(spec, "val", img_size=32, cache_dir=tmp_path)

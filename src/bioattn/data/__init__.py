@@ -1,10 +1,12 @@
-"""Data sets: the embedded cluttered-shapes set and ImageNet-style folders.
+"""Data sets: the embedded cluttered-shapes set, ImageNet-style folders and multi-label sets.
 
-``build_dataset(spec, split, ...)`` is the one entry point. ``spec`` is ``embedded``,
-``embedded:pair`` or ``embedded:<options>`` (see :class:`bioattn.data.embedded.EmbeddedSpec`),
-a domain spec ``domains:train=...,root=...`` (one leave-one-domain-out split, see
-:mod:`bioattn.data.domains`), or the path of a folder holding ``train/`` and ``val/`` class
-folders.
+``build_dataset(spec, split, ...)`` is the one entry point of classification data, one class
+or several per image. ``spec`` is ``embedded``, ``embedded:pair`` or ``embedded:<options>``
+(see :class:`bioattn.data.embedded.EmbeddedSpec`), a domain spec ``domains:train=...,root=...``
+(one leave-one-domain-out split, see :mod:`bioattn.data.domains`), the path of a folder holding
+``train/`` and ``val/`` class folders, or a multi-label spec, ``coco:ROOT`` or
+``embedded:multi[,options]`` (:mod:`bioattn.data.coco`). Segmentation data, with its own
+transforms, comes from :func:`bioattn.data.segmentation.build_segmentation_dataset`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from ..errors import BioattnError
+from ..tasks.spec import MULTILABEL
+from .coco import COCOMultiLabel, coco_root, coco_transform
 from .domains import DomainSpec, build_domain_dataset, is_domain_spec
-from .embedded import EmbeddedDataset, EmbeddedSpec, is_embedded, load_embedded
+from .embedded import EmbeddedDataset, EmbeddedMultiLabel, EmbeddedSpec, is_embedded, load_embedded
 from .folders import ImageFolderDataset
 from .stats import IMAGENET_MEAN, IMAGENET_STD
 from .transforms import Augmentation, MapImages, embedded_uint8_transform, folder_transform
@@ -40,24 +44,26 @@ def build_dataset(
     ``train=True`` applies the training augmentation ``aug``. The result has ``classes`` and
     ``num_classes``; embedded sets also expose their raw ``arrays`` (images, masks, boxes).
     ``classes`` fixes the label order of a folder's classes; ``subset`` (a class list, see
-    :func:`bioattn.data.folders.read_class_list`) restricts a folder to those classes.
+    :func:`bioattn.data.folders.read_class_list`) restricts a folder to those classes;
+    ``crop_pct`` is the centre crop of a folder's evaluation images. A multi-label set gives
+    multi-hot float targets (K,) and has ``label_matrix`` (N, K) and ``multilabel = True``.
     """
-    if subset is not None and (is_embedded(spec) or is_domain_spec(spec)):
+    multilabel = MULTILABEL.holds(spec)
+    if subset is not None and (is_embedded(spec) or is_domain_spec(spec) or multilabel):
         raise BioattnError(f"a class subset selects class folders of an image folder; '{spec}' is not one")
+    if multilabel and classes is not None:
+        raise BioattnError(f"the classes of multi-label data '{spec}' come with its annotations: leave classes unset")
     if is_embedded(spec):
-        emb = EmbeddedSpec.parse(spec)
-        arrays = load_embedded(emb, split, cache_dir=cache_dir)
-        size = img_size or emb.size
-        transform = embedded_uint8_transform(size, emb.size, train, aug)
-        ds: Dataset = EmbeddedDataset(arrays, mean=mean, std=std, transform=transform)
-        ds.classes = list(arrays.class_names)
-        ds.num_classes = len(ds.classes)
-        if train and aug is not None and aug.re_prob > 0:
-            # deferred: timm and torchvision load in seconds; reading the embedded data needs neither
-            from timm.data.random_erasing import RandomErasing
-
-            ds = MapImages(ds, RandomErasing(aug.re_prob, mode=aug.re_mode, max_count=aug.re_count, device="cpu"))
-        return ds
+        ds = _embedded_dataset(spec, split, img_size, mean, std, train, aug, cache_dir, multilabel)
+        if not multilabel:
+            ds.classes = list(ds.arrays.class_names)
+            ds.num_classes = len(ds.classes)
+        return _with_random_erasing(ds, aug if train else None)
+    if multilabel:
+        # the whole image resized (no centre crop, which could cut objects off)
+        root = coco_root(spec)
+        transform = coco_transform(_folder_size(img_size, spec), mean, std, train, aug)
+        return COCOMultiLabel(root, "val" if split == "test" else split, transform=transform)
 
     if is_domain_spec(spec):
         def one_embedded_domain(domain_spec: str, part_split: str) -> Dataset:
@@ -83,6 +89,25 @@ def build_dataset(
     transform = folder_transform(_folder_size(img_size, spec), mean, std, train, aug, crop_pct)
     return ImageFolderDataset(split_dir, transform=transform, classes=classes, skip_bad_images=skip_bad_images,
                               subset=subset)
+
+
+def _embedded_dataset(spec: str, split: str, img_size: int | None, mean, std, train: bool,
+                      aug: Augmentation | None, cache_dir, multilabel: bool) -> EmbeddedDataset:
+    emb = EmbeddedSpec.parse(spec)
+    arrays = load_embedded(emb, split, cache_dir=cache_dir)
+    transform = embedded_uint8_transform(img_size or emb.size, emb.size, train, aug)
+    cls = EmbeddedMultiLabel if multilabel else EmbeddedDataset
+    return cls(arrays, mean=mean, std=std, transform=transform)
+
+
+def _with_random_erasing(ds: Dataset, aug: Augmentation | None) -> Dataset:
+    """``ds`` with timm's random erasing after its transform, where ``aug`` asks for it."""
+    if aug is None or aug.re_prob <= 0:
+        return ds
+    # deferred: timm and torchvision load in seconds; reading the embedded data needs neither
+    from timm.data.random_erasing import RandomErasing
+
+    return MapImages(ds, RandomErasing(aug.re_prob, mode=aug.re_mode, max_count=aug.re_count, device="cpu"))
 
 
 def _folder_size(img_size: int | None, spec: str) -> int:

@@ -13,9 +13,10 @@ them (``keep_empty=False`` drops them). Each image's objects (class, box, area, 
 kept too (:meth:`COCOMultiLabel.objects`, :meth:`COCOMultiLabel.object_masks`), for the share
 of fixations landing on objects (:func:`bioattn.evaluate.multilabel.fixations_on_objects`).
 
-:func:`build_multilabel_dataset` builds either from a data spec: ``coco:ROOT``, or an embedded
-spec with ``multi`` (``embedded:multi[,options]``, see :class:`bioattn.data.embedded.EmbeddedSpec`),
-whose images hold one to three objects of distinct classes.
+:func:`bioattn.data.build_dataset` builds either from a data spec: ``coco:ROOT`` (``test``
+reads ``val``, as COCO's test images have no public annotations), or an embedded spec with
+``multi`` (``embedded:multi[,options]``, see :class:`bioattn.data.embedded.EmbeddedSpec`), whose
+images hold one to three objects of distinct classes.
 
 Augmentation must not remove objects, since a cropped-away object leaves a wrong positive in
 the target: COCO training images are randomly resized and cropped keeping at least half of the
@@ -42,12 +43,9 @@ from torch.utils.data import Dataset
 
 from ..errors import BioattnError
 from ..images import open_rgb
-from ..tasks.spec import MULTILABEL
-from .embedded import EmbeddedMultiLabel, EmbeddedSpec, is_embedded, load_embedded
-from .stats import IMAGENET_MEAN, IMAGENET_STD
-from .transforms import Augmentation, MapImages, embedded_uint8_transform
+from .transforms import Augmentation
 
-__all__ = ["COCO_SPLITS", "COCOMultiLabel", "build_multilabel_dataset"]
+__all__ = ["COCO_SPLITS", "COCOMultiLabel", "coco_root", "coco_transform"]
 
 COCO_SPLITS: tuple[str, ...] = ("train", "val")
 _TRAIN_CROP_SCALE = (0.5, 1.0)   # share of the image area a training crop keeps
@@ -192,7 +190,7 @@ class COCOMultiLabel(Dataset):
             return np.stack([self.coco.annToMask(a).astype(bool) for a in anns])
 
 
-def _coco_transform(size: int, mean, std, train: bool, aug: Augmentation | None) -> Callable:
+def coco_transform(size: int, mean, std, train: bool, aug: Augmentation | None) -> Callable:
     """timm's transforms of COCO images: training crops that keep at least half the image, or
     the whole image resized to ``size`` x ``size`` (see the module's notes)."""
     # deferred: timm and torchvision load in seconds; reading the embedded data needs neither
@@ -213,49 +211,9 @@ def _coco_transform(size: int, mean, std, train: bool, aug: Augmentation | None)
     )
 
 
-def build_multilabel_dataset(
-    spec: str,
-    split: str,
-    img_size: int | None = None,
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    train: bool = False,
-    aug: Augmentation | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> Dataset:
-    """The ``split`` of multi-label data set ``spec`` as (normalised image, multi-hot float
-    target (K,)) pairs.
-
-    ``spec`` is ``coco:ROOT`` (splits ``train`` and ``val``; ``test`` reads ``val``, as COCO's
-    test images have no public annotations) or ``embedded:multi[,options]``. ``train=True``
-    applies the augmentation ``aug``. The result has ``classes``, ``num_classes``,
-    ``label_matrix`` (N, K) and ``multilabel = True``; embedded sets also expose their
-    ``arrays`` (images, masks, boxes, labels with -1 for absent objects).
-    """
-    if not isinstance(spec, str) or not MULTILABEL.holds(spec):
-        raise BioattnError(f"not a multi-label data spec: {spec!r} (expected 'coco:ROOT' or 'embedded:multi[,...]')")
-    spec = spec.strip()
-    if is_embedded(spec):
-        emb = EmbeddedSpec.parse(spec)
-        arrays = load_embedded(emb, split, cache_dir=cache_dir)
-        transform = embedded_uint8_transform(img_size or emb.size, emb.size, train, aug)
-        ds: Dataset = EmbeddedMultiLabel(arrays, mean=mean, std=std, transform=transform)
-        if train and aug is not None and aug.re_prob > 0:
-            # deferred: timm loads in seconds; reading the embedded data does not need it
-            from timm.data.random_erasing import RandomErasing
-
-            base = ds
-            ds = MapImages(base, RandomErasing(aug.re_prob, mode=aug.re_mode, max_count=aug.re_count, device="cpu"))
-            ds.label_matrix, ds.multilabel = base.label_matrix, True
-        return ds
-
-    root = spec[len("coco:"):].strip()
+def coco_root(spec: str) -> str:
+    """The COCO folder a ``coco:ROOT`` spec names."""
+    root = spec.strip()[len("coco:"):].strip()
     if not root:
         raise BioattnError("'coco:' needs the COCO folder: coco:ROOT (holding train2017/, val2017/, annotations/)")
-    if split == "test":
-        split = "val"
-    dataset = COCOMultiLabel(root, split, transform=None)
-    if img_size is None:
-        raise BioattnError(f"data set '{spec}' is read from image files: give the model's input size (img_size)")
-    dataset.transform = _coco_transform(img_size, mean, std, train, aug)
-    return dataset
+    return root

@@ -73,7 +73,7 @@ class MapImages(Dataset):
 
     def __init__(self, base: Dataset, fn: Callable) -> None:
         self.base, self.fn = base, fn
-        for attr in ("classes", "num_classes", "arrays"):
+        for attr in ("classes", "num_classes", "arrays", "label_matrix", "multilabel"):
             if hasattr(base, attr):
                 setattr(self, attr, getattr(base, attr))
 

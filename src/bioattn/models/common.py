@@ -76,14 +76,17 @@ def zoo_cfgs(name: str, cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
             for e in entries}
 
 
-def zoo_model_args(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+def zoo_model_args(name: str, kwargs: dict[str, Any], pretrained: bool = False) -> dict[str, Any]:
     """``kwargs`` with the constructor arguments of the zoo entry that ``name`` and the tag in
     ``kwargs['pretrained_cfg']`` name filled in where ``kwargs`` leaves them unset (a segmenter's
     head widths, for example), so ``<name>.<tag>`` builds the network its weights were trained in.
-    Without a tag, the name's default tag (timm's rule), so ``<name>`` and ``<name>.<default
-    tag>`` are one network."""
+    Loading the zoo's weights without a tag reads the name's default tag (timm's rule), so
+    ``<name>`` and ``<name>.<default tag>`` load the same network; without a tag, weights from
+    a file of the user's (``pretrained_cfg_overlay=dict(file=...)``) or no weights, the
+    registered architecture."""
     tag = kwargs.get("pretrained_cfg")
-    if tag is None:
+    own_file = (kwargs.get("pretrained_cfg_overlay") or {}).get("file")
+    if tag is None and pretrained and not own_file:
         tag = getattr(resolve_pretrained_cfg(name), "tag", None)
     entry = entry_of_weights(name, tag) if isinstance(tag, str) else None
     return dict(entry.model_args, **kwargs) if entry is not None else kwargs

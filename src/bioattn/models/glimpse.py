@@ -61,8 +61,8 @@ from .common import check_num_classes, check_weights_source, checkpoint_filter_f
 from .retina import Retina, check_fixations, coordinate_grid, falloff_for_field
 
 __all__ = [
-    "Glimpses", "FixationChoice", "GlimpseModel", "Encoder", "ClassifierHead", "micro_encoder", "resnet_encoder",
-    "build_encoder", "gaussian_blobs", "inhibition_of_return", "fixation_density", "choose_fixation",
+    "Glimpses", "FixationChoice", "GlimpseModel", "FixatingModel", "Encoder", "ClassifierHead", "micro_encoder",
+    "resnet_encoder", "build_encoder", "gaussian_blobs", "inhibition_of_return", "fixation_density", "choose_fixation",
 ]
 
 
@@ -526,6 +526,80 @@ class GlimpseModel(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
+
+
+class FixatingModel(GlimpseModel):
+    """A glimpse model that looks through a retina-like sensor at fixations its own policy
+    chooses (RS-RNN and the recurrent glimpse baselines): the settings they share and the shared
+    encoder. Subclasses build their sensors (:meth:`make_retina`), their memory and their
+    fixation policy.
+
+    Args:
+        num_classes, in_chans, img_size: classes, input channels, training image side.
+        encoder: ``'micro'`` or a timm ResNet name (its stem+layers 1-3 / layer 4).
+        encoder_widths: widths of the micro encoder's three conv stages.
+        num_glimpses: glimpses per image in training (and by default at evaluation).
+        eval_sample: at evaluation, sample fixations (True) or take the mode (False).
+        retina_size: retinal image side in pixels (default img_size // 2).
+        retina_fovea: fovea radius as a fraction of the retinal half-width.
+        retina_field: reach of the retina's edge from the fixation, in image units (half the
+            image width is 1); sets the fall-off unless ``retina_falloff`` is given. The default
+            1 fits the whole image into the retinal square when fixating its centre.
+        retina_falloff: growth rate of the peripheral sample spacing (0: a plain crop).
+        retina_scale: image pixels per retinal pixel in the fovea (1: full resolution).
+        retina_antialias: blur the periphery with its sample spacing.
+        map_size: side of the grid over the image that carries saliency, IOR and fixations.
+        initial_fixation: the first fixation (x, y).
+        policy_weight, policy_discount, entropy_weight: the policy objective (module docstring).
+        ior_decay: factor by which a past fixation's inhibition of return fades per later glimpse
+            (1: permanent).
+        train_glimpses: ``(min, max)``: draw the number of glimpses of each training batch from
+            this range (None: always ``num_glimpses``).
+        drop_rate: dropout before the classifier; drop_path_rate: ResNet encoders only.
+    """
+
+    learns_fixations = True
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        img_size: int = 224,
+        encoder: str = "resnet18",
+        encoder_widths: Sequence[int] | None = None,
+        num_glimpses: int = 4,
+        eval_sample: bool = False,
+        retina_size: int | None = None,
+        retina_fovea: float = 0.5,
+        retina_field: float | None = 1.0,
+        retina_falloff: float | None = None,
+        retina_scale: float = 1.0,
+        retina_antialias: bool = True,
+        map_size: int = 16,
+        initial_fixation: Sequence[float] = (0.0, 0.0),
+        policy_weight: float = 1.0,
+        policy_discount: float = 0.5,
+        entropy_weight: float = 0.01,
+        ior_decay: float = 1.0,
+        train_glimpses: Sequence[int] | None = None,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        self._init_common(num_classes, num_glimpses, in_chans, img_size)
+        self._init_policy(eval_sample, map_size, initial_fixation, policy_weight, policy_discount,
+                          entropy_weight, ior_decay, train_glimpses)
+        self.retina_size = int(retina_size or self.img_size // 2)
+        check_retina_size(self.retina_size, self.img_size)
+        self.retina_fovea, self.retina_field, self.retina_falloff = retina_fovea, retina_field, retina_falloff
+        self.retina_scale, self.retina_antialias = retina_scale, retina_antialias
+        self.drop_rate = drop_rate
+        self.encoder = build_encoder(encoder, in_chans, encoder_widths, drop_path_rate)
+
+    def make_retina(self) -> Retina:
+        """The retina of this model's settings."""
+        return make_retina(self.retina_size, self.img_size, self.retina_fovea, self.retina_field,
+                           self.retina_falloff, self.retina_scale, self.retina_antialias)
 
 
 def check_given_fixations(fixations: torch.Tensor, batch: int) -> torch.Tensor:

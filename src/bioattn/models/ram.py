@@ -22,6 +22,7 @@ the glimpse models' shared encoders (:mod:`bioattn.models.glimpse`), as baseline
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,16 +37,13 @@ from .glimpse import (
     MICRO_FIRST_CONV,
     RESNET_FIRST_CONV,
     ClassifierHead,
-    GlimpseModel,
+    FixatingModel,
     Glimpses,
-    build_encoder,
     check_given_fixations,
     check_input,
-    check_retina_size,
     create_glimpse_model,
     fovea_outline,
     glimpse_cfg,
-    make_retina,
     retina_outline,
 )
 from .retina import Retina
@@ -53,7 +51,7 @@ from .retina import Retina
 __all__ = ["RecurrentGlimpseNet"]
 
 
-class RecurrentGlimpseNet(GlimpseModel):
+class RecurrentGlimpseNet(FixatingModel):
     """Glimpse sensor(s), the shared encoder pooled to a vector, a 1-D GRU, a classifier, and a
     location head choosing the next fixation on a grid over the image (module docstring).
 
@@ -61,74 +59,43 @@ class RecurrentGlimpseNet(GlimpseModel):
     ``retina_size`` pixels) or ``'crop2'`` (Crop-D: that crop and one of twice the field at half
     the resolution; ``retina_scale`` sets the first crop's pixels per image pixel, the retina's
     fovea and field do not apply). ``ior_sigma`` is the fixed inhibition-of-return width (image
-    units). The other arguments are :class:`RSRNN`'s; ``hidden_size`` is the GRU's width
-    (default twice Encoder2's channels). The baselines keep permanent inhibition of return
-    (``ior_decay=1``) and always train with ``num_glimpses`` glimpses unless told otherwise.
+    units). ``hidden_size`` is the GRU's width (default twice Encoder2's channels). The other
+    arguments are the retina, encoder and policy settings of
+    :class:`~bioattn.models.glimpse.FixatingModel`, which RS-RNN shares. The baselines keep
+    permanent inhibition of return (``ior_decay=1``) and always train with ``num_glimpses``
+    glimpses unless told otherwise.
     """
 
-    learns_fixations = True
     fixation_modules = ("location_head",)
 
-    def __init__(
-        self,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        img_size: int = 224,
-        glimpse: str = "retina",
-        encoder: str = "resnet18",
-        encoder_widths: Sequence[int] | None = None,
-        num_glimpses: int = 4,
-        eval_sample: bool = False,
-        retina_size: int | None = None,
-        retina_fovea: float = 0.5,
-        retina_field: float | None = 1.0,
-        retina_falloff: float | None = None,
-        retina_scale: float = 1.0,
-        retina_antialias: bool = True,
-        hidden_size: int | None = None,
-        map_size: int = 16,
-        ior_sigma: float = 0.25,
-        initial_fixation: Sequence[float] = (0.0, 0.0),
-        policy_weight: float = 1.0,
-        policy_discount: float = 0.5,
-        entropy_weight: float = 0.01,
-        ior_decay: float = 1.0,
-        train_glimpses: Sequence[int] | None = None,
-        drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
-    ):
-        super().__init__()
-        self._init_common(num_classes, num_glimpses, in_chans, img_size)
-        self._init_policy(eval_sample, map_size, initial_fixation, policy_weight, policy_discount,
-                          entropy_weight, ior_decay, train_glimpses)
-        retina_size = int(retina_size or self.img_size // 2)
-        check_retina_size(retina_size, self.img_size)
+    def __init__(self, glimpse: str = "retina", hidden_size: int | None = None, ior_sigma: float = 0.25,
+                 **kwargs: Any):
+        if glimpse not in ("retina", "crop", "crop2"):
+            raise BioattnError(f"glimpse must be 'retina', 'crop' or 'crop2'; got '{glimpse}'")
+        if ior_sigma <= 0:
+            raise BioattnError(f"ior_sigma must be > 0; got {ior_sigma}")
+        super().__init__(**kwargs)
         if glimpse == "retina":
-            sensors = [make_retina(retina_size, self.img_size, retina_fovea, retina_field,
-                                    retina_falloff, retina_scale, retina_antialias)]
-        elif glimpse in ("crop", "crop2"):
-            if retina_falloff:
+            sensors = [self.make_retina()]
+        else:
+            if self.retina_falloff:
                 raise BioattnError(
                     "crop glimpses are uniform: retina_falloff applies to glimpse='retina' only")
-            scales = (retina_scale,) if glimpse == "crop" else (retina_scale, 2 * retina_scale)
-            sensors = [Retina(retina_size, fovea=0.0, falloff=0.0, scale=s, antialias=retina_antialias)
+            scale = self.retina_scale
+            scales = (scale,) if glimpse == "crop" else (scale, 2 * scale)
+            sensors = [Retina(self.retina_size, fovea=0.0, falloff=0.0, scale=s, antialias=self.retina_antialias)
                        for s in scales]
-        else:
-            raise BioattnError(f"glimpse must be 'retina', 'crop' or 'crop2'; got '{glimpse}'")
         self.glimpse = glimpse
         self.sensors = nn.ModuleList(sensors)
-        self.encoder = build_encoder(encoder, in_chans, encoder_widths, drop_path_rate)
         c2 = self.encoder.channels[1]
         hidden = int(hidden_size or 2 * c2)
         self.what = nn.Linear(c2 * len(sensors), hidden)
         self.where = nn.Linear(2, hidden)
         self.gru = nn.GRUCell(hidden, hidden)
-        self.head = ClassifierHead(hidden, num_classes, drop_rate)
+        self.head = ClassifierHead(hidden, self.num_classes, self.drop_rate)
         self.location_head = nn.Sequential(
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, self.map_size ** 2)
         )
-        if ior_sigma <= 0:
-            raise BioattnError(f"ior_sigma must be > 0; got {ior_sigma}")
         self.ior_sigma = float(ior_sigma)
 
     def _pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -64,7 +64,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +81,7 @@ from .glimpse import (
     RESNET18,
     RESNET_FIRST_CONV,
     ClassifierHead,
+    FixatingModel,
     GlimpseModel,
     Glimpses,
     build_encoder,
@@ -129,86 +130,39 @@ class ConvGRUCell(nn.Module):
 # ------------------------------------------------------------------------------------------
 # RS-RNN
 # ------------------------------------------------------------------------------------------
-class RSRNN(GlimpseModel):
+class RSRNN(FixatingModel):
     """Retinal sampling recurrent network (module docstring for the computation).
 
-    Args:
-        num_classes, in_chans, img_size: classes, input channels, training image side.
-        encoder: ``'micro'`` or a timm ResNet name (its stem+layers 1-3 / layer 4).
-        encoder_widths: widths of the micro encoder's three conv stages.
-        num_glimpses: glimpses per image in training (and by default at evaluation).
-        eval_sample: at evaluation, sample fixations (True) or take the mode (False).
-        retina_size: retinal image side in pixels (default img_size // 2).
-        retina_fovea: fovea radius as a fraction of the retinal half-width.
-        retina_field: reach of the retina's edge from the fixation, in image units (half the
-            image width is 1); sets the fall-off unless ``retina_falloff`` is given. The default
-            1 fits the whole image into the retinal square when fixating its centre.
-        retina_falloff: growth rate of the peripheral sample spacing (0: a plain crop).
-        retina_scale: image pixels per retinal pixel in the fovea (1: full resolution).
-        retina_antialias: blur the periphery with its sample spacing.
-        map_size: side of the grid over the image that carries saliency, IOR and fixations.
+    Args (besides the retina, encoder and policy settings of :class:`~bioattn.models.glimpse.
+    FixatingModel`, which it passes on; its ``ior_decay`` defaults to 0.25):
         gru_kernel: kernel size of the ConvGRU.
         remap_state: remap the hidden state into each new fixation's retinal frame.
         detach_dorsal: the dorsal stream reads a detached hidden state.
-        initial_fixation: the first fixation (x, y).
         sigma_range: (min, max) IOR width in image units.
-        policy_weight, policy_discount, entropy_weight: the policy objective (:mod:`bioattn.models.glimpse`).
         readout: ``"evidence"`` (the gated, novelty-weighted pool of the glimpses' features) or
             ``"state"`` (the current hidden state's features); module docstring.
-        ior_decay: factor by which a past fixation's inhibition of return fades per later glimpse
-            (1: permanent).
-        train_glimpses: ``(min, max)``: draw the number of glimpses of each training batch from
-            this range (None: always ``num_glimpses``).
-        drop_rate: dropout before the classifier; drop_path_rate: ResNet encoders only.
     """
 
-    learns_fixations = True
     fixation_modules = ("saliency_net", "sigma_net")
 
     def __init__(
         self,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        img_size: int = 224,
-        encoder: str = "resnet18",
-        encoder_widths: Sequence[int] | None = None,
-        num_glimpses: int = 4,
-        eval_sample: bool = False,
-        retina_size: int | None = None,
-        retina_fovea: float = 0.5,
-        retina_field: float | None = 1.0,
-        retina_falloff: float | None = None,
-        retina_scale: float = 1.0,
-        retina_antialias: bool = True,
-        map_size: int = 16,
         gru_kernel: int = 3,
         remap_state: bool = True,
         detach_dorsal: bool = True,
-        initial_fixation: Sequence[float] = (0.0, 0.0),
         sigma_range: Sequence[float] = (0.05, 0.75),
-        policy_weight: float = 1.0,
-        policy_discount: float = 0.5,
-        entropy_weight: float = 0.01,
         readout: str = "evidence",
         ior_decay: float = 0.25,
-        train_glimpses: Sequence[int] | None = None,
-        drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
+        **kwargs: Any,
     ):
-        super().__init__()
-        self._init_common(num_classes, num_glimpses, in_chans, img_size)
-        self._init_policy(eval_sample, map_size, initial_fixation, policy_weight, policy_discount,
-                          entropy_weight, ior_decay, train_glimpses)
         if readout not in READOUTS:
             raise BioattnError(f"readout must be one of {', '.join(READOUTS)}; got {readout!r}")
+        super().__init__(ior_decay=ior_decay, **kwargs)
         self.readout = readout
-        retina_size = int(retina_size or self.img_size // 2)
-        self.retina = make_retina(retina_size, self.img_size, retina_fovea, retina_field,
-                                   retina_falloff, retina_scale, retina_antialias)
-        self.encoder = build_encoder(encoder, in_chans, encoder_widths, drop_path_rate)
+        self.retina = self.make_retina()
         c1, c2 = self.encoder.channels
         self.gru = ConvGRUCell(c1, c1, gru_kernel)
-        self.head = ClassifierHead(c2, num_classes, drop_rate)
+        self.head = ClassifierHead(c2, self.num_classes, self.drop_rate)
         self.saliency_net = nn.Sequential(
             nn.Conv2d(c1, max(8, c1 // 2), 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(max(8, c1 // 2), 1, 1),

@@ -30,8 +30,9 @@ checks the decoder against a direct transcription of ``UPerHead``'s forward on t
 weights, and the AbSViT backbone's features against the authors' segmentation backbone.
 
 Backbones whose units are stages (the hierarchical RVT-Ti and GFNet) give one level per stage
-at the stage's own stride; the isotropic RVT-S is read as a ViT (4 evenly spaced blocks). The heads' BatchNorms need at least 2 images per batch in training (the
-1x1 pooled map), as in mmsegmentation; the trainer turns them into SyncBatchNorm under DDP.
+at the stage's own stride; the isotropic RVT-S is read as a ViT (4 evenly spaced blocks). The
+heads' BatchNorms need at least 2 images per batch in training (the 1x1 pooled map), as in
+mmsegmentation; the trainer turns them into SyncBatchNorm under DDP.
 An AbSViT backbone's variational loss is left out of the objective unless ``var_loss=True``:
 the authors' segmentation backbone returns features only and trains its decoders through the
 segmentation loss.
@@ -585,7 +586,7 @@ default_cfgs = generate_default_cfgs({name: cfg for b in BACKBONES
 
 def _create(backbone: str, pretrained: bool, kwargs: dict) -> UperNetSegmenter:
     check_weights_source(PREFIX + backbone, pretrained, kwargs)
-    model = create_named_segmenter(PREFIX + backbone, **zoo_model_args(PREFIX + backbone, kwargs))
+    model = create_named_segmenter(PREFIX + backbone, **zoo_model_args(PREFIX + backbone, kwargs, pretrained))
     if pretrained:
         load_pretrained(model, pretrained_cfg=model.pretrained_cfg, num_classes=model.num_classes,
                         in_chans=model.in_chans, filter_fn=checkpoint_filter_fn)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..data.coco import build_multilabel_dataset
+from ..data import build_dataset
 from ..distributed import all_gather_tensors
 from ..metrics.multilabel import MultiLabelMeter
 from .base import Task
@@ -18,8 +18,8 @@ class MultiLabel(Task):
 
     def build_dataset(self, spec, split, input, train, aug=None, classes=None, subset=None,
                       skip_bad_images=False, cache_dir=None):
-        return build_multilabel_dataset(spec, split, input.img_size, input.mean, input.std,
-                                        train=train, aug=aug if train else None, cache_dir=cache_dir)
+        return build_dataset(spec, split, input.img_size, input.mean, input.std, train=train,
+                             aug=aug if train else None, cache_dir=cache_dir)
 
     def criterion(self, cfg, num_classes):
         return nn.BCEWithLogitsLoss()
