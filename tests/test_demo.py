@@ -43,7 +43,9 @@ def test_quick_demo_trains_evaluates_and_writes_a_consistent_report(tmp_path):
         assert res["pgd"]["runs"] and res["fgsm"]["runs"]
         assert 0.0 <= res["attention"]["mask_share"] <= 100.0
     by_label = {m["model"]["name"]: m["results"] for m in summary["models"]}
-    assert 0.0 <= by_label["AbSViT"]["steering"]["win_rate"] <= 1.0
+    steering = by_label["AbSViT"]["steering"]
+    assert steering["ci_low"] <= steering["mean"] <= steering["ci_high"] and len(steering["score"]) == 8
+    assert steering["protocol"]["chosen_on"].startswith("validation pairs")
     assert len(by_label["RS-RNN"]["glimpses"]["per_glimpse_top1"]) >= 16
     assert len(by_label["RS-RNN"]["pgd"]["runs"][0]["per_readout_top1"]) == 4
     # the domain-generalisation table: every listed model, every held-out style
@@ -158,7 +160,9 @@ def _model(name, clean, corrupted, pgd, n=100, **more):
 
 
 def test_findings_follow_the_numbers():
-    steering = {"prompted_share": 0.4, "other_share": 0.1, "win_rate": 0.9, "n_pairs": 200}
+    steering = {"prompted_share": 0.4, "other_share": 0.1, "mean": 0.3, "ci_low": 0.25, "ci_high": 0.35,
+                "fraction_positive": 0.9, "n_images": 200, "prior_scale": 3.0, "threshold": 0.7,
+                "protocol": {"chosen_on": "validation pairs"}}
     results = [
         _model("ViT", 80.0, 50.0, 10.0, attention={"mask_share": 20.0, "mask_share_chance": 10.0}),
         _model("AbSViT", 80.0, 60.0, 30.0, steering=steering,
@@ -171,16 +175,19 @@ def test_findings_follow_the_numbers():
     assert "AbSViT is more robust than ViT" in text
     assert "RS-RNN is about as robust as FF-CNN" in text
     assert "AbSViT looks at the object most (4.0x chance), ViT least (2.0x chance)" in text
-    assert "Steering works" in text and "Looking longer helps RS-RNN" in text
+    assert "Steering moves AbSViT's top-down map toward the prompted object: image score +0.300 (95% " \
+           "interval +0.250 to +0.350" in text and "chosen on validation pairs" in text
+    assert "Looking longer helps RS-RNN" in text
     assert "trained with 2 glimpses, its clean top-1 is 50.0% after 2 and 70.0% after 3" in text
     # the same sentences turn when the numbers do
-    results[1] = _model("AbSViT", 80.0, 30.0, 5.0, steering=dict(steering, prompted_share=0.1, win_rate=0.5))
+    results[1] = _model("AbSViT", 80.0, 30.0, 5.0, steering=dict(steering, mean=0.01, ci_low=-0.02))
     results[2]["results"]["glimpses"]["per_glimpse_top1"] = [70.0, 50.0, 30.0]
     results[3] = _model("FF-CNN", 72.0, 41.0, 10.0)
     text = " ".join(findings(results))
     assert "AbSViT is less robust than ViT" in text
     assert "RS-RNN against FF-CNN: about as robust under corruptions, more robust under attack" in text
-    assert "Steering does not work" in text and "Looking longer hurts RS-RNN" in text
+    assert "Steering of AbSViT's top-down map is not detectable in this run" in text
+    assert "Looking longer hurts RS-RNN" in text
 
 
 def test_a_folder_of_other_files_is_not_used_for_the_report(tmp_path, capsys):

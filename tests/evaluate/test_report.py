@@ -163,8 +163,9 @@ def test_steering_shares_are_shown_in_percent():
     header = next(line for line in md.splitlines() if line.startswith("| model"))
     row = next(line for line in md.splitlines() if line.startswith("| absvit"))
     cells = dict(zip([c.strip() for c in header.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")]))
-    assert cells["steering: prompted share (%)"] == "25.00" and cells["steering: win rate (%)"] == "75.00"
-    assert cells["steering: shift (points)"] == "5.00"
+    assert cells["steering: prompted share (%)"] == "25.00" and cells["steering: images above 0 (%)"] == "50.00"
+    assert cells["steering: image score (points)"] == "5.00"
+    assert not any("win rate" in c for c in cells)  # image-prompt pairs are not independent images
     assert not any("n_pairs" in c or "prior_scale" in c for c in cells)
 
 

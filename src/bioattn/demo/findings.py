@@ -102,16 +102,8 @@ def findings(results_list: Sequence[dict]) -> list[str]:
                    f"({top[1] / top[2]:.1f}x chance), {low[0]} least ({low[1] / low[2]:.1f}x chance).")
     for label, r in by_label.items():
         steering = (r.get("results") or {}).get("steering")
-        if not steering or steering.get("prompted_share") is None:
-            continue
-        own, other = 100 * steering["prompted_share"], 100 * steering["other_share"]
-        win, pairs = 100 * steering["win_rate"], steering.get("n_pairs")
-        tol = _noise(pairs)
-        works = own > other and win - 50.0 > tol
-        lead = "Steering works" if works else "Steering does not work in this run"
-        out.append(f"{lead}: with a class prior, {label} puts {own:.1f}% of its top-down attention on the "
-                   f"prompted object and {other:.1f}% on the other one, and favours the prompted object "
-                   f"in {win:.0f}% of {pairs} image-prompt pairs (50% is chance).")
+        if steering and steering.get("ci_low") is not None:
+            out.append(_steering_finding(label, steering))
     for label, r in by_label.items():
         glimpses = (r.get("results") or {}).get("glimpses") or {}
         per = glimpses.get("per_glimpse_top1")
@@ -180,3 +172,24 @@ def task_findings(segmentation: dict[str, Any] | None, multilabel: dict[str, Any
             out.append(f"{label}'s fixations land on an object in {on[0]:.0f}% of images at glimpse 1 and "
                        f"{on[-1]:.0f}% at glimpse {len(on)} (a random point: {chance:.0f}%).")
     return out
+
+
+def _steering_finding(label: str, steering: dict) -> str:
+    """The per-image steering benchmark in words: the mean image score with its interval (+1: a
+    map that follows the prompt, 0: no steering), read as moving toward the prompted object only
+    when the whole interval is above 0."""
+    low, high = steering["ci_low"], steering["ci_high"]
+    if low > 0:
+        lead = f"Steering moves {label}'s top-down map toward the prompted object"
+    elif high < 0:
+        lead = f"Steering moves {label}'s top-down map away from the prompted object"
+    else:
+        lead = f"Steering of {label}'s top-down map is not detectable in this run"
+    threshold = steering.get("threshold")
+    read = "raw map" if threshold is None else f"map thresholded at {threshold:g}"
+    chosen = (steering.get("protocol") or {}).get("chosen_on")
+    how = f"class prior at scale {steering['prior_scale']:g}, {read}" + (f", chosen on {chosen}" if chosen else "")
+    return (f"{lead}: image score {steering['mean']:+.3f} (95% interval {low:+.3f} to {high:+.3f}; +1 is a map "
+            f"that follows the prompt, 0 none), above 0 for {100 * steering['fraction_positive']:.0f}% of "
+            f"{steering['n_images']} images; the prompted object holds {100 * steering['prompted_share']:.1f}% of "
+            f"the map, the other {100 * steering['other_share']:.1f}% ({how}).")

@@ -14,11 +14,12 @@ from .training import slug
 
 
 def attention_gallery(label: str, model, meta: dict, test_set, pair_set, settings: DemoSettings,
-                      fig_dir: Path) -> list[tuple[str, str]]:
+                      fig_dir: Path, prior_scale: float = 40.0) -> list[tuple[str, str]]:
     """Figures of where ``model`` looks, as (caption, file name relative to the report): glimpse
     models' fixation paths (with the maps that chose the second fixation on the first image, for
     models that learn where to look), other models' attention maps, and for a model a class prior
-    steers, its maps on two-object images under each object's class."""
+    steers, its maps on two-object images under each object's class at ``prior_scale`` (the
+    steering benchmark's chosen scale; the authors' demo uses 40)."""
 
     mean, std = meta["mean"], meta["std"]
     classes = meta.get("classes") or []
@@ -44,7 +45,7 @@ def attention_gallery(label: str, model, meta: dict, test_set, pair_set, setting
         for i in range(min(settings.gallery_images, len(pair_set))):
             x, _ = pair_set[i]
             labels = [int(v) for v in pair_set.arrays.labels[i]]
-            maps = attention_maps(model, x[None], priors=labels, prior_scale=40.0)
+            maps = attention_maps(model, x[None], priors=labels, prior_scale=prior_scale)
             named = {}
             for k, v in maps.items():
                 if k.startswith("class "):
@@ -54,5 +55,6 @@ def attention_gallery(label: str, model, meta: dict, test_set, pair_set, setting
             name = f"{stem}-pair-{i}.png"
             plot_attention(Pixels(mean, std).to_picture(x), named, fig_dir / name,
                            title=f"{label} steered by two different class priors")
-            out.append((f"{label} on a two-object image: bottom-up, prompt and the two class priors", name))
+            out.append((f"{label} on a two-object image: bottom-up, prompt and the two class priors "
+                        f"(scale {prior_scale:g})", name))
     return out

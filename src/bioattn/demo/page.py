@@ -186,8 +186,10 @@ the primary attention map's mass inside the object's mask.</p>
 <h2>About this run</h2>
 <p class="about">{html.escape(_origin_text(sources or {}, settings))}{html.escape(_trainer_text(trainer))}
 Evaluated side by side on the test
-images of {html.escape(settings.data)}; the whole run took {seconds:.0f} s. Steering:
-share of AbSViT's top-down attention on the prompted object vs the other one, on two-object images.</p>
+images of {html.escape(settings.data)}; the whole run took {seconds:.0f} s. Steering: per two-object
+test image, the share of AbSViT's top-down map on the prompted object minus that on the other one,
+averaged over prompting either object (the prior's scale and the map's threshold chosen on
+validation pairs).</p>
 </body></html>
 """
     atomic_write_text(out / "index.html", page)

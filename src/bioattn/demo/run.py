@@ -100,15 +100,17 @@ def run_demo(out: str | Path = "demo-report", quick: bool = False, retrain: bool
             retrained.add(label)
         mean, std, size = meta["mean"], meta["std"], meta["img_size"]
         test_set = build_dataset(settings.data, "test", size, mean, std)
-        pair_set = build_dataset(settings.pair_data, "test", size, mean, std)
+        pairs = {split: build_dataset(settings.pair_data, split, size, mean, std) for split in ("val", "test")}
         t0 = time.perf_counter()
-        results = evaluate_demo_model(label, name, args, model, meta, test_set, pair_set, settings, baseline_model,
+        results = evaluate_demo_model(label, name, args, model, meta, test_set, pairs, settings, baseline_model,
                                       progress)
         eval_seconds = time.perf_counter() - t0
         timings[label] = {"train_s": train_seconds, "eval_s": eval_seconds}
         results["model"] = dict(results.get("model") or {}, name=label, weights=sources[label])
         all_results.append(results)
-        gallery += attention_gallery(label, model, meta, test_set, pair_set, settings, fig_dir)
+        steering = results["results"].get("steering") or {}
+        gallery += attention_gallery(label, model, meta, test_set, pairs["test"], settings, fig_dir,
+                                     prior_scale=steering.get("prior_scale", 40.0))
         if label == CORRUPTION_BASELINE:
             baseline_model = model
         top1 = results["results"]["clean"]["top1"]
@@ -162,12 +164,13 @@ def write_demo_files(out: Path, summary: dict[str, Any], all_results: list[dict]
                summary["trainer"])
 
 
-def evaluate_demo_model(label: str, name: str, args: dict, model, meta: dict, test_set, pair_set,
+def evaluate_demo_model(label: str, name: str, args: dict, model, meta: dict, test_set, pairs: dict,
                         settings: DemoSettings, baseline_model, progress: bool) -> dict[str, Any]:
     """The demo's suites on one model: clean, corruptions (mCE against ``baseline_model``), FGSM
     and PGD (a glimpse model attacked through ``settings.attack_readout``), the attention on the
-    object where the model draws maps, steering where a prior steers it, and a glimpse model's
-    top-1 when it looks longer than it trained."""
+    object where the model draws maps, steering where a prior steers it (the per-image benchmark
+    on the test ``pairs``, its protocol chosen on the validation ``pairs``), and a glimpse
+    model's top-1 when it looks longer than it trained."""
     glimpse = capable(model, Glimpsing)
     common = dict(mean=meta["mean"], std=meta["std"], img_size=meta["img_size"], classes=meta.get("classes"),
                   model_info={"name": label, "model": name, "model_args": args},
@@ -187,7 +190,8 @@ def evaluate_demo_model(label: str, name: str, args: dict, model, meta: dict, te
         results["results"]["attention"] = mask_attention_scores(model, test_set, settings.attention_images)
     if capable(model, TopDownSteerable):
         results["results"]["steering"] = run_suites(
-            model, pair_set, ["steering"], limit=settings.steering_images, **common)["results"]["steering"]
+            model, pairs["test"], ["steering"], limit=settings.steering_images, steering_validation_data=pairs["val"],
+            **common)["results"]["steering"]
     if glimpse:
         longer = run_suites(model, test_set, ["clean"], limit=settings.eval_images,
                             readouts=max(16, settings.glimpses), **common)["results"]["clean"]

@@ -30,8 +30,8 @@ from ..evaluate.suites import run_suites
 from ..models.inputs import InputConfig
 from ..protocol import Glimpsing, capable
 from ..tasks.registry import get_task
-from .settings import FROM_DEMO, FROM_ZOO, TaskDemoSettings
-from .training import fine_tune, slug, zoo_task_folder
+from .settings import DEMO_MODELS, FROM_DEMO, FROM_ZOO, TaskDemoSettings
+from .training import fine_tune, slug, zoo_folder, zoo_task_folder
 
 SEGMENTATION_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("ViT", "vit_micro_patch8_64", {}),
@@ -49,11 +49,18 @@ def _fine_tuned_models(task_name: str, models: tuple[tuple[str, str, dict[str, A
                        use_zoo: bool) -> Iterator[tuple]:
     """For each of ``models`` whose demo classifier exists: the zoo's model for the task when
     ``use_zoo`` and the zoo has it (the classifier's weights from the zoo too), else the demo
-    classifier fine-tuned on ``data``; with its metadata, its training seconds (0 for the zoo's),
+    classifier (or, where the demo compares another backbone under the same label, the zoo's
+    classifier of this one) fine-tuned on ``data``; with its metadata, its training seconds (0 for the zoo's),
     where its weights come from, the test set and the settings every suite run shares."""
     task = get_task(task_name)
+    classifier_of = {label: name for label, name, _ in DEMO_MODELS}
     for label, name, args in models:
         if label not in checkpoints:
+            continue
+        # the demo classifier of the same label, or the zoo's classifier of this backbone where
+        # the demo compares another one under that label
+        start = checkpoints[label] if classifier_of.get(label) == name else zoo_folder(name, {})
+        if start is None:
             continue
         folder = zoo_task_folder(task_name, name, args) if use_zoo and label not in retrained else None
         if folder is not None:
@@ -61,7 +68,7 @@ def _fine_tuned_models(task_name: str, models: tuple[tuple[str, str, dict[str, A
             model, meta, seconds, source = load_model(folder), read_meta(folder), 0.0, FROM_ZOO
         else:
             run_dir = ckpt_root / f"{task_name}-{settings.key}" / slug(label)
-            model, meta, seconds = fine_tune(task_name, label, name, args, data, checkpoints[label], settings,
+            model, meta, seconds = fine_tune(task_name, label, name, args, data, start, settings,
                                              run_dir, label in retrained, progress, log)
             source = FROM_DEMO
         test_set = task.build_dataset(data, "test", InputConfig.resolve(model, meta), train=False)

@@ -157,11 +157,12 @@ def summary_entries(results: dict) -> list[tuple[str, str, float | str | None]]:
                         "gain"):
                 add(f"steering: {key.replace('_', ' ')} (IoU)", r.get(key))
         elif suite == "steering":
-            # shares and win rates are fractions in the results; the table shows them in %
-            for key in ("prompted_share", "other_share", "win_rate", "shift", "shift_win_rate"):
+            # the per-image benchmark: shares are fractions in the results, the table shows them
+            # in %; the image score (prompted object's share minus the other's) in points
+            for key, column in (("prompted_share", "prompted share (%)"), ("other_share", "other share (%)"),
+                                ("shift", "image score (points)"), ("shift_win_rate", "images above 0 (%)")):
                 value = r.get(key)
-                unit = "(points)" if key == "shift" else "(%)"
-                add(f"steering: {key.replace('_', ' ')} {unit}",
+                add(f"steering: {column}",
                     100.0 * value if isinstance(value, (int, float)) and not isinstance(value, bool) else None)
         elif "per_glimpse" in r and "learned" in r:
             add("fixations on the object (%)", r.get("learned"))
