@@ -190,6 +190,26 @@ def test_variational_loss_only_in_training_and_only_trains_decoders():
         assert has_grad == trained, name
 
 
+def test_the_prompts_scale_is_a_rescaling_of_the_feedbacks_last_layers():
+    """The feedback path is linear and its second layers (``linear2``) are outside the
+    variational loss, so a top-down pass under the prompt at scale s equals, in outputs and in
+    the variational loss, the pass at scale 1 of the model whose ``linear2`` weights are s times
+    larger: training under a prompt scale is a reparametrisation of those weights."""
+    torch.manual_seed(0)
+    model = tiny_absvit().train()
+    rescaled = tiny_absvit().train()
+    rescaled.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for decoder in rescaled.decoders:
+            decoder.linear2.weight.mul_(3.0)
+    x = torch.randn(2, 3, 32, 32)
+    scaled = model.forward_readouts(x, prior_scale=3.0)
+    plain = rescaled.forward_readouts(x)
+    torch.testing.assert_close(scaled.logits, plain.logits)
+    torch.testing.assert_close(scaled.aux_loss, plain.aux_loss)
+    assert not torch.allclose(model.forward_readouts(x).logits, scaled.logits)
+
+
 def test_gradient_checkpointing_gives_same_outputs():
     model = tiny_absvit().train()
     x = torch.randn(2, 3, 32, 32)
