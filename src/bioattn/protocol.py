@@ -37,8 +37,9 @@ Modules that must act between optimizer steps (VARS-S refreshes its ISTA step si
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -163,6 +164,21 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module | None) -> Iterator[nn.Module | None]:
+    """``model`` in eval mode for the ``with`` block, its mode before restored after (None: no
+    model, nothing to do)."""
+    if model is None:
+        yield None
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 class ReadoutModel(nn.Module):

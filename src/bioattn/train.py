@@ -58,6 +58,7 @@ from .protocol import (
     after_train_step,
     capable,
     compute_loss,
+    evaluating,
     final_logits,
     unwrap,
 )
@@ -514,17 +515,13 @@ def probe_validation(data: TrainData, t: Trainee, info: DistInfo) -> None:
         return
     images, targets = batch
     model = t.model
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             meter = data.task.meter(len(data.classes))
             meter.update(data.task.predict(model, images.to(info.device), len(data.classes)),
                          targets.to(info.device))
     except BioattnError as exc:
         raise BioattnError(f"validation would fail after the first epoch: {exc}") from None
-    finally:
-        model.train(was_training)
 
 
 # ------------------------------------------------------------------------------------------

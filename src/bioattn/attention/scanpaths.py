@@ -19,7 +19,7 @@ from torch import nn
 from ..data.pixels import Pixels
 from ..errors import BioattnError
 from ..fileio import atomic_write, check_output_file
-from ..protocol import Glimpsing, unwrap
+from ..protocol import Glimpsing, evaluating, unwrap
 
 _PATH_COLOUR = "#ffcc00"
 _OUTLINE_COLOURS = ("#00e5ff", "#ff4fd8", "#7dff6b")
@@ -171,17 +171,13 @@ def plot_glimpses(
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = image.detach().to(device, torch.float32)[None]
     height, width = x.shape[-2:]
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         with torch.no_grad():
             g = model.forward_glimpses(x, glimpses=glimpses, return_maps=True)
             views = model.glimpse_images(x, g.fixations)
             outlines = [[_to_pixels(o[0], height, width)
                          for o in model.glimpse_outlines(g.fixations[t], (height, width))]
                         for t in range(glimpses)]
-    finally:
-        model.train(was_training)
 
     picture = _denormalise(x[0], mean, std)
     fixations = _to_pixels(g.fixations[:, 0], height, width)

@@ -22,7 +22,7 @@ from ..errors import BioattnError
 from ..evaluate.object_attention import mask_attention_scores
 from ..evaluate.report import PLOT_CORRUPTIONS, markdown_report, nan_to_none, write_report
 from ..evaluate.suites import run_suites
-from ..fileio import atomic_write_text, check_output_file, output_folder
+from ..fileio import atomic_write_text, check_output_file, file_sha256, output_folder
 from ..generalisation import leave_one_domain_out
 from ..protocol import Glimpsing, TopDownSteerable, capable
 from ..results.measure import held_out_figures
@@ -229,8 +229,7 @@ def _sources_key(chosen: Sequence[tuple[str, str, dict[str, Any]]], settings: De
     origin = {}
     for label, name, args in chosen:
         folder = zoo_folder(name, args) if settings.use_zoo and not retrain else None
-        origin[label] = (hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
-                         if folder is not None else "demo")
+        origin[label] = file_sha256(folder / "model.safetensors") if folder is not None else "demo"
     return hashlib.sha256(json.dumps(origin, sort_keys=True).encode()).hexdigest()[:12]
 
 

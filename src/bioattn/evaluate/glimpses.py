@@ -29,7 +29,7 @@ from torch.utils.data import Subset
 from ..data.subsets import base_dataset, spread_indices
 from ..errors import BioattnError
 from ..fileio import atomic_write_text
-from ..protocol import Glimpsing, unwrap
+from ..protocol import Glimpsing, evaluating, unwrap
 
 __all__ = ["fixation_pixels", "fixations_on_mask", "fixations_on_mask_dataset", "ScanPaths",
            "SCAN_PATH_COLUMNS", "scan_paths_path"]
@@ -174,11 +174,9 @@ def fixations_on_mask_dataset(
     n = len(chosen)
     if n < 1:
         raise BioattnError("fixation scores need at least one image")
-    was_training = inner.training
-    inner.eval()
     device = torch.device(device) if device is not None else next(inner.parameters()).device
     hits, areas = [], []
-    try:
+    with evaluating(inner):
         for start in range(0, n, batch_size):
             chunk = chosen[start:start + batch_size]
             stop = start + len(chunk)
@@ -193,8 +191,6 @@ def fixations_on_mask_dataset(
             areas.append(masks.float().mean(dim=(-2, -1)))
             if progress is not None:
                 progress(stop - start)
-    finally:
-        inner.train(was_training)
     on_mask = torch.cat(hits, dim=1).float()              # (T, n)
     per_glimpse = (100.0 * on_mask.mean(dim=1)).tolist()
     learned = 100.0 * on_mask[1:].mean().item() if on_mask.shape[0] > 1 else float("nan")

@@ -14,7 +14,7 @@ import torch
 from ..data.subsets import spread_indices
 from ..errors import BioattnError
 from ..metrics.multilabel import MultiLabelMeter, label_frequency_map
-from ..protocol import Glimpsing, forward_readouts, unwrap
+from ..protocol import Glimpsing, evaluating, forward_readouts, unwrap
 from .glimpses import fixation_pixels
 
 __all__ = ["MultiLabelMeter", "ObjectFixations", "SMALL_OBJECT_AREA", "fixations_on_objects",
@@ -130,15 +130,11 @@ def evaluate_multilabel(model: torch.nn.Module, loader, num_classes: int, device
     every image by the classes' frequencies in these targets (the baseline a model must beat)."""
     device = torch.device(device)
     meter = MultiLabelMeter(num_classes)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         for images, targets in loader:
             meter.update(forward_readouts(model, images.to(device)).logits, targets.to(device))
             if progress is not None:
                 progress(int(images.shape[0]))
-    finally:
-        model.train(was_training)
     result = meter.compute()
     result["label_frequency_map"] = label_frequency_map(meter.state()[1])
     return result
@@ -162,9 +158,7 @@ def object_fixations_dataset(model: torch.nn.Module, dataset, glimpses: int | No
     chosen = spread_indices(len(dataset), limit)
     device = torch.device(device) if device is not None else next(inner.parameters()).device
     meter = ObjectFixations()
-    was_training = inner.training
-    inner.eval()
-    try:
+    with evaluating(inner):
         for start in range(0, len(chosen), batch_size):
             chunk = list(chosen[start:start + batch_size])
             x = torch.stack([dataset[i][0] for i in chunk]).to(device)
@@ -174,6 +168,4 @@ def object_fixations_dataset(model: torch.nn.Module, dataset, glimpses: int | No
             meter.update(fixations.cpu(), masks, valid=valid)
             if progress is not None:
                 progress(len(chunk))
-    finally:
-        inner.train(was_training)
     return meter.compute()

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..data.subsets import spread_indices
 from ..errors import BioattnError
-from ..protocol import unwrap
+from ..protocol import evaluating, unwrap
 from .steering import check_classes, check_pairs, check_steerable
 
 
@@ -69,11 +69,9 @@ def prior_decisions(model: nn.Module, pairs, *, prior_scale: float = 1.0, limit:
         raise BioattnError("prior decisions need at least one image")
     device = torch.device(device) if device is not None else next(inner.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    was_training = inner.training
-    inner.eval()
     counts = dict.fromkeys(("prompted", "either_when_prompted", "absent", "either_when_absent",
                             "either_without_prior"), 0)
-    try:
+    with evaluating(inner):
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
             x = torch.stack([pairs[i][0] for i in chunk]).to(device)
@@ -88,8 +86,6 @@ def prior_decisions(model: nn.Module, pairs, *, prior_scale: float = 1.0, limit:
             counts["absent"] += int((pred == absent).sum())
             counts["either_when_absent"] += _on_either(pred, y)
             counts["either_without_prior"] += _on_either(_predict(inner, x, None, prior_scale), y)
-    finally:
-        inner.train(was_training)
     n = len(indices)
     prompts = {"prompted": 2 * n, "either_when_prompted": 2 * n}
     return {**{k: 100.0 * v / prompts.get(k, n) for k, v in counts.items()}, "n_images": n,

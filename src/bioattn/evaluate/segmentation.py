@@ -20,6 +20,7 @@ from ..distributed import DistInfo, all_reduce_tensor
 from ..errors import BioattnError
 from ..fileio import atomic_write
 from ..metrics.segmentation import IGNORE_INDEX, SegmentationMeter, nanmean, segmentation_figures
+from ..protocol import evaluating
 from ..tasks.segmentation import (
     built_size,
     fitted_inference,
@@ -103,16 +104,12 @@ def evaluate_segmentation(
     device = torch.device(device)
     infer = _inference(mode, crop, stride, num_classes)
     meter = SegmentationMeter(num_classes, ignore_index)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         for images, labels in loader:
             images, labels = images.to(device), labels.to(device)
             meter.update(infer(model, images.float()), labels)
             if progress is not None:
                 progress(int(images.shape[0]))
-    finally:
-        model.train(was_training)
     totals = meter.totals() if info is None else all_reduce_tensor(meter.totals(), info)
     result = SegmentationMeter.from_totals(totals, ignore_index)
     result["mode"] = mode
@@ -172,10 +169,8 @@ def segmentation_corruptions(
     loader = DataLoader(Subset(dataset, chosen), batch_size=batch_size, shuffle=False)
     clean = SegmentationMeter(num_classes, ignore_index)
     meters = {(c, s): SegmentationMeter(num_classes, ignore_index) for c in corruptions for s in severities}
-    was_training = model.training
-    model.eval()
     seen = 0
-    try:
+    with evaluating(model):
         with Corrupter(workers, corruptions) as corrupter:
             for images, labels in loader:
                 labels = labels.to(device)
@@ -189,8 +184,6 @@ def segmentation_corruptions(
                     if progress is not None:
                         progress(n)
                 seen += n
-    finally:
-        model.train(was_training)
     if seen == 0:
         raise BioattnError("the data set for the segmentation corruption suite is empty")
     miou = {c: {str(s): meters[(c, s)].compute()["miou"] for s in severities} for c in corruptions}
@@ -266,11 +259,8 @@ def steering_score(
     if not chosen:
         raise BioattnError("the steering score needs at least one image")
     model = segment if isinstance(segment, nn.Module) else None
-    was_training = model.training if model is not None else False
-    if model is not None:
-        model.eval()
     ious: dict[tuple[int, bool], list[torch.Tensor]] = {(j, p): [] for j in (0, 1) for p in (True, False)}
-    try:
+    with evaluating(model):
         for start in range(0, len(chosen), batch_size):
             index = chosen[start:start + batch_size]
             x = torch.stack([base[i][0] for i in index]).to(device).float()
@@ -290,9 +280,6 @@ def steering_score(
                     union = (found | visible[:, j]).sum(dim=(-2, -1)).double()
                     ious[(j, with_prior)].append(torch.where(union > 0, inter / union.clamp(min=1),
                                                              torch.full_like(union, math.nan)).cpu())
-    finally:
-        if model is not None:
-            model.train(was_training)
     means = {key: 100.0 * nanmean(torch.cat(values)) for key, values in ious.items()}
     both_with = 100.0 * nanmean(torch.cat(ious[(0, True)] + ious[(1, True)]))
     both_without = 100.0 * nanmean(torch.cat(ious[(0, False)] + ious[(1, False)]))

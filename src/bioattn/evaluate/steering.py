@@ -43,7 +43,7 @@ from torch import nn
 from ..attention.maps import upsample
 from ..data.subsets import spread_indices
 from ..errors import BioattnError
-from ..protocol import TopDownSteerable, unwrap
+from ..protocol import TopDownSteerable, evaluating, unwrap
 
 __all__ = [
     "DEFAULT_PRIOR_SCALE", "PRIOR_SCALES", "MAP_THRESHOLDS", "threshold_maps", "object_shares",
@@ -203,12 +203,12 @@ class _Evaluating:
         self.device = torch.device(device) if device is not None else next(self.model.parameters()).device
 
     def __enter__(self) -> _Evaluating:
-        self.was_training = self.model.training
-        self.model.eval()
+        self._mode = evaluating(self.model)
+        self._mode.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.model.train(self.was_training)
+        self._mode.__exit__(*exc)
 
     @torch.no_grad()
     def maps(self, images: torch.Tensor, labels: torch.Tensor, prior_scale: float) -> torch.Tensor:
