@@ -208,7 +208,9 @@ def _notes(labels: Sequence[str], results_list: Sequence[dict], columns: Sequenc
             if any(" EOT" in c for c in columns) else ""
         notes.append(f"Attacks: top-1 on white-box adversarial images, eps on pixels in [0, 1]{eot}.")
     if "steering" in suites and any(c.endswith("(points)") for c in columns):
-        notes.append("Steering: shift in percentage points.")
+        notes.append("Steering, per two-object image: the share of the top-down map on the prompted object "
+                     "minus that on the other, averaged over prompting either (image score, in percentage "
+                     "points; 100 is a map that follows the prompt).")
     glimpses = _glimpse_note(labels, results_list)
     if glimpses:
         notes.append(glimpses)
