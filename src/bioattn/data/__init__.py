@@ -55,9 +55,6 @@ def build_dataset(
         raise BioattnError(f"the classes of multi-label data '{spec}' come with its annotations: leave classes unset")
     if is_embedded(spec):
         ds = _embedded_dataset(spec, split, img_size, mean, std, train, aug, cache_dir, multilabel)
-        if not multilabel:
-            ds.classes = list(ds.arrays.class_names)
-            ds.num_classes = len(ds.classes)
         return _with_random_erasing(ds, aug if train else None)
     if multilabel:
         # the whole image resized (no centre crop, which could cut objects off)

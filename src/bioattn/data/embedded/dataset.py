@@ -34,6 +34,7 @@ class EmbeddedDataset(Dataset):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.classes = list(arrays.class_names)
+        self.num_classes = len(self.classes)
         self.targets = np.asarray(arrays.targets, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -76,7 +77,6 @@ class EmbeddedMultiLabel(EmbeddedDataset):
                  std: Sequence[float] = EMBEDDED_STD, transform: Callable | None = None):
         super().__init__(arrays, mean=mean, std=std, transform=transform)
         self.label_matrix = arrays.multi_hot()
-        self.num_classes = len(self.classes)
 
     def targets_of(self, rows: np.ndarray) -> np.ndarray:
         """The multi-hot targets of items ``rows``, ``(len(rows), K)``."""
