@@ -67,14 +67,14 @@ def test_the_rules_of_a_claim_of_no_change():
 def test_judged_from_records_by_mcnemar():
     n = 1000
     strong, weak = _bits(n, 0.8, 1), _bits(n, 0.6, 2)
-    (held,) = judge([CLAIM], _pair(strong, weak))
+    (held,) = judge([CLAIM], _pair(strong, weak), seeds=1)
     assert held.verdict == HOLDS and held.primary.test == "McNemar mid-p" and held.primary.n == n
     assert held.primary.estimate == pytest.approx(20.0) and held.primary.low > 0
     assert held.primary.system == pytest.approx(80.0) and held.primary.baseline == pytest.approx(60.0)
-    (failed,) = judge([CLAIM], _pair(weak, strong))
+    (failed,) = judge([CLAIM], _pair(weak, strong), seeds=1)
     assert failed.verdict == FAILS
     # the same gap on 20 images is not enough to tell
-    (few,) = judge([CLAIM], _pair(_bits(20, 0.6, 1), _bits(20, 0.5, 2)))
+    (few,) = judge([CLAIM], _pair(_bits(20, 0.6, 1), _bits(20, 0.5, 2)), seeds=1)
     assert few.verdict == UNRESOLVED
 
 
@@ -82,7 +82,7 @@ def test_a_sign_flip_across_seeds_never_holds():
     n = 1000
     records = _pair(_bits(n, 0.95, 1), _bits(n, 0.55, 2), seed=0)
     records.update(_pair(_bits(n, 0.60, 3), _bits(n, 0.62, 4), seed=1))
-    (j,) = judge([CLAIM], records)
+    (j,) = judge([CLAIM], records, seeds=2)
     # averaged over the seeds the system is far ahead, but seed 1 alone is behind
     assert j.seeds == 2 and j.primary.estimate > 15 and j.p_corrected < 0.05
     assert j.primary.per_seed[0] > 0 > j.primary.per_seed[1]
@@ -90,7 +90,29 @@ def test_a_sign_flip_across_seeds_never_holds():
     assert j.verdict == UNRESOLVED and "seeds disagree" in j.note
     # with both seeds ahead it holds
     records.update(_pair(_bits(n, 0.80, 3), _bits(n, 0.62, 4), seed=1))
-    assert judge([CLAIM], records)[0].verdict == HOLDS
+    assert judge([CLAIM], records, seeds=2)[0].verdict == HOLDS
+
+
+def test_a_claim_waits_for_the_seeds_a_verdict_needs():
+    n = 1000
+    records = {}
+    for seed in range(3):
+        records.update(_pair(_bits(n, 0.80, 10 + seed), _bits(n, 0.60, 20 + seed), seed=seed))
+    one = {k: v for k, v in records.items() if k[1] == 0}
+    # one seed: the test alone says it holds, the verdict stays open and says why
+    (j,) = judge([CLAIM], one)
+    assert j.seeds == 1 and j.outcome == HOLDS and j.verdict == UNRESOLVED
+    assert "1 of the 3 seeds" in j.note
+    # the same on the wrong side: a clear loss on one seed is not yet "does not hold"
+    (lost,) = judge([CLAIM], _pair(_bits(n, 0.60, 20), _bits(n, 0.80, 10)))
+    assert lost.outcome == FAILS and lost.verdict == UNRESOLVED
+    # three seeds, each ahead: it holds
+    (three,) = judge([CLAIM], records)
+    assert three.seeds == 3 and three.outcome == three.verdict == HOLDS and len(three.primary.per_seed) == 3
+    # the fewest seeds of the compared entries count
+    del records[("rvt_micro", 2)]
+    (short,) = judge([CLAIM], records)
+    assert short.seeds == 2 and short.verdict == UNRESOLVED and short.outcome == HOLDS
 
 
 def test_holm_corrects_over_the_measured_claims():
@@ -126,9 +148,9 @@ def test_a_claim_of_no_change_from_glimpse_records():
         r.add("clean/glimpse", per)
         return {("rsrnn_micro", 0): r}
 
-    same = judge([claim], record(0.90))[0]
+    same = judge([claim], record(0.90), seeds=1)[0]
     assert same.verdict == HOLDS and same.primary.test == "TOST (paired t)"
-    assert judge([claim], record(0.80))[0].verdict == FAILS
+    assert judge([claim], record(0.80), seeds=1)[0].verdict == FAILS
     # a fall of 1.5 points: its interval crosses the 2-point margin, so it is not shown equivalent
-    crossing = judge([claim], record(0.885))[0]
+    crossing = judge([claim], record(0.885), seeds=1)[0]
     assert crossing.primary.high > -2.0 > crossing.primary.low and crossing.verdict == UNRESOLVED

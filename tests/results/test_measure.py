@@ -1,5 +1,6 @@
 """Measuring the zoo image by image: a tiny run of two built entries from the models to the
-checked page, and the per-fold mIoU of a segmenter."""
+checked page, a run resuming with the entries whose records are not current, and the per-fold
+mIoU of a segmenter."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import torch
 
 from bioattn.config import ResultsSettings
 from bioattn.evaluate.mce import CORRUPTIONS
+from bioattn.results import measure
 from bioattn.results.judge import UNMEASURED, eps_key
-from bioattn.results.measure import fold_mious
+from bioattn.results.measure import fold_mious, measure_zoo, recorded_settings, weights_digest
 from bioattn.results.page import check_results, records_folder, write_results
-from bioattn.results.records import read_records
+from bioattn.results.records import Record, read_records
 from bioattn.zoo import find_entry
 
 
@@ -45,6 +47,42 @@ def test_a_tiny_run_from_the_models_to_the_checked_page(tmp_path):
     assert "| `rvt_micro` | RVT (self-attention) |" in page
     # the verdicts on the page are the records' verdicts
     assert [j.verdict for j in check_results(settings)] == [j.verdict for j in judged]
+
+
+def test_a_run_resumes_with_the_entries_whose_records_are_not_current(monkeypatch):
+    entries = [find_entry("rvt_micro"), find_entry("gfnet_micro")]
+    measured: list[str] = []
+
+    def record_of(entry, settings, progress=False):
+        measured.append(entry.name)
+        return Record(entry.name, 0, meta={"weights_sha256": weights_digest(entry),
+                                           "settings": json.loads(json.dumps(recorded_settings(entry, settings)))})
+
+    monkeypatch.setattr(measure, "ZOO", entries)
+    monkeypatch.setattr(measure, "measure_entry", record_of)
+    settings = ResultsSettings(progress=False)
+    stored, said = [], []
+    first = measure_zoo(settings, store=stored.append, log=said.append)
+    assert measured == ["rvt_micro", "gfnet_micro"] and stored == first
+    assert said[0] == "measuring rvt_micro (1 of 2)" and said[-1].startswith("measured 2 entries in ")
+    existing = {(r.entry, r.seed): r for r in first}
+    # an interrupted run's stored records are kept: nothing is measured again
+    measured.clear()
+    assert measure_zoo(settings, existing={k: v for k, v in existing.items() if k[0] == "rvt_micro"}) != []
+    assert measured == ["gfnet_micro"]
+    measured.clear()
+    assert measure_zoo(settings, existing=existing) == [] and measured == []
+    # other settings, or other weights: measured again
+    measure_zoo(ResultsSettings(progress=False, images=100), existing=existing)
+    assert measured == ["rvt_micro", "gfnet_micro"]
+    measured.clear()
+    existing[("gfnet_micro", 0)].meta["weights_sha256"] = "0" * 64
+    measure_zoo(settings, existing=existing)
+    assert measured == ["gfnet_micro"]
+    # an entry named is measured even when its record is current
+    measured.clear()
+    measure_zoo(settings, names=["rvt_micro"], existing=existing)
+    assert measured == ["rvt_micro"]
 
 
 def test_fold_miou_of_a_perfect_and_of_an_all_background_segmenter():

@@ -12,7 +12,7 @@ import pytest
 from bioattn.cli import main
 from bioattn.config import ResultsSettings
 from bioattn.errors import BioattnError
-from bioattn.results.judge import HOLDS, UNMEASURED, eps_key
+from bioattn.results.judge import HOLDS, UNMEASURED, UNRESOLVED, eps_key
 from bioattn.results.page import TITLE, check_results, records_folder, write_page
 from bioattn.results.records import Record, write_records
 
@@ -48,9 +48,11 @@ def test_the_page_shows_each_claim_with_its_statistics(page):
     for section in ("## How the verdicts are reached", "## Claims", "## Claim by claim", "## Power", "## The models"):
         assert section in text
     pgd = next(j for j in judged if j.claim.id == "vars-pgd-rvt-vars-d")
-    assert pgd.verdict == HOLDS
+    # one seed: the test holds, the verdict waits for the seeds
+    assert pgd.outcome == HOLDS and pgd.verdict == UNRESOLVED
     row = next(line for line in text.splitlines() if line.startswith("| `vars-pgd-rvt-vars-d` |"))
-    assert "pgd_top1 (above 0)" in row and "| 800 | 1 | holds |" in row and "[+" in row
+    assert "pgd_top1 (above 0)" in row and "| 800 | 1 | holds | not resolved |" in row and "[+" in row
+    assert "1 wait for seeds: on the seeds measured, 1 would hold and 0 would not" in text
     assert "- pgd_top1: 7" in text or "- pgd_top1: 8" in text
     assert "McNemar mid-p" in text and "PGD / clean top-1 on the same images" in text
     assert "| `vars-pgd-rvt-vars-d` | pgd_top1 | McNemar mid-p | 800 | ±" in text
@@ -81,9 +83,9 @@ def test_check_fails_when_a_verdict_on_the_page_differs(page, capsys):
     out, _ = page
     text = out.read_text()
     row = next(line for line in text.splitlines() if line.startswith("| `vars-pgd-rvt-vars-d` |"))
-    out.write_text(text.replace(row, row.replace("| holds |", "| not resolved |")))
-    with pytest.raises(BioattnError, match="claim vars-pgd-rvt-vars-d: the page says 'not resolved', the records "
-                                           "give 'holds'"):
+    out.write_text(text.replace(row, row.replace("| holds | not resolved |", "| holds | holds |")))
+    with pytest.raises(BioattnError, match="claim vars-pgd-rvt-vars-d: the page says 'holds', the records "
+                                           "give 'not resolved'"):
         check_results(out=str(out))
     out.write_text(text.replace(row + "\n", ""))
     assert main(["results", "--check", "--out", str(out)]) == 2

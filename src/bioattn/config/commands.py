@@ -199,8 +199,10 @@ class ResultsSettings(Settings):
     check: bool = setting(False, help="measure nothing: recompute every verdict from the stored records and "
                           "compare it with the page (an error naming the record or claim when a record was "
                           "altered or a verdict differs)")
-    only: list[str] | None = setting(None, help="comma-separated zoo entries to measure (the others' records "
-                                     "are kept)", resolves="every built entry", parse=parse_names, metavar="ENTRIES")
+    only: list[str] | None = setting(None, help="comma-separated zoo entries to measure, even where their records "
+                                     "are current (the others' records are kept)",
+                                     resolves="every built entry whose record is missing or was measured on other "
+                                              "weights or settings", parse=parse_names, metavar="ENTRIES")
     images: int = setting(2000, help="test images for clean top-1 (and for segmenters and multi-label models)",
                           check=integer(1))
     corruption_images: int = setting(1000, help="test images under every corruption and severity",

@@ -24,6 +24,10 @@ The p-values of all measured claims form one family, corrected by Holm's method.
   seeds that disagree in sign. An unresolved claim never becomes one that holds;
 * **not measured**: a record the claim needs is missing.
 
+Every entry of a claim needs :data:`SEEDS` training seeds before the claim is decided: with
+fewer, the rules' outcome on the seeds measured is kept beside the verdict
+(:attr:`Judgement.outcome`), and the verdict is "not resolved".
+
 A leaf module (numpy, scipy, statsmodels): ``bioattn results --check`` recomputes every verdict
 from the records alone, in seconds.
 """
@@ -47,6 +51,9 @@ VERDICTS = (HOLDS, FAILS, UNRESOLVED, UNMEASURED)
 # the kinds of per-image columns: two 0/1 outcomes to compare (McNemar when single seeds), two
 # values whose means are compared, one score against zero, and statistics of column totals
 BINARY, LINEAR, SCORE, RATIO = "binary", "linear", "score", "ratio"
+# the training seeds every entry of a claim needs before the claim is decided: a difference
+# between two models trained once can be the seed's
+SEEDS = 3
 # the other metrics decide nothing: fewer resamples give their intervals to a tenth of a point
 OTHER_RESAMPLES = 2_000
 
@@ -429,7 +436,9 @@ def verdict(direction: str, estimate: float, low: float, high: float, p_correcte
 class Judgement:
     """A claim's outcome: its primary :class:`Figure` (None when not measured), the Holm-corrected
     p, the number of seeds, the verdict, the other metrics' figures, those that disagree with
-    the primary one, and a note (why it is not measured, or why it is not resolved)."""
+    the primary one, a note (why it is not measured, or why it is not resolved) and ``outcome``:
+    what the rules give on the seeds measured (the verdict once every entry has the seeds a
+    verdict needs)."""
 
     claim: Claim
     primary: Figure | None
@@ -439,6 +448,7 @@ class Judgement:
     others: list[Figure] = field(default_factory=list)
     disagree: list[str] = field(default_factory=list)
     note: str = ""
+    outcome: str = UNMEASURED
 
 
 def _sign(figure: Figure, lower_is_better: bool) -> int:
@@ -449,9 +459,10 @@ def _sign(figure: Figure, lower_is_better: bool) -> int:
     return -s if lower_is_better else s
 
 
-def judge(claims: Sequence[Claim], records: dict[tuple[str, int], Record]) -> list[Judgement]:
+def judge(claims: Sequence[Claim], records: dict[tuple[str, int], Record], seeds: int = SEEDS) -> list[Judgement]:
     """Every claim's :class:`Judgement` from the records, the p-values of the measured claims
-    corrected together by Holm's method."""
+    corrected together by Holm's method; a claim whose entries have fewer than ``seeds`` seeds
+    each is not resolved, whatever its test gives (kept as the judgement's ``outcome``)."""
     results: list[Judgement] = []
     for claim in claims:
         if claim.missing:
@@ -459,7 +470,7 @@ def judge(claims: Sequence[Claim], records: dict[tuple[str, int], Record]) -> li
             continue
         try:
             primary = measure_metric(claim, claim.metric, records, claim.direction, claim.margin)
-            seeds = seed_count(claim, records)
+            measured = seed_count(claim, records)
         except Missing as missing:
             results.append(Judgement(claim, None, None, 0, UNMEASURED, note=str(missing)))
             continue
@@ -469,7 +480,7 @@ def judge(claims: Sequence[Claim], records: dict[tuple[str, int], Record]) -> li
                 others.append(measure_metric(claim, metric, records, resamples=OTHER_RESAMPLES))
             except Missing:
                 continue
-        results.append(Judgement(claim, primary, None, seeds, UNRESOLVED, others))
+        results.append(Judgement(claim, primary, None, measured, UNRESOLVED, others))
     tested = [j for j in results if j.primary is not None and j.primary.p is not None]
     for j, p in zip(tested, stats.holm([j.primary.p for j in tested])):
         j.p_corrected = p
@@ -477,10 +488,15 @@ def judge(claims: Sequence[Claim], records: dict[tuple[str, int], Record]) -> li
         if j.primary is None:
             continue
         f, claim = j.primary, j.claim
-        j.verdict = verdict(claim.direction, f.estimate, f.low, f.high, j.p_corrected, f.per_seed, claim.margin)
-        if j.verdict == UNRESOLVED and j.p_corrected is not None and j.p_corrected < stats.ALPHA:
+        j.outcome = verdict(claim.direction, f.estimate, f.low, f.high, j.p_corrected, f.per_seed, claim.margin)
+        j.verdict = j.outcome
+        if j.outcome == UNRESOLVED and j.p_corrected is not None and j.p_corrected < stats.ALPHA:
             j.note = "the seeds disagree in sign" if claim.direction in (GREATER, LESS) else \
                 "the interval crosses the margin"
+        elif j.outcome in (HOLDS, FAILS) and j.seeds < seeds:
+            j.verdict = UNRESOLVED
+            j.note = (f"{j.seeds} of the {seeds} seeds a verdict needs; on {'it' if j.seeds == 1 else 'them'} "
+                      f"the test gives '{j.outcome}'")
         # the others disagree when significantly the other way: from the primary's significant
         # direction, or from the claimed one where the primary is not significant
         lead = _sign(f, RULES[claim.metric].lower_is_better) or (1 if claim.direction in (GREATER, LESS) else 0)

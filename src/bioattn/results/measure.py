@@ -27,6 +27,8 @@ attacks per eps; the records of the same weights and settings are the same.
 from __future__ import annotations
 
 import inspect
+import json
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,9 +54,10 @@ from ..evaluate.runtime import PixelModel
 from ..evaluate.segmentation import constant_prediction_miou
 from ..evaluate.steering import choose_prior_scale, steering_benchmark
 from ..evaluate.suites import run_suites
+from ..fileio import file_sha256
 from ..metrics.segmentation import SegmentationMeter
 from ..models.inputs import InputConfig
-from ..progress import progress_bar
+from ..progress import format_duration, progress_bar
 from ..protocol import Glimpsing, TopDownSteerable, capable, forward_readouts, unwrap
 from ..tasks.registry import get_task
 from ..tasks.spec import task_of_data
@@ -80,6 +83,33 @@ def base_name(entry: ZooEntry) -> str:
 
 def _model_info(entry: ZooEntry) -> dict[str, Any]:
     return {"name": entry.label, "model": entry.model, "model_args": entry.model_args, "entry": entry.name}
+
+
+# the settings a record of a benchmark classifier (or a leave-one-style-out model) depends on;
+# a segmenter's or a multi-label model's depends on the first and the glimpses only
+CLASSIFIER_SETTINGS = ("images", "corruption_images", "severities", "attack_images", "eps", "attention_images",
+                       "steering_images", "glimpses", "attack_readout", "seed")
+TASK_SETTINGS = ("images", "glimpses")
+
+
+def recorded_settings(entry: ZooEntry, settings: ResultsSettings) -> dict[str, Any]:
+    """The settings an entry's record is measured with, as its meta data keeps them."""
+    names = TASK_SETTINGS if entry.data in (SEGMENTATION_BENCHMARK, MULTILABEL_BENCHMARK) else CLASSIFIER_SETTINGS
+    return {k: getattr(settings, k) for k in names}
+
+
+def weights_digest(entry: ZooEntry) -> str:
+    """sha256 of the weights file an entry's record is measured on."""
+    return file_sha256(entry.folder / "model.safetensors")
+
+
+def is_current(record: Record | None, entry: ZooEntry, settings: ResultsSettings) -> bool:
+    """Whether ``record`` was measured on ``entry``'s present weights with these settings (the
+    settings compared as JSON stores them), so measuring again would give the same record."""
+    if record is None or record.meta.get("weights_sha256") != weights_digest(entry):
+        return False
+    wanted = json.loads(json.dumps(recorded_settings(entry, settings)))
+    return record.meta.get("settings") == wanted
 
 
 def _batches(indices: Sequence[int], size: int):
@@ -137,11 +167,8 @@ class _Measuring:
         self.glimpse = capable(self.model, Glimpsing)
         self.readouts = settings.glimpses if self.glimpse else None
         self.record = Record(base_name(entry), entry.seed, meta={
-            "model": _model_info(entry), "data": entry.data,
-            "settings": {k: getattr(settings, k) for k in ("images", "corruption_images", "severities",
-                                                           "attack_images", "eps", "attention_images",
-                                                           "steering_images", "glimpses", "attack_readout",
-                                                           "seed")},
+            "model": _model_info(entry), "data": entry.data, "weights_sha256": weights_digest(entry),
+            "settings": recorded_settings(entry, settings),
         })
         if self.glimpse:
             self.record.meta["trained_glimpses"] = int(getattr(unwrap(self.model), "num_glimpses", 0)) or None
@@ -393,8 +420,8 @@ def measure_task_entry(entry: ZooEntry, settings: ResultsSettings, progress: boo
     test = task.build_dataset(entry.data, "test", InputConfig.resolve(model, meta), train=False)
     chosen = spread_indices(len(test), settings.images)
     record = Record(base_name(entry), entry.seed, meta={"model": _model_info(entry), "data": entry.data,
-                                                  "settings": {"images": settings.images,
-                                                               "glimpses": settings.glimpses}})
+                                                  "weights_sha256": weights_digest(entry),
+                                                  "settings": recorded_settings(entry, settings)})
     if task.name == "segmentation":
         k = int(model.num_classes)
         inter, union = _segmentation_counts(model, test, chosen, k, settings.batch_size, device)
@@ -435,21 +462,36 @@ def measure_entry(entry: ZooEntry, settings: ResultsSettings, progress: bool = F
 
 
 def measure_zoo(settings: ResultsSettings, names: Sequence[str] | None = None, progress: bool = False,
-                log: Callable[[str], None] | None = None) -> list[Record]:
+                log: Callable[[str], None] | None = None, existing: dict[tuple[str, int], Record] | None = None,
+                store: Callable[[Record], None] | None = None) -> list[Record]:
     """The records of every built entry of the zoo (or of ``names``: an entry's name measures
-    every seed of it, a seed's own name that seed)."""
+    every seed of it, a seed's own name that seed). Without ``names``, an entry whose record in
+    ``existing`` is current (:func:`is_current`) is not measured again, so an interrupted run
+    resumes with the first entry it had not finished; ``store`` receives each record as soon as
+    it is measured. ``log`` hears each entry's start and time, and the total."""
     if names:
         named = {find_entry(n).name for n in names}
         entries = [e for e in ZOO if e.name in named or base_name(e) in named]
     else:
         entries = list(ZOO)
-    records = []
-    for entry in entries:
-        if not entry.is_built():
-            continue
-        if log:
-            log(f"measuring {entry.name}")
-        records.append(measure_entry(entry, settings, progress))
+    built = [e for e in entries if e.is_built()]
+    todo = [e for e in built if names or not is_current((existing or {}).get((base_name(e), e.seed)), e, settings)]
+    say = log or (lambda message: None)
+    if len(todo) < len(built):
+        say(f"{len(built) - len(todo)} of {len(built)} built entries have current records (same weights and "
+            "settings): kept")
+    records, started = [], time.monotonic()
+    for i, entry in enumerate(todo, 1):
+        say(f"measuring {entry.name} ({i} of {len(todo)})")
+        t0 = time.monotonic()
+        record = measure_entry(entry, settings, progress)
+        say(f"{entry.name}: measured in {format_duration(time.monotonic() - t0)}")
+        if store is not None:
+            store(record)
+        records.append(record)
+    if todo:
+        what = "entry" if len(todo) == 1 else "entries"
+        say(f"measured {len(todo)} {what} in {format_duration(time.monotonic() - started)}")
     return records
 
 

@@ -36,9 +36,21 @@ from ..fileio import atomic_write_text, check_output_file
 from ..zoo import BENCHMARK, MULTILABEL_BENCHMARK, SEGMENTATION_BENCHMARK, STYLES, ZOO, find_entry
 from . import stats
 from .claims import AT_MOST, EQUIVALENT, GREATER, METRICS, OFFICIAL_EPS, claims
-from .judge import FAILS, HOLDS, OTHER_RESAMPLES, RULES, UNMEASURED, UNRESOLVED, VERDICTS, Judgement, eps_key, judge
+from .judge import (
+    FAILS,
+    HOLDS,
+    OTHER_RESAMPLES,
+    RULES,
+    SEEDS,
+    UNMEASURED,
+    UNRESOLVED,
+    VERDICTS,
+    Judgement,
+    eps_key,
+    judge,
+)
 from .measure import PAIR_BENCHMARK, base_name, held_out, measure_zoo
-from .records import Record, read_records, write_records
+from .records import MANIFEST, Record, read_records, write_records
 
 # the first line of the page, by which a later call knows the page is its own
 TITLE = "# Results: the sources' claims on the embedded benchmark"
@@ -163,7 +175,10 @@ def method_lines(settings: ResultsSettings) -> list[str]:
         "p is below α with the opposite sign (a claim of no change: the whole interval lies outside the margin). "
         "Anything else is **not resolved**: the data cannot tell, at this number of images and seeds, whether "
         "the claim holds; it never counts as holding. The power table below gives the smallest difference each "
-        "test would have detected. **Not measured**: a record the claim needs is missing (the row says which).",
+        "test would have detected. **Not measured**: a record the claim needs is missing (the row says which).", "",
+        f"A verdict needs {SEEDS} training seeds of every model the claim compares: a difference between two "
+        "models trained once can be the seed's. Until each model has them, the claim is not resolved, and the "
+        "column *the test on these seeds* gives what the rules above say on the seeds measured so far.",
         "",
         f"Images: clean top-1 on {settings.images} test images; {settings.corruption_images} under each of the 15 "
         f"corruptions at severit{'y' if len(settings.severities) == 1 else 'ies'} "
@@ -183,12 +198,12 @@ def _margin(claim_id: str) -> str:
 
 def claim_table(judgements: Sequence[Judgement]) -> list[str]:
     lines = ["| id | claim | source | primary metric (expected) | difference [95% interval] | Holm p | images | "
-             "seeds | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+             "seeds | the test on these seeds | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
     for j in judgements:
         c, f = j.claim, j.primary
         lines.append(f"| `{c.id}` | {_cell(c.statement)} | {c.source} | {c.metric} ({_expected(j)}) | "
                      f"{_difference(j)} | {_p(j.p_corrected)} | {f.n if f else '-'} | {j.seeds or '-'} | "
-                     f"{j.verdict} |")
+                     f"{j.outcome if f else '-'} | {j.verdict} |")
     return lines
 
 
@@ -278,29 +293,45 @@ def _pct(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.1f}%"
 
 
+def _over_seeds(values: Sequence[float | None]) -> str:
+    """A figure of every seed: its mean, and the spread (sd) across seeds where there are several."""
+    found = [v for v in values if v is not None and math.isfinite(v)]
+    if not found:
+        return "-"
+    return _pct(float(np.mean(found))) + (f" ± {np.std(found, ddof=1):.1f}" if len(found) > 1 else "")
+
+
+def _corrupted(record: Record) -> float | None:
+    conditions = [k for k in record.conditions if k.startswith("corruption/") and k != "corruption/clean"]
+    return float(100 * np.mean([record.get(k).mean() for k in conditions])) if conditions else None
+
+
 def model_lines(records: dict[tuple[str, int], Record]) -> list[str]:
     """Every measured model's figures, by kind of model."""
-    by_entry: dict[str, Record] = {}
+    seeds: dict[str, list[Record]] = {}
     for (entry, _), record in sorted(records.items()):
-        by_entry.setdefault(entry, record)
+        seeds.setdefault(entry, []).append(record)
+    by_entry = {entry: found[0] for entry, found in seeds.items()}
     key = eps_key(OFFICIAL_EPS)
     lines = ["## The models", "",
-             "Top-1 in % of the first seed's model on the benchmark's test images: clean, averaged over the "
-             "corruptions and severities, under FGSM and PGD at eps 1/255 (glimpse models: at the attacked "
-             "glimpse); the share of the attention map on the object (the object's area) and its AUC-Judd "
-             "against the object mask.", "",
-             "| zoo entry | model | clean | corrupted | FGSM | PGD | attention on object (object area) | "
-             "attention AUC |", "|---|---|---|---|---|---|---|---|"]
+             "Top-1 in % on the benchmark's test images, the mean over the seeds measured (± their standard "
+             "deviation where there are several): clean, averaged over the corruptions and severities, under "
+             "FGSM and PGD at eps 1/255 (glimpse models: at the attacked glimpse); the first seed's share of the "
+             "attention map on the object (the object's area) and its AUC-Judd against the object mask.", "",
+             "| zoo entry | model | seeds | clean | corrupted | FGSM | PGD | attention on object (object area) | "
+             "attention AUC |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in by_entry.items():
         if r.meta.get("data") != BENCHMARK:
             continue
-        conditions = [k for k in r.conditions if k.startswith("corruption/") and k != "corruption/clean"]
-        corrupted = float(100 * np.mean([r.get(k).mean() for k in conditions])) if conditions else None
+        every = seeds[name]
         share, area = _mean(r, "attention/share"), _mean(r, "attention/area")
         on = f"{_pct(share)} ({_pct(area)})" if share is not None else "-"
         auc = _mean(r, "attention/auc", 1.0)
-        lines.append(f"| `{name}` | {r.meta['model']['name']} | {_pct(_mean(r, 'clean'))} | {_pct(corrupted)} | "
-                     f"{_pct(_mean(r, f'fgsm/{key}'))} | {_pct(_mean(r, f'pgd/{key}'))} | {on} | "
+        lines.append(f"| `{name}` | {r.meta['model']['name']} | {len(every)} | "
+                     f"{_over_seeds([_mean(x, 'clean') for x in every])} | "
+                     f"{_over_seeds([_corrupted(x) for x in every])} | "
+                     f"{_over_seeds([_mean(x, f'fgsm/{key}') for x in every])} | "
+                     f"{_over_seeds([_mean(x, f'pgd/{key}') for x in every])} | {on} | "
                      f"{'-' if auc is None else f'{auc:.3f}'} |")
     seg = {n: r for n, r in by_entry.items() if r.meta.get("data") == SEGMENTATION_BENCHMARK}
     if seg:
@@ -373,6 +404,11 @@ def results_markdown(settings: ResultsSettings, judgements: Sequence[Judgement],
                      records: dict[tuple[str, int], Record]) -> str:
     """The text of the results page."""
     counts = {v: sum(j.verdict == v for j in judgements) for v in VERDICTS}
+    waiting = [j for j in judgements if j.verdict != j.outcome]
+    seeds_line = ("" if not waiting else
+                  f" Of those not resolved, {len(waiting)} wait for seeds: on the seeds measured, "
+                  f"{sum(j.outcome == HOLDS for j in waiting)} would hold and "
+                  f"{sum(j.outcome == FAILS for j in waiting)} would not.")
     measured = sorted({e for e, _ in records})
     lines = [
         TITLE, "",
@@ -382,7 +418,7 @@ def results_markdown(settings: ResultsSettings, judgements: Sequence[Judgement],
         "`bioattn results --check` fails when a verdict differs from them.", "",
         *method_lines(settings), "",
         f"Verdicts: {counts[HOLDS]} hold, {counts[FAILS]} do not hold, {counts[UNRESOLVED]} not resolved, "
-        f"{counts[UNMEASURED]} not measured.", "",
+        f"{counts[UNMEASURED]} not measured.{seeds_line}", "",
         "## Claims", "",
         *claim_table(judgements), "",
         *claim_details(judgements, records),
@@ -411,15 +447,20 @@ def write_results(settings: ResultsSettings | None = None, log: Callable[[str], 
                   **overrides: Any) -> list[Judgement]:
     """Measure the zoo (or ``settings.only``), store the records beside ``settings.out`` (keeping
     the other entries' records), decide every claim and write the page; returns the judgements.
+    Each entry's record is stored as soon as it is measured; without ``settings.only``, entries
+    whose records are current (same weights, same settings) are kept, so a run that was stopped
+    resumes where it stopped, and a run after the zoo changed measures only what changed.
     Keyword ``overrides`` name fields of :class:`~bioattn.config.ResultsSettings`."""
     settings = _settings(settings, overrides)
     if settings.check:
         return check_results(settings)
     out = check_page_target(settings.out)
-    measured = measure_zoo(settings, settings.only, settings.progress, log)
-    if not measured:
+    if not any(entry.is_built() for entry in ZOO):
         raise BioattnError("no zoo entry is built: run bioattn zoo first")
-    write_records(records_folder(out), measured)
+    folder = records_folder(out)
+    existing = read_records(folder) if (folder / MANIFEST).is_file() else {}
+    measure_zoo(settings, settings.only, settings.progress, log, existing=existing,
+                store=lambda record: write_records(folder, [record]))
     return write_page(settings)
 
 
