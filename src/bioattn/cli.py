@@ -255,7 +255,7 @@ def _run_results(s: config.ResultsSettings) -> int:
         judged = check_results(s)
         print(f"results: {len(judged)} verdicts of {s.out} recomputed from its records: all agree")
         return 0
-    judged = write_results(s, log=lambda message: print(message, file=sys.stderr) if s.progress else None)
+    judged = write_results(s, log=lambda message: print(message, file=sys.stderr, flush=True))
     verdicts = ", ".join(f"{sum(j.verdict == v for j in judged)} {v}" for v in dict.fromkeys(j.verdict for j in judged))
     print(f"results: {len(judged)} claims ({verdicts}) written to {s.out}")
     return 0

@@ -360,3 +360,31 @@ def test_a_perfect_prior_is_lost_in_the_first_blocks_attention(zoo_absvit):
     assert first["signal"] > 5 and abs(first["mixed"]) < 0.1 and abs(first["output"]) < 0.05
     assert first["change_ratio"] > 0.2  # the top-down pass does change the tokens, evenly
     assert first["attention_from_object"] < first["attention_from_all"]
+
+
+def test_the_drawn_maps_are_the_ones_the_benchmark_scores(tmp_path):
+    from PIL import Image
+
+    from bioattn.attention.plots import plot_steering
+
+    pairs = Pairs(5)
+    protocol = steering.fixed_protocol(40.0, 0.7)
+    scored = steering.steering_benchmark(Steerable(), pairs, protocol=protocol)
+    drawn = steering.steered_maps(Steerable(), pairs, [1, 3], protocol)
+    np.testing.assert_allclose(drawn["shares"].numpy(), scored["shares"][[1, 3]], atol=1e-6)
+    assert tuple(drawn["maps"].shape) == (2, 2, SIZE, SIZE)
+    assert drawn["labels"].tolist() == pairs.arrays.labels[[1, 3]].tolist()
+    # the map under object j's class lies on object j, and on nothing else
+    for j in range(2):
+        assert (drawn["maps"][:, j] * drawn["masks"][:, j]).sum() > 0
+        assert (drawn["maps"][:, j] * drawn["masks"][:, 1 - j]).sum() == 0
+    path = plot_steering(np.zeros((2, SIZE, SIZE, 3)), drawn["labels"], drawn["masks"], drawn["maps"],
+                         drawn["shares"], tmp_path / "steering.png", class_names=[f"c{i}" for i in range(10)])
+    one = plot_steering(np.zeros((1, SIZE, SIZE, 3)), drawn["labels"][:1], drawn["masks"][:1], drawn["maps"][:1],
+                        drawn["shares"][:1], tmp_path / "one.png")
+    with Image.open(path) as figure, Image.open(one) as single:
+        # one row per image, three panels in each
+        assert figure.format == "PNG" and figure.size[0] == single.size[0] and figure.size[1] > 1.8 * single.size[1]
+    with pytest.raises(BioattnError, match="plot_steering needs"):
+        plot_steering(np.zeros((3, SIZE, SIZE, 3)), drawn["labels"], drawn["masks"], drawn["maps"], drawn["shares"],
+                      tmp_path / "bad.png")

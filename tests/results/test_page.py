@@ -108,3 +108,26 @@ def test_results_refuses_a_page_that_is_not_markdown(tmp_path, capsys):
     assert len(err) == 1 and "a .md file" in err[0]
     with pytest.raises(BioattnError, match="beyond --glimpses"):
         ResultsSettings(glimpses=4, attack_readout=8)
+
+
+def test_figures_are_drawn_where_missing_or_just_measured(tmp_path, monkeypatch):
+    from bioattn.results import page as page_module
+
+    out = tmp_path / "results.md"
+    steered = Record("absvit_micro_convstem_64", 0, meta={"steering_protocol": {"prior_scale": 3.0, "threshold": 0.7}})
+    steered.add("steering/shift", np.zeros(4, np.float32), range(4))
+    write_records(records_folder(out), [steered, _record("rvt_micro", 0.6, 2)])
+    drawn = []
+
+    def draw(entry, record, path):
+        drawn.append(entry.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("figure")
+        return path
+
+    monkeypatch.setattr(page_module, "draw_steering", draw)
+    assert page_module.draw_figures(out) == [page_module.steering_figure(out, "absvit_micro_convstem_64")]
+    assert drawn == ["absvit_micro_convstem_64"]  # the only record with a steering measurement
+    assert page_module.draw_figures(out) == [] and drawn == ["absvit_micro_convstem_64"]
+    page_module.draw_figures(out, redraw={"absvit_micro_convstem_64"})
+    assert drawn == ["absvit_micro_convstem_64"] * 2

@@ -167,6 +167,62 @@ def attention_figure(image: np.ndarray | torch.Tensor, maps: Mapping[str, torch.
     return fig
 
 
+def plot_steering(pictures: np.ndarray | torch.Tensor, labels: torch.Tensor, masks: torch.Tensor,
+                  maps: torch.Tensor, shares: torch.Tensor, out_path: str | Path,
+                  class_names: Sequence[str] | None = None, title: str | None = None) -> Path:
+    """Two-object images and where a class prior puts the top-down map: one row per image, its
+    picture with both objects outlined (the first in red, the second in cyan), then the map under
+    each object's class with the share of the map on each object (the steering benchmark's
+    quantities, :func:`bioattn.evaluate.steering.steered_maps`). ``pictures`` ``(N, H, W, 3)``
+    in [0, 1]; ``labels`` ``(N, 2)``; ``masks`` and ``maps`` ``(N, 2, H, W)``; ``shares``
+    ``(N, 2, 2)``. Writes ``out_path``."""
+    # deferred: matplotlib loads in about a second; only figure writers need it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    out_path = Path(out_path)
+    fmt = out_path.suffix.lower()
+    if fmt not in _FORMATS:
+        raise BioattnError(f"cannot write a figure as '{out_path.suffix}': use one of {', '.join(sorted(_FORMATS))}")
+    pictures = np.clip(np.asarray(torch.as_tensor(pictures).float()), 0.0, 1.0)
+    n = len(pictures)
+    if not (labels.shape[:2] == (n, 2) and masks.shape[:2] == (n, 2) and maps.shape[:2] == (n, 2)
+            and tuple(shares.shape) == (n, 2, 2)):
+        raise BioattnError(f"plot_steering needs N pictures with (N, 2) labels, (N, 2, H, W) masks and maps and "
+                           f"(N, 2, 2) shares; got {n}, {tuple(labels.shape)}, {tuple(masks.shape)}, "
+                           f"{tuple(maps.shape)}, {tuple(shares.shape)}")
+
+    def name(c: int) -> str:
+        return class_names[c] if class_names and 0 <= c < len(class_names) else str(c)
+
+    colours = ("red", "cyan")
+    fig = Figure(figsize=(3 * 2.6, n * 2.9 + (0.4 if title else 0.0)), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(n, 3, squeeze=False)
+    for i in range(n):
+        a, b = (name(int(c)) for c in labels[i])
+        panels = [(f"{a} (red), {b} (cyan)", None)]
+        for j in range(2):
+            on = shares[i, j]
+            panels.append((f"prior {name(int(labels[i, j]))}: {100 * on[0]:.0f}% on {a},\n"
+                           f"{100 * on[1]:.0f}% on {b}", maps[i, j]))
+        for ax, (text, amap) in zip(axes[i], panels):
+            ax.set_axis_off()
+            ax.imshow(pictures[i])
+            if amap is not None:  # the map as the benchmark scores it, scaled to its maximum
+                amap = amap.float().clamp(min=0)
+                ax.imshow((amap / amap.max().clamp(min=1e-12)).numpy(), cmap="jet", alpha=0.55, vmin=0.0, vmax=1.0)
+            for k in range(2):
+                ax.contour(masks[i, k].float().numpy(), levels=[0.5], colors=colours[k], linewidths=1.2)
+            ax.set_title(text, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    atomic_write(out_path, lambda tmp: fig.savefig(tmp, format=fmt.lstrip(".").replace("jpg", "jpeg")),
+                 what="figure")
+    return out_path
+
+
 def attend(
     model: nn.Module,
     image_path: str | Path,

@@ -45,12 +45,10 @@ from ..data.subsets import spread_indices
 from ..errors import BioattnError
 from ..protocol import TopDownSteerable, evaluating, unwrap
 
-__all__ = [
-    "DEFAULT_PRIOR_SCALE", "PRIOR_SCALES", "MAP_THRESHOLDS", "threshold_maps", "object_shares",
-    "prompted_minus_other", "per_image_test", "check_pairs", "check_steerable", "check_classes",
-    "fixed_protocol", "choose_prior_scale", "steering_benchmark", "benchmark_summary", "jsonable",
-    "steering_by_block", "steering_score", "steering_score_dataset",
-]
+__all__ = ["DEFAULT_PRIOR_SCALE", "PRIOR_SCALES", "MAP_THRESHOLDS", "threshold_maps", "object_shares",
+           "prompted_minus_other", "per_image_test", "check_pairs", "check_steerable", "check_classes",
+           "fixed_protocol", "choose_prior_scale", "steering_benchmark", "benchmark_summary", "jsonable",
+           "steering_by_block", "steering_score", "steering_score_dataset", "steered_maps"]
 
 # The authors' demo scales the class prior's mask by 40.
 DEFAULT_PRIOR_SCALE = 40.0
@@ -355,6 +353,21 @@ def steering_benchmark(
     indices = _chosen(pairs, limit)
     shares = _dataset_shares(model, pairs, indices, [scale], [level], batch_size, device)[(scale, level)]
     return _summarise(np.asarray(indices), shares, protocol, confidence)
+
+
+def steered_maps(model: nn.Module, pairs, indices: Sequence[int], protocol: dict[str, Any],
+                 device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    """What the benchmark scores on ``indices`` of ``pairs`` under ``protocol``, to draw: ``images``,
+    ``labels`` ``(N, 2)``, ``masks`` and ``maps`` ``(N, 2, H, W)`` (column j: under object j's class,
+    at the masks' size, thresholded as scored) and ``shares`` ``(N, 2, 2)``."""
+    check_classes(model, pairs)
+    _check_protocol(protocol["prior_scale"], protocol["threshold"])
+    images, labels, masks = next(_batches(pairs, list(indices), max(len(indices), 1)))
+    with _Evaluating(model, device) as run:
+        maps = run.maps(images, labels, float(protocol["prior_scale"])).float().cpu()
+    shown = upsample(maps.flatten(0, 1), tuple(masks.shape[-2:])).reshape(*maps.shape[:2], *masks.shape[-2:])
+    return dict(images=images, labels=labels, masks=masks.bool(), maps=threshold_maps(shown, protocol["threshold"]),
+                shares=object_shares(maps, masks, protocol["threshold"]))
 
 
 def _summarise(indices: np.ndarray, shares: np.ndarray, protocol: dict[str, Any], confidence: float) -> dict:

@@ -30,6 +30,7 @@ import inspect
 import json
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 
 from ..attention.maps import has_maps, saliency
 from ..attention.metrics import auc_judd
+from ..attention.plots import plot_steering
 from ..checkpoint import load_model, read_meta
 from ..config import ResultsSettings
 from ..data import build_dataset
@@ -52,7 +54,7 @@ from ..evaluate.mce import CORRUPTIONS
 from ..evaluate.multilabel import SMALL_OBJECT_AREA
 from ..evaluate.runtime import PixelModel
 from ..evaluate.segmentation import constant_prediction_miou
-from ..evaluate.steering import choose_prior_scale, steering_benchmark
+from ..evaluate.steering import choose_prior_scale, steered_maps, steering_benchmark
 from ..evaluate.suites import run_suites
 from ..fileio import file_sha256
 from ..metrics.segmentation import SegmentationMeter
@@ -73,6 +75,8 @@ AIMED_GLIMPSES = (1, 2, 4, 8, 16)
 GLIMPSE_EPS_SWEEP = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 # a segmenter's test images are cut into this many folds by fold_mious
 SEGMENTATION_FOLDS = 10
+# the two-object test pairs a steerable entry's figure shows
+STEERING_PAIRS = 4
 
 
 def base_name(entry: ZooEntry) -> str:
@@ -441,6 +445,26 @@ def measure_task_entry(entry: ZooEntry, settings: ResultsSettings, progress: boo
             record.add("small_objects/on_small", shares, kept)
             record.add("small_objects/area", areas)
     return record
+
+
+def draw_steering(entry: ZooEntry, record: Record, out_path: str | Path, pairs: int = STEERING_PAIRS) -> Path:
+    """The figure of a steerable entry's top-down maps on the first ``pairs`` test pairs its
+    ``record`` scored, under each object's class, with the protocol the record names (prior scale
+    and threshold chosen on validation pairs)."""
+    if "steering" not in record.images or "steering_protocol" not in record.meta:
+        raise BioattnError(f"record {record.name} holds no steering measurement")
+    model, meta = load_model(entry.folder), read_meta(entry.folder)
+    size, mean, std = meta["img_size"], meta["mean"], meta["std"]
+    test = build_dataset(PAIR_BENCHMARK, "test", size, mean, std)
+    protocol = record.meta["steering_protocol"]
+    got = steered_maps(model, test, [int(i) for i in record.images["steering"][:pairs]], protocol)
+    pixels = Pixels(mean, std)
+    pictures = np.stack([pixels.to_picture(x) for x in got["images"]])
+    threshold = protocol["threshold"]
+    return plot_steering(pictures, got["labels"], got["masks"], got["maps"], got["shares"], out_path,
+                         class_names=meta.get("classes"),
+                         title=f"{entry.label}: prior scale {protocol['prior_scale']:g}, map "
+                               f"{'raw' if threshold is None else f'above {threshold:g} of its range'}")
 
 
 def held_out(entry: ZooEntry) -> str | None:

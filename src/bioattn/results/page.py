@@ -49,7 +49,7 @@ from .judge import (
     eps_key,
     judge,
 )
-from .measure import PAIR_BENCHMARK, base_name, held_out, measure_zoo
+from .measure import PAIR_BENCHMARK, STEERING_PAIRS, base_name, draw_steering, held_out, measure_zoo
 from .records import MANIFEST, Record, read_records, write_records
 
 # the first line of the page, by which a later call knows the page is its own
@@ -61,6 +61,13 @@ def records_folder(out: str | Path) -> Path:
     """Where the records of page ``out`` live: ``<folder of the page's name>/records``."""
     out = Path(out)
     return out.parent / out.stem / "records"
+
+
+def steering_figure(out: str | Path, entry: str) -> Path:
+    """The figure of steerable entry ``entry``'s prompted maps beside page ``out``:
+    ``<folder of the page's name>/figures/<entry>.steering.png``."""
+    out = Path(out)
+    return out.parent / out.stem / "figures" / f"{entry}.steering.png"
 
 
 def written_here(path: str | Path) -> bool:
@@ -207,7 +214,9 @@ def claim_table(judgements: Sequence[Judgement]) -> list[str]:
     return lines
 
 
-def claim_details(judgements: Sequence[Judgement], records: dict[tuple[str, int], Record]) -> list[str]:
+def claim_details(judgements: Sequence[Judgement], records: dict[tuple[str, int], Record],
+                  out: str | Path | None = None) -> list[str]:
+    """Each claim's figures; a steering claim names its model's figure beside page ``out``."""
     lines = ["## Claim by claim", ""]
     for j in judgements:
         c, f = j.claim, j.primary
@@ -236,6 +245,12 @@ def claim_details(judgements: Sequence[Judgement], records: dict[tuple[str, int]
         if j.others:
             lines.append("- the other metrics do not point significantly the other way." if not j.disagree else
                          f"- disagreeing: {', '.join(j.disagree)} points significantly the other way (uncorrected).")
+        if out is not None and c.metric == "steering_shift":
+            figure = steering_figure(out, c.system[0]).relative_to(Path(out).parent).as_posix()
+            lines += ["", f"Figure: `{figure}` beside this page, which `bioattn results` draws from the model and "
+                      f"this record (Python: `bioattn.results.page.draw_figures`; figures are not kept in git): the "
+                      f"first {STEERING_PAIRS} test pairs scored, each under the class of either object, the map as "
+                      "the benchmark scores it and its share on each object. The demo draws the same maps."]
         lines.append("")
     return lines
 
@@ -421,7 +436,7 @@ def results_markdown(settings: ResultsSettings, judgements: Sequence[Judgement],
         f"{counts[UNMEASURED]} not measured.{seeds_line}", "",
         "## Claims", "",
         *claim_table(judgements), "",
-        *claim_details(judgements, records),
+        *claim_details(judgements, records, settings.out),
         *power_table(judgements), "",
         *model_lines(records), "",
         "## Training", "",
@@ -459,9 +474,26 @@ def write_results(settings: ResultsSettings | None = None, log: Callable[[str], 
         raise BioattnError("no zoo entry is built: run bioattn zoo first")
     folder = records_folder(out)
     existing = read_records(folder) if (folder / MANIFEST).is_file() else {}
-    measure_zoo(settings, settings.only, settings.progress, log, existing=existing,
-                store=lambda record: write_records(folder, [record]))
+    measured = measure_zoo(settings, settings.only, settings.progress, log, existing=existing,
+                           store=lambda record: write_records(folder, [record]))
+    draw_figures(out, {r.entry for r in measured if r.seed == 0}, log)
     return write_page(settings)
+
+
+def draw_figures(out: str | Path, redraw: set[str] = frozenset(), log: Callable[[str], None] | None = None
+                 ) -> list[Path]:
+    """Draw the figure of every steerable entry whose first seed's record holds a steering
+    measurement (:func:`bioattn.results.measure.draw_steering`), where it is missing or the
+    entry is in ``redraw`` (just measured); returns the figures drawn."""
+    drawn = []
+    for (name, seed), record in sorted(read_records(records_folder(out)).items()):
+        path = steering_figure(out, name)
+        if seed != 0 or "steering" not in record.images or (path.is_file() and name not in redraw):
+            continue
+        if log:
+            log(f"drawing {path}")
+        drawn.append(draw_steering(find_entry(name), record, path))
+    return drawn
 
 
 def write_page(settings: ResultsSettings | None = None, **overrides: Any) -> list[Judgement]:
