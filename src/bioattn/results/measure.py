@@ -501,6 +501,8 @@ def measure_zoo(settings: ResultsSettings, names: Sequence[str] | None = None, p
     built = [e for e in entries if e.is_built()]
     todo = [e for e in built if names or not is_current((existing or {}).get((base_name(e), e.seed)), e, settings)]
     say = log or (lambda message: None)
+    if names and len(built) < len(entries):
+        say(f"not built, so not measured: {', '.join(e.name for e in entries if not e.is_built())}")
     if len(todo) < len(built):
         say(f"{len(built) - len(todo)} of {len(built)} built entries have current records (same weights and "
             "settings): kept")

@@ -299,9 +299,8 @@ def power_table(judgements: Sequence[Judgement]) -> list[str]:
 
 
 def _mean(record: Record, condition: str, scale: float = 100.0) -> float | None:
-    if not record.has(condition):
-        return None
-    return float(scale * np.nanmean(record.get(condition).astype(float)))
+    values = record.get(condition).astype(float) if record.has(condition) else np.array([np.nan])
+    return None if np.isnan(values).all() else float(scale * np.nanmean(values))
 
 
 def _pct(value: float | None) -> str:
