@@ -131,3 +131,20 @@ def test_figures_are_drawn_where_missing_or_just_measured(tmp_path, monkeypatch)
     assert page_module.draw_figures(out) == [] and drawn == ["absvit_micro_convstem_64"]
     page_module.draw_figures(out, redraw={"absvit_micro_convstem_64"})
     assert drawn == ["absvit_micro_convstem_64"] * 2
+
+
+def test_a_glimpse_model_is_read_at_its_attacked_glimpse_in_the_models_table(tmp_path):
+    out = tmp_path / "results.md"
+    n, glimpses = 100, 16
+    per = np.zeros((glimpses, n), bool)
+    per[3, :60] = True   # 60% at glimpse 4, the attacked one
+    per[-1, :90] = True  # 90% at the last
+    record = Record("rsrnn_micro", 0, meta={"model": {"name": "RS-RNN"}, "data": "embedded", "attack_readout": 4,
+                                            "settings": {"glimpses": glimpses}})
+    record.add("clean", per[-1], range(n))
+    record.add("clean/glimpse", per)
+    record.add(PGD, per[3] & (np.arange(n) < 30), range(n))
+    write_records(records_folder(out), [record])
+    write_page(ResultsSettings(out=str(out), progress=False))
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| `rsrnn_micro` | RS-RNN |"))
+    assert "| 4 (corrupted: 16) | 60.0% |" in row and "| 30.0% |" in row

@@ -315,6 +315,13 @@ def _over_seeds(values: Sequence[float | None]) -> str:
     return _pct(float(np.mean(found))) + (f" ± {np.std(found, ddof=1):.1f}" if len(found) > 1 else "")
 
 
+def _clean(record: Record) -> float | None:
+    """Clean top-1 (%): a glimpse model's at the glimpse its attacks aim at."""
+    if record.has("clean/glimpse") and "attack_readout" in record.meta:
+        return float(100 * record.get("clean/glimpse")[int(record.meta["attack_readout"]) - 1].mean())
+    return _mean(record, "clean")
+
+
 def _corrupted(record: Record) -> float | None:
     conditions = [k for k in record.conditions if k.startswith("corruption/") and k != "corruption/clean"]
     return float(100 * np.mean([record.get(k).mean() for k in conditions])) if conditions else None
@@ -330,10 +337,12 @@ def model_lines(records: dict[tuple[str, int], Record]) -> list[str]:
     lines = ["## The models", "",
              "Top-1 in % on the benchmark's test images, the mean over the seeds measured (± their standard "
              "deviation where there are several): clean, averaged over the corruptions and severities, under "
-             "FGSM and PGD at eps 1/255 (glimpse models: at the attacked glimpse); the first seed's share of the "
-             "attention map on the object (the object's area) and its AUC-Judd against the object mask.", "",
-             "| zoo entry | model | seeds | clean | corrupted | FGSM | PGD | attention on object (object area) | "
-             "attention AUC |", "|---|---|---|---|---|---|---|---|---|"]
+             "FGSM and PGD at eps 1/255; the first seed's share of the attention map on the object (the object's "
+             "area) and its AUC-Judd against the object mask. A glimpse model is read at the glimpse the attacks "
+             "aim at, clean and attacked alike, and under corruptions at its last glimpse (the one recorded); "
+             "the column *glimpse* says which.", "",
+             "| zoo entry | model | seeds | glimpse | clean | corrupted | FGSM | PGD | attention on object (object "
+             "area) | attention AUC |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in by_entry.items():
         if r.meta.get("data") != BENCHMARK:
             continue
@@ -341,8 +350,10 @@ def model_lines(records: dict[tuple[str, int], Record]) -> list[str]:
         share, area = _mean(r, "attention/share"), _mean(r, "attention/area")
         on = f"{_pct(share)} ({_pct(area)})" if share is not None else "-"
         auc = _mean(r, "attention/auc", 1.0)
-        lines.append(f"| `{name}` | {r.meta['model']['name']} | {len(every)} | "
-                     f"{_over_seeds([_mean(x, 'clean') for x in every])} | "
+        glimpse = f"{r.meta['attack_readout']} (corrupted: {r.meta['settings']['glimpses']})" \
+            if r.has("clean/glimpse") and "attack_readout" in r.meta else "-"
+        lines.append(f"| `{name}` | {r.meta['model']['name']} | {len(every)} | {glimpse} | "
+                     f"{_over_seeds([_clean(x) for x in every])} | "
                      f"{_over_seeds([_corrupted(x) for x in every])} | "
                      f"{_over_seeds([_mean(x, f'fgsm/{key}') for x in every])} | "
                      f"{_over_seeds([_mean(x, f'pgd/{key}') for x in every])} | {on} | "
