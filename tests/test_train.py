@@ -39,6 +39,7 @@ def test_train_run_writes_logs_checkpoints_and_learns(image_folder, tmp_path):
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert all(r["img_per_s"] > 0 and r["train_loss"] > 0 and 0 <= r["data_wait"] < 1 for r in records)
+    assert all(0 < r["epoch_cpu_seconds"] for r in records)
     assert (run / "last" / ckpt.TRAINER_STATE).exists()
     assert (run / "best" / ckpt.WEIGHTS).exists() and not (run / "best" / ckpt.TRAINER_STATE).exists()
     assert any((run / "tb").iterdir())

@@ -115,6 +115,7 @@ def test_a_built_entry_loads_as_a_checkpoint_and_through_timm(zoo_dir, tmp_path)
         assert f.metadata()["command"] == command_line(entry)
     record = json.loads((folder / "train.json").read_text())
     assert record["seed"] == 3 and len(record["log"]) == 2 and record["train_seconds"] > 0
+    assert record["train_cpu_seconds"] == pytest.approx(sum(r["epoch_cpu_seconds"] for r in record["log"]), abs=0.1)
     assert 0 <= record["test"]["top1"] <= 100 and record["test"]["n"] == 16
     assert record["validation"]["val_top1"] == max(r["val_top1"] for r in record["log"])
 
@@ -353,19 +354,22 @@ def test_the_zoo_report_reads_curves_plateaus_and_seeds_from_the_records(tmp_pat
     first = _entry()
     second = zoo.seeded(first, 4)
     monkeypatch.setattr(build, "ZOO", (first, second))
-    for entry, curve, test in ((first, [40.0, 60.0, 70.0, 80.0, 80.2], 79.0), (second, [40, 50, 60, 70, 75], 73.0)):
+    for entry, curve, test, cpu in ((first, [40.0, 60.0, 70.0, 80.0, 80.2], 79.0, 90.0),
+                                    (second, [40, 50, 60, 70, 75], 73.0, None)):
         folder = tmp_path / entry.name
         folder.mkdir()
-        log = [{"epoch": i + 1, "val_top1": v} for i, v in enumerate(curve)]
+        log = [{"epoch": i + 1, "val_top1": v, "img_per_s": 100 + 10 * i} for i, v in enumerate(curve)]
         (folder / "train.json").write_text(json.dumps({"command": command_line(entry), "log": log,
-                                                       "test": {"top1": test}, "train_seconds": 120}))
+                                                       "test": {"top1": test}, "train_seconds": 120,
+                                                       "train_cpu_seconds": cpu}))
     page = build.zoo_report(tmp_path)
-    # the last fifth of five epochs is the fifth: 80.2 - 80.0 is a plateau, 75 - 70 is still rising
-    assert "| `tiny_rvt` | RVT VARS-D | 3 | top-1 79.00 | 40 60 70 80 80 | 0.20 | 5 | 2.0 |" in page
-    assert "| `tiny_rvt_seed4` | RVT VARS-D | 4 | top-1 73.00 | 40 50 60 70 75 | 5.00 (rising) | 5 | 2.0 |" in page
+    # the last fifth of five epochs is the fifth: 80.2 - 80.0 is a plateau, 75 - 70 is still rising;
+    # wall minutes, CPU minutes where recorded, the fastest epoch's rate
+    assert "| `tiny_rvt` | RVT VARS-D | 3 | top-1 79.00 | 40 60 70 80 80 | 0.20 | 5 | 2.0 | 1.5 | 140 |" in page
+    assert "| `tiny_rvt_seed4` | RVT VARS-D | 4 | top-1 73.00 | 40 50 60 70 75 | 5.00 (rising) | 5 | 2.0 | - | 140 |" in page
     # across seeds: the mean and the standard deviation of the two test figures
     assert "| `tiny_rvt` | RVT VARS-D | top-1 | 2 | 76.00 | 4.24 |" in page
-    assert "0.07 hours (2 entries of 2)" in page
+    assert "0.07 hours of wall-clock time (2 entries of 2); CPU time recorded for 1 of them: 0.03 hours" in page
     assert build.plateau_gain([1.0, 2.0]) == 1.0 and math.isnan(build.plateau_gain([1.0]))
 
 

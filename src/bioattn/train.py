@@ -580,11 +580,14 @@ def _train(cfg: TrainConfig, run_dir: Path, info: DistInfo, resume_state: dict |
         if info.is_main:
             progress.log(_start_message(cfg, data, t, info, run_dir, start_epoch))
         for epoch in range(start_epoch, cfg.epochs):
-            epoch_start = time.perf_counter()
+            epoch_start, epoch_cpu = time.perf_counter(), time.process_time()
             totals, optimizer_steps = train_one_epoch(cfg, data, t, epoch, optimizer_steps, run_dir,
                                                       progress, info)
             record = {"epoch": epoch + 1, "step": optimizer_steps, **totals, **validate(data, t, info)}
             record["epoch_seconds"] = round(time.perf_counter() - epoch_start, 2)
+            # this process's CPU time over all its threads: unlike the wall-clock time, it does
+            # not grow when other jobs share the machine
+            record["epoch_cpu_seconds"] = round(time.process_time() - epoch_cpu, 2)
             is_best = record[metric] > best_score
             best_score = max(best_score, record[metric])
             record[f"best_{metric}"] = best_score
