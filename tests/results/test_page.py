@@ -148,3 +148,29 @@ def test_a_glimpse_model_is_read_at_its_attacked_glimpse_in_the_models_table(tmp
     write_page(ResultsSettings(out=str(out), progress=False))
     row = next(line for line in out.read_text().splitlines() if line.startswith("| `rsrnn_micro` | RS-RNN |"))
     assert "| 4 (corrupted: 16) | 60.0% |" in row and "| 30.0% |" in row
+
+
+def test_the_tables_give_the_mean_and_spread_over_seeds(tmp_path):
+    from bioattn.zoo import STYLES
+
+    out = tmp_path / "results.md"
+    n = 100
+    records = []
+    for seed, top in ((0, 60), (1, 80)):
+        record = Record("rvt_micro", seed, meta={"model": {"name": "RVT"}, "data": "embedded"})
+        record.add("clean", np.arange(n) < top, range(n))
+        record.add("attention/auc", np.full(n, 0.5 + top / 400, np.float32), range(n))
+        records.append(record)
+        for i, style in enumerate(STYLES):
+            held = Record(f"rvt_micro_without_{style}", seed, meta={"model": {"name": "RVT"}, "data": "embedded"})
+            held.add("clean", np.arange(n) < top - 10 * i, range(n))
+            records.append(held)
+    write_records(records_folder(out), records)
+    write_page(ResultsSettings(out=str(out), progress=False))
+    lines = out.read_text().splitlines()
+    row = next(line for line in lines if line.startswith("| `rvt_micro` | RVT |"))
+    # clean 60% and 80%: mean 70.0, sd 14.1; AUC 0.65 and 0.70
+    assert "| 2 | - | 70.0% ± 14.1 |" in row and row.endswith("| 0.675 ± 0.035 |")
+    styles = next(line for line in lines if line.startswith("| `rvt_micro` | 2 |"))
+    # each style's mean over the seeds, and the mean over the styles (seed 0: 45%, seed 1: 65%)
+    assert styles == "| `rvt_micro` | 2 | 70.0% ± 14.1 | 60.0% ± 14.1 | 50.0% ± 14.1 | 40.0% ± 14.1 | 55.0% ± 14.1 |"

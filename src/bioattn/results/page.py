@@ -307,12 +307,18 @@ def _pct(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.1f}%"
 
 
-def _over_seeds(values: Sequence[float | None]) -> str:
+def _seed_mean(values: Sequence[float | None]) -> float | None:
+    found = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(found)) if found else None
+
+
+def _over_seeds(values: Sequence[float | None], digits: int = 1, unit: str = "%") -> str:
     """A figure of every seed: its mean, and the spread (sd) across seeds where there are several."""
     found = [v for v in values if v is not None and math.isfinite(v)]
     if not found:
         return "-"
-    return _pct(float(np.mean(found))) + (f" ± {np.std(found, ddof=1):.1f}" if len(found) > 1 else "")
+    spread = f" ± {np.std(found, ddof=1):.{digits}f}" if len(found) > 1 else ""
+    return f"{float(np.mean(found)):.{digits}f}{unit}{spread}"
 
 
 def _clean(record: Record) -> float | None:
@@ -337,7 +343,7 @@ def model_lines(records: dict[tuple[str, int], Record]) -> list[str]:
     lines = ["## The models", "",
              "Top-1 in % on the benchmark's test images, the mean over the seeds measured (± their standard "
              "deviation where there are several): clean, averaged over the corruptions and severities, under "
-             "FGSM and PGD at eps 1/255; the first seed's share of the attention map on the object (the object's "
+             "FGSM and PGD at eps 1/255; the share of the attention map on the object (the object's "
              "area) and its AUC-Judd against the object mask. A glimpse model is read at the glimpse the attacks "
              "aim at, clean and attacked alike, and under corruptions at its last glimpse (the one recorded); "
              "the column *glimpse* says which.", "",
@@ -347,9 +353,8 @@ def model_lines(records: dict[tuple[str, int], Record]) -> list[str]:
         if r.meta.get("data") != BENCHMARK:
             continue
         every = seeds[name]
-        share, area = _mean(r, "attention/share"), _mean(r, "attention/area")
-        on = f"{_pct(share)} ({_pct(area)})" if share is not None else "-"
-        auc = _mean(r, "attention/auc", 1.0)
+        shares = [_mean(x, "attention/share") for x in every]
+        on = f"{_over_seeds(shares)} ({_pct(_mean(r, 'attention/area'))})" if _seed_mean(shares) is not None else "-"
         glimpse = f"{r.meta['attack_readout']} (corrupted: {r.meta['settings']['glimpses']})" \
             if r.has("clean/glimpse") and "attack_readout" in r.meta else "-"
         lines.append(f"| `{name}` | {r.meta['model']['name']} | {len(every)} | {glimpse} | "
@@ -357,19 +362,18 @@ def model_lines(records: dict[tuple[str, int], Record]) -> list[str]:
                      f"{_over_seeds([_corrupted(x) for x in every])} | "
                      f"{_over_seeds([_mean(x, f'fgsm/{key}') for x in every])} | "
                      f"{_over_seeds([_mean(x, f'pgd/{key}') for x in every])} | {on} | "
-                     f"{'-' if auc is None else f'{auc:.3f}'} |")
+                     f"{_over_seeds([_mean(x, 'attention/auc', 1.0) for x in every], 3, '')} |")
     seg = {n: r for n, r in by_entry.items() if r.meta.get("data") == SEGMENTATION_BENCHMARK}
     if seg:
         lines += ["", "## Segmenters", "",
                   f"UperNet on `{SEGMENTATION_BENCHMARK}`: mIoU over the 11 classes (background and the 10 shapes) "
                   "from the intersections and unions summed over the test images, and the mIoU of predicting "
-                  "background everywhere, in %.", "", "| zoo entry | model | images | mIoU | all background |",
-                  "|---|---|---|---|---|"]
+                  "background everywhere, in %; the mean over the seeds measured (± their standard deviation "
+                  "where there are several).", "",
+                  "| zoo entry | model | seeds | images | mIoU | all background |", "|---|---|---|---|---|---|"]
         for name, r in seg.items():
-            inter = r.get("segmentation/intersection").sum(axis=1).astype(float)
-            union = r.get("segmentation/union").sum(axis=1).astype(float)
-            miou = 100 * float(np.mean(inter[union > 0] / union[union > 0]))
-            lines.append(f"| `{name}` | {r.meta['model']['name']} | {len(r.images['segmentation'])} | {miou:.1f}% | "
+            lines.append(f"| `{name}` | {r.meta['model']['name']} | {len(seeds[name])} | "
+                         f"{len(r.images['segmentation'])} | {_over_seeds([_miou(x) for x in seeds[name]])} | "
                          f"{_pct(r.meta.get('all_background'))} |")
     multi = {n: r for n, r in by_entry.items() if r.meta.get("data") == MULTILABEL_BENCHMARK}
     if multi:
@@ -386,23 +390,36 @@ def model_lines(records: dict[tuple[str, int], Record]) -> list[str]:
             lines.append(f"| `{name}` | {r.meta['model']['name']} | {_pct(r.meta.get('map'))} | "
                          f"{_pct(r.meta.get('label_frequency_map'))} | {_pct(r.meta.get('f1_overall'))} | {fix} "
                          f"| {n} |")
-    styles: dict[str, dict[str, float | None]] = {}
-    for name, r in by_entry.items():
+    styles: dict[str, dict[str, list[float | None]]] = {}
+    for name in by_entry:
         entry = find_entry(name)
         style = held_out(entry)
         if style is not None:
-            styles.setdefault(entry.settings["init"].removeprefix("zoo:"), {})[style] = _mean(r, "clean")
+            styles.setdefault(entry.settings["init"].removeprefix("zoo:"), {})[style] = [
+                _mean(x, "clean") for x in seeds[name]]
     if styles:
         lines += ["", "## Leave one style out", "",
                   "Each model is fine-tuned from the zoo's classifier on three of the four styles and tested on "
-                  "every test image of the fourth (chance 10%); top-1 in %.", "",
-                  "| fine-tuned from | " + " | ".join(f"{s} held out" for s in STYLES) + " | mean |",
-                  "|---|" + "---|" * (len(STYLES) + 1)]
+                  "every test image of the fourth (chance 10%); top-1 in %, the mean over the seeds measured (± "
+                  "their standard deviation where there are several); the last column is the mean over the styles "
+                  "of each seed's figures.", "",
+                  "| fine-tuned from | seeds | " + " | ".join(f"{s} held out" for s in STYLES) + " | mean |",
+                  "|---|---|" + "---|" * (len(STYLES) + 1)]
         for start, tops in styles.items():
-            values = [tops.get(s) for s in STYLES]
-            mean = sum(values) / len(values) if None not in values else None
-            lines.append(f"| `{start}` | " + " | ".join(_pct(v) for v in values) + f" | {_pct(mean)} |")
+            per_style = [tops.get(s) or [] for s in STYLES]
+            count = min(len(v) for v in per_style)
+            by_seed = [float(np.mean([v[i] for v in per_style])) if all(v[i] is not None for v in per_style)
+                       else None for i in range(count)]
+            lines.append(f"| `{start}` | {count} | " + " | ".join(_over_seeds(v) for v in per_style)
+                         + f" | {_over_seeds(by_seed)} |")
     return lines
+
+
+def _miou(record: Record) -> float:
+    """mIoU (%) from the intersections and unions summed over the test images."""
+    inter = record.get("segmentation/intersection").sum(axis=1).astype(float)
+    union = record.get("segmentation/union").sum(axis=1).astype(float)
+    return 100 * float(np.mean(inter[union > 0] / union[union > 0]))
 
 
 def training_rows(names: Sequence[str]) -> list[str]:
