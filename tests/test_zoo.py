@@ -366,7 +366,8 @@ def test_the_zoo_report_reads_curves_plateaus_and_seeds_from_the_records(tmp_pat
     # the last fifth of five epochs is the fifth: 80.2 - 80.0 is a plateau, 75 - 70 is still rising;
     # wall minutes, CPU minutes where recorded, the fastest epoch's rate
     assert "| `tiny_rvt` | RVT VARS-D | 3 | top-1 79.00 | 40 60 70 80 80 | 0.20 | 5 | 2.0 | 1.5 | 140 |" in page
-    assert "| `tiny_rvt_seed4` | RVT VARS-D | 4 | top-1 73.00 | 40 50 60 70 75 | 5.00 (rising) | 5 | 2.0 | - | 140 |" in page
+    assert ("| `tiny_rvt_seed4` | RVT VARS-D | 4 | top-1 73.00 | 40 50 60 70 75 | 5.00 (rising) | 5 | 2.0 | - | 140 |"
+            in page)
     # across seeds: the mean and the standard deviation of the two test figures
     assert "| `tiny_rvt` | RVT VARS-D | top-1 | 2 | 76.00 | 4.24 |" in page
     assert "0.07 hours of wall-clock time (2 entries of 2); CPU time recorded for 1 of them: 0.03 hours" in page
