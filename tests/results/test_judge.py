@@ -91,6 +91,11 @@ def test_a_sign_flip_across_seeds_never_holds():
     # with both seeds ahead it holds
     records.update(_pair(_bits(n, 0.80, 3), _bits(n, 0.62, 4), seed=1))
     assert judge([CLAIM], records, seeds=2)[0].verdict == HOLDS
+    # far behind on average although one seed is ahead: does not hold, and the row says the seeds disagree
+    records = _pair(_bits(n, 0.55, 1), _bits(n, 0.95, 2), seed=0)
+    records.update(_pair(_bits(n, 0.62, 3), _bits(n, 0.60, 4), seed=1))
+    (behind,) = judge([CLAIM], records, seeds=2)
+    assert behind.verdict == FAILS and "seeds disagree in sign" in behind.note
 
 
 def test_a_claim_waits_for_the_seeds_a_verdict_needs():

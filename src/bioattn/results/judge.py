@@ -497,6 +497,8 @@ def judge(claims: Sequence[Claim], records: dict[tuple[str, int], Record], seeds
             j.verdict = UNRESOLVED
             j.note = (f"{j.seeds} of the {seeds} seeds a verdict needs; on {'it' if j.seeds == 1 else 'them'} "
                       f"the test gives '{j.outcome}'")
+        elif j.outcome == FAILS and claim.direction in (GREATER, LESS) and any(s * f.estimate <= 0 for s in f.per_seed):
+            j.note = "the seeds disagree in sign; their mean is significantly the other way"
         # the others disagree when significantly the other way: from the primary's significant
         # direction, or from the claimed one where the primary is not significant
         lead = _sign(f, RULES[claim.metric].lower_is_better) or (1 if claim.direction in (GREATER, LESS) else 0)

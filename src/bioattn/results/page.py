@@ -179,7 +179,8 @@ def method_lines(settings: ResultsSettings) -> list[str]:
         "outcome averaged over the seeds its models were trained with) has the claimed sign, and so has the "
         "difference of every seed alone; a claim of no change holds only when the whole 95% interval lies "
         "inside its margin (and the corrected equivalence p is below α). It **does not hold** when the corrected "
-        "p is below α with the opposite sign (a claim of no change: the whole interval lies outside the margin). "
+        "p is below α with the opposite sign, whatever the seeds alone give (where one of them disagrees in sign, "
+        "the claim's row says so; a claim of no change: the whole interval lies outside the margin). "
         "Anything else is **not resolved**: the data cannot tell, at this number of images and seeds, whether "
         "the claim holds; it never counts as holding. The power table below gives the smallest difference each "
         "test would have detected. **Not measured**: a record the claim needs is missing (the row says which).", "",
