@@ -253,14 +253,15 @@ def test_trained_attention_maps_fall_on_the_object():
     from bioattn.attention.maps import has_maps
     from bioattn.evaluate.object_attention import mask_attention_scores
 
-    # the trained RVT VARS-S is the exception: its sparse codes, and so its maps, are all zero on
-    # the test images (its blocks work through their other paths); the results page shows it
+    # the trained RVT VARS-S is the exception, on every seed: its sparse codes, and so its maps,
+    # are all zero on the test images (its blocks work through their other paths); the results
+    # page shows it
     zero_maps = {"rvt_micro_vars_s"}
     checked = 0
     for entry, model, test in _built_benchmark_models():
         if has_maps(model):
             scores = mask_attention_scores(model, test, limit=200)
-            if entry.name in zero_maps:
+            if entry.name.removesuffix(f"_seed{entry.seed}") in zero_maps:
                 assert math.isnan(scores["mask_share"]) and scores["mask_auc"] == 0.5, (entry.name, scores)
                 continue
             assert scores["mask_share"] > scores["mask_share_chance"], (entry.name, scores)
